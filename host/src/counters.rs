@@ -1,0 +1,136 @@
+//! Per-worker counters, named as operators know them from the AWS NAT gateway metrics.
+//!
+//! Each worker owns one `Counters`; only that worker writes it (a relaxed load + store,
+//! which compiles to plain moves: no lock, no locked instruction), and the control thread
+//! reads any worker's at any time. Totals are the sum over workers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal ),* $(,)?) => {
+        /// Every counter natgw keeps. Drop reasons are `PacketsDropCount` with a `reason`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Counter { $( $(#[$doc])* $variant ),* }
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[ $( Counter::$variant ),* ];
+            /// The operator-facing name, e.g. `PacketsDropCount{reason="bad-ihl"}`.
+            pub fn name(self) -> &'static str {
+                match self { $( Counter::$variant => $name ),* }
+            }
+        }
+    };
+}
+
+counters! {
+    ActiveConnectionCount => "ActiveConnectionCount",
+    ConnectionAttemptCount => "ConnectionAttemptCount",
+    ConnectionEstablishedCount => "ConnectionEstablishedCount",
+    ErrorPortAllocation => "ErrorPortAllocation",
+    IdleTimeoutCount => "IdleTimeoutCount",
+    BytesInFromSource => "BytesInFromSource",
+    BytesOutToDestination => "BytesOutToDestination",
+    BytesInFromDestination => "BytesInFromDestination",
+    BytesOutToSource => "BytesOutToSource",
+    PacketsInFromSource => "PacketsInFromSource",
+    PacketsOutToDestination => "PacketsOutToDestination",
+    PacketsInFromDestination => "PacketsInFromDestination",
+    PacketsOutToSource => "PacketsOutToSource",
+    /// Echo requests to natgw's own addresses that it answered.
+    IcmpEchoRepliesSent => "IcmpEchoRepliesSent",
+    /// ICMP errors natgw generated itself (time exceeded, fragmentation needed).
+    IcmpErrorsSent => "IcmpErrorsSent",
+    /// Frames moved to another worker (fragments, hairpin) to keep a flow on its owner.
+    HandoffFrames => "HandoffFrames",
+    DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
+    DropUnknownEthertype => "PacketsDropCount{reason=\"unknown-ethertype\"}",
+    DropBadIhl => "PacketsDropCount{reason=\"bad-ihl\"}",
+    DropBadTotalLength => "PacketsDropCount{reason=\"bad-total-length\"}",
+    DropBadIpChecksum => "PacketsDropCount{reason=\"bad-ip-checksum\"}",
+    DropIpOptions => "PacketsDropCount{reason=\"ip-options\"}",
+    DropBadTcpHeader => "PacketsDropCount{reason=\"bad-tcp-header\"}",
+    DropBadUdpLength => "PacketsDropCount{reason=\"bad-udp-length\"}",
+    DropBadIcmp => "PacketsDropCount{reason=\"bad-icmp\"}",
+    DropBadIcmpQuote => "PacketsDropCount{reason=\"bad-icmp-quote\"}",
+    DropUnsupportedProtocol => "PacketsDropCount{reason=\"unsupported-protocol\"}",
+    DropUnsolicitedInbound => "PacketsDropCount{reason=\"unsolicited-inbound\"}",
+    DropToPrivateAddress => "PacketsDropCount{reason=\"to-private-address\"}",
+    DropTcpNoFlow => "PacketsDropCount{reason=\"tcp-not-syn\"}",
+    DropTableFull => "PacketsDropCount{reason=\"table-full\"}",
+    DropPortAllocation => "PacketsDropCount{reason=\"port-allocation\"}",
+    DropTtlExpired => "PacketsDropCount{reason=\"ttl-expired\"}",
+    DropNeedsFragmentation => "PacketsDropCount{reason=\"needs-fragmentation\"}",
+    DropFragment => "PacketsDropCount{reason=\"fragment-unmatched\"}",
+    DropNeighbourUnresolved => "PacketsDropCount{reason=\"neighbour-unresolved\"}",
+    DropNoRoute => "PacketsDropCount{reason=\"no-route\"}",
+    DropSourceNotInside => "PacketsDropCount{reason=\"source-not-inside\"}",
+    DropNotForUs => "PacketsDropCount{reason=\"not-for-us\"}",
+    DropTxFull => "PacketsDropCount{reason=\"tx-queue-full\"}",
+}
+
+const N: usize = Counter::ALL.len();
+
+pub struct Counters {
+    values: [AtomicU64; N],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { values: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+impl Counters {
+    /// Adds `n`. Only the owning worker calls this: load + store is enough for one writer.
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        let v = &self.values[c as usize];
+        v.store(v.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn inc(&self, c: Counter) {
+        self.add(c, 1)
+    }
+    /// Sets a gauge (ActiveConnectionCount).
+    pub fn set(&self, c: Counter, v: u64) {
+        self.values[c as usize].store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self, c: Counter) -> u64 {
+        self.values[c as usize].load(Ordering::Relaxed)
+    }
+    pub fn snapshot(&self) -> Vec<(Counter, u64)> {
+        Counter::ALL.iter().map(|&c| (c, self.get(c))).collect()
+    }
+}
+
+/// Sums counters over workers, in declaration order.
+pub fn total(workers: &[std::sync::Arc<Counters>]) -> Vec<(Counter, u64)> {
+    Counter::ALL.iter().map(|&c| (c, workers.iter().map(|w| w.get(c)).sum())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_aws_ones_and_unique() {
+        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        assert!(names.contains(&"ActiveConnectionCount"));
+        assert!(names.contains(&"ErrorPortAllocation"));
+        assert!(names.iter().any(|n| n.starts_with("PacketsDropCount{reason=")));
+        let before = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn add_and_total() {
+        let a = std::sync::Arc::new(Counters::default());
+        let b = std::sync::Arc::new(Counters::default());
+        a.add(Counter::BytesInFromSource, 100);
+        b.inc(Counter::BytesInFromSource);
+        let t = total(&[a, b]);
+        assert_eq!(t.iter().find(|(c, _)| *c == Counter::BytesInFromSource).unwrap().1, 101);
+    }
+}

@@ -1,0 +1,303 @@
+//! External addresses and ports: paired address pooling, endpoint-independent mappings
+//! (RFC 4787 REQ-1, RFC 5382 REQ-1) with port preservation, and per-worker port slices.
+//!
+//! A worker owns the ports `p` with `p % workers == worker`: the port of an inbound packet
+//! names the worker that owns its mapping (VPP's `port_per_thread`), so steering needs no
+//! shared state.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use thiserror::Error;
+
+use crate::conntrack::Endpoint;
+use crate::wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PoolError {
+    #[error("no free port on {addr} for protocol {proto} in this worker's slice of {lo}-{hi}")]
+    Exhausted { addr: Ipv4Addr, proto: u8, lo: u16, hi: u16 },
+}
+
+/// Paired pooling (RFC 4787 REQ-2): an inside host always leaves from the same external
+/// address. The choice is a fixed hash so that every worker and every restart agrees.
+pub fn paired_address_index(inside: Ipv4Addr, n_addrs: usize) -> usize {
+    let mut h = u32::from(inside);
+    // murmur3 fmix32: spreads consecutive host addresses over the pool.
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    (h as usize) % n_addrs.max(1)
+}
+
+fn proto_index(proto: u8) -> usize {
+    match proto {
+        PROTO_TCP => 0,
+        PROTO_UDP => 1,
+        PROTO_ICMP => 2,
+        _ => 3,
+    }
+}
+
+/// One bit per port, per protocol and external address.
+struct PortBitmap {
+    words: Vec<u64>,
+}
+
+impl PortBitmap {
+    fn new() -> Self {
+        PortBitmap { words: vec![0; 1024] }
+    }
+    fn is_set(&self, p: u16) -> bool {
+        self.words[usize::from(p) / 64] & (1 << (p % 64)) != 0
+    }
+    fn set(&mut self, p: u16, v: bool) {
+        let w = &mut self.words[usize::from(p) / 64];
+        if v {
+            *w |= 1 << (p % 64)
+        } else {
+            *w &= !(1 << (p % 64))
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub proto: u8,
+    pub inside: Endpoint,
+    pub inside_if: u8,
+    pub external: Endpoint,
+    /// Flows holding this mapping; it is released when the last one ends.
+    pub refs: u32,
+}
+
+pub type MappingId = u32;
+
+/// The endpoint-independent mappings of one worker and the ports they hold.
+pub struct Mappings {
+    external_addrs: Vec<Ipv4Addr>,
+    lo: u16,
+    hi: u16,
+    worker: u16,
+    workers: u16,
+    slots: Vec<Option<Mapping>>,
+    free: Vec<MappingId>,
+    by_inside: HashMap<(u8, Ipv4Addr, u16), MappingId, ahash::RandomState>,
+    by_external: HashMap<(u8, Ipv4Addr, u16), MappingId, ahash::RandomState>,
+    /// [proto index][address index]
+    used: Vec<Vec<PortBitmap>>,
+    /// Where the next search for a free port starts, per protocol and address.
+    cursor: Vec<Vec<u16>>,
+}
+
+impl Mappings {
+    pub fn new(external_addrs: Vec<Ipv4Addr>, lo: u16, hi: u16, worker: u16, workers: u16) -> Self {
+        let n = external_addrs.len();
+        Mappings {
+            lo,
+            hi,
+            worker,
+            workers: workers.max(1),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_inside: HashMap::with_hasher(ahash::RandomState::new()),
+            by_external: HashMap::with_hasher(ahash::RandomState::new()),
+            used: (0..4).map(|_| (0..n).map(|_| PortBitmap::new()).collect()).collect(),
+            cursor: (0..4).map(|_| vec![lo; n]).collect(),
+            external_addrs,
+        }
+    }
+
+    pub fn external_addrs(&self) -> &[Ipv4Addr] {
+        &self.external_addrs
+    }
+
+    pub fn is_external(&self, a: Ipv4Addr) -> bool {
+        self.external_addrs.contains(&a)
+    }
+
+    pub fn get(&self, id: MappingId) -> Option<&Mapping> {
+        self.slots.get(id as usize).and_then(|m| m.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_inside.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_inside.is_empty()
+    }
+
+    /// The mapping that owns an external endpoint, if any.
+    pub fn by_external(&self, proto: u8, ext: Ipv4Addr, port: u16) -> Option<MappingId> {
+        self.by_external.get(&(proto, ext, port)).copied()
+    }
+
+    fn owns(&self, p: u16) -> bool {
+        p % self.workers == self.worker
+    }
+
+    /// Finds or creates the mapping for an inside endpoint and takes a reference on it.
+    pub fn acquire(&mut self, proto: u8, inside: Endpoint, inside_if: u8) -> Result<MappingId, PoolError> {
+        if let Some(&id) = self.by_inside.get(&(proto, inside.addr, inside.port)) {
+            if let Some(m) = self.slots[id as usize].as_mut() {
+                m.refs += 1;
+                return Ok(id);
+            }
+        }
+        let ai = paired_address_index(inside.addr, self.external_addrs.len());
+        let addr = self.external_addrs[ai];
+        let port = self.allocate_port(proto, ai, inside.port).ok_or(PoolError::Exhausted {
+            addr,
+            proto,
+            lo: self.lo,
+            hi: self.hi,
+        })?;
+        let m = Mapping { proto, inside, inside_if, external: Endpoint { addr, port }, refs: 1 };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(m);
+                id
+            }
+            None => {
+                self.slots.push(Some(m));
+                (self.slots.len() - 1) as MappingId
+            }
+        };
+        self.by_inside.insert((proto, inside.addr, inside.port), id);
+        self.by_external.insert((proto, addr, port), id);
+        Ok(id)
+    }
+
+    /// Takes another reference on an existing mapping (a flow initiated from outside).
+    pub fn add_ref(&mut self, id: MappingId) {
+        if let Some(m) = self.slots.get_mut(id as usize).and_then(|m| m.as_mut()) {
+            m.refs += 1;
+        }
+    }
+
+    pub fn release(&mut self, id: MappingId) {
+        let Some(slot) = self.slots.get_mut(id as usize) else { return };
+        let Some(m) = slot.as_mut() else { return };
+        m.refs = m.refs.saturating_sub(1);
+        if m.refs > 0 {
+            return;
+        }
+        let m = slot.take().expect("checked above");
+        self.by_inside.remove(&(m.proto, m.inside.addr, m.inside.port));
+        self.by_external.remove(&(m.proto, m.external.addr, m.external.port));
+        if let Some(ai) = self.external_addrs.iter().position(|a| *a == m.external.addr) {
+            self.used[proto_index(m.proto)][ai].set(m.external.port, false);
+        }
+        self.free.push(id);
+    }
+
+    /// Port preservation first (RFC 4787 REQ-4 "port preservation" is a MAY we honour when
+    /// the port is free and ours), then the next free port of this worker's slice.
+    fn allocate_port(&mut self, proto: u8, ai: usize, preferred: u16) -> Option<u16> {
+        let pi = proto_index(proto);
+        let (lo, hi) = (self.lo, self.hi);
+        if preferred >= lo && preferred <= hi && self.owns(preferred) && !self.used[pi][ai].is_set(preferred) {
+            self.used[pi][ai].set(preferred, true);
+            return Some(preferred);
+        }
+        let span = u32::from(hi - lo) + 1;
+        let start = self.cursor[pi][ai];
+        let bitmap = &mut self.used[pi][ai];
+        // Walk the range once from the cursor; skip quickly over full 64-port words.
+        let mut i: u32 = 0;
+        while i < span {
+            let p = (u32::from(start) - u32::from(lo) + i) % span + u32::from(lo);
+            let p = p as u16;
+            if p % 64 == 0 && bitmap.words[usize::from(p) / 64] == u64::MAX && i + 64 <= span {
+                i += 64;
+                continue;
+            }
+            if p % self.workers == self.worker && !bitmap.is_set(p) {
+                bitmap.set(p, true);
+                self.cursor[pi][ai] = if p == hi { lo } else { p + 1 };
+                return Some(p);
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(a: [u8; 4], port: u16) -> Endpoint {
+        Endpoint { addr: Ipv4Addr::from(a), port }
+    }
+
+    #[test]
+    fn endpoint_independent_and_preserving() {
+        let mut m = Mappings::new(vec![Ipv4Addr::new(198, 51, 100, 10)], 1024, 65535, 0, 1);
+        let a = m.acquire(PROTO_UDP, ep([10, 10, 1, 10], 5000), 0).unwrap();
+        let b = m.acquire(PROTO_UDP, ep([10, 10, 1, 10], 5000), 0).unwrap();
+        assert_eq!(a, b, "same inside endpoint, same mapping whatever the destination");
+        assert_eq!(m.get(a).unwrap().external.port, 5000);
+        // Another host with the same source port gets a distinct external port.
+        let c = m.acquire(PROTO_UDP, ep([10, 10, 2, 10], 5000), 0).unwrap();
+        assert_ne!(m.get(c).unwrap().external.port, 5000);
+        // Released only after the last reference.
+        m.release(a);
+        assert!(m.by_external(PROTO_UDP, Ipv4Addr::new(198, 51, 100, 10), 5000).is_some());
+        m.release(b);
+        assert!(m.by_external(PROTO_UDP, Ipv4Addr::new(198, 51, 100, 10), 5000).is_none());
+    }
+
+    #[test]
+    fn paired_pooling_is_stable() {
+        let addrs = vec![Ipv4Addr::new(198, 51, 100, 10), Ipv4Addr::new(198, 51, 100, 11)];
+        let mut m = Mappings::new(addrs.clone(), 1024, 65535, 0, 1);
+        let host = [10, 10, 1, 10];
+        let first = m.acquire(PROTO_TCP, ep(host, 1), 0).unwrap();
+        let want = m.get(first).unwrap().external.addr;
+        for p in 2..200 {
+            let id = m.acquire(PROTO_TCP, ep(host, p), 0).unwrap();
+            assert_eq!(m.get(id).unwrap().external.addr, want);
+        }
+        // Different hosts spread over both addresses.
+        let used: std::collections::HashSet<_> =
+            (1..=20u8).map(|h| addrs[paired_address_index(Ipv4Addr::new(10, 10, 1, h), 2)]).collect();
+        assert_eq!(used.len(), 2);
+    }
+
+    #[test]
+    fn exhaustion_then_reuse() {
+        let mut m = Mappings::new(vec![Ipv4Addr::new(198, 51, 100, 10)], 2000, 2009, 0, 1);
+        let ids: Vec<_> = (0..10).map(|i| m.acquire(PROTO_TCP, ep([10, 0, 0, 1], 40000 + i), 0).unwrap()).collect();
+        let err = m.acquire(PROTO_TCP, ep([10, 0, 0, 1], 50000), 0).unwrap_err();
+        assert!(matches!(err, PoolError::Exhausted { .. }));
+        // UDP has its own port space.
+        assert!(m.acquire(PROTO_UDP, ep([10, 0, 0, 1], 50000), 0).is_ok());
+        m.release(ids[3]);
+        assert!(m.acquire(PROTO_TCP, ep([10, 0, 0, 1], 50000), 0).is_ok());
+    }
+
+    #[test]
+    fn worker_slices_are_disjoint() {
+        let addr = vec![Ipv4Addr::new(198, 51, 100, 10)];
+        let mut w0 = Mappings::new(addr.clone(), 1024, 65535, 0, 2);
+        let mut w1 = Mappings::new(addr, 1024, 65535, 1, 2);
+        for p in 0..1000u16 {
+            let a = w0.acquire(PROTO_UDP, ep([10, 0, 0, 1], 30000 + p), 0).unwrap();
+            let b = w1.acquire(PROTO_UDP, ep([10, 0, 0, 2], 30000 + p), 0).unwrap();
+            assert_eq!(w0.get(a).unwrap().external.port % 2, 0);
+            assert_eq!(w1.get(b).unwrap().external.port % 2, 1);
+        }
+    }
+
+    #[test]
+    fn sixty_four_thousand_per_address() {
+        let mut m = Mappings::new(vec![Ipv4Addr::new(198, 51, 100, 10)], 1024, 65535, 0, 1);
+        for i in 0..64_000u32 {
+            let host = Ipv4Addr::from(0x0a00_0000 + (i / 60_000));
+            m.acquire(PROTO_TCP, Endpoint { addr: host, port: 1024 + (i % 60_000) as u16 }, 0).unwrap();
+        }
+        assert_eq!(m.len(), 64_000);
+    }
+}
