@@ -1,1 +1,128 @@
+//! Packet I/O: AF_PACKET sockets driven by io_uring (multishot receive into a provided
+//! buffer ring, batched sends), the worker loop around the translator, and the L2 thread
+//! that speaks ARP.
+//!
+//! Owns: sockets, rings, buffers and threads. Must never: make translation decisions —
+//! it hands each frame to `nat::Translator` and carries out the verdict. All of natgw's
+//! `unsafe` lives here, each block with a SAFETY comment.
 
+pub mod bufring;
+pub mod l2thread;
+pub mod sys;
+pub mod worker;
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+use thiserror::Error;
+
+use crate::counters::Counters;
+use crate::l2::{LinkId, NeighbourTable};
+use crate::nat::FrameMeta;
+
+#[derive(Debug, Error)]
+pub enum IoError {
+    #[error("interface `{0}` does not exist in this network namespace")]
+    NoSuchInterface(String),
+    #[error("opening packet sockets needs root (CAP_NET_RAW and CAP_NET_ADMIN); run natgw as root")]
+    Permission,
+    #[error("{0} failed: {1}")]
+    Os(&'static str, std::io::Error),
+    #[error("io_uring setup failed: {0} (kernel 5.19+ with provided buffer rings is required)")]
+    Uring(std::io::Error),
+}
+
+/// A frame moved between workers, with its virtio-net header.
+pub struct HandoffFrame {
+    pub data: Vec<u8>,
+    pub meta: FrameMeta,
+}
+
+/// One line of `natgw flows`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FlowLine {
+    pub worker: usize,
+    pub proto: String,
+    pub state: String,
+    pub original: String,
+    pub translated: String,
+    pub reply: String,
+    pub age_s: u64,
+    pub expires_in_s: u64,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+/// A request from the control thread to a worker, answered at its next loop turn.
+pub enum ControlRequest {
+    Flows(std::sync::mpsc::Sender<Vec<FlowLine>>),
+}
+
+/// State shared by all threads of a running gateway.
+pub struct Shared {
+    pub counters: Vec<Arc<Counters>>,
+    pub neighbours: ArcSwap<NeighbourTable>,
+    pub neighbour_version: AtomicU64,
+    /// Next hops a worker could not resolve, for the L2 thread to ask for.
+    pub resolve_requests: ArrayQueue<(LinkId, Ipv4Addr)>,
+    pub handoff: Vec<ArrayQueue<HandoffFrame>>,
+    pub control: Vec<ArrayQueue<ControlRequest>>,
+    pub start: std::time::Instant,
+}
+
+impl Shared {
+    pub fn new(workers: usize) -> Shared {
+        Shared {
+            counters: (0..workers).map(|_| Arc::new(Counters::default())).collect(),
+            neighbours: ArcSwap::from_pointee(NeighbourTable::default()),
+            neighbour_version: AtomicU64::new(0),
+            resolve_requests: ArrayQueue::new(1024),
+            handoff: (0..workers).map(|_| ArrayQueue::new(4096)).collect(),
+            control: (0..workers).map(|_| ArrayQueue::new(16)).collect(),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the gateway started: the clock every core function is given.
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// virtio_net_hdr (10 bytes, host byte order) that precedes every frame on our sockets.
+pub const VNET_HDR_LEN: usize = 10;
+pub const VNET_F_NEEDS_CSUM: u8 = 1;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+}
+
+impl VnetHdr {
+    pub fn parse(b: &[u8]) -> VnetHdr {
+        if b.len() < VNET_HDR_LEN {
+            return VnetHdr::default();
+        }
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16::from_ne_bytes([b[2], b[3]]),
+            gso_size: u16::from_ne_bytes([b[4], b[5]]),
+        }
+    }
+
+    /// Wire packets a frame of `frame_len` bytes becomes after segmentation.
+    pub fn segments(&self, frame_len: usize) -> u32 {
+        if self.gso_type == 0 || self.gso_size == 0 {
+            return 1;
+        }
+        let payload = frame_len.saturating_sub(usize::from(self.hdr_len));
+        payload.div_ceil(usize::from(self.gso_size)).max(1) as u32
+    }
+}

@@ -1,0 +1,363 @@
+//! The gateway's TOML configuration: parsing with serde, then validation that names the
+//! key and the value on every error.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::conntrack::Timeouts;
+use crate::nat::{Filtering, Ipv4Net};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config key `{key}`: {value:?} {reason}")]
+    Invalid { key: String, value: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub inside: Vec<RawInside>,
+    pub outside: RawOutside,
+    #[serde(default)]
+    pub nat: RawNat,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub dataplane: RawDataplane,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInside {
+    pub interface: String,
+    /// Gateway addresses with prefix length, e.g. "10.10.1.1/24".
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutside {
+    pub interface: String,
+    /// External addresses natgw translates to (and answers ARP for).
+    pub addresses: Vec<String>,
+    /// The outside subnet, e.g. "198.51.100.0/24".
+    pub subnet: String,
+    /// The upstream router.
+    pub gateway: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNat {
+    pub port_range: String,
+    pub filtering: Filtering,
+    pub max_flows: usize,
+    pub icmp_error_rate: u32,
+}
+
+impl Default for RawNat {
+    fn default() -> Self {
+        RawNat {
+            port_range: "1024-65535".into(),
+            filtering: Filtering::AddressAndPortDependent,
+            max_flows: 1 << 20,
+            icmp_error_rate: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDataplane {
+    /// 0 = one per core.
+    pub workers: usize,
+    /// Receive buffers per worker (power of two).
+    pub rx_buffers: u16,
+    /// Pin worker n to core n.
+    pub pin_workers: bool,
+    /// Spin on an empty ring this many microseconds before sleeping (lower latency, more CPU).
+    pub busy_poll_us: u64,
+}
+
+impl Default for RawDataplane {
+    fn default() -> Self {
+        RawDataplane { workers: 0, rx_buffers: 512, pin_workers: false, busy_poll_us: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub socket: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin { socket: "/run/natgw/admin.sock".into() }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub inside: Vec<InsideConfig>,
+    pub outside: OutsideConfig,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub filtering: Filtering,
+    pub max_flows: usize,
+    pub icmp_error_rate: u32,
+    pub timeouts: Timeouts,
+    pub workers: usize,
+    pub rx_buffers: u16,
+    pub pin_workers: bool,
+    pub busy_poll_us: u64,
+    pub admin_socket: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InsideConfig {
+    pub interface: String,
+    pub addresses: Vec<Ipv4Net>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutsideConfig {
+    pub interface: String,
+    pub addresses: Vec<Ipv4Addr>,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+pub fn parse_ipv4(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+    s.trim().parse::<Ipv4Addr>().map_err(|_| invalid(key, s, "is not an IPv4 address"))
+}
+
+pub fn parse_net(key: &str, s: &str) -> Result<Ipv4Net, ConfigError> {
+    let (a, p) = s.split_once('/').ok_or_else(|| invalid(key, s, "needs a prefix length, like 10.0.0.1/24"))?;
+    let addr = parse_ipv4(key, a).map_err(|_| invalid(key, s, "is not an IPv4 address with prefix"))?;
+    let prefix: u8 = p.parse().map_err(|_| invalid(key, s, "has a prefix length that is not 0-32"))?;
+    if prefix > 32 {
+        return Err(invalid(key, s, "has a prefix length that is not 0-32"));
+    }
+    Ok(Ipv4Net { addr, prefix })
+}
+
+fn parse_range(key: &str, s: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = || invalid(key, s, "is not a port range like 1024-65535 (low >= 1, low <= high)");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.display().to_string(), source: e })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.display().to_string(), message },
+            e => e,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: String::new(), message: e.to_string() })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        if raw.inside.is_empty() {
+            return Err(invalid("inside", "[]", "must list at least one inside interface"));
+        }
+        if raw.inside.len() > 64 {
+            return Err(invalid("inside", raw.inside.len(), "lists more than 64 interfaces"));
+        }
+        let mut inside = Vec::new();
+        for (i, r) in raw.inside.iter().enumerate() {
+            let key = format!("inside[{i}].interface");
+            check_ifname(&key, &r.interface)?;
+            if r.addresses.is_empty() {
+                return Err(invalid(format!("inside[{i}].addresses"), "[]", "must list at least one address"));
+            }
+            let mut addrs = Vec::new();
+            for (j, a) in r.addresses.iter().enumerate() {
+                let n = parse_net(&format!("inside[{i}].addresses[{j}]"), a)?;
+                if n.prefix > 30 || n.prefix < 8 {
+                    return Err(invalid(format!("inside[{i}].addresses[{j}]"), a, "needs a prefix length from /8 to /30"));
+                }
+                addrs.push(n);
+            }
+            inside.push(InsideConfig { interface: r.interface.clone(), addresses: addrs });
+        }
+        // Inside subnets must not overlap: the subnet names the interface.
+        let all: Vec<(String, Ipv4Net)> = inside
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.addresses.iter().enumerate().map(move |(j, n)| (format!("inside[{i}].addresses[{j}]"), *n)))
+            .collect();
+        for (x, (ka, a)) in all.iter().enumerate() {
+            for (kb, b) in all.iter().skip(x + 1) {
+                if a.contains(b.addr) || b.contains(a.addr) {
+                    return Err(invalid(kb.clone(), b, format!("overlaps {ka} = {a}")));
+                }
+            }
+        }
+        let o = &raw.outside;
+        check_ifname("outside.interface", &o.interface)?;
+        if inside.iter().any(|i| i.interface == o.interface) {
+            return Err(invalid("outside.interface", &o.interface, "is also an inside interface"));
+        }
+        let subnet = parse_net("outside.subnet", &o.subnet)?;
+        let gateway = parse_ipv4("outside.gateway", &o.gateway)?;
+        if !subnet.contains(gateway) {
+            return Err(invalid("outside.gateway", &o.gateway, format!("is not in outside.subnet {subnet}")));
+        }
+        if o.addresses.is_empty() {
+            return Err(invalid("outside.addresses", "[]", "must list at least one external address"));
+        }
+        let mut addresses = Vec::new();
+        for (j, a) in o.addresses.iter().enumerate() {
+            let key = format!("outside.addresses[{j}]");
+            let ip = parse_ipv4(&key, a)?;
+            if !subnet.contains(ip) || ip == subnet.broadcast() || ip == gateway {
+                return Err(invalid(key, a, format!("is not a usable host address in outside.subnet {subnet}")));
+            }
+            if addresses.contains(&ip) {
+                return Err(invalid(key, a, "is listed twice"));
+            }
+            if all.iter().any(|(_, n)| n.contains(ip)) {
+                return Err(invalid(key, a, "is inside an inside subnet"));
+            }
+            addresses.push(ip);
+        }
+        let (port_lo, port_hi) = parse_range("nat.port_range", &raw.nat.port_range)?;
+        if raw.nat.max_flows == 0 {
+            return Err(invalid("nat.max_flows", 0, "must be at least 1"));
+        }
+        let t = raw.timeouts;
+        for (k, v) in [
+            ("timeouts.tcp_established", t.tcp_established),
+            ("timeouts.tcp_transitory", t.tcp_transitory),
+            ("timeouts.tcp_time_wait", t.tcp_time_wait),
+            ("timeouts.tcp_closed", t.tcp_closed),
+            ("timeouts.udp", t.udp),
+            ("timeouts.icmp", t.icmp),
+        ] {
+            if v == 0 || v > 7 * 86_400 {
+                return Err(invalid(k, v, "must be 1 to 604800 seconds"));
+            }
+        }
+        let rb = raw.dataplane.rx_buffers;
+        if !rb.is_power_of_two() || !(16..=4096).contains(&rb) {
+            return Err(invalid("dataplane.rx_buffers", rb, "must be a power of two from 16 to 4096"));
+        }
+        if raw.dataplane.workers > 64 {
+            return Err(invalid("dataplane.workers", raw.dataplane.workers, "must be 0 (one per core) to 64"));
+        }
+        if raw.admin.socket.is_empty() {
+            return Err(invalid("admin.socket", "", "must be a path"));
+        }
+        Ok(Config {
+            inside,
+            outside: OutsideConfig { interface: o.interface.clone(), addresses, subnet, gateway },
+            port_lo,
+            port_hi,
+            filtering: raw.nat.filtering,
+            max_flows: raw.nat.max_flows,
+            icmp_error_rate: raw.nat.icmp_error_rate,
+            timeouts: raw.timeouts,
+            workers: raw.dataplane.workers,
+            rx_buffers: rb,
+            pin_workers: raw.dataplane.pin_workers,
+            busy_poll_us: raw.dataplane.busy_poll_us,
+            admin_socket: raw.admin.socket,
+        })
+    }
+
+    /// Workers to run: the configured number, or one per core.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+fn check_ifname(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 15 || name.contains('/') || name.contains(char::is_whitespace) {
+        return Err(invalid(key, name, "is not a valid interface name (1-15 characters, no '/' or spaces)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[inside]]
+interface = "in1"
+addresses = ["10.10.1.1/24"]
+[[inside]]
+interface = "in2"
+addresses = ["10.10.2.1/24"]
+[outside]
+interface = "out0"
+addresses = ["198.51.100.10", "198.51.100.11"]
+subnet = "198.51.100.0/24"
+gateway = "198.51.100.1"
+[timeouts]
+udp = 30
+"#;
+
+    #[test]
+    fn parses_and_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.inside.len(), 2);
+        assert_eq!((c.port_lo, c.port_hi), (1024, 65535));
+        assert_eq!(c.timeouts.udp, 30);
+        assert_eq!(c.timeouts.tcp_established, 7440);
+        assert_eq!(c.filtering, Filtering::AddressAndPortDependent);
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_key_and_value() {
+        let e = err(&GOOD.replace("198.51.100.1\"", "198.51.300.1\""));
+        assert!(e.contains("outside.gateway") && e.contains("198.51.300.1"), "{e}");
+        let e = err(&GOOD.replace("[timeouts]", "[nat]\nport_range = \"70-20\"\n[timeouts]"));
+        assert!(e.contains("nat.port_range") && e.contains("70-20"), "{e}");
+        let e = err(&GOOD.replace("10.10.2.1/24", "10.10.1.7/16"));
+        assert!(e.contains("inside[1].addresses[0]") && e.contains("overlaps"), "{e}");
+        let e = err(&GOOD.replace("udp = 30", "udp = 0"));
+        assert!(e.contains("timeouts.udp") && e.contains('0'), "{e}");
+        let e = err(&GOOD.replace("udp = 30", "udpp = 30"));
+        assert!(e.contains("udpp"), "{e}");
+        let e = err(&GOOD.replace("\"198.51.100.11\"", "\"203.0.113.5\""));
+        assert!(e.contains("outside.addresses[1]") && e.contains("203.0.113.5"), "{e}");
+        let e = err(&GOOD.replace("[timeouts]", "[nat]\nfiltering = \"open\"\n[timeouts]"));
+        assert!(e.contains("open") && e.contains("filtering"), "{e}");
+    }
+}
