@@ -12,6 +12,7 @@
 
 pub mod frag;
 pub mod pool;
+pub mod testutil;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -475,7 +476,12 @@ impl Translator {
     /// Slow path: a packet that matched no flow.
     fn new_flow(&mut self, key: &FlowKey, p: &Parsed, meta: FrameMeta, now_ms: u64) -> Result<(FlowId, usize), Counter> {
         match p.l4 {
-            L4Header::Tcp { flags, .. } if flags & (TCP_SYN | TCP_ACK) != TCP_SYN => return Err(Counter::DropTcpNoFlow),
+            L4Header::Tcp { flags, .. } if flags & (TCP_SYN | TCP_ACK) != TCP_SYN => {
+                return Err(match meta.side {
+                    Side::Outside => Counter::DropUnsolicitedInbound,
+                    Side::Inside => Counter::DropTcpNoFlow,
+                })
+            }
             L4Header::Tcp { .. } | L4Header::Udp { .. } => {}
             L4Header::IcmpQuery { icmp_type: ICMP_ECHO_REQUEST, .. } => {}
             L4Header::IcmpQuery { .. } => {

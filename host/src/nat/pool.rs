@@ -196,7 +196,8 @@ impl Mappings {
     /// the port is free and ours), then the next free port of this worker's slice.
     fn allocate_port(&mut self, proto: u8, ai: usize, preferred: u16) -> Option<u16> {
         let pi = proto_index(proto);
-        let (lo, hi) = (self.lo, self.hi);
+        // ICMP identifiers are not ports: any value is fine, so keep the host's when we can.
+        let (lo, hi) = if proto == PROTO_ICMP { (1, u16::MAX) } else { (self.lo, self.hi) };
         if preferred >= lo && preferred <= hi && self.owns(preferred) && !self.used[pi][ai].is_set(preferred) {
             self.used[pi][ai].set(preferred, true);
             return Some(preferred);
@@ -209,7 +210,7 @@ impl Mappings {
         while i < span {
             let p = (u32::from(start) - u32::from(lo) + i) % span + u32::from(lo);
             let p = p as u16;
-            if p % 64 == 0 && bitmap.words[usize::from(p) / 64] == u64::MAX && i + 64 <= span {
+            if p % 64 == 0 && bitmap.words[usize::from(p) / 64] == u64::MAX && i + 64 <= span && u32::from(p) + 63 <= u32::from(hi) {
                 i += 64;
                 continue;
             }

@@ -1,0 +1,483 @@
+//! Translator unit tests: literal packets in, translated packets out.
+
+use super::testutil::*;
+use super::*;
+use crate::wire::{TCP_FIN, TCP_RST, ICMP_ECHO_REPLY};
+
+fn translator(cfg: NatConfig) -> Translator {
+    Translator::new(cfg, Arc::new(Counters::default()), 0)
+}
+
+fn run(t: &mut Translator, frame: &mut [u8], side: Side, link: u8) -> Verdict {
+    let mut out = [0u8; 2048];
+    t.process(frame, FrameMeta::plain(side, link), 1000, &mut out)
+}
+
+fn run_out(t: &mut Translator, frame: &mut [u8], side: Side, link: u8) -> (Verdict, Vec<u8>) {
+    let mut out = [0u8; 2048];
+    let v = t.process(frame, FrameMeta::plain(side, link), 1000, &mut out);
+    (v, out.to_vec())
+}
+
+const OUT: Verdict = Verdict::Forward { egress: Egress::Outside, next_hop: Ipv4Addr::new(198, 51, 100, 1) };
+
+/// The exact bytes of a SYN from 10.10.1.10:40000 to 203.0.113.80:80 and of the same SYN
+/// after natgw: only the source address, TTL and the two checksums may change.
+#[test]
+fn literal_syn_translation() {
+    #[rustfmt::skip]
+    let mut frame: [u8; 54] = [
+        0x02,0,0,0,0,0x01, 0x02,0,0,0,0,0x0a, 0x08,0x00,
+        0x45,0x00,0x00,0x28, 0x00,0x01,0x40,0x00, 0x40,0x06,0xf3,0x6a, 10,10,1,10, 203,0,113,80,
+        0x9c,0x40,0x00,0x50, 0x00,0x00,0x03,0xe8, 0x00,0x00,0x00,0x00, 0x50,0x02,0xff,0xff, 0xc8,0x05,0x00,0x00,
+    ];
+    assert!(checksums_valid(&frame), "the literal input must be a valid packet");
+    let mut t = translator(demo_config());
+    assert_eq!(run(&mut t, &mut frame, Side::Inside, 0), OUT);
+    #[rustfmt::skip]
+    let expected: [u8; 40] = [
+        0x45,0x00,0x00,0x28, 0x00,0x01,0x40,0x00, 0x3f,0x06,0xd5,0x40, 198,51,100,10, 203,0,113,80,
+        0x9c,0x40,0x00,0x50, 0x00,0x00,0x03,0xe8, 0x00,0x00,0x00,0x00, 0x50,0x02,0xff,0xff, 0xa8,0xdb,0x00,0x00,
+    ];
+    assert_eq!(&frame[14..], &expected[..]);
+}
+
+#[test]
+fn tcp_outbound_and_reply() {
+    let mut t = translator(demo_config());
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    assert_eq!(run(&mut t, &mut syn, Side::Inside, 0), OUT);
+    assert_eq!(src_of(&syn), (a("198.51.100.10"), 40000), "port preserved");
+    assert_eq!(ttl_of(&syn), 63);
+    assert!(checksums_valid(&syn));
+
+    let mut synack = tcp("203.0.113.80", 80, "198.51.100.10", 40000, TCP_SYN | TCP_ACK);
+    assert_eq!(
+        run(&mut t, &mut synack, Side::Outside, 0),
+        Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") }
+    );
+    assert_eq!(dst_of(&synack), (a("10.10.1.10"), 40000));
+    assert!(checksums_valid(&synack));
+    let mut ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_ACK);
+    assert_eq!(run(&mut t, &mut ack, Side::Inside, 0), OUT);
+    assert_eq!(t.counters().get(Counter::ConnectionEstablishedCount), 1);
+    assert_eq!(t.counters().get(Counter::ConnectionAttemptCount), 1);
+    let (id, _) = t.flows().lookup(&FlowKey {
+        side: Side::Inside,
+        proto: PROTO_TCP,
+        src: a("10.10.1.10"),
+        src_port: 40000,
+        dst: a("203.0.113.80"),
+        dst_port: 80,
+    })
+    .unwrap();
+    assert_eq!(t.flows().get(id).unwrap().state, FlowState::Tcp(TcpState::Established));
+}
+
+#[test]
+fn tcp_without_syn_creates_nothing() {
+    let mut t = translator(demo_config());
+    let mut ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_ACK);
+    assert_eq!(run(&mut t, &mut ack, Side::Inside, 0), Verdict::Drop(Counter::DropTcpNoFlow));
+    assert!(t.flows().is_empty());
+}
+
+#[test]
+fn unsolicited_and_filtered_inbound_is_dropped() {
+    let mut t = translator(demo_config());
+    let mut syn = tcp("203.0.113.80", 80, "198.51.100.10", 40000, TCP_SYN);
+    assert_eq!(run(&mut t, &mut syn, Side::Outside, 0), Verdict::Drop(Counter::DropUnsolicitedInbound));
+    // Addressed straight to a private host.
+    let mut direct = tcp("203.0.113.80", 80, "10.10.1.10", 40000, TCP_SYN);
+    assert_eq!(run(&mut t, &mut direct, Side::Outside, 0), Verdict::Drop(Counter::DropToPrivateAddress));
+    // A mapping exists, but address-and-port-dependent filtering refuses another remote port.
+    let mut out = udp("10.10.1.10", 5000, "203.0.113.7", 7, b"x");
+    assert_eq!(run(&mut t, &mut out, Side::Inside, 0), OUT);
+    let mut other = udp("203.0.113.7", 8, "198.51.100.10", 5000, b"y");
+    assert_eq!(run(&mut t, &mut other, Side::Outside, 0), Verdict::Drop(Counter::DropUnsolicitedInbound));
+    let mut reply = udp("203.0.113.7", 7, "198.51.100.10", 5000, b"y");
+    assert!(matches!(run(&mut t, &mut reply, Side::Outside, 0), Verdict::Forward { .. }));
+    assert_eq!(t.counters().get(Counter::DropUnsolicitedInbound), 2);
+    assert_eq!(t.counters().get(Counter::DropToPrivateAddress), 1);
+}
+
+#[test]
+fn endpoint_independent_filtering_admits_any_remote() {
+    let mut cfg = demo_config();
+    cfg.filtering = Filtering::EndpointIndependent;
+    let mut t = translator(cfg);
+    let mut out = udp("10.10.1.10", 5000, "203.0.113.7", 7, b"x");
+    run(&mut t, &mut out, Side::Inside, 0);
+    let mut other = udp("203.0.113.99", 9999, "198.51.100.10", 5000, b"y");
+    assert_eq!(
+        run(&mut t, &mut other, Side::Outside, 0),
+        Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") }
+    );
+    assert_eq!(dst_of(&other), (a("10.10.1.10"), 5000));
+    assert!(checksums_valid(&other));
+}
+
+#[test]
+fn two_hosts_same_source_port_get_distinct_mappings() {
+    let mut t = translator(demo_config());
+    let mut x = udp("10.10.1.10", 5000, "203.0.113.7", 7, b"x");
+    let mut y = udp("10.10.2.10", 5000, "203.0.113.7", 7, b"y");
+    run(&mut t, &mut x, Side::Inside, 0);
+    assert_eq!(run(&mut t, &mut y, Side::Inside, 1), OUT);
+    assert_ne!(src_of(&x), src_of(&y));
+    assert!(checksums_valid(&y));
+    // Each reply reaches its own host.
+    let (ea, pa) = src_of(&y);
+    let mut r = udp("203.0.113.7", 7, &ea.to_string(), pa, b"r");
+    assert_eq!(run(&mut t, &mut r, Side::Outside, 0), Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") });
+    assert_eq!(dst_of(&r), (a("10.10.2.10"), 5000));
+}
+
+#[test]
+fn endpoint_independent_mapping_across_destinations() {
+    let mut t = translator(demo_config());
+    let mut x = udp("10.10.1.10", 5000, "203.0.113.7", 7, b"x");
+    let mut y = udp("10.10.1.10", 5000, "203.0.113.8", 53, b"y");
+    run(&mut t, &mut x, Side::Inside, 0);
+    run(&mut t, &mut y, Side::Inside, 0);
+    assert_eq!(src_of(&x), src_of(&y));
+}
+
+#[test]
+fn udp_zero_checksum_stays_zero() {
+    let (s, d) = (a("10.10.1.10"), a("203.0.113.7"));
+    let mut f = ipv4_frame(s, d, PROTO_UDP, 64, 1, 0, &udp_datagram(s, 5000, d, 7, b"abc", false));
+    let mut t = translator(demo_config());
+    assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT);
+    assert_eq!(&f[40..42], &[0, 0]);
+    assert!(checksums_valid(&f));
+}
+
+#[test]
+fn checksum_partial_frames_get_the_pseudo_header_patched() {
+    // A CHECKSUM_PARTIAL TCP frame as a local socket hands it to veth: the checksum field
+    // holds the folded pseudo-header sum only.
+    let (s, d) = (a("10.10.1.10"), a("203.0.113.80"));
+    let mut seg = tcp_segment(s, 40000, d, 80, TCP_SYN, b"hello");
+    let partial = checksum::fold(checksum::pseudo_header_sum(u32::from(s), u32::from(d), 6, seg.len() as u16));
+    seg[16..18].copy_from_slice(&partial.to_be_bytes());
+    let mut f = ipv4_frame(s, d, PROTO_TCP, 64, 1, DF, &seg);
+    let mut t = translator(demo_config());
+    let meta = FrameMeta { csum_partial: true, ..FrameMeta::plain(Side::Inside, 0) };
+    assert_eq!(t.process(&mut f, meta, 0, &mut [0u8; 2048]), OUT);
+    let want = checksum::fold(checksum::pseudo_header_sum(
+        u32::from(a("198.51.100.10")),
+        u32::from(d),
+        6,
+        seg.len() as u16,
+    ));
+    assert_eq!(u16::from_be_bytes([f[50], f[51]]), want);
+    // And the device's final sum over the segment then verifies.
+    let l4 = &mut f[34..];
+    let tail_sum = checksum::sum(l4, 0);
+    l4[16..18].copy_from_slice(&(!checksum::fold(tail_sum)).to_be_bytes());
+    assert!(checksums_valid(&f));
+}
+
+#[test]
+fn icmp_echo_by_identifier() {
+    let mut t = translator(demo_config());
+    let mut p1 = ping("10.10.1.10", "203.0.113.80", ICMP_ECHO_REQUEST, 777);
+    let mut p2 = ping("10.10.2.10", "203.0.113.80", ICMP_ECHO_REQUEST, 777);
+    assert_eq!(run(&mut t, &mut p1, Side::Inside, 0), OUT);
+    assert_eq!(run(&mut t, &mut p2, Side::Inside, 1), OUT);
+    assert!(checksums_valid(&p1) && checksums_valid(&p2));
+    let id1 = u16::from_be_bytes([p1[38], p1[39]]);
+    let id2 = u16::from_be_bytes([p2[38], p2[39]]);
+    assert_eq!(id1, 777);
+    assert_ne!(id2, 777, "the second host's identifier is remapped");
+    let mut r2 = ping("203.0.113.80", "198.51.100.10", ICMP_ECHO_REPLY, id2);
+    assert_eq!(run(&mut t, &mut r2, Side::Outside, 0), Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") });
+    assert_eq!(u16::from_be_bytes([r2[38], r2[39]]), 777);
+    assert_eq!(dst_of(&r2).0, a("10.10.2.10"));
+    assert!(checksums_valid(&r2));
+    // An echo reply nobody asked for.
+    let mut stray = ping("203.0.113.80", "198.51.100.10", ICMP_ECHO_REPLY, 4242);
+    assert_eq!(run(&mut t, &mut stray, Side::Outside, 0), Verdict::Drop(Counter::DropUnsolicitedInbound));
+}
+
+#[test]
+fn answers_ping_to_own_addresses() {
+    let mut t = translator(demo_config());
+    let mut p = ping("10.10.1.10", "10.10.1.1", ICMP_ECHO_REQUEST, 9);
+    assert_eq!(run(&mut t, &mut p, Side::Inside, 0), Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") });
+    assert_eq!(p[34], ICMP_ECHO_REPLY);
+    assert_eq!((src_of(&p).0, dst_of(&p).0), (a("10.10.1.1"), a("10.10.1.10")));
+    assert!(checksums_valid(&p));
+    let mut q = ping("203.0.113.80", "198.51.100.10", ICMP_ECHO_REQUEST, 9);
+    assert_eq!(run(&mut t, &mut q, Side::Outside, 0), OUT);
+    assert_eq!(src_of(&q).0, a("198.51.100.10"));
+    assert!(checksums_valid(&q));
+    // Anything else to the gateway's inside address is not for us.
+    let mut s = tcp("10.10.1.10", 1, "10.10.1.1", 22, TCP_SYN);
+    assert_eq!(run(&mut t, &mut s, Side::Inside, 0), Verdict::Drop(Counter::DropNotForUs));
+}
+
+#[test]
+fn ttl_expiry_sends_time_exceeded_from_the_gateway() {
+    let mut t = translator(demo_config());
+    let (s, d) = (a("10.10.1.10"), a("203.0.113.80"));
+    let mut f = ipv4_frame(s, d, PROTO_UDP, 1, 7, 0, &udp_datagram(s, 33434, d, 33434, b"probe", true));
+    let orig = f.clone();
+    let (v, out) = run_out(&mut t, &mut f, Side::Inside, 0);
+    let Verdict::Emit { egress, next_hop, len } = v else { panic!("{v:?}") };
+    assert_eq!((egress, next_hop), (Egress::Inside(0), s));
+    let e = &out[..len];
+    assert_eq!((src_of(e).0, dst_of(e).0), (a("10.10.1.1"), s));
+    assert_eq!(e[23], PROTO_ICMP);
+    assert_eq!((e[34], e[35]), (ICMP_TIME_EXCEEDED, 0));
+    assert_eq!(&e[42..42 + orig.len() - 14], &orig[14..], "quotes the packet as received");
+    assert!(checksums_valid(e));
+    assert!(t.flows().is_empty(), "an expiring packet creates no state");
+    assert_eq!(t.counters().get(Counter::IcmpErrorsSent), 1);
+    assert_eq!(t.counters().get(Counter::DropTtlExpired), 1);
+}
+
+/// Path-MTU discovery: a router beyond natgw says "fragmentation needed" about the
+/// translated packet; the client gets it about its own packet.
+#[test]
+fn inbound_icmp_error_is_translated_to_the_inside_host() {
+    let mut t = translator(demo_config());
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    run(&mut t, &mut syn, Side::Inside, 0);
+    let quoted = syn[14..14 + 28].to_vec(); // IP header + 8 bytes, as translated
+    let mut rest = [0u8; 4];
+    rest[2..].copy_from_slice(&1280u16.to_be_bytes());
+    let msg = icmp_message(ICMP_DEST_UNREACHABLE, ICMP_CODE_FRAG_NEEDED, rest, &quoted);
+    let mut err = ipv4_frame(a("198.51.100.1"), a("198.51.100.10"), PROTO_ICMP, 64, 9, 0, &msg);
+    assert_eq!(
+        run(&mut t, &mut err, Side::Outside, 0),
+        Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") }
+    );
+    assert_eq!(src_of(&err).0, a("198.51.100.1"), "the router stays the sender");
+    assert_eq!(dst_of(&err).0, a("10.10.1.10"));
+    assert!(checksums_valid(&err));
+    let inner = &err[42..];
+    assert_eq!(&inner[12..16], &[10, 10, 1, 10], "inner source back to the client");
+    assert_eq!(&inner[16..20], &[203, 0, 113, 80]);
+    assert_eq!(u16::from_be_bytes([inner[20], inner[21]]), 40000);
+    assert_eq!(checksum::fold(checksum::sum(&inner[..20], 0)), 0xffff, "inner header checksum");
+    assert_eq!(u16::from_be_bytes([err[40], err[41]]), 1280, "next-hop MTU kept");
+}
+
+#[test]
+fn outbound_icmp_error_is_translated_to_the_remote() {
+    let mut t = translator(demo_config());
+    let mut out = udp("10.10.1.10", 5000, "203.0.113.7", 7, b"x");
+    run(&mut t, &mut out, Side::Inside, 0);
+    let mut reply = udp("203.0.113.7", 7, "198.51.100.10", 5000, b"y");
+    run(&mut t, &mut reply, Side::Outside, 0);
+    // The client's port is closed: it answers the reply with port unreachable.
+    let msg = icmp_message(ICMP_DEST_UNREACHABLE, 3, [0; 4], &reply[14..]);
+    let mut err = ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), PROTO_ICMP, 64, 3, 0, &msg);
+    assert_eq!(run(&mut t, &mut err, Side::Inside, 0), OUT);
+    assert_eq!(src_of(&err).0, a("198.51.100.10"), "the client's address never leaves");
+    assert!(checksums_valid(&err));
+    let inner = &err[42..];
+    assert_eq!(&inner[12..16], &[203, 0, 113, 7]);
+    assert_eq!(&inner[16..20], &[198, 51, 100, 10]);
+    assert_eq!(u16::from_be_bytes([inner[22], inner[23]]), 5000);
+    // The quoted UDP checksum was updated too.
+    let l4 = &inner[20..];
+    let ph = checksum::pseudo_header_sum(u32::from(a("203.0.113.7")), u32::from(a("198.51.100.10")), 17, l4.len() as u16);
+    assert_eq!(checksum::fold(checksum::sum(l4, ph)), 0xffff);
+}
+
+#[test]
+fn icmp_error_quoting_garbage_is_a_counted_drop() {
+    let mut t = translator(demo_config());
+    let msg = icmp_message(ICMP_DEST_UNREACHABLE, 1, [0; 4], &[0x45, 0, 0]);
+    let mut err = ipv4_frame(a("203.0.113.1"), a("198.51.100.10"), PROTO_ICMP, 64, 3, 0, &msg);
+    assert_eq!(run(&mut t, &mut err, Side::Outside, 0), Verdict::Drop(Counter::DropBadIcmpQuote));
+    // A well-formed quote of a flow that does not exist.
+    let q = udp("198.51.100.10", 1234, "203.0.113.9", 53, b"zz");
+    let msg = icmp_message(ICMP_DEST_UNREACHABLE, 3, [0; 4], &q[14..]);
+    let mut err = ipv4_frame(a("203.0.113.9"), a("198.51.100.10"), PROTO_ICMP, 64, 3, 0, &msg);
+    assert_eq!(run(&mut t, &mut err, Side::Outside, 0), Verdict::Drop(Counter::DropUnsolicitedInbound));
+}
+
+#[test]
+fn oversized_df_packet_gets_fragmentation_needed() {
+    let mut cfg = demo_config();
+    cfg.outside_mtu = 1280;
+    let mut t = translator(cfg);
+    let (s, d) = (a("10.10.1.10"), a("203.0.113.80"));
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    run(&mut t, &mut syn, Side::Inside, 0);
+    let mut big = ipv4_frame(s, d, PROTO_TCP, 64, 2, DF, &tcp_segment(s, 40000, d, 80, TCP_ACK, &[7u8; 1400]));
+    let (v, out) = run_out(&mut t, &mut big, Side::Inside, 0);
+    let Verdict::Emit { len, .. } = v else { panic!("{v:?}") };
+    let e = &out[..len];
+    assert_eq!((e[34], e[35]), (ICMP_DEST_UNREACHABLE, ICMP_CODE_FRAG_NEEDED));
+    assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1280);
+    assert!(checksums_valid(e));
+    // GSO super-frames are segmented by the device: they pass.
+    let mut gso = ipv4_frame(s, d, PROTO_TCP, 64, 3, DF, &tcp_segment(s, 40000, d, 80, TCP_ACK, &[7u8; 4000]));
+    let meta = FrameMeta { gso: true, segments: 4, ..FrameMeta::plain(Side::Inside, 0) };
+    assert_eq!(t.process(&mut gso, meta, 0, &mut [0u8; 2048]), OUT);
+}
+
+#[test]
+fn fragments_follow_the_first_even_out_of_order() {
+    let mut t = translator(demo_config());
+    let (s, d) = (a("10.10.1.10"), a("203.0.113.7"));
+    let dgram = udp_datagram(s, 5000, d, 7, &[0x5a; 2000], true);
+    // Split at 1480 bytes of IP payload (185 * 8).
+    let first = ipv4_frame(s, d, PROTO_UDP, 64, 0x4242, 0x2000, &dgram[..1480]);
+    let second = ipv4_frame(s, d, PROTO_UDP, 64, 0x4242, 185, &dgram[1480..]);
+    // The second arrives first: held.
+    let mut f2 = second.clone();
+    assert_eq!(run(&mut t, &mut f2, Side::Inside, 0), Verdict::Held);
+    let mut f1 = first.clone();
+    assert_eq!(run(&mut t, &mut f1, Side::Inside, 0), OUT);
+    assert_eq!(src_of(&f1), (a("198.51.100.10"), 5000));
+    let released = t.take_released();
+    assert_eq!(released.len(), 1);
+    let (mut held, meta) = released.into_iter().next().unwrap();
+    assert_eq!(t.process(&mut held, meta, 1000, &mut [0u8; 2048]), OUT);
+    assert_eq!(&held[26..30], &[198, 51, 100, 10]);
+    assert_eq!(checksum::fold(checksum::sum(&held[14..34], 0)), 0xffff);
+    // Reassembled, the datagram's UDP checksum is valid for the translated addresses.
+    let mut whole = f1[34..].to_vec();
+    whole.extend_from_slice(&held[34..]);
+    let ph = checksum::pseudo_header_sum(u32::from(a("198.51.100.10")), u32::from(d), 17, whole.len() as u16);
+    assert_eq!(checksum::fold(checksum::sum(&whole, ph)), 0xffff);
+    // A fragment of an unknown datagram times out and is counted.
+    let mut stray = ipv4_frame(s, d, PROTO_UDP, 64, 0x9999, 185, &[1u8; 64]);
+    assert_eq!(run(&mut t, &mut stray, Side::Inside, 0), Verdict::Held);
+    t.tick(10_000);
+    assert_eq!(t.counters().get(Counter::DropFragment), 1);
+}
+
+#[test]
+fn hairpin_reaches_another_inside_host() {
+    let mut cfg = demo_config();
+    cfg.filtering = Filtering::EndpointIndependent;
+    let mut t = translator(cfg);
+    // B (10.10.2.10) has a mapping from talking to the outside.
+    let mut b = udp("10.10.2.10", 6000, "203.0.113.7", 7, b"b");
+    run(&mut t, &mut b, Side::Inside, 1);
+    let (b_ext, b_port) = src_of(&b);
+    // A reaches B through B's external endpoint.
+    let mut to_b = udp("10.10.1.10", 7000, &b_ext.to_string(), b_port, b"hi");
+    assert_eq!(run(&mut t, &mut to_b, Side::Inside, 0), Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") });
+    assert_eq!(dst_of(&to_b), (a("10.10.2.10"), 6000));
+    let (a_ext, a_port) = src_of(&to_b);
+    assert_eq!(a_ext, a("198.51.100.10"), "B sees A's external address, never its private one");
+    assert!(checksums_valid(&to_b));
+    // B answers A's external endpoint: back to A.
+    let mut back = udp("10.10.2.10", 6000, &a_ext.to_string(), a_port, b"yo");
+    assert_eq!(run(&mut t, &mut back, Side::Inside, 1), Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") });
+    assert_eq!(src_of(&back), (b_ext, b_port));
+    assert_eq!(dst_of(&back), (a("10.10.1.10"), 7000));
+}
+
+#[test]
+fn port_exhaustion_fails_only_the_new_flow() {
+    let mut cfg = demo_config();
+    cfg.port_lo = 2000;
+    cfg.port_hi = 2001;
+    let mut t = translator(cfg);
+    let mut f1 = udp("10.10.1.10", 1, "203.0.113.7", 7, b"a");
+    let mut f2 = udp("10.10.1.10", 2, "203.0.113.7", 7, b"a");
+    let mut f3 = udp("10.10.1.10", 3, "203.0.113.7", 7, b"a");
+    assert_eq!(run(&mut t, &mut f1, Side::Inside, 0), OUT);
+    assert_eq!(run(&mut t, &mut f2, Side::Inside, 0), OUT);
+    assert_eq!(run(&mut t, &mut f3, Side::Inside, 0), Verdict::Drop(Counter::DropPortAllocation));
+    assert_eq!(t.counters().get(Counter::ErrorPortAllocation), 1);
+    let mut again = udp("10.10.1.10", 1, "203.0.113.7", 7, b"b");
+    assert_eq!(run(&mut t, &mut again, Side::Inside, 0), OUT, "existing flows unaffected");
+}
+
+#[test]
+fn table_limit_drops_new_flows_only() {
+    let mut cfg = demo_config();
+    cfg.max_flows = 2;
+    let mut t = translator(cfg);
+    for p in [1, 2] {
+        let mut f = udp("10.10.1.10", p, "203.0.113.7", 7, b"a");
+        assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT);
+    }
+    let mut f = udp("10.10.1.10", 3, "203.0.113.7", 7, b"a");
+    assert_eq!(run(&mut t, &mut f, Side::Inside, 0), Verdict::Drop(Counter::DropTableFull));
+    assert_eq!(t.mappings().len(), 2, "the refused flow's mapping was given back");
+    let mut f = udp("10.10.1.10", 1, "203.0.113.7", 7, b"b");
+    assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT);
+}
+
+#[test]
+fn tcp_close_and_rst_shorten_the_timeout() {
+    let mut t = translator(demo_config());
+    let mut s = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    run(&mut t, &mut s, Side::Inside, 0);
+    let mut r = tcp("203.0.113.80", 80, "198.51.100.10", 40000, TCP_RST | TCP_ACK);
+    run(&mut t, &mut r, Side::Outside, 0);
+    let f = t.flows().iter().next().unwrap().1;
+    assert_eq!(f.state, FlowState::Tcp(TcpState::Closed));
+    assert_eq!(f.expires_ms, 1000 + 10_000);
+    let mut fin = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_FIN | TCP_ACK);
+    run(&mut t, &mut fin, Side::Inside, 0);
+}
+
+#[test]
+fn malformed_frames_are_counted_drops() {
+    let mut t = translator(demo_config());
+    let good = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    let cases: Vec<(Vec<u8>, Counter)> = vec![
+        (good[..20].to_vec(), Counter::DropTruncated),
+        ({ let mut f = good.clone(); f[12] = 0x86; f[13] = 0xdd; f }, Counter::DropUnknownEthertype),
+        ({ let mut f = good.clone(); f[14] = 0x44; f }, Counter::DropBadIhl),
+        ({ let mut f = good.clone(); f[14] = 0x4f; f }, Counter::DropBadIhl),
+        ({ let mut f = good.clone(); f[16] = 0x05; f }, Counter::DropBadTotalLength),
+        ({ let mut f = good.clone(); f[17] = 0x10; f }, Counter::DropBadTotalLength),
+        ({ let mut f = good.clone(); f[24] ^= 0xff; f }, Counter::DropBadIpChecksum),
+        ({ let mut f = good.clone(); f.extend_from_slice(&[0u8; 100]); f }, Counter::DropBadTotalLength),
+        ({
+            let mut seg = tcp_segment(a("10.10.1.10"), 1, a("203.0.113.80"), 80, TCP_SYN, b"");
+            seg[12] = 0x40; // data offset 4
+            ipv4_frame(a("10.10.1.10"), a("203.0.113.80"), PROTO_TCP, 64, 1, 0, &seg)
+        }, Counter::DropBadTcpHeader),
+        (ipv4_frame(a("10.10.1.10"), a("203.0.113.80"), PROTO_TCP, 64, 1, 0, &[0u8; 12]), Counter::DropBadTcpHeader),
+        (ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), PROTO_UDP, 64, 1, 0, &[0x13, 0x88, 0, 7, 0, 0, 0, 0]), Counter::DropBadUdpLength),
+        (ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), PROTO_ICMP, 64, 1, 0, &[8, 0, 0]), Counter::DropBadIcmp),
+        (ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), 47, 64, 1, 0, &[0u8; 8]), Counter::DropUnsupportedProtocol),
+        (tcp("192.0.2.1", 1, "203.0.113.80", 80, TCP_SYN), Counter::DropSourceNotInside),
+    ];
+    for (i, (mut f, want)) in cases.into_iter().enumerate() {
+        let v = run(&mut t, &mut f, Side::Inside, 0);
+        assert_eq!(v, Verdict::Drop(want), "case {i}");
+    }
+    // IP options: a 24-byte header.
+    let mut f = good.clone();
+    f[14] = 0x46;
+    f.splice(34..34, [1u8, 1, 1, 0]);
+    f[17] += 4;
+    f[24] = 0;
+    f[25] = 0;
+    let c = checksum::compute(&f[14..38]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(run(&mut t, &mut f, Side::Inside, 0), Verdict::Drop(Counter::DropIpOptions));
+    assert!(t.flows().is_empty());
+}
+
+#[test]
+fn workers_hand_off_what_they_do_not_own() {
+    let mut cfg = demo_config();
+    cfg.workers = 2;
+    cfg.worker = 0;
+    let mut t = translator(cfg);
+    let mut odd = udp("10.10.1.10", 5001, "203.0.113.7", 7, b"a");
+    assert_eq!(run(&mut t, &mut odd, Side::Inside, 0), Verdict::HandOff { worker: 1 });
+    let mut even = udp("10.10.1.10", 5002, "203.0.113.7", 7, b"a");
+    assert_eq!(run(&mut t, &mut even, Side::Inside, 0), OUT);
+    assert_eq!(src_of(&even).1 % 2, 0);
+    // A hand-off is processed by its receiver without asking again.
+    let mut odd = udp("10.10.1.10", 5001, "203.0.113.7", 7, b"a");
+    let meta = FrameMeta { handed_off: true, ..FrameMeta::plain(Side::Inside, 0) };
+    assert_eq!(t.process(&mut odd, meta, 0, &mut [0u8; 2048]), OUT);
+}
