@@ -245,7 +245,7 @@ impl Worker {
     /// Runs the translator on the frame in `b` (virtio header first) and carries out the verdict.
     fn on_frame(&mut self, link: usize, b: BufRef, len: usize, handed_off: bool, now: u64) {
         let (side, index) = (self.links[link].side, self.links[link].index);
-        self.translate(b, len, FrameMeta { side, link: index, csum_partial: false, gso: false, segments: 1, handed_off }, now);
+        self.translate(b, len, FrameMeta { side, link: index, csum_partial: false, gso_size: 0, segments: 1, handed_off }, now);
     }
 
     fn translate(&mut self, b: BufRef, len: usize, mut meta: FrameMeta, now: u64) {
@@ -262,7 +262,7 @@ impl Worker {
             };
             let vnet = VnetHdr::parse(&buf[..VNET_HDR_LEN]);
             meta.csum_partial = vnet.flags & VNET_F_NEEDS_CSUM != 0;
-            meta.gso = vnet.gso_type != 0;
+            meta.gso_size = if vnet.gso_type != 0 { vnet.gso_size } else { 0 };
             meta.segments = vnet.segments(len - VNET_HDR_LEN);
             let frame = &mut buf[VNET_HDR_LEN..len];
             self.translator.process(frame, meta, now, &mut scratch)

@@ -106,8 +106,9 @@ pub struct FrameMeta {
     pub link: u8,
     /// The L4 checksum field holds only the pseudo-header sum (CHECKSUM_PARTIAL).
     pub csum_partial: bool,
-    /// A GSO super-frame: larger than the MTU on purpose, segmented by the device.
-    pub gso: bool,
+    /// For a GSO super-frame (larger than the MTU on purpose, segmented by the device):
+    /// the payload bytes per segment. 0 for an ordinary frame.
+    pub gso_size: u16,
     /// Wire packets this frame stands for (GSO segments), for packet counters.
     pub segments: u32,
     /// The frame came from another worker: do not hand it off again.
@@ -116,7 +117,7 @@ pub struct FrameMeta {
 
 impl FrameMeta {
     pub fn plain(side: Side, link: u8) -> Self {
-        FrameMeta { side, link, csum_partial: false, gso: false, segments: 1, handed_off: false }
+        FrameMeta { side, link, csum_partial: false, gso_size: 0, segments: 1, handed_off: false }
     }
 }
 
@@ -282,7 +283,7 @@ impl Translator {
             // many carrier NATs we refuse them rather than forward them unexamined.
             return Err(WireError::IpOptions);
         }
-        if !meta.gso && ip.total_len() + ETHERNET_HEADER_LEN < frame.len() && frame.len() > 60 {
+        if meta.gso_size == 0 && ip.total_len() + ETHERNET_HEADER_LEN < frame.len() && frame.len() > 60 {
             // Longer than the IP packet and not Ethernet minimum-size padding.
             return Err(WireError::BadTotalLength);
         }
@@ -657,7 +658,7 @@ impl Translator {
         if p.ttl <= 1 {
             return Ok(self.icmp_error_reply(frame, p, meta, ICMP_TIME_EXCEEDED, 0, 0, out, Counter::DropTtlExpired));
         }
-        if !meta.gso && p.total > self.egress_mtu(egress) {
+        if wire_len(p, meta) > self.egress_mtu(egress) {
             let mtu = self.egress_mtu(egress) as u16;
             if Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..])?.dont_fragment() {
                 return Ok(self.icmp_error_reply(
@@ -772,7 +773,7 @@ impl Translator {
                 if p.ttl <= 1 {
                     return Ok(Verdict::Drop(Counter::DropTtlExpired));
                 }
-                if !meta.gso && p.total > self.egress_mtu(egress) {
+                if wire_len(p, meta) > self.egress_mtu(egress) {
                     return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
                 }
                 rewrite_in_place(&mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + p.total], p, &rw, false);
@@ -957,6 +958,20 @@ impl Translator {
         self.count_out(egress, p.total as u64, 1);
         Ok(Verdict::Forward { egress, next_hop: self.next_hop(egress, rw.dst.addr) })
     }
+}
+
+/// The largest IP packet this frame puts on the wire: itself, or for a GSO super-frame
+/// one segment (headers + gso_size), as the kernel checks it (skb_gso_validate_network_len).
+fn wire_len(p: &Parsed, meta: FrameMeta) -> usize {
+    if meta.gso_size == 0 {
+        return p.total;
+    }
+    let l4_header = match p.l4 {
+        L4Header::Tcp { header_len, .. } => header_len,
+        L4Header::Udp { .. } => 8,
+        _ => 0,
+    };
+    (p.ihl + l4_header + usize::from(meta.gso_size)).min(p.total)
 }
 
 /// Parses the L4 header, relaxing the UDP length check for a first fragment (its UDP

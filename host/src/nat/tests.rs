@@ -316,10 +316,14 @@ fn oversized_df_packet_gets_fragmentation_needed() {
     assert_eq!((e[34], e[35]), (ICMP_DEST_UNREACHABLE, ICMP_CODE_FRAG_NEEDED));
     assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1280);
     assert!(checksums_valid(e));
-    // GSO super-frames are segmented by the device: they pass.
+    // GSO super-frames are segmented by the device: they pass when each segment fits...
     let mut gso = ipv4_frame(s, d, PROTO_TCP, 64, 3, DF, &tcp_segment(s, 40000, d, 80, TCP_ACK, &[7u8; 4000]));
-    let meta = FrameMeta { gso: true, segments: 4, ..FrameMeta::plain(Side::Inside, 0) };
+    let meta = FrameMeta { gso_size: 1200, segments: 4, ..FrameMeta::plain(Side::Inside, 0) };
     assert_eq!(t.process(&mut gso, meta, 0, &mut [0u8; 2048]), OUT);
+    // ...and get fragmentation-needed when the segments do not.
+    let mut gso = ipv4_frame(s, d, PROTO_TCP, 64, 4, DF, &tcp_segment(s, 40000, d, 80, TCP_ACK, &[7u8; 4000]));
+    let meta = FrameMeta { gso_size: 1448, segments: 3, ..FrameMeta::plain(Side::Inside, 0) };
+    assert!(matches!(t.process(&mut gso, meta, 0, &mut [0u8; 2048]), Verdict::Emit { .. }));
 }
 
 #[test]

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Installs everything natgw's demo, tests, fuzzing and benchmarks need on a fresh Debian 12
+# machine (run as root). Idempotent: skips what is already there.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (apt-get, network namespaces)" >&2; exit 1; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+APT_PACKAGES=(
+  build-essential pkg-config clang
+  iproute2 iputils-ping iputils-tracepath traceroute procps psmisc util-linux
+  curl socat tcpdump python3 nginx-light
+  iperf3 nftables conntrack ethtool wrk netsniff-ng sockperf
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# nginx-light's package starts a system nginx on :80; the demo runs its own, in namespaces.
+systemctl disable --now nginx >/dev/null 2>&1 || true
+
+# Rust: the machine's rustup toolchain if present, else Debian's.
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  echo "setup.sh: no cargo found; installing Debian's rustc-web/cargo-web"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc-web cargo-web >/dev/null
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# cargo-fuzz (libFuzzer): runs on the stable toolchain with RUSTC_BOOTSTRAP=1 (see scripts/fuzz.sh).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup.sh: installing cargo-fuzz"
+  cargo install --locked cargo-fuzz@0.13.1 >/dev/null 2>&1
+fi
+
+# Build the gateway.
+(cd "$ROOT" && cargo build --release --locked -q)
+echo "setup.sh: ready ($(cargo --version), natgw at $ROOT/target/release/natgw)"
