@@ -1,0 +1,200 @@
+#!/bin/bash
+# Side-by-side benchmark: natgw against the kernel's own NAT (nftables masquerade), on one
+# topology, in one run, modes interleaved per repetition so background load hits all alike.
+#
+#   ns nb-cli  c0 10.77.0.2/24, default via 10.77.0.1
+#      | veth (default offloads: TSO/GSO/checksum offload on)
+#   ns nb-gw   gi | go          kernel: gi 10.77.0.1/24, go 198.51.100.1/24, nft masquerade
+#      | veth                   natgw:  no kernel addresses, ip_forward=0; natgw owns both
+#   ns nb-srv  s0 198.51.100.2/24 (no route back to 10.77.0.0/24: only NAT gets replies home)
+#
+# Modes: kernel, natgw1 (1 worker), natgw2 (2 workers: one per core here).
+# Tests: tcp1 tcp4 (iperf3, Gbit/s), udp (trafgen 64-byte UDP, pps arriving at srv),
+#        cps (wrk, Connection: close, nginx; connections/s), lat (sockperf ping-pong with
+#        /dev/cpu_dma_latency=0 held so idle vCPUs poll; RTT p50/p99 µs).
+# usage: scripts/bench.sh   env: REPS=3 DUR=10 MODES="kernel natgw1 natgw2" TESTS="tcp1 tcp4 udp cps lat"
+#        OUT=bench-results.txt (raw lines, appended), then a table of medians and ratios.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPS=${REPS:-3}; DUR=${DUR:-10}
+MODES=${MODES:-kernel natgw1 natgw2}
+TESTS=${TESTS:-tcp1 tcp4 udp cps lat}
+OUT=${OUT:-$ROOT/bench-results.txt}
+NATGW=$ROOT/target/release/natgw
+W=$(mktemp -d /tmp/natgw-bench.XXXXXX)
+SRV=198.51.100.2
+[ "$(id -u)" = 0 ] || { echo "bench: needs root"; exit 1; }
+[ -x "$NATGW" ] || { echo "bench: build natgw first (scripts/setup.sh)"; exit 1; }
+for t in iperf3 wrk nginx sockperf trafgen nft; do command -v $t >/dev/null || { echo "bench: $t missing (scripts/setup.sh)"; exit 1; }; done
+
+NPID=
+down() {
+  [ -n "$NPID" ] && { kill $NPID 2>/dev/null; wait $NPID 2>/dev/null; NPID=; }
+  for n in nb-cli nb-gw nb-srv; do
+    for p in $(ip netns pids $n 2>/dev/null); do kill -9 $p 2>/dev/null; done
+    ip netns del $n 2>/dev/null
+  done
+}
+trap 'down; rm -rf "$W"' EXIT
+
+up() {
+  down
+  for n in nb-cli nb-gw nb-srv; do
+    ip netns add $n; ip -n $n link set lo up
+    ip netns exec $n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
+  ip link add c0 netns nb-cli type veth peer name gi netns nb-gw
+  ip link add go netns nb-gw type veth peer name s0 netns nb-srv
+  ip -n nb-cli addr add 10.77.0.2/24 dev c0; ip -n nb-cli link set c0 up
+  ip -n nb-gw link set gi up; ip -n nb-gw link set go up
+  ip -n nb-srv addr add $SRV/24 dev s0; ip -n nb-srv link set s0 up
+  ip -n nb-cli route add default via 10.77.0.1
+  cat > "$W/natgw1.toml" <<EOF
+[[inside]]
+interface = "gi"
+addresses = ["10.77.0.1/24"]
+[outside]
+interface = "go"
+addresses = ["198.51.100.1"]
+subnet = "198.51.100.0/24"
+gateway = "$SRV"
+[dataplane]
+workers = 1
+[admin]
+socket = "$W/admin.sock"
+EOF
+  sed 's/^workers = 1/workers = 2/' "$W/natgw1.toml" > "$W/natgw2.toml"
+}
+
+setmode() {
+  [ -n "$NPID" ] && { kill $NPID 2>/dev/null; wait $NPID 2>/dev/null; NPID=; }
+  ip netns exec nb-gw nft flush ruleset 2>/dev/null
+  ip -n nb-gw addr flush dev gi; ip -n nb-gw addr flush dev go
+  ip netns exec nb-gw conntrack -F >/dev/null 2>&1
+  ip -n nb-cli neigh flush dev c0; ip -n nb-srv neigh flush dev s0
+  case $1 in
+    kernel)
+      ip -n nb-gw addr add 10.77.0.1/24 dev gi; ip -n nb-gw addr add 198.51.100.1/24 dev go
+      ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=1
+      ip netns exec nb-gw nft -f - <<'EOF'
+table ip nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "go" masquerade
+  }
+}
+EOF
+      ;;
+    natgw1|natgw2)
+      ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
+      ip netns exec nb-gw "$NATGW" run --config "$W/$1.toml" > "$W/$1.log" 2>&1 &
+      NPID=$!
+      for _ in $(seq 50); do [ -S "$W/admin.sock" ] && break; sleep 0.1; done
+      ;;
+  esac
+  sleep 1.5
+  ip netns exec nb-cli ping -c 1 -W 2 $SRV >/dev/null || echo "bench: warning: $1 does not pass ping" >&2
+}
+
+servers_up() {
+  ip netns exec nb-srv iperf3 -s -B $SRV -D -I "$W/iperf3.pid" >/dev/null
+  cat > "$W/nginx.conf" <<EOF
+worker_processes 1;
+pid $W/nginx.pid;
+error_log $W/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; server { listen $SRV:80 backlog=4096 reuseport; location / { return 200 "ok\n"; } } }
+EOF
+  ip netns exec nb-srv nginx -c "$W/nginx.conf"
+  ip netns exec nb-srv sockperf sr -i $SRV -p 11111 >/dev/null 2>&1 &
+  ip netns exec nb-cli sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
+  ip netns exec nb-srv sysctl -qw net.core.somaxconn=4096
+  sleep 1
+}
+
+waitload() {  # up to 30 s for a quiet machine
+  for _ in $(seq 6); do awk '{exit !($1 < 0.8)}' /proc/loadavg && return; sleep 5; done
+}
+
+t_tcp() {
+  ip netns exec nb-cli iperf3 -c $SRV -t $DUR -P $1 -J > "$W/tcp.json" 2>/dev/null
+  python3 -c "import json;d=json.load(open('$W/tcp.json'));print('%.2f'%(d['end']['sum_received']['bits_per_second']/1e9))" 2>/dev/null || echo 0
+}
+t_udp() {
+  local gimac c0mac
+  gimac=$(ip -n nb-gw -br link show gi | awk '{print $3}'); c0mac=$(ip -n nb-cli -br link show c0 | awk '{print $3}')
+  cat > "$W/udp.trafgen" <<EOF
+{ eth(da=$gimac, sa=$c0mac, type=0x0800), ipv4(saddr=10.77.0.2, daddr=$SRV, ttl=64), udp(sport=4000, dport=9), fill(0x41, 64) }
+EOF
+  rxp() { ip netns exec nb-srv cat /sys/class/net/s0/statistics/rx_packets; }
+  ip netns exec nb-cli timeout -s INT $((DUR + 3)) trafgen --dev c0 --conf "$W/udp.trafgen" --cpus 1 -q >/dev/null 2>&1 &
+  local tg=$!; sleep 2
+  local r0 r1; r0=$(rxp); sleep $DUR; r1=$(rxp)
+  wait $tg 2>/dev/null
+  echo $(( (r1 - r0) / DUR ))
+}
+t_cps() {
+  ip netns exec nb-cli wrk -t1 -c32 -d${DUR}s -H 'Connection: close' http://$SRV/ > "$W/wrk.txt" 2>&1
+  awk '/Requests\/sec/{print $2}' "$W/wrk.txt"
+}
+t_lat() {
+  timeout $((DUR + 8)) python3 -c "import os,struct,time;f=os.open('/dev/cpu_dma_latency',os.O_WRONLY);os.write(f,struct.pack('i',0));time.sleep(1e6)" &
+  local h=$!; sleep 0.5
+  ip netns exec nb-cli sockperf pp -i $SRV -p 11111 -t $DUR -m 64 --full-rtt > "$W/lat.txt" 2>&1
+  [ -n "${BENCH_DEBUG:-}" ] && tail -5 "$W/lat.txt" >&2
+  kill $h 2>/dev/null; wait $h 2>/dev/null
+  echo "$(awk '/percentile 50.000/{print $NF}' "$W/lat.txt") p99=$(awk '/percentile 99.000/{print $NF}' "$W/lat.txt")"
+}
+
+up
+servers_up
+echo "# natgw bench $(date -u +%FT%TZ) $(nproc) cpus, kernel $(uname -r), REPS=$REPS DUR=$DUR" | tee -a "$OUT"
+RUNID=$(date +%s)
+for t in $TESTS; do
+  for r in $(seq $REPS); do
+    for m in $MODES; do
+      waitload
+      setmode $m
+      case $t in
+        tcp1) v=$(t_tcp 1);; tcp4) v=$(t_tcp 4);; udp) v=$(t_udp);; cps) v=$(t_cps);; lat) v=$(t_lat);;
+      esac
+      echo "$RUNID $m $t $r $v load1=$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
+    done
+  done
+done
+[ -n "$NPID" ] && { kill $NPID; wait $NPID 2>/dev/null; NPID=; }
+
+python3 - "$OUT" "$RUNID" <<'EOF'
+import sys, statistics, collections
+path, run = sys.argv[1], sys.argv[2]
+vals = collections.defaultdict(list); p99 = collections.defaultdict(list)
+for line in open(path):
+    f = line.split()
+    if len(f) < 5 or f[0] != run: continue
+    try: v = float(f[4])
+    except ValueError: continue
+    vals[(f[2], f[1])].append(v)
+    for x in f[5:]:
+        if x.startswith("p99="): p99[(f[2], f[1])].append(float(x[4:]))
+tests = ["tcp1", "tcp4", "udp", "cps", "lat"]
+names = {"tcp1": "TCP 1 stream, Gbit/s", "tcp4": "TCP 4 streams, Gbit/s", "udp": "UDP 64 B, pps at server",
+         "cps": "new TCP conn/s (wrk, nginx)", "lat": "RTT p50 µs (p99)"}
+modes = [m for m in ["kernel", "natgw1", "natgw2"] if any(k[1] == m for k in vals)]
+print("\n| test | " + " | ".join(modes) + " | " + " | ".join(f"{m}/kernel" for m in modes if m != "kernel") + " |")
+print("|---" * (1 + len(modes) + len(modes) - 1) + "|")
+for t in tests:
+    if not any(k[0] == t for k in vals): continue
+    med = {m: statistics.median(vals[(t, m)]) for m in modes if vals.get((t, m))}
+    cells = []
+    for m in modes:
+        if m not in med: cells.append("-"); continue
+        c = f"{med[m]:.2f}" if t in ("tcp1", "tcp4") else f"{med[m]:.1f}" if t == "lat" else f"{med[m]:.0f}"
+        if t == "lat" and p99.get((t, m)): c += f" ({statistics.median(p99[(t, m)]):.0f})"
+        cells.append(c)
+    ratios = []
+    for m in modes:
+        if m == "kernel": continue
+        if "kernel" not in med or m not in med: ratios.append("-"); continue
+        ratios.append(f"{med[m] - med['kernel']:+.1f} µs" if t == "lat" else f"{med[m] / med['kernel']:.2f}x")
+    print(f"| {names[t]} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+EOF
