@@ -8,7 +8,8 @@
 #      | veth                   natgw:  no kernel addresses, ip_forward=0; natgw owns both
 #   ns nb-srv  s0 198.51.100.2/24 (no route back to 10.77.0.0/24: only NAT gets replies home)
 #
-# Modes: kernel, natgw1 (1 worker), natgw2 (2 workers: one per core here).
+# Modes: kernel, natgw1 (1 worker), natgw2 (2 workers: one per core here), natgw1poll (1 worker
+# spinning 200 µs after traffic before it sleeps: dataplane.busy_poll_us).
 # Tests: tcp1 tcp4 (iperf3, Gbit/s), udp (trafgen 64-byte UDP, pps arriving at srv),
 #        cps (wrk, Connection: close, nginx; connections/s), lat (sockperf ping-pong with
 #        /dev/cpu_dma_latency=0 held so idle vCPUs poll; RTT p50/p99 µs).
@@ -64,6 +65,7 @@ workers = 1
 socket = "$W/admin.sock"
 EOF
   sed 's/^workers = 1/workers = 2/' "$W/natgw1.toml" > "$W/natgw2.toml"
+  sed 's/^workers = 1/workers = 1\nbusy_poll_us = 200/' "$W/natgw1.toml" > "$W/natgw1poll.toml"
 }
 
 setmode() {
@@ -85,7 +87,7 @@ table ip nat {
 }
 EOF
       ;;
-    natgw1|natgw2)
+    natgw1|natgw2|natgw1poll)
       ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
       ip netns exec nb-gw "$NATGW" run --config "$W/$1.toml" > "$W/$1.log" 2>&1 &
       NPID=$!
@@ -179,7 +181,7 @@ for line in open(path):
 tests = ["tcp1", "tcp4", "udp", "cps", "lat"]
 names = {"tcp1": "TCP 1 stream, Gbit/s", "tcp4": "TCP 4 streams, Gbit/s", "udp": "UDP 64 B, pps at server",
          "cps": "new TCP conn/s (wrk, nginx)", "lat": "RTT p50 µs (p99)"}
-modes = [m for m in ["kernel", "natgw1", "natgw2"] if any(k[1] == m for k in vals)]
+modes = [m for m in ["kernel", "natgw1", "natgw2", "natgw1poll"] if any(k[1] == m for k in vals)]
 print("\n| test | " + " | ".join(modes) + " | " + " | ".join(f"{m}/kernel" for m in modes if m != "kernel") + " |")
 print("|---" * (1 + len(modes) + len(modes) - 1) + "|")
 for t in tests:
