@@ -173,3 +173,29 @@ fn clock_jumps_do_not_lose_expiry() {
     assert_eq!(net.flows(), 0);
     let _ = Ipv4Addr::UNSPECIFIED;
 }
+
+#[test]
+fn sixty_four_thousand_connections_to_one_destination_on_one_address() {
+    let mut net = SimNet::new(Timeouts::default());
+    let mut ext_ports = std::collections::HashSet::new();
+    // 64 000 inside endpoints (hosts .10-.19, many ports each) to one web server.
+    for i in 0..64_000u32 {
+        let host = format!("10.10.1.{}", 10 + i / 6_400);
+        let port = 1024 + (i % 6_400) as u16 * 9;
+        assert!(net.send(Side::Inside, tcp(&host, port, "203.0.113.80", 80, TCP_SYN)), "connection {i} refused");
+        let syn = net.outside_rx.pop_back().unwrap();
+        assert_eq!(src_of(&syn).0, Ipv4Addr::new(198, 51, 100, 10));
+        ext_ports.insert(src_of(&syn).1);
+    }
+    assert_eq!(ext_ports.len(), 64_000, "every connection has its own external port");
+    assert_eq!(net.counter(Counter::ErrorPortAllocation), 0);
+    // The 64 513th distinct endpoint finds the single address's ports exhausted.
+    let mut refused = 0;
+    for p in 0..600u16 {
+        if !net.send(Side::Inside, tcp("10.10.1.200", 2000 + p, "203.0.113.80", 80, TCP_SYN)) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 600 - (64_512 - 64_000));
+    assert_eq!(net.counter(Counter::ErrorPortAllocation), refused);
+}

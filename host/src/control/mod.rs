@@ -77,6 +77,10 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
         }
     }
     let admin = bind_admin(&cfg.admin_socket)?;
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1") {
+        // The kernel would forward the same frames natgw translates, untranslated.
+        eprintln!("natgw: warning: net.ipv4.ip_forward=1 in this namespace; set it to 0 so only natgw forwards");
+    }
 
     let workers = cfg.worker_count();
     let shared = Arc::new(Shared::new(workers));

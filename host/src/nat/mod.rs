@@ -352,8 +352,10 @@ impl Translator {
                 {
                     return Ok(Verdict::Drop(Counter::DropSourceNotInside));
                 }
-                if self.inside_link_for(p.dst).is_some() {
-                    // natgw translates to the outside; it does not route between inside subnets.
+                if self.inside_link_for(p.dst).is_some() || !is_routable_destination(p.dst) {
+                    // natgw translates to the outside; it does not route between inside
+                    // subnets, and broadcast, multicast, loopback or "this network"
+                    // destinations (DHCP, mDNS, ...) never leave a link.
                     return Ok(Verdict::Drop(Counter::DropNoRoute));
                 }
             }
@@ -958,6 +960,11 @@ impl Translator {
         self.count_out(egress, p.total as u64, 1);
         Ok(Verdict::Forward { egress, next_hop: self.next_hop(egress, rw.dst.addr) })
     }
+}
+
+/// Destinations a router may forward (RFC 1812 section 5.3.7 "martian" filtering).
+fn is_routable_destination(a: Ipv4Addr) -> bool {
+    !(a.is_broadcast() || a.is_multicast() || a.is_loopback() || a.octets()[0] == 0 || a.octets()[0] >= 240)
 }
 
 /// The largest IP packet this frame puts on the wire: itself, or for a GSO super-frame

@@ -451,6 +451,10 @@ fn malformed_frames_are_counted_drops() {
         (ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), PROTO_ICMP, 64, 1, 0, &[8, 0, 0]), Counter::DropBadIcmp),
         (ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), 47, 64, 1, 0, &[0u8; 8]), Counter::DropUnsupportedProtocol),
         (tcp("192.0.2.1", 1, "203.0.113.80", 80, TCP_SYN), Counter::DropSourceNotInside),
+        (udp("10.10.1.10", 68, "255.255.255.255", 67, b"dhcp"), Counter::DropNoRoute),
+        (udp("10.10.1.10", 5353, "224.0.0.251", 5353, b"mdns"), Counter::DropNoRoute),
+        (udp("10.10.1.10", 5353, "127.0.0.1", 53, b"lo"), Counter::DropNoRoute),
+        (udp("10.10.1.10", 1, "10.10.2.10", 1, b"east-west"), Counter::DropNoRoute),
     ];
     for (i, (mut f, want)) in cases.into_iter().enumerate() {
         let v = run(&mut t, &mut f, Side::Inside, 0);
