@@ -542,19 +542,23 @@ impl Translator {
         f
     }
 
-    fn new_outbound_flow(&mut self, key: &FlowKey, meta: FrameMeta, now_ms: u64) -> Result<(FlowId, usize), Counter> {
+    /// The mapping for the packet's inside endpoint (creating it if needed), unless the
+    /// table is full or the pool is exhausted (counted as ErrorPortAllocation).
+    fn acquire_mapping(&mut self, key: &FlowKey, link: u8) -> Result<(Endpoint, pool::MappingId, Endpoint), Counter> {
         if self.flows.len() >= self.flows.max_flows() {
             return Err(Counter::DropTableFull);
         }
         let inside = Endpoint { addr: key.src, port: key.src_port };
-        let mid = match self.mappings.acquire(key.proto, inside, meta.link) {
-            Ok(m) => m,
-            Err(_) => {
-                self.counters.inc(Counter::ErrorPortAllocation);
-                return Err(Counter::DropPortAllocation);
-            }
+        let Ok(mid) = self.mappings.acquire(key.proto, inside, link) else {
+            self.counters.inc(Counter::ErrorPortAllocation);
+            return Err(Counter::DropPortAllocation);
         };
         let ext = self.mappings.get(mid).map(|m| m.external).ok_or(Counter::DropPortAllocation)?;
+        Ok((inside, mid, ext))
+    }
+
+    fn new_outbound_flow(&mut self, key: &FlowKey, meta: FrameMeta, now_ms: u64) -> Result<(FlowId, usize), Counter> {
+        let (inside, mid, ext) = self.acquire_mapping(key, meta.link)?;
         // ICMP echo has one identifier for both ends: the reply carries the translated one.
         let remote_port = if key.proto == PROTO_ICMP { ext.port } else { key.dst_port };
         let remote = Endpoint { addr: key.dst, port: remote_port };
@@ -615,15 +619,7 @@ impl Translator {
         }
         let target = self.mappings.by_external(key.proto, key.dst, key.dst_port).ok_or(Counter::DropUnsolicitedInbound)?;
         let target = self.mappings.get(target).cloned().ok_or(Counter::DropUnsolicitedInbound)?;
-        let inside = Endpoint { addr: key.src, port: key.src_port };
-        let mid = match self.mappings.acquire(key.proto, inside, meta.link) {
-            Ok(m) => m,
-            Err(_) => {
-                self.counters.inc(Counter::ErrorPortAllocation);
-                return Err(Counter::DropPortAllocation);
-            }
-        };
-        let ext = self.mappings.get(mid).map(|m| m.external).ok_or(Counter::DropPortAllocation)?;
+        let (inside, mid, ext) = self.acquire_mapping(key, meta.link)?;
         let reply = FlowKey {
             side: Side::Inside,
             proto: key.proto,
