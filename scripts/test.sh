@@ -7,6 +7,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 "$ROOT/scripts/setup.sh"
 export PATH="$HOME/.cargo/bin:$PATH"
+echo "== style: rustfmt and clippy (warnings are errors)"
+cargo fmt --check
+cargo clippy --all-targets --locked -q -- -D warnings
 echo "== cargo test (unit tests beside the code, simulated network)"
 cargo test --locked
 echo "== end-to-end tests (namespaces, real programs)"

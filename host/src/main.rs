@@ -48,17 +48,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => Config::load(&config).map_err(control::ControlError::from).and_then(control::run),
-        Command::CheckConfig { file } => Config::load(&file).map(|c| {
-            println!(
-                "{}: ok ({} inside interface(s), {} external address(es), ports {}-{}, {} worker(s))",
-                file.display(),
-                c.inside.len(),
-                c.outside.addresses.len(),
-                c.port_lo,
-                c.port_hi,
-                c.worker_count()
-            );
-        }).map_err(control::ControlError::from),
+        Command::CheckConfig { file } => Config::load(&file)
+            .map(|c| {
+                println!(
+                    "{}: ok ({} inside interface(s), {} external address(es), ports {}-{}, {} worker(s))",
+                    file.display(),
+                    c.inside.len(),
+                    c.outside.addresses.len(),
+                    c.port_lo,
+                    c.port_hi,
+                    c.worker_count()
+                );
+            })
+            .map_err(control::ControlError::from),
         Command::Status { socket } => control::admin_request(&socket, "status").map(|s| print!("{s}")),
         Command::Stats { socket } => control::admin_request(&socket, "stats").map(|s| print!("{s}")),
         Command::Flows { socket, json } => control::admin_request(&socket, "flows").map(|s| {

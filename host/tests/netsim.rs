@@ -26,7 +26,12 @@ impl SimNet {
         let mut cfg = demo_config();
         cfg.timeouts = timeouts;
         cfg.max_flows = 100_000;
-        SimNet { gw: Translator::new(cfg, Arc::new(Counters::default()), 0), now_ms: 0, outside_rx: VecDeque::new(), inside_rx: VecDeque::new() }
+        SimNet {
+            gw: Translator::new(cfg, Arc::new(Counters::default()), 0),
+            now_ms: 0,
+            outside_rx: VecDeque::new(),
+            inside_rx: VecDeque::new(),
+        }
     }
 
     fn send(&mut self, side: Side, mut frame: Vec<u8>) -> bool {

@@ -201,7 +201,11 @@ impl Config {
             for (j, a) in r.addresses.iter().enumerate() {
                 let n = parse_net(&format!("inside[{i}].addresses[{j}]"), a)?;
                 if n.prefix > 30 || n.prefix < 8 {
-                    return Err(invalid(format!("inside[{i}].addresses[{j}]"), a, "needs a prefix length from /8 to /30"));
+                    return Err(invalid(
+                        format!("inside[{i}].addresses[{j}]"),
+                        a,
+                        "needs a prefix length from /8 to /30",
+                    ));
                 }
                 addrs.push(n);
             }
@@ -211,7 +215,9 @@ impl Config {
         let all: Vec<(String, Ipv4Net)> = inside
             .iter()
             .enumerate()
-            .flat_map(|(i, c)| c.addresses.iter().enumerate().map(move |(j, n)| (format!("inside[{i}].addresses[{j}]"), *n)))
+            .flat_map(|(i, c)| {
+                c.addresses.iter().enumerate().map(move |(j, n)| (format!("inside[{i}].addresses[{j}]"), *n))
+            })
             .collect();
         for (x, (ka, a)) in all.iter().enumerate() {
             for (kb, b) in all.iter().skip(x + 1) {

@@ -110,7 +110,11 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
             .inside
             .iter()
             .zip(&inside_info)
-            .map(|(c, info)| InsideLink { name: c.interface.clone(), addresses: c.addresses.clone(), mtu: info.mtu as u16 })
+            .map(|(c, info)| InsideLink {
+                name: c.interface.clone(),
+                addresses: c.addresses.clone(),
+                mtu: info.mtu as u16,
+            })
             .collect(),
         external_addrs: cfg.outside.addresses.clone(),
         outside_net: cfg.outside.subnet,
@@ -132,12 +136,17 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
     let mut built = Vec::new();
     for w in 0..workers {
         let mut links = Vec::new();
-        let all = cfg.inside.iter().map(|c| (c.interface.clone(), true)).chain(std::iter::once((cfg.outside.interface.clone(), false)));
+        let all = cfg
+            .inside
+            .iter()
+            .map(|c| (c.interface.clone(), true))
+            .chain(std::iter::once((cfg.outside.interface.clone(), false)));
         for (li, (name, inside)) in all.enumerate() {
             let fanout = (workers > 1).then(|| (group_base.wrapping_add(li as u16), sys::steering_program(inside)));
             let opts = PacketSocketOptions { protocol: ETHERTYPE_IPV4, vnet_hdr: true, fanout, rcvbuf: 8 << 20 };
             let socket = PacketSocket::open(&name, &opts)?;
-            let (side, index) = if inside { (crate::conntrack::Side::Inside, li as u8) } else { (crate::conntrack::Side::Outside, 0) };
+            let (side, index) =
+                if inside { (crate::conntrack::Side::Inside, li as u8) } else { (crate::conntrack::Side::Outside, 0) };
             links.push(WorkerLink { socket, side, index });
         }
         let translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
@@ -145,7 +154,12 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
     }
 
     let mut threads = Vec::new();
-    threads.push(std::thread::Builder::new().name("natgw-l2".into()).spawn(move || l2.run()).map_err(|e| IoError::Os("spawn", e))?);
+    threads.push(
+        std::thread::Builder::new()
+            .name("natgw-l2".into())
+            .spawn(move || l2.run())
+            .map_err(|e| IoError::Os("spawn", e))?,
+    );
     for (w, worker) in built.into_iter().enumerate() {
         let pin = cfg.pin_workers;
         let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -163,7 +177,13 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
     }
     let status = StatusInfo {
         workers,
-        inside: cfg.inside.iter().map(|c| format!("{} {}", c.interface, c.addresses.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","))).collect(),
+        inside: cfg
+            .inside
+            .iter()
+            .map(|c| {
+                format!("{} {}", c.interface, c.addresses.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","))
+            })
+            .collect(),
         outside: format!(
             "{} {} via {}",
             cfg.outside.interface,
@@ -307,9 +327,11 @@ fn flows_json(shared: &Shared) -> String {
 pub fn admin_request(path: &str, command: &str) -> Result<String, ControlError> {
     let mut s = UnixStream::connect(path).map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    s.write_all(format!("{command}\n").as_bytes()).map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
+    s.write_all(format!("{command}\n").as_bytes())
+        .map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
     let mut out = String::new();
-    std::io::Read::read_to_string(&mut s, &mut out).map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
+    std::io::Read::read_to_string(&mut s, &mut out)
+        .map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
     Ok(out)
 }
 

@@ -19,7 +19,11 @@ pub struct L2Thread {
 }
 
 impl L2Thread {
-    pub fn new(links: Vec<L2Link>, shared: Arc<Shared>, prime: Vec<(u8, std::net::Ipv4Addr)>) -> Result<L2Thread, IoError> {
+    pub fn new(
+        links: Vec<L2Link>,
+        shared: Arc<Shared>,
+        prime: Vec<(u8, std::net::Ipv4Addr)>,
+    ) -> Result<L2Thread, IoError> {
         let opts = PacketSocketOptions { protocol: ETHERTYPE_ARP, vnet_hdr: false, fanout: None, rcvbuf: 1 << 20 };
         let sockets = links.iter().map(|l| PacketSocket::open(&l.name, &opts)).collect::<Result<Vec<_>, _>>()?;
         Ok(L2Thread { sockets, arp: Arp::new(links), shared, prime })

@@ -113,7 +113,13 @@ pub fn kernel_ipv4_addresses() -> Result<Vec<(String, std::net::Ipv4Addr)>, IoEr
     Ok(out)
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int, what: &'static str) -> Result<(), IoError> {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+    what: &'static str,
+) -> Result<(), IoError> {
     // SAFETY: v lives across the call and its size is passed.
     let r = unsafe {
         libc::setsockopt(fd, level, opt, &v as *const _ as *const libc::c_void, mem::size_of::<libc::c_int>() as u32)
@@ -180,7 +186,9 @@ impl PacketSocket {
         setsockopt_int(raw, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1, "setsockopt(PACKET_QDISC_BYPASS)")?;
         if opts.rcvbuf > 0 {
             // SO_RCVBUFFORCE ignores rmem_max (we run as root); fall back quietly.
-            if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, opts.rcvbuf as i32, "SO_RCVBUFFORCE").is_err() {
+            if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, opts.rcvbuf as i32, "SO_RCVBUFFORCE")
+                .is_err()
+            {
                 let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, opts.rcvbuf as i32, "SO_RCVBUF");
             }
         }
@@ -225,7 +233,9 @@ impl PacketSocket {
     /// Blocking-free send of one frame (used by the L2 thread, not the data plane).
     pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
         // SAFETY: frame is a valid slice for the duration of the call.
-        let r = unsafe { libc::send(self.raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), libc::MSG_DONTWAIT) };
+        let r = unsafe {
+            libc::send(self.raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), libc::MSG_DONTWAIT)
+        };
         if r < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -236,7 +246,8 @@ impl PacketSocket {
     /// Receives one frame without blocking; `Ok(None)` when nothing is queued.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // SAFETY: buf is valid and writable for buf.len() bytes.
-        let r = unsafe { libc::recv(self.raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
+        let r =
+            unsafe { libc::recv(self.raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::WouldBlock {
@@ -250,7 +261,8 @@ impl PacketSocket {
 
 /// Waits until one of `fds` is readable or `timeout_ms` passes; returns the readable ones.
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut p: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    let mut p: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
     // SAFETY: p is a valid array of pollfd of the given length.
     let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
     if r < 0 {
@@ -362,7 +374,9 @@ pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
     unsafe {
         let mut cred: libc::ucred = mem::zeroed();
         let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
-        if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut _ as *mut libc::c_void, &mut len) != 0 {
+        if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut _ as *mut libc::c_void, &mut len)
+            != 0
+        {
             return Err(io::Error::last_os_error());
         }
         Ok(cred.uid)

@@ -205,7 +205,11 @@ impl Worker {
                     // ENOBUFS: every buffer is in flight; the receive is re-armed once
                     // buffers come back. Anything else is unexpected but not fatal.
                     if -res != libc::ENOBUFS {
-                        eprintln!("natgw: worker {}: receive on link {link}: {}", self.index, std::io::Error::from_raw_os_error(-res));
+                        eprintln!(
+                            "natgw: worker {}: receive on link {link}: {}",
+                            self.index,
+                            std::io::Error::from_raw_os_error(-res)
+                        );
                     }
                     return;
                 }
@@ -245,7 +249,12 @@ impl Worker {
     /// Runs the translator on the frame in `b` (virtio header first) and carries out the verdict.
     fn on_frame(&mut self, link: usize, b: BufRef, len: usize, handed_off: bool, now: u64) {
         let (side, index) = (self.links[link].side, self.links[link].index);
-        self.translate(b, len, FrameMeta { side, link: index, csum_partial: false, gso_size: 0, segments: 1, handed_off }, now);
+        self.translate(
+            b,
+            len,
+            FrameMeta { side, link: index, csum_partial: false, gso_size: 0, segments: 1, handed_off },
+            now,
+        );
     }
 
     fn translate(&mut self, b: BufRef, len: usize, mut meta: FrameMeta, now: u64) {

@@ -116,7 +116,9 @@ impl Arp {
         }
         // Learn senders on our subnets (RFC 826 merge), including gratuitous ARP, but only
         // those we already track or that talk to us: no cache growth from ARP we overhear.
-        if l.on_link(sip) && (self.table.entries.contains_key(&(link, sip)) || l.owns(tip) || self.pending.contains_key(&(link, sip))) {
+        if l.on_link(sip)
+            && (self.table.entries.contains_key(&(link, sip)) || l.owns(tip) || self.pending.contains_key(&(link, sip)))
+        {
             let prev = self.table.entries.insert((link, sip), Neighbour { mac: smac, updated_ms: now_ms });
             self.pending.remove(&(link, sip));
             outcome.learned = prev.map(|p| p.mac) != Some(smac) || prev.is_none();

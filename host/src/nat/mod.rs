@@ -18,8 +18,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::conntrack::{
-    tcp_transition, Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, FlowTable, Rewrite, Side, TcpState,
-    Timeouts, ORIGINAL, REPLY,
+    tcp_transition, Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, FlowTable, Rewrite, Side, TcpState, Timeouts,
+    ORIGINAL, REPLY,
 };
 use crate::counters::{Counter, Counters};
 use crate::wire::checksum;
@@ -190,13 +190,8 @@ struct IcmpErrorTarget {
 
 impl Translator {
     pub fn new(cfg: NatConfig, counters: Arc<Counters>, now_ms: u64) -> Self {
-        let mappings = Mappings::new(
-            cfg.external_addrs.clone(),
-            cfg.port_lo,
-            cfg.port_hi,
-            cfg.worker as u16,
-            cfg.workers as u16,
-        );
+        let mappings =
+            Mappings::new(cfg.external_addrs.clone(), cfg.port_lo, cfg.port_hi, cfg.worker as u16, cfg.workers as u16);
         Translator {
             flows: FlowTable::new(cfg.max_flows, now_ms),
             frags: FragTable::new(now_ms),
@@ -348,7 +343,11 @@ impl Translator {
 
         match meta.side {
             Side::Inside => {
-                if !self.cfg.inside.get(usize::from(meta.link)).is_some_and(|l| l.addresses.iter().any(|n| n.contains(p.src)))
+                if !self
+                    .cfg
+                    .inside
+                    .get(usize::from(meta.link))
+                    .is_some_and(|l| l.addresses.iter().any(|n| n.contains(p.src)))
                 {
                     return Ok(Verdict::Drop(Counter::DropSourceNotInside));
                 }
@@ -477,7 +476,13 @@ impl Translator {
     }
 
     /// Slow path: a packet that matched no flow.
-    fn new_flow(&mut self, key: &FlowKey, p: &Parsed, meta: FrameMeta, now_ms: u64) -> Result<(FlowId, usize), Counter> {
+    fn new_flow(
+        &mut self,
+        key: &FlowKey,
+        p: &Parsed,
+        meta: FrameMeta,
+        now_ms: u64,
+    ) -> Result<(FlowId, usize), Counter> {
         match p.l4 {
             L4Header::Tcp { flags, .. } if flags & (TCP_SYN | TCP_ACK) != TCP_SYN => {
                 return Err(match meta.side {
@@ -617,7 +622,8 @@ impl Translator {
         if self.cfg.filtering != Filtering::EndpointIndependent {
             return Err(Counter::DropUnsolicitedInbound);
         }
-        let target = self.mappings.by_external(key.proto, key.dst, key.dst_port).ok_or(Counter::DropUnsolicitedInbound)?;
+        let target =
+            self.mappings.by_external(key.proto, key.dst, key.dst_port).ok_or(Counter::DropUnsolicitedInbound)?;
         let target = self.mappings.get(target).cloned().ok_or(Counter::DropUnsolicitedInbound)?;
         let (inside, mid, ext) = self.acquire_mapping(key, meta.link)?;
         let reply = FlowKey {
@@ -747,7 +753,8 @@ impl Translator {
                     return Ok(Verdict::Drop(Counter::DropUnsupportedProtocol));
                 }
             };
-            let key = FlowKey { side: meta.side, proto: p.proto, src: p.src, src_port: sport, dst: p.dst, dst_port: dport };
+            let key =
+                FlowKey { side: meta.side, proto: p.proto, src: p.src, src_port: sport, dst: p.dst, dst_port: dport };
             let hit = match self.flows.lookup(&key) {
                 Some(hit) => Ok(hit),
                 None => self.new_flow(&key, p, meta, now_ms),
@@ -838,8 +845,12 @@ impl Translator {
         reason: Counter,
     ) -> Verdict {
         let about_error = matches!(p.l4, L4Header::IcmpError { .. });
-        if about_error || (p.is_fragment && !p.first_fragment) || p.src.is_unspecified() || p.src.is_broadcast()
-            || p.src.is_multicast() || self.icmp_tokens == 0
+        if about_error
+            || (p.is_fragment && !p.first_fragment)
+            || p.src.is_unspecified()
+            || p.src.is_broadcast()
+            || p.src.is_multicast()
+            || self.icmp_tokens == 0
         {
             return Verdict::Drop(reason);
         }
@@ -900,7 +911,8 @@ impl Translator {
         }
         let Some(f) = self.flows.get(target.flow) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
         let other = 1 - target.dir;
-        let (orig_key, rw, egress, sender_key) = (f.keys[other], f.rewrite[target.dir], f.egress[target.dir], f.keys[target.dir]);
+        let (orig_key, rw, egress, sender_key) =
+            (f.keys[other], f.rewrite[target.dir], f.egress[target.dir], f.keys[target.dir]);
         // Inner header: back to what the quoted packet's sender put on the wire.
         {
             let q = &mut frame[quote_at..l3_end];

@@ -210,7 +210,11 @@ impl Mappings {
         while i < span {
             let p = (u32::from(start) - u32::from(lo) + i) % span + u32::from(lo);
             let p = p as u16;
-            if p % 64 == 0 && bitmap.words[usize::from(p) / 64] == u64::MAX && i + 64 <= span && u32::from(p) + 63 <= u32::from(hi) {
+            if p.is_multiple_of(64)
+                && bitmap.words[usize::from(p) / 64] == u64::MAX
+                && i + 64 <= span
+                && u32::from(p) + 63 <= u32::from(hi)
+            {
                 i += 64;
                 continue;
             }

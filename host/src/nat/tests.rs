@@ -2,7 +2,7 @@
 
 use super::testutil::*;
 use super::*;
-use crate::wire::{TCP_FIN, TCP_RST, ICMP_ECHO_REPLY};
+use crate::wire::{ICMP_ECHO_REPLY, TCP_FIN, TCP_RST};
 
 fn translator(cfg: NatConfig) -> Translator {
     Translator::new(cfg, Arc::new(Counters::default()), 0)
@@ -62,15 +62,17 @@ fn tcp_outbound_and_reply() {
     assert_eq!(run(&mut t, &mut ack, Side::Inside, 0), OUT);
     assert_eq!(t.counters().get(Counter::ConnectionEstablishedCount), 1);
     assert_eq!(t.counters().get(Counter::ConnectionAttemptCount), 1);
-    let (id, _) = t.flows().lookup(&FlowKey {
-        side: Side::Inside,
-        proto: PROTO_TCP,
-        src: a("10.10.1.10"),
-        src_port: 40000,
-        dst: a("203.0.113.80"),
-        dst_port: 80,
-    })
-    .unwrap();
+    let (id, _) = t
+        .flows()
+        .lookup(&FlowKey {
+            side: Side::Inside,
+            proto: PROTO_TCP,
+            src: a("10.10.1.10"),
+            src_port: 40000,
+            dst: a("203.0.113.80"),
+            dst_port: 80,
+        })
+        .unwrap();
     assert_eq!(t.flows().get(id).unwrap().state, FlowState::Tcp(TcpState::Established));
 }
 
@@ -129,7 +131,10 @@ fn two_hosts_same_source_port_get_distinct_mappings() {
     // Each reply reaches its own host.
     let (ea, pa) = src_of(&y);
     let mut r = udp("203.0.113.7", 7, &ea.to_string(), pa, b"r");
-    assert_eq!(run(&mut t, &mut r, Side::Outside, 0), Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") });
+    assert_eq!(
+        run(&mut t, &mut r, Side::Outside, 0),
+        Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") }
+    );
     assert_eq!(dst_of(&r), (a("10.10.2.10"), 5000));
 }
 
@@ -165,12 +170,8 @@ fn checksum_partial_frames_get_the_pseudo_header_patched() {
     let mut t = translator(demo_config());
     let meta = FrameMeta { csum_partial: true, ..FrameMeta::plain(Side::Inside, 0) };
     assert_eq!(t.process(&mut f, meta, 0, &mut [0u8; 2048]), OUT);
-    let want = checksum::fold(checksum::pseudo_header_sum(
-        u32::from(a("198.51.100.10")),
-        u32::from(d),
-        6,
-        seg.len() as u16,
-    ));
+    let want =
+        checksum::fold(checksum::pseudo_header_sum(u32::from(a("198.51.100.10")), u32::from(d), 6, seg.len() as u16));
     assert_eq!(u16::from_be_bytes([f[50], f[51]]), want);
     // And the device's final sum over the segment then verifies.
     let l4 = &mut f[34..];
@@ -192,7 +193,10 @@ fn icmp_echo_by_identifier() {
     assert_eq!(id1, 777);
     assert_ne!(id2, 777, "the second host's identifier is remapped");
     let mut r2 = ping("203.0.113.80", "198.51.100.10", ICMP_ECHO_REPLY, id2);
-    assert_eq!(run(&mut t, &mut r2, Side::Outside, 0), Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") });
+    assert_eq!(
+        run(&mut t, &mut r2, Side::Outside, 0),
+        Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") }
+    );
     assert_eq!(u16::from_be_bytes([r2[38], r2[39]]), 777);
     assert_eq!(dst_of(&r2).0, a("10.10.2.10"));
     assert!(checksums_valid(&r2));
@@ -205,7 +209,10 @@ fn icmp_echo_by_identifier() {
 fn answers_ping_to_own_addresses() {
     let mut t = translator(demo_config());
     let mut p = ping("10.10.1.10", "10.10.1.1", ICMP_ECHO_REQUEST, 9);
-    assert_eq!(run(&mut t, &mut p, Side::Inside, 0), Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") });
+    assert_eq!(
+        run(&mut t, &mut p, Side::Inside, 0),
+        Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") }
+    );
     assert_eq!(p[34], ICMP_ECHO_REPLY);
     assert_eq!((src_of(&p).0, dst_of(&p).0), (a("10.10.1.1"), a("10.10.1.10")));
     assert!(checksums_valid(&p));
@@ -284,7 +291,8 @@ fn outbound_icmp_error_is_translated_to_the_remote() {
     assert_eq!(u16::from_be_bytes([inner[22], inner[23]]), 5000);
     // The quoted UDP checksum was updated too.
     let l4 = &inner[20..];
-    let ph = checksum::pseudo_header_sum(u32::from(a("203.0.113.7")), u32::from(a("198.51.100.10")), 17, l4.len() as u16);
+    let ph =
+        checksum::pseudo_header_sum(u32::from(a("203.0.113.7")), u32::from(a("198.51.100.10")), 17, l4.len() as u16);
     assert_eq!(checksum::fold(checksum::sum(l4, ph)), 0xffff);
 }
 
@@ -369,14 +377,20 @@ fn hairpin_reaches_another_inside_host() {
     let (b_ext, b_port) = src_of(&b);
     // A reaches B through B's external endpoint.
     let mut to_b = udp("10.10.1.10", 7000, &b_ext.to_string(), b_port, b"hi");
-    assert_eq!(run(&mut t, &mut to_b, Side::Inside, 0), Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") });
+    assert_eq!(
+        run(&mut t, &mut to_b, Side::Inside, 0),
+        Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") }
+    );
     assert_eq!(dst_of(&to_b), (a("10.10.2.10"), 6000));
     let (a_ext, a_port) = src_of(&to_b);
     assert_eq!(a_ext, a("198.51.100.10"), "B sees A's external address, never its private one");
     assert!(checksums_valid(&to_b));
     // B answers A's external endpoint: back to A.
     let mut back = udp("10.10.2.10", 6000, &a_ext.to_string(), a_port, b"yo");
-    assert_eq!(run(&mut t, &mut back, Side::Inside, 1), Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") });
+    assert_eq!(
+        run(&mut t, &mut back, Side::Inside, 1),
+        Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") }
+    );
     assert_eq!(src_of(&back), (b_ext, b_port));
     assert_eq!(dst_of(&back), (a("10.10.1.10"), 7000));
 }
@@ -434,20 +448,76 @@ fn malformed_frames_are_counted_drops() {
     let good = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
     let cases: Vec<(Vec<u8>, Counter)> = vec![
         (good[..20].to_vec(), Counter::DropTruncated),
-        ({ let mut f = good.clone(); f[12] = 0x86; f[13] = 0xdd; f }, Counter::DropUnknownEthertype),
-        ({ let mut f = good.clone(); f[14] = 0x44; f }, Counter::DropBadIhl),
-        ({ let mut f = good.clone(); f[14] = 0x4f; f }, Counter::DropBadIhl),
-        ({ let mut f = good.clone(); f[16] = 0x05; f }, Counter::DropBadTotalLength),
-        ({ let mut f = good.clone(); f[17] = 0x10; f }, Counter::DropBadTotalLength),
-        ({ let mut f = good.clone(); f[24] ^= 0xff; f }, Counter::DropBadIpChecksum),
-        ({ let mut f = good.clone(); f.extend_from_slice(&[0u8; 100]); f }, Counter::DropBadTotalLength),
-        ({
-            let mut seg = tcp_segment(a("10.10.1.10"), 1, a("203.0.113.80"), 80, TCP_SYN, b"");
-            seg[12] = 0x40; // data offset 4
-            ipv4_frame(a("10.10.1.10"), a("203.0.113.80"), PROTO_TCP, 64, 1, 0, &seg)
-        }, Counter::DropBadTcpHeader),
+        (
+            {
+                let mut f = good.clone();
+                f[12] = 0x86;
+                f[13] = 0xdd;
+                f
+            },
+            Counter::DropUnknownEthertype,
+        ),
+        (
+            {
+                let mut f = good.clone();
+                f[14] = 0x44;
+                f
+            },
+            Counter::DropBadIhl,
+        ),
+        (
+            {
+                let mut f = good.clone();
+                f[14] = 0x4f;
+                f
+            },
+            Counter::DropBadIhl,
+        ),
+        (
+            {
+                let mut f = good.clone();
+                f[16] = 0x05;
+                f
+            },
+            Counter::DropBadTotalLength,
+        ),
+        (
+            {
+                let mut f = good.clone();
+                f[17] = 0x10;
+                f
+            },
+            Counter::DropBadTotalLength,
+        ),
+        (
+            {
+                let mut f = good.clone();
+                f[24] ^= 0xff;
+                f
+            },
+            Counter::DropBadIpChecksum,
+        ),
+        (
+            {
+                let mut f = good.clone();
+                f.extend_from_slice(&[0u8; 100]);
+                f
+            },
+            Counter::DropBadTotalLength,
+        ),
+        (
+            {
+                let mut seg = tcp_segment(a("10.10.1.10"), 1, a("203.0.113.80"), 80, TCP_SYN, b"");
+                seg[12] = 0x40; // data offset 4
+                ipv4_frame(a("10.10.1.10"), a("203.0.113.80"), PROTO_TCP, 64, 1, 0, &seg)
+            },
+            Counter::DropBadTcpHeader,
+        ),
         (ipv4_frame(a("10.10.1.10"), a("203.0.113.80"), PROTO_TCP, 64, 1, 0, &[0u8; 12]), Counter::DropBadTcpHeader),
-        (ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), PROTO_UDP, 64, 1, 0, &[0x13, 0x88, 0, 7, 0, 0, 0, 0]), Counter::DropBadUdpLength),
+        (
+            ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), PROTO_UDP, 64, 1, 0, &[0x13, 0x88, 0, 7, 0, 0, 0, 0]),
+            Counter::DropBadUdpLength,
+        ),
         (ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), PROTO_ICMP, 64, 1, 0, &[8, 0, 0]), Counter::DropBadIcmp),
         (ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), 47, 64, 1, 0, &[0u8; 8]), Counter::DropUnsupportedProtocol),
         (tcp("192.0.2.1", 1, "203.0.113.80", 80, TCP_SYN), Counter::DropSourceNotInside),

@@ -82,7 +82,14 @@ pub fn tcp_segment(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: 
     t
 }
 
-pub fn udp_datagram(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8], with_checksum: bool) -> Vec<u8> {
+pub fn udp_datagram(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    payload: &[u8],
+    with_checksum: bool,
+) -> Vec<u8> {
     let len = (8 + payload.len()) as u16;
     let mut u = vec![0u8; 8];
     u[0..2].copy_from_slice(&sport.to_be_bytes());
@@ -137,12 +144,17 @@ pub fn checksums_valid(frame: &[u8]) -> bool {
     if checksum::fold(checksum::sum(&ip[..20], 0)) != 0xffff {
         return false;
     }
-    let (src, dst) = (u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]), u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]));
+    let (src, dst) =
+        (u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]), u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]));
     let l4 = &ip[20..];
     match ip[9] {
-        PROTO_TCP => checksum::fold(checksum::sum(l4, checksum::pseudo_header_sum(src, dst, 6, l4.len() as u16))) == 0xffff,
+        PROTO_TCP => {
+            checksum::fold(checksum::sum(l4, checksum::pseudo_header_sum(src, dst, 6, l4.len() as u16))) == 0xffff
+        }
         PROTO_UDP if l4[6..8] == [0, 0] => true,
-        PROTO_UDP => checksum::fold(checksum::sum(l4, checksum::pseudo_header_sum(src, dst, 17, l4.len() as u16))) == 0xffff,
+        PROTO_UDP => {
+            checksum::fold(checksum::sum(l4, checksum::pseudo_header_sum(src, dst, 17, l4.len() as u16))) == 0xffff
+        }
         PROTO_ICMP => checksum::fold(checksum::sum(l4, 0)) == 0xffff,
         _ => true,
     }

@@ -359,14 +359,31 @@ pub fn icmp_is_error(t: u8) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L4Header {
     /// TCP: ports and flags. `header_len` is the data offset in bytes.
-    Tcp { src_port: u16, dst_port: u16, flags: u8, header_len: usize },
-    Udp { src_port: u16, dst_port: u16, checksum: u16 },
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        flags: u8,
+        header_len: usize,
+    },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+        checksum: u16,
+    },
     /// ICMP query (echo) carries an identifier that plays the role of a port.
-    IcmpQuery { icmp_type: u8, ident: u16 },
+    IcmpQuery {
+        icmp_type: u8,
+        ident: u16,
+    },
     /// ICMP error: the quoted packet starts 8 bytes into the ICMP message.
-    IcmpError { icmp_type: u8, code: u8 },
+    IcmpError {
+        icmp_type: u8,
+        code: u8,
+    },
     /// Other ICMP types (timestamp, router advertisement, ...): not translated.
-    IcmpOther { icmp_type: u8 },
+    IcmpOther {
+        icmp_type: u8,
+    },
     Other,
 }
 
