@@ -101,6 +101,18 @@ t_traceroute_shows_gateway_hop() {
   echo "$out" | grep -qE "^ 1 +10\.10\.1\.1 " || fail "traceroute hop 1: $out"
 }
 
+# Datagrams larger than the MTU are fragmented by the client and by the servers: every
+# fragment must be translated (the first maps, the rest follow by IP ID), in both
+# directions, whichever worker the kernel hands each fragment to.
+t_fragments_pass_both_ways() {
+  nsx $CLI1 ping -c 4 -i 0.2 -s 3000 -W 2 203.0.113.80 >/dev/null || fail "3000-byte ping through natgw"
+  local r
+  r=$(python3 -c "print('f' * 6000)" | nsx $CLI1 socat -t 2 - UDP4:203.0.113.7:7 | wc -c)
+  [ "$r" = 6001 ] || fail "6000-byte UDP echo came back as $r bytes"
+  grep -qE "^198\.51\.100\.1[01]:[0-9]+ 6001$" "$RUN/udp_echo.log" || fail "echo server did not get the whole datagram from an external address"
+  [ "$(counter 'PacketsDropCount{reason="fragment-unmatched"}')" = 0 ] || fail "fragments dropped as unmatched"
+}
+
 # A router beyond natgw with a lower MTU: the client's upload must shrink after the router's
 # ICMP fragmentation-needed, which reaches the client only if natgw translates it.
 t_pmtu_upload_through_lower_mtu() {
@@ -327,7 +339,7 @@ t_stop_leaves_nothing() {
 # ---------------------------------------------------------------- driver
 
 ALL=(t_curl_sees_external_address t_udp_echo t_ping t_traceroute_shows_gateway_hop
-     t_same_source_port_distinct_mappings t_thousand_parallel_flows t_unsolicited_inbound_never_reaches_clients
+     t_same_source_port_distinct_mappings t_fragments_pass_both_ways t_thousand_parallel_flows t_unsolicited_inbound_never_reaches_clients
      t_pmtu_upload_through_lower_mtu t_pmtu_download_via_gateway_icmp t_udp_mapping_expires
      t_malformed_frames_are_counted_not_fatal t_status_and_stats t_bad_config_and_startup_errors
      t_stop_leaves_nothing)

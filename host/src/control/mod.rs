@@ -83,7 +83,7 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
     }
 
     let workers = cfg.worker_count();
-    let shared = Arc::new(Shared::new(workers));
+    let shared = Arc::new(Shared::new(workers)?);
     sys::install_signal_handlers();
 
     let l2_links: Vec<L2Link> = cfg

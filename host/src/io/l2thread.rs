@@ -32,6 +32,10 @@ impl L2Thread {
     fn publish(&self) {
         self.shared.neighbours.store(Arc::new(self.arp.table().clone()));
         self.shared.neighbour_version.fetch_add(1, Ordering::AcqRel);
+        // Workers may be asleep holding frames for this neighbour: wake them now.
+        for fd in &self.shared.wake {
+            sys::eventfd_signal(std::os::fd::AsRawFd::as_raw_fd(fd));
+        }
     }
 
     fn announce(&self) {

@@ -70,20 +70,38 @@ pub struct Shared {
     pub resolve_requests: ArrayQueue<(LinkId, Ipv4Addr)>,
     pub handoff: Vec<ArrayQueue<HandoffFrame>>,
     pub control: Vec<ArrayQueue<ControlRequest>>,
+    /// One eventfd per worker: signalled after a hand-off so the owner wakes at once.
+    pub wake: Vec<std::os::fd::OwnedFd>,
     pub start: std::time::Instant,
 }
 
 impl Shared {
-    pub fn new(workers: usize) -> Shared {
-        Shared {
+    pub fn new(workers: usize) -> Result<Shared, IoError> {
+        let wake = (0..workers)
+            .map(|_| sys::eventfd())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| IoError::Os("eventfd", e))?;
+        Ok(Shared {
             counters: (0..workers).map(|_| Arc::new(Counters::default())).collect(),
             neighbours: ArcSwap::from_pointee(NeighbourTable::default()),
             neighbour_version: AtomicU64::new(0),
             resolve_requests: ArrayQueue::new(1024),
-            handoff: (0..workers).map(|_| ArrayQueue::new(4096)).collect(),
+            // Bounded: at most 1024 frames (fragments, hairpin) in flight to any one worker.
+            handoff: (0..workers).map(|_| ArrayQueue::new(1024)).collect(),
             control: (0..workers).map(|_| ArrayQueue::new(16)).collect(),
+            wake,
             start: std::time::Instant::now(),
+        })
+    }
+
+    /// Queues a frame for `worker` and wakes it. False when its queue is full.
+    pub fn hand_off(&self, worker: usize, frame: HandoffFrame) -> bool {
+        let (Some(q), Some(fd)) = (self.handoff.get(worker), self.wake.get(worker)) else { return false };
+        if q.push(frame).is_err() {
+            return false;
         }
+        sys::eventfd_signal(std::os::fd::AsRawFd::as_raw_fd(fd));
+        true
     }
 
     /// Milliseconds since the gateway started: the clock every core function is given.

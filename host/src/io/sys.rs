@@ -397,3 +397,28 @@ pub fn chmod(path: &str, mode: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A non-blocking eventfd: how one worker wakes another that may be asleep in its ring.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain eventfd(2); the result is checked and owned.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd (wakes its poller). Errors (counter saturated) are harmless.
+pub fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64, as eventfd requires.
+    let _ = unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+}
+
+/// Resets an eventfd after a wake-up.
+pub fn eventfd_drain(fd: RawFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a live u64; non-blocking, so it returns at once.
+    let _ = unsafe { libc::read(fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+}

@@ -22,6 +22,7 @@ use crate::wire::{EthernetFrame, MacAddr};
 const OP_RECV: u64 = 1;
 const OP_SEND_RX: u64 = 2;
 const OP_SEND_TX: u64 = 3;
+const OP_WAKE: u64 = 4;
 
 fn ud(op: u64, arg: u64) -> u64 {
     op << 56 | arg
@@ -70,6 +71,7 @@ pub struct Worker {
     pending: Vec<Pending>,
     scratch: Vec<u8>,
     recv_armed: Vec<bool>,
+    wake_armed: bool,
     busy_poll_us: u64,
 }
 
@@ -106,6 +108,7 @@ impl Worker {
             pending: Vec::new(),
             scratch: vec![0u8; 2048],
             recv_armed: vec![false; n],
+            wake_armed: false,
             busy_poll_us,
         })
     }
@@ -139,10 +142,18 @@ impl Worker {
         self.recv_armed[link] = true;
     }
 
+    fn arm_wake(&mut self) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.shared.wake[self.index]);
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).multi(true).build().user_data(ud(OP_WAKE, 0));
+        self.push_sqe(e);
+        self.wake_armed = true;
+    }
+
     pub fn run(mut self) {
         for l in 0..self.links.len() {
             self.arm_recv(l);
         }
+        self.arm_wake();
         let mut last_tick = 0u64;
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
         let mut idle_since = std::time::Instant::now();
@@ -174,6 +185,9 @@ impl Worker {
                 if !self.recv_armed[l] {
                     self.arm_recv(l);
                 }
+            }
+            if !self.wake_armed {
+                self.arm_wake();
             }
             self.drain_handoffs(now);
             let v = self.shared.neighbour_version.load(Ordering::Acquire);
@@ -220,6 +234,12 @@ impl Worker {
                 self.bufs.recycle(arg as u16);
                 if res < 0 {
                     self.translator.counters().inc(Counter::DropTxFull);
+                }
+            }
+            OP_WAKE => {
+                sys::eventfd_drain(std::os::fd::AsRawFd::as_raw_fd(&self.shared.wake[self.index]));
+                if !cqueue::more(flags) {
+                    self.wake_armed = false;
                 }
             }
             OP_SEND_TX => {
@@ -292,7 +312,7 @@ impl Worker {
                 let data = self.buffer(b)[..len].to_vec();
                 self.release(b);
                 let frame = HandoffFrame { data, meta: FrameMeta { handed_off: true, ..meta } };
-                if self.shared.handoff.get(worker).is_none_or(|q| q.push(frame).is_err()) {
+                if !self.shared.hand_off(worker, frame) {
                     self.translator.counters().inc(Counter::DropTxFull);
                 }
             }
