@@ -181,6 +181,8 @@ impl Worker {
             for &(data, res, flags) in &completions {
                 self.complete(data, res, flags, now);
             }
+            // Give recycled buffers back before re-arming a receive that ran out of them.
+            self.bufs.publish();
             for l in 0..self.links.len() {
                 if !self.recv_armed[l] {
                     self.arm_recv(l);
