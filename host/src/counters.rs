@@ -98,9 +98,6 @@ impl Counters {
     pub fn get(&self, c: Counter) -> u64 {
         self.values[c as usize].load(Ordering::Relaxed)
     }
-    pub fn snapshot(&self) -> Vec<(Counter, u64)> {
-        Counter::ALL.iter().map(|&c| (c, self.get(c))).collect()
-    }
 }
 
 /// Sums counters over workers, in declaration order.

@@ -174,14 +174,6 @@ pub fn tcp_transition(state: TcpState, dir: usize, flags: u8, fin_seen: &mut [bo
     TcpTransition { next, became_established: next == Established && state != Established }
 }
 
-/// Why a flow ended: reported in counters and flow records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    IdleTimeout,
-    /// TCP closed (FIN/RST) and its linger time ran out.
-    Closed,
-}
-
 pub type FlowId = u32;
 
 #[derive(Debug, Clone)]

@@ -60,7 +60,6 @@ pub struct Worker {
     ring: IoUring,
     bufs: BufRing,
     tx: Vec<Box<[u8]>>,
-    tx_len: Vec<usize>,
     tx_free: Vec<usize>,
     links: Vec<WorkerLink>,
     translator: Translator,
@@ -97,7 +96,6 @@ impl Worker {
             ring,
             bufs,
             tx: (0..TX_SLOTS).map(|_| vec![0u8; BUF_SIZE].into_boxed_slice()).collect(),
-            tx_len: vec![0; TX_SLOTS],
             tx_free: (0..TX_SLOTS).collect(),
             links,
             translator,
@@ -230,7 +228,7 @@ impl Worker {
                     return;
                 }
                 let Some(bid) = cqueue::buffer_select(flags) else { return };
-                self.on_frame(link, BufRef::Rx(bid), res as usize, false, now);
+                self.on_frame(link, BufRef::Rx(bid), res as usize, now);
             }
             OP_SEND_RX => {
                 self.bufs.recycle(arg as u16);
@@ -269,12 +267,12 @@ impl Worker {
     }
 
     /// Runs the translator on the frame in `b` (virtio header first) and carries out the verdict.
-    fn on_frame(&mut self, link: usize, b: BufRef, len: usize, handed_off: bool, now: u64) {
+    fn on_frame(&mut self, link: usize, b: BufRef, len: usize, now: u64) {
         let (side, index) = (self.links[link].side, self.links[link].index);
         self.translate(
             b,
             len,
-            FrameMeta { side, link: index, csum_partial: false, gso_size: 0, segments: 1, handed_off },
+            FrameMeta { side, link: index, csum_partial: false, gso_size: 0, segments: 1, handed_off: false },
             now,
         );
     }
@@ -337,7 +335,6 @@ impl Worker {
         let n = frame_without_vnet.len().min(BUF_SIZE - VNET_HDR_LEN);
         self.tx[slot][..VNET_HDR_LEN].fill(0);
         self.tx[slot][VNET_HDR_LEN..VNET_HDR_LEN + n].copy_from_slice(&frame_without_vnet[..n]);
-        self.tx_len[slot] = VNET_HDR_LEN + n;
         self.translate(BufRef::Tx(slot), VNET_HDR_LEN + n, meta, now);
     }
 

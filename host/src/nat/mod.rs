@@ -182,12 +182,6 @@ pub struct Translator {
     ip_ident: u16,
 }
 
-/// The outcome of the inner lookup of an ICMP error.
-struct IcmpErrorTarget {
-    flow: FlowId,
-    dir: usize,
-}
-
 impl Translator {
     pub fn new(cfg: NatConfig, counters: Arc<Counters>, now_ms: u64) -> Self {
         let mappings =
@@ -905,14 +899,12 @@ impl Translator {
         let Some((flow, dir)) = self.flows.lookup(&key) else {
             return Ok(Verdict::Drop(Counter::DropUnsolicitedInbound));
         };
-        let target = IcmpErrorTarget { flow, dir };
         if p.ttl <= 1 {
             return Ok(Verdict::Drop(Counter::DropTtlExpired));
         }
-        let Some(f) = self.flows.get(target.flow) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
-        let other = 1 - target.dir;
-        let (orig_key, rw, egress, sender_key) =
-            (f.keys[other], f.rewrite[target.dir], f.egress[target.dir], f.keys[target.dir]);
+        let Some(f) = self.flows.get(flow) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
+        let other = 1 - dir;
+        let (orig_key, rw, egress, sender_key) = (f.keys[other], f.rewrite[dir], f.egress[dir], f.keys[dir]);
         // Inner header: back to what the quoted packet's sender put on the wire.
         {
             let q = &mut frame[quote_at..l3_end];

@@ -442,61 +442,27 @@ fn tcp_close_and_rst_shorten_the_timeout() {
     run(&mut t, &mut fin, Side::Inside, 0);
 }
 
+/// A copy of `frame` with some bytes replaced.
+fn patched(frame: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    for &(at, v) in edits {
+        f[at] = v;
+    }
+    f
+}
+
 #[test]
 fn malformed_frames_are_counted_drops() {
     let mut t = translator(demo_config());
     let good = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
     let cases: Vec<(Vec<u8>, Counter)> = vec![
         (good[..20].to_vec(), Counter::DropTruncated),
-        (
-            {
-                let mut f = good.clone();
-                f[12] = 0x86;
-                f[13] = 0xdd;
-                f
-            },
-            Counter::DropUnknownEthertype,
-        ),
-        (
-            {
-                let mut f = good.clone();
-                f[14] = 0x44;
-                f
-            },
-            Counter::DropBadIhl,
-        ),
-        (
-            {
-                let mut f = good.clone();
-                f[14] = 0x4f;
-                f
-            },
-            Counter::DropBadIhl,
-        ),
-        (
-            {
-                let mut f = good.clone();
-                f[16] = 0x05;
-                f
-            },
-            Counter::DropBadTotalLength,
-        ),
-        (
-            {
-                let mut f = good.clone();
-                f[17] = 0x10;
-                f
-            },
-            Counter::DropBadTotalLength,
-        ),
-        (
-            {
-                let mut f = good.clone();
-                f[24] ^= 0xff;
-                f
-            },
-            Counter::DropBadIpChecksum,
-        ),
+        (patched(&good, &[(12, 0x86), (13, 0xdd)]), Counter::DropUnknownEthertype),
+        (patched(&good, &[(14, 0x44)]), Counter::DropBadIhl),
+        (patched(&good, &[(14, 0x4f)]), Counter::DropBadIhl),
+        (patched(&good, &[(16, 0x05)]), Counter::DropBadTotalLength),
+        (patched(&good, &[(17, 0x10)]), Counter::DropBadTotalLength),
+        (patched(&good, &[(24, good[24] ^ 0xff)]), Counter::DropBadIpChecksum),
         (
             {
                 let mut f = good.clone();
