@@ -53,6 +53,11 @@ fuzz_target!(|data: &[u8]| {
         now += u64::from(ctl >> 5) * 700;
         match t.process(&mut frame, meta, now, &mut out) {
             Verdict::Forward { .. } => assert!(header_ok(&frame), "forwarded a malformed header"),
+            Verdict::ForwardFragmented { mtu, .. } => {
+                assert!(header_ok(&frame), "forwarded a malformed header");
+                let pieces = natgw::wire::split_ipv4(&frame[14..], usize::from(mtu)).expect("splittable");
+                assert!(pieces.iter().all(|p| 20 + p.payload.len() <= usize::from(mtu)));
+            }
             Verdict::Emit { len, .. } => assert!(header_ok(&out[..len]), "emitted a malformed header"),
             _ => {}
         }

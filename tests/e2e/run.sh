@@ -113,6 +113,28 @@ t_fragments_pass_both_ways() {
   [ "$(counter 'PacketsDropCount{reason="fragment-unmatched"}')" = 0 ] || fail "fragments dropped as unmatched"
 }
 
+# A datagram without DF that is larger than natgw's outside link: natgw fragments it
+# (RFC 791/1812), and the server gets it whole.
+t_gateway_fragments_non_df_datagrams() {
+  nsx $GW ip link set out0 mtu 1280; nsx $INET ip link set i0 mtu 1280
+  restart_natgw "$ROOT/examples/demo/natgw.toml.e2e"
+  : > "$RUN/udp_echo.log"
+  local r
+  r=$(nsx $CLI1 python3 - <<'EOF'
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 0)   # IP_MTU_DISCOVER = IP_PMTUDISC_DONT: DF clear
+s.settimeout(3)
+s.sendto(b"d" * 1400, ("203.0.113.7", 7))
+print(len(s.recv(4096)))
+EOF
+)
+  nsx $GW ip link set out0 mtu 1500; nsx $INET ip link set i0 mtu 1500
+  restart_natgw "$ROOT/examples/demo/natgw.toml.e2e"
+  [ "$r" = 1400 ] || fail "1400-byte datagram without DF through a 1280-byte link: got '$r'"
+  grep -qE "^198\.51\.100\.1[01]:[0-9]+ 1400$" "$RUN/udp_echo.log" || fail "server did not get the datagram whole"
+}
+
 # A router beyond natgw with a lower MTU: the client's upload must shrink after the router's
 # ICMP fragmentation-needed, which reaches the client only if natgw translates it.
 t_pmtu_upload_through_lower_mtu() {
@@ -340,7 +362,7 @@ t_stop_leaves_nothing() {
 
 ALL=(t_curl_sees_external_address t_udp_echo t_ping t_traceroute_shows_gateway_hop
      t_same_source_port_distinct_mappings t_fragments_pass_both_ways t_thousand_parallel_flows t_unsolicited_inbound_never_reaches_clients
-     t_pmtu_upload_through_lower_mtu t_pmtu_download_via_gateway_icmp t_udp_mapping_expires
+     t_pmtu_upload_through_lower_mtu t_pmtu_download_via_gateway_icmp t_gateway_fragments_non_df_datagrams t_udp_mapping_expires
      t_malformed_frames_are_counted_not_fatal t_status_and_stats t_bad_config_and_startup_errors
      t_stop_leaves_nothing)
 SELECTED=("$@"); [ ${#SELECTED[@]} -eq 0 ] && SELECTED=("${ALL[@]}")

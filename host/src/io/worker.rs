@@ -17,7 +17,7 @@ use crate::conntrack::{proto_name, Egress, Side, ORIGINAL, REPLY};
 use crate::counters::Counter;
 use crate::l2::{LinkId, NeighbourTable};
 use crate::nat::{FrameMeta, Translator, Verdict};
-use crate::wire::{EthernetFrame, MacAddr};
+use crate::wire::{split_ipv4, EthernetFrame, MacAddr, ETHERNET_HEADER_LEN};
 
 const OP_RECV: u64 = 1;
 const OP_SEND_RX: u64 = 2;
@@ -298,6 +298,10 @@ impl Worker {
         };
         match verdict {
             Verdict::Forward { egress, next_hop } => self.send(b, len, egress, next_hop, now),
+            Verdict::ForwardFragmented { egress, next_hop, mtu } => {
+                self.send_fragments(b, len, egress, next_hop, mtu, now);
+                self.release(b);
+            }
             Verdict::Emit { egress, next_hop, len: n } => {
                 self.release(b);
                 if let Some(slot) = self.tx_free.pop() {
@@ -348,6 +352,34 @@ impl Worker {
             let n = h.data.len().min(BUF_SIZE);
             self.tx[slot][..n].copy_from_slice(&h.data[..n]);
             self.translate(BufRef::Tx(slot), n, h.meta, now);
+        }
+    }
+
+    /// Sends the (translated) frame in `b` as IPv4 fragments of at most `mtu` bytes, each
+    /// from a transmit slot of its own, with no offload metadata.
+    fn send_fragments(&mut self, b: BufRef, len: usize, egress: Egress, next_hop: Ipv4Addr, mtu: u16, now: u64) {
+        let frame = self.buffer(b)[VNET_HDR_LEN..len].to_vec();
+        let l3 = &frame[ETHERNET_HEADER_LEN..];
+        let Some(pieces) = split_ipv4(l3, usize::from(mtu)) else {
+            self.translator.counters().inc(Counter::DropNeedsFragmentation);
+            return;
+        };
+        for piece in pieces {
+            let Some(slot) = self.tx_free.pop() else {
+                self.translator.counters().inc(Counter::DropTxFull);
+                return;
+            };
+            let buf = &mut self.tx[slot];
+            buf[..VNET_HDR_LEN].fill(0);
+            let mut at = VNET_HDR_LEN;
+            buf[at..at + ETHERNET_HEADER_LEN].copy_from_slice(&frame[..ETHERNET_HEADER_LEN]);
+            at += ETHERNET_HEADER_LEN;
+            buf[at..at + piece.header.len()].copy_from_slice(&piece.header);
+            at += piece.header.len();
+            let data = &l3[piece.payload.clone()];
+            buf[at..at + data.len()].copy_from_slice(data);
+            at += data.len();
+            self.send(BufRef::Tx(slot), at, egress, next_hop, now);
         }
     }
 

@@ -130,6 +130,9 @@ pub enum Verdict {
     /// A new packet natgw generated is in `out[..len]` (Ethernet header included, its
     /// addresses left for the caller); the input frame is dropped.
     Emit { egress: Egress, next_hop: Ipv4Addr, len: usize },
+    /// Like `Forward`, but the packet (DF clear) is larger than the egress MTU: send it as
+    /// the fragments `wire::split_ipv4(packet, mtu)` describes. Checksums are complete.
+    ForwardFragmented { egress: Egress, next_hop: Ipv4Addr, mtu: u16 },
     /// Another worker owns this flow: give it the unchanged frame.
     HandOff { worker: usize },
     /// A fragment arrived before its first fragment: the translator kept a copy.
@@ -670,9 +673,18 @@ impl Translator {
                     Counter::DropNeedsFragmentation,
                 ));
             }
-            return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
+            if meta.gso_size != 0 {
+                // Super-frames without DF (UDP GSO) would need segmenting first; rare.
+                return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
+            }
         }
+        let fragment_to = (wire_len(p, meta) > self.egress_mtu(egress)).then(|| self.egress_mtu(egress) as u16);
         rewrite_in_place(&mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + p.total], p, &rw, meta.csum_partial);
+        if fragment_to.is_some() && meta.csum_partial {
+            // The device would finish the checksum over the whole datagram; once split,
+            // nobody can: finish it here.
+            complete_partial_checksum(&mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + p.total], p);
+        }
         let timeouts = self.cfg.timeouts;
         let counters = &self.counters;
         let Some(flow) = self.flows.get_mut(id) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
@@ -699,7 +711,11 @@ impl Translator {
             self.frags.record(frag_key(meta.side, p, frame), frag::FragTarget { flow: id, dir }, now_ms);
         }
         self.count_out(egress, p.total as u64, u64::from(meta.segments.max(1)));
-        Ok(Verdict::Forward { egress, next_hop: self.next_hop(egress, rw.dst.addr) })
+        let next_hop = self.next_hop(egress, rw.dst.addr);
+        Ok(match fragment_to {
+            Some(mtu) => Verdict::ForwardFragmented { egress, next_hop, mtu },
+            None => Verdict::Forward { egress, next_hop },
+        })
     }
 
     fn count_out(&self, egress: Egress, bytes: u64, packets: u64) {
@@ -772,7 +788,8 @@ impl Translator {
                 if p.ttl <= 1 {
                     return Ok(Verdict::Drop(Counter::DropTtlExpired));
                 }
-                if wire_len(p, meta) > self.egress_mtu(egress) {
+                let fragment_to = (wire_len(p, meta) > self.egress_mtu(egress)).then(|| self.egress_mtu(egress) as u16);
+                if fragment_to.is_some() && Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..])?.dont_fragment() {
                     return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
                 }
                 rewrite_in_place(&mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + p.total], p, &rw, false);
@@ -781,7 +798,11 @@ impl Translator {
                     f.bytes[t.dir] += p.total as u64;
                 }
                 self.count_out(egress, p.total as u64, 1);
-                Ok(Verdict::Forward { egress, next_hop: self.next_hop(egress, rw.dst.addr) })
+                let next_hop = self.next_hop(egress, rw.dst.addr);
+                Ok(match fragment_to {
+                    Some(mtu) => Verdict::ForwardFragmented { egress, next_hop, mtu },
+                    None => Verdict::Forward { egress, next_hop },
+                })
             }
             frag::FragLookup::Dead => Ok(Verdict::Drop(Counter::DropFragment)),
             frag::FragLookup::Owner(_) | frag::FragLookup::Unknown => {
@@ -1082,6 +1103,25 @@ fn rewrite_in_place(l3: &mut [u8], p: &Parsed, rw: &Rewrite, partial: bool) {
         }
         _ => {}
     }
+}
+
+/// Turns a CHECKSUM_PARTIAL TCP/UDP checksum (pseudo-header sum in the field) into the
+/// complete one, as the device would have.
+fn complete_partial_checksum(l3: &mut [u8], p: &Parsed) {
+    let at = match p.l4 {
+        L4Header::Tcp { .. } => l4_field::TCP_CHECKSUM,
+        L4Header::Udp { .. } => l4_field::UDP_CHECKSUM,
+        _ => return,
+    };
+    let l4 = &mut l3[p.ihl..];
+    if l4.len() < at + 2 {
+        return;
+    }
+    let mut c = !checksum::fold(checksum::sum(l4, 0));
+    if c == 0 && at == l4_field::UDP_CHECKSUM {
+        c = 0xffff;
+    }
+    wire::write_u16(l4, at, c);
 }
 
 #[allow(clippy::too_many_arguments)]

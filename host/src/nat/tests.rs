@@ -324,6 +324,23 @@ fn oversized_df_packet_gets_fragmentation_needed() {
     assert_eq!((e[34], e[35]), (ICMP_DEST_UNREACHABLE, ICMP_CODE_FRAG_NEEDED));
     assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1280);
     assert!(checksums_valid(e));
+    // Without DF, natgw fragments: the translated datagram, split for the egress MTU.
+    let (s2, d2) = (a("10.10.1.10"), a("203.0.113.7"));
+    let mut big = ipv4_frame(s2, d2, PROTO_UDP, 64, 5, 0, &udp_datagram(s2, 5000, d2, 7, &[9u8; 1400], true));
+    let v = run(&mut t, &mut big, Side::Inside, 0);
+    assert_eq!(v, Verdict::ForwardFragmented { egress: Egress::Outside, next_hop: a("198.51.100.1"), mtu: 1280 });
+    assert!(checksums_valid(&big), "the whole translated datagram is consistent before splitting");
+    let pieces = crate::wire::split_ipv4(&big[14..], 1280).unwrap();
+    assert_eq!(pieces.len(), 2);
+    assert!(pieces.iter().all(|f| 20 + f.payload.len() <= 1280));
+    // A CHECKSUM_PARTIAL datagram gets its checksum finished before it is split.
+    let mut seg = udp_datagram(s2, 5001, d2, 7, &[3u8; 1400], true);
+    let partial = checksum::fold(checksum::pseudo_header_sum(u32::from(s2), u32::from(d2), 17, seg.len() as u16));
+    seg[6..8].copy_from_slice(&partial.to_be_bytes());
+    let mut f = ipv4_frame(s2, d2, PROTO_UDP, 64, 6, 0, &seg);
+    let meta = FrameMeta { csum_partial: true, ..FrameMeta::plain(Side::Inside, 0) };
+    assert!(matches!(t.process(&mut f, meta, 0, &mut [0u8; 2048]), Verdict::ForwardFragmented { .. }));
+    assert!(checksums_valid(&f));
     // GSO super-frames are segmented by the device: they pass when each segment fits...
     let mut gso = ipv4_frame(s, d, PROTO_TCP, 64, 3, DF, &tcp_segment(s, 40000, d, 80, TCP_ACK, &[7u8; 4000]));
     let meta = FrameMeta { gso_size: 1200, segments: 4, ..FrameMeta::plain(Side::Inside, 0) };

@@ -318,6 +318,50 @@ pub fn write_ipv4_header(out: &mut [u8], total_len: u16, ident: u16, ttl: u8, pr
     set_be16(h, 10, c);
 }
 
+/// One piece of an IPv4 packet split for a smaller MTU: its new header and the range of
+/// the original packet's payload it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv4Fragment {
+    pub header: [u8; IPV4_MIN_HEADER_LEN],
+    pub payload: std::ops::Range<usize>,
+}
+
+/// Splits an IPv4 packet (IHL 5, possibly itself a fragment) into fragments of at most
+/// `mtu` bytes (RFC 791): payload pieces are multiples of 8 bytes except the last; the
+/// offset continues the packet's own offset and MF is kept on the last piece only if the
+/// packet had it. `None` when the packet has DF set, options, or `mtu` leaves no room.
+/// Payload ranges index into `l3` (the whole IP packet).
+pub fn split_ipv4(l3: &[u8], mtu: usize) -> Option<Vec<Ipv4Fragment>> {
+    let ip = Ipv4Packet::new_checked(l3).ok()?;
+    if ip.header_len() != IPV4_MIN_HEADER_LEN || ip.dont_fragment() {
+        return None;
+    }
+    let step = (mtu.checked_sub(IPV4_MIN_HEADER_LEN)? / 8) * 8;
+    if step == 0 {
+        return None;
+    }
+    let total = ip.total_len();
+    let base = ip.frag_offset();
+    let more_after = ip.more_fragments();
+    let mut out = Vec::with_capacity((total - IPV4_MIN_HEADER_LEN).div_ceil(step));
+    let mut at = IPV4_MIN_HEADER_LEN;
+    while at < total {
+        let end = (at + step).min(total);
+        let mut h = [0u8; IPV4_MIN_HEADER_LEN];
+        h.copy_from_slice(&l3[..IPV4_MIN_HEADER_LEN]);
+        let offset = (base + at - IPV4_MIN_HEADER_LEN) / 8;
+        let mf = if end < total || more_after { IPV4_MF } else { 0 };
+        set_be16(&mut h, ipv4_field::TOTAL_LEN, (IPV4_MIN_HEADER_LEN + end - at) as u16);
+        set_be16(&mut h, ipv4_field::FLAGS_FRAG, mf | offset as u16);
+        set_be16(&mut h, ipv4_field::CHECKSUM, 0);
+        let c = !checksum::fold(checksum::sum(&h, 0));
+        set_be16(&mut h, ipv4_field::CHECKSUM, c);
+        out.push(Ipv4Fragment { header: h, payload: at..end });
+        at = end;
+    }
+    Some(out)
+}
+
 /// Offsets of the L4 fields natgw reads or rewrites.
 pub mod l4_field {
     pub const SRC_PORT: usize = 0;
@@ -503,6 +547,50 @@ mod tests {
         let udp = [0x10, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00]; // length 0
         assert_eq!(parse_l4(PROTO_UDP, &udp).err(), Some(WireError::BadUdpLength));
         assert_eq!(parse_l4(PROTO_ICMP, &[8, 0, 0]).err(), Some(WireError::BadIcmp));
+    }
+
+    #[test]
+    fn splits_for_a_smaller_mtu_and_reassembles() {
+        // A 1400-byte UDP packet (no DF), split for MTU 576.
+        let mut pkt = vec![0u8; 1400];
+        pkt[..20].copy_from_slice(&[0x45, 0, 0x05, 0x78, 0x12, 0x34, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        let c = checksum::compute(&pkt[..20]);
+        pkt[10..12].copy_from_slice(&c.to_be_bytes());
+        for (i, b) in pkt[20..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let frags = split_ipv4(&pkt, 576).unwrap();
+        assert_eq!(frags.len(), 3);
+        let mut joined = Vec::new();
+        for (i, f) in frags.iter().enumerate() {
+            let h = Ipv4Packet::new_checked_quoted(&f.header[..]).unwrap();
+            assert!(h.verify_checksum());
+            assert!(IPV4_MIN_HEADER_LEN + f.payload.len() <= 576);
+            assert_eq!(h.total_len(), 20 + f.payload.len());
+            assert_eq!(h.frag_offset(), joined.len());
+            assert_eq!(h.more_fragments(), i < 2);
+            assert_eq!(h.ident(), 0x1234);
+            if i < 2 {
+                assert_eq!(f.payload.len() % 8, 0);
+            }
+            joined.extend_from_slice(&pkt[f.payload.clone()]);
+        }
+        assert_eq!(joined, pkt[20..]);
+        // A middle fragment keeps its offset and MF.
+        let mut mid = pkt.clone();
+        mid[6..8].copy_from_slice(&(0x2000u16 | 100).to_be_bytes());
+        mid[10..12].fill(0);
+        let c = checksum::compute(&mid[..20]);
+        mid[10..12].copy_from_slice(&c.to_be_bytes());
+        let frags = split_ipv4(&mid, 576).unwrap();
+        let last = Ipv4Packet::new_checked_quoted(&frags[2].header[..]).unwrap();
+        assert!(last.more_fragments());
+        assert_eq!(Ipv4Packet::new_checked_quoted(&frags[0].header[..]).unwrap().frag_offset(), 800);
+        // DF: not ours to split.
+        let mut df = pkt.clone();
+        df[6] = 0x40;
+        assert!(split_ipv4(&df, 576).is_none());
+        assert!(split_ipv4(&pkt, 20).is_none());
     }
 
     #[test]
