@@ -83,7 +83,8 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
     }
 
     let workers = cfg.worker_count();
-    let shared = Arc::new(Shared::new(workers)?);
+    let mtus: Vec<u32> = inside_info.iter().chain(std::iter::once(&outside_info)).map(|i| i.mtu).collect();
+    let shared = Arc::new(Shared::new(workers, &mtus)?);
     sys::install_signal_handlers();
 
     let l2_links: Vec<L2Link> = cfg

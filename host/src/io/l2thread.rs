@@ -44,6 +44,16 @@ impl L2Thread {
         }
     }
 
+    /// Notices MTU changes (`ip link set dev X mtu N`) so that fragmentation-needed and
+    /// fragmenting follow the link as it is now.
+    fn refresh_mtus(&self) {
+        for (i, link) in self.arp.links().iter().enumerate() {
+            if let (Ok(info), Some(slot)) = (sys::interface_info(&link.name), self.shared.link_mtu.get(i)) {
+                slot.store(info.mtu, Ordering::Relaxed);
+            }
+        }
+    }
+
     pub fn run(mut self) {
         let fds: Vec<_> = self.sockets.iter().map(|s| s.raw_fd()).collect();
         let mut buf = vec![0u8; 2048];
@@ -86,6 +96,7 @@ impl L2Thread {
                     self.announce();
                     announced_twice = true;
                 }
+                self.refresh_mtus();
                 let (due, forgot) = self.arp.age(now);
                 changed |= forgot;
                 for (link, a) in due {

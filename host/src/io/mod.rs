@@ -72,11 +72,13 @@ pub struct Shared {
     pub control: Vec<ArrayQueue<ControlRequest>>,
     /// One eventfd per worker: signalled after a hand-off so the owner wakes at once.
     pub wake: Vec<std::os::fd::OwnedFd>,
+    /// Each link's MTU (inside links, then outside), kept current by the L2 thread.
+    pub link_mtu: Vec<std::sync::atomic::AtomicU32>,
     pub start: std::time::Instant,
 }
 
 impl Shared {
-    pub fn new(workers: usize) -> Result<Shared, IoError> {
+    pub fn new(workers: usize, link_mtu: &[u32]) -> Result<Shared, IoError> {
         let wake = (0..workers)
             .map(|_| sys::eventfd())
             .collect::<Result<Vec<_>, _>>()
@@ -90,6 +92,7 @@ impl Shared {
             handoff: (0..workers).map(|_| ArrayQueue::new(1024)).collect(),
             control: (0..workers).map(|_| ArrayQueue::new(16)).collect(),
             wake,
+            link_mtu: link_mtu.iter().map(|&m| std::sync::atomic::AtomicU32::new(m)).collect(),
             start: std::time::Instant::now(),
         })
     }

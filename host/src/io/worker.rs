@@ -71,6 +71,8 @@ pub struct Worker {
     scratch: Vec<u8>,
     recv_armed: Vec<bool>,
     wake_armed: bool,
+    /// The link MTUs the translator was last told.
+    mtus: Vec<u16>,
     busy_poll_us: u64,
 }
 
@@ -107,6 +109,7 @@ impl Worker {
             scratch: vec![0u8; 2048],
             recv_armed: vec![false; n],
             wake_armed: false,
+            mtus: vec![0; n],
             busy_poll_us,
         })
     }
@@ -198,6 +201,7 @@ impl Worker {
             }
             if now >= last_tick + 100 {
                 last_tick = now;
+                self.follow_mtus();
                 self.translator.tick(now);
                 self.retry_pending(now);
                 self.serve_control(now);
@@ -444,6 +448,18 @@ impl Worker {
             } else {
                 let _ = self.shared.resolve_requests.push((p.link, p.next_hop));
                 self.pending.push(p);
+            }
+        }
+    }
+
+    fn follow_mtus(&mut self) {
+        for (link, m) in self.shared.link_mtu.iter().enumerate() {
+            let m = m.load(Ordering::Relaxed).min(u32::from(u16::MAX)) as u16;
+            if self.mtus.get(link) != Some(&m) {
+                self.translator.set_link_mtu(link, m);
+                if let Some(x) = self.mtus.get_mut(link) {
+                    *x = m;
+                }
             }
         }
     }

@@ -451,6 +451,14 @@ impl Translator {
         }
     }
 
+    /// The MTU of link `link` (inside links first, then the outside one) changed.
+    pub fn set_link_mtu(&mut self, link: usize, mtu: u16) {
+        match self.cfg.inside.get_mut(link) {
+            Some(l) => l.mtu = mtu,
+            None => self.cfg.outside_mtu = mtu,
+        }
+    }
+
     fn egress_mtu(&self, egress: Egress) -> usize {
         match egress {
             Egress::Outside => usize::from(self.cfg.outside_mtu),
