@@ -11,6 +11,7 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
 s.bind((addr, port))
 while True:
     data, peer = s.recvfrom(65535)
-    s.sendto(data, peer)
+    # Log first: a test that got its echo back may read the log at once.
     if log:
         log.write(f"{peer[0]}:{peer[1]} {len(data)}\n")
+    s.sendto(data, peer)
