@@ -76,7 +76,6 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
             return Err(ControlError::AddressInUse { addr: a, interface: ifname });
         }
     }
-    let admin = bind_admin(&cfg.admin_socket)?;
     if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1") {
         // The kernel would forward the same frames natgw translates, untranslated.
         eprintln!("natgw: warning: net.ipv4.ip_forward=1 in this namespace; set it to 0 so only natgw forwards");
@@ -154,6 +153,8 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
         built.push(Worker::new(w, links, translator, shared.clone(), cfg.rx_buffers, cfg.busy_poll_us)?);
     }
 
+    // Last step that can fail: nothing is left on disk when an earlier one does.
+    let admin = bind_admin(&cfg.admin_socket)?;
     let mut threads = Vec::new();
     threads.push(
         std::thread::Builder::new()
