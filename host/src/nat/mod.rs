@@ -119,6 +119,14 @@ impl FrameMeta {
     pub fn plain(side: Side, link: u8) -> Self {
         FrameMeta { side, link, csum_partial: false, gso_size: 0, segments: 1, handed_off: false }
     }
+
+    /// The link the frame came in on: where answers from natgw itself go back out.
+    fn arrived_from(&self) -> Egress {
+        match self.side {
+            Side::Outside => Egress::Outside,
+            Side::Inside => Egress::Inside(self.link),
+        }
+    }
 }
 
 /// What to do with a frame after `process`.
@@ -148,6 +156,7 @@ fn drop_for(e: WireError) -> Counter {
         WireError::BadIhl => Counter::DropBadIhl,
         WireError::BadTotalLength => Counter::DropBadTotalLength,
         WireError::IpOptions => Counter::DropIpOptions,
+        WireError::BadIpChecksum => Counter::DropBadIpChecksum,
         WireError::BadTcpHeader => Counter::DropBadTcpHeader,
         WireError::BadUdpLength => Counter::DropBadUdpLength,
         WireError::BadIcmp => Counter::DropBadIcmp,
@@ -286,6 +295,9 @@ impl Translator {
         } else {
             parse_l4_checked(ip.protocol(), ip.payload(), first_fragment)?
         };
+        if !ip.verify_checksum() {
+            return Err(WireError::BadIpChecksum);
+        }
         Ok(Parsed {
             ihl: ip.header_len(),
             total: ip.total_len(),
@@ -307,12 +319,6 @@ impl Translator {
         out: &mut [u8],
     ) -> Result<Verdict, WireError> {
         let p = Self::parse(frame, &meta)?;
-        {
-            let ip = Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..])?;
-            if !ip.verify_checksum() {
-                return Ok(Verdict::Drop(Counter::DropBadIpChecksum));
-            }
-        }
         let bytes = p.total as u64;
         let segs = u64::from(meta.segments.max(1));
         match meta.side {
@@ -386,12 +392,7 @@ impl Translator {
         if let L4Header::IcmpError { .. } = p.l4 {
             return self.icmp_error(frame, &p, meta);
         }
-        let (sport, dport) = match p.l4 {
-            L4Header::Tcp { src_port, dst_port, .. } | L4Header::Udp { src_port, dst_port, .. } => (src_port, dst_port),
-            L4Header::IcmpQuery { ident, .. } => (ident, ident),
-            _ => return Ok(Verdict::Drop(Counter::DropUnsupportedProtocol)),
-        };
-        let key = FlowKey { side: meta.side, proto: p.proto, src: p.src, src_port: sport, dst: p.dst, dst_port: dport };
+        let Some(key) = flow_key(meta.side, &p) else { return Ok(Verdict::Drop(Counter::DropUnsupportedProtocol)) };
         let (id, dir) = match self.flows.lookup(&key) {
             Some(hit) => hit,
             None => match self.new_flow(&key, &p, meta, now_ms) {
@@ -457,6 +458,12 @@ impl Translator {
             Some(l) => l.mtu = mtu,
             None => self.cfg.outside_mtu = mtu,
         }
+    }
+
+    /// The egress MTU when this packet does not fit it (it must be fragmented or refused).
+    fn fragment_to(&self, p: &Parsed, meta: FrameMeta, egress: Egress) -> Option<u16> {
+        let mtu = self.egress_mtu(egress);
+        (wire_len(p, meta) > mtu).then_some(mtu as u16)
     }
 
     fn egress_mtu(&self, egress: Egress) -> usize {
@@ -667,8 +674,8 @@ impl Translator {
         if p.ttl <= 1 {
             return Ok(self.icmp_error_reply(frame, p, meta, ICMP_TIME_EXCEEDED, 0, 0, out, Counter::DropTtlExpired));
         }
-        if wire_len(p, meta) > self.egress_mtu(egress) {
-            let mtu = self.egress_mtu(egress) as u16;
+        let fragment_to = self.fragment_to(p, meta, egress);
+        if let Some(mtu) = fragment_to {
             if Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..])?.dont_fragment() {
                 return Ok(self.icmp_error_reply(
                     frame,
@@ -686,7 +693,6 @@ impl Translator {
                 return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
             }
         }
-        let fragment_to = (wire_len(p, meta) > self.egress_mtu(egress)).then(|| self.egress_mtu(egress) as u16);
         rewrite_in_place(&mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + p.total], p, &rw, meta.csum_partial);
         if fragment_to.is_some() && meta.csum_partial {
             // The device would finish the checksum over the whole datagram; once split,
@@ -719,11 +725,7 @@ impl Translator {
             self.frags.record(frag_key(meta.side, p, frame), frag::FragTarget { flow: id, dir }, now_ms);
         }
         self.count_out(egress, p.total as u64, u64::from(meta.segments.max(1)));
-        let next_hop = self.next_hop(egress, rw.dst.addr);
-        Ok(match fragment_to {
-            Some(mtu) => Verdict::ForwardFragmented { egress, next_hop, mtu },
-            None => Verdict::Forward { egress, next_hop },
-        })
+        Ok(forward(egress, self.next_hop(egress, rw.dst.addr), fragment_to))
     }
 
     fn count_out(&self, egress: Egress, bytes: u64, packets: u64) {
@@ -761,18 +763,10 @@ impl Translator {
                     }
                 }
             }
-            let (sport, dport) = match p.l4 {
-                L4Header::Tcp { src_port, dst_port, .. } | L4Header::Udp { src_port, dst_port, .. } => {
-                    (src_port, dst_port)
-                }
-                L4Header::IcmpQuery { ident, .. } => (ident, ident),
-                _ => {
-                    self.frags.record_dead(fkey, now_ms);
-                    return Ok(Verdict::Drop(Counter::DropUnsupportedProtocol));
-                }
+            let Some(key) = flow_key(meta.side, p) else {
+                self.frags.record_dead(fkey, now_ms);
+                return Ok(Verdict::Drop(Counter::DropUnsupportedProtocol));
             };
-            let key =
-                FlowKey { side: meta.side, proto: p.proto, src: p.src, src_port: sport, dst: p.dst, dst_port: dport };
             let hit = match self.flows.lookup(&key) {
                 Some(hit) => Ok(hit),
                 None => self.new_flow(&key, p, meta, now_ms),
@@ -796,7 +790,7 @@ impl Translator {
                 if p.ttl <= 1 {
                     return Ok(Verdict::Drop(Counter::DropTtlExpired));
                 }
-                let fragment_to = (wire_len(p, meta) > self.egress_mtu(egress)).then(|| self.egress_mtu(egress) as u16);
+                let fragment_to = self.fragment_to(p, meta, egress);
                 if fragment_to.is_some() && Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..])?.dont_fragment() {
                     return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
                 }
@@ -806,11 +800,7 @@ impl Translator {
                     f.bytes[t.dir] += p.total as u64;
                 }
                 self.count_out(egress, p.total as u64, 1);
-                let next_hop = self.next_hop(egress, rw.dst.addr);
-                Ok(match fragment_to {
-                    Some(mtu) => Verdict::ForwardFragmented { egress, next_hop, mtu },
-                    None => Verdict::Forward { egress, next_hop },
-                })
+                Ok(forward(egress, self.next_hop(egress, rw.dst.addr), fragment_to))
             }
             frag::FragLookup::Dead => Ok(Verdict::Drop(Counter::DropFragment)),
             frag::FragLookup::Owner(_) | frag::FragLookup::Unknown => {
@@ -842,10 +832,7 @@ impl Translator {
         ip.set_ttl(64);
         ip.fill_checksum();
         self.counters.inc(Counter::IcmpEchoRepliesSent);
-        let egress = match meta.side {
-            Side::Outside => Egress::Outside,
-            Side::Inside => Egress::Inside(meta.link),
-        };
+        let egress = meta.arrived_from();
         let next_hop = self.next_hop(egress, p.src);
         self.count_out(egress, p.total as u64, 1);
         Verdict::Forward { egress, next_hop }
@@ -884,10 +871,7 @@ impl Translator {
             return Verdict::Drop(reason);
         }
         let from = self.own_address_towards(meta.side, meta.link, p.src, p.dst);
-        let egress = match meta.side {
-            Side::Outside => Egress::Outside,
-            Side::Inside => Egress::Inside(meta.link),
-        };
+        let egress = meta.arrived_from();
         out[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         self.ip_ident = self.ip_ident.wrapping_add(1);
         let l3 = &mut out[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + total];
@@ -989,6 +973,25 @@ impl Translator {
         self.count_out(egress, p.total as u64, 1);
         Ok(Verdict::Forward { egress, next_hop: self.next_hop(egress, rw.dst.addr) })
     }
+}
+
+/// Send as is, or split for `fragment_to`.
+fn forward(egress: Egress, next_hop: Ipv4Addr, fragment_to: Option<u16>) -> Verdict {
+    match fragment_to {
+        Some(mtu) => Verdict::ForwardFragmented { egress, next_hop, mtu },
+        None => Verdict::Forward { egress, next_hop },
+    }
+}
+
+/// The flow key of a TCP, UDP or ICMP query packet as it arrived; `None` for anything
+/// else. ICMP queries use the identifier as both ports.
+fn flow_key(side: Side, p: &Parsed) -> Option<FlowKey> {
+    let (src_port, dst_port) = match p.l4 {
+        L4Header::Tcp { src_port, dst_port, .. } | L4Header::Udp { src_port, dst_port, .. } => (src_port, dst_port),
+        L4Header::IcmpQuery { ident, .. } => (ident, ident),
+        _ => return None,
+    };
+    Some(FlowKey { side, proto: p.proto, src: p.src, src_port, dst: p.dst, dst_port })
 }
 
 /// Destinations a router may forward (RFC 1812 section 5.3.7 "martian" filtering).

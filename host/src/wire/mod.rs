@@ -25,6 +25,8 @@ pub enum WireError {
     NotIpv4,
     #[error("IPv4 options are not forwarded")]
     IpOptions,
+    #[error("IPv4 header checksum is wrong")]
+    BadIpChecksum,
     #[error("TCP data offset below 5 or beyond the packet")]
     BadTcpHeader,
     #[error("UDP length field invalid")]
