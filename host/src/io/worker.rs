@@ -308,12 +308,8 @@ impl Worker {
             }
             Verdict::Emit { egress, next_hop, len: n } => {
                 self.release(b);
-                if let Some(slot) = self.tx_free.pop() {
-                    self.tx[slot][..VNET_HDR_LEN].fill(0);
-                    self.tx[slot][VNET_HDR_LEN..VNET_HDR_LEN + n].copy_from_slice(&scratch[..n]);
-                    self.send(BufRef::Tx(slot), VNET_HDR_LEN + n, egress, next_hop, now);
-                } else {
-                    self.translator.counters().inc(Counter::DropTxFull);
+                if let Some((slot, n)) = self.fill_tx_slot(false, &[&scratch[..n]]) {
+                    self.send(slot, n, egress, next_hop, now);
                 }
             }
             Verdict::HandOff { worker } => {
@@ -334,28 +330,40 @@ impl Worker {
         }
     }
 
-    /// Translates a frame held in memory of ours (hand-offs, released fragments).
-    fn translate_owned(&mut self, frame_without_vnet: &[u8], meta: FrameMeta, now: u64) {
+    /// Copies `parts` back to back into a free transmit slot, after a zeroed virtio-net
+    /// header unless the first part brings its own. `None` (counted) when all are in flight.
+    fn fill_tx_slot(&mut self, has_vnet_hdr: bool, parts: &[&[u8]]) -> Option<(BufRef, usize)> {
         let Some(slot) = self.tx_free.pop() else {
             self.translator.counters().inc(Counter::DropTxFull);
-            return;
+            return None;
         };
-        let n = frame_without_vnet.len().min(BUF_SIZE - VNET_HDR_LEN);
-        self.tx[slot][..VNET_HDR_LEN].fill(0);
-        self.tx[slot][VNET_HDR_LEN..VNET_HDR_LEN + n].copy_from_slice(&frame_without_vnet[..n]);
-        self.translate(BufRef::Tx(slot), VNET_HDR_LEN + n, meta, now);
+        let buf = &mut self.tx[slot];
+        let mut at = 0;
+        if !has_vnet_hdr {
+            buf[..VNET_HDR_LEN].fill(0);
+            at = VNET_HDR_LEN;
+        }
+        for part in parts {
+            let n = part.len().min(BUF_SIZE - at);
+            buf[at..at + n].copy_from_slice(&part[..n]);
+            at += n;
+        }
+        Some((BufRef::Tx(slot), at))
+    }
+
+    /// Translates a frame held in memory of ours (released fragments).
+    fn translate_owned(&mut self, frame_without_vnet: &[u8], meta: FrameMeta, now: u64) {
+        if let Some((slot, n)) = self.fill_tx_slot(false, &[frame_without_vnet]) {
+            self.translate(slot, n, meta, now);
+        }
     }
 
     fn drain_handoffs(&mut self, now: u64) {
         for _ in 0..256 {
             let Some(h) = self.shared.handoff[self.index].pop() else { break };
-            let Some(slot) = self.tx_free.pop() else {
-                self.translator.counters().inc(Counter::DropTxFull);
-                continue;
-            };
-            let n = h.data.len().min(BUF_SIZE);
-            self.tx[slot][..n].copy_from_slice(&h.data[..n]);
-            self.translate(BufRef::Tx(slot), n, h.meta, now);
+            if let Some((slot, n)) = self.fill_tx_slot(true, &[&h.data]) {
+                self.translate(slot, n, h.meta, now);
+            }
         }
     }
 
@@ -369,21 +377,9 @@ impl Worker {
             return;
         };
         for piece in pieces {
-            let Some(slot) = self.tx_free.pop() else {
-                self.translator.counters().inc(Counter::DropTxFull);
-                return;
-            };
-            let buf = &mut self.tx[slot];
-            buf[..VNET_HDR_LEN].fill(0);
-            let mut at = VNET_HDR_LEN;
-            buf[at..at + ETHERNET_HEADER_LEN].copy_from_slice(&frame[..ETHERNET_HEADER_LEN]);
-            at += ETHERNET_HEADER_LEN;
-            buf[at..at + piece.header.len()].copy_from_slice(&piece.header);
-            at += piece.header.len();
-            let data = &l3[piece.payload.clone()];
-            buf[at..at + data.len()].copy_from_slice(data);
-            at += data.len();
-            self.send(BufRef::Tx(slot), at, egress, next_hop, now);
+            let parts = [&frame[..ETHERNET_HEADER_LEN], &piece.header[..], &l3[piece.payload.clone()]];
+            let Some((slot, n)) = self.fill_tx_slot(false, &parts) else { return };
+            self.send(slot, n, egress, next_hop, now);
         }
     }
 
@@ -435,14 +431,10 @@ impl Worker {
         let pending = std::mem::take(&mut self.pending);
         for p in pending {
             if let Some(mac) = self.neighbours.get(p.link, p.next_hop) {
-                let Some(slot) = self.tx_free.pop() else {
-                    self.translator.counters().inc(Counter::DropTxFull);
-                    continue;
-                };
-                self.tx[slot][..p.data.len()].copy_from_slice(&p.data);
+                let Some((slot, n)) = self.fill_tx_slot(true, &[&p.data]) else { continue };
                 let link = usize::from(p.link);
                 let src = self.links[link].socket.info.mac;
-                self.transmit(BufRef::Tx(slot), p.data.len(), link, src, mac);
+                self.transmit(slot, n, link, src, mac);
             } else if now >= p.since_ms + PENDING_TIMEOUT_MS {
                 self.translator.counters().inc(Counter::DropNeighbourUnresolved);
             } else {
