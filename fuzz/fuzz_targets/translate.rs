@@ -23,8 +23,8 @@ fn header_ok(frame: &[u8]) -> bool {
 fuzz_target!(|data: &[u8]| {
     let mut cfg = demo_config();
     cfg.max_flows = 64;
-    cfg.port_lo = 1024;
-    cfg.port_hi = 1100;
+    cfg.pools[0].lo = 1024;
+    cfg.pools[0].hi = 1100;
     if data.first().is_some_and(|b| b & 0x80 != 0) {
         cfg.filtering = Filtering::EndpointIndependent;
     }

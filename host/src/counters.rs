@@ -40,6 +40,16 @@ counters! {
     IcmpEchoRepliesSent => "IcmpEchoRepliesSent",
     /// ICMP errors natgw generated itself (time exceeded, fragmentation needed).
     IcmpErrorsSent => "IcmpErrorsSent",
+    /// TCP resets natgw sent (egress policy `reject`, or a flow closed by `--revalidate`).
+    TcpResetsSent => "TcpResetsSent",
+    /// Policy calls that trapped, ran out of time or memory, or answered nonsense; the
+    /// hook's fail mode applied.
+    PolicyErrors => "PolicyErrors",
+    /// Flows closed because a new egress policy denied them (`policy swap --revalidate`).
+    PolicyRevokedFlows => "PolicyRevokedFlows",
+    /// Finished flows handed to the flow log, and those lost because its queue was full.
+    FlowLogRecords => "FlowLogRecords",
+    FlowLogQueueOverflow => "FlowLogQueueOverflow",
     /// Frames moved to another worker (fragments, hairpin) to keep a flow on its owner.
     HandoffFrames => "HandoffFrames",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
@@ -66,6 +76,12 @@ counters! {
     DropSourceNotInside => "PacketsDropCount{reason=\"source-not-inside\"}",
     DropNotForUs => "PacketsDropCount{reason=\"not-for-us\"}",
     DropTxFull => "PacketsDropCount{reason=\"tx-queue-full\"}",
+    DropPolicyDenied => "PacketsDropCount{reason=\"policy-denied\"}",
+    DropPolicyRejected => "PacketsDropCount{reason=\"policy-rejected\"}",
+    /// A policy failed and its hook fails closed.
+    DropPolicyError => "PacketsDropCount{reason=\"policy-error\"}",
+    /// A packet of a flow a new egress policy revoked (answered with a RST for TCP).
+    DropPolicyRevoked => "PacketsDropCount{reason=\"policy-revoked\"}",
 }
 
 const N: usize = Counter::ALL.len();

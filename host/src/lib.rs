@@ -10,8 +10,11 @@
 pub mod conntrack;
 pub mod control;
 pub mod counters;
+#[cfg(feature = "gateway")]
 #[allow(unsafe_code)]
 pub mod io;
 pub mod l2;
 pub mod nat;
+#[cfg(feature = "gateway")]
+pub mod policy;
 pub mod wire;

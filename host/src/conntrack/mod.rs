@@ -192,6 +192,9 @@ pub struct Flow {
     pub expires_ms: u64,
     /// The endpoint-independent mapping this flow holds a reference on.
     pub mapping: Option<u32>,
+    /// A new egress policy denied this flow: its packets are dropped (TCP answered with a
+    /// RST) until it expires.
+    pub revoked: bool,
 }
 
 impl Flow {
@@ -286,6 +289,15 @@ impl FlowTable {
         // A deadline already in the past is filed in the next slot to be processed.
         let sec = sec.max(self.wheel_sec);
         self.wheel[(sec as usize) % WHEEL_SLOTS].push((id, gen));
+    }
+
+    /// Files a flow again after its deadline was brought forward (a later deadline needs
+    /// nothing: the wheel re-files it when the old one comes round).
+    pub fn reschedule(&mut self, id: FlowId) {
+        let Some(slot) = self.slots.get(id as usize) else { return };
+        let Some(flow) = slot.flow.as_ref() else { return };
+        let (gen, sec) = (slot.gen, flow.expires_ms / 1000);
+        self.file(id, gen, sec);
     }
 
     pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
@@ -384,6 +396,7 @@ mod tests {
             last_seen_ms: now,
             expires_ms: 0,
             mapping: None,
+            revoked: false,
         };
         f.refresh(now, t);
         f

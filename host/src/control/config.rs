@@ -8,6 +8,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::conntrack::Timeouts;
+use crate::nat::pool::PoolSpec;
 use crate::nat::{Filtering, Ipv4Net};
 
 #[derive(Debug, Error)]
@@ -37,6 +38,144 @@ pub struct RawConfig {
     pub dataplane: RawDataplane,
     #[serde(default)]
     pub admin: RawAdmin,
+    /// Named pools of external addresses and ports; `port-pool` policies choose among them.
+    #[serde(default)]
+    pub pool: Vec<RawPool>,
+    #[serde(default)]
+    pub policy: RawPolicy,
+    #[serde(default)]
+    pub flow_log: RawFlowLog,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub name: String,
+    /// A subset of `outside.addresses`.
+    pub addresses: Vec<String>,
+    /// Defaults to `nat.port_range`.
+    pub port_range: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    /// Deadline of one policy call, in microseconds.
+    pub call_timeout_us: u64,
+    /// Linear memory cap per policy instance, MiB.
+    pub memory_limit_mb: u64,
+    /// Where compiled components are cached (by content hash). "" = no cache.
+    pub cache_dir: String,
+    pub egress: Option<RawHook>,
+    pub port_pool: Option<RawHook>,
+    pub flow_log: Option<RawHook>,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            call_timeout_us: 1000,
+            memory_limit_mb: 64,
+            cache_dir: "/var/cache/natgw".into(),
+            egress: None,
+            port_pool: None,
+            flow_log: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    /// The component file (.wasm). Relative paths are relative to the config file.
+    pub component: String,
+    /// A file whose text is passed to the policy's `init`. Relative to the config file.
+    pub config: Option<String>,
+    /// What happens when the policy traps, times out or answers nonsense.
+    pub fail: Option<FailMode>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFlowLog {
+    /// Append one JSON object per exported flow to this file. "" = no flow log.
+    pub file: String,
+    /// Hand finished flows to the flow-log policy and the exporters at least this often.
+    pub interval_ms: u64,
+    /// At most this many records per batch.
+    pub batch: usize,
+}
+
+impl Default for RawFlowLog {
+    fn default() -> Self {
+        RawFlowLog { file: String::new(), interval_ms: 1000, batch: 256 }
+    }
+}
+
+/// What a hook does when its policy fails (trap, deadline, memory cap, invalid answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailMode {
+    /// egress: allow the flow; port-pool: use the default pool; flow-log: export the
+    /// batch as the gateway produced it.
+    Open,
+    /// egress: deny the flow; port-pool: drop the flow; flow-log: export nothing from the
+    /// batch.
+    Closed,
+}
+
+impl std::fmt::Display for FailMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailMode::Open => "open",
+            FailMode::Closed => "closed",
+        })
+    }
+}
+
+/// The three places a policy plugs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    Egress,
+    PortPool,
+    FlowLog,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 3] = [Hook::Egress, Hook::PortPool, Hook::FlowLog];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Egress => "egress",
+            Hook::PortPool => "port-pool",
+            Hook::FlowLog => "flow-log",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.name() == s || h.name().replace('-', "_") == s)
+    }
+
+    /// The default fail mode: an egress allow-list and a flow-log redaction fail closed
+    /// (nothing leaves that the policy would have stopped); a pool choice fails open to
+    /// the default pool.
+    pub fn default_fail(self) -> FailMode {
+        match self {
+            Hook::Egress | Hook::FlowLog => FailMode::Closed,
+            Hook::PortPool => FailMode::Open,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +265,34 @@ pub struct Config {
     pub pin_workers: bool,
     pub busy_poll_us: u64,
     pub admin_socket: String,
+    /// Pool 0 is the default pool: the one named "default", else the first `[[pool]]`,
+    /// else (no `[[pool]]`) every outside address with `nat.port_range`.
+    pub pools: Vec<PoolSpec>,
+    pub policy: PolicyConfig,
+    pub flow_log: FlowLogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub call_timeout_us: u64,
+    pub memory_limit_mb: u64,
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Indexed by `Hook::index()`.
+    pub hooks: [Option<HookConfig>; 3],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookConfig {
+    pub component: std::path::PathBuf,
+    pub config: Option<std::path::PathBuf>,
+    pub fail: FailMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct FlowLogConfig {
+    pub file: Option<std::path::PathBuf>,
+    pub interval_ms: u64,
+    pub batch: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -168,22 +335,29 @@ fn parse_range(key: &str, s: &str) -> Result<(u16, u16), ConfigError> {
 }
 
 impl Config {
+    /// Reads and validates a config file. Relative policy and flow-log paths are taken
+    /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.display().to_string(), source: e })?;
-        Self::parse(&text).map_err(|e| match e {
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse_in(&text, &base).map_err(|e| match e {
             ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.display().to_string(), message },
             e => e,
         })
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: String::new(), message: e.to_string() })?;
-        Self::validate(raw)
+        Self::parse_in(text, Path::new(""))
     }
 
-    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: String::new(), message: e.to_string() })?;
+        Self::validate(raw, base)
+    }
+
+    fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         if raw.inside.is_empty() {
             return Err(invalid("inside", "[]", "must list at least one inside interface"));
         }
@@ -281,6 +455,20 @@ impl Config {
         if raw.admin.socket.is_empty() {
             return Err(invalid("admin.socket", "", "must be a path"));
         }
+        let pools = validate_pools(&raw.pool, &addresses, (port_lo, port_hi))?;
+        let policy = validate_policy(&raw.policy, base)?;
+        let fl = &raw.flow_log;
+        if !(10..=3_600_000).contains(&fl.interval_ms) {
+            return Err(invalid("flow_log.interval_ms", fl.interval_ms, "must be 10 to 3600000"));
+        }
+        if !(1..=65536).contains(&fl.batch) {
+            return Err(invalid("flow_log.batch", fl.batch, "must be 1 to 65536"));
+        }
+        let flow_log = FlowLogConfig {
+            file: (!fl.file.is_empty()).then(|| base.join(&fl.file)),
+            interval_ms: fl.interval_ms,
+            batch: fl.batch,
+        };
         Ok(Config {
             inside,
             outside: OutsideConfig { interface: o.interface.clone(), addresses, subnet, gateway },
@@ -295,7 +483,15 @@ impl Config {
             pin_workers: raw.dataplane.pin_workers,
             busy_poll_us: raw.dataplane.busy_poll_us,
             admin_socket: raw.admin.socket,
+            pools,
+            policy,
+            flow_log,
         })
+    }
+
+    /// The default pool's name.
+    pub fn default_pool(&self) -> &str {
+        &self.pools[0].name
     }
 
     /// Workers to run: the configured number, or one per core.
@@ -306,6 +502,89 @@ impl Config {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         }
     }
+}
+
+fn validate_pools(raw: &[RawPool], outside: &[Ipv4Addr], range: (u16, u16)) -> Result<Vec<PoolSpec>, ConfigError> {
+    if raw.is_empty() {
+        return Ok(vec![PoolSpec { name: "default".into(), addrs: outside.to_vec(), lo: range.0, hi: range.1 }]);
+    }
+    let mut pools: Vec<PoolSpec> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("pool[{i}].name");
+        if r.name.is_empty() || r.name.len() > 64 || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(key, &r.name, "must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+        }
+        if pools.iter().any(|p| p.name == r.name) {
+            return Err(invalid(key, &r.name, "names another pool too"));
+        }
+        if r.addresses.is_empty() {
+            return Err(invalid(format!("pool[{i}].addresses"), "[]", "must list at least one address"));
+        }
+        let mut addrs = Vec::new();
+        for (j, a) in r.addresses.iter().enumerate() {
+            let key = format!("pool[{i}].addresses[{j}]");
+            let ip = parse_ipv4(&key, a)?;
+            if !outside.contains(&ip) {
+                return Err(invalid(key, a, "is not one of outside.addresses"));
+            }
+            if addrs.contains(&ip) {
+                return Err(invalid(key, a, "is listed twice"));
+            }
+            addrs.push(ip);
+        }
+        let (lo, hi) = match &r.port_range {
+            Some(s) => parse_range(&format!("pool[{i}].port_range"), s)?,
+            None => range,
+        };
+        // An external (address, port) must name one mapping: pools may share an address
+        // only with port ranges that do not overlap.
+        for (k, p) in pools.iter().enumerate() {
+            if p.addrs.iter().any(|a| addrs.contains(a)) && lo <= p.hi && p.lo <= hi {
+                return Err(invalid(
+                    format!("pool[{i}].port_range"),
+                    format!("{lo}-{hi}"),
+                    format!("overlaps pool[{k}] ({:?}, {}-{}) on a shared address", p.name, p.lo, p.hi),
+                ));
+            }
+        }
+        pools.push(PoolSpec { name: r.name.clone(), addrs, lo, hi });
+    }
+    if let Some(d) = pools.iter().position(|p| p.name == "default") {
+        let p = pools.remove(d);
+        pools.insert(0, p);
+    }
+    if pools.len() > usize::from(u16::MAX) {
+        return Err(invalid("pool", pools.len(), "lists too many pools"));
+    }
+    Ok(pools)
+}
+
+fn validate_policy(raw: &RawPolicy, base: &Path) -> Result<PolicyConfig, ConfigError> {
+    if !(10..=1_000_000).contains(&raw.call_timeout_us) {
+        return Err(invalid("policy.call_timeout_us", raw.call_timeout_us, "must be 10 to 1000000 microseconds"));
+    }
+    if !(1..=4096).contains(&raw.memory_limit_mb) {
+        return Err(invalid("policy.memory_limit_mb", raw.memory_limit_mb, "must be 1 to 4096"));
+    }
+    let hook = |h: Hook, r: &Option<RawHook>| -> Result<Option<HookConfig>, ConfigError> {
+        let Some(r) = r else { return Ok(None) };
+        let key = format!("policy.{}.component", h.name().replace('-', "_"));
+        if r.component.is_empty() {
+            return Err(invalid(key, "", "must be the path of a .wasm component"));
+        }
+        Ok(Some(HookConfig {
+            component: base.join(&r.component),
+            config: r.config.as_ref().map(|c| base.join(c)),
+            fail: r.fail.unwrap_or(h.default_fail()),
+        }))
+    };
+    Ok(PolicyConfig {
+        call_timeout_us: raw.call_timeout_us,
+        memory_limit_mb: raw.memory_limit_mb,
+        cache_dir: (!raw.cache_dir.is_empty()).then(|| std::path::PathBuf::from(&raw.cache_dir)),
+        hooks: [hook(Hook::Egress, &raw.egress)?, hook(Hook::PortPool, &raw.port_pool)?, hook(Hook::FlowLog, &raw.flow_log)?],
+    })
 }
 
 fn check_ifname(key: &str, name: &str) -> Result<(), ConfigError> {
@@ -365,5 +644,41 @@ udp = 30
         assert!(e.contains("outside.addresses[1]") && e.contains("203.0.113.5"), "{e}");
         let e = err(&GOOD.replace("[timeouts]", "[nat]\nfiltering = \"open\"\n[timeouts]"));
         assert!(e.contains("open") && e.contains("filtering"), "{e}");
+        let e = err(&format!("{GOOD}\n[policy]\ncall_timeout_us = 0\n"));
+        assert!(e.contains("policy.call_timeout_us") && e.contains('0'), "{e}");
+        let e = err(&format!("{GOOD}\n[policy.egress]\ncomponent = \"a.wasm\"\nfail = \"sometimes\"\n"));
+        assert!(e.contains("sometimes") && e.contains("fail"), "{e}");
+    }
+
+    #[test]
+    fn pools() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.pools.len(), 1);
+        assert_eq!(c.default_pool(), "default");
+        assert_eq!(c.pools[0].addrs.len(), 2);
+        let two = format!(
+            "{GOOD}\n[[pool]]\nname = \"a\"\naddresses = [\"198.51.100.10\"]\n\
+             [[pool]]\nname = \"b\"\naddresses = [\"198.51.100.11\"]\nport_range = \"2000-2999\"\n"
+        );
+        let c = Config::parse(&two).unwrap();
+        assert_eq!(c.default_pool(), "a");
+        assert_eq!((c.pools[1].lo, c.pools[1].hi), (2000, 2999));
+        let e = err(&two.replace("\"198.51.100.11\"]\nport", "\"198.51.100.12\"]\nport"));
+        assert!(e.contains("pool[1].addresses[0]") && e.contains("198.51.100.12"), "{e}");
+        let e = err(&two.replace("\"198.51.100.11\"]\nport", "\"198.51.100.10\"]\nport"));
+        assert!(e.contains("pool[1].port_range") && e.contains("overlaps"), "{e}");
+        let e = err(&two.replace("name = \"b\"", "name = \"a\""));
+        assert!(e.contains("pool[1].name"), "{e}");
+    }
+
+    #[test]
+    fn policy_paths_are_relative_to_the_config_file() {
+        let text = format!("{GOOD}\n[policy.egress]\ncomponent = \"p/e.wasm\"\nconfig = \"e.toml\"\n");
+        let c = Config::parse_in(&text, Path::new("/etc/natgw")).unwrap();
+        let h = c.policy.hooks[Hook::Egress.index()].as_ref().unwrap();
+        assert_eq!(h.component, Path::new("/etc/natgw/p/e.wasm"));
+        assert_eq!(h.config.as_deref(), Some(Path::new("/etc/natgw/e.toml")));
+        assert_eq!(h.fail, FailMode::Closed);
+        assert!(c.policy.hooks[Hook::PortPool.index()].is_none());
     }
 }

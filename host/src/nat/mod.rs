@@ -11,6 +11,7 @@
 //! `slow_*`: filtering, mapping allocation, flow insert.
 
 pub mod frag;
+pub mod policy;
 pub mod pool;
 pub mod testutil;
 
@@ -25,11 +26,12 @@ use crate::counters::{Counter, Counters};
 use crate::wire::checksum;
 use crate::wire::{
     self, ipv4_field, l4_field, parse_l4, EthernetFrame, Ipv4Packet, L4Header, WireError, ETHERNET_HEADER_LEN,
-    ETHERTYPE_IPV4, ICMP_CODE_FRAG_NEEDED, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
-    ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN,
+    ETHERTYPE_IPV4, ICMP_CODE_ADMIN_PROHIBITED, ICMP_CODE_FRAG_NEEDED, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
+    ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 use frag::{FragKey, FragTable};
-use pool::Mappings;
+use policy::{AllowAll, EgressDecision, FlowPolicy, NewFlow, PoolDecision};
+use pool::{Mappings, PoolId, PoolSpec};
 
 /// An IPv4 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +85,12 @@ pub struct InsideLink {
 pub struct NatConfig {
     pub inside: Vec<InsideLink>,
     pub external_addrs: Vec<Ipv4Addr>,
+    /// Pools of external addresses and ports; pool 0 is the default. Every address is one
+    /// of `external_addrs`.
+    pub pools: Vec<PoolSpec>,
     pub outside_net: Ipv4Net,
     pub outside_gateway: Ipv4Addr,
     pub outside_mtu: u16,
-    pub port_lo: u16,
-    pub port_hi: u16,
     pub filtering: Filtering,
     pub timeouts: Timeouts,
     /// Flow table limit for this worker.
@@ -192,13 +195,77 @@ pub struct Translator {
     icmp_tokens: u32,
     icmp_refill_ms: u64,
     ip_ident: u16,
+    policy: Box<dyn FlowPolicy>,
+    /// Finished flows for the flow log, when `record_flow_ends` is on.
+    ended: Vec<FlowEnd>,
+    record_flow_ends: bool,
 }
+
+/// Why a flow ended (the flow log's `end-reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    Closed,
+    Reset,
+    IdleTimeout,
+    Revalidated,
+    Shutdown,
+}
+
+/// A finished flow, as the flow log records it: the inside host's view before
+/// translation, the external endpoint it left from, and its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowEnd {
+    pub proto: u8,
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub ingress: u8,
+    pub nat_src: Endpoint,
+    pub pool: PoolId,
+    /// Inside to outside, then outside to inside.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub tcp_flags: u8,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub reason: EndReason,
+}
+
+impl FlowEnd {
+    fn of(flow: &Flow, pool: PoolId, end_ms: u64, reason: EndReason) -> Self {
+        // The direction whose packets come from the inside host.
+        let d = if flow.keys[ORIGINAL].side == Side::Inside { ORIGINAL } else { REPLY };
+        let k = flow.keys[d];
+        FlowEnd {
+            proto: k.proto,
+            src: Endpoint { addr: k.src, port: k.src_port },
+            dst: Endpoint { addr: k.dst, port: if k.proto == PROTO_ICMP { 0 } else { k.dst_port } },
+            ingress: match flow.egress[1 - d] {
+                Egress::Inside(i) => i,
+                Egress::Outside => 0,
+            },
+            nat_src: flow.rewrite[d].src,
+            pool,
+            packets: [flow.packets[d], flow.packets[1 - d]],
+            bytes: [flow.bytes[d], flow.bytes[1 - d]],
+            tcp_flags: flow.tcp_flags[0] | flow.tcp_flags[1],
+            start_ms: flow.created_ms,
+            end_ms,
+            reason,
+        }
+    }
+}
+
+/// At most this many finished flows wait in a translator between worker batches.
+const MAX_PENDING_FLOW_ENDS: usize = 4096;
 
 impl Translator {
     pub fn new(cfg: NatConfig, counters: Arc<Counters>, now_ms: u64) -> Self {
-        let mappings =
-            Mappings::new(cfg.external_addrs.clone(), cfg.port_lo, cfg.port_hi, cfg.worker as u16, cfg.workers as u16);
+        let mappings = Mappings::with_pools(cfg.pools.clone(), cfg.worker as u16, cfg.workers as u16);
         Translator {
+            policy: Box::new(AllowAll),
+            ended: Vec::new(),
+            record_flow_ends: false,
             flows: FlowTable::new(cfg.max_flows, now_ms),
             frags: FragTable::new(now_ms),
             icmp_tokens: cfg.icmp_error_rate,
@@ -223,19 +290,111 @@ impl Translator {
         &self.mappings
     }
 
+    /// Installs the slow path's policy (egress check and pool choice for new flows).
+    pub fn set_policy(&mut self, policy: Box<dyn FlowPolicy>) {
+        self.policy = policy;
+    }
+
+    /// Between batches of frames: lets a new policy generation take over.
+    pub fn policy_batch_boundary(&mut self) {
+        self.policy.batch_boundary();
+    }
+
+    /// Keep a `FlowEnd` for every flow that ends, for `take_flow_ends`.
+    pub fn record_flow_ends(&mut self, on: bool) {
+        self.record_flow_ends = on;
+    }
+
+    /// Flows that ended since the last call.
+    pub fn take_flow_ends(&mut self, into: &mut Vec<FlowEnd>) {
+        into.append(&mut self.ended);
+    }
+
+    fn flow_ended(&mut self, flow: &Flow, end_ms: u64, reason: EndReason) {
+        if self.record_flow_ends {
+            let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
+            if self.ended.len() < MAX_PENDING_FLOW_ENDS {
+                self.ended.push(FlowEnd::of(flow, pool, end_ms, reason));
+            } else {
+                self.counters.inc(Counter::FlowLogQueueOverflow);
+            }
+        }
+        if let Some(m) = flow.mapping {
+            self.mappings.release(m);
+        }
+    }
+
+    /// Re-checks every outbound flow against the current egress policy and revokes those
+    /// it no longer allows: from then on their packets are dropped and TCP ones answered
+    /// with a RST (whose sequence number only a live packet can give), until they expire
+    /// after `timeouts.tcp_closed`. Returns how many flows were revoked.
+    pub fn revalidate(&mut self, now_ms: u64) -> usize {
+        let mut revoke = Vec::new();
+        for (id, flow) in self.flows.iter() {
+            let k = flow.keys[ORIGINAL];
+            if k.side != Side::Inside || flow.revoked {
+                continue;
+            }
+            let ingress = match flow.egress[REPLY] {
+                Egress::Inside(i) => u16::from(i),
+                Egress::Outside => 0,
+            };
+            let nf = NewFlow {
+                proto: k.proto,
+                src: k.src,
+                src_port: k.src_port,
+                dst: k.dst,
+                dst_port: if k.proto == PROTO_ICMP { 0 } else { k.dst_port },
+                ingress,
+            };
+            if self.policy.egress(&nf) != EgressDecision::Allow {
+                revoke.push(id);
+            }
+        }
+        let closed = self.cfg.timeouts.tcp_closed;
+        for &id in &revoke {
+            let Some(flow) = self.flows.get_mut(id) else { continue };
+            flow.revoked = true;
+            if flow.keys[ORIGINAL].proto == PROTO_TCP {
+                flow.state = FlowState::Tcp(TcpState::Closed);
+                flow.expires_ms = now_ms + closed * 1000;
+                self.flows.reschedule(id);
+            } else if let Some(flow) = self.flows.remove(id) {
+                self.flow_ended(&flow, now_ms, EndReason::Revalidated);
+            }
+        }
+        self.counters.add(Counter::PolicyRevokedFlows, revoke.len() as u64);
+        self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
+        revoke.len()
+    }
+
+    /// Ends every flow (the gateway is stopping), for the flow log.
+    pub fn shutdown(&mut self, now_ms: u64) {
+        let ids: Vec<FlowId> = self.flows.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            if let Some(flow) = self.flows.remove(id) {
+                self.flow_ended(&flow, now_ms, EndReason::Shutdown);
+            }
+        }
+    }
+
     /// Periodic work: expire flows and fragment state, refill the ICMP error budget.
     pub fn tick(&mut self, now_ms: u64) {
-        let counters = &self.counters;
-        let mappings = &mut self.mappings;
-        self.flows.expire(now_ms, |_, flow| {
-            let idle = !matches!(flow.state, FlowState::Tcp(TcpState::TimeWait | TcpState::Closed));
-            if idle {
+        let counters = Arc::clone(&self.counters);
+        let mut expired = Vec::new();
+        self.flows.expire(now_ms, |_, flow| expired.push(flow));
+        for flow in expired {
+            let reason = match flow.state {
+                _ if flow.revoked => EndReason::Revalidated,
+                FlowState::Tcp(TcpState::TimeWait) => EndReason::Closed,
+                FlowState::Tcp(TcpState::Closed) => EndReason::Reset,
+                _ => EndReason::IdleTimeout,
+            };
+            if reason == EndReason::IdleTimeout {
                 counters.inc(Counter::IdleTimeoutCount);
             }
-            if let Some(m) = flow.mapping {
-                mappings.release(m);
-            }
-        });
+            self.flow_ended(&flow, now_ms, reason);
+        }
         self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
         let dropped = self.frags.expire(now_ms);
         self.counters.add(Counter::DropFragment, dropped as u64);
@@ -397,6 +556,7 @@ impl Translator {
             Some(hit) => hit,
             None => match self.new_flow(&key, &p, meta, now_ms) {
                 Ok(hit) => hit,
+                Err(Counter::DropPolicyRejected) => return Ok(self.reject(frame, &p, meta, out)),
                 Err(c) => return Ok(Verdict::Drop(c)),
             },
         };
@@ -554,6 +714,7 @@ impl Translator {
             last_seen_ms: now_ms,
             expires_ms: now_ms,
             mapping: None,
+            revoked: false,
         };
         f.refresh(now_ms, &self.cfg.timeouts);
         f
@@ -565,13 +726,36 @@ impl Translator {
         if self.flows.len() >= self.flows.max_flows() {
             return Err(Counter::DropTableFull);
         }
+        let (pool, budget) = self.ask_policy(key, link)?;
         let inside = Endpoint { addr: key.src, port: key.src_port };
-        let Ok(mid) = self.mappings.acquire(key.proto, inside, link) else {
+        let Ok(mid) = self.mappings.acquire_in(pool, budget, key.proto, inside, link) else {
             self.counters.inc(Counter::ErrorPortAllocation);
             return Err(Counter::DropPortAllocation);
         };
         let ext = self.mappings.get(mid).map(|m| m.external).ok_or(Counter::DropPortAllocation)?;
         Ok((inside, mid, ext))
+    }
+
+    /// The slow path's policy questions for a new flow from the inside: may it leave, and
+    /// from which pool. Runs before any port is allocated.
+    fn ask_policy(&mut self, key: &FlowKey, link: u8) -> Result<(PoolId, Option<u32>), Counter> {
+        let nf = NewFlow {
+            proto: key.proto,
+            src: key.src,
+            src_port: key.src_port,
+            dst: key.dst,
+            dst_port: if key.proto == PROTO_ICMP { 0 } else { key.dst_port },
+            ingress: u16::from(link),
+        };
+        match self.policy.egress(&nf) {
+            EgressDecision::Allow => {}
+            EgressDecision::Deny => return Err(Counter::DropPolicyDenied),
+            EgressDecision::Reject => return Err(Counter::DropPolicyRejected),
+        }
+        match self.policy.port_pool(&nf) {
+            PoolDecision::Pool { pool, budget } if usize::from(pool) < self.mappings.pool_count() => Ok((pool, budget)),
+            PoolDecision::Pool { .. } | PoolDecision::Refuse => Err(Counter::DropPolicyError),
+        }
     }
 
     fn new_outbound_flow(&mut self, key: &FlowKey, meta: FrameMeta, now_ms: u64) -> Result<(FlowId, usize), Counter> {
@@ -671,6 +855,14 @@ impl Translator {
     ) -> Result<Verdict, WireError> {
         let Some(flow) = self.flows.get(id) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
         let (rw, egress) = (flow.rewrite[dir], flow.egress[dir]);
+        if flow.revoked {
+            return Ok(match p.l4 {
+                L4Header::Tcp { flags, .. } if flags & TCP_RST == 0 => {
+                    self.tcp_reset_reply(frame, p, meta, out, Counter::DropPolicyRevoked)
+                }
+                _ => Verdict::Drop(Counter::DropPolicyRevoked),
+            });
+        }
         if p.ttl <= 1 {
             return Ok(self.icmp_error_reply(frame, p, meta, ICMP_TIME_EXCEEDED, 0, 0, out, Counter::DropTtlExpired));
         }
@@ -836,6 +1028,67 @@ impl Translator {
         let next_hop = self.next_hop(egress, p.src);
         self.count_out(egress, p.total as u64, 1);
         Verdict::Forward { egress, next_hop }
+    }
+
+    /// Tells the inside host its new flow was refused by the egress policy: a TCP RST for
+    /// TCP, ICMP "communication administratively prohibited" otherwise.
+    fn reject(&mut self, frame: &[u8], p: &Parsed, meta: FrameMeta, out: &mut [u8]) -> Verdict {
+        match p.l4 {
+            L4Header::Tcp { .. } => self.tcp_reset_reply(frame, p, meta, out, Counter::DropPolicyRejected),
+            _ => self.icmp_error_reply(
+                frame,
+                p,
+                meta,
+                ICMP_DEST_UNREACHABLE,
+                ICMP_CODE_ADMIN_PROHIBITED,
+                0,
+                out,
+                Counter::DropPolicyRejected,
+            ),
+        }
+    }
+
+    /// Builds a TCP RST answering the segment in `frame` (not yet rewritten), as if from
+    /// the address it was sent to (RFC 793 "reset generation"): with the segment's ACK as
+    /// sequence number when it has one, else acknowledging it. Shares the ICMP error
+    /// budget; never answers a RST.
+    fn tcp_reset_reply(&mut self, frame: &[u8], p: &Parsed, meta: FrameMeta, out: &mut [u8], reason: Counter) -> Verdict {
+        let L4Header::Tcp { src_port, dst_port, flags, header_len } = p.l4 else { return Verdict::Drop(reason) };
+        if flags & TCP_RST != 0 || p.is_fragment || self.icmp_tokens == 0 {
+            return Verdict::Drop(reason);
+        }
+        let tcp_at = ETHERNET_HEADER_LEN + p.ihl;
+        let Some(tcp) = frame.get(tcp_at..ETHERNET_HEADER_LEN + p.total) else { return Verdict::Drop(reason) };
+        if tcp.len() < header_len || out.len() < ETHERNET_HEADER_LEN + 40 {
+            return Verdict::Drop(reason);
+        }
+        self.icmp_tokens -= 1;
+        let seg_seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        let seg_ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+        let seg_len = (tcp.len() - header_len) as u32 + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
+        let (seq, ack, rst_flags) =
+            if flags & TCP_ACK != 0 { (seg_ack, 0, TCP_RST) } else { (0, seg_seq.wrapping_add(seg_len), TCP_RST | TCP_ACK) };
+        let total = wire::IPV4_MIN_HEADER_LEN + 20;
+        out[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        let l3 = &mut out[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + total];
+        wire::write_ipv4_header(l3, total as u16, self.ip_ident, 64, PROTO_TCP, p.dst, p.src);
+        let t = &mut l3[wire::IPV4_MIN_HEADER_LEN..];
+        t.fill(0);
+        wire::write_u16(t, 0, dst_port);
+        wire::write_u16(t, 2, src_port);
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = rst_flags;
+        let pseudo = checksum::pseudo_header_sum(u32::from(p.dst), u32::from(p.src), PROTO_TCP, 20);
+        let c = checksum::fold(checksum::sum(t, pseudo));
+        wire::write_u16(t, l4_field::TCP_CHECKSUM, !c);
+        self.counters.inc(reason);
+        self.counters.inc(Counter::TcpResetsSent);
+        let egress = meta.arrived_from();
+        self.count_out(egress, total as u64, 1);
+        Verdict::Emit { egress, next_hop: self.next_hop(egress, p.src), len: ETHERNET_HEADER_LEN + total }
     }
 
     /// Builds an ICMP error about the packet in `frame` (not yet rewritten) back to its

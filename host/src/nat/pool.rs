@@ -16,6 +16,10 @@ use crate::wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 pub enum PoolError {
     #[error("no free port on {addr} for protocol {proto} in this worker's slice of {lo}-{hi}")]
     Exhausted { addr: Ipv4Addr, proto: u8, lo: u16, hi: u16 },
+    #[error("{inside} already holds its budget of {budget} mappings in pool {pool:?}")]
+    OverBudget { inside: Ipv4Addr, pool: String, budget: u32 },
+    #[error("no pool with index {0}")]
+    UnknownPool(PoolId),
 }
 
 /// Paired pooling (RFC 4787 REQ-2): an inside host always leaves from the same external
@@ -62,59 +66,109 @@ impl PortBitmap {
     }
 }
 
+/// One pool of external addresses and ports, as the config's `[[pool]]` defines it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub name: String,
+    pub addrs: Vec<Ipv4Addr>,
+    pub lo: u16,
+    pub hi: u16,
+}
+
+/// Index of a pool in the config's list.
+pub type PoolId = u16;
+
 #[derive(Debug, Clone)]
 pub struct Mapping {
     pub proto: u8,
     pub inside: Endpoint,
     pub inside_if: u8,
     pub external: Endpoint,
+    pub pool: PoolId,
     /// Flows holding this mapping; it is released when the last one ends.
     pub refs: u32,
 }
 
 pub type MappingId = u32;
 
-/// The endpoint-independent mappings of one worker and the ports they hold.
-pub struct Mappings {
-    external_addrs: Vec<Ipv4Addr>,
-    lo: u16,
-    hi: u16,
-    worker: u16,
-    workers: u16,
-    slots: Vec<Option<Mapping>>,
-    free: Vec<MappingId>,
-    by_inside: HashMap<(u8, Ipv4Addr, u16), MappingId, ahash::RandomState>,
-    by_external: HashMap<(u8, Ipv4Addr, u16), MappingId, ahash::RandomState>,
+/// One pool's port bitmaps and search cursors.
+struct PoolPorts {
+    spec: PoolSpec,
     /// [proto index][address index]
     used: Vec<Vec<PortBitmap>>,
     /// Where the next search for a free port starts, per protocol and address.
     cursor: Vec<Vec<u16>>,
 }
 
+/// The endpoint-independent mappings of one worker and the ports they hold, over every
+/// pool. Pools never share an (address, port), so an external endpoint names one mapping.
+pub struct Mappings {
+    pools: Vec<PoolPorts>,
+    external_addrs: Vec<Ipv4Addr>,
+    worker: u16,
+    workers: u16,
+    slots: Vec<Option<Mapping>>,
+    free: Vec<MappingId>,
+    /// Endpoint-independent mapping holds per pool: (pool, proto, inside addr, inside port).
+    by_inside: HashMap<(PoolId, u8, Ipv4Addr, u16), MappingId, ahash::RandomState>,
+    by_external: HashMap<(u8, Ipv4Addr, u16), MappingId, ahash::RandomState>,
+    /// Live mappings per (pool, inside address), for per-source port budgets.
+    per_source: HashMap<(PoolId, Ipv4Addr), u32, ahash::RandomState>,
+}
+
 impl Mappings {
+    /// One pool: every external address with one port range.
     pub fn new(external_addrs: Vec<Ipv4Addr>, lo: u16, hi: u16, worker: u16, workers: u16) -> Self {
-        let n = external_addrs.len();
+        Self::with_pools(vec![PoolSpec { name: "default".into(), addrs: external_addrs, lo, hi }], worker, workers)
+    }
+
+    /// Several pools; pool 0 is the default one.
+    pub fn with_pools(specs: Vec<PoolSpec>, worker: u16, workers: u16) -> Self {
+        let mut external_addrs: Vec<Ipv4Addr> = Vec::new();
+        for a in specs.iter().flat_map(|s| s.addrs.iter()) {
+            if !external_addrs.contains(a) {
+                external_addrs.push(*a);
+            }
+        }
+        let pools = specs
+            .into_iter()
+            .map(|spec| {
+                let n = spec.addrs.len();
+                PoolPorts {
+                    used: (0..4).map(|_| (0..n).map(|_| PortBitmap::new()).collect()).collect(),
+                    cursor: (0..4).map(|_| vec![spec.lo; n]).collect(),
+                    spec,
+                }
+            })
+            .collect();
         Mappings {
-            lo,
-            hi,
+            pools,
+            external_addrs,
             worker,
             workers: workers.max(1),
             slots: Vec::new(),
             free: Vec::new(),
             by_inside: HashMap::with_hasher(ahash::RandomState::new()),
             by_external: HashMap::with_hasher(ahash::RandomState::new()),
-            used: (0..4).map(|_| (0..n).map(|_| PortBitmap::new()).collect()).collect(),
-            cursor: (0..4).map(|_| vec![lo; n]).collect(),
-            external_addrs,
+            per_source: HashMap::with_hasher(ahash::RandomState::new()),
         }
     }
 
+    /// Every external address of every pool.
     pub fn external_addrs(&self) -> &[Ipv4Addr] {
         &self.external_addrs
     }
 
     pub fn is_external(&self, a: Ipv4Addr) -> bool {
         self.external_addrs.contains(&a)
+    }
+
+    pub fn pool_count(&self) -> usize {
+        self.pools.len()
+    }
+
+    pub fn pool_name(&self, pool: PoolId) -> &str {
+        self.pools.get(usize::from(pool)).map_or("", |p| p.spec.name.as_str())
     }
 
     pub fn get(&self, id: MappingId) -> Option<&Mapping> {
@@ -133,27 +187,44 @@ impl Mappings {
         self.by_external.get(&(proto, ext, port)).copied()
     }
 
-    fn owns(&self, p: u16) -> bool {
-        p % self.workers == self.worker
+    /// Finds or creates the mapping for an inside endpoint in the default pool.
+    pub fn acquire(&mut self, proto: u8, inside: Endpoint, inside_if: u8) -> Result<MappingId, PoolError> {
+        self.acquire_in(0, None, proto, inside, inside_if)
     }
 
-    /// Finds or creates the mapping for an inside endpoint and takes a reference on it.
-    pub fn acquire(&mut self, proto: u8, inside: Endpoint, inside_if: u8) -> Result<MappingId, PoolError> {
-        if let Some(&id) = self.by_inside.get(&(proto, inside.addr, inside.port)) {
+    /// Finds or creates the mapping for an inside endpoint in `pool` and takes a reference
+    /// on it. A new mapping is refused when the inside address already holds `budget`
+    /// mappings in this pool.
+    pub fn acquire_in(
+        &mut self,
+        pool: PoolId,
+        budget: Option<u32>,
+        proto: u8,
+        inside: Endpoint,
+        inside_if: u8,
+    ) -> Result<MappingId, PoolError> {
+        if let Some(&id) = self.by_inside.get(&(pool, proto, inside.addr, inside.port)) {
             if let Some(m) = self.slots[id as usize].as_mut() {
                 m.refs += 1;
                 return Ok(id);
             }
         }
-        let ai = paired_address_index(inside.addr, self.external_addrs.len());
-        let addr = self.external_addrs[ai];
-        let port = self.allocate_port(proto, ai, inside.port).ok_or(PoolError::Exhausted {
-            addr,
-            proto,
-            lo: self.lo,
-            hi: self.hi,
-        })?;
-        let m = Mapping { proto, inside, inside_if, external: Endpoint { addr, port }, refs: 1 };
+        let pi = usize::from(pool);
+        let Some(pp) = self.pools.get(pi) else { return Err(PoolError::UnknownPool(pool)) };
+        if pp.spec.addrs.is_empty() {
+            return Err(PoolError::UnknownPool(pool));
+        }
+        let held = self.per_source.get(&(pool, inside.addr)).copied().unwrap_or(0);
+        if let Some(b) = budget {
+            if held >= b {
+                return Err(PoolError::OverBudget { inside: inside.addr, pool: pp.spec.name.clone(), budget: b });
+            }
+        }
+        let ai = paired_address_index(inside.addr, pp.spec.addrs.len());
+        let addr = pp.spec.addrs[ai];
+        let (lo, hi) = (pp.spec.lo, pp.spec.hi);
+        let port = self.allocate_port(pi, proto, ai, inside.port).ok_or(PoolError::Exhausted { addr, proto, lo, hi })?;
+        let m = Mapping { proto, inside, inside_if, external: Endpoint { addr, port }, pool, refs: 1 };
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize] = Some(m);
@@ -164,8 +235,9 @@ impl Mappings {
                 (self.slots.len() - 1) as MappingId
             }
         };
-        self.by_inside.insert((proto, inside.addr, inside.port), id);
+        self.by_inside.insert((pool, proto, inside.addr, inside.port), id);
         self.by_external.insert((proto, addr, port), id);
+        *self.per_source.entry((pool, inside.addr)).or_insert(0) += 1;
         Ok(id)
     }
 
@@ -184,27 +256,38 @@ impl Mappings {
             return;
         }
         let m = slot.take().expect("checked above");
-        self.by_inside.remove(&(m.proto, m.inside.addr, m.inside.port));
+        self.by_inside.remove(&(m.pool, m.proto, m.inside.addr, m.inside.port));
         self.by_external.remove(&(m.proto, m.external.addr, m.external.port));
-        if let Some(ai) = self.external_addrs.iter().position(|a| *a == m.external.addr) {
-            self.used[proto_index(m.proto)][ai].set(m.external.port, false);
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.per_source.entry((m.pool, m.inside.addr)) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        if let Some(pp) = self.pools.get_mut(usize::from(m.pool)) {
+            if let Some(ai) = pp.spec.addrs.iter().position(|a| *a == m.external.addr) {
+                pp.used[proto_index(m.proto)][ai].set(m.external.port, false);
+            }
         }
         self.free.push(id);
     }
 
     /// Port preservation first (RFC 4787 REQ-4 "port preservation" is a MAY we honour when
     /// the port is free and ours), then the next free port of this worker's slice.
-    fn allocate_port(&mut self, proto: u8, ai: usize, preferred: u16) -> Option<u16> {
+    fn allocate_port(&mut self, pool: usize, proto: u8, ai: usize, preferred: u16) -> Option<u16> {
+        let (worker, workers) = (self.worker, self.workers);
+        let owns = |p: u16| p % workers == worker;
+        let pp = &mut self.pools[pool];
         let pi = proto_index(proto);
         // ICMP identifiers are not ports: any value is fine, so keep the host's when we can.
-        let (lo, hi) = if proto == PROTO_ICMP { (1, u16::MAX) } else { (self.lo, self.hi) };
-        if preferred >= lo && preferred <= hi && self.owns(preferred) && !self.used[pi][ai].is_set(preferred) {
-            self.used[pi][ai].set(preferred, true);
+        let (lo, hi) = if proto == PROTO_ICMP { (1, u16::MAX) } else { (pp.spec.lo, pp.spec.hi) };
+        if preferred >= lo && preferred <= hi && owns(preferred) && !pp.used[pi][ai].is_set(preferred) {
+            pp.used[pi][ai].set(preferred, true);
             return Some(preferred);
         }
         let span = u32::from(hi - lo) + 1;
-        let start = self.cursor[pi][ai];
-        let bitmap = &mut self.used[pi][ai];
+        let start = pp.cursor[pi][ai].clamp(lo, hi);
+        let bitmap = &mut pp.used[pi][ai];
         // Walk the range once from the cursor; skip quickly over full 64-port words.
         let mut i: u32 = 0;
         while i < span {
@@ -218,9 +301,9 @@ impl Mappings {
                 i += 64;
                 continue;
             }
-            if p % self.workers == self.worker && !bitmap.is_set(p) {
+            if owns(p) && !bitmap.is_set(p) {
                 bitmap.set(p, true);
-                self.cursor[pi][ai] = if p == hi { lo } else { p + 1 };
+                pp.cursor[pi][ai] = if p == hi { lo } else { p + 1 };
                 return Some(p);
             }
             i += 1;
@@ -304,5 +387,42 @@ mod tests {
             m.acquire(PROTO_TCP, Endpoint { addr: host, port: 1024 + (i % 60_000) as u16 }, 0).unwrap();
         }
         assert_eq!(m.len(), 64_000);
+    }
+
+    #[test]
+    fn pools_are_separate_and_budgets_hold() {
+        let a = Ipv4Addr::new(198, 51, 100, 10);
+        let b = Ipv4Addr::new(198, 51, 100, 20);
+        let mut m = Mappings::with_pools(
+            vec![
+                PoolSpec { name: "default".into(), addrs: vec![a], lo: 1024, hi: 65535 },
+                PoolSpec { name: "blue".into(), addrs: vec![b], lo: 20000, hi: 20999 },
+            ],
+            0,
+            1,
+        );
+        let host = ep([10, 10, 2, 10], 5000);
+        let x = m.acquire_in(1, Some(2), PROTO_UDP, host, 0).unwrap();
+        let ext = m.get(x).unwrap().external;
+        assert_eq!(ext.addr, b);
+        assert!((20000..=20999).contains(&ext.port), "the pool's own range: {}", ext.port);
+        // Endpoint-independent mapping holds per pool: the same endpoint in the default pool
+        // is a different mapping from a different address.
+        let y = m.acquire_in(0, None, PROTO_UDP, host, 0).unwrap();
+        assert_ne!(x, y);
+        assert_eq!(m.get(y).unwrap().external.addr, a);
+        // Reusing the mapping costs no budget; a second port does; a third is refused.
+        assert_eq!(m.acquire_in(1, Some(2), PROTO_UDP, host, 0).unwrap(), x);
+        m.acquire_in(1, Some(2), PROTO_UDP, ep([10, 10, 2, 10], 5001), 0).unwrap();
+        let err = m.acquire_in(1, Some(2), PROTO_UDP, ep([10, 10, 2, 10], 5002), 0).unwrap_err();
+        assert!(matches!(err, PoolError::OverBudget { budget: 2, .. }), "{err}");
+        // Another source has its own budget.
+        m.acquire_in(1, Some(2), PROTO_UDP, ep([10, 10, 2, 11], 5002), 0).unwrap();
+        // Releasing gives the budget back.
+        m.release(x);
+        m.release(x);
+        m.acquire_in(1, Some(2), PROTO_UDP, ep([10, 10, 2, 10], 5002), 0).unwrap();
+        assert!(m.is_external(a) && m.is_external(b));
+        assert_eq!(m.by_external(PROTO_UDP, a, m.get(y).unwrap().external.port), Some(y));
     }
 }

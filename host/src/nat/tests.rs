@@ -415,8 +415,8 @@ fn hairpin_reaches_another_inside_host() {
 #[test]
 fn port_exhaustion_fails_only_the_new_flow() {
     let mut cfg = demo_config();
-    cfg.port_lo = 2000;
-    cfg.port_hi = 2001;
+    cfg.pools[0].lo = 2000;
+    cfg.pools[0].hi = 2001;
     let mut t = translator(cfg);
     let mut f1 = udp("10.10.1.10", 1, "203.0.113.7", 7, b"a");
     let mut f2 = udp("10.10.1.10", 2, "203.0.113.7", 7, b"a");
@@ -541,4 +541,159 @@ fn workers_hand_off_what_they_do_not_own() {
     let mut odd = udp("10.10.1.10", 5001, "203.0.113.7", 7, b"a");
     let meta = FrameMeta { handed_off: true, ..FrameMeta::plain(Side::Inside, 0) };
     assert_eq!(t.process(&mut odd, meta, 0, &mut [0u8; 2048]), OUT);
+}
+
+/// A policy written in plain Rust: denies 203.0.113.0/24 port 23, rejects port 25, and
+/// sends 10.10.2.0/24 to pool 1 with a budget of 2 ports.
+struct TestPolicy {
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    block_port: u16,
+}
+
+impl FlowPolicy for TestPolicy {
+    fn egress(&mut self, f: &NewFlow) -> EgressDecision {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match f.dst_port {
+            p if p == self.block_port => EgressDecision::Deny,
+            25 => EgressDecision::Reject,
+            _ => EgressDecision::Allow,
+        }
+    }
+    fn port_pool(&mut self, f: &NewFlow) -> PoolDecision {
+        if f.ingress == 1 {
+            PoolDecision::Pool { pool: 1, budget: Some(2) }
+        } else {
+            policy::DEFAULT_POOL
+        }
+    }
+}
+
+fn two_pool_config() -> NatConfig {
+    let mut cfg = demo_config();
+    cfg.external_addrs.push(a("198.51.100.11"));
+    cfg.pools.push(PoolSpec { name: "blue".into(), addrs: vec![a("198.51.100.11")], lo: 30000, hi: 30999 });
+    cfg
+}
+
+fn policed(block_port: u16) -> (Translator, Arc<std::sync::atomic::AtomicUsize>) {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut t = translator(two_pool_config());
+    t.set_policy(Box::new(TestPolicy { calls: Arc::clone(&calls), block_port }));
+    (t, calls)
+}
+
+#[test]
+fn egress_policy_runs_once_per_new_flow_and_denies_before_allocating() {
+    let (mut t, calls) = policed(23);
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    assert_eq!(run(&mut t, &mut syn, Side::Inside, 0), OUT);
+    let mut ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_ACK);
+    assert_eq!(run(&mut t, &mut ack, Side::Inside, 0), OUT);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1, "the fast path never asks the policy");
+
+    let mut telnet = tcp("10.10.1.10", 40001, "203.0.113.80", 23, TCP_SYN);
+    assert_eq!(run(&mut t, &mut telnet, Side::Inside, 0), Verdict::Drop(Counter::DropPolicyDenied));
+    assert_eq!(t.mappings().len(), 1, "a denied flow allocates no port");
+    assert_eq!(t.flows().len(), 1);
+    assert_eq!(t.counters().get(Counter::DropPolicyDenied), 1);
+}
+
+#[test]
+fn reject_answers_tcp_with_a_reset_and_udp_with_admin_prohibited() {
+    let (mut t, _) = policed(23);
+    let mut syn = tcp("10.10.1.10", 40002, "203.0.113.80", 25, TCP_SYN);
+    let (v, out) = run_out(&mut t, &mut syn, Side::Inside, 0);
+    let Verdict::Emit { egress, next_hop, len } = v else { panic!("expected a RST, got {v:?}") };
+    assert_eq!((egress, next_hop), (Egress::Inside(0), a("10.10.1.10")));
+    let rst = &out[..len];
+    assert!(checksums_valid(rst), "the RST must have valid checksums");
+    assert_eq!(src_of(rst), (a("203.0.113.80"), 25), "from the address the host tried to reach");
+    assert_eq!(dst_of(rst), (a("10.10.1.10"), 40002));
+    assert_eq!(rst[14 + 20 + 13], TCP_RST | TCP_ACK);
+    let syn_seq = u32::from_be_bytes(syn[14 + 20 + 4..14 + 20 + 8].try_into().unwrap());
+    let ack = u32::from_be_bytes(rst[14 + 20 + 8..14 + 20 + 12].try_into().unwrap());
+    assert_eq!(ack, syn_seq.wrapping_add(1), "acknowledges the SYN");
+    assert_eq!(t.counters().get(Counter::TcpResetsSent), 1);
+
+    let mut dgram = udp("10.10.1.10", 5000, "203.0.113.80", 25, b"x");
+    let (v, out) = run_out(&mut t, &mut dgram, Side::Inside, 0);
+    let Verdict::Emit { len, .. } = v else { panic!("expected an ICMP error, got {v:?}") };
+    let icmp = &out[14 + 20..len];
+    assert_eq!((icmp[0], icmp[1]), (3, 13), "destination unreachable, administratively prohibited");
+    assert!(checksums_valid(&out[..len]));
+    assert_eq!(t.counters().get(Counter::DropPolicyRejected), 2);
+    assert_eq!(t.mappings().len(), 0);
+}
+
+#[test]
+fn pool_policy_picks_the_external_address_and_budget() {
+    let (mut t, _) = policed(23);
+    let mut red = udp("10.10.1.10", 5000, "203.0.113.80", 53, b"q");
+    assert_eq!(run(&mut t, &mut red, Side::Inside, 0), OUT);
+    assert_eq!(src_of(&red).0, a("198.51.100.10"));
+    for (i, port) in [5000u16, 5001].iter().enumerate() {
+        let mut blue = udp("10.10.2.10", *port, "203.0.113.80", 53, b"q");
+        assert_eq!(run(&mut t, &mut blue, Side::Inside, 1), OUT, "flow {i}");
+        let (addr, p) = src_of(&blue);
+        assert_eq!(addr, a("198.51.100.11"));
+        assert!((30000..=30999).contains(&p), "pool blue's range: {p}");
+    }
+    let mut third = udp("10.10.2.10", 5002, "203.0.113.80", 53, b"q");
+    assert_eq!(run(&mut t, &mut third, Side::Inside, 1), Verdict::Drop(Counter::DropPortAllocation));
+    // The reply reaches the blue host through its pool's address.
+    let mut reply = udp("203.0.113.80", 53, "198.51.100.11", 30000, b"r");
+    assert_eq!(
+        run(&mut t, &mut reply, Side::Outside, 0),
+        Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") }
+    );
+}
+
+#[test]
+fn revalidation_revokes_denied_flows_and_resets_tcp() {
+    let (mut t, _) = policed(9999);
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 23, TCP_SYN);
+    assert_eq!(run(&mut t, &mut syn, Side::Inside, 0), OUT);
+    let mut dns = udp("10.10.1.10", 5353, "203.0.113.80", 23, b"q");
+    assert_eq!(run(&mut t, &mut dns, Side::Inside, 0), OUT);
+    let mut ok = tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_SYN);
+    assert_eq!(run(&mut t, &mut ok, Side::Inside, 0), OUT);
+    assert_eq!(t.flows().len(), 3);
+    t.record_flow_ends(true);
+    // A new generation now denies port 23.
+    t.set_policy(Box::new(TestPolicy { calls: Default::default(), block_port: 23 }));
+    assert_eq!(t.revalidate(1000), 2);
+    assert_eq!(t.flows().len(), 2, "the UDP flow is gone, the TCP one lingers to answer with a RST");
+    let mut ends = Vec::new();
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].reason, EndReason::Revalidated);
+    // The next segment of the revoked TCP flow, from either side, gets a RST.
+    let mut seg = tcp("203.0.113.80", 23, "198.51.100.10", 40000, TCP_ACK);
+    let (v, out) = run_out(&mut t, &mut seg, Side::Outside, 0);
+    let Verdict::Emit { egress: Egress::Outside, len, .. } = v else { panic!("expected a RST outwards, got {v:?}") };
+    assert_eq!(out[14 + 20 + 13], TCP_RST);
+    assert_eq!(src_of(&out[..len]), (a("198.51.100.10"), 40000));
+    // The allowed flow is untouched.
+    let mut more = tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_ACK);
+    assert_eq!(run(&mut t, &mut more, Side::Inside, 0), OUT);
+}
+
+#[test]
+fn flow_ends_carry_the_inside_view_and_counters() {
+    let mut t = translator(demo_config());
+    t.record_flow_ends(true);
+    let mut q = udp("10.10.1.10", 5000, "203.0.113.80", 53, b"query");
+    assert_eq!(run(&mut t, &mut q, Side::Inside, 0), OUT);
+    let mut r = udp("203.0.113.80", 53, "198.51.100.10", 5000, b"answer!");
+    run(&mut t, &mut r, Side::Outside, 0);
+    t.tick(1000 + 301_000);
+    let mut ends = Vec::new();
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 1);
+    let e = &ends[0];
+    assert_eq!((e.src.addr, e.src.port, e.dst.addr, e.dst.port), (a("10.10.1.10"), 5000, a("203.0.113.80"), 53));
+    assert_eq!(e.nat_src, Endpoint { addr: a("198.51.100.10"), port: 5000 });
+    assert_eq!((e.packets, e.bytes), ([1, 1], [20 + 8 + 5, 20 + 8 + 7]));
+    assert_eq!(e.reason, EndReason::IdleTimeout);
+    assert_eq!(t.mappings().len(), 0);
 }

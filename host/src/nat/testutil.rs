@@ -4,6 +4,7 @@
 
 use std::net::Ipv4Addr;
 
+use super::pool::PoolSpec;
 use super::{Filtering, InsideLink, Ipv4Net, NatConfig};
 use crate::conntrack::Timeouts;
 use crate::wire::checksum;
@@ -24,11 +25,10 @@ pub fn demo_config() -> NatConfig {
             InsideLink { name: "in2".into(), addresses: vec![Ipv4Net { addr: a("10.10.2.1"), prefix: 24 }], mtu: 1500 },
         ],
         external_addrs: vec![a("198.51.100.10")],
+        pools: vec![PoolSpec { name: "default".into(), addrs: vec![a("198.51.100.10")], lo: 1024, hi: 65535 }],
         outside_net: Ipv4Net { addr: a("198.51.100.0"), prefix: 24 },
         outside_gateway: a("198.51.100.1"),
         outside_mtu: 1500,
-        port_lo: 1024,
-        port_hi: 65535,
         filtering: Filtering::AddressAndPortDependent,
         timeouts: Timeouts::default(),
         max_flows: 1000,

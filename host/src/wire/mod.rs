@@ -392,6 +392,7 @@ pub const ICMP_ECHO_REQUEST: u8 = 8;
 pub const ICMP_TIME_EXCEEDED: u8 = 11;
 pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
 pub const ICMP_CODE_FRAG_NEEDED: u8 = 4;
+/// Destination unreachable, "communication administratively prohibited" (RFC 1812).
 pub const ICMP_CODE_ADMIN_PROHIBITED: u8 = 13;
 
 pub fn icmp_is_error(t: u8) -> bool {
