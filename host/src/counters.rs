@@ -50,6 +50,9 @@ counters! {
     /// Finished flows handed to the flow log, and those lost because its queue was full.
     FlowLogRecords => "FlowLogRecords",
     FlowLogQueueOverflow => "FlowLogQueueOverflow",
+    /// Flow-log entries written after the flow-log policy (sampling and filtering happen
+    /// between FlowLogRecords and this).
+    FlowLogExported => "FlowLogExported",
     /// Frames moved to another worker (fragments, hairpin) to keep a flow on its owner.
     HandoffFrames => "HandoffFrames",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",

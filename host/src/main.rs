@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use natgw::control::{self, config::Config};
+use natgw::control::config::{FailMode, Hook};
+use natgw::control::{self, config::Config, ControlError};
 
 const DEFAULT_ADMIN: &str = "/run/natgw/admin.sock";
 
@@ -42,12 +43,153 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Wasm policies: swap, list, remove on a running gateway; check or benchmark offline.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Replace a hook's policy on the running gateway without dropping a connection.
+    /// Exits non-zero, with the reason, when the new policy is refused; the old one keeps
+    /// serving then.
+    Swap {
+        /// egress, port-pool or flow-log.
+        #[arg(long)]
+        hook: String,
+        /// The component (.wasm).
+        file: PathBuf,
+        /// A file whose text is passed to the policy's init.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Fail mode: open or closed (default: the hook's current one).
+        #[arg(long)]
+        fail: Option<String>,
+        /// Re-check existing flows against the new egress policy; close the denied ones
+        /// (TCP with a RST).
+        #[arg(long)]
+        revalidate: bool,
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+    },
+    /// Remove a hook's policy: the built-in behaviour (allow, default pool, log as is).
+    Remove {
+        #[arg(long)]
+        hook: String,
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+    },
+    /// Each hook's generation, content hash, load time, calls, errors and fail mode.
+    List {
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile, validate and init a policy without a gateway (exit 0 when it would load).
+    Check {
+        #[arg(long)]
+        hook: String,
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Measure the cost of one policy call (egress.check or port-pool.select) on this
+    /// machine: a benchmark, not a test.
+    Bench {
+        #[arg(long)]
+        hook: String,
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 200_000)]
+        calls: u64,
+    },
+}
+
+fn parse_hook(s: &str) -> Result<Hook, ControlError> {
+    Hook::parse(s).ok_or_else(|| ControlError::Refused(format!("--hook {s:?}: must be egress, port-pool or flow-log")))
+}
+
+fn parse_fail(s: &str) -> Result<FailMode, ControlError> {
+    match s {
+        "open" => Ok(FailMode::Open),
+        "closed" => Ok(FailMode::Closed),
+        _ => Err(ControlError::Refused(format!("--fail {s:?}: must be open or closed"))),
+    }
+}
+
+fn absolute(p: &std::path::Path) -> Result<PathBuf, ControlError> {
+    std::path::absolute(p).map_err(|e| ControlError::Refused(format!("{}: {e}", p.display())))
+}
+
+/// Prints a gateway's answer; an answer that starts with "error:" is a failure.
+fn answer(reply: String) -> Result<(), ControlError> {
+    match reply.strip_prefix("error: ") {
+        Some(e) => Err(ControlError::Refused(e.trim_end().to_string())),
+        None => {
+            print!("{}", reply.strip_prefix("ok: ").unwrap_or(&reply));
+            Ok(())
+        }
+    }
+}
+
+fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
+    match cmd {
+        PolicyCommand::Swap { hook, file, config, fail, revalidate, socket } => {
+            let req = control::SwapRequest {
+                hook: parse_hook(&hook)?.name().into(),
+                component: Some(absolute(&file)?),
+                config: config.as_deref().map(absolute).transpose()?,
+                fail: fail.as_deref().map(parse_fail).transpose()?,
+                revalidate,
+                remove: false,
+            };
+            let json = serde_json::to_string(&req).expect("plain data");
+            answer(control::admin_request(&socket, &format!("policy-swap {json}"))?)
+        }
+        PolicyCommand::Remove { hook, socket } => {
+            let req = control::SwapRequest {
+                hook: parse_hook(&hook)?.name().into(),
+                component: None,
+                config: None,
+                fail: None,
+                revalidate: false,
+                remove: true,
+            };
+            let json = serde_json::to_string(&req).expect("plain data");
+            answer(control::admin_request(&socket, &format!("policy-swap {json}"))?)
+        }
+        PolicyCommand::List { socket, json } => {
+            let reply = control::admin_request(&socket, "policy-list")?;
+            if json || reply.starts_with("error:") {
+                return answer(reply);
+            }
+            print!("{}", control::format_policy_list(&reply));
+            Ok(())
+        }
+        PolicyCommand::Check { hook, file, config } => {
+            let hook = parse_hook(&hook)?;
+            let msg = control::policy_check(hook, &file, config.as_deref())?;
+            println!("{msg}");
+            Ok(())
+        }
+        PolicyCommand::Bench { hook, file, config, calls } => {
+            let hook = parse_hook(&hook)?;
+            print!("{}", control::policy_bench(hook, &file, config.as_deref(), calls)?);
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => Config::load(&config).map_err(control::ControlError::from).and_then(control::run),
+        Command::Run { config } => {
+            Config::load(&config).map_err(control::ControlError::from).and_then(|c| control::run(c, Some(config)))
+        }
         Command::CheckConfig { file } => Config::load(&file)
             .map(|c| {
                 println!(
@@ -70,6 +212,7 @@ fn main() -> ExitCode {
                 print!("{}", control::format_flows(&s))
             }
         }),
+        Command::Policy { command } => policy(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

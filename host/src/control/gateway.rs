@@ -4,9 +4,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -18,7 +18,10 @@ use crate::io::{ControlRequest, FlowLine, IoError, Shared};
 use crate::l2::L2Link;
 use crate::nat::{InsideLink, NatConfig, Translator};
 use crate::wire::ETHERTYPE_IPV4;
-use super::config::{self, Config};
+use super::config::{self, Config, FailMode, Hook};
+use crate::policy::flowlog::{FlowLogExporter, WallClock};
+use crate::policy::worker::WorkerPolicy;
+use crate::policy::{PolicyError, Runtime};
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -38,10 +41,15 @@ pub enum ControlError {
     Connect { path: String, source: std::io::Error },
     #[error("natgw run needs root (CAP_NET_RAW, CAP_NET_ADMIN); effective uid is {0}")]
     NotRoot(u32),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Refused(String),
 }
 
-/// Starts the gateway and blocks until SIGINT/SIGTERM.
-pub fn run(cfg: Config) -> Result<(), ControlError> {
+/// Starts the gateway and blocks until SIGINT/SIGTERM. On SIGHUP the policy hooks are
+/// reloaded from `config_path`.
+pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError> {
     let uid = sys::effective_uid();
     if uid != 0 {
         return Err(ControlError::NotRoot(uid));
@@ -79,8 +87,14 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
 
     let workers = cfg.worker_count();
     let mtus: Vec<u32> = inside_info.iter().chain(std::iter::once(&outside_info)).map(|i| i.mtu).collect();
-    let shared = Arc::new(Shared::new(workers, &mtus)?);
+    let shared = Arc::new(Shared::new(workers, &mtus, cfg.flow_log.file.is_some())?);
     sys::install_signal_handlers();
+
+    // Policies: compiled, validated and instantiated before any packet moves; a bad one
+    // stops the start with the reason.
+    let pool_names: Vec<String> = cfg.pools.iter().map(|p| p.name.clone()).collect();
+    let rt = Runtime::new(cfg.policy.clone(), workers, pool_names)?;
+    rt.load_configured()?;
 
     let l2_links: Vec<L2Link> = cfg
         .inside
@@ -144,7 +158,9 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
                 if inside { (crate::conntrack::Side::Inside, li as u8) } else { (crate::conntrack::Side::Outside, 0) };
             links.push(WorkerLink { socket, side, index });
         }
-        let translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
+        let mut translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
+        translator.set_policy(Box::new(WorkerPolicy::new(rt.clone(), w, shared.counters[w].clone())));
+        translator.record_flow_ends(shared.flow_log_enabled);
         built.push(Worker::new(w, links, translator, shared.clone(), cfg.rx_buffers, cfg.busy_poll_us)?);
     }
 
@@ -189,12 +205,30 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
         ),
         max_flows: cfg.max_flows,
     };
+    let exporter = FlowLogExporter {
+        rt: rt.clone(),
+        queue: shared.flow_ends.clone(),
+        counters: shared.counters[workers].clone(),
+        file: cfg.flow_log.file.clone(),
+        interval: Duration::from_millis(cfg.flow_log.interval_ms),
+        batch: cfg.flow_log.batch,
+        clock: WallClock::new(shared.start),
+        interfaces: cfg.inside.iter().map(|c| c.interface.clone()).collect(),
+    };
+    // The flow-log thread outlives the workers long enough to write their last records.
+    let workers_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let exporter_stop = workers_done.clone();
+    let exporter_thread = std::thread::Builder::new()
+        .name("natgw-flowlog".into())
+        .spawn(move || exporter.run(move || exporter_stop.load(std::sync::atomic::Ordering::Acquire)))
+        .map_err(|e| IoError::Os("spawn", e))?;
     let admin_shared = shared.clone();
+    let admin_rt = rt.clone();
     let admin_path = cfg.admin_socket.clone();
     threads.push(
         std::thread::Builder::new()
             .name("natgw-admin".into())
-            .spawn(move || serve_admin(admin, admin_shared, status))
+            .spawn(move || serve_admin(admin, admin_shared, admin_rt, status))
             .map_err(|e| IoError::Os("spawn", e))?,
     );
     eprintln!(
@@ -206,6 +240,12 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
     );
     while !sys::stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
+        if sys::take_reload_request() {
+            match &config_path {
+                Some(p) => reload_policies(p, &cfg, &rt, &shared),
+                None => eprintln!("natgw: SIGHUP: no config file to reload"),
+            }
+        }
     }
     eprintln!("natgw: stopping");
     // Wake the admin thread's accept().
@@ -213,6 +253,8 @@ pub fn run(cfg: Config) -> Result<(), ControlError> {
     for t in threads {
         let _ = t.join();
     }
+    workers_done.store(true, std::sync::atomic::Ordering::Release);
+    let _ = exporter_thread.join();
     let _ = std::fs::remove_file(&admin_path);
     eprintln!("natgw: stopped");
     Ok(())
@@ -242,7 +284,129 @@ fn bind_admin(path: &str) -> Result<UnixListener, ControlError> {
     Ok(l)
 }
 
-fn serve_admin(listener: UnixListener, shared: Arc<Shared>, status: StatusInfo) {
+/// SIGHUP: re-read the config file and swap every hook whose component, config text or
+/// fail mode changed; remove hooks the file no longer names. Other settings need a restart.
+fn reload_policies(path: &Path, running: &Config, rt: &Runtime, shared: &Shared) {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("natgw: SIGHUP: config not reloaded, every policy keeps serving: {e}");
+            return;
+        }
+    };
+    if cfg.pools != running.pools {
+        eprintln!("natgw: SIGHUP: [[pool]] changes need a restart; only [policy] hooks are reloaded");
+    }
+    for h in Hook::ALL {
+        let want = &cfg.policy.hooks[h.index()];
+        let have = rt.current(h);
+        match (want, have) {
+            (None, None) => {}
+            (None, Some(g)) => {
+                rt.clear(h);
+                eprintln!("natgw: SIGHUP: {h} policy #{} removed", g.id);
+            }
+            (Some(w), have) => {
+                let same = have.as_ref().is_some_and(|g| {
+                    g.file == w.component
+                        && g.fail == w.fail
+                        && std::fs::read(&w.component).is_ok_and(|b| crate::policy::sha256_hex(&b) == g.hash)
+                        && w.config.as_ref().map_or(Some(String::new()), |c| std::fs::read_to_string(c).ok())
+                            == Some(g.config_text.clone())
+                });
+                if same {
+                    continue;
+                }
+                match swap_and_wait(rt, shared, h, &w.component, w.config.as_deref(), Some(w.fail), false) {
+                    Ok(msg) => eprintln!("natgw: SIGHUP: {msg}"),
+                    Err(e) => eprintln!("natgw: SIGHUP: {h} not swapped, the previous policy keeps serving: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// A `policy swap` request as the CLI sends it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SwapRequest {
+    pub hook: String,
+    /// Absolute path of the component.
+    pub component: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub fail: Option<FailMode>,
+    pub revalidate: bool,
+    /// Remove the hook's policy instead.
+    #[serde(default)]
+    pub remove: bool,
+}
+
+/// Swaps a hook's policy, wakes the workers and waits until every caller serves the new
+/// generation; then, if asked, revalidates existing flows. Returns the operator's report.
+fn swap_and_wait(
+    rt: &Runtime,
+    shared: &Shared,
+    hook: Hook,
+    component: &Path,
+    config: Option<&Path>,
+    fail: Option<FailMode>,
+    revalidate: bool,
+) -> Result<String, ControlError> {
+    let t0 = Instant::now();
+    let g = rt.swap(hook, component, config, fail)?;
+    let prepared = t0.elapsed();
+    let published = Instant::now();
+    let workers = shared.wake.len();
+    for w in 0..workers {
+        shared.wake(w);
+    }
+    // Egress and port-pool run on the workers; flow-log on the flow-log thread.
+    let callers: Vec<usize> = match hook {
+        Hook::FlowLog => vec![rt.flow_log_caller()],
+        _ => (0..workers).collect(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !callers.iter().all(|&c| rt.serving(hook, c) == g.id) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let serving_after = published.elapsed();
+    let all = callers.iter().all(|&c| rt.serving(hook, c) == g.id);
+    let mut msg = format!(
+        "{hook} policy #{} ({}, sha256 {}) compiled and validated in {:.1} ms; {} in {:.1} ms",
+        g.id,
+        g.file.display(),
+        g.short_hash(),
+        prepared.as_secs_f64() * 1e3,
+        if all { "serving on every caller" } else { "NOT yet serving on every caller" },
+        serving_after.as_secs_f64() * 1e3,
+    );
+    if revalidate && hook == Hook::Egress {
+        let mut revoked = 0;
+        for q in shared.control.iter() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            if q.push(ControlRequest::Revalidate(tx)).is_ok() {
+                revoked += rx.recv_timeout(Duration::from_secs(5)).unwrap_or(0);
+            }
+        }
+        msg += &format!("; revalidated existing flows: {revoked} revoked");
+    }
+    Ok(msg)
+}
+
+fn policy_swap(rt: &Runtime, shared: &Shared, json: &str) -> Result<String, ControlError> {
+    let req: SwapRequest =
+        serde_json::from_str(json).map_err(|e| ControlError::Refused(format!("bad swap request: {e}")))?;
+    let hook = Hook::parse(&req.hook).ok_or_else(|| {
+        ControlError::Refused(format!("unknown hook {:?} (egress, port-pool or flow-log)", req.hook))
+    })?;
+    if req.remove {
+        rt.clear(hook);
+        return Ok(format!("{hook} policy removed; the built-in behaviour applies to new flows"));
+    }
+    let component = req.component.ok_or_else(|| ControlError::Refused("no component given".into()))?;
+    swap_and_wait(rt, shared, hook, &component, req.config.as_deref(), req.fail, req.revalidate)
+}
+
+fn serve_admin(listener: UnixListener, shared: Arc<Shared>, rt: Arc<Runtime>, status: StatusInfo) {
     for conn in listener.incoming() {
         if sys::stop_requested() {
             break;
@@ -261,10 +425,17 @@ fn serve_admin(listener: UnixListener, shared: Arc<Shared>, status: StatusInfo) 
         if BufReader::new(&conn).read_line(&mut line).is_err() {
             continue;
         }
-        let reply = match line.trim() {
+        let line = line.trim();
+        let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
+        let reply = match cmd {
             "status" => status_text(&shared, &status),
             "stats" => stats_text(&shared),
             "flows" => flows_json(&shared),
+            "policy-list" => serde_json::to_string(&rt.status()).unwrap_or_default() + "\n",
+            "policy-swap" => match policy_swap(&rt, &shared, arg) {
+                Ok(msg) => format!("ok: {msg}\n"),
+                Err(e) => format!("error: {e}\n"),
+            },
             other => format!("error: unknown command {other:?}\n"),
         };
         let _ = conn.write_all(reply.as_bytes());

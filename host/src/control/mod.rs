@@ -8,3 +8,7 @@ pub mod config;
 mod gateway;
 #[cfg(feature = "gateway")]
 pub use gateway::*;
+#[cfg(feature = "gateway")]
+mod policy_cli;
+#[cfg(feature = "gateway")]
+pub use policy_cli::*;

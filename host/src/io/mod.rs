@@ -7,6 +7,7 @@
 //! `unsafe` lives here, each block with a SAFETY comment.
 
 pub mod bufring;
+pub mod component_cache;
 pub mod l2thread;
 pub mod sys;
 pub mod worker;
@@ -21,7 +22,7 @@ use thiserror::Error;
 
 use crate::counters::Counters;
 use crate::l2::{LinkId, NeighbourTable};
-use crate::nat::FrameMeta;
+use crate::nat::{FlowEnd, FrameMeta};
 
 #[derive(Debug, Error)]
 pub enum IoError {
@@ -59,6 +60,9 @@ pub struct FlowLine {
 /// A request from the control thread to a worker, answered at its next loop turn.
 pub enum ControlRequest {
     Flows(std::sync::mpsc::Sender<Vec<FlowLine>>),
+    /// Switch to the current policy generation, re-check existing flows against the
+    /// egress policy and revoke the denied ones; answers how many were revoked.
+    Revalidate(std::sync::mpsc::Sender<usize>),
 }
 
 /// State shared by all threads of a running gateway.
@@ -75,16 +79,21 @@ pub struct Shared {
     /// Each link's MTU (inside links, then outside), kept current by the L2 thread.
     pub link_mtu: Vec<std::sync::atomic::AtomicU32>,
     pub start: std::time::Instant,
+    /// Finished flows on their way to the flow log (bounded; overflow is counted).
+    pub flow_ends: Arc<ArrayQueue<FlowEnd>>,
+    /// Whether workers record finished flows at all.
+    pub flow_log_enabled: bool,
 }
 
 impl Shared {
-    pub fn new(workers: usize, link_mtu: &[u32]) -> Result<Shared, IoError> {
+    pub fn new(workers: usize, link_mtu: &[u32], flow_log_enabled: bool) -> Result<Shared, IoError> {
         let wake = (0..workers)
             .map(|_| sys::eventfd())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| IoError::Os("eventfd", e))?;
         Ok(Shared {
-            counters: (0..workers).map(|_| Arc::new(Counters::default())).collect(),
+            // One per worker, then one for the control and flow-log threads.
+            counters: (0..=workers).map(|_| Arc::new(Counters::default())).collect(),
             neighbours: ArcSwap::from_pointee(NeighbourTable::default()),
             neighbour_version: AtomicU64::new(0),
             resolve_requests: ArrayQueue::new(1024),
@@ -94,6 +103,8 @@ impl Shared {
             wake,
             link_mtu: link_mtu.iter().map(|&m| std::sync::atomic::AtomicU32::new(m)).collect(),
             start: std::time::Instant::now(),
+            flow_ends: Arc::new(ArrayQueue::new(1 << 16)),
+            flow_log_enabled,
         })
     }
 
@@ -105,6 +116,13 @@ impl Shared {
         }
         sys::eventfd_signal(std::os::fd::AsRawFd::as_raw_fd(fd));
         true
+    }
+
+    /// Wakes a worker now (a policy swap, a control request).
+    pub fn wake(&self, worker: usize) {
+        if let Some(fd) = self.wake.get(worker) {
+            sys::eventfd_signal(std::os::fd::AsRawFd::as_raw_fd(fd));
+        }
     }
 
     /// Milliseconds since the gateway started: the clock every core function is given.

@@ -332,20 +332,33 @@ pub fn steering_program(inside: bool) -> Vec<SockFilter> {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// SIGINT/SIGTERM request a clean stop; SIGPIPE is ignored (admin clients may hang up).
+extern "C" fn on_reload_signal(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT/SIGTERM request a clean stop; SIGHUP a policy reload from the config file;
+/// SIGPIPE is ignored (admin clients may hang up).
 pub fn install_signal_handlers() {
     // SAFETY: the handlers only store to atomics, which is async-signal-safe.
     unsafe {
         let handler = on_stop_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
+        let reload = on_reload_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
+        libc::signal(libc::SIGHUP, reload);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+}
+
+/// True once per SIGHUP.
+pub fn take_reload_request() -> bool {
+    RELOAD.swap(false, Ordering::SeqCst)
 }
 
 pub fn stop_requested() -> bool {

@@ -68,6 +68,8 @@ pub struct Worker {
     neighbours: Arc<NeighbourTable>,
     neighbour_version: u64,
     pending: Vec<Pending>,
+    /// Finished flows between the translator and the shared flow-log queue.
+    flow_ends: Vec<crate::nat::FlowEnd>,
     scratch: Vec<u8>,
     recv_armed: Vec<bool>,
     wake_armed: bool,
@@ -106,6 +108,7 @@ impl Worker {
             shared,
             index,
             pending: Vec::new(),
+            flow_ends: Vec::new(),
             scratch: vec![0u8; 2048],
             recv_armed: vec![false; n],
             wake_armed: false,
@@ -204,9 +207,28 @@ impl Worker {
                 self.follow_mtus();
                 self.translator.tick(now);
                 self.retry_pending(now);
-                self.serve_control(now);
+                self.export_flow_ends();
             }
+            // A batch boundary: a new policy generation takes over here.
+            self.translator.policy_batch_boundary();
+            self.serve_control(now);
             self.bufs.publish();
+        }
+        let now = self.shared.now_ms();
+        self.translator.shutdown(now);
+        self.export_flow_ends();
+    }
+
+    /// Hands finished flows to the flow-log thread; never blocks (overflow is counted).
+    fn export_flow_ends(&mut self) {
+        self.flow_ends.clear();
+        self.translator.take_flow_ends(&mut self.flow_ends);
+        for e in self.flow_ends.drain(..) {
+            if self.shared.flow_ends.push(e).is_err() {
+                self.translator.counters().inc(Counter::FlowLogQueueOverflow);
+            } else {
+                self.translator.counters().inc(Counter::FlowLogRecords);
+            }
         }
     }
 
@@ -461,6 +483,10 @@ impl Worker {
             match req {
                 ControlRequest::Flows(reply) => {
                     let _ = reply.send(self.flow_lines(now));
+                }
+                ControlRequest::Revalidate(reply) => {
+                    self.translator.policy_batch_boundary();
+                    let _ = reply.send(self.translator.revalidate(now));
                 }
             }
         }

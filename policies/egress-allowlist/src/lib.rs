@@ -1,0 +1,92 @@
+//! egress-allowlist: ordered rules of destination CIDR, protocol and port range, each
+//! allow, deny or reject; the first rule that matches decides, else the default.
+//!
+//! ```toml
+//! default = "reject"          # allow | deny | reject (default: deny)
+//!
+//! [[rule]]
+//! action = "allow"
+//! dst = "203.0.113.80/32"     # default: any
+//! protocol = "tcp"            # tcp | udp | icmp | any (default: any)
+//! ports = "80"                # a port or range, destination side (default: any)
+//! src = "10.10.1.0/24"        # optional: the inside source
+//! ```
+
+use natgw_policy_sdk::{export_policy, parse_toml, Cidr, Egress, Flow, Policy, PortRange, Protocol, Verdict};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    default: Option<String>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    action: String,
+    dst: Option<String>,
+    src: Option<String>,
+    protocol: Option<String>,
+    ports: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub action: Verdict,
+    pub dst: Cidr,
+    pub src: Cidr,
+    pub protocol: Option<Protocol>,
+    pub ports: PortRange,
+}
+
+pub struct Allowlist {
+    pub rules: Vec<Rule>,
+    pub default: Verdict,
+}
+
+fn verdict(key: &str, s: &str) -> Result<Verdict, String> {
+    Verdict::parse(s).ok_or_else(|| format!("{key} = {s:?}: must be allow, deny or reject"))
+}
+
+impl Policy for Allowlist {
+    fn init(config: &str) -> Result<Self, String> {
+        let raw: RawConfig = parse_toml(config)?;
+        let default = verdict("default", raw.default.as_deref().unwrap_or("deny"))?;
+        let mut rules = Vec::new();
+        for (i, r) in raw.rule.iter().enumerate() {
+            let at = |k: &str| format!("rule[{i}].{k}");
+            let protocol = match r.protocol.as_deref().unwrap_or("any") {
+                "any" => None,
+                p => Some(Protocol::parse(p).ok_or_else(|| format!("{} = {p:?}: must be tcp, udp, icmp or any", at("protocol")))?),
+            };
+            rules.push(Rule {
+                action: verdict(&at("action"), &r.action)?,
+                dst: r.dst.as_deref().map(Cidr::parse).transpose().map_err(|e| format!("{}: {e}", at("dst")))?.unwrap_or(Cidr::ANY),
+                src: r.src.as_deref().map(Cidr::parse).transpose().map_err(|e| format!("{}: {e}", at("src")))?.unwrap_or(Cidr::ANY),
+                protocol,
+                ports: r.ports.as_deref().map(PortRange::parse).transpose().map_err(|e| format!("{}: {e}", at("ports")))?.unwrap_or(PortRange::ANY),
+            });
+        }
+        Ok(Allowlist { rules, default })
+    }
+}
+
+impl Egress for Allowlist {
+    fn check(&mut self, f: &Flow) -> Verdict {
+        for r in &self.rules {
+            if r.protocol.is_none_or(|p| p == f.protocol)
+                && r.dst.contains(f.dst)
+                && r.src.contains(f.src)
+                && (f.protocol == Protocol::Icmp || r.ports.contains(f.dst_port))
+            {
+                return r.action;
+            }
+        }
+        self.default
+    }
+}
+
+export_policy!(Allowlist: egress);

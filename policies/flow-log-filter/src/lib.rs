@@ -1,0 +1,88 @@
+//! flow-log-filter: what goes into the flow log. Samples one flow in N, redacts inside
+//! addresses to a prefix, leaves out fields, and adds static attributes.
+//!
+//! ```toml
+//! sample_one_in = 1           # keep every flow (default); 10 keeps one in ten
+//! redact_inside_prefix = 24   # keep the first 24 bits of inside addresses (default: 32, no redaction)
+//! drop_fields = ["srcport"]   # srcaddr srcport dstaddr dstport pkt-srcaddr pkt-srcport pool counters times tcp-flags
+//! skip_empty = true           # leave out flows with no packet back (default: false)
+//!
+//! [attributes]                # added to every entry
+//! site = "demo"
+//! ```
+
+use std::collections::BTreeMap;
+
+use natgw_policy_sdk::{export_policy, parse_toml, Field, FlowLog, FlowRecord, Ipv4Addr, LogEntry, Policy};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    sample_one_in: Option<u32>,
+    redact_inside_prefix: Option<u8>,
+    #[serde(default)]
+    drop_fields: Vec<String>,
+    #[serde(default)]
+    skip_empty: bool,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+pub struct Filter {
+    one_in: u32,
+    seen: u32,
+    keep_bits: u8,
+    omit: Vec<Field>,
+    skip_empty: bool,
+    attributes: Vec<(String, String)>,
+}
+
+impl Policy for Filter {
+    fn init(config: &str) -> Result<Self, String> {
+        let raw: RawConfig = parse_toml(config)?;
+        let one_in = raw.sample_one_in.unwrap_or(1);
+        if one_in == 0 {
+            return Err("sample_one_in = 0: must be at least 1".into());
+        }
+        let keep_bits = raw.redact_inside_prefix.unwrap_or(32);
+        if keep_bits > 32 {
+            return Err(format!("redact_inside_prefix = {keep_bits}: must be 0-32"));
+        }
+        let mut omit = Vec::new();
+        for f in &raw.drop_fields {
+            omit.push(Field::parse(f).ok_or_else(|| {
+                format!(
+                    "drop_fields: {f:?} is not a field ({})",
+                    Field::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+                )
+            })?);
+        }
+        Ok(Filter {
+            one_in,
+            seen: 0,
+            keep_bits,
+            omit,
+            skip_empty: raw.skip_empty,
+            attributes: raw.attributes.into_iter().collect(),
+        })
+    }
+}
+
+impl FlowLog for Filter {
+    fn process(&mut self, batch: Vec<FlowRecord>) -> Vec<LogEntry> {
+        let mask = if self.keep_bits == 0 { 0 } else { u32::MAX << (32 - u32::from(self.keep_bits)) };
+        let mut out = Vec::with_capacity(batch.len());
+        for mut r in batch {
+            self.seen = self.seen.wrapping_add(1);
+            if self.seen % self.one_in != 0 || (self.skip_empty && r.packets_in == 0) {
+                continue;
+            }
+            r.flow.src = Ipv4Addr::from(u32::from(r.flow.src) & mask);
+            out.push(LogEntry { record: r, omit: self.omit.clone(), attributes: self.attributes.clone() });
+        }
+        out
+    }
+}
+
+export_policy!(Filter: flow_log);

@@ -1,0 +1,537 @@
+//! # natgw-policy-sdk: natgw policies in Rust
+//!
+//! A natgw policy is a WebAssembly component that implements one hook of the WIT package
+//! `natgw:policy@0.1.0` (in `wit/`): **egress** (may a new flow leave?), **port-pool**
+//! (which pool of external addresses and ports does it use?) or **flow-log** (what goes
+//! into the flow log?), or all three. This crate gives you plain Rust types, one trait per
+//! hook, helpers for CIDRs, port ranges and TOML config, and a macro that turns your type
+//! into the component's exports.
+//!
+//! A complete egress policy that refuses telnet and allows everything else:
+//!
+//! ```ignore
+//! use natgw_policy_sdk::{export_policy, Egress, Flow, Policy, Verdict};
+//!
+//! struct NoTelnet;
+//!
+//! impl Policy for NoTelnet {
+//!     fn init(_config: &str) -> Result<Self, String> {
+//!         Ok(NoTelnet)
+//!     }
+//! }
+//!
+//! impl Egress for NoTelnet {
+//!     fn check(&mut self, flow: &Flow) -> Verdict {
+//!         if flow.dst_port == 23 { Verdict::Reject } else { Verdict::Allow }
+//!     }
+//! }
+//!
+//! export_policy!(NoTelnet: egress);
+//! ```
+//!
+//! Build it into a component with `scripts/build-policy.sh DIR` from the natgw repository;
+//! load it with `natgw policy swap --hook egress target/policies/no_telnet.wasm`.
+//!
+//! `init` runs once per instance with the text of the policy's config file (or "" when
+//! there is none); an `Err` rejects the policy at load time with your message. The gateway
+//! keeps one instance per worker, so `&mut self` state is per worker. Calls have a deadline
+//! (1 ms by default) and instances a memory cap: a policy that loops or allocates without
+//! bound is stopped and the hook's fail mode applies.
+
+// Each glue macro is used only by the features that need it.
+#![allow(unused_macros)]
+
+pub mod config;
+pub mod net;
+
+pub use config::parse_toml;
+pub use net::{Cidr, PortRange};
+pub use std::net::Ipv4Addr;
+
+use std::any::Any;
+use std::cell::RefCell;
+
+// Exactly one world's bindings per component: wit-component merges every world whose
+// bindings are linked in, so a component must not carry the others.
+#[cfg(any(
+    all(feature = "egress", any(feature = "port-pool", feature = "flow-log", feature = "all")),
+    all(feature = "port-pool", any(feature = "flow-log", feature = "all")),
+    all(feature = "flow-log", feature = "all"),
+))]
+compile_error!("enable exactly one of the features egress, port-pool, flow-log, all (build each policy crate on its own)");
+#[cfg(not(any(feature = "egress", feature = "port-pool", feature = "flow-log", feature = "all")))]
+compile_error!("enable one of the features egress, port-pool, flow-log, all: the hook your policy implements");
+
+#[doc(hidden)]
+pub mod bindings {
+    #[cfg(feature = "egress")]
+    pub mod egress_world {
+        wit_bindgen::generate!({ path: "wit/natgw-policy-0.1.0", world: "egress-policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::egress_world", export_macro_name: "export_egress" });
+    }
+    #[cfg(feature = "port-pool")]
+    pub mod port_pool_world {
+        wit_bindgen::generate!({ path: "wit/natgw-policy-0.1.0", world: "port-pool-policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::port_pool_world", export_macro_name: "export_port_pool" });
+    }
+    #[cfg(feature = "flow-log")]
+    pub mod flow_log_world {
+        wit_bindgen::generate!({ path: "wit/natgw-policy-0.1.0", world: "flow-log-policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::flow_log_world", export_macro_name: "export_flow_log" });
+    }
+    #[cfg(feature = "all")]
+    pub mod all_world {
+        wit_bindgen::generate!({ path: "wit/natgw-policy-0.1.0", world: "policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::all_world", export_macro_name: "export_all" });
+    }
+    #[cfg(feature = "egress")]
+    pub use egress_world as world;
+    #[cfg(feature = "port-pool")]
+    pub use port_pool_world as world;
+    #[cfg(feature = "flow-log")]
+    pub use flow_log_world as world;
+    #[cfg(feature = "all")]
+    pub use all_world as world;
+}
+
+/// Transport protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl Protocol {
+    /// "tcp", "udp", "icmp".
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            "icmp" => Some(Protocol::Icmp),
+            _ => None,
+        }
+    }
+}
+
+/// A new flow as the inside host sent it (before translation). For ICMP echo, `src_port`
+/// is the echo identifier and `dst_port` is 0. natgw 0.1 translates IPv4 only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub protocol: Protocol,
+    pub src: Ipv4Addr,
+    pub src_port: u16,
+    pub dst: Ipv4Addr,
+    pub dst_port: u16,
+    /// Which inside interface it came in on: its index in the gateway config's `[[inside]]`.
+    pub ingress: u16,
+}
+
+/// What happens to a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Drop silently.
+    Deny,
+    /// Drop, and answer the inside host (TCP RST, or ICMP administratively prohibited).
+    Reject,
+}
+
+impl Verdict {
+    /// "allow", "deny", "reject".
+    pub fn parse(s: &str) -> Option<Verdict> {
+        match s.to_ascii_lowercase().as_str() {
+            "allow" => Some(Verdict::Allow),
+            "deny" => Some(Verdict::Deny),
+            "reject" => Some(Verdict::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// A pool choice: a pool name from the gateway config, and an optional cap on concurrent
+/// mappings (external ports) per inside source address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub pool: String,
+    pub port_budget: Option<u32>,
+}
+
+/// Why a flow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Closed,
+    Reset,
+    IdleTimeout,
+    Revalidated,
+    Shutdown,
+}
+
+/// A finished flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub flow: Flow,
+    pub nat_src: Ipv4Addr,
+    pub nat_src_port: u16,
+    pub pool: String,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    pub tcp_flags: u8,
+    pub end_reason: EndReason,
+}
+
+/// Fields a log entry can leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    SrcAddress,
+    SrcPort,
+    DstAddress,
+    DstPort,
+    NatAddress,
+    NatPort,
+    Pool,
+    Counters,
+    Times,
+    TcpFlags,
+}
+
+impl Field {
+    pub const ALL: [Field; 10] = [
+        Field::SrcAddress,
+        Field::SrcPort,
+        Field::DstAddress,
+        Field::DstPort,
+        Field::NatAddress,
+        Field::NatPort,
+        Field::Pool,
+        Field::Counters,
+        Field::Times,
+        Field::TcpFlags,
+    ];
+
+    /// The flow-log field name ("srcaddr", "srcport", "dstaddr", "dstport", "pkt-srcaddr",
+    /// "pkt-srcport", "pool", "counters", "times", "tcp-flags").
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::SrcAddress => "srcaddr",
+            Field::SrcPort => "srcport",
+            Field::DstAddress => "dstaddr",
+            Field::DstPort => "dstport",
+            Field::NatAddress => "pkt-srcaddr",
+            Field::NatPort => "pkt-srcport",
+            Field::Pool => "pool",
+            Field::Counters => "counters",
+            Field::Times => "times",
+            Field::TcpFlags => "tcp-flags",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == s)
+    }
+}
+
+/// One flow-log entry to export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub record: FlowRecord,
+    pub omit: Vec<Field>,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl LogEntry {
+    /// The record as it is: nothing omitted, no attributes.
+    pub fn of(record: FlowRecord) -> LogEntry {
+        LogEntry { record, omit: Vec::new(), attributes: Vec::new() }
+    }
+}
+
+/// Every policy: built once per instance from its config text.
+pub trait Policy: Sized + 'static {
+    fn init(config: &str) -> Result<Self, String>;
+}
+
+/// The egress hook: runs once per new flow, before a port is allocated.
+pub trait Egress: Policy {
+    fn check(&mut self, flow: &Flow) -> Verdict;
+}
+
+/// The port-pool hook: `None` means the gateway's default pool.
+pub trait PortPool: Policy {
+    fn select(&mut self, flow: &Flow) -> Option<Selection>;
+}
+
+/// The flow-log hook: a batch of finished flows in, the entries to export out.
+pub trait FlowLog: Policy {
+    fn process(&mut self, batch: Vec<FlowRecord>) -> Vec<LogEntry>;
+}
+
+/// Functions the gateway provides.
+pub mod host {
+    /// Writes a line to the gateway's log (rate limited by the gateway).
+    pub fn log(level: Level, message: &str) {
+        use crate::bindings::world::natgw::policy::host::{log, LogLevel};
+        let l = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        log(l, message);
+    }
+
+    /// A monotonic clock in nanoseconds.
+    pub fn monotonic_now_ns() -> u64 {
+        crate::bindings::world::natgw::policy::host::monotonic_now_ns()
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Level {
+        Debug,
+        Info,
+        Warn,
+        Error,
+    }
+}
+
+thread_local! {
+    /// The policy value of this instance (one per component instance: Wasm is single-threaded).
+    static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+#[doc(hidden)]
+pub fn __init<T: Policy>(config: String) -> Result<(), String> {
+    let p = T::init(&config)?;
+    STATE.with(|s| *s.borrow_mut() = Some(Box::new(p)));
+    Ok(())
+}
+
+#[doc(hidden)]
+pub fn __with<T: Policy, R>(f: impl FnOnce(&mut T) -> R) -> R {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let p = s.as_mut().and_then(|b| b.downcast_mut::<T>()).expect("natgw calls init before any hook");
+        f(p)
+    })
+}
+
+/// The glue between the generated bindings and your type. `export_policy!` names it.
+#[doc(hidden)]
+pub struct Glue<T>(std::marker::PhantomData<T>);
+
+macro_rules! glue_for_world {
+    ($world:ident) => {
+        mod $world {
+            use super::*;
+            use crate::bindings::$world::natgw::policy::types as t;
+
+            #[allow(dead_code)]
+            pub fn flow_in(f: t::Flow) -> Flow {
+                Flow {
+                    protocol: match f.protocol {
+                        t::Protocol::Tcp => Protocol::Tcp,
+                        t::Protocol::Udp => Protocol::Udp,
+                        t::Protocol::Icmp => Protocol::Icmp,
+                    },
+                    src: addr_in(f.src),
+                    src_port: f.src_port,
+                    dst: addr_in(f.dst),
+                    dst_port: f.dst_port,
+                    ingress: f.ingress,
+                }
+            }
+
+            #[allow(dead_code)]
+            pub fn flow_out(f: &Flow) -> t::Flow {
+                t::Flow {
+                    protocol: match f.protocol {
+                        Protocol::Tcp => t::Protocol::Tcp,
+                        Protocol::Udp => t::Protocol::Udp,
+                        Protocol::Icmp => t::Protocol::Icmp,
+                    },
+                    src: t::IpAddress::V4(u32::from(f.src)),
+                    src_port: f.src_port,
+                    dst: t::IpAddress::V4(u32::from(f.dst)),
+                    dst_port: f.dst_port,
+                    ingress: f.ingress,
+                }
+            }
+
+            /// IPv6 never reaches a 0.1 policy; it maps to 0.0.0.0 rather than trapping.
+            #[allow(dead_code)]
+            pub fn addr_in(a: t::IpAddress) -> Ipv4Addr {
+                match a {
+                    t::IpAddress::V4(v) => Ipv4Addr::from(v),
+                    t::IpAddress::V6(_) => Ipv4Addr::UNSPECIFIED,
+                }
+            }
+
+            impl<T: Policy> crate::bindings::$world::exports::natgw::policy::lifecycle::Guest for Glue<T> {
+                fn init(config: String) -> Result<(), String> {
+                    crate::__init::<T>(config)
+                }
+            }
+        }
+    };
+}
+
+#[cfg(feature = "egress")]
+glue_for_world!(egress_world);
+#[cfg(feature = "port-pool")]
+glue_for_world!(port_pool_world);
+#[cfg(feature = "flow-log")]
+glue_for_world!(flow_log_world);
+#[cfg(feature = "all")]
+glue_for_world!(all_world);
+
+macro_rules! egress_glue {
+    ($world:ident) => {
+        impl<T: Egress> crate::bindings::$world::exports::natgw::policy::egress::Guest for Glue<T> {
+            fn check(f: crate::bindings::$world::natgw::policy::types::Flow) -> crate::bindings::$world::natgw::policy::types::Verdict {
+                use crate::bindings::$world::natgw::policy::types::Verdict as V;
+                match crate::__with::<T, _>(|p| p.check(&$world::flow_in(f))) {
+                    Verdict::Allow => V::Allow,
+                    Verdict::Deny => V::Deny,
+                    Verdict::Reject => V::Reject,
+                }
+            }
+        }
+    };
+}
+
+macro_rules! port_pool_glue {
+    ($world:ident) => {
+        impl<T: PortPool> crate::bindings::$world::exports::natgw::policy::port_pool::Guest for Glue<T> {
+            fn select(
+                f: crate::bindings::$world::natgw::policy::types::Flow,
+            ) -> Option<crate::bindings::$world::exports::natgw::policy::port_pool::Selection> {
+                crate::__with::<T, _>(|p| p.select(&$world::flow_in(f))).map(|s| {
+                    crate::bindings::$world::exports::natgw::policy::port_pool::Selection {
+                        pool: s.pool,
+                        port_budget: s.port_budget,
+                    }
+                })
+            }
+        }
+    };
+}
+
+macro_rules! flow_log_glue {
+    ($world:ident) => {
+        impl<T: FlowLog> crate::bindings::$world::exports::natgw::policy::flow_log::Guest for Glue<T> {
+            fn process(
+                batch: Vec<crate::bindings::$world::exports::natgw::policy::flow_log::FlowRecord>,
+            ) -> Vec<crate::bindings::$world::exports::natgw::policy::flow_log::LogEntry> {
+                use crate::bindings::$world::exports::natgw::policy::flow_log as w;
+                use crate::bindings::$world::natgw::policy::types as t;
+                let records = batch
+                    .into_iter()
+                    .map(|r| FlowRecord {
+                        flow: $world::flow_in(r.flow),
+                        nat_src: $world::addr_in(r.nat_src),
+                        nat_src_port: r.nat_src_port,
+                        pool: r.pool,
+                        packets_out: r.packets_out,
+                        bytes_out: r.bytes_out,
+                        packets_in: r.packets_in,
+                        bytes_in: r.bytes_in,
+                        start_unix_ns: r.start_unix_ns,
+                        end_unix_ns: r.end_unix_ns,
+                        tcp_flags: r.tcp_flags,
+                        end_reason: match r.end_reason {
+                            w::EndReason::Closed => EndReason::Closed,
+                            w::EndReason::Reset => EndReason::Reset,
+                            w::EndReason::IdleTimeout => EndReason::IdleTimeout,
+                            w::EndReason::Revalidated => EndReason::Revalidated,
+                            w::EndReason::Shutdown => EndReason::Shutdown,
+                        },
+                    })
+                    .collect();
+                let out = crate::__with::<T, _>(|p| p.process(records));
+                out.into_iter()
+                    .map(|e| {
+                        let r = e.record;
+                        let mut omit = w::Field::empty();
+                        for f in e.omit {
+                            omit |= match f {
+                                Field::SrcAddress => w::Field::SRC_ADDRESS,
+                                Field::SrcPort => w::Field::SRC_PORT,
+                                Field::DstAddress => w::Field::DST_ADDRESS,
+                                Field::DstPort => w::Field::DST_PORT,
+                                Field::NatAddress => w::Field::NAT_ADDRESS,
+                                Field::NatPort => w::Field::NAT_PORT,
+                                Field::Pool => w::Field::POOL,
+                                Field::Counters => w::Field::COUNTERS,
+                                Field::Times => w::Field::TIMES,
+                                Field::TcpFlags => w::Field::TCP_FLAGS,
+                            };
+                        }
+                        w::LogEntry {
+                            record: w::FlowRecord {
+                                flow: $world::flow_out(&r.flow),
+                                nat_src: t::IpAddress::V4(u32::from(r.nat_src)),
+                                nat_src_port: r.nat_src_port,
+                                pool: r.pool,
+                                packets_out: r.packets_out,
+                                bytes_out: r.bytes_out,
+                                packets_in: r.packets_in,
+                                bytes_in: r.bytes_in,
+                                start_unix_ns: r.start_unix_ns,
+                                end_unix_ns: r.end_unix_ns,
+                                tcp_flags: r.tcp_flags,
+                                end_reason: match r.end_reason {
+                                    EndReason::Closed => w::EndReason::Closed,
+                                    EndReason::Reset => w::EndReason::Reset,
+                                    EndReason::IdleTimeout => w::EndReason::IdleTimeout,
+                                    EndReason::Revalidated => w::EndReason::Revalidated,
+                                    EndReason::Shutdown => w::EndReason::Shutdown,
+                                },
+                            },
+                            omit,
+                            attributes: e
+                                .attributes
+                                .into_iter()
+                                .map(|(key, value)| w::Attribute { key, value })
+                                .collect(),
+                        }
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+#[cfg(feature = "egress")]
+egress_glue!(egress_world);
+#[cfg(feature = "all")]
+egress_glue!(all_world);
+#[cfg(feature = "port-pool")]
+port_pool_glue!(port_pool_world);
+#[cfg(feature = "all")]
+port_pool_glue!(all_world);
+#[cfg(feature = "flow-log")]
+flow_log_glue!(flow_log_world);
+#[cfg(feature = "all")]
+flow_log_glue!(all_world);
+
+/// Exports your type as a policy component for one hook (`egress`, `port_pool`,
+/// `flow_log`) or for all three (`all`, which needs all three traits).
+#[macro_export]
+macro_rules! export_policy {
+    ($t:ty : egress) => {
+        type __NatgwPolicy = $crate::Glue<$t>;
+        $crate::bindings::egress_world::export_egress!(__NatgwPolicy with_types_in $crate::bindings::egress_world);
+    };
+    ($t:ty : port_pool) => {
+        type __NatgwPolicy = $crate::Glue<$t>;
+        $crate::bindings::port_pool_world::export_port_pool!(__NatgwPolicy with_types_in $crate::bindings::port_pool_world);
+    };
+    ($t:ty : flow_log) => {
+        type __NatgwPolicy = $crate::Glue<$t>;
+        $crate::bindings::flow_log_world::export_flow_log!(__NatgwPolicy with_types_in $crate::bindings::flow_log_world);
+    };
+    ($t:ty : all) => {
+        type __NatgwPolicy = $crate::Glue<$t>;
+        $crate::bindings::all_world::export_all!(__NatgwPolicy with_types_in $crate::bindings::all_world);
+    };
+}
