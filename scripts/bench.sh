@@ -9,10 +9,15 @@
 #   ns nb-srv  s0 198.51.100.2/24 (no route back to 10.77.0.0/24: only NAT gets replies home)
 #
 # Modes: kernel, natgw1 (1 worker), natgw2 (2 workers: one per core here), natgw1poll (1 worker
-# spinning 200 µs after traffic before it sleeps: dataplane.busy_poll_us).
+# spinning 200 µs after traffic before it sleeps: dataplane.busy_poll_us), natgw2pol (natgw2
+# with all three Wasm policies: egress allow-list, subnet port pools, flow-log filter writing
+# a flow log).
 # Tests: tcp1 tcp4 (iperf3, Gbit/s), udp (trafgen 64-byte UDP, pps arriving at srv),
 #        cps (wrk, Connection: close, nginx; connections/s), lat (sockperf ping-pong with
-#        /dev/cpu_dma_latency=0 held so idle vCPUs poll; RTT p50/p99 µs).
+#        /dev/cpu_dma_latency=0 held so idle vCPUs poll; RTT p50/p99 µs),
+#        swap (natgw2pol only: 50 egress policy swaps, median ms until every worker serves
+#        the new generation).
+# After the table: the cost of one policy call (natgw policy bench).
 # usage: scripts/bench.sh   env: REPS=3 DUR=10 MODES="kernel natgw1 natgw2" TESTS="tcp1 tcp4 udp cps lat"
 #        OUT=bench-results.txt (raw lines, appended), then a table of medians and ratios.
 set -uo pipefail
@@ -66,6 +71,38 @@ socket = "$W/admin.sock"
 EOF
   sed 's/^workers = 1/workers = 2/' "$W/natgw1.toml" > "$W/natgw2.toml"
   sed 's/^workers = 1/workers = 1\nbusy_poll_us = 200/' "$W/natgw1.toml" > "$W/natgw1poll.toml"
+  # natgw2 with every policy hook in use.
+  cat > "$W/egress-a.toml" <<EOF
+default = "reject"
+[[rule]]
+action = "allow"
+dst = "$SRV"
+[[rule]]
+action = "allow"
+protocol = "icmp"
+EOF
+  sed 's/^default = "reject"/default = "deny"/' "$W/egress-a.toml" > "$W/egress-b.toml"
+  printf '[[subnet]]\ncidr = "10.77.0.0/24"\npool = "bench"\nport_budget = 60000\n' > "$W/pools.toml"
+  printf 'redact_inside_prefix = 24\n[attributes]\nbench = "yes"\n' > "$W/flowlog.toml"
+  { cat "$W/natgw2.toml"; cat <<EOF
+[[pool]]
+name = "bench"
+addresses = ["198.51.100.1"]
+[policy]
+cache_dir = "$W/cache"
+[policy.egress]
+component = "$ROOT/target/policies/egress_allowlist.wasm"
+config = "$W/egress-a.toml"
+[policy.port_pool]
+component = "$ROOT/target/policies/subnet_port_pools.wasm"
+config = "$W/pools.toml"
+[policy.flow_log]
+component = "$ROOT/target/policies/flow_log_filter.wasm"
+config = "$W/flowlog.toml"
+[flow_log]
+file = "$W/flows.jsonl"
+EOF
+  } > "$W/natgw2pol.toml"
 }
 
 setmode() {
@@ -87,7 +124,7 @@ table ip nat {
 }
 EOF
       ;;
-    natgw1|natgw2|natgw1poll)
+    natgw1|natgw2|natgw1poll|natgw2pol)
       ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
       ip netns exec nb-gw "$NATGW" run --config "$W/$1.toml" > "$W/$1.log" 2>&1 &
       NPID=$!
@@ -139,6 +176,16 @@ t_cps() {
   ip netns exec nb-cli wrk -t1 -c32 -d${DUR}s -H 'Connection: close' http://$SRV/ > "$W/wrk.txt" 2>&1
   awk '/Requests\/sec/{print $2}' "$W/wrk.txt"
 }
+t_swap() {
+  [ "$1" = natgw2pol ] || { echo "-"; return; }
+  local i ms=()
+  for i in $(seq 50); do
+    local cfg=$W/egress-a.toml; [ $((i % 2)) = 1 ] && cfg=$W/egress-b.toml
+    ms+=("$("$NATGW" policy swap --socket "$W/admin.sock" --hook egress "$ROOT/target/policies/egress_allowlist.wasm" \
+      --config "$cfg" | sed -n 's/.*serving on every caller in \([0-9.]*\) ms.*/\1/p')")
+  done
+  printf '%s\n' "${ms[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%s max=%s\n", a[int((NR+1)/2)], a[NR]}'
+}
 t_lat() {
   timeout $((DUR + 8)) python3 -c "import os,struct,time;f=os.open('/dev/cpu_dma_latency',os.O_WRONLY);os.write(f,struct.pack('i',0));time.sleep(1e6)" &
   local h=$!; sleep 0.5
@@ -159,6 +206,7 @@ for t in $TESTS; do
       setmode $m
       case $t in
         tcp1) v=$(t_tcp 1);; tcp4) v=$(t_tcp 4);; udp) v=$(t_udp);; cps) v=$(t_cps);; lat) v=$(t_lat);;
+        swap) v=$(t_swap $m);;
       esac
       echo "$RUNID $m $t $r $v load1=$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
     done
@@ -178,12 +226,15 @@ for line in open(path):
     vals[(f[2], f[1])].append(v)
     for x in f[5:]:
         if x.startswith("p99="): p99[(f[2], f[1])].append(float(x[4:]))
-tests = ["tcp1", "tcp4", "udp", "cps", "lat"]
+tests = ["tcp1", "tcp4", "udp", "cps", "lat", "swap"]
 names = {"tcp1": "TCP 1 stream, Gbit/s", "tcp4": "TCP 4 streams, Gbit/s", "udp": "UDP 64 B, pps at server",
-         "cps": "new TCP conn/s (wrk, nginx)", "lat": "RTT p50 µs (p99)"}
-modes = [m for m in ["kernel", "natgw1", "natgw2", "natgw1poll"] if any(k[1] == m for k in vals)]
-print("\n| test | " + " | ".join(modes) + " | " + " | ".join(f"{m}/kernel" for m in modes if m != "kernel") + " |")
-print("|---" * (1 + len(modes) + len(modes) - 1) + "|")
+         "cps": "new TCP conn/s (wrk, nginx)", "lat": "RTT p50 µs (p99)",
+         "swap": "policy swap to every worker, median ms"}
+modes = [m for m in ["kernel", "natgw1", "natgw2", "natgw1poll", "natgw2pol"] if any(k[1] == m for k in vals)]
+pol = "natgw2" in modes and "natgw2pol" in modes
+print("\n| test | " + " | ".join(modes) + " | " + " | ".join(f"{m}/kernel" for m in modes if m != "kernel")
+      + (" | natgw2pol/natgw2" if pol else "") + " |")
+print("|---" * (1 + len(modes) + len(modes) - 1 + pol) + "|")
 for t in tests:
     if not any(k[0] == t for k in vals): continue
     med = {m: statistics.median(vals[(t, m)]) for m in modes if vals.get((t, m))}
@@ -198,5 +249,16 @@ for t in tests:
         if m == "kernel": continue
         if "kernel" not in med or m not in med: ratios.append("-"); continue
         ratios.append(f"{med[m] - med['kernel']:+.1f} µs" if t == "lat" else f"{med[m] / med['kernel']:.2f}x")
+    if pol:
+        if "natgw2" in med and "natgw2pol" in med and t != "swap":
+            ratios.append(f"{med['natgw2pol'] - med['natgw2']:+.1f} µs" if t == "lat" else f"{med['natgw2pol'] / med['natgw2']:.2f}x")
+        else:
+            ratios.append("-")
     print(f"| {names[t]} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
 EOF
+if [ -f "$ROOT/target/policies/egress_allowlist.wasm" ]; then
+  echo
+  echo "# cost of one policy call, through the worker's code path (natgw policy bench)"
+  "$NATGW" policy bench --hook egress "$ROOT/target/policies/egress_allowlist.wasm" --config "$ROOT/examples/demo/policies/egress-allowlist.toml" | tee -a "$OUT"
+  "$NATGW" policy bench --hook port-pool "$ROOT/target/policies/subnet_port_pools.wasm" --config "$ROOT/examples/demo/policies/subnet-port-pools.toml" | tee -a "$OUT"
+fi

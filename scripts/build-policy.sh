@@ -33,12 +33,12 @@ mkdir -p "$OUT"
 TARGET=wasm32-unknown-unknown
 if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
   ROUTE="rustup $(rustc --version | cut -d' ' -f2) with its $TARGET target"
-  build() { cargo build --release --target "$TARGET" --manifest-path "$1/Cargo.toml" -q; }
+  build() { cargo build --release --locked --target "$TARGET" --manifest-path "$1/Cargo.toml" -q; }
 elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v wasm-ld-16 >/dev/null; then
   ROUTE="Debian rustc-web $(/usr/bin/rustc --version | cut -d' ' -f2) with -Zbuild-std (no rustup $TARGET target here)"
   build() {
     RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-16 \
-      /usr/bin/cargo build --release -Zbuild-std=std,panic_abort --target "$TARGET" --manifest-path "$1/Cargo.toml" -q
+      /usr/bin/cargo build --release --locked -Zbuild-std=std,panic_abort --target "$TARGET" --manifest-path "$1/Cargo.toml" -q
   }
 else
   echo "build-policy: no way to build for $TARGET: install rustup's target (rustup target add $TARGET)" \

@@ -10,6 +10,9 @@ APT_PACKAGES=(
   iproute2 iputils-ping iputils-tracepath traceroute procps psmisc util-linux
   curl socat tcpdump python3 nginx-light
   iperf3 nftables conntrack ethtool wrk netsniff-ng sockperf
+  # Wasm policies: Debian's rustc 1.96 with its std source builds them for
+  # wasm32-unknown-unknown with -Zbuild-std where rustup cannot add that target.
+  rustc-web cargo-web rust-web-src lld-16
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -37,6 +40,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz@0.13.1 >/dev/null 2>&1
 fi
 
-# Build the gateway.
+# wasm-tools wraps a policy's core module into a component (scripts/build-policy.sh).
+if ! wasm-tools --version 2>/dev/null | grep -q "^wasm-tools 1.263.0"; then
+  echo "setup.sh: installing wasm-tools 1.263.0 (a few minutes)"
+  cargo install --locked wasm-tools@1.263.0 >/dev/null 2>&1
+fi
+
+# Build the gateway, then the built-in policies and the test fixtures.
 (cd "$ROOT" && cargo build --release --locked -q)
-echo "setup.sh: ready ($(cargo --version), natgw at $ROOT/target/release/natgw)"
+"$ROOT/scripts/build-policy.sh"
+echo "setup.sh: ready ($(cargo --version), natgw at $ROOT/target/release/natgw, policies in $ROOT/target/policies)"

@@ -192,14 +192,20 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => Config::load(&file)
             .map(|c| {
+                let hooks: Vec<String> = Hook::ALL
+                    .iter()
+                    .filter_map(|h| c.policy.hooks[h.index()].as_ref().map(|p| format!("{h}={}", p.component.display())))
+                    .collect();
                 println!(
-                    "{}: ok ({} inside interface(s), {} external address(es), ports {}-{}, {} worker(s))",
+                    "{}: ok ({} inside interface(s), {} external address(es), ports {}-{}, pools {}, {} worker(s), policies: {})",
                     file.display(),
                     c.inside.len(),
                     c.outside.addresses.len(),
                     c.port_lo,
                     c.port_hi,
-                    c.worker_count()
+                    c.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","),
+                    c.worker_count(),
+                    if hooks.is_empty() { "none".to_string() } else { hooks.join(" ") }
                 );
             })
             .map_err(control::ControlError::from),

@@ -19,10 +19,14 @@ chmod 755 "$WORK"
 as_nobody() { install -m 755 "$NATGW_BIN" "$WORK/natgw-nobody"; setpriv --reuid=65534 --regid=65534 --clear-groups "$WORK/natgw-nobody" "$@"; }
 
 [ "$(id -u)" = 0 ] || { echo "e2e: needs root (CI runs as root)"; exit 1; }
-for tool in curl ping tracepath socat tcpdump python3 nginx ip; do
+for tool in curl ping tracepath socat tcpdump python3 nginx ip iperf3; do
   command -v $tool >/dev/null || { echo "e2e: $tool missing: run scripts/setup.sh"; exit 1; }
 done
 [ -x "$NATGW_BIN" ] || { echo "e2e: $NATGW_BIN missing: cargo build --release"; exit 1; }
+POLICIES=$ROOT/target/policies DEMO_POLICIES=$ROOT/examples/demo/policies
+for c in egress_allowlist subnet_port_pools flow_log_filter misbehaving_egress; do
+  [ -f "$POLICIES/$c.wasm" ] || { echo "e2e: $POLICIES/$c.wasm missing: run scripts/build-policy.sh"; exit 1; }
+done
 
 PASSED=0 FAILED=0 FAILED_NAMES=()
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
@@ -34,7 +38,9 @@ fail() { echo "    FAIL: $*"; exit 1; }
 # A config like the demo's, with overrides: write_config FILE [extra toml]
 write_config() {
   local f=$1; shift
-  sed "s#/run/natgw-demo/admin.sock#$SOCK#" "$ROOT/examples/demo/natgw.toml" > "$f"
+  # State under this run's directory; policy paths absolute, so a copy works anywhere.
+  sed -e "s#/run/natgw-demo/#$RUN/#" -e "s#\"\.\./\.\./target/#\"$ROOT/target/#" \
+      -e "s#^config = \"policies/#config = \"$ROOT/examples/demo/policies/#" "$ROOT/examples/demo/natgw.toml" > "$f"
   [ $# -gt 0 ] && python3 - "$f" "$@" <<'EOF'
 import sys
 path, extra = sys.argv[1], sys.argv[2:]
@@ -364,10 +370,277 @@ t_stop_leaves_nothing() {
 
 # ---------------------------------------------------------------- driver
 
+
+# ---------------------------------------------------------------- policies
+
+# A TCP echo service on 203.0.113.80:8081: the allow-list's A variant allows it, B rejects it.
+echo_8081() {
+  pgrep -f "TCP-LISTEN:8081" >/dev/null && return 0
+  nsx $INET socat TCP-LISTEN:8081,bind=203.0.113.80,fork,reuseaddr EXEC:cat >/dev/null 2>&1 &
+  sleep 0.3
+}
+# Prints "open" when a new connection to 8081 is echoed, "refused" on a RST.
+probe_8081() {
+  nsx $CLI1 python3 -c "
+import socket
+try:
+    s = socket.create_connection(('203.0.113.80', 8081), timeout=2); s.sendall(b'x')
+    print('open' if s.recv(1) == b'x' else 'closed')
+except ConnectionRefusedError: print('refused')
+except OSError as e: print('error', e)"
+}
+swap_egress() {  # swap_egress a|b [extra args]
+  local cfg=$DEMO_POLICIES/egress-allowlist.toml; [ "$1" = b ] && cfg=$DEMO_POLICIES/egress-allowlist-b.toml
+  shift
+  natgw policy swap --hook egress "$POLICIES/egress_allowlist.wasm" --config "$cfg" "$@"
+}
+
+t_egress_allowlist_allows_and_rejects() {
+  local code t0 t1
+  code=$(nsx $CLI1 curl -s -m 5 -o /dev/null -w "%{http_code}" http://203.0.113.80/ip) || fail "port 80 not allowed"
+  [ "$code" = 200 ] || fail "port 80: HTTP $code"
+  local before; before=$(counter 'PacketsDropCount{reason="policy-rejected"}')
+  t0=$(date +%s%N)
+  nsx $CLI1 curl -s -m 5 http://203.0.113.80:8080/ >/dev/null; code=$?
+  t1=$(date +%s%N)
+  [ "$code" = 7 ] || fail "port 8080: curl exit $code, expected 7 (connection refused by a RST)"
+  echo "    port 8080 refused in $(( (t1 - t0) / 1000000 )) ms"
+  [ $(( (t1 - t0) / 1000000 )) -lt 1000 ] || fail "the refusal took a timeout, not a RST"
+  local r; r=$(nsx $CLI1 python3 -c "
+import socket; s = socket.socket(2, 2); s.settimeout(2); s.connect(('203.0.113.7', 9)); s.send(b'x')
+try: s.recv(10); print('answered')
+except OSError as e: print(e.errno)")
+  [ "$r" = 113 ] || fail "UDP to port 9: '$r', expected EHOSTUNREACH (113) from ICMP administratively prohibited"
+  [ "$(counter 'PacketsDropCount{reason="policy-rejected"}')" -ge $((before + 2)) ] || fail "rejections not counted"
+  # Nothing reached the server for the rejected port.
+  ! grep -q ":8080" "$RUN/nginx.access.log" || fail "a rejected flow reached the server"
+}
+
+t_subnets_leave_from_their_pools() {
+  local a b
+  a=$(nsx $CLI1 curl -s -m 5 http://203.0.113.80/ip) || fail "cli1"
+  b=$(nsx $CLI2 curl -s -m 5 http://203.0.113.80/ip) || fail "cli2"
+  echo "    10.10.1.0/24 left as $a, 10.10.2.0/24 as $b"
+  [[ $a =~ ^198\.51\.100\.10:[0-9]+$ ]] || fail "cli1 (pool-a) seen as '$a'"
+  [[ $b =~ ^198\.51\.100\.11:([0-9]+)$ ]] || fail "cli2 (pool-b) seen as '$b'"
+  local port=${BASH_REMATCH[1]}
+  [ "$port" -ge 20000 ] && [ "$port" -le 39999 ] || fail "cli2 port $port is outside pool-b's 20000-39999"
+  # A per-source budget, across workers: 3 ports more than cli2 holds now (its earlier
+  # connections linger in TIME_WAIT), so of 5 new concurrent connections 3 get through.
+  local held; held=$(natgw flows | awk '$4 ~ /^10\.10\.2\.10:/ {print $4}' | sort -u | wc -l)
+  printf '[[subnet]]\ncidr = "10.10.2.0/24"\npool = "pool-b"\nport_budget = %d\n' $((held + 3)) > "$WORK/budget.toml"
+  natgw policy swap --hook port-pool "$POLICIES/subnet_port_pools.wasm" --config "$WORK/budget.toml" >/dev/null || fail "swap"
+  local before; before=$(counter ErrorPortAllocation)
+  local r; r=$(nsx $CLI2 python3 -c "
+import socket
+ok = 0
+socks = []
+for i in range(5):
+    s = socket.socket(); s.settimeout(1)
+    try: s.connect(('203.0.113.80', 80)); ok += 1; socks.append(s)
+    except OSError: pass
+print(ok)")
+  [ "$r" = 3 ] || fail "$r of 5 connections got through a budget of 3"
+  [ "$(counter ErrorPortAllocation)" -gt "$before" ] || fail "ErrorPortAllocation did not move"
+  natgw policy swap --hook port-pool "$POLICIES/subnet_port_pools.wasm" --config "$DEMO_POLICIES/subnet-port-pools.toml" >/dev/null || fail "swap back"
+}
+
+t_bad_policies_are_refused_and_old_one_serves() {
+  local out gen
+  gen=$(natgw policy list | awk '$1 == "egress" {print $2}')
+  printf 'not wasm\n' > "$WORK/junk.wasm"
+  out=$(natgw policy swap --hook egress "$WORK/junk.wasm" 2>&1) && fail "junk accepted"
+  echo "    $out"; echo "$out" | grep -q "junk.wasm.*magic number" || fail "no reason for junk: $out"
+  out=$(natgw policy swap --hook egress "$POLICIES/flow_log_filter.wasm" 2>&1) && fail "wrong world accepted"
+  echo "    $out"; echo "$out" | grep -q "flow_log_filter.wasm.*natgw:policy/egress@0.1.0" || fail "no reason for wrong world: $out"
+  printf 'default = "sometimes"\n' > "$WORK/badinit.toml"
+  out=$(natgw policy swap --hook egress "$POLICIES/egress_allowlist.wasm" --config "$WORK/badinit.toml" 2>&1) && fail "init error accepted"
+  echo "    $out"; echo "$out" | grep -q 'init rejected its config: default = "sometimes"' || fail "no reason for init: $out"
+  [ "$(natgw policy list | awk '$1 == "egress" {print $2}')" = "$gen" ] || fail "the serving generation changed"
+  nsx $CLI1 curl -s -m 5 -o /dev/null http://203.0.113.80/ip || fail "traffic stopped"
+  # The admin socket refuses non-root callers, for swaps too.
+  out=$(as_nobody policy swap --hook egress "$POLICIES/egress_allowlist.wasm" --socket "$SOCK" 2>&1) && fail "non-root swapped: $out"
+  return 0
+}
+
+t_misbehaving_policy_is_contained() {
+  local out
+  out=$(natgw policy swap --hook egress "$POLICIES/misbehaving_egress.wasm" --fail closed) || fail "swap: $out"
+  local before; before=$(counter PolicyErrors)
+  for port in 666 667 668; do   # trap, infinite loop, memory bomb
+    nsx $CLI1 curl -s -m 1 http://203.0.113.80:$port/ >/dev/null && fail "port $port got through a failing policy (fail closed)"
+    sleep 0.15
+    nsx $CLI1 curl -s -m 5 -o /dev/null http://203.0.113.80/ip || fail "after port $port: traffic stopped"
+  done
+  local errs; errs=$(( $(counter PolicyErrors) - before ))
+  echo "    PolicyErrors +$errs; $(natgw policy list | awk '$1 == "egress" {print "calls " $5 ", errors " $6 ", timeouts " $7}')"
+  [ "$errs" -ge 3 ] || fail "PolicyErrors moved by $errs"
+  grep -q "trap: unreachable" "$RUN/natgw.log" && grep -q "deadline" "$RUN/natgw.log" || fail "the log does not say why"
+  kill -0 "$(cat "$RUN/natgw.pid")" || fail "natgw died"
+  # Fail open lets flows through when the policy fails.
+  natgw policy swap --hook egress "$POLICIES/misbehaving_egress.wasm" --fail open >/dev/null || fail "swap"
+  nsx $CLI1 curl -s -m 2 http://203.0.113.80:666/ >/dev/null; [ $? = 7 ] || fail "fail open did not let port 666 reach the server"
+  swap_egress a --fail closed >/dev/null || fail "swap back"
+}
+
+# A steady UDP echo stream, 100 datagrams a second from cli2: prints "sent lost".
+udp_stream() {  # udp_stream SECONDS OUTFILE
+  nsx $CLI2 python3 - "$1" > "$2" <<'PY' &
+import socket, sys, threading, time
+dur = float(sys.argv[1]); s = socket.socket(2, 2); s.connect(("203.0.113.7", 7)); s.settimeout(0.5)
+got = set(); stop = False
+def rx():
+    while not stop:
+        try: got.add(int(s.recv(64)))
+        except (OSError, ValueError): pass
+t = threading.Thread(target=rx); t.start()
+n = int(dur * 100); start = time.time()
+for i in range(n):
+    s.send(b"%d" % i); time.sleep(max(0, start + (i + 1) / 100 - time.time()))
+time.sleep(1); stop = True; t.join()
+print(n, n - len(got))
+PY
+}
+
+t_hot_swap_under_load() {
+  echo_8081
+  nsx $INET iperf3 -s -B 203.0.113.80 -p 5201 -D -I "$WORK/iperf3.pid" >/dev/null || fail "iperf3 server"
+  sleep 0.3
+  # Baseline: the UDP stream and ping (20/s from cli1) under the same TCP load, no swaps.
+  nsx $CLI1 iperf3 -c 203.0.113.80 -p 5201 -t 12 -b 300M >/dev/null 2>&1 &
+  local bpid=$!
+  udp_stream 10 "$WORK/udp-base.txt"; local spid=$!
+  nsx $CLI1 ping -q -i 0.05 -w 10 203.0.113.80 > "$WORK/ping-base.txt" 2>&1 &
+  local ppid=$!
+  wait $spid $ppid $bpid
+  # Now with 100 swaps between two egress policies during a long TCP transfer.
+  nsx $CLI1 iperf3 -c 203.0.113.80 -p 5201 -t 25 -b 300M -J > "$WORK/iperf.json" 2>&1 &
+  local ipid=$!
+  sleep 1
+  udp_stream 20 "$WORK/udp-swap.txt"; spid=$!
+  nsx $CLI1 ping -q -i 0.05 -w 20 203.0.113.80 > "$WORK/ping-swap.txt" 2>&1 &
+  ppid=$!
+  local i out ms max=0 wrong=0 v p
+  for i in $(seq 1 100); do
+    if [ $((i % 2)) = 1 ]; then v=b; else v=a; fi
+    out=$(swap_egress $v) || fail "swap $i: $out"
+    ms=$(echo "$out" | sed -n 's/.*serving on every caller in \([0-9.]*\) ms.*/\1/p')
+    [ -n "$ms" ] || fail "swap $i did not reach every worker: $out"
+    max=$(python3 -c "print(max($max, $ms))")
+    # A connection opened now follows the generation just published.
+    p=$(probe_8081)
+    if [ $v = b ] && [ "$p" != refused ]; then wrong=$((wrong + 1)); echo "    swap $i (B): new connection $p"; fi
+    if [ $v = a ] && [ "$p" != open ]; then wrong=$((wrong + 1)); echo "    swap $i (A): new connection $p"; fi
+  done
+  echo "    100 swaps done $(date +%s.%N | cut -c1-14); slowest reached every worker in $max ms"
+  wait $ipid; local irc=$?
+  wait $spid $ppid
+  local bn bl sn sl
+  read -r bn bl < "$WORK/udp-base.txt"; read -r sn sl < "$WORK/udp-swap.txt"
+  local pl_base pl_swap
+  pl_base=$(grep -o '[0-9.]*% packet loss' "$WORK/ping-base.txt" | cut -d% -f1)
+  pl_swap=$(grep -o '[0-9.]*% packet loss' "$WORK/ping-swap.txt" | cut -d% -f1)
+  echo "    UDP echo lost: $bl/$bn without swaps, $sl/$sn with swaps; ping loss: $pl_base% without, $pl_swap% with"
+  python3 - "$WORK/iperf.json" <<'PY' || fail "the TCP transfer broke"
+import json, sys
+r = json.load(open(sys.argv[1]))
+if "error" in r: sys.exit("iperf3: " + r["error"])
+e = r["end"]["sum_received"]
+print("    iperf3: %.1f s, %.0f Mbit/s received, completed without a reset" % (e["seconds"], e["bits_per_second"] / 1e6))
+PY
+  [ "$irc" = 0 ] || fail "iperf3 exited $irc"
+  [ "$wrong" = 0 ] || fail "$wrong new connections did not follow the generation active when they started"
+  # Same loss with and without swaps (one datagram of slack: the runs differ in length).
+  [ "$sl" -le $((bl + 1)) ] || fail "UDP lost $sl with swaps against $bl without"
+  python3 -c "import sys; sys.exit(0 if float('$pl_swap') <= float('$pl_base') + 0.5 else 1)" || fail "ping lost $pl_swap% with swaps, $pl_base% without"
+  kill "$(cat "$WORK/iperf3.pid")" 2>/dev/null
+  return 0
+}
+
+t_revalidate_closes_denied_flows() {
+  echo_8081
+  swap_egress a >/dev/null || fail "swap to A"
+  # A long-lived connection to 8081, allowed by A; then B is swapped in with --revalidate.
+  nsx $CLI1 python3 - > "$WORK/long.txt" 2>&1 <<'PY' &
+import socket, time
+s = socket.create_connection(("203.0.113.80", 8081), timeout=3)
+for i in range(100):
+    try:
+        s.sendall(b"x"); assert s.recv(1) == b"x"
+    except OSError as e:
+        print("closed:", type(e).__name__); break
+    time.sleep(0.1)
+else:
+    print("still open")
+PY
+  local cpid=$!
+  sleep 1
+  local out; out=$(swap_egress b --revalidate) || fail "swap: $out"
+  echo "    $out"
+  echo "$out" | grep -Eq "[1-9][0-9]* revoked" || fail "no flow revoked"
+  wait $cpid
+  grep -q "closed: ConnectionResetError" "$WORK/long.txt" || fail "the denied connection was not reset: $(cat "$WORK/long.txt")"
+  [ "$(counter PolicyRevokedFlows)" -ge 1 ] || fail "PolicyRevokedFlows did not move"
+  # An allowed connection (port 80) is untouched by a revalidation.
+  nsx $CLI1 curl -s -m 5 -o /dev/null http://203.0.113.80/ip || fail "port 80 after revalidation"
+  swap_egress a >/dev/null || fail "swap back"
+}
+
+t_sighup_reloads_policies() {
+  echo_8081
+  local cfg=$ROOT/examples/demo/natgw.toml.e2e i
+  swap_egress a >/dev/null || fail "swap to A"
+  [ "$(probe_8081)" = open ] || fail "8081 should be open under A"
+  sed -i "s#policies/egress-allowlist.toml#policies/egress-allowlist-b.toml#" "$cfg"
+  kill -HUP "$(cat "$RUN/natgw.pid")"
+  for i in $(seq 50); do grep -q "SIGHUP: egress policy" "$RUN/natgw.log" && break; sleep 0.1; done
+  grep "SIGHUP" "$RUN/natgw.log" | tail -1 | sed 's/^/    /'
+  [ "$(probe_8081)" = refused ] || fail "8081 not refused after SIGHUP named variant B"
+  # A config that names a broken policy config: the reload is refused, B keeps serving.
+  printf 'default = "sometimes"\n' > "$WORK/badinit.toml"
+  sed -i "s#$DEMO_POLICIES/egress-allowlist-b.toml#$WORK/badinit.toml#" "$cfg"
+  kill -HUP "$(cat "$RUN/natgw.pid")"
+  for i in $(seq 50); do grep -q "SIGHUP: egress not swapped" "$RUN/natgw.log" && break; sleep 0.1; done
+  grep -q 'SIGHUP: egress not swapped.*sometimes' "$RUN/natgw.log" || fail "the refused reload was not explained"
+  [ "$(probe_8081)" = refused ] || fail "B stopped serving after a refused reload"
+  write_config "$cfg"
+  kill -HUP "$(cat "$RUN/natgw.pid")"
+  for i in $(seq 50); do [ "$(grep -c "SIGHUP: egress policy" "$RUN/natgw.log")" -ge 2 ] && break; sleep 0.1; done
+  [ "$(probe_8081)" = open ] || fail "A not back after the reload"
+}
+
+t_flow_log_records_finished_flows() {
+  nsx $CLI1 curl -s -m 5 -o /dev/null http://203.0.113.80/ip || fail "curl"
+  echo hi | nsx $CLI2 socat -t 1 - UDP4:203.0.113.7:7 >/dev/null || fail "udp"
+  # Stopping ends every flow; the flow-log thread writes them before natgw exits.
+  "$TOPO" stop
+  NATGW_CONFIG="$ROOT/examples/demo/natgw.toml.e2e" "$TOPO" start
+  python3 - "$RUN/flows.jsonl" <<'PY' || fail "flow log"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+assert recs, "no records"
+tcp = [r for r in recs if r["protocol"] == 6 and r.get("dstport") == 80]
+udp = [r for r in recs if r["protocol"] == 17 and r.get("dstport") == 7]
+assert tcp and udp, "missing the curl or the UDP flow: %s" % recs[-3:]
+for r in recs:
+    assert r["srcaddr"].endswith(".0"), "inside address not redacted: %s" % r
+    assert r["attributes"] == {"gateway": "natgw-demo"}, r
+    assert "tcp-flags" not in r, "dropped field present: %s" % r
+    assert r["packets"] >= 1 and r["end"] >= r["start"], r
+t = tcp[-1]
+assert t["pkt-srcaddr"] == "198.51.100.10" and t["pool"] == "pool-a" and t["interface-id"] == "in1", t
+assert udp[-1]["pkt-srcaddr"] == "198.51.100.11" and udp[-1]["pool"] == "pool-b", udp[-1]
+print("    %d records; e.g. %s" % (len(recs), json.dumps(t)[:240]))
+PY
+}
+
 ALL=(t_curl_sees_external_address t_udp_echo t_ping t_traceroute_shows_gateway_hop
      t_same_source_port_distinct_mappings t_fragments_pass_both_ways t_thousand_parallel_flows t_unsolicited_inbound_never_reaches_clients
      t_pmtu_upload_through_lower_mtu t_pmtu_download_via_gateway_icmp t_gateway_fragments_non_df_datagrams t_udp_mapping_expires
      t_malformed_frames_are_counted_not_fatal t_status_and_stats t_bad_config_and_startup_errors
+     t_egress_allowlist_allows_and_rejects t_subnets_leave_from_their_pools t_bad_policies_are_refused_and_old_one_serves
+     t_misbehaving_policy_is_contained t_hot_swap_under_load t_revalidate_closes_denied_flows t_sighup_reloads_policies
+     t_flow_log_records_finished_flows
      t_stop_leaves_nothing)
 SELECTED=("$@"); [ ${#SELECTED[@]} -eq 0 ] && SELECTED=("${ALL[@]}")
 

@@ -465,7 +465,7 @@ impl Config {
             return Err(invalid("flow_log.batch", fl.batch, "must be 1 to 65536"));
         }
         let flow_log = FlowLogConfig {
-            file: (!fl.file.is_empty()).then(|| base.join(&fl.file)),
+            file: (!fl.file.is_empty()).then(|| join_clean(base, &fl.file)),
             interval_ms: fl.interval_ms,
             batch: fl.batch,
         };
@@ -511,7 +511,9 @@ fn validate_pools(raw: &[RawPool], outside: &[Ipv4Addr], range: (u16, u16)) -> R
     let mut pools: Vec<PoolSpec> = Vec::new();
     for (i, r) in raw.iter().enumerate() {
         let key = format!("pool[{i}].name");
-        if r.name.is_empty() || r.name.len() > 64 || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        if r.name.is_empty()
+            || r.name.len() > 64
+            || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             return Err(invalid(key, &r.name, "must be 1-64 characters of letters, digits, '-', '_' or '.'"));
         }
@@ -560,6 +562,22 @@ fn validate_pools(raw: &[RawPool], outside: &[Ipv4Addr], range: (u16, u16)) -> R
     Ok(pools)
 }
 
+/// `base/rel` with `.` and `..` resolved lexically (the file need not exist yet).
+fn join_clean(base: &Path, rel: &str) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in base.join(rel).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn validate_policy(raw: &RawPolicy, base: &Path) -> Result<PolicyConfig, ConfigError> {
     if !(10..=1_000_000).contains(&raw.call_timeout_us) {
         return Err(invalid("policy.call_timeout_us", raw.call_timeout_us, "must be 10 to 1000000 microseconds"));
@@ -574,8 +592,8 @@ fn validate_policy(raw: &RawPolicy, base: &Path) -> Result<PolicyConfig, ConfigE
             return Err(invalid(key, "", "must be the path of a .wasm component"));
         }
         Ok(Some(HookConfig {
-            component: base.join(&r.component),
-            config: r.config.as_ref().map(|c| base.join(c)),
+            component: join_clean(base, &r.component),
+            config: r.config.as_ref().map(|c| join_clean(base, c)),
             fail: r.fail.unwrap_or(h.default_fail()),
         }))
     };
@@ -583,7 +601,11 @@ fn validate_policy(raw: &RawPolicy, base: &Path) -> Result<PolicyConfig, ConfigE
         call_timeout_us: raw.call_timeout_us,
         memory_limit_mb: raw.memory_limit_mb,
         cache_dir: (!raw.cache_dir.is_empty()).then(|| std::path::PathBuf::from(&raw.cache_dir)),
-        hooks: [hook(Hook::Egress, &raw.egress)?, hook(Hook::PortPool, &raw.port_pool)?, hook(Hook::FlowLog, &raw.flow_log)?],
+        hooks: [
+            hook(Hook::Egress, &raw.egress)?,
+            hook(Hook::PortPool, &raw.port_pool)?,
+            hook(Hook::FlowLog, &raw.flow_log)?,
+        ],
     })
 }
 
@@ -674,7 +696,7 @@ udp = 30
     #[test]
     fn policy_paths_are_relative_to_the_config_file() {
         let text = format!("{GOOD}\n[policy.egress]\ncomponent = \"p/e.wasm\"\nconfig = \"e.toml\"\n");
-        let c = Config::parse_in(&text, Path::new("/etc/natgw")).unwrap();
+        let c = Config::parse_in(&text.replace("p/e.wasm", "../natgw/./p/e.wasm"), Path::new("/etc/natgw")).unwrap();
         let h = c.policy.hooks[Hook::Egress.index()].as_ref().unwrap();
         assert_eq!(h.component, Path::new("/etc/natgw/p/e.wasm"));
         assert_eq!(h.config.as_deref(), Some(Path::new("/etc/natgw/e.toml")));

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use super::config::{self, Config, FailMode, Hook};
 use crate::counters::{self, Counter};
 use crate::io::l2thread::L2Thread;
 use crate::io::sys::{self, PacketSocket, PacketSocketOptions};
@@ -17,11 +18,10 @@ use crate::io::worker::{Worker, WorkerLink};
 use crate::io::{ControlRequest, FlowLine, IoError, Shared};
 use crate::l2::L2Link;
 use crate::nat::{InsideLink, NatConfig, Translator};
-use crate::wire::ETHERTYPE_IPV4;
-use super::config::{self, Config, FailMode, Hook};
 use crate::policy::flowlog::{FlowLogExporter, WallClock};
 use crate::policy::worker::WorkerPolicy;
 use crate::policy::{PolicyError, Runtime};
+use crate::wire::ETHERTYPE_IPV4;
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -115,7 +115,9 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
     let outside_link = cfg.inside.len() as u8;
     let l2 = L2Thread::new(l2_links, shared.clone(), vec![(outside_link, cfg.outside.gateway)])?;
 
+    let source_ports = Arc::new(crate::nat::pool::SourcePorts::default());
     let nat_cfg = |w: usize| NatConfig {
+        source_ports: source_ports.clone(),
         inside: cfg
             .inside
             .iter()
@@ -395,9 +397,8 @@ fn swap_and_wait(
 fn policy_swap(rt: &Runtime, shared: &Shared, json: &str) -> Result<String, ControlError> {
     let req: SwapRequest =
         serde_json::from_str(json).map_err(|e| ControlError::Refused(format!("bad swap request: {e}")))?;
-    let hook = Hook::parse(&req.hook).ok_or_else(|| {
-        ControlError::Refused(format!("unknown hook {:?} (egress, port-pool or flow-log)", req.hook))
-    })?;
+    let hook = Hook::parse(&req.hook)
+        .ok_or_else(|| ControlError::Refused(format!("unknown hook {:?} (egress, port-pool or flow-log)", req.hook)))?;
     if req.remove {
         rt.clear(hook);
         return Ok(format!("{hook} policy removed; the built-in behaviour applies to new flows"));

@@ -26,8 +26,8 @@ use crate::counters::{Counter, Counters};
 use crate::wire::checksum;
 use crate::wire::{
     self, ipv4_field, l4_field, parse_l4, EthernetFrame, Ipv4Packet, L4Header, WireError, ETHERNET_HEADER_LEN,
-    ETHERTYPE_IPV4, ICMP_CODE_ADMIN_PROHIBITED, ICMP_CODE_FRAG_NEEDED, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
-    ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    ETHERTYPE_IPV4, ICMP_CODE_ADMIN_PROHIBITED, ICMP_CODE_FRAG_NEEDED, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 use frag::{FragKey, FragTable};
 use policy::{AllowAll, EgressDecision, FlowPolicy, NewFlow, PoolDecision};
@@ -88,6 +88,9 @@ pub struct NatConfig {
     /// Pools of external addresses and ports; pool 0 is the default. Every address is one
     /// of `external_addrs`.
     pub pools: Vec<PoolSpec>,
+    /// Live mappings per inside source and pool, shared by every worker's translator
+    /// (per-source port budgets hold for the whole gateway).
+    pub source_ports: Arc<pool::SourcePorts>,
     pub outside_net: Ipv4Net,
     pub outside_gateway: Ipv4Addr,
     pub outside_mtu: u16,
@@ -261,7 +264,8 @@ const MAX_PENDING_FLOW_ENDS: usize = 4096;
 
 impl Translator {
     pub fn new(cfg: NatConfig, counters: Arc<Counters>, now_ms: u64) -> Self {
-        let mappings = Mappings::with_pools(cfg.pools.clone(), cfg.worker as u16, cfg.workers as u16);
+        let mappings =
+            Mappings::with_pools(cfg.pools.clone(), cfg.worker as u16, cfg.workers as u16, cfg.source_ports.clone());
         Translator {
             policy: Box::new(AllowAll),
             ended: Vec::new(),
@@ -1052,7 +1056,14 @@ impl Translator {
     /// the address it was sent to (RFC 793 "reset generation"): with the segment's ACK as
     /// sequence number when it has one, else acknowledging it. Shares the ICMP error
     /// budget; never answers a RST.
-    fn tcp_reset_reply(&mut self, frame: &[u8], p: &Parsed, meta: FrameMeta, out: &mut [u8], reason: Counter) -> Verdict {
+    fn tcp_reset_reply(
+        &mut self,
+        frame: &[u8],
+        p: &Parsed,
+        meta: FrameMeta,
+        out: &mut [u8],
+        reason: Counter,
+    ) -> Verdict {
         let L4Header::Tcp { src_port, dst_port, flags, header_len } = p.l4 else { return Verdict::Drop(reason) };
         if flags & TCP_RST != 0 || p.is_fragment || self.icmp_tokens == 0 {
             return Verdict::Drop(reason);
@@ -1065,9 +1076,13 @@ impl Translator {
         self.icmp_tokens -= 1;
         let seg_seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         let seg_ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
-        let seg_len = (tcp.len() - header_len) as u32 + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
-        let (seq, ack, rst_flags) =
-            if flags & TCP_ACK != 0 { (seg_ack, 0, TCP_RST) } else { (0, seg_seq.wrapping_add(seg_len), TCP_RST | TCP_ACK) };
+        let seg_len =
+            (tcp.len() - header_len) as u32 + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
+        let (seq, ack, rst_flags) = if flags & TCP_ACK != 0 {
+            (seg_ack, 0, TCP_RST)
+        } else {
+            (0, seg_seq.wrapping_add(seg_len), TCP_RST | TCP_ACK)
+        };
         let total = wire::IPV4_MIN_HEADER_LEN + 20;
         out[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         self.ip_ident = self.ip_ident.wrapping_add(1);

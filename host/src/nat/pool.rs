@@ -78,6 +78,65 @@ pub struct PoolSpec {
 /// Index of a pool in the config's list.
 pub type PoolId = u16;
 
+const SOURCE_SHARDS: usize = 64;
+
+/// Live mappings per (pool, inside address).
+type SourceCounts = HashMap<(PoolId, Ipv4Addr), u32, ahash::RandomState>;
+
+/// Live mappings per (pool, inside address), shared by every worker so that a per-source
+/// port budget holds for the gateway, not per worker. Touched only when a mapping is
+/// created or released (the slow path), in one of 64 shards.
+#[derive(Debug)]
+pub struct SourcePorts {
+    shards: Vec<std::sync::Mutex<SourceCounts>>,
+}
+
+impl Default for SourcePorts {
+    fn default() -> Self {
+        SourcePorts {
+            shards: (0..SOURCE_SHARDS)
+                .map(|_| std::sync::Mutex::new(HashMap::with_hasher(ahash::RandomState::new())))
+                .collect(),
+        }
+    }
+}
+
+impl SourcePorts {
+    fn shard(&self, a: Ipv4Addr) -> std::sync::MutexGuard<'_, SourceCounts> {
+        let i = (u32::from(a) as usize).wrapping_mul(0x9e37_79b9) >> 7;
+        self.shards[i % SOURCE_SHARDS].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes one more port for `a` in `pool` unless it already holds `budget`.
+    fn try_take(&self, pool: PoolId, a: Ipv4Addr, budget: Option<u32>) -> bool {
+        let mut m = self.shard(a);
+        let n = m.entry((pool, a)).or_insert(0);
+        if budget.is_some_and(|b| *n >= b) {
+            if *n == 0 {
+                m.remove(&(pool, a));
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn give_back(&self, pool: PoolId, a: Ipv4Addr) {
+        let mut m = self.shard(a);
+        if let std::collections::hash_map::Entry::Occupied(mut e) = m.entry((pool, a)) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    /// Live mappings of `a` in `pool`, over all workers.
+    pub fn held(&self, pool: PoolId, a: Ipv4Addr) -> u32 {
+        self.shard(a).get(&(pool, a)).copied().unwrap_or(0)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Mapping {
     pub proto: u8,
@@ -112,18 +171,24 @@ pub struct Mappings {
     /// Endpoint-independent mapping holds per pool: (pool, proto, inside addr, inside port).
     by_inside: HashMap<(PoolId, u8, Ipv4Addr, u16), MappingId, ahash::RandomState>,
     by_external: HashMap<(u8, Ipv4Addr, u16), MappingId, ahash::RandomState>,
-    /// Live mappings per (pool, inside address), for per-source port budgets.
-    per_source: HashMap<(PoolId, Ipv4Addr), u32, ahash::RandomState>,
+    /// Live mappings per (pool, inside address) over all workers, for port budgets.
+    per_source: std::sync::Arc<SourcePorts>,
 }
 
 impl Mappings {
     /// One pool: every external address with one port range.
     pub fn new(external_addrs: Vec<Ipv4Addr>, lo: u16, hi: u16, worker: u16, workers: u16) -> Self {
-        Self::with_pools(vec![PoolSpec { name: "default".into(), addrs: external_addrs, lo, hi }], worker, workers)
+        let specs = vec![PoolSpec { name: "default".into(), addrs: external_addrs, lo, hi }];
+        Self::with_pools(specs, worker, workers, Default::default())
     }
 
-    /// Several pools; pool 0 is the default one.
-    pub fn with_pools(specs: Vec<PoolSpec>, worker: u16, workers: u16) -> Self {
+    /// Several pools; pool 0 is the default one. `per_source` is shared by all workers.
+    pub fn with_pools(
+        specs: Vec<PoolSpec>,
+        worker: u16,
+        workers: u16,
+        per_source: std::sync::Arc<SourcePorts>,
+    ) -> Self {
         let mut external_addrs: Vec<Ipv4Addr> = Vec::new();
         for a in specs.iter().flat_map(|s| s.addrs.iter()) {
             if !external_addrs.contains(a) {
@@ -150,7 +215,7 @@ impl Mappings {
             free: Vec::new(),
             by_inside: HashMap::with_hasher(ahash::RandomState::new()),
             by_external: HashMap::with_hasher(ahash::RandomState::new()),
-            per_source: HashMap::with_hasher(ahash::RandomState::new()),
+            per_source,
         }
     }
 
@@ -214,16 +279,17 @@ impl Mappings {
         if pp.spec.addrs.is_empty() {
             return Err(PoolError::UnknownPool(pool));
         }
-        let held = self.per_source.get(&(pool, inside.addr)).copied().unwrap_or(0);
-        if let Some(b) = budget {
-            if held >= b {
-                return Err(PoolError::OverBudget { inside: inside.addr, pool: pp.spec.name.clone(), budget: b });
-            }
+        if !self.per_source.try_take(pool, inside.addr, budget) {
+            let budget = budget.unwrap_or(0);
+            return Err(PoolError::OverBudget { inside: inside.addr, pool: pp.spec.name.clone(), budget });
         }
         let ai = paired_address_index(inside.addr, pp.spec.addrs.len());
         let addr = pp.spec.addrs[ai];
         let (lo, hi) = (pp.spec.lo, pp.spec.hi);
-        let port = self.allocate_port(pi, proto, ai, inside.port).ok_or(PoolError::Exhausted { addr, proto, lo, hi })?;
+        let Some(port) = self.allocate_port(pi, proto, ai, inside.port) else {
+            self.per_source.give_back(pool, inside.addr);
+            return Err(PoolError::Exhausted { addr, proto, lo, hi });
+        };
         let m = Mapping { proto, inside, inside_if, external: Endpoint { addr, port }, pool, refs: 1 };
         let id = match self.free.pop() {
             Some(id) => {
@@ -237,7 +303,6 @@ impl Mappings {
         };
         self.by_inside.insert((pool, proto, inside.addr, inside.port), id);
         self.by_external.insert((proto, addr, port), id);
-        *self.per_source.entry((pool, inside.addr)).or_insert(0) += 1;
         Ok(id)
     }
 
@@ -258,12 +323,7 @@ impl Mappings {
         let m = slot.take().expect("checked above");
         self.by_inside.remove(&(m.pool, m.proto, m.inside.addr, m.inside.port));
         self.by_external.remove(&(m.proto, m.external.addr, m.external.port));
-        if let std::collections::hash_map::Entry::Occupied(mut e) = self.per_source.entry((m.pool, m.inside.addr)) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
-        }
+        self.per_source.give_back(m.pool, m.inside.addr);
         if let Some(pp) = self.pools.get_mut(usize::from(m.pool)) {
             if let Some(ai) = pp.spec.addrs.iter().position(|a| *a == m.external.addr) {
                 pp.used[proto_index(m.proto)][ai].set(m.external.port, false);
@@ -393,14 +453,14 @@ mod tests {
     fn pools_are_separate_and_budgets_hold() {
         let a = Ipv4Addr::new(198, 51, 100, 10);
         let b = Ipv4Addr::new(198, 51, 100, 20);
-        let mut m = Mappings::with_pools(
-            vec![
-                PoolSpec { name: "default".into(), addrs: vec![a], lo: 1024, hi: 65535 },
-                PoolSpec { name: "blue".into(), addrs: vec![b], lo: 20000, hi: 20999 },
-            ],
-            0,
-            1,
-        );
+        let specs = vec![
+            PoolSpec { name: "default".into(), addrs: vec![a], lo: 1024, hi: 65535 },
+            PoolSpec { name: "blue".into(), addrs: vec![b], lo: 20000, hi: 20999 },
+        ];
+        let shared = std::sync::Arc::new(SourcePorts::default());
+        let mut m = Mappings::with_pools(specs.clone(), 0, 2, shared.clone());
+        // Another worker's mappings count against the same budget.
+        let mut other = Mappings::with_pools(specs, 1, 2, shared.clone());
         let host = ep([10, 10, 2, 10], 5000);
         let x = m.acquire_in(1, Some(2), PROTO_UDP, host, 0).unwrap();
         let ext = m.get(x).unwrap().external;
@@ -416,6 +476,9 @@ mod tests {
         m.acquire_in(1, Some(2), PROTO_UDP, ep([10, 10, 2, 10], 5001), 0).unwrap();
         let err = m.acquire_in(1, Some(2), PROTO_UDP, ep([10, 10, 2, 10], 5002), 0).unwrap_err();
         assert!(matches!(err, PoolError::OverBudget { budget: 2, .. }), "{err}");
+        let err = other.acquire_in(1, Some(2), PROTO_UDP, ep([10, 10, 2, 10], 7000), 0).unwrap_err();
+        assert!(matches!(err, PoolError::OverBudget { .. }), "the budget is per gateway, not per worker");
+        assert_eq!(shared.held(1, Ipv4Addr::new(10, 10, 2, 10)), 2);
         // Another source has its own budget.
         m.acquire_in(1, Some(2), PROTO_UDP, ep([10, 10, 2, 11], 5002), 0).unwrap();
         // Releasing gives the budget back.

@@ -25,6 +25,7 @@ pub fn demo_config() -> NatConfig {
             InsideLink { name: "in2".into(), addresses: vec![Ipv4Net { addr: a("10.10.2.1"), prefix: 24 }], mtu: 1500 },
         ],
         external_addrs: vec![a("198.51.100.10")],
+        source_ports: Default::default(),
         pools: vec![PoolSpec { name: "default".into(), addrs: vec![a("198.51.100.10")], lo: 1024, hi: 65535 }],
         outside_net: Ipv4Net { addr: a("198.51.100.0"), prefix: 24 },
         outside_gateway: a("198.51.100.1"),

@@ -437,8 +437,7 @@ impl Runtime {
         fail: FailMode,
     ) -> Result<Arc<Generation>, PolicyError> {
         let display = component.display().to_string();
-        let bytes =
-            std::fs::read(component).map_err(|e| PolicyError::Read { path: display.clone(), source: e })?;
+        let bytes = std::fs::read(component).map_err(|e| PolicyError::Read { path: display.clone(), source: e })?;
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
             return Err(PolicyError::NotAComponent {
                 path: display,
@@ -469,8 +468,7 @@ impl Runtime {
             export: export.into(),
             reason: error_text(&e),
         };
-        let lifecycle =
-            lifecycle::GuestIndices::new(&pre).map_err(|e| wrong("natgw:policy/lifecycle@0.1.0", e))?;
+        let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(|e| wrong("natgw:policy/lifecycle@0.1.0", e))?;
         let exports = match hook {
             Hook::Egress => ExportIndices::Egress(
                 egress::GuestIndices::new(&pre).map_err(|e| wrong("natgw:policy/egress@0.1.0", e))?,
@@ -507,8 +505,8 @@ impl Runtime {
     /// A new instance of a generation: instantiate, then `init` with its config.
     pub fn instantiate(&self, g: &Generation) -> Result<HookInstance, PolicyError> {
         let path = g.file.display().to_string();
-        let tag: Arc<str> = format!("{}#{} ({})", g.hook, g.id, g.file.file_name().unwrap_or_default().to_string_lossy())
-            .into();
+        let tag: Arc<str> =
+            format!("{}#{} ({})", g.hook, g.id, g.file.file_name().unwrap_or_default().to_string_lossy()).into();
         let mut store = self.new_store(tag, INIT_DEADLINE);
         let instance = g
             .pre
@@ -608,7 +606,8 @@ impl Drop for Runtime {
 fn cache_dir_trusted(file: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Some(dir) = file.parent() else { return false };
-    std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == crate::io::sys::effective_uid() && m.mode() & 0o022 == 0)
+    std::fs::metadata(dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == crate::io::sys::effective_uid() && m.mode() & 0o022 == 0)
 }
 
 fn write_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
