@@ -9,9 +9,20 @@ cd "$ROOT"
 export PATH="$HOME/.cargo/bin:$PATH"
 echo "== style: rustfmt and clippy (warnings are errors)"
 cargo fmt --check
+cargo fmt --check --manifest-path sdk/Cargo.toml
+cargo fmt --check --all --manifest-path policies/Cargo.toml
 cargo clippy --all-targets --locked -q -- -D warnings
-echo "== cargo test (unit tests beside the code, simulated network)"
+cargo clippy --all-targets --locked -q --manifest-path sdk/Cargo.toml --features egress -- -D warnings
+for p in egress-allowlist subnet-port-pools flow-log-filter misbehaving-egress; do
+  cargo clippy --all-targets --locked -q --manifest-path policies/Cargo.toml -p "$p" -- -D warnings
+done
+echo "== cargo test (unit tests beside the code, simulated network, the Wasm policy runtime)"
 cargo test --locked
+echo "== policy SDK and built-in policies (native unit tests; one crate at a time: one world each)"
+cargo test --locked -q --manifest-path sdk/Cargo.toml --features egress
+for p in egress-allowlist subnet-port-pools flow-log-filter; do
+  cargo test --locked -q --manifest-path policies/Cargo.toml -p "$p"
+done
 echo "== end-to-end tests (namespaces, real programs)"
 tests/e2e/run.sh
 echo "== fuzz smoke (each target, 20000 runs; scripts/fuzz.sh 1000000 for the long run)"

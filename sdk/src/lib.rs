@@ -9,7 +9,7 @@
 //!
 //! A complete egress policy that refuses telnet and allows everything else:
 //!
-//! ```ignore
+//! ```no_run
 //! use natgw_policy_sdk::{export_policy, Egress, Flow, Policy, Verdict};
 //!
 //! struct NoTelnet;
@@ -58,7 +58,9 @@ use std::cell::RefCell;
     all(feature = "port-pool", any(feature = "flow-log", feature = "all")),
     all(feature = "flow-log", feature = "all"),
 ))]
-compile_error!("enable exactly one of the features egress, port-pool, flow-log, all (build each policy crate on its own)");
+compile_error!(
+    "enable exactly one of the features egress, port-pool, flow-log, all (build each policy crate on its own)"
+);
 #[cfg(not(any(feature = "egress", feature = "port-pool", feature = "flow-log", feature = "all")))]
 compile_error!("enable one of the features egress, port-pool, flow-log, all: the hook your policy implements");
 
@@ -80,14 +82,14 @@ pub mod bindings {
     pub mod all_world {
         wit_bindgen::generate!({ path: "wit/natgw-policy-0.1.0", world: "policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::all_world", export_macro_name: "export_all" });
     }
-    #[cfg(feature = "egress")]
-    pub use egress_world as world;
-    #[cfg(feature = "port-pool")]
-    pub use port_pool_world as world;
-    #[cfg(feature = "flow-log")]
-    pub use flow_log_world as world;
     #[cfg(feature = "all")]
     pub use all_world as world;
+    #[cfg(feature = "egress")]
+    pub use egress_world as world;
+    #[cfg(feature = "flow-log")]
+    pub use flow_log_world as world;
+    #[cfg(feature = "port-pool")]
+    pub use port_pool_world as world;
 }
 
 /// Transport protocol of a flow.
@@ -387,7 +389,9 @@ glue_for_world!(all_world);
 macro_rules! egress_glue {
     ($world:ident) => {
         impl<T: Egress> crate::bindings::$world::exports::natgw::policy::egress::Guest for Glue<T> {
-            fn check(f: crate::bindings::$world::natgw::policy::types::Flow) -> crate::bindings::$world::natgw::policy::types::Verdict {
+            fn check(
+                f: crate::bindings::$world::natgw::policy::types::Flow,
+            ) -> crate::bindings::$world::natgw::policy::types::Verdict {
                 use crate::bindings::$world::natgw::policy::types::Verdict as V;
                 match crate::__with::<T, _>(|p| p.check(&$world::flow_in(f))) {
                     Verdict::Allow => V::Allow,
@@ -519,19 +523,31 @@ flow_log_glue!(all_world);
 #[macro_export]
 macro_rules! export_policy {
     ($t:ty : egress) => {
+        #[allow(dead_code)]
         type __NatgwPolicy = $crate::Glue<$t>;
+        // Native builds (the policy's unit tests) export nothing.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::egress_world::export_egress!(__NatgwPolicy with_types_in $crate::bindings::egress_world);
     };
     ($t:ty : port_pool) => {
+        #[allow(dead_code)]
         type __NatgwPolicy = $crate::Glue<$t>;
+        // Native builds (the policy's unit tests) export nothing.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::port_pool_world::export_port_pool!(__NatgwPolicy with_types_in $crate::bindings::port_pool_world);
     };
     ($t:ty : flow_log) => {
+        #[allow(dead_code)]
         type __NatgwPolicy = $crate::Glue<$t>;
+        // Native builds (the policy's unit tests) export nothing.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::flow_log_world::export_flow_log!(__NatgwPolicy with_types_in $crate::bindings::flow_log_world);
     };
     ($t:ty : all) => {
+        #[allow(dead_code)]
         type __NatgwPolicy = $crate::Glue<$t>;
+        // Native builds (the policy's unit tests) export nothing.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::all_world::export_all!(__NatgwPolicy with_types_in $crate::bindings::all_world);
     };
 }

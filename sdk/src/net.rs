@@ -20,7 +20,8 @@ impl Cidr {
         }
         let (a, p) = s.split_once('/').unwrap_or((s, "32"));
         let addr: Ipv4Addr = a.parse().map_err(|_| format!("{s:?} is not an IPv4 address or CIDR"))?;
-        let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("{s:?} has a prefix length that is not 0-32"))?;
+        let prefix: u8 =
+            p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("{s:?} has a prefix length that is not 0-32"))?;
         Ok(Cidr { addr, prefix })
     }
 

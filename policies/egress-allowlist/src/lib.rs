@@ -60,14 +60,35 @@ impl Policy for Allowlist {
             let at = |k: &str| format!("rule[{i}].{k}");
             let protocol = match r.protocol.as_deref().unwrap_or("any") {
                 "any" => None,
-                p => Some(Protocol::parse(p).ok_or_else(|| format!("{} = {p:?}: must be tcp, udp, icmp or any", at("protocol")))?),
+                p => Some(
+                    Protocol::parse(p)
+                        .ok_or_else(|| format!("{} = {p:?}: must be tcp, udp, icmp or any", at("protocol")))?,
+                ),
             };
             rules.push(Rule {
                 action: verdict(&at("action"), &r.action)?,
-                dst: r.dst.as_deref().map(Cidr::parse).transpose().map_err(|e| format!("{}: {e}", at("dst")))?.unwrap_or(Cidr::ANY),
-                src: r.src.as_deref().map(Cidr::parse).transpose().map_err(|e| format!("{}: {e}", at("src")))?.unwrap_or(Cidr::ANY),
+                dst: r
+                    .dst
+                    .as_deref()
+                    .map(Cidr::parse)
+                    .transpose()
+                    .map_err(|e| format!("{}: {e}", at("dst")))?
+                    .unwrap_or(Cidr::ANY),
+                src: r
+                    .src
+                    .as_deref()
+                    .map(Cidr::parse)
+                    .transpose()
+                    .map_err(|e| format!("{}: {e}", at("src")))?
+                    .unwrap_or(Cidr::ANY),
                 protocol,
-                ports: r.ports.as_deref().map(PortRange::parse).transpose().map_err(|e| format!("{}: {e}", at("ports")))?.unwrap_or(PortRange::ANY),
+                ports: r
+                    .ports
+                    .as_deref()
+                    .map(PortRange::parse)
+                    .transpose()
+                    .map_err(|e| format!("{}: {e}", at("ports")))?
+                    .unwrap_or(PortRange::ANY),
             });
         }
         Ok(Allowlist { rules, default })
@@ -90,3 +111,47 @@ impl Egress for Allowlist {
 }
 
 export_policy!(Allowlist: egress);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natgw_policy_sdk::Ipv4Addr;
+
+    fn flow(protocol: Protocol, dst: [u8; 4], dst_port: u16) -> Flow {
+        Flow {
+            protocol,
+            src: Ipv4Addr::new(10, 10, 1, 10),
+            src_port: 40000,
+            dst: Ipv4Addr::from(dst),
+            dst_port,
+            ingress: 0,
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_decides_else_default() {
+        let mut p = Allowlist::init(
+            "default = \"reject\"\n\
+             [[rule]]\naction = \"deny\"\ndst = \"203.0.113.80\"\nports = \"8080\"\n\
+             [[rule]]\naction = \"allow\"\ndst = \"203.0.113.0/24\"\nprotocol = \"tcp\"\nports = \"80-8080\"\n\
+             [[rule]]\naction = \"allow\"\nprotocol = \"icmp\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.check(&flow(Protocol::Tcp, [203, 0, 113, 80], 80)), Verdict::Allow);
+        assert_eq!(p.check(&flow(Protocol::Tcp, [203, 0, 113, 80], 8080)), Verdict::Deny, "earlier rule wins");
+        assert_eq!(p.check(&flow(Protocol::Udp, [203, 0, 113, 80], 80)), Verdict::Reject, "protocol must match");
+        assert_eq!(p.check(&flow(Protocol::Tcp, [198, 51, 100, 1], 80)), Verdict::Reject);
+        assert_eq!(p.check(&flow(Protocol::Icmp, [192, 0, 2, 1], 0)), Verdict::Allow);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let e = Allowlist::init("[[rule]]\naction = \"allow\"\nports = \"90-80\"\n").err().unwrap();
+        assert!(e.contains("rule[0].ports"), "{e}");
+        let e = Allowlist::init("[[rule]]\naction = \"perhaps\"\n").err().unwrap();
+        assert!(e.contains("rule[0].action") && e.contains("perhaps"), "{e}");
+        let e = Allowlist::init("rules = 3\n").err().unwrap();
+        assert!(e.contains("rules"), "{e}");
+        assert_eq!(Allowlist::init("").unwrap().default, Verdict::Deny);
+    }
+}

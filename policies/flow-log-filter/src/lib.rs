@@ -75,7 +75,7 @@ impl FlowLog for Filter {
         let mut out = Vec::with_capacity(batch.len());
         for mut r in batch {
             self.seen = self.seen.wrapping_add(1);
-            if self.seen % self.one_in != 0 || (self.skip_empty && r.packets_in == 0) {
+            if !self.seen.is_multiple_of(self.one_in) || (self.skip_empty && r.packets_in == 0) {
                 continue;
             }
             r.flow.src = Ipv4Addr::from(u32::from(r.flow.src) & mask);
@@ -86,3 +86,49 @@ impl FlowLog for Filter {
 }
 
 export_policy!(Filter: flow_log);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natgw_policy_sdk::{EndReason, Flow, Protocol};
+
+    fn rec(i: u8, packets_in: u64) -> FlowRecord {
+        FlowRecord {
+            flow: Flow {
+                protocol: Protocol::Udp,
+                src: Ipv4Addr::new(10, 10, 1, i),
+                src_port: 5000,
+                dst: Ipv4Addr::new(203, 0, 113, 7),
+                dst_port: 7,
+                ingress: 0,
+            },
+            nat_src: Ipv4Addr::new(198, 51, 100, 10),
+            nat_src_port: 5000,
+            pool: "pool-a".into(),
+            packets_out: 1,
+            bytes_out: 40,
+            packets_in,
+            bytes_in: 40 * packets_in,
+            start_unix_ns: 1,
+            end_unix_ns: 2,
+            tcp_flags: 0,
+            end_reason: EndReason::IdleTimeout,
+        }
+    }
+
+    #[test]
+    fn samples_redacts_skips_and_annotates() {
+        let mut f = Filter::init(
+            "sample_one_in = 2\nredact_inside_prefix = 16\nskip_empty = true\ndrop_fields = [\"pool\"]\n[attributes]\na = \"b\"\n",
+        )
+        .unwrap();
+        let out = f.process((1..=8).map(|i| rec(i, if i == 4 { 0 } else { 1 })).collect());
+        // Every second record (2, 4, 6, 8), minus 4 which had no answer.
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|e| e.record.flow.src == Ipv4Addr::new(10, 10, 0, 0)));
+        assert_eq!(out[0].omit, vec![Field::Pool]);
+        assert_eq!(out[0].attributes, vec![("a".to_string(), "b".to_string())]);
+        assert!(Filter::init("drop_fields = [\"colour\"]").err().unwrap().contains("colour"));
+        assert!(Filter::init("sample_one_in = 0").err().unwrap().contains("sample_one_in"));
+    }
+}

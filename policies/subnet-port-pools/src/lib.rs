@@ -59,3 +59,36 @@ impl PortPool for SubnetPools {
 }
 
 export_policy!(SubnetPools: port_pool);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natgw_policy_sdk::{Ipv4Addr, Protocol};
+
+    fn from(src: [u8; 4]) -> Flow {
+        Flow {
+            protocol: Protocol::Tcp,
+            src: Ipv4Addr::from(src),
+            src_port: 1,
+            dst: Ipv4Addr::new(203, 0, 113, 80),
+            dst_port: 80,
+            ingress: 0,
+        }
+    }
+
+    #[test]
+    fn subnet_to_pool() {
+        let mut p = SubnetPools::init(
+            "default_pool = \"shared\"\n[[subnet]]\ncidr = \"10.10.1.0/24\"\npool = \"a\"\n[[subnet]]\ncidr = \"10.10.0.0/16\"\npool = \"b\"\nport_budget = 9\n",
+        )
+        .unwrap();
+        assert_eq!(p.select(&from([10, 10, 1, 5])), Some(Selection { pool: "a".into(), port_budget: None }));
+        assert_eq!(p.select(&from([10, 10, 2, 5])), Some(Selection { pool: "b".into(), port_budget: Some(9) }));
+        assert_eq!(p.select(&from([192, 168, 0, 1])), Some(Selection { pool: "shared".into(), port_budget: None }));
+        assert_eq!(SubnetPools::init("").unwrap().select(&from([10, 0, 0, 1])), None);
+        assert!(SubnetPools::init("[[subnet]]\ncidr = \"10.0.0.0/40\"\npool = \"a\"\n")
+            .err()
+            .unwrap()
+            .contains("subnet[0].cidr"));
+    }
+}
