@@ -78,6 +78,7 @@ fn egress_allowlist_decides_in_rule_order() {
     assert_eq!(wp.egress(&flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], 81)), EgressDecision::Reject);
     assert_eq!(wp.egress(&flow(PROTO_UDP, [10, 10, 1, 10], [203, 0, 113, 9], 5353)), EgressDecision::Deny);
     assert_eq!(wp.egress(&flow(PROTO_UDP, [10, 10, 1, 10], [203, 0, 113, 9], 53)), EgressDecision::Reject);
+    wp.batch_boundary();
     let g = rt.current(Hook::Egress).unwrap();
     assert_eq!(g.stats.calls.load(std::sync::atomic::Ordering::Relaxed), 4);
     assert_eq!(counters.get(Counter::PolicyErrors), 0);

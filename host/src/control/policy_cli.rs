@@ -67,6 +67,7 @@ pub fn policy_bench(hook: Hook, file: &Path, config: Option<&Path>, calls: u64) 
     };
     run(calls / 10 + 1);
     let elapsed = run(calls);
+    wp.batch_boundary();
     let g = rt.current(hook).expect("swapped in above");
     let errors = g.stats.errors.load(std::sync::atomic::Ordering::Relaxed);
     Ok(format!(

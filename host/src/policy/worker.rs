@@ -24,6 +24,8 @@ pub struct HookSlot {
     instance: Option<HookInstance>,
     retry_at: Instant,
     last_log: Option<Instant>,
+    /// Calls not yet added to the generation's statistics.
+    calls: u64,
 }
 
 /// The outcome of one policy call.
@@ -37,7 +39,7 @@ pub enum Called<R> {
 
 impl HookSlot {
     pub fn new(hook: Hook) -> Self {
-        HookSlot { hook, generation: None, instance: None, retry_at: Instant::now(), last_log: None }
+        HookSlot { hook, generation: None, instance: None, retry_at: Instant::now(), last_log: None, calls: 0 }
     }
 
     pub fn generation_id(&self) -> u64 {
@@ -46,6 +48,7 @@ impl HookSlot {
 
     /// Takes over the current generation if it changed.
     pub fn refresh(&mut self, rt: &Runtime, caller: usize, counters: &Counters) {
+        self.publish_calls();
         let id = rt.current_id(self.hook);
         if id == self.generation_id() {
             return;
@@ -88,19 +91,21 @@ impl HookSlot {
         counters: &Counters,
         f: impl FnOnce(&mut HookInstance) -> Result<R, String>,
     ) -> Called<R> {
-        let Some(g) = self.generation.clone() else { return Called::NoPolicy };
-        g.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let Some(g) = self.generation.as_deref() else { return Called::NoPolicy };
+        let fail = g.fail;
+        // Counted locally, published at the batch boundary: no shared cache line per call.
+        self.calls += 1;
         if self.instance.is_none() {
             if Instant::now() < self.retry_at {
                 counters.inc(Counter::PolicyErrors);
                 g.stats.errors.fetch_add(1, Ordering::Relaxed);
-                return Called::Failed(g.fail);
+                return Called::Failed(fail);
             }
-            match rt.instantiate(&g) {
+            match rt.instantiate(g) {
                 Ok(i) => self.instance = Some(i),
                 Err(e) => {
                     self.failed(counters, &format!("cannot instantiate: {e}"));
-                    return Called::Failed(g.fail);
+                    return Called::Failed(fail);
                 }
             }
         }
@@ -115,8 +120,15 @@ impl HookSlot {
                 // After a trap the instance may not be entered again.
                 self.instance = None;
                 self.failed(counters, &why);
-                Called::Failed(g.fail)
+                Called::Failed(fail)
             }
+        }
+    }
+
+    /// Adds the calls made since the last time to the generation's statistics.
+    pub fn publish_calls(&mut self) {
+        if let Some(g) = &self.generation {
+            g.stats.calls.fetch_add(std::mem::take(&mut self.calls), Ordering::Relaxed);
         }
     }
 }
