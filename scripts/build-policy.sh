@@ -31,14 +31,19 @@ export PATH="$HOME/.cargo/bin:$PATH"
 command -v wasm-tools >/dev/null || { echo "build-policy: wasm-tools is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 mkdir -p "$OUT"
 TARGET=wasm32-unknown-unknown
+# --locked when the crate's workspace has a lock file (ours do): reproducible builds.
+locked() {
+  local root; root=$(cd "$1" && cargo locate-project --workspace --message-format plain 2>/dev/null)
+  [ -n "$root" ] && [ -f "$(dirname "$root")/Cargo.lock" ] && echo --locked
+}
 if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
   ROUTE="rustup $(rustc --version | cut -d' ' -f2) with its $TARGET target"
-  build() { cargo build --release --locked --target "$TARGET" --manifest-path "$1/Cargo.toml" -q; }
+  build() { cargo build --release $(locked "$1") --target "$TARGET" --manifest-path "$1/Cargo.toml" -q; }
 elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v wasm-ld-16 >/dev/null; then
   ROUTE="Debian rustc-web $(/usr/bin/rustc --version | cut -d' ' -f2) with -Zbuild-std (no rustup $TARGET target here)"
   build() {
     RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-16 \
-      /usr/bin/cargo build --release --locked -Zbuild-std=std,panic_abort --target "$TARGET" --manifest-path "$1/Cargo.toml" -q
+      /usr/bin/cargo build --release $(locked "$1") -Zbuild-std=std,panic_abort --target "$TARGET" --manifest-path "$1/Cargo.toml" -q
   }
 else
   echo "build-policy: no way to build for $TARGET: install rustup's target (rustup target add $TARGET)" \
