@@ -15,8 +15,9 @@
 # Tests: tcp1 tcp4 (iperf3, Gbit/s), udp (trafgen 64-byte UDP, pps arriving at srv),
 #        cps (wrk, Connection: close, nginx; connections/s), lat (sockperf ping-pong with
 #        /dev/cpu_dma_latency=0 held so idle vCPUs poll; RTT p50/p99 µs),
-#        swap (natgw2pol only: 50 egress policy swaps, median ms until every worker serves
-#        the new generation).
+#        swap (natgw2pol only: 50 egress policy swaps between two configs of one component;
+#        median ms from the swap request to every worker serving the new generation:
+#        compile (from cache) + validate + init per worker + publish + switch).
 # After the table: the cost of one policy call (natgw policy bench).
 # usage: scripts/bench.sh   env: REPS=3 DUR=10 MODES="kernel natgw1 natgw2" TESTS="tcp1 tcp4 udp cps lat"
 #        OUT=bench-results.txt (raw lines, appended), then a table of medians and ratios.
@@ -182,7 +183,8 @@ t_swap() {
   for i in $(seq 50); do
     local cfg=$W/egress-a.toml; [ $((i % 2)) = 1 ] && cfg=$W/egress-b.toml
     ms+=("$("$NATGW" policy swap --socket "$W/admin.sock" --hook egress "$ROOT/target/policies/egress_allowlist.wasm" \
-      --config "$cfg" | sed -n 's/.*serving on every caller in \([0-9.]*\) ms.*/\1/p')")
+      --config "$cfg" | sed -n 's/.*validated in \([0-9.]*\) ms; serving on every caller in \([0-9.]*\) ms.*/\1 \2/p' \
+      | awk '{printf "%.2f", $1 + $2}')")
   done
   printf '%s\n' "${ms[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%s max=%s\n", a[int((NR+1)/2)], a[NR]}'
 }
@@ -241,7 +243,7 @@ for t in tests:
     cells = []
     for m in modes:
         if m not in med: cells.append("-"); continue
-        c = f"{med[m]:.2f}" if t in ("tcp1", "tcp4") else f"{med[m]:.1f}" if t == "lat" else f"{med[m]:.0f}"
+        c = f"{med[m]:.2f}" if t in ("tcp1", "tcp4", "swap") else f"{med[m]:.1f}" if t == "lat" else f"{med[m]:.0f}"
         if t == "lat" and p99.get((t, m)): c += f" ({statistics.median(p99[(t, m)]):.0f})"
         cells.append(c)
     ratios = []
