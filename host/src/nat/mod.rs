@@ -170,6 +170,19 @@ fn drop_for(e: WireError) -> Counter {
     }
 }
 
+/// What a policy is told about a flow, from the key of its inside host's packets.
+fn new_flow_of(key: &FlowKey, ingress: u8) -> NewFlow {
+    NewFlow {
+        proto: key.proto,
+        src: key.src,
+        src_port: key.src_port,
+        dst: key.dst,
+        // ICMP echo: the identifier is in src_port; there is no destination port.
+        dst_port: if key.proto == PROTO_ICMP { 0 } else { key.dst_port },
+        ingress: u16::from(ingress),
+    }
+}
+
 /// Which worker owns a port (or ICMP identifier). Mirrored by the kernel steering program.
 pub fn owner_of_port(port: u16, workers: usize) -> usize {
     usize::from(port) % workers.max(1)
@@ -340,18 +353,10 @@ impl Translator {
                 continue;
             }
             let ingress = match flow.egress[REPLY] {
-                Egress::Inside(i) => u16::from(i),
+                Egress::Inside(i) => i,
                 Egress::Outside => 0,
             };
-            let nf = NewFlow {
-                proto: k.proto,
-                src: k.src,
-                src_port: k.src_port,
-                dst: k.dst,
-                dst_port: if k.proto == PROTO_ICMP { 0 } else { k.dst_port },
-                ingress,
-            };
-            if self.policy.egress(&nf) != EgressDecision::Allow {
+            if self.policy.egress(&new_flow_of(&k, ingress)) != EgressDecision::Allow {
                 revoke.push(id);
             }
         }
@@ -743,14 +748,7 @@ impl Translator {
     /// The slow path's policy questions for a new flow from the inside: may it leave, and
     /// from which pool. Runs before any port is allocated.
     fn ask_policy(&mut self, key: &FlowKey, link: u8) -> Result<(PoolId, Option<u32>), Counter> {
-        let nf = NewFlow {
-            proto: key.proto,
-            src: key.src,
-            src_port: key.src_port,
-            dst: key.dst,
-            dst_port: if key.proto == PROTO_ICMP { 0 } else { key.dst_port },
-            ingress: u16::from(link),
-        };
+        let nf = new_flow_of(key, link);
         match self.policy.egress(&nf) {
             EgressDecision::Allow => {}
             EgressDecision::Deny => return Err(Counter::DropPolicyDenied),
