@@ -361,11 +361,7 @@ fn swap_and_wait(
     for w in 0..workers {
         shared.wake(w);
     }
-    // Egress and port-pool run on the workers; flow-log on the flow-log thread.
-    let callers: Vec<usize> = match hook {
-        Hook::FlowLog => vec![rt.flow_log_caller()],
-        _ => (0..workers).collect(),
-    };
+    let callers: Vec<usize> = rt.callers_of(hook).collect();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !callers.iter().all(|&c| rt.serving(hook, c) == g.id) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(200));

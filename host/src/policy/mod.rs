@@ -215,7 +215,7 @@ pub struct HookStatus {
     pub errors: u64,
     pub timeouts: u64,
     pub fail: String,
-    /// Generation each caller (workers, then the flow-log thread) is serving.
+    /// Generation each caller of the hook (the workers, or the flow-log thread) serves.
     pub serving: Vec<u64>,
 }
 
@@ -316,6 +316,15 @@ impl Runtime {
     /// The caller index of the flow-log thread.
     pub fn flow_log_caller(&self) -> usize {
         self.callers - 1
+    }
+
+    /// The callers that run a hook: the workers for egress and port-pool, the flow-log
+    /// thread for flow-log.
+    pub fn callers_of(&self, hook: Hook) -> std::ops::Range<usize> {
+        match hook {
+            Hook::FlowLog => self.flow_log_caller()..self.callers,
+            Hook::Egress | Hook::PortPool => 0..self.flow_log_caller(),
+        }
     }
 
     pub fn pool_names(&self) -> &[String] {
@@ -495,8 +504,11 @@ impl Runtime {
             prepared: Vec::new(),
         };
         let mut prepared = Vec::with_capacity(self.callers);
-        for _ in 0..self.callers {
-            prepared.push(Mutex::new(Some(self.instantiate(&generation)?)));
+        for caller in 0..self.callers {
+            // Only the callers that run this hook get an instance.
+            let inst =
+                if self.callers_of(hook).contains(&caller) { Some(self.instantiate(&generation)?) } else { None };
+            prepared.push(Mutex::new(inst));
         }
         generation.prepared = prepared;
         Ok(Arc::new(generation))
@@ -570,7 +582,7 @@ impl Runtime {
                     errors: g.stats.errors.load(Ordering::Relaxed),
                     timeouts: g.stats.timeouts.load(Ordering::Relaxed),
                     fail: g.fail.to_string(),
-                    serving: self.serving[h.index()].iter().map(|s| s.load(Ordering::Acquire)).collect(),
+                    serving: self.callers_of(h).map(|c| self.serving(h, c)).collect(),
                 })
             })
             .collect()
