@@ -158,8 +158,8 @@ pub enum HookExports {
     FlowLog(flow_log::Guest),
 }
 
-/// A compiled, validated policy for one hook, with one prepared instance per caller
-/// (each worker, then the flow-log thread).
+/// A compiled, validated policy for one hook, with one prepared instance for each caller
+/// that runs the hook (`Runtime::callers_of`).
 pub struct Generation {
     pub id: u64,
     pub hook: Hook,
@@ -436,8 +436,8 @@ impl Runtime {
             .collect())
     }
 
-    /// Compiles and validates a policy for `hook` and prepares one instance per caller,
-    /// each initialised with the config text. Nothing is published.
+    /// Compiles and validates a policy for `hook` and prepares one instance for each caller
+    /// that runs it, each initialised with the config text. Nothing is published.
     pub fn prepare(
         &self,
         hook: Hook,
