@@ -53,6 +53,20 @@ counters! {
     /// Flow-log entries written after the flow-log policy (sampling and filtering happen
     /// between FlowLogRecords and this).
     FlowLogExported => "FlowLogExported",
+    /// Flow records waiting for the OTLP exporter: its buffer and the batch in flight (a
+    /// gauge).
+    OtlpRecordsQueued => "OtlpRecordsQueued",
+    /// Flow records the collector accepted.
+    OtlpRecordsSent => "OtlpRecordsSent",
+    /// Export calls that failed (collector down or refusing, TLS, timeout) and are tried
+    /// again after a backoff.
+    OtlpExportRetries => "OtlpExportRetries",
+    /// Flow records lost to OTLP: its buffer was full, or the gateway stopped before the
+    /// collector took them.
+    OtlpRecordsDropped => "OtlpRecordsDropped",
+    /// Metric exports the collector accepted, and those that failed.
+    OtlpMetricExports => "OtlpMetricExports",
+    OtlpMetricExportErrors => "OtlpMetricExportErrors",
     /// Frames moved to another worker (fragments, hairpin) to keep a flow on its owner.
     HandoffFrames => "HandoffFrames",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
@@ -85,6 +99,32 @@ counters! {
     DropPolicyError => "PacketsDropCount{reason=\"policy-error\"}",
     /// A packet of a flow a new egress policy revoked (answered with a RST for TCP).
     DropPolicyRevoked => "PacketsDropCount{reason=\"policy-revoked\"}",
+}
+
+impl Counter {
+    /// The metric name without labels, and the drop reason if it is one:
+    /// `("PacketsDropCount", Some("bad-ihl"))`.
+    pub fn metric(self) -> (&'static str, Option<&'static str>) {
+        let name = self.name();
+        match name.split_once("{reason=\"") {
+            Some((base, rest)) => (base, Some(rest.trim_end_matches("\"}"))),
+            None => (name, None),
+        }
+    }
+
+    /// A level, not a running total.
+    pub fn is_gauge(self) -> bool {
+        matches!(self, Counter::ActiveConnectionCount | Counter::OtlpRecordsQueued)
+    }
+
+    /// The unit, in UCUM as OpenTelemetry uses it.
+    pub fn unit(self) -> &'static str {
+        if self.metric().0.starts_with("Bytes") {
+            "By"
+        } else {
+            "1"
+        }
+    }
 }
 
 const N: usize = Counter::ALL.len();
@@ -138,6 +178,14 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn metric_splits_the_drop_reason() {
+        assert_eq!(Counter::DropBadIhl.metric(), ("PacketsDropCount", Some("bad-ihl")));
+        assert_eq!(Counter::BytesOutToSource.metric(), ("BytesOutToSource", None));
+        assert_eq!(Counter::BytesOutToSource.unit(), "By");
+        assert!(Counter::ActiveConnectionCount.is_gauge() && !Counter::PacketsInFromSource.is_gauge());
     }
 
     #[test]

@@ -17,4 +17,6 @@ pub mod l2;
 pub mod nat;
 #[cfg(feature = "gateway")]
 pub mod policy;
+#[cfg(feature = "gateway")]
+pub mod telemetry;
 pub mod wire;

@@ -35,13 +35,18 @@ enum Command {
         #[arg(long, default_value = DEFAULT_ADMIN)]
         socket: String,
     },
-    /// One line per flow: pre- and post-NAT tuples, state, age, packets, bytes.
+    /// One line per flow: pre- and post-NAT tuples, state, age, packets, bytes. With
+    /// --follow: every flow record as it is exported, one JSON object per line.
     Flows {
         #[arg(long, default_value = DEFAULT_ADMIN)]
         socket: String,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Stream flow records (finished, interim, refused flows) as they are emitted,
+        /// after the flow-log policy, until interrupted.
+        #[arg(long)]
+        follow: bool,
     },
     /// Wasm policies: swap, list, remove on a running gateway; check or benchmark offline.
     Policy {
@@ -211,7 +216,8 @@ fn main() -> ExitCode {
             .map_err(control::ControlError::from),
         Command::Status { socket } => control::admin_request(&socket, "status").map(|s| print!("{s}")),
         Command::Stats { socket } => control::admin_request(&socket, "stats").map(|s| print!("{s}")),
-        Command::Flows { socket, json } => control::admin_request(&socket, "flows").map(|s| {
+        Command::Flows { socket, follow: true, .. } => control::follow_flows(&socket),
+        Command::Flows { socket, json, .. } => control::admin_request(&socket, "flows").map(|s| {
             if json {
                 print!("{s}")
             } else {

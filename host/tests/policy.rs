@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use natgw::control::config::{FailMode, Hook, PolicyConfig};
 use natgw::counters::{Counter, Counters};
 use natgw::nat::policy::{EgressDecision, FlowPolicy, NewFlow, PoolDecision, DEFAULT_POOL};
-use natgw::nat::{EndReason, FlowEnd};
-use natgw::policy::flowlog::{entry_json, process_batch, wit_record, WallClock};
+use natgw::nat::{EndReason, FlowDirection, FlowEnd};
+use natgw::policy::flowlog::{export_batch, WallClock};
 use natgw::policy::worker::{HookSlot, WorkerPolicy};
 use natgw::policy::{PolicyError, Runtime};
+use natgw::telemetry::record::Value;
 use natgw::wire::{PROTO_TCP, PROTO_UDP};
 
 fn component(name: &str) -> PathBuf {
@@ -225,27 +226,47 @@ fn flow_log_filter_samples_redacts_and_annotates() {
         src: natgw::conntrack::Endpoint { addr: Ipv4Addr::new(10, 10, 1, 10 + i), port: 40000 },
         dst: natgw::conntrack::Endpoint { addr: Ipv4Addr::new(203, 0, 113, 80), port: 80 },
         ingress: 0,
-        nat_src: natgw::conntrack::Endpoint { addr: Ipv4Addr::new(198, 51, 100, 10), port: 40000 },
+        nat_src: natgw::conntrack::Endpoint { addr: Ipv4Addr::new(198, 51, 100, 10), port: 40000 + u16::from(i) },
         pool: 0,
         packets: [10, 8],
         bytes: [1000, 8000],
         tcp_flags: 0x1b,
         start_ms: 1000,
         end_ms: 5000,
-        reason: EndReason::Closed,
+        created_ms: 1000,
+        reason: if i == 9 { EndReason::Refused } else { EndReason::Closed },
+        direction: FlowDirection::Egress,
+        verdict: if i == 9 { EgressDecision::Reject } else { EgressDecision::Allow },
+        policy_generation: 4,
     };
     let clock = WallClock { epoch_ns: 1_700_000_000_000_000_000 };
-    let records = (0..10).map(|i| wit_record(&end(i), rt.pool_names(), clock)).collect();
-    let out = process_batch(&mut slot, &rt, &counters, records);
+    let ends: Vec<FlowEnd> = (0..10).map(end).collect();
+    let out = export_batch(&mut slot, &rt, &counters, &ends, clock, &["in1".into()]);
     assert_eq!(out.len(), 5, "one in two");
-    let j = entry_json(&out[0], &["in1".into()]);
-    assert_eq!(j["srcaddr"], "10.10.1.0", "redacted to /24: {j}");
-    assert!(j.get("srcport").is_none(), "dropped field: {j}");
-    assert_eq!(j["dstport"], 80);
-    assert_eq!(j["pkt-srcaddr"], "198.51.100.10");
-    assert_eq!(j["bytes"], 9000);
-    assert_eq!(j["start"], 1_700_000_001u64);
-    assert_eq!(j["attributes"]["site"], "lab");
-    assert_eq!(j["interface-id"], "in1");
+    let j = out[0].to_json();
+    assert_eq!(j["source.address"], "10.10.1.0", "redacted to /24: {j}");
+    assert!(j.get("source.port").is_none(), "dropped field: {j}");
+    assert_eq!(j["destination.port"], 80);
+    assert_eq!(j["natgw.nat.source.address"], "198.51.100.10");
+    assert_eq!(j["natgw.flow.bytes"], 9000);
+    assert_eq!(j["natgw.flow.start"], 1_700_000_001_000_000_000u64);
+    assert_eq!(j["site"], "lab");
+    assert_eq!(j["network.interface.name"], "in1");
+    // The gateway's own fields are joined back to the records the policy kept, by identity.
+    assert_eq!((j["natgw.flow.action"].as_str(), j["natgw.policy.generation"].as_i64()), (Some("ACCEPT"), Some(4)));
+    let last = out.last().unwrap();
+    let port = |r: &natgw::telemetry::record::ExportRecord| match r.get("natgw.nat.source.port") {
+        Some(Value::Int(p)) => *p,
+        other => panic!("{other:?}"),
+    };
+    if port(last) == 40009 {
+        assert_eq!(last.get("natgw.flow.action"), Some(&Value::Str("REJECT".into())));
+        assert_eq!(last.get("natgw.flow.end_reason"), Some(&Value::Str("refused".into())));
+        assert_eq!(last.get("natgw.policy.verdict"), Some(&Value::Str("reject".into())));
+    }
+    for r in &out {
+        let want = if port(r) == 40009 { Some(false) } else { Some(true) };
+        assert_eq!(r.accepted, want, "{r:?}");
+    }
     assert_eq!(counters.get(Counter::PolicyErrors), 0);
 }

@@ -195,6 +195,22 @@ pub struct Flow {
     /// A new egress policy denied this flow: its packets are dropped (TCP answered with a
     /// RST) until it expires.
     pub revoked: bool,
+    /// The egress policy generation that admitted it (0: no policy was installed).
+    pub policy_generation: u64,
+    /// What the flow log has already reported (interim records for long flows).
+    pub reported: Reported,
+}
+
+/// Counters and time of a flow's last flow-log record; the next one counts from here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    /// 0: nothing reported yet (the window starts at the flow's creation).
+    pub at_ms: u64,
+    /// The TCP connection closed (FIN both ways, or RST) and its final record went out;
+    /// the entry only lingers (TIME-WAIT) now.
+    pub closed: bool,
 }
 
 impl Flow {
@@ -397,6 +413,8 @@ mod tests {
             expires_ms: 0,
             mapping: None,
             revoked: false,
+            policy_generation: 0,
+            reported: Reported::default(),
         };
         f.refresh(now, t);
         f

@@ -45,6 +45,10 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     #[serde(default)]
     pub flow_log: RawFlowLog,
+    #[serde(default)]
+    pub otlp: RawOtlp,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,17 +102,101 @@ pub struct RawHook {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawFlowLog {
-    /// Append one JSON object per exported flow to this file. "" = no flow log.
+    /// Produce flow records at all (for the file, OTLP and `natgw flows --follow`).
+    pub enabled: bool,
+    /// Append one JSON object per exported flow to this file. "" = no flow log file.
     pub file: String,
     /// Hand finished flows to the flow-log policy and the exporters at least this often.
     pub interval_ms: u64,
     /// At most this many records per batch.
     pub batch: usize,
+    /// A flow that lives longer gets a record at least this often (counting its packets
+    /// since the previous one). 0 = only when it ends.
+    pub active_interval_s: u64,
+    /// A record for every flow the egress policy denies or rejects (action REJECT).
+    pub refused: bool,
 }
 
 impl Default for RawFlowLog {
     fn default() -> Self {
-        RawFlowLog { file: String::new(), interval_ms: 1000, batch: 256 }
+        RawFlowLog {
+            enabled: true,
+            file: String::new(),
+            interval_ms: 1000,
+            batch: 256,
+            active_interval_s: 60,
+            refused: true,
+        }
+    }
+}
+
+/// OTLP export of flow records (logs) and counters (metrics) to an OpenTelemetry collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtlp {
+    /// Base URL of the collector, e.g. "http://127.0.0.1:4317". "" = no OTLP export.
+    pub endpoint: String,
+    /// "grpc" or "http/protobuf".
+    pub protocol: String,
+    /// Sent with every export (gRPC metadata or HTTP headers), e.g. an API key.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// "none" or "gzip".
+    pub compression: String,
+    /// PEM file of the certificate authorities to trust for an https endpoint; "" = the
+    /// system's roots.
+    pub ca_file: String,
+    /// Deadline of one export call.
+    pub timeout_ms: u64,
+    /// Export flow records as OTLP logs.
+    pub logs: bool,
+    /// Export the counters as OTLP metrics, this often (0 = no metrics).
+    pub metrics_interval_ms: u64,
+    /// Flow records kept while the collector cannot be reached; past this, records are
+    /// dropped and counted.
+    pub buffer_records: usize,
+    /// Records per export call.
+    pub batch: usize,
+    /// Backoff between failed exports: starts here, doubles, stops growing at retry_max_ms.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// The `service.instance.id` resource attribute; "" = the host name.
+    pub instance_id: String,
+    /// More resource attributes.
+    pub resource: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RawOtlp {
+    fn default() -> Self {
+        RawOtlp {
+            endpoint: String::new(),
+            protocol: "grpc".into(),
+            headers: Default::default(),
+            compression: "none".into(),
+            ca_file: String::new(),
+            timeout_ms: 5000,
+            logs: true,
+            metrics_interval_ms: 10_000,
+            buffer_records: 65_536,
+            batch: 512,
+            retry_initial_ms: 250,
+            retry_max_ms: 5000,
+            instance_id: String::new(),
+            resource: Default::default(),
+        }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Serve the counters as Prometheus text at http://LISTEN/metrics. "" = off.
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics { listen: "127.0.0.1:9108".into() }
     }
 }
 
@@ -270,6 +358,10 @@ pub struct Config {
     pub pools: Vec<PoolSpec>,
     pub policy: PolicyConfig,
     pub flow_log: FlowLogConfig,
+    /// None: no OTLP export.
+    pub otlp: Option<OtlpConfig>,
+    /// The Prometheus endpoint's address; None: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -290,9 +382,48 @@ pub struct HookConfig {
 
 #[derive(Debug, Clone)]
 pub struct FlowLogConfig {
+    pub enabled: bool,
     pub file: Option<std::path::PathBuf>,
     pub interval_ms: u64,
     pub batch: usize,
+    pub active_interval_s: u64,
+    pub refused: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// Scheme, host and port, no trailing slash.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    pub headers: Vec<(String, String)>,
+    pub gzip: bool,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub timeout_ms: u64,
+    pub logs: bool,
+    pub metrics_interval_ms: u64,
+    pub buffer_records: usize,
+    pub batch: usize,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub instance_id: Option<String>,
+    pub resource: Vec<(String, String)>,
+}
+
+impl OtlpConfig {
+    /// Where one signal goes: gRPC takes the base URL, HTTP appends `/v1/logs` or
+    /// `/v1/metrics` (as OTEL_EXPORTER_OTLP_ENDPOINT does).
+    pub fn signal_url(&self, signal: &str) -> String {
+        match self.protocol {
+            OtlpProtocol::Grpc => self.endpoint.clone(),
+            OtlpProtocol::HttpProtobuf => format!("{}/v1/{signal}", self.endpoint),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -464,10 +595,23 @@ impl Config {
         if !(1..=65536).contains(&fl.batch) {
             return Err(invalid("flow_log.batch", fl.batch, "must be 1 to 65536"));
         }
+        if fl.active_interval_s > 86_400 {
+            return Err(invalid("flow_log.active_interval_s", fl.active_interval_s, "must be 0 (off) to 86400"));
+        }
         let flow_log = FlowLogConfig {
+            enabled: fl.enabled,
             file: (!fl.file.is_empty()).then(|| join_clean(base, &fl.file)),
             interval_ms: fl.interval_ms,
             batch: fl.batch,
+            active_interval_s: fl.active_interval_s,
+            refused: fl.refused,
+        };
+        let otlp = validate_otlp(&raw.otlp, base)?;
+        let metrics_listen = match raw.metrics.listen.trim() {
+            "" => None,
+            l => Some(l.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid("metrics.listen", l, "is not an address:port like 127.0.0.1:9108 (\"\" turns it off)")
+            })?),
         };
         Ok(Config {
             inside,
@@ -486,6 +630,8 @@ impl Config {
             pools,
             policy,
             flow_log,
+            otlp,
+            metrics_listen,
         })
     }
 
@@ -563,6 +709,97 @@ fn validate_pools(raw: &[RawPool], outside: &[Ipv4Addr], range: (u16, u16)) -> R
 }
 
 /// `base/rel` with `.` and `..` resolved lexically (the file need not exist yet).
+/// A header name as HTTP/2 and gRPC metadata accept it: lower-case token characters.
+fn valid_header_name(k: &str) -> bool {
+    !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+fn validate_otlp(raw: &RawOtlp, base: &Path) -> Result<Option<OtlpConfig>, ConfigError> {
+    let endpoint = raw.endpoint.trim().trim_end_matches('/');
+    if endpoint.is_empty() {
+        return Ok(None);
+    }
+    let bad_url =
+        || invalid("otlp.endpoint", &raw.endpoint, "is not a URL like http://127.0.0.1:4317 or https://collector:4318");
+    let rest = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://")).ok_or_else(bad_url)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
+        invalid("otlp.endpoint", &raw.endpoint, "needs a port (4317 is OTLP/gRPC's, 4318 OTLP/HTTP's)")
+    })?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad_url());
+    }
+    let protocol = match raw.protocol.as_str() {
+        "grpc" => OtlpProtocol::Grpc,
+        "http/protobuf" => OtlpProtocol::HttpProtobuf,
+        p => return Err(invalid("otlp.protocol", p, "must be \"grpc\" or \"http/protobuf\"")),
+    };
+    let gzip = match raw.compression.as_str() {
+        "none" => false,
+        "gzip" => true,
+        c => return Err(invalid("otlp.compression", c, "must be \"none\" or \"gzip\"")),
+    };
+    for (k, v) in &raw.headers {
+        if !valid_header_name(k) {
+            return Err(invalid(
+                format!("otlp.headers.{k}"),
+                k,
+                "is not a header name (lower-case letters, digits, - _ .)",
+            ));
+        }
+        if v.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+            return Err(invalid(format!("otlp.headers.{k}"), v, "must be printable ASCII"));
+        }
+    }
+    let ca_file = (!raw.ca_file.is_empty()).then(|| join_clean(base, &raw.ca_file));
+    if let Some(p) = &ca_file {
+        if !endpoint.starts_with("https://") {
+            return Err(invalid("otlp.ca_file", &raw.ca_file, "is set but otlp.endpoint is not https://"));
+        }
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| invalid("otlp.ca_file", p.display(), format!("cannot be read: {e}")))?;
+        if !text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(invalid("otlp.ca_file", p.display(), "holds no PEM certificate"));
+        }
+    }
+    let range = |key: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(key, v, format!("must be {lo} to {hi}")))
+        }
+    };
+    let timeout_ms = range("otlp.timeout_ms", raw.timeout_ms, 10, 600_000)?;
+    let metrics_interval_ms = match raw.metrics_interval_ms {
+        0 => 0,
+        v => range("otlp.metrics_interval_ms", v, 100, 3_600_000)?,
+    };
+    let buffer_records = range("otlp.buffer_records", raw.buffer_records as u64, 1, 16 << 20)? as usize;
+    let batch = range("otlp.batch", raw.batch as u64, 1, 65_536)? as usize;
+    let retry_initial_ms = range("otlp.retry_initial_ms", raw.retry_initial_ms, 1, 600_000)?;
+    let retry_max_ms = range("otlp.retry_max_ms", raw.retry_max_ms, retry_initial_ms, 3_600_000)?;
+    for k in raw.resource.keys() {
+        if k.is_empty() || k.chars().any(char::is_whitespace) {
+            return Err(invalid(format!("otlp.resource.{k}"), k, "is not an attribute name"));
+        }
+    }
+    Ok(Some(OtlpConfig {
+        endpoint: endpoint.to_string(),
+        protocol,
+        headers: raw.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        gzip,
+        ca_file,
+        timeout_ms,
+        logs: raw.logs,
+        metrics_interval_ms,
+        buffer_records,
+        batch,
+        retry_initial_ms,
+        retry_max_ms,
+        instance_id: (!raw.instance_id.is_empty()).then(|| raw.instance_id.clone()),
+        resource: raw.resource.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }))
+}
+
 fn join_clean(base: &Path, rel: &str) -> std::path::PathBuf {
     use std::path::Component;
     let mut out = std::path::PathBuf::new();
@@ -670,6 +907,45 @@ udp = 30
         assert!(e.contains("policy.call_timeout_us") && e.contains('0'), "{e}");
         let e = err(&format!("{GOOD}\n[policy.egress]\ncomponent = \"a.wasm\"\nfail = \"sometimes\"\n"));
         assert!(e.contains("sometimes") && e.contains("fail"), "{e}");
+    }
+
+    #[test]
+    fn telemetry_defaults_and_errors() {
+        let c = Config::parse(GOOD).unwrap();
+        assert!(c.otlp.is_none(), "no endpoint, no OTLP");
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9108".parse().unwrap()));
+        assert!(c.flow_log.enabled && c.flow_log.refused);
+        assert_eq!(c.flow_log.active_interval_s, 60);
+
+        let with = |t: &str| format!("{GOOD}{t}");
+        let c = Config::parse(&with(
+            "[otlp]\nendpoint = \"http://127.0.0.1:4318/\"\nprotocol = \"http/protobuf\"\n\
+             compression = \"gzip\"\nheaders = { \"x-api-key\" = \"k1\" }\n[otlp.resource]\n\
+             \"deployment.environment.name\" = \"lab\"\n[metrics]\nlisten = \"\"\n",
+        ))
+        .unwrap();
+        let o = c.otlp.unwrap();
+        assert_eq!(o.signal_url("logs"), "http://127.0.0.1:4318/v1/logs");
+        assert!(o.gzip);
+        assert_eq!(o.headers, vec![("x-api-key".to_string(), "k1".to_string())]);
+        assert_eq!(o.resource[0].0, "deployment.environment.name");
+        assert_eq!(c.metrics_listen, None);
+
+        for (text, key, value) in [
+            ("[otlp]\nendpoint = \"127.0.0.1:4317\"", "otlp.endpoint", "127.0.0.1:4317"),
+            ("[otlp]\nendpoint = \"http://collector\"", "otlp.endpoint", "http://collector"),
+            ("[otlp]\nendpoint = \"http://c:4317\"\nprotocol = \"udp\"", "otlp.protocol", "udp"),
+            ("[otlp]\nendpoint = \"http://c:4317\"\ncompression = \"zstd\"", "otlp.compression", "zstd"),
+            ("[otlp]\nendpoint = \"http://c:4317\"\nbuffer_records = 0", "otlp.buffer_records", "0"),
+            ("[otlp]\nendpoint = \"http://c:4317\"\nca_file = \"/etc/hostname\"", "otlp.ca_file", "/etc/hostname"),
+            ("[otlp]\nendpoint = \"https://c:4317\"\nca_file = \"/etc/hostname\"", "otlp.ca_file", "no PEM"),
+            ("[otlp]\nendpoint = \"http://c:4317\"\nheaders = { \"Bad Name\" = \"v\" }", "otlp.headers", "Bad Name"),
+            ("[metrics]\nlisten = \"localhost\"", "metrics.listen", "localhost"),
+            ("[flow_log]\nactive_interval_s = 100000", "flow_log.active_interval_s", "100000"),
+        ] {
+            let e = err(&with(text));
+            assert!(e.contains(key) && e.contains(value), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -18,10 +18,14 @@ use crate::io::worker::{Worker, WorkerLink};
 use crate::io::{ControlRequest, FlowLine, IoError, Shared};
 use crate::l2::L2Link;
 use crate::nat::{InsideLink, NatConfig, Translator};
-use crate::policy::flowlog::{FlowLogExporter, WallClock};
+use crate::policy::flowlog::{FlowLogExporter, Sinks, WallClock};
 use crate::policy::worker::WorkerPolicy;
 use crate::policy::{PolicyError, Runtime};
+use crate::telemetry::follow::Followers;
+use crate::telemetry::otlp::OtlpExporter;
+use crate::telemetry::prometheus;
 use crate::wire::ETHERTYPE_IPV4;
+use crossbeam_queue::ArrayQueue;
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -45,6 +49,8 @@ pub enum ControlError {
     Policy(#[from] PolicyError),
     #[error("{0}")]
     Refused(String),
+    #[error("{key} = \"{addr}\": cannot listen: {source}")]
+    Listen { key: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// Starts the gateway and blocks until SIGINT/SIGTERM. On SIGHUP the policy hooks are
@@ -87,7 +93,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
 
     let workers = cfg.worker_count();
     let mtus: Vec<u32> = inside_info.iter().chain(std::iter::once(&outside_info)).map(|i| i.mtu).collect();
-    let shared = Arc::new(Shared::new(workers, &mtus, cfg.flow_log.file.is_some())?);
+    let shared = Arc::new(Shared::new(workers, &mtus, cfg.flow_log.enabled)?);
     sys::install_signal_handlers();
 
     // Policies: compiled, validated and instantiated before any packet moves; a bad one
@@ -162,10 +168,16 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         }
         let mut translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
         translator.set_policy(Box::new(WorkerPolicy::new(rt.clone(), w, shared.counters[w].clone())));
-        translator.record_flow_ends(shared.flow_log_enabled);
+        translator.record_flow_ends(shared.flow_log_enabled, cfg.flow_log.refused, cfg.flow_log.active_interval_s);
         built.push(Worker::new(w, links, translator, shared.clone(), cfg.rx_buffers, cfg.busy_poll_us)?);
     }
 
+    let prometheus_listener = match cfg.metrics_listen {
+        Some(a) => {
+            Some(prometheus::bind(a).map_err(|e| ControlError::Listen { key: "metrics.listen", addr: a, source: e })?)
+        }
+        None => None,
+    };
     // Last step that can fail: nothing is left on disk when an earlier one does.
     let admin = bind_admin(&cfg.admin_socket)?;
     let mut threads = Vec::new();
@@ -207,11 +219,65 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         ),
         max_flows: cfg.max_flows,
     };
+    // Telemetry: the OTLP exporter thread (flow records and metrics), the Prometheus
+    // endpoint, the followers of `natgw flows --follow`.
+    let followers = Arc::new(Followers::default());
+    let otlp_queue = cfg
+        .otlp
+        .as_ref()
+        .filter(|o| o.logs && cfg.flow_log.enabled)
+        .map(|o| Arc::new(ArrayQueue::new(o.buffer_records)));
+    let otlp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let otlp_thread = match &cfg.otlp {
+        Some(o) => {
+            let exporter = OtlpExporter {
+                cfg: o.clone(),
+                queue: otlp_queue.clone().unwrap_or_else(|| Arc::new(ArrayQueue::new(1))),
+                counters: shared.exporter_counters(),
+                all: shared.counters.clone(),
+            };
+            let stop = otlp_stop.clone();
+            eprintln!(
+                "natgw: otlp: exporting {} to {} over {}",
+                match (o.logs && cfg.flow_log.enabled, o.metrics_interval_ms > 0) {
+                    (true, true) => "flow records and metrics",
+                    (true, false) => "flow records",
+                    (false, true) => "metrics",
+                    (false, false) => "nothing",
+                },
+                o.endpoint,
+                match o.protocol {
+                    crate::control::config::OtlpProtocol::Grpc => "gRPC",
+                    crate::control::config::OtlpProtocol::HttpProtobuf => "HTTP/protobuf",
+                }
+            );
+            Some(
+                std::thread::Builder::new()
+                    .name("natgw-otlp".into())
+                    .spawn(move || {
+                        if let Err(e) = exporter.run(stop) {
+                            eprintln!("natgw: {e}; nothing is exported over OTLP");
+                        }
+                    })
+                    .map_err(|e| IoError::Os("spawn", e))?,
+            )
+        }
+        None => None,
+    };
+    if let Some(l) = prometheus_listener {
+        let counters = shared.counters.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("natgw-metrics".into())
+                .spawn(move || prometheus::serve(l, counters, sys::stop_requested))
+                .map_err(|e| IoError::Os("spawn", e))?,
+        );
+    }
     let exporter = FlowLogExporter {
         rt: rt.clone(),
         queue: shared.flow_ends.clone(),
-        counters: shared.counters[workers].clone(),
-        file: cfg.flow_log.file.clone(),
+        counters: shared.flow_log_counters(),
+        sinks: Sinks { file: cfg.flow_log.file.clone(), followers: followers.clone(), otlp: otlp_queue },
         interval: Duration::from_millis(cfg.flow_log.interval_ms),
         batch: cfg.flow_log.batch,
         clock: WallClock::new(shared.start),
@@ -226,11 +292,12 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         .map_err(|e| IoError::Os("spawn", e))?;
     let admin_shared = shared.clone();
     let admin_rt = rt.clone();
+    let admin_followers = cfg.flow_log.enabled.then(|| followers.clone());
     let admin_path = cfg.admin_socket.clone();
     threads.push(
         std::thread::Builder::new()
             .name("natgw-admin".into())
-            .spawn(move || serve_admin(admin, admin_shared, admin_rt, status))
+            .spawn(move || serve_admin(admin, admin_shared, admin_rt, status, admin_followers))
             .map_err(|e| IoError::Os("spawn", e))?,
     );
     eprintln!(
@@ -257,6 +324,11 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
     }
     workers_done.store(true, std::sync::atomic::Ordering::Release);
     let _ = exporter_thread.join();
+    // The flow-log thread has queued the last records; the OTLP thread delivers them.
+    otlp_stop.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(t) = otlp_thread {
+        let _ = t.join();
+    }
     let _ = std::fs::remove_file(&admin_path);
     eprintln!("natgw: stopped");
     Ok(())
@@ -403,7 +475,13 @@ fn policy_swap(rt: &Runtime, shared: &Shared, json: &str) -> Result<String, Cont
     swap_and_wait(rt, shared, hook, &component, req.config.as_deref(), req.fail, req.revalidate)
 }
 
-fn serve_admin(listener: UnixListener, shared: Arc<Shared>, rt: Arc<Runtime>, status: StatusInfo) {
+fn serve_admin(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    rt: Arc<Runtime>,
+    status: StatusInfo,
+    followers: Option<Arc<Followers>>,
+) {
     for conn in listener.incoming() {
         if sys::stop_requested() {
             break;
@@ -424,6 +502,19 @@ fn serve_admin(listener: UnixListener, shared: Arc<Shared>, rt: Arc<Runtime>, st
         }
         let line = line.trim();
         let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
+        if cmd == "flows-follow" {
+            match &followers {
+                Some(f) => {
+                    // The connection now belongs to the followers: every record from here on.
+                    let _ = conn.write_all(b"");
+                    f.add(conn);
+                }
+                None => {
+                    let _ = conn.write_all(b"error: flow records are off (flow_log.enabled = false)\n");
+                }
+            }
+            continue;
+        }
         let reply = match cmd {
             "status" => status_text(&shared, &status),
             "stats" => stats_text(&shared),
@@ -471,7 +562,11 @@ fn status_text(shared: &Shared, s: &StatusInfo) -> String {
 }
 
 fn stats_text(shared: &Shared) -> String {
-    counters::total(&shared.counters).iter().map(|(c, v)| format!("{} {}\n", c.name(), v)).collect()
+    let mut out: String =
+        counters::total(&shared.counters).iter().map(|(c, v)| format!("{} {}\n", c.name(), v)).collect();
+    out += &crate::telemetry::otlp::health_line(&shared.counters);
+    out.push('\n');
+    out
 }
 
 fn flows_json(shared: &Shared) -> String {
@@ -498,6 +593,26 @@ pub fn admin_request(path: &str, command: &str) -> Result<String, ControlError> 
     std::io::Read::read_to_string(&mut s, &mut out)
         .map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
     Ok(out)
+}
+
+/// `natgw flows --follow`: copies the gateway's flow records to stdout as they come.
+pub fn follow_flows(path: &str) -> Result<(), ControlError> {
+    use std::io::BufRead;
+    let connect = |e| ControlError::Connect { path: path.into(), source: e };
+    let mut s = UnixStream::connect(path).map_err(connect)?;
+    s.write_all(b"flows-follow\n").map_err(connect)?;
+    let stdout = std::io::stdout();
+    for line in BufReader::new(s).lines() {
+        let line = line.map_err(connect)?;
+        if let Some(e) = line.strip_prefix("error: ") {
+            return Err(ControlError::Refused(e.to_string()));
+        }
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            break; // the reader went away (a closed pipe)
+        }
+    }
+    Ok(())
 }
 
 /// `conntrack -L`-like lines.

@@ -92,8 +92,8 @@ impl Shared {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| IoError::Os("eventfd", e))?;
         Ok(Shared {
-            // One per worker, then one for the control and flow-log threads.
-            counters: (0..=workers).map(|_| Arc::new(Counters::default())).collect(),
+            // One per worker, then one for the flow-log thread, one for the OTLP exporter.
+            counters: (0..workers + 2).map(|_| Arc::new(Counters::default())).collect(),
             neighbours: ArcSwap::from_pointee(NeighbourTable::default()),
             neighbour_version: AtomicU64::new(0),
             resolve_requests: ArrayQueue::new(1024),
@@ -123,6 +123,16 @@ impl Shared {
         if let Some(fd) = self.wake.get(worker) {
             sys::eventfd_signal(std::os::fd::AsRawFd::as_raw_fd(fd));
         }
+    }
+
+    /// The flow-log thread's counters (it is their only writer).
+    pub fn flow_log_counters(&self) -> Arc<Counters> {
+        self.counters[self.counters.len() - 2].clone()
+    }
+
+    /// The OTLP exporter thread's counters (it is their only writer).
+    pub fn exporter_counters(&self) -> Arc<Counters> {
+        self.counters[self.counters.len() - 1].clone()
     }
 
     /// Milliseconds since the gateway started: the clock every core function is given.

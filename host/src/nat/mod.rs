@@ -19,8 +19,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::conntrack::{
-    tcp_transition, Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, FlowTable, Rewrite, Side, TcpState, Timeouts,
-    ORIGINAL, REPLY,
+    tcp_transition, Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, FlowTable, Reported, Rewrite, Side, TcpState,
+    Timeouts, ORIGINAL, REPLY,
 };
 use crate::counters::{Counter, Counters};
 use crate::wire::checksum;
@@ -212,12 +212,23 @@ pub struct Translator {
     icmp_refill_ms: u64,
     ip_ident: u16,
     policy: Box<dyn FlowPolicy>,
-    /// Finished flows for the flow log, when `record_flow_ends` is on.
+    /// Flow-log records, when `record_flow_ends` is on.
     ended: Vec<FlowEnd>,
     record_flow_ends: bool,
+    /// Also record refused flows.
+    record_refused: bool,
+    /// Interim records for flows older than this (0: none).
+    active_interval_ms: u64,
+    /// When tick last looked for flows due an interim record.
+    interim_scan_ms: u64,
+    /// The IP length of the packet being translated, for a refused flow's record.
+    packet_len: u64,
+    /// Time of the packet being translated.
+    packet_ms: u64,
 }
 
-/// Why a flow ended (the flow log's `end-reason`).
+/// Why the flow log has a record (its `end-reason`): the flow ended, is still running
+/// (an interim record, every `flow_log.active_interval_s`), or was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndReason {
@@ -226,16 +237,31 @@ pub enum EndReason {
     IdleTimeout,
     Revalidated,
     Shutdown,
+    /// Still running: an interim record.
+    Active,
+    /// The egress policy denied or rejected it; it never got a mapping.
+    Refused,
 }
 
-/// A finished flow, as the flow log records it: the inside host's view before
-/// translation, the external endpoint it left from, and its counters.
+/// Who opened the flow, as VPC Flow Logs' `flow-direction` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowDirection {
+    /// From an inside host (the usual NAT flow).
+    Egress,
+    /// From outside, to a mapping (endpoint-independent filtering only).
+    Ingress,
+}
+
+/// A flow-log record as the translator produces it: the inside host's view before
+/// translation, the external endpoint it left from, and its counters over the record's
+/// window (`start_ms`..`end_ms`: since the flow's previous record, or its creation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowEnd {
     pub proto: u8,
     pub src: Endpoint,
     pub dst: Endpoint,
     pub ingress: u8,
+    /// 0.0.0.0:0 for a refused flow.
     pub nat_src: Endpoint,
     pub pool: PoolId,
     /// Inside to outside, then outside to inside.
@@ -244,7 +270,14 @@ pub struct FlowEnd {
     pub tcp_flags: u8,
     pub start_ms: u64,
     pub end_ms: u64,
+    /// When the flow was created (equal to `start_ms` in its first record).
+    pub created_ms: u64,
     pub reason: EndReason,
+    pub direction: FlowDirection,
+    /// The egress verdict that admitted (Allow) or refused the flow.
+    pub verdict: EgressDecision,
+    /// The egress policy generation that gave the verdict (0: no policy installed).
+    pub policy_generation: u64,
 }
 
 impl FlowEnd {
@@ -252,6 +285,7 @@ impl FlowEnd {
         // The direction whose packets come from the inside host.
         let d = if flow.keys[ORIGINAL].side == Side::Inside { ORIGINAL } else { REPLY };
         let k = flow.keys[d];
+        let r = &flow.reported;
         FlowEnd {
             proto: k.proto,
             src: Endpoint { addr: k.src, port: k.src_port },
@@ -262,13 +296,44 @@ impl FlowEnd {
             },
             nat_src: flow.rewrite[d].src,
             pool,
-            packets: [flow.packets[d], flow.packets[1 - d]],
-            bytes: [flow.bytes[d], flow.bytes[1 - d]],
+            packets: [flow.packets[d] - r.packets[d], flow.packets[1 - d] - r.packets[1 - d]],
+            bytes: [flow.bytes[d] - r.bytes[d], flow.bytes[1 - d] - r.bytes[1 - d]],
             tcp_flags: flow.tcp_flags[0] | flow.tcp_flags[1],
-            start_ms: flow.created_ms,
+            start_ms: if r.at_ms == 0 { flow.created_ms } else { r.at_ms },
             end_ms,
+            created_ms: flow.created_ms,
             reason,
+            direction: if d == ORIGINAL { FlowDirection::Egress } else { FlowDirection::Ingress },
+            verdict: EgressDecision::Allow,
+            policy_generation: flow.policy_generation,
         }
+    }
+
+    /// A flow the egress policy refused, from its first packet.
+    fn refused(nf: &NewFlow, verdict: EgressDecision, generation: u64, bytes: u64, now_ms: u64) -> Self {
+        FlowEnd {
+            proto: nf.proto,
+            src: Endpoint { addr: nf.src, port: nf.src_port },
+            dst: Endpoint { addr: nf.dst, port: nf.dst_port },
+            ingress: nf.ingress as u8,
+            nat_src: Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 },
+            pool: 0,
+            packets: [1, 0],
+            bytes: [bytes, 0],
+            tcp_flags: 0,
+            start_ms: now_ms,
+            end_ms: now_ms,
+            created_ms: now_ms,
+            reason: EndReason::Refused,
+            direction: FlowDirection::Egress,
+            verdict,
+            policy_generation: generation,
+        }
+    }
+
+    /// ACCEPT or REJECT, as VPC Flow Logs' `action`.
+    pub fn accepted(&self) -> bool {
+        self.reason != EndReason::Refused
     }
 }
 
@@ -283,6 +348,11 @@ impl Translator {
             policy: Box::new(AllowAll),
             ended: Vec::new(),
             record_flow_ends: false,
+            record_refused: false,
+            active_interval_ms: 0,
+            interim_scan_ms: now_ms,
+            packet_len: 0,
+            packet_ms: now_ms,
             flows: FlowTable::new(cfg.max_flows, now_ms),
             frags: FragTable::new(now_ms),
             icmp_tokens: cfg.icmp_error_rate,
@@ -317,24 +387,76 @@ impl Translator {
         self.policy.batch_boundary();
     }
 
-    /// Keep a `FlowEnd` for every flow that ends, for `take_flow_ends`.
-    pub fn record_flow_ends(&mut self, on: bool) {
+    /// Keep a `FlowEnd` for every flow that ends, for `take_flow_ends`; with `refused`,
+    /// one for every flow the egress policy refuses too; with `active_interval_s` > 0, an
+    /// interim one for every flow that has run that long since its last record.
+    pub fn record_flow_ends(&mut self, on: bool, refused: bool, active_interval_s: u64) {
         self.record_flow_ends = on;
+        self.record_refused = on && refused;
+        self.active_interval_ms = if on { active_interval_s * 1000 } else { 0 };
     }
 
-    /// Flows that ended since the last call.
+    fn push_record(&mut self, e: FlowEnd) {
+        if self.ended.len() < MAX_PENDING_FLOW_ENDS {
+            self.ended.push(e);
+        } else {
+            self.counters.inc(Counter::FlowLogQueueOverflow);
+        }
+    }
+
+    /// Records that are due without the flow expiring: the final record of a TCP
+    /// connection that closed (FIN both ways, or RST) and has been quiet for a second
+    /// (its entry lingers in TIME-WAIT for minutes), and interim records for flows that
+    /// have run `active_interval_ms` since their last one. Scans the table at most once a
+    /// second.
+    fn due_records(&mut self, now_ms: u64) {
+        if !self.record_flow_ends || now_ms < self.interim_scan_ms + 1000 {
+            return;
+        }
+        self.interim_scan_ms = now_ms;
+        let interval = self.active_interval_ms;
+        let due: Vec<(FlowId, EndReason)> = self
+            .flows
+            .iter()
+            .filter_map(|(id, f)| {
+                let closed = match f.state {
+                    FlowState::Tcp(TcpState::TimeWait) => Some(EndReason::Closed),
+                    FlowState::Tcp(TcpState::Closed) if !f.revoked => Some(EndReason::Reset),
+                    _ => None,
+                };
+                if let Some(reason) = closed.filter(|_| !f.reported.closed) {
+                    return (now_ms >= f.last_seen_ms + 1000).then_some((id, reason));
+                }
+                let since = if f.reported.at_ms == 0 { f.created_ms } else { f.reported.at_ms };
+                (interval > 0 && !f.reported.closed && now_ms >= since + interval).then_some((id, EndReason::Active))
+            })
+            .collect();
+        for (id, reason) in due {
+            let Some(flow) = self.flows.get_mut(id) else { continue };
+            let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
+            let record = FlowEnd::of(flow, pool, now_ms, reason);
+            flow.reported = Reported {
+                packets: flow.packets,
+                bytes: flow.bytes,
+                at_ms: now_ms,
+                closed: reason != EndReason::Active,
+            };
+            self.push_record(record);
+        }
+    }
+
+    /// Flow-log records produced since the last call.
     pub fn take_flow_ends(&mut self, into: &mut Vec<FlowEnd>) {
         into.append(&mut self.ended);
     }
 
     fn flow_ended(&mut self, flow: &Flow, end_ms: u64, reason: EndReason) {
-        if self.record_flow_ends {
+        // A closed connection's final record went out already; a later one only if
+        // packets (a retransmitted FIN, say) came after it.
+        let reported_all = flow.reported.closed && flow.reported.packets == flow.packets;
+        if self.record_flow_ends && !reported_all {
             let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
-            if self.ended.len() < MAX_PENDING_FLOW_ENDS {
-                self.ended.push(FlowEnd::of(flow, pool, end_ms, reason));
-            } else {
-                self.counters.inc(Counter::FlowLogQueueOverflow);
-            }
+            self.push_record(FlowEnd::of(flow, pool, end_ms, reason));
         }
         if let Some(m) = flow.mapping {
             self.mappings.release(m);
@@ -405,6 +527,7 @@ impl Translator {
             self.flow_ended(&flow, now_ms, reason);
         }
         self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
+        self.due_records(now_ms);
         let dropped = self.frags.expire(now_ms);
         self.counters.add(Counter::DropFragment, dropped as u64);
         if now_ms >= self.icmp_refill_ms + 1000 {
@@ -685,6 +808,8 @@ impl Translator {
             // Never create state for a packet that dies here; the caller answers it.
             return Err(Counter::DropTtlExpired);
         }
+        self.packet_len = p.total as u64;
+        self.packet_ms = now_ms;
         match meta.side {
             Side::Inside if self.mappings.is_external(key.dst) => self.new_hairpin_flow(key, meta, now_ms),
             Side::Inside => self.new_outbound_flow(key, meta, now_ms),
@@ -724,6 +849,8 @@ impl Translator {
             expires_ms: now_ms,
             mapping: None,
             revoked: false,
+            policy_generation: self.policy.egress_generation(),
+            reported: Reported::default(),
         };
         f.refresh(now_ms, &self.cfg.timeouts);
         f
@@ -749,7 +876,12 @@ impl Translator {
     /// from which pool. Runs before any port is allocated.
     fn ask_policy(&mut self, key: &FlowKey, link: u8) -> Result<(PoolId, Option<u32>), Counter> {
         let nf = new_flow_of(key, link);
-        match self.policy.egress(&nf) {
+        let verdict = self.policy.egress(&nf);
+        if verdict != EgressDecision::Allow && self.record_refused {
+            let generation = self.policy.egress_generation();
+            self.push_record(FlowEnd::refused(&nf, verdict, generation, self.packet_len, self.packet_ms));
+        }
+        match verdict {
             EgressDecision::Allow => {}
             EgressDecision::Deny => return Err(Counter::DropPolicyDenied),
             EgressDecision::Reject => return Err(Counter::DropPolicyRejected),

@@ -51,6 +51,11 @@ pub trait FlowPolicy: Send {
     /// Called by the worker between batches of frames: the moment a new policy
     /// generation may take over.
     fn batch_boundary(&mut self) {}
+    /// The egress policy generation `egress` answers from (0: none installed); the flow
+    /// log reports it with each flow.
+    fn egress_generation(&self) -> u64 {
+        0
+    }
 }
 
 /// No policy installed: every flow may leave, from the default pool.

@@ -559,6 +559,9 @@ impl FlowPolicy for TestPolicy {
             _ => EgressDecision::Allow,
         }
     }
+    fn egress_generation(&self) -> u64 {
+        7
+    }
     fn port_pool(&mut self, f: &NewFlow) -> PoolDecision {
         if f.ingress == 1 {
             PoolDecision::Pool { pool: 1, budget: Some(2) }
@@ -658,7 +661,7 @@ fn revalidation_revokes_denied_flows_and_resets_tcp() {
     let mut ok = tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_SYN);
     assert_eq!(run(&mut t, &mut ok, Side::Inside, 0), OUT);
     assert_eq!(t.flows().len(), 3);
-    t.record_flow_ends(true);
+    t.record_flow_ends(true, false, 0);
     // A new generation now denies port 23.
     t.set_policy(Box::new(TestPolicy { calls: Default::default(), block_port: 23 }));
     assert_eq!(t.revalidate(1000), 2);
@@ -681,7 +684,7 @@ fn revalidation_revokes_denied_flows_and_resets_tcp() {
 #[test]
 fn flow_ends_carry_the_inside_view_and_counters() {
     let mut t = translator(demo_config());
-    t.record_flow_ends(true);
+    t.record_flow_ends(true, true, 0);
     let mut q = udp("10.10.1.10", 5000, "203.0.113.80", 53, b"query");
     assert_eq!(run(&mut t, &mut q, Side::Inside, 0), OUT);
     let mut r = udp("203.0.113.80", 53, "198.51.100.10", 5000, b"answer!");
@@ -695,5 +698,114 @@ fn flow_ends_carry_the_inside_view_and_counters() {
     assert_eq!(e.nat_src, Endpoint { addr: a("198.51.100.10"), port: 5000 });
     assert_eq!((e.packets, e.bytes), ([1, 1], [20 + 8 + 5, 20 + 8 + 7]));
     assert_eq!(e.reason, EndReason::IdleTimeout);
+    assert_eq!((e.start_ms, e.end_ms, e.created_ms), (1000, 302_000, 1000));
+    assert_eq!((e.direction, e.verdict, e.policy_generation), (FlowDirection::Egress, EgressDecision::Allow, 0));
+    assert!(e.accepted());
     assert_eq!(t.mappings().len(), 0);
+}
+
+#[test]
+fn refused_flows_get_a_reject_record_with_verdict_and_generation() {
+    let (mut t, _) = policed(23);
+    t.record_flow_ends(true, true, 0);
+    let mut denied = tcp("10.10.1.10", 40000, "203.0.113.80", 23, TCP_SYN);
+    assert_eq!(run(&mut t, &mut denied, Side::Inside, 0), Verdict::Drop(Counter::DropPolicyDenied));
+    let mut rejected = udp("10.10.1.10", 5000, "203.0.113.80", 25, b"xyz");
+    assert!(matches!(run(&mut t, &mut rejected, Side::Inside, 0), Verdict::Emit { .. }));
+    let mut allowed = tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_SYN);
+    assert_eq!(run(&mut t, &mut allowed, Side::Inside, 0), OUT);
+    let mut ends = Vec::new();
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 2, "two refused flows; the allowed one has not ended");
+    let (d, r) = (&ends[0], &ends[1]);
+    assert_eq!((d.reason, d.verdict, d.policy_generation), (EndReason::Refused, EgressDecision::Deny, 7));
+    assert_eq!((d.src.port, d.dst.port, d.proto), (40000, 23, 6));
+    assert_eq!((d.packets, d.bytes), ([1, 0], [40, 0]), "the SYN: 20 bytes of IP, 20 of TCP");
+    assert_eq!(d.nat_src, Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 }, "never translated");
+    assert!(!d.accepted());
+    assert_eq!((r.verdict, r.bytes[0]), (EgressDecision::Reject, 20 + 8 + 3));
+    // Off, no record: the drop is still counted.
+    t.record_flow_ends(true, false, 0);
+    let mut again = tcp("10.10.1.10", 40002, "203.0.113.80", 23, TCP_SYN);
+    run(&mut t, &mut again, Side::Inside, 0);
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 2);
+    assert_eq!(t.counters().get(Counter::DropPolicyDenied), 2);
+}
+
+#[test]
+fn long_flows_get_interim_records_that_count_their_own_window() {
+    let (mut t, _) = policed(23);
+    t.record_flow_ends(true, true, 60);
+    let mut q = udp("10.10.1.10", 5000, "203.0.113.80", 53, b"query");
+    assert_eq!(run(&mut t, &mut q, Side::Inside, 0), OUT);
+    let mut ends = Vec::new();
+    t.tick(30_000);
+    t.take_flow_ends(&mut ends);
+    assert!(ends.is_empty(), "not yet 60 s old");
+    // Keep the flow alive with one packet a window (UDP times out after 300 s idle).
+    let mut more = udp("10.10.1.10", 5000, "203.0.113.80", 53, b"query!");
+    t.process(&mut more, FrameMeta::plain(Side::Inside, 0), 50_000, &mut [0u8; 2048]);
+    t.tick(61_000);
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 1);
+    let first = ends[0].clone();
+    assert_eq!((first.reason, first.start_ms, first.end_ms), (EndReason::Active, 1000, 61_000));
+    assert_eq!((first.packets, first.bytes), ([2, 0], [33 + 34, 0]));
+    assert_eq!(first.policy_generation, 7);
+    assert_eq!(t.flows().len(), 1, "an interim record leaves the flow alone");
+    // The second window counts only its own packets; the final record the rest.
+    let mut last = udp("10.10.1.10", 5000, "203.0.113.80", 53, b"q");
+    t.process(&mut last, FrameMeta::plain(Side::Inside, 0), 100_000, &mut [0u8; 2048]);
+    t.tick(100_500);
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 1, "the second window is not over yet");
+    t.tick(400_000 + 1000);
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 2);
+    let end = &ends[1];
+    assert_eq!((end.reason, end.start_ms, end.created_ms), (EndReason::IdleTimeout, 61_000, 1000));
+    assert_eq!((end.packets, end.bytes), ([1, 0], [29, 0]));
+}
+
+#[test]
+fn a_closed_connection_is_reported_when_quiet_not_when_time_wait_ends() {
+    let mut t = translator(demo_config());
+    t.record_flow_ends(true, true, 0);
+    let mut o = [0u8; 2048];
+    let mut step =
+        |t: &mut Translator, f: &mut Vec<u8>, side, now| t.process(f, FrameMeta::plain(side, 0), now, &mut o);
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    step(&mut t, &mut syn, Side::Inside, 1000);
+    let mut syn_ack = tcp("203.0.113.80", 80, "198.51.100.10", 40000, TCP_SYN | TCP_ACK);
+    step(&mut t, &mut syn_ack, Side::Outside, 1000);
+    let mut fin = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_FIN | TCP_ACK);
+    step(&mut t, &mut fin, Side::Inside, 2000);
+    let mut fin_back = tcp("203.0.113.80", 80, "198.51.100.10", 40000, TCP_FIN | TCP_ACK);
+    step(&mut t, &mut fin_back, Side::Outside, 2000);
+    let mut last_ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_ACK);
+    step(&mut t, &mut last_ack, Side::Inside, 2100);
+    let mut ends = Vec::new();
+    t.tick(2500);
+    t.take_flow_ends(&mut ends);
+    assert!(ends.is_empty(), "not quiet for a second yet");
+    t.tick(3600);
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 1, "reported a second after the close, minutes before TIME-WAIT ends");
+    assert_eq!((ends[0].reason, ends[0].packets), (EndReason::Closed, [3, 2]));
+    assert_eq!(t.flows().len(), 1, "the entry lingers in TIME-WAIT");
+    t.tick(2100 + 241_000);
+    t.take_flow_ends(&mut ends);
+    assert_eq!(t.flows().len(), 0);
+    assert_eq!(ends.len(), 1, "no second record for the same connection");
+
+    // A reset connection: reason reset.
+    let mut syn = tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_SYN);
+    step(&mut t, &mut syn, Side::Inside, 300_000);
+    let mut rst = tcp("203.0.113.80", 80, "198.51.100.10", 40001, TCP_RST | TCP_ACK);
+    step(&mut t, &mut rst, Side::Outside, 300_000);
+    t.tick(301_500);
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 2);
+    assert_eq!((ends[1].reason, ends[1].packets), (EndReason::Reset, [1, 1]));
 }

@@ -1,24 +1,26 @@
-//! The export path: finished flows, handed over by the workers through a bounded queue,
-//! go in batches through the flow-log policy (sampling, redaction, dropped fields, extra
-//! attributes) and out to the flow-log file as JSON lines, with VPC Flow Logs field names
-//! where one exists.
+//! The export path: flow records (finished, interim and refused flows), handed over by
+//! the workers through a bounded queue, go in batches through the flow-log policy
+//! (sampling, redaction, dropped fields, extra attributes), are joined with the fields
+//! only the gateway knows, and go out to the sinks (`telemetry`): the JSON-lines file,
+//! `natgw flows --follow` and the OTLP exporter's queue.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_queue::ArrayQueue;
-use serde_json::{Map, Value};
 
 use super::bindings::exports::natgw::policy::flow_log::{EndReason, Field, FlowRecord, LogEntry};
-use super::bindings::natgw::policy::types::{IpAddress, Protocol};
+use super::bindings::natgw::policy::types::IpAddress;
 use super::worker::{wit_flow, Called, HookSlot};
 use super::{error_text, HookExports, Runtime};
 use crate::control::config::{FailMode, Hook};
 use crate::counters::{Counter, Counters};
 use crate::nat::policy::NewFlow;
 use crate::nat::{EndReason as NatEndReason, FlowEnd};
+use crate::telemetry::follow::Followers;
+use crate::telemetry::otlp;
+use crate::telemetry::record::{join_host_fields, ExportRecord, HostFields};
 
 /// Converts monotonic gateway milliseconds to wall-clock nanoseconds.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +52,11 @@ pub fn wit_record(e: &FlowEnd, pools: &[String], clock: WallClock) -> FlowRecord
         }),
         nat_src: IpAddress::V4(u32::from(e.nat_src.addr)),
         nat_src_port: e.nat_src.port,
-        pool: pools.get(usize::from(e.pool)).cloned().unwrap_or_default(),
+        pool: if e.reason == NatEndReason::Refused {
+            String::new()
+        } else {
+            pools.get(usize::from(e.pool)).cloned().unwrap_or_default()
+        },
         packets_out: e.packets[0],
         bytes_out: e.bytes[0],
         packets_in: e.packets[1],
@@ -64,86 +70,11 @@ pub fn wit_record(e: &FlowEnd, pools: &[String], clock: WallClock) -> FlowRecord
             NatEndReason::IdleTimeout => EndReason::IdleTimeout,
             NatEndReason::Revalidated => EndReason::Revalidated,
             NatEndReason::Shutdown => EndReason::Shutdown,
+            // natgw:policy@0.1.0 has no words for these; the exported record carries the
+            // true reason (`natgw.flow.end_reason`), joined back after the policy.
+            NatEndReason::Active | NatEndReason::Refused => EndReason::Closed,
         },
     }
-}
-
-fn ip_text(a: &IpAddress) -> String {
-    match a {
-        IpAddress::V4(v) => Ipv4Addr::from(*v).to_string(),
-        IpAddress::V6((hi, lo)) => std::net::Ipv6Addr::from((u128::from(*hi) << 64) | u128::from(*lo)).to_string(),
-    }
-}
-
-/// One exported flow as a JSON object. Omitted fields are left out.
-pub fn entry_json(e: &LogEntry, interfaces: &[String]) -> Value {
-    let r = &e.record;
-    let f = &r.flow;
-    let keep = |x: Field| !e.omit.contains(x);
-    let mut m = Map::new();
-    m.insert("version".into(), Value::from(1));
-    m.insert(
-        "interface-id".into(),
-        Value::from(interfaces.get(usize::from(f.ingress)).cloned().unwrap_or_else(|| f.ingress.to_string())),
-    );
-    if keep(Field::SRC_ADDRESS) {
-        m.insert("srcaddr".into(), Value::from(ip_text(&f.src)));
-    }
-    if keep(Field::SRC_PORT) {
-        m.insert("srcport".into(), Value::from(f.src_port));
-    }
-    if keep(Field::DST_ADDRESS) {
-        m.insert("dstaddr".into(), Value::from(ip_text(&f.dst)));
-    }
-    if keep(Field::DST_PORT) {
-        m.insert("dstport".into(), Value::from(f.dst_port));
-    }
-    let proto = match f.protocol {
-        Protocol::Tcp => 6,
-        Protocol::Udp => 17,
-        Protocol::Icmp => 1,
-    };
-    m.insert("protocol".into(), Value::from(proto));
-    if keep(Field::NAT_ADDRESS) {
-        m.insert("pkt-srcaddr".into(), Value::from(ip_text(&r.nat_src)));
-    }
-    if keep(Field::NAT_PORT) {
-        m.insert("pkt-srcport".into(), Value::from(r.nat_src_port));
-    }
-    if keep(Field::POOL) {
-        m.insert("pool".into(), Value::from(r.pool.clone()));
-    }
-    if keep(Field::COUNTERS) {
-        m.insert("packets".into(), Value::from(r.packets_out + r.packets_in));
-        m.insert("bytes".into(), Value::from(r.bytes_out + r.bytes_in));
-        m.insert("packets-out".into(), Value::from(r.packets_out));
-        m.insert("bytes-out".into(), Value::from(r.bytes_out));
-        m.insert("packets-in".into(), Value::from(r.packets_in));
-        m.insert("bytes-in".into(), Value::from(r.bytes_in));
-    }
-    if keep(Field::TIMES) {
-        m.insert("start".into(), Value::from(r.start_unix_ns / 1_000_000_000));
-        m.insert("end".into(), Value::from(r.end_unix_ns / 1_000_000_000));
-    }
-    if keep(Field::TCP_FLAGS) {
-        m.insert("tcp-flags".into(), Value::from(r.tcp_flags));
-    }
-    let reason = match r.end_reason {
-        EndReason::Closed => "closed",
-        EndReason::Reset => "reset",
-        EndReason::IdleTimeout => "idle-timeout",
-        EndReason::Revalidated => "revalidated",
-        EndReason::Shutdown => "shutdown",
-    };
-    m.insert("end-reason".into(), Value::from(reason));
-    m.insert("action".into(), Value::from("ACCEPT"));
-    m.insert("log-status".into(), Value::from("OK"));
-    if !e.attributes.is_empty() {
-        let attrs: Map<String, Value> =
-            e.attributes.iter().map(|a| (a.key.clone(), Value::from(a.value.clone()))).collect();
-        m.insert("attributes".into(), Value::Object(attrs));
-    }
-    Value::Object(m)
 }
 
 /// Bounds on what a flow-log policy may return, per batch.
@@ -198,12 +129,37 @@ pub fn process_batch(
     }
 }
 
+/// Runs one batch of flow ends through the flow-log policy and joins the gateway's own
+/// fields back: what the sinks get.
+pub fn export_batch(
+    slot: &mut HookSlot,
+    rt: &Runtime,
+    counters: &Counters,
+    ends: &[FlowEnd],
+    clock: WallClock,
+    interfaces: &[String],
+) -> Vec<ExportRecord> {
+    let records: Vec<FlowRecord> = ends.iter().map(|e| wit_record(e, rt.pool_names(), clock)).collect();
+    let host: Vec<HostFields> = ends.iter().map(|e| HostFields::of(e, clock.ns(e.created_ms))).collect();
+    let entries = process_batch(slot, rt, counters, records.clone());
+    let joined = join_host_fields(&records, &host, &entries);
+    entries.iter().zip(&joined).map(|(e, h)| ExportRecord::new(e, h.as_ref(), interfaces)).collect()
+}
+
+/// Where exported records go.
+pub struct Sinks {
+    pub file: Option<std::path::PathBuf>,
+    pub followers: Arc<Followers>,
+    /// The OTLP exporter's queue, when OTLP logs are on.
+    pub otlp: Option<Arc<ArrayQueue<ExportRecord>>>,
+}
+
 /// The flow-log thread: drains `queue` every `interval`, at most `batch` records a call.
 pub struct FlowLogExporter {
     pub rt: Arc<Runtime>,
     pub queue: Arc<ArrayQueue<FlowEnd>>,
     pub counters: Arc<Counters>,
-    pub file: Option<std::path::PathBuf>,
+    pub sinks: Sinks,
     pub interval: Duration,
     pub batch: usize,
     pub clock: WallClock,
@@ -213,7 +169,7 @@ pub struct FlowLogExporter {
 impl FlowLogExporter {
     pub fn run(self, stop: impl Fn() -> bool) {
         let mut slot = HookSlot::new(Hook::FlowLog);
-        let mut out = self.file.as_ref().and_then(|p| {
+        let mut out = self.sinks.file.as_ref().and_then(|p| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -237,19 +193,23 @@ impl FlowLogExporter {
                         None => break,
                     }
                 }
-                let records: Vec<FlowRecord> =
-                    ends.iter().map(|e| wit_record(e, self.rt.pool_names(), self.clock)).collect();
-                let entries = process_batch(&mut slot, &self.rt, &self.counters, records);
-                self.counters.add(Counter::FlowLogExported, entries.len() as u64);
-                if let Some(f) = out.as_mut() {
+                let records = export_batch(&mut slot, &self.rt, &self.counters, &ends, self.clock, &self.interfaces);
+                self.counters.add(Counter::FlowLogExported, records.len() as u64);
+                if out.is_some() || !self.sinks.followers.is_empty() {
                     let mut text = String::new();
-                    for e in &entries {
-                        text.push_str(&entry_json(e, &self.interfaces).to_string());
+                    for r in &records {
+                        text.push_str(&r.to_json().to_string());
                         text.push('\n');
                     }
-                    if let Err(e) = f.write_all(text.as_bytes()) {
-                        eprintln!("natgw: flow log: write failed: {e}");
+                    if let Some(f) = out.as_mut() {
+                        if let Err(e) = f.write_all(text.as_bytes()) {
+                            eprintln!("natgw: flow log: write failed: {e}");
+                        }
                     }
+                    self.sinks.followers.send(text.as_bytes());
+                }
+                if let Some(q) = &self.sinks.otlp {
+                    otlp::enqueue(q, &records, &self.counters);
                 }
             }
             if stopping {

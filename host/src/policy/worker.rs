@@ -179,6 +179,10 @@ impl WorkerPolicy {
 }
 
 impl FlowPolicy for WorkerPolicy {
+    fn egress_generation(&self) -> u64 {
+        self.egress.generation_id()
+    }
+
     fn egress(&mut self, flow: &NewFlow) -> EgressDecision {
         let wf = wit_flow(flow);
         let r = self.egress.call(&self.rt, &self.counters, |inst| match &inst.exports {
