@@ -10,6 +10,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 src="$root/collector"
 cache="${NATGW_CACHE:-/var/cache/natgw}/collector"
+export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "build-collector: the go command is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 hash="$(cat "$src/main.go" "$src/go.mod" "$src/go.sum" | sha256sum | cut -c1-16)"
 bin="$cache/$hash/otelcol-natgw"

@@ -49,4 +49,10 @@ fi
 # Build the gateway, then the built-in policies and the test fixtures.
 (cd "$ROOT" && cargo build --release --locked -q)
 "$ROOT/scripts/build-policy.sh"
-echo "setup.sh: ready ($(cargo --version), natgw at $ROOT/target/release/natgw, policies in $ROOT/target/policies)"
+
+# The OpenTelemetry Collector the demo and the tests export to, built from the Go module
+# proxy with the machine's Go (1.26 or newer; go.mod in collector/ says which modules).
+export PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null || { echo "setup.sh: the go command is missing (Go 1.26+ builds the OpenTelemetry Collector)" >&2; exit 1; }
+collector=$("$ROOT/scripts/build-collector.sh")
+echo "setup.sh: ready ($(cargo --version), natgw at $ROOT/target/release/natgw, policies in $ROOT/target/policies, collector $collector)"

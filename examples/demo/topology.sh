@@ -7,6 +7,10 @@
 #   natgw-inet  i0 198.51.100.1/24  --veth--  out0 ┘ (natgw: 198.51.100.10, .11)
 #               lo 203.0.113.80 (nginx :80), 203.0.113.7 (UDP echo :7)
 #
+# In natgw-gw, on its loopback: an OpenTelemetry Collector (scripts/collector.sh; OTLP on
+# 127.0.0.1:4317 gRPC and :4318 HTTP, writing $NATGW_RUN/otel/{logs,metrics}.jsonl) and
+# natgw's Prometheus endpoint (127.0.0.1:9108).
+#
 # natgw-inet is "the internet": it has no route to 10.10.0.0/16, so anything that reaches
 # a server there was translated by natgw.
 #
@@ -48,6 +52,7 @@ up() {
   ip -n "$INET" addr add 203.0.113.7/32 dev lo
   ip netns exec "$INET" sysctl -qw net.ipv4.ip_forward=1
   start_servers
+  "$ROOT/scripts/collector.sh" start "$RUN/otel" "$GW"
   [ "${1:-}" = --no-start ] || start
 }
 
@@ -101,6 +106,7 @@ stop() {
 
 down_quiet() {
   stop
+  "$ROOT/scripts/collector.sh" stop "$RUN/otel" >/dev/null 2>&1 || true
   [ -f "$RUN/nginx.pid" ] && kill "$(cat "$RUN/nginx.pid")" 2>/dev/null || true
   [ -f "$RUN/udp_echo.pid" ] && kill "$(cat "$RUN/udp_echo.pid")" 2>/dev/null || true
   for n in $CLI1 $CLI2 $GW $INET; do

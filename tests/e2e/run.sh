@@ -612,26 +612,215 @@ t_sighup_reloads_policies() {
 t_flow_log_records_finished_flows() {
   nsx $CLI1 curl -s -m 5 -o /dev/null http://203.0.113.80/ip || fail "curl"
   echo hi | nsx $CLI2 socat -t 1 - UDP4:203.0.113.7:7 >/dev/null || fail "udp"
-  # Stopping ends every flow; the flow-log thread writes them before natgw exits.
+  # A closed connection is recorded once it has been quiet for a second.
+  sleep 2.5
+  # Stopping ends every other flow; the flow-log thread writes them before natgw exits.
   "$TOPO" stop
   NATGW_CONFIG="$ROOT/examples/demo/natgw.toml.e2e" "$TOPO" start
   python3 - "$RUN/flows.jsonl" <<'PY' || fail "flow log"
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
 assert recs, "no records"
-tcp = [r for r in recs if r["protocol"] == 6 and r.get("dstport") == 80]
-udp = [r for r in recs if r["protocol"] == 17 and r.get("dstport") == 7]
+tcp = [r for r in recs if r["network.transport"] == "tcp" and r.get("destination.port") == 80]
+udp = [r for r in recs if r["network.transport"] == "udp" and r.get("destination.port") == 7]
 assert tcp and udp, "missing the curl or the UDP flow: %s" % recs[-3:]
 for r in recs:
-    assert r["srcaddr"].endswith(".0"), "inside address not redacted: %s" % r
-    assert r["attributes"] == {"gateway": "natgw-demo"}, r
-    assert "tcp-flags" not in r, "dropped field present: %s" % r
-    assert r["packets"] >= 1 and r["end"] >= r["start"], r
+    assert r["source.address"].endswith(".0"), "inside address not redacted: %s" % r
+    assert r["gateway"] == "natgw-demo", r
+    assert "natgw.flow.tcp_flags" not in r, "dropped field present: %s" % r
+    assert r["natgw.flow.packets"] >= 1 and r["natgw.flow.end"] >= r["natgw.flow.start"], r
 t = tcp[-1]
-assert t["pkt-srcaddr"] == "198.51.100.10" and t["pool"] == "pool-a" and t["interface-id"] == "in1", t
-assert udp[-1]["pkt-srcaddr"] == "198.51.100.11" and udp[-1]["pool"] == "pool-b", udp[-1]
+assert t["natgw.nat.source.address"] == "198.51.100.10" and t["natgw.nat.pool"] == "pool-a", t
+assert t["network.interface.name"] == "in1" and t["natgw.flow.action"] == "ACCEPT", t
+assert t["natgw.flow.end_reason"] == "closed", "curl closes its connection: %s" % t
+u = udp[-1]
+assert u["natgw.nat.source.address"] == "198.51.100.11" and u["natgw.nat.pool"] == "pool-b", u
+assert u["natgw.flow.end_reason"] == "shutdown", u
 print("    %d records; e.g. %s" % (len(recs), json.dumps(t)[:240]))
 PY
+}
+
+# ---------------------------------------------------------------- telemetry: OTLP to a real collector
+# topology.sh runs the collector (scripts/collector.sh) in the gateway namespace on
+# 127.0.0.1:4317 (gRPC) and :4318 (HTTP); it writes what it receives to $RUN/otel/.
+COLLECTOR=$ROOT/scripts/collector.sh
+
+# otel_wait SECONDS PYTHON-EXPRESSION: waits until the expression, over `recs` (every flow
+# record the collector received: its attributes, plus _resource and _event), is true.
+# Prints the matching records' count, or the last few records on failure.
+otel_wait() {
+  python3 - "$RUN/otel/logs.jsonl" "$1" "$2" <<'PY'
+import json, sys, time
+path, secs, expr = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+def val(v):
+    if "intValue" in v: return int(v["intValue"])
+    for k in ("stringValue", "boolValue", "doubleValue"):
+        if k in v: return v[k]
+def load():
+    recs = []
+    try: lines = open(path).read().splitlines()
+    except FileNotFoundError: return recs
+    for l in lines:
+        try: d = json.loads(l)
+        except ValueError: continue   # a line being written
+        for rl in d.get("resourceLogs", []):
+            res = {a["key"]: val(a["value"]) for a in rl.get("resource", {}).get("attributes", [])}
+            for sl in rl.get("scopeLogs", []):
+                for r in sl.get("logRecords", []):
+                    a = {x["key"]: val(x["value"]) for x in r.get("attributes", [])}
+                    a["_resource"], a["_event"] = res, r.get("eventName")
+                    recs.append(a)
+    return recs
+end = time.time() + secs
+while True:
+    recs = load()
+    try:
+        ok = eval(expr)
+    except Exception as e:
+        ok = False
+    if ok:
+        sys.exit(0)
+    if time.time() > end:
+        print("    collector has %d records; last: %s" % (len(recs), [ {k: v for k, v in r.items() if k != "_resource"} for r in recs[-2:]]))
+        sys.exit(1)
+    time.sleep(0.2)
+PY
+}
+
+# Restarts natgw with OTLP settings: otlp_restart KEY=VALUE...
+otlp_restart() {
+  write_config "$WORK/otlp.toml" "$@"
+  restart_natgw "$WORK/otlp.toml"
+}
+
+t_otlp_grpc_record_has_the_connections_addresses_ports_and_bytes() {
+  otlp_restart
+  # Without a flow-log policy everything is exported as the gateway saw it.
+  natgw policy remove --hook flow-log >/dev/null || fail "policy remove"
+  nsx $CLI1 timeout 10 tcpdump -i c1 -nn -v -l 'tcp port 45123' > "$WORK/cap.txt" 2>/dev/null &
+  sleep 1
+  seen=$(nsx $CLI1 curl -s -m 5 --local-port 45123 http://203.0.113.80/ip) || fail "curl"
+  sleep 1.5; pkill -f "tcpdump -i c1 -nn -v -l tcp port 45123"; sleep 0.3
+  # What the client's own interface carried, by direction: packets and IP bytes.
+  read -r pout bout pin bin < <(python3 - "$WORK/cap.txt" <<'PY'
+import re, sys
+po = bo = pi = bi = 0
+text = open(sys.argv[1]).read()
+for m in re.finditer(r"length (\d+)\)\s+(\S+) > (\S+):", text):
+    n, src = int(m.group(1)), m.group(2)
+    if src.startswith("10.10.1.10."): po += 1; bo += n
+    else: pi += 1; bi += n
+print(po, bo, pi, bi)
+PY
+)
+  ext_port=${seen##*:}
+  echo "    curl seen as $seen; capture: out $pout pkts/$bout B, in $pin pkts/$bin B"
+  [ "${pout:-0}" -gt 0 ] || fail "capture saw nothing"
+  otel_wait 15 "any(r.get('source.port') == 45123 for r in recs)" || fail "no record for the curl at the collector"
+  otel_wait 1 "[r for r in recs if r.get('source.port') == 45123 and
+     r['source.address'] == '10.10.1.10' and r['destination.address'] == '203.0.113.80' and r['destination.port'] == 80 and
+     r['natgw.nat.source.address'] == '198.51.100.10' and r['natgw.nat.source.port'] == $ext_port and
+     r['network.transport'] == 'tcp' and r['natgw.flow.action'] == 'ACCEPT' and r['natgw.flow.end_reason'] == 'closed' and
+     r['natgw.flow.packets.out'] == $pout and r['natgw.flow.bytes.out'] == $bout and
+     r['natgw.flow.packets.in'] == $pin and r['natgw.flow.bytes.in'] == $bin and
+     r['natgw.policy.verdict'] == 'allow' and r['natgw.policy.generation'] >= 1 and
+     r['_event'] == 'natgw.flow' and r['_resource']['service.name'] == 'natgw' and
+     r['_resource']['service.instance.id'] == 'natgw-demo']" || fail "the record does not match the connection"
+  [ "$(counter OtlpRecordsDropped)" = 0 ] || fail "drops"
+  # The counters reached the collector as OTLP metrics, and Prometheus serves them.
+  for i in $(seq 50); do grep -q '"name":"BytesOutToDestination"' "$RUN/otel/metrics.jsonl" 2>/dev/null && break; sleep 0.2; done
+  grep -q '"name":"PacketsDropCount"' "$RUN/otel/metrics.jsonl" || fail "no OTLP metrics at the collector"
+  prom=$(nsx $GW curl -s -m 3 http://127.0.0.1:9108/metrics) || fail "prometheus endpoint"
+  sent=$(awk '$1 == "natgw_OtlpRecordsSent_total" {print $2}' <<< "$prom")
+  [ "${sent:-0}" -ge 1 ] || fail "prometheus: OtlpRecordsSent $sent"
+  grep -q '^natgw_PacketsDropCount_total{reason="policy-rejected"} ' <<< "$prom" || fail "prometheus: no drop reasons"
+  nsx $INET curl -s -m 2 http://198.51.100.10:9108/metrics >/dev/null && fail "the metrics endpoint answers from outside"
+  true
+}
+
+t_otlp_http_reject_record_and_follow() {
+  otlp_restart 'otlp.endpoint="http://127.0.0.1:4318"' 'otlp.protocol="http/protobuf"' 'otlp.compression="none"'
+  natgw flows --follow > "$WORK/follow.jsonl" 2>&1 &
+  local fpid=$!
+  sleep 0.5
+  nsx $CLI2 curl -s -m 3 --local-port 45200 http://203.0.113.80:8080/ && fail "8080 is not allowed"
+  nsx $CLI2 curl -s -m 3 --local-port 45201 -o /dev/null http://203.0.113.80/ip || fail "curl"
+  otel_wait 15 "any(r.get('destination.port') == 8080 and r['natgw.flow.action'] == 'REJECT' and
+     r['natgw.flow.end_reason'] == 'refused' and r['natgw.policy.verdict'] == 'reject' and
+     'natgw.nat.source.address' not in r for r in recs)" || fail "no REJECT record over HTTP"
+  otel_wait 15 "any(r.get('destination.port') == 80 and r['natgw.flow.action'] == 'ACCEPT' and
+     r['natgw.nat.source.address'] == '198.51.100.11' and r['natgw.nat.pool'] == 'pool-b' for r in recs)" \
+    || fail "no ACCEPT record over HTTP"
+  # flows --follow saw the same records, as they were emitted.
+  kill $fpid 2>/dev/null
+  python3 - "$WORK/follow.jsonl" <<'PY' || fail "flows --follow"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert any(r["natgw.flow.action"] == "REJECT" and r["destination.port"] == 8080 for r in recs), recs
+assert any(r["natgw.flow.action"] == "ACCEPT" and r["destination.port"] == 80 for r in recs), recs
+PY
+  grep -q "otlp: exporting flow records and metrics to http://127.0.0.1:4318 over HTTP/protobuf" "$RUN/natgw.log" \
+    || fail "the log does not say where records go"
+}
+
+t_collector_outage_records_arrive_after_it_returns() {
+  otlp_restart 'otlp.retry_max_ms=2000'
+  "$COLLECTOR" stop "$RUN/otel"
+  local t0=$SECONDS
+  for i in $(seq 20); do
+    nsx $CLI1 curl -s -m 3 --local-port $((46000 + i)) -o /dev/null http://203.0.113.80/ip || fail "curl $i while the collector is down"
+  done
+  # The gateway keeps forwarding; the exporter keeps failing and retrying.
+  while [ $((SECONDS - t0)) -lt 30 ]; do sleep 1; done
+  nsx $CLI1 curl -s -m 3 -o /dev/null http://203.0.113.80/ip || fail "forwarding stopped during the outage"
+  retries=$(counter OtlpExportRetries); queued=$(counter OtlpRecordsQueued)
+  echo "    after 30 s down: retries $retries, queued $queued"
+  [ "$retries" -ge 3 ] || fail "retries $retries"
+  [ "$queued" -ge 20 ] || fail "queued $queued: the outage's records are not held"
+  grep -q "otlp: log export to http://127.0.0.1:4317 failed" "$RUN/natgw.log" || fail "no log line for the failure"
+  "$COLLECTOR" start "$RUN/otel" "$GW" || fail "collector restart"
+  otel_wait 20 "set(range(46001, 46021)) <= {r.get('source.port') for r in recs}" || fail "records of the outage did not arrive"
+  [ "$(counter OtlpRecordsDropped)" = 0 ] || fail "dropped $(counter OtlpRecordsDropped) within the buffer"
+  grep -q "accepts exports again" "$RUN/natgw.log" || fail "no log line for the recovery"
+}
+
+t_past_the_buffer_drops_are_counted() {
+  otlp_restart 'otlp.buffer_records=5' 'otlp.batch=1'
+  "$COLLECTOR" stop "$RUN/otel"
+  for i in $(seq 12); do
+    nsx $CLI1 curl -s -m 2 --local-port $((47000 + i)) http://203.0.113.80:8080/ && fail "8080 allowed"
+  done
+  for i in $(seq 50); do [ "$(counter FlowLogExported)" -ge 12 ] && break; sleep 0.2; done
+  dropped=$(counter OtlpRecordsDropped)
+  "$COLLECTOR" start "$RUN/otel" "$GW" || fail "collector restart"
+  otel_wait 20 "len({r['source.port'] for r in recs if 47000 < r.get('source.port', 0) <= 47012}) + $dropped == 12" \
+    || fail "arrived + dropped ($dropped) is not the 12 records"
+  echo "    12 records, buffer 5 + 1 in flight: $dropped dropped and counted, $((12 - dropped)) delivered"
+  [ "$dropped" -ge 6 ] || fail "dropped $dropped"
+}
+
+t_bad_collectors_are_logged_counted_and_forwarding_goes_on() {
+  # TLS to a plaintext collector.
+  otlp_restart 'otlp.endpoint="https://127.0.0.1:4317"' 'otlp.retry_max_ms=500'
+  nsx $CLI1 curl -s -m 3 -o /dev/null http://203.0.113.80/ip || fail "forwarding with a TLS failure"
+  for i in $(seq 50); do [ "$(counter OtlpExportRetries)" -ge 2 ] && break; sleep 0.2; done
+  [ "$(counter OtlpExportRetries)" -ge 2 ] || fail "TLS failures not counted"
+  grep -q "otlp: log export to https://127.0.0.1:4317 failed" "$RUN/natgw.log" || fail "no log line for the TLS failure"
+  # A "collector" that answers garbage.
+  nsx $GW socat TCP-LISTEN:4319,reuseaddr,fork SYSTEM:'echo garbage; sleep 0.2' >/dev/null 2>&1 &
+  local gpid=$!
+  otlp_restart 'otlp.endpoint="http://127.0.0.1:4319"' 'otlp.protocol="http/protobuf"' 'otlp.retry_max_ms=500'
+  nsx $CLI1 curl -s -m 3 -o /dev/null http://203.0.113.80/ip || fail "forwarding with a garbage collector"
+  for i in $(seq 50); do [ "$(counter OtlpExportRetries)" -ge 2 ] && break; sleep 0.2; done
+  kill $gpid 2>/dev/null; pkill -f "TCP-LISTEN:4319" 2>/dev/null
+  [ "$(counter OtlpExportRetries)" -ge 2 ] || fail "garbage answers not counted"
+  grep "otlp: log export to http://127.0.0.1:4319/v1/logs failed" "$RUN/natgw.log" | head -1 | sed 's/^/    /'
+  grep -q "otlp: log export to http://127.0.0.1:4319/v1/logs failed" "$RUN/natgw.log" || fail "no log line for garbage"
+  # A wrong endpoint in the config is refused at start, naming the key and the value.
+  write_config "$WORK/bad-otlp.toml" 'otlp.endpoint="collector:4317"'
+  out=$(ip netns exec $GW "$NATGW_BIN" run --config "$WORK/bad-otlp.toml" 2>&1) && fail "started with a bad endpoint"
+  grep -q 'otlp.endpoint.*collector:4317' <<< "$out" || fail "unclear error: $out"
+  restart_natgw "$ROOT/examples/demo/natgw.toml.e2e"
 }
 
 ALL=(t_curl_sees_external_address t_udp_echo t_ping t_traceroute_shows_gateway_hop
@@ -641,6 +830,9 @@ ALL=(t_curl_sees_external_address t_udp_echo t_ping t_traceroute_shows_gateway_h
      t_egress_allowlist_allows_and_rejects t_subnets_leave_from_their_pools t_bad_policies_are_refused_and_old_one_serves
      t_misbehaving_policy_is_contained t_hot_swap_under_load t_revalidate_closes_denied_flows t_sighup_reloads_policies
      t_flow_log_records_finished_flows
+     t_otlp_grpc_record_has_the_connections_addresses_ports_and_bytes t_otlp_http_reject_record_and_follow
+     t_collector_outage_records_arrive_after_it_returns t_past_the_buffer_drops_are_counted
+     t_bad_collectors_are_logged_counted_and_forwarding_goes_on
      t_stop_leaves_nothing)
 SELECTED=("$@"); [ ${#SELECTED[@]} -eq 0 ] && SELECTED=("${ALL[@]}")
 

@@ -188,16 +188,18 @@ impl ExportRecord {
         if keep(Field::DST_PORT) {
             put("destination.port", f.dst_port.into());
         }
-        if keep(Field::NAT_ADDRESS) {
+        // A refused flow was never translated: no natgw.nat.* fields.
+        let translated = host.is_none_or(|h| h.reason != EndReason::Refused);
+        if keep(Field::NAT_ADDRESS) && translated {
             put("natgw.nat.source.address", ip_text(&r.nat_src).into());
         }
-        if keep(Field::NAT_PORT) {
+        if keep(Field::NAT_PORT) && translated {
             put("natgw.nat.source.port", r.nat_src_port.into());
         }
-        if keep(Field::DST_ADDRESS) {
+        if keep(Field::DST_ADDRESS) && translated {
             put("natgw.nat.destination.address", ip_text(&f.dst).into());
         }
-        if keep(Field::DST_PORT) {
+        if keep(Field::DST_PORT) && translated {
             put("natgw.nat.destination.port", f.dst_port.into());
         }
         if keep(Field::POOL) && !r.pool.is_empty() {
