@@ -171,14 +171,15 @@ t_pmtu_download_via_gateway_icmp() {
   # natgw follows the change while running (it re-reads link MTUs every second).
   nsx $GW ip link set in1 mtu 1280
   sleep 1.5
-  local got before after
-  before=$(counter IcmpErrorsSent)
+  local got before after nf_before nf_after
+  before=$(counter IcmpErrorsSent); nf_before=$(counter 'PacketsDropCount{reason="needs-fragmentation"}')
   got=$(nsx $CLI1 curl -s -m 30 -o /dev/null -w "%{http_code} %{size_download}" http://203.0.113.80/10M.bin)
-  after=$(counter IcmpErrorsSent)
+  after=$(counter IcmpErrorsSent); nf_after=$(counter 'PacketsDropCount{reason="needs-fragmentation"}')
   nsx $GW ip link set in1 mtu 1500
   sleep 1.5
   [ "$got" = "200 10485760" ] || fail "download through a 1280-byte inside link: $got"
   [ "$after" -gt "$before" ] || fail "natgw sent no fragmentation-needed"
+  [ "$nf_after" -gt "$nf_before" ] || fail "the too-big segments were not counted as needs-fragmentation drops"
 }
 
 t_same_source_port_distinct_mappings() {
@@ -727,6 +728,8 @@ PY
      r['_event'] == 'natgw.flow' and r['_resource']['service.name'] == 'natgw' and
      r['_resource']['service.instance.id'] == 'natgw-demo']" || fail "the record does not match the connection"
   [ "$(counter OtlpRecordsDropped)" = 0 ] || fail "drops"
+  [ "$(counter FlowLogRecords)" -ge 1 ] && [ "$(counter OtlpRecordsSent)" -ge 1 ] || fail "FlowLogRecords/OtlpRecordsSent"
+  [ "$(counter OtlpMetricExports)" -ge 1 ] && [ "$(counter OtlpMetricExportErrors)" = 0 ] || fail "metric exports"
   # The counters reached the collector as OTLP metrics, and Prometheus serves them.
   for i in $(seq 50); do grep -q '"name":"BytesOutToDestination"' "$RUN/otel/metrics.jsonl" 2>/dev/null && break; sleep 0.2; done
   grep -q '"name":"PacketsDropCount"' "$RUN/otel/metrics.jsonl" || fail "no OTLP metrics at the collector"

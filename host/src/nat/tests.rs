@@ -220,6 +220,7 @@ fn answers_ping_to_own_addresses() {
     assert_eq!(run(&mut t, &mut q, Side::Outside, 0), OUT);
     assert_eq!(src_of(&q).0, a("198.51.100.10"));
     assert!(checksums_valid(&q));
+    assert_eq!(t.counters().get(Counter::IcmpEchoRepliesSent), 2);
     // Anything else to the gateway's inside address is not for us.
     let mut s = tcp("10.10.1.10", 1, "10.10.1.1", 22, TCP_SYN);
     assert_eq!(run(&mut t, &mut s, Side::Inside, 0), Verdict::Drop(Counter::DropNotForUs));
@@ -534,6 +535,7 @@ fn workers_hand_off_what_they_do_not_own() {
     let mut t = translator(cfg);
     let mut odd = udp("10.10.1.10", 5001, "203.0.113.7", 7, b"a");
     assert_eq!(run(&mut t, &mut odd, Side::Inside, 0), Verdict::HandOff { worker: 1 });
+    assert_eq!(t.counters().get(Counter::HandoffFrames), 1);
     let mut even = udp("10.10.1.10", 5002, "203.0.113.7", 7, b"a");
     assert_eq!(run(&mut t, &mut even, Side::Inside, 0), OUT);
     assert_eq!(src_of(&even).1 % 2, 0);
@@ -675,6 +677,7 @@ fn revalidation_revokes_denied_flows_and_resets_tcp() {
     let (v, out) = run_out(&mut t, &mut seg, Side::Outside, 0);
     let Verdict::Emit { egress: Egress::Outside, len, .. } = v else { panic!("expected a RST outwards, got {v:?}") };
     assert_eq!(out[14 + 20 + 13], TCP_RST);
+    assert_eq!(t.counters().get(Counter::DropPolicyRevoked), 1, "the segment itself is a counted drop");
     assert_eq!(src_of(&out[..len]), (a("198.51.100.10"), 40000));
     // The allowed flow is untouched.
     let mut more = tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_ACK);
@@ -808,4 +811,39 @@ fn a_closed_connection_is_reported_when_quiet_not_when_time_wait_ends() {
     t.take_flow_ends(&mut ends);
     assert_eq!(ends.len(), 2);
     assert_eq!((ends[1].reason, ends[1].packets), (EndReason::Reset, [1, 1]));
+}
+
+/// A port-pool hook that failed closed.
+struct RefusingPool;
+
+impl FlowPolicy for RefusingPool {
+    fn egress(&mut self, _: &NewFlow) -> EgressDecision {
+        EgressDecision::Allow
+    }
+    fn port_pool(&mut self, _: &NewFlow) -> PoolDecision {
+        PoolDecision::Refuse
+    }
+}
+
+#[test]
+fn a_port_pool_hook_failing_closed_drops_the_flow_as_policy_error() {
+    let mut t = translator(demo_config());
+    t.set_policy(Box::new(RefusingPool));
+    let mut q = udp("10.10.1.10", 5000, "203.0.113.80", 53, b"q");
+    assert_eq!(run(&mut t, &mut q, Side::Inside, 0), Verdict::Drop(Counter::DropPolicyError));
+    assert_eq!(t.mappings().len(), 0);
+}
+
+#[test]
+fn flow_records_beyond_the_pending_bound_are_counted_not_kept() {
+    let (mut t, _) = policed(23);
+    t.record_flow_ends(true, true, 0);
+    for port in 0..(MAX_PENDING_FLOW_ENDS as u16 + 10) {
+        let mut syn = tcp("10.10.1.10", 10_000 + port, "203.0.113.80", 23, TCP_SYN);
+        run(&mut t, &mut syn, Side::Inside, 0);
+    }
+    assert_eq!(t.counters().get(Counter::FlowLogQueueOverflow), 10);
+    let mut ends = Vec::new();
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), MAX_PENDING_FLOW_ENDS);
 }
