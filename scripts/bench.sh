@@ -11,14 +11,16 @@
 # Modes: kernel, natgw1 (1 worker), natgw2 (2 workers: one per core here), natgw1poll (1 worker
 # spinning 200 µs after traffic before it sleeps: dataplane.busy_poll_us), natgw2pol (natgw2
 # with all three Wasm policies: egress allow-list, subnet port pools, flow-log filter writing
-# a flow log).
+# a flow log), natgw2log (natgw2 with flow records on: a file and OTLP/gRPC to an
+# OpenTelemetry Collector in the gateway namespace, on the same two cores; natgw2 has them off).
 # Tests: tcp1 tcp4 (iperf3, Gbit/s), udp (trafgen 64-byte UDP, pps arriving at srv),
 #        cps (wrk, Connection: close, nginx; connections/s), lat (sockperf ping-pong with
 #        /dev/cpu_dma_latency=0 held so idle vCPUs poll; RTT p50/p99 µs),
 #        swap (natgw2pol only: 50 egress policy swaps between two configs of one component;
 #        median ms from the swap request to every worker serving the new generation:
 #        compile (from cache) + validate + init per worker + publish + switch).
-# After the table: the cost of one policy call (natgw policy bench).
+# After the table: the cost of one policy call (natgw policy bench) and the records/s the
+# OTLP exporter delivers to a local collector (natgw otlp bench; OTLP=0 skips it).
 # usage: scripts/bench.sh   env: REPS=3 DUR=10 MODES="kernel natgw1 natgw2" TESTS="tcp1 tcp4 udp cps lat"
 #        OUT=bench-results.txt (raw lines, appended), then a table of medians and ratios.
 set -uo pipefail
@@ -70,7 +72,12 @@ workers = 1
 [admin]
 socket = "$W/admin.sock"
 EOF
-  sed 's/^workers = 1/workers = 2/' "$W/natgw1.toml" > "$W/natgw2.toml"
+  sed 's/^workers = 1/workers = 2/' "$W/natgw1.toml" > "$W/natgw2-base.toml"
+  # Flow records off in the plain modes; natgw2log has them on, to a file and over OTLP to
+  # a collector in the gateway namespace (sharing the same two cores).
+  printf '[flow_log]\nenabled = false\n' | cat "$W/natgw2-base.toml" - > "$W/natgw2.toml"
+  { cat "$W/natgw2-base.toml"; printf '[flow_log]\nenabled = true\nfile = "%s"\n[otlp]\nendpoint = "http://127.0.0.1:4317"\nmetrics_interval_ms = 5000\n' "$W/flows-log.jsonl"; } > "$W/natgw2log.toml"
+  printf '[flow_log]\nenabled = false\n' | cat "$W/natgw1.toml" - > "$W/natgw1-off.toml" && mv "$W/natgw1-off.toml" "$W/natgw1.toml"
   sed 's/^workers = 1/workers = 1\nbusy_poll_us = 200/' "$W/natgw1.toml" > "$W/natgw1poll.toml"
   # natgw2 with every policy hook in use.
   cat > "$W/egress-a.toml" <<EOF
@@ -85,7 +92,7 @@ EOF
   sed 's/^default = "reject"/default = "deny"/' "$W/egress-a.toml" > "$W/egress-b.toml"
   printf '[[subnet]]\ncidr = "10.77.0.0/24"\npool = "bench"\nport_budget = 60000\n' > "$W/pools.toml"
   printf 'redact_inside_prefix = 24\n[attributes]\nbench = "yes"\n' > "$W/flowlog.toml"
-  { cat "$W/natgw2.toml"; cat <<EOF
+  { cat "$W/natgw2-base.toml"; cat <<EOF
 [[pool]]
 name = "bench"
 addresses = ["198.51.100.1"]
@@ -125,8 +132,12 @@ table ip nat {
 }
 EOF
       ;;
-    natgw1|natgw2|natgw1poll|natgw2pol)
+    natgw1|natgw2|natgw1poll|natgw2pol|natgw2log)
       ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
+      if [ "$1" = natgw2log ]; then
+        "$ROOT/scripts/collector.sh" stop "$W/otel"; rm -f "$W/otel/logs.jsonl" "$W/otel/metrics.jsonl"
+        "$ROOT/scripts/collector.sh" start "$W/otel" nb-gw >/dev/null
+      fi
       ip netns exec nb-gw "$NATGW" run --config "$W/$1.toml" > "$W/$1.log" 2>&1 &
       NPID=$!
       for _ in $(seq 50); do [ -S "$W/admin.sock" ] && break; sleep 0.1; done
@@ -232,11 +243,12 @@ tests = ["tcp1", "tcp4", "udp", "cps", "lat", "swap"]
 names = {"tcp1": "TCP 1 stream, Gbit/s", "tcp4": "TCP 4 streams, Gbit/s", "udp": "UDP 64 B, pps at server",
          "cps": "new TCP conn/s (wrk, nginx)", "lat": "RTT p50 µs (p99)",
          "swap": "policy swap to every worker, median ms"}
-modes = [m for m in ["kernel", "natgw1", "natgw2", "natgw1poll", "natgw2pol"] if any(k[1] == m for k in vals)]
+modes = [m for m in ["kernel", "natgw1", "natgw2", "natgw1poll", "natgw2pol", "natgw2log"] if any(k[1] == m for k in vals)]
 pol = "natgw2" in modes and "natgw2pol" in modes
+log = "natgw2" in modes and "natgw2log" in modes
 print("\n| test | " + " | ".join(modes) + " | " + " | ".join(f"{m}/kernel" for m in modes if m != "kernel")
-      + (" | natgw2pol/natgw2" if pol else "") + " |")
-print("|---" * (1 + len(modes) + len(modes) - 1 + pol) + "|")
+      + (" | natgw2pol/natgw2" if pol else "") + (" | natgw2log/natgw2" if log else "") + " |")
+print("|---" * (1 + len(modes) + len(modes) - 1 + pol + log) + "|")
 for t in tests:
     if not any(k[0] == t for k in vals): continue
     med = {m: statistics.median(vals[(t, m)]) for m in modes if vals.get((t, m))}
@@ -251,9 +263,11 @@ for t in tests:
         if m == "kernel": continue
         if "kernel" not in med or m not in med: ratios.append("-"); continue
         ratios.append(f"{med[m] - med['kernel']:+.1f} µs" if t == "lat" else f"{med[m] / med['kernel']:.2f}x")
-    if pol:
-        if "natgw2" in med and "natgw2pol" in med and t != "swap":
-            ratios.append(f"{med['natgw2pol'] - med['natgw2']:+.1f} µs" if t == "lat" else f"{med['natgw2pol'] / med['natgw2']:.2f}x")
+    for on, other in ((pol, "natgw2pol"), (log, "natgw2log")):
+        if not on:
+            continue
+        if "natgw2" in med and other in med and t != "swap":
+            ratios.append(f"{med[other] - med['natgw2']:+.1f} µs" if t == "lat" else f"{med[other] / med['natgw2']:.2f}x")
         else:
             ratios.append("-")
     print(f"| {names[t]} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
@@ -263,4 +277,14 @@ if [ -f "$ROOT/target/policies/egress_allowlist.wasm" ]; then
   echo "# cost of one policy call, through the worker's code path (natgw policy bench)"
   "$NATGW" policy bench --hook egress "$ROOT/target/policies/egress_allowlist.wasm" --config "$ROOT/examples/demo/policies/egress-allowlist.toml" | tee -a "$OUT"
   "$NATGW" policy bench --hook port-pool "$ROOT/target/policies/subnet_port_pools.wasm" --config "$ROOT/examples/demo/policies/subnet-port-pools.toml" | tee -a "$OUT"
+fi
+if [ "${OTLP:-1}" = 1 ]; then
+  echo
+  echo "# flow records/s the OTLP exporter delivers to a collector on this machine (natgw otlp bench)"
+  "$ROOT/scripts/collector.sh" start "$W/otel-bench" >/dev/null
+  for proto in "grpc http://127.0.0.1:4317" "http/protobuf http://127.0.0.1:4318"; do
+    set -- $proto
+    "$NATGW" otlp bench --protocol "$1" --endpoint "$2" --records 100000 | tee -a "$OUT"
+  done
+  "$ROOT/scripts/collector.sh" stop "$W/otel-bench"
 fi

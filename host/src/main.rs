@@ -48,6 +48,11 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// OTLP: benchmark the exporter against a collector.
+    Otlp {
+        #[command(subcommand)]
+        command: OtlpCommand,
+    },
     /// Wasm policies: swap, list, remove on a running gateway; check or benchmark offline.
     Policy {
         #[command(subcommand)]
@@ -111,6 +116,25 @@ enum PolicyCommand {
         config: Option<PathBuf>,
         #[arg(long, default_value_t = 200_000)]
         calls: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum OtlpCommand {
+    /// Sends synthetic flow records through the gateway's OTLP exporter; prints records/s.
+    Bench {
+        /// Collector base URL, e.g. http://127.0.0.1:4317.
+        #[arg(long)]
+        endpoint: String,
+        /// grpc or http/protobuf.
+        #[arg(long, default_value = "grpc")]
+        protocol: String,
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        #[arg(long)]
+        gzip: bool,
     },
 }
 
@@ -225,6 +249,9 @@ fn main() -> ExitCode {
             }
         }),
         Command::Policy { command } => policy(command),
+        Command::Otlp { command: OtlpCommand::Bench { endpoint, protocol, records, batch, gzip } } => {
+            control::otlp_bench(&endpoint, &protocol, records, batch, gzip).map(|s| print!("{s}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,3 +12,7 @@ pub use gateway::*;
 mod policy_cli;
 #[cfg(feature = "gateway")]
 pub use policy_cli::*;
+#[cfg(feature = "gateway")]
+mod telemetry_cli;
+#[cfg(feature = "gateway")]
+pub use telemetry_cli::*;
