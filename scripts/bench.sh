@@ -12,7 +12,8 @@
 # spinning 200 µs after traffic before it sleeps: dataplane.busy_poll_us), natgw2pol (natgw2
 # with all three Wasm policies: egress allow-list, subnet port pools, flow-log filter writing
 # a flow log), natgw2log (natgw2 with flow records on: a file and OTLP/gRPC to an
-# OpenTelemetry Collector in the gateway namespace, on the same two cores; natgw2 has them off).
+# OpenTelemetry Collector in the gateway namespace, on the same two cores; natgw2 has them off),
+# natgw2file (flow records on, written to a file only: natgw's own cost without a collector).
 # Tests: tcp1 tcp4 (iperf3, Gbit/s), udp (trafgen 64-byte UDP, pps arriving at srv),
 #        cps (wrk, Connection: close, nginx; connections/s), lat (sockperf ping-pong with
 #        /dev/cpu_dma_latency=0 held so idle vCPUs poll; RTT p50/p99 µs),
@@ -77,6 +78,7 @@ EOF
   # a collector in the gateway namespace (sharing the same two cores).
   printf '[flow_log]\nenabled = false\n' | cat "$W/natgw2-base.toml" - > "$W/natgw2.toml"
   { cat "$W/natgw2-base.toml"; printf '[flow_log]\nenabled = true\nfile = "%s"\n[otlp]\nendpoint = "http://127.0.0.1:4317"\nmetrics_interval_ms = 5000\n' "$W/flows-log.jsonl"; } > "$W/natgw2log.toml"
+  { cat "$W/natgw2-base.toml"; printf '[flow_log]\nenabled = true\nfile = "%s"\n' "$W/flows-file.jsonl"; } > "$W/natgw2file.toml"
   printf '[flow_log]\nenabled = false\n' | cat "$W/natgw1.toml" - > "$W/natgw1-off.toml" && mv "$W/natgw1-off.toml" "$W/natgw1.toml"
   sed 's/^workers = 1/workers = 1\nbusy_poll_us = 200/' "$W/natgw1.toml" > "$W/natgw1poll.toml"
   # natgw2 with every policy hook in use.
@@ -132,7 +134,7 @@ table ip nat {
 }
 EOF
       ;;
-    natgw1|natgw2|natgw1poll|natgw2pol|natgw2log)
+    natgw1|natgw2|natgw1poll|natgw2pol|natgw2log|natgw2file)
       ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
       if [ "$1" = natgw2log ]; then
         "$ROOT/scripts/collector.sh" stop "$W/otel"; rm -f "$W/otel/logs.jsonl" "$W/otel/metrics.jsonl"
@@ -243,12 +245,11 @@ tests = ["tcp1", "tcp4", "udp", "cps", "lat", "swap"]
 names = {"tcp1": "TCP 1 stream, Gbit/s", "tcp4": "TCP 4 streams, Gbit/s", "udp": "UDP 64 B, pps at server",
          "cps": "new TCP conn/s (wrk, nginx)", "lat": "RTT p50 µs (p99)",
          "swap": "policy swap to every worker, median ms"}
-modes = [m for m in ["kernel", "natgw1", "natgw2", "natgw1poll", "natgw2pol", "natgw2log"] if any(k[1] == m for k in vals)]
-pol = "natgw2" in modes and "natgw2pol" in modes
-log = "natgw2" in modes and "natgw2log" in modes
+modes = [m for m in ["kernel", "natgw1", "natgw2", "natgw1poll", "natgw2pol", "natgw2file", "natgw2log"] if any(k[1] == m for k in vals)]
+extra = [m for m in ("natgw2pol", "natgw2file", "natgw2log") if "natgw2" in modes and m in modes]
 print("\n| test | " + " | ".join(modes) + " | " + " | ".join(f"{m}/kernel" for m in modes if m != "kernel")
-      + (" | natgw2pol/natgw2" if pol else "") + (" | natgw2log/natgw2" if log else "") + " |")
-print("|---" * (1 + len(modes) + len(modes) - 1 + pol + log) + "|")
+      + "".join(f" | {m}/natgw2" for m in extra) + " |")
+print("|---" * (1 + len(modes) + len(modes) - ("kernel" in modes) + len(extra)) + "|")
 for t in tests:
     if not any(k[0] == t for k in vals): continue
     med = {m: statistics.median(vals[(t, m)]) for m in modes if vals.get((t, m))}
@@ -263,9 +264,7 @@ for t in tests:
         if m == "kernel": continue
         if "kernel" not in med or m not in med: ratios.append("-"); continue
         ratios.append(f"{med[m] - med['kernel']:+.1f} µs" if t == "lat" else f"{med[m] / med['kernel']:.2f}x")
-    for on, other in ((pol, "natgw2pol"), (log, "natgw2log")):
-        if not on:
-            continue
+    for other in extra:
         if "natgw2" in med and other in med and t != "swap":
             ratios.append(f"{med[other] - med['natgw2']:+.1f} µs" if t == "lat" else f"{med[other] / med['natgw2']:.2f}x")
         else:

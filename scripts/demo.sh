@@ -36,6 +36,31 @@ step "a policy that is not for this hook is refused, and the old one keeps servi
 "$NATGW" policy swap --socket "$SOCK" --hook egress "$ROOT/target/policies/flow_log_filter.wasm" || true
 "$NATGW" policy swap --socket "$SOCK" --hook egress "$ROOT/target/policies/egress_allowlist.wasm" \
   --config "$ROOT/examples/demo/policies/egress-allowlist.toml" >/dev/null
+step "natgw flows --follow: flow records as they are exported (a refused and a closed connection)"
+"$NATGW" flows --follow --socket "$SOCK" > /run/natgw-demo/follow.jsonl &
+follow=$!
+sleep 0.3
+ip netns exec natgw-cli1 curl -s -m 3 http://203.0.113.80:8080/ >/dev/null || true
+ip netns exec natgw-cli2 curl -s -m 3 -o /dev/null http://203.0.113.80/ip
+sleep 3.5
+kill $follow 2>/dev/null || true
+python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    print("  %-6s %-8s %s %s:%s -> %s:%s via %s:%s bytes %s" % (r["natgw.flow.action"], r["natgw.flow.end_reason"], r["network.transport"],
+          r.get("source.address"), r.get("source.port"), r["destination.address"], r["destination.port"],
+          r.get("natgw.nat.source.address", "-"), r.get("natgw.nat.source.port", "-"), r.get("natgw.flow.bytes")))' /run/natgw-demo/follow.jsonl || true
+step "the same records at the OpenTelemetry Collector (OTLP/gRPC), /run/natgw-demo/otel/logs.jsonl"
+python3 -c 'import json,sys
+n = 0
+for l in open(sys.argv[1]):
+    for rl in json.loads(l)["resourceLogs"]:
+        for sl in rl["scopeLogs"]:
+            n += len(sl["logRecords"])
+            last = sl["logRecords"][-1]
+print("  %d flow records received; the last: %s" % (n, {a["key"]: list(a["value"].values())[0] for a in last["attributes"]}))' /run/natgw-demo/otel/logs.jsonl || echo "  (none yet)"
+step "ip netns exec natgw-gw curl -s http://127.0.0.1:9108/metrics (Prometheus; loopback of the gateway namespace)"
+ip netns exec natgw-gw curl -s http://127.0.0.1:9108/metrics | grep -E '^natgw_(ActiveConnectionCount|BytesOutToDestination_total|ConnectionEstablishedCount_total|OtlpRecordsSent_total|PacketsDropCount_total\{reason="policy-rejected"\}) '
 run "$NATGW" flows --socket "$SOCK"
 run "$NATGW" stats --socket "$SOCK"
 run "$NATGW" status --socket "$SOCK"

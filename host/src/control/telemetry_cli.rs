@@ -19,8 +19,12 @@ fn synthetic(i: u64) -> ExportRecord {
         .iter()
         .map(|(name, _, _)| {
             let v = match *name {
-                n if n.ends_with(".address") => Value::Str(format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)),
-                n if n.ends_with(".port") || n.contains("packets") || n.contains("bytes") => Value::Int((i % 60000) as i64),
+                n if n.ends_with(".address") => {
+                    Value::Str(format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255))
+                }
+                n if n.ends_with(".port") || n.contains("packets") || n.contains("bytes") => {
+                    Value::Int((i % 60000) as i64)
+                }
                 n if n.starts_with("natgw.flow.start") || n.ends_with(".end") || n.ends_with(".created") => {
                     Value::Int(1_800_000_000_000_000_000 + i as i64)
                 }
@@ -33,7 +37,13 @@ fn synthetic(i: u64) -> ExportRecord {
     ExportRecord { time_unix_ns: 1_800_000_000_000_000_000 + i, accepted: Some(true), attributes }
 }
 
-pub fn otlp_bench(endpoint: &str, protocol: &str, records: usize, batch: usize, gzip: bool) -> Result<String, ControlError> {
+pub fn otlp_bench(
+    endpoint: &str,
+    protocol: &str,
+    records: usize,
+    batch: usize,
+    gzip: bool,
+) -> Result<String, ControlError> {
     let protocol = match protocol {
         "grpc" => OtlpProtocol::Grpc,
         "http/protobuf" => OtlpProtocol::HttpProtobuf,

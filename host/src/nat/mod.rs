@@ -219,8 +219,11 @@ pub struct Translator {
     record_refused: bool,
     /// Interim records for flows older than this (0: none).
     active_interval_ms: u64,
-    /// When tick last looked for flows due an interim record.
-    interim_scan_ms: u64,
+    /// Flows to look at for a record that is due without them expiring, in due order
+    /// (due, flow, its creation time to tell it from a later flow in the same slot):
+    /// TCP connections that closed, and long flows (every `active_interval_ms`).
+    close_checks: std::collections::VecDeque<(u64, FlowId, u64)>,
+    interim_checks: std::collections::VecDeque<(u64, FlowId, u64)>,
     /// The IP length of the packet being translated, for a refused flow's record.
     packet_len: u64,
     /// Time of the packet being translated.
@@ -350,7 +353,8 @@ impl Translator {
             record_flow_ends: false,
             record_refused: false,
             active_interval_ms: 0,
-            interim_scan_ms: now_ms,
+            close_checks: Default::default(),
+            interim_checks: Default::default(),
             packet_len: 0,
             packet_ms: now_ms,
             flows: FlowTable::new(cfg.max_flows, now_ms),
@@ -407,41 +411,52 @@ impl Translator {
     /// Records that are due without the flow expiring: the final record of a TCP
     /// connection that closed (FIN both ways, or RST) and has been quiet for a second
     /// (its entry lingers in TIME-WAIT for minutes), and interim records for flows that
-    /// have run `active_interval_ms` since their last one. Scans the table at most once a
-    /// second.
+    /// have run `active_interval_ms` since their last one. Work is per event (a close, an
+    /// interval passing), never a scan of the table.
     fn due_records(&mut self, now_ms: u64) {
-        if !self.record_flow_ends || now_ms < self.interim_scan_ms + 1000 {
+        if !self.record_flow_ends {
+            self.close_checks.clear();
+            self.interim_checks.clear();
             return;
         }
-        self.interim_scan_ms = now_ms;
-        let interval = self.active_interval_ms;
-        let due: Vec<(FlowId, EndReason)> = self
-            .flows
-            .iter()
-            .filter_map(|(id, f)| {
-                let closed = match f.state {
-                    FlowState::Tcp(TcpState::TimeWait) => Some(EndReason::Closed),
-                    FlowState::Tcp(TcpState::Closed) if !f.revoked => Some(EndReason::Reset),
-                    _ => None,
-                };
-                if let Some(reason) = closed.filter(|_| !f.reported.closed) {
-                    return (now_ms >= f.last_seen_ms + 1000).then_some((id, reason));
-                }
-                let since = if f.reported.at_ms == 0 { f.created_ms } else { f.reported.at_ms };
-                (interval > 0 && !f.reported.closed && now_ms >= since + interval).then_some((id, EndReason::Active))
-            })
-            .collect();
-        for (id, reason) in due {
-            let Some(flow) = self.flows.get_mut(id) else { continue };
+        while let Some(&(due, id, created)) = self.close_checks.front() {
+            if due > now_ms {
+                break;
+            }
+            self.close_checks.pop_front();
+            let Some(flow) = self.flows.get_mut(id).filter(|f| f.created_ms == created) else { continue };
+            let reason = match flow.state {
+                FlowState::Tcp(TcpState::TimeWait) => EndReason::Closed,
+                FlowState::Tcp(TcpState::Closed) if !flow.revoked => EndReason::Reset,
+                _ => continue,
+            };
+            if flow.reported.closed {
+                continue;
+            }
+            if now_ms < flow.last_seen_ms + 1000 {
+                self.close_checks.push_back((flow.last_seen_ms + 1000, id, created));
+                continue;
+            }
             let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
             let record = FlowEnd::of(flow, pool, now_ms, reason);
-            flow.reported = Reported {
-                packets: flow.packets,
-                bytes: flow.bytes,
-                at_ms: now_ms,
-                closed: reason != EndReason::Active,
-            };
+            flow.reported = Reported { packets: flow.packets, bytes: flow.bytes, at_ms: now_ms, closed: true };
             self.push_record(record);
+        }
+        let interval = self.active_interval_ms;
+        while let Some(&(due, id, created)) = self.interim_checks.front() {
+            if due > now_ms {
+                break;
+            }
+            self.interim_checks.pop_front();
+            let Some(flow) = self.flows.get_mut(id).filter(|f| f.created_ms == created) else { continue };
+            if interval == 0 || flow.reported.closed {
+                continue;
+            }
+            let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
+            let record = FlowEnd::of(flow, pool, now_ms, EndReason::Active);
+            flow.reported = Reported { packets: flow.packets, bytes: flow.bytes, at_ms: now_ms, closed: false };
+            self.push_record(record);
+            self.interim_checks.push_back((now_ms + interval, id, created));
         }
     }
 
@@ -819,8 +834,12 @@ impl Translator {
 
     fn insert_flow(&mut self, flow: Flow) -> Result<FlowId, Counter> {
         let mapping = flow.mapping;
+        let created = flow.created_ms;
         match self.flows.insert(flow) {
             Ok(id) => {
+                if self.active_interval_ms > 0 {
+                    self.interim_checks.push_back((created + self.active_interval_ms, id, created));
+                }
                 self.counters.inc(Counter::ConnectionAttemptCount);
                 self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
                 Ok(id)
@@ -1027,6 +1046,7 @@ impl Translator {
         }
         let timeouts = self.cfg.timeouts;
         let counters = &self.counters;
+        let record_closes = self.record_flow_ends;
         let Some(flow) = self.flows.get_mut(id) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
         flow.packets[dir] += u64::from(meta.segments.max(1));
         flow.bytes[dir] += p.total as u64;
@@ -1037,6 +1057,10 @@ impl Translator {
                 flow.state = FlowState::Tcp(t.next);
                 if t.became_established {
                     counters.inc(Counter::ConnectionEstablishedCount);
+                }
+                if record_closes && t.next != s && matches!(t.next, TcpState::TimeWait | TcpState::Closed) {
+                    // Its final record goes out once it has been quiet for a second.
+                    self.close_checks.push_back((now_ms + 1000, id, flow.created_ms));
                 }
             }
             (_, FlowState::Udp { replied: false }) if dir == REPLY => {

@@ -338,7 +338,7 @@ pub struct OtlpExporter {
 }
 
 /// How long the exporter keeps trying to deliver what is left when the gateway stops.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 impl OtlpExporter {
     /// Runs until `stop` is set and the queue is drained (or the grace period is over).
