@@ -172,14 +172,19 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         built.push(Worker::new(w, links, translator, shared.clone(), cfg.rx_buffers, cfg.busy_poll_us)?);
     }
 
+    // Last steps that can fail: nothing is left on disk when an earlier one does. The admin
+    // socket first, so a second instance is reported as such.
+    let admin = bind_admin(&cfg.admin_socket)?;
     let prometheus_listener = match cfg.metrics_listen {
-        Some(a) => {
-            Some(prometheus::bind(a).map_err(|e| ControlError::Listen { key: "metrics.listen", addr: a, source: e })?)
-        }
+        Some(a) => match prometheus::bind(a) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = std::fs::remove_file(&cfg.admin_socket);
+                return Err(ControlError::Listen { key: "metrics.listen", addr: a, source: e });
+            }
+        },
         None => None,
     };
-    // Last step that can fail: nothing is left on disk when an earlier one does.
-    let admin = bind_admin(&cfg.admin_socket)?;
     let mut threads = Vec::new();
     threads.push(
         std::thread::Builder::new()
@@ -506,7 +511,6 @@ fn serve_admin(
             match &followers {
                 Some(f) => {
                     // The connection now belongs to the followers: every record from here on.
-                    let _ = conn.write_all(b"");
                     f.add(conn);
                 }
                 None => {

@@ -194,7 +194,6 @@ impl FlowLogExporter {
                     }
                 }
                 let records = export_batch(&mut slot, &self.rt, &self.counters, &ends, self.clock, &self.interfaces);
-                self.counters.add(Counter::FlowLogExported, records.len() as u64);
                 if out.is_some() || !self.sinks.followers.is_empty() {
                     let mut text = String::new();
                     for r in &records {
@@ -211,6 +210,8 @@ impl FlowLogExporter {
                 if let Some(q) = &self.sinks.otlp {
                     otlp::enqueue(q, &records, &self.counters);
                 }
+                // Counted once every sink has them.
+                self.counters.add(Counter::FlowLogExported, records.len() as u64);
             }
             if stopping {
                 break;
