@@ -46,7 +46,9 @@ mod tempdir {
 }
 
 fn runtime(workers: usize) -> Arc<Runtime> {
-    let cfg = PolicyConfig { call_timeout_us: 1000, memory_limit_mb: 16, cache_dir: None, hooks: [None, None, None] };
+    // 20 ms, not the gateway's 1 ms: these run in a debug build on a loaded 2-core machine,
+    // where a preempted healthy call can pass 1 ms; the loop fixture still hits it.
+    let cfg = PolicyConfig { call_timeout_us: 20_000, memory_limit_mb: 16, cache_dir: None, hooks: [None, None, None] };
     Runtime::new(cfg, workers, vec!["default".into(), "pool-a".into(), "pool-b".into()]).unwrap()
 }
 
