@@ -120,77 +120,58 @@ fn build_error(signal: &'static str, cfg: &OtlpConfig, e: impl std::fmt::Display
     OtlpError::Build { signal, endpoint: cfg.signal_url(signal), reason: e.to_string() }
 }
 
+/// The settings every gRPC exporter gets, logs or metrics alike.
+fn tonic_settings<B: WithExportConfig + WithTonicConfig>(b: B, cfg: &OtlpConfig, signal: &str) -> Result<B, OtlpError> {
+    let mut b = b
+        .with_endpoint(cfg.signal_url(signal))
+        .with_timeout(Duration::from_millis(cfg.timeout_ms))
+        .with_metadata(metadata(cfg))
+        .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled());
+    if let Some(c) = compression(cfg) {
+        b = b.with_compression(c);
+    }
+    if let Some(tls) = tonic_tls(cfg)? {
+        b = b.with_tls_config(tls);
+    }
+    Ok(b)
+}
+
+/// The settings every HTTP/protobuf exporter gets, logs or metrics alike.
+fn http_settings<B: WithExportConfig + WithHttpConfig>(b: B, cfg: &OtlpConfig, signal: &str) -> Result<B, OtlpError> {
+    let mut b = b
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(cfg.signal_url(signal))
+        .with_timeout(Duration::from_millis(cfg.timeout_ms))
+        .with_headers(cfg.headers.iter().cloned().collect())
+        .with_http_client(http_client(cfg)?)
+        .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled());
+    if let Some(c) = compression(cfg) {
+        b = b.with_compression(c);
+    }
+    Ok(b)
+}
+
 /// Builds the log exporter (inside the exporter thread's runtime).
 pub fn log_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::LogExporter, OtlpError> {
-    let timeout = Duration::from_millis(cfg.timeout_ms);
-    let retry = opentelemetry_otlp::RetryPolicy::disabled();
+    let b = opentelemetry_otlp::LogExporter::builder();
     match cfg.protocol {
-        OtlpProtocol::Grpc => {
-            let mut b = opentelemetry_otlp::LogExporter::builder()
-                .with_tonic()
-                .with_endpoint(cfg.signal_url("logs"))
-                .with_timeout(timeout)
-                .with_metadata(metadata(cfg))
-                .with_retry_policy(retry);
-            if let Some(c) = compression(cfg) {
-                b = b.with_compression(c);
-            }
-            if let Some(tls) = tonic_tls(cfg)? {
-                b = b.with_tls_config(tls);
-            }
-            b.build().map_err(|e| build_error("logs", cfg, e))
-        }
-        OtlpProtocol::HttpProtobuf => {
-            let mut b = opentelemetry_otlp::LogExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(cfg.signal_url("logs"))
-                .with_timeout(timeout)
-                .with_headers(cfg.headers.iter().cloned().collect())
-                .with_http_client(http_client(cfg)?)
-                .with_retry_policy(retry);
-            if let Some(c) = compression(cfg) {
-                b = b.with_compression(c);
-            }
-            b.build().map_err(|e| build_error("logs", cfg, e))
-        }
+        OtlpProtocol::Grpc => tonic_settings(b.with_tonic(), cfg, "logs")?.build(),
+        OtlpProtocol::HttpProtobuf => http_settings(b.with_http(), cfg, "logs")?.build(),
     }
+    .map_err(|e| build_error("logs", cfg, e))
 }
 
 fn metric_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::MetricExporter, OtlpError> {
-    let timeout = Duration::from_millis(cfg.timeout_ms);
-    let retry = opentelemetry_otlp::RetryPolicy::disabled();
+    let b = opentelemetry_otlp::MetricExporter::builder();
     match cfg.protocol {
         OtlpProtocol::Grpc => {
-            let mut b = opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(cfg.signal_url("metrics"))
-                .with_timeout(timeout)
-                .with_metadata(metadata(cfg))
-                .with_retry_policy(retry);
-            if let Some(c) = compression(cfg) {
-                b = b.with_compression(c);
-            }
-            if let Some(tls) = tonic_tls(cfg)? {
-                b = b.with_tls_config(tls);
-            }
-            b.with_temporality(Temporality::Cumulative).build().map_err(|e| build_error("metrics", cfg, e))
+            tonic_settings(b.with_tonic(), cfg, "metrics")?.with_temporality(Temporality::Cumulative).build()
         }
         OtlpProtocol::HttpProtobuf => {
-            let mut b = opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(cfg.signal_url("metrics"))
-                .with_timeout(timeout)
-                .with_headers(cfg.headers.iter().cloned().collect())
-                .with_http_client(http_client(cfg)?)
-                .with_retry_policy(retry);
-            if let Some(c) = compression(cfg) {
-                b = b.with_compression(c);
-            }
-            b.with_temporality(Temporality::Cumulative).build().map_err(|e| build_error("metrics", cfg, e))
+            http_settings(b.with_http(), cfg, "metrics")?.with_temporality(Temporality::Cumulative).build()
         }
     }
+    .map_err(|e| build_error("metrics", cfg, e))
 }
 
 /// A `ManualReader` the exporter thread keeps a handle on after giving it to the provider.
