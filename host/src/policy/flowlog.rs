@@ -20,7 +20,7 @@ use crate::nat::policy::NewFlow;
 use crate::nat::{EndReason as NatEndReason, FlowEnd};
 use crate::telemetry::follow::Followers;
 use crate::telemetry::otlp;
-use crate::telemetry::record::{join_host_fields, ExportRecord, HostFields};
+use crate::telemetry::record::{identity, join_host_fields, ExportRecord, HostFields};
 
 /// Converts monotonic gateway milliseconds to wall-clock nanoseconds.
 #[derive(Debug, Clone, Copy)]
@@ -141,8 +141,9 @@ pub fn export_batch(
 ) -> Vec<ExportRecord> {
     let records: Vec<FlowRecord> = ends.iter().map(|e| wit_record(e, rt.pool_names(), clock)).collect();
     let host: Vec<HostFields> = ends.iter().map(|e| HostFields::of(e, clock.ns(e.created_ms))).collect();
-    let entries = process_batch(slot, rt, counters, records.clone());
-    let joined = join_host_fields(&records, &host, &entries);
+    let sent: Vec<[u64; 7]> = records.iter().map(identity).collect();
+    let entries = process_batch(slot, rt, counters, records);
+    let joined = join_host_fields(&sent, &host, &entries);
     entries.iter().zip(&joined).map(|(e, h)| ExportRecord::new(e, h.as_ref(), interfaces)).collect()
 }
 

@@ -268,7 +268,7 @@ impl ExportRecord {
 /// The fields of a record a flow-log policy is not expected to rewrite (it filters,
 /// samples, redacts addresses and omits fields): they tie its entries back to the flows
 /// they came from.
-fn identity(r: &crate::policy::bindings::exports::natgw::policy::flow_log::FlowRecord) -> [u64; 7] {
+pub fn identity(r: &crate::policy::bindings::exports::natgw::policy::flow_log::FlowRecord) -> [u64; 7] {
     let proto = match r.flow.protocol {
         Protocol::Tcp => 6,
         Protocol::Udp => 17,
@@ -285,20 +285,16 @@ fn identity(r: &crate::policy::bindings::exports::natgw::policy::flow_log::FlowR
     ]
 }
 
-/// For each entry a policy returned, the gateway's fields of the record it came from.
-/// Entries are matched in order (a policy that filters keeps the order); an entry whose
-/// identity fields were rewritten gets none.
-pub fn join_host_fields(
-    sent: &[crate::policy::bindings::exports::natgw::policy::flow_log::FlowRecord],
-    host: &[HostFields],
-    entries: &[LogEntry],
-) -> Vec<Option<HostFields>> {
+/// For each entry a policy returned, the gateway's fields of the record it came from, given
+/// the `identity` of each record sent. Entries are matched in order (a policy that filters
+/// keeps the order); an entry whose identity fields were rewritten gets none.
+pub fn join_host_fields(sent: &[[u64; 7]], host: &[HostFields], entries: &[LogEntry]) -> Vec<Option<HostFields>> {
     let mut next = 0;
     entries
         .iter()
         .map(|e| {
             let id = identity(&e.record);
-            let found = (next..sent.len()).find(|&i| identity(&sent[i]) == id);
+            let found = (next..sent.len()).find(|&i| sent[i] == id);
             found.map(|i| {
                 next = i + 1;
                 host[i]
