@@ -340,9 +340,8 @@ impl OtlpExporter {
             None
         };
         let provider = SdkLoggerProvider::builder().with_resource(resource.clone()).build();
-        let logger = provider
-            .logger_with_scope(InstrumentationScope::builder("natgw").with_version(env!("CARGO_PKG_VERSION")).build());
         let scope = InstrumentationScope::builder("natgw").with_version(env!("CARGO_PKG_VERSION")).build();
+        let logger = provider.logger_with_scope(scope.clone());
         let logs_url = cfg.signal_url("logs");
         let metrics_url = cfg.signal_url("metrics");
         let timeout = Duration::from_millis(cfg.timeout_ms);
