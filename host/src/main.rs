@@ -117,6 +117,13 @@ enum PolicyCommand {
         #[arg(long, default_value_t = 200_000)]
         calls: u64,
     },
+    /// Run a test-vector file (configs, flows, expected verdicts) against an egress
+    /// policy; prints the cases that do not match and exits non-zero when there are any.
+    Test {
+        file: PathBuf,
+        #[arg(long)]
+        vectors: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -208,6 +215,10 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
         PolicyCommand::Bench { hook, file, config, calls } => {
             let hook = parse_hook(&hook)?;
             print!("{}", control::policy_bench(hook, &file, config.as_deref(), calls)?);
+            Ok(())
+        }
+        PolicyCommand::Test { file, vectors } => {
+            print!("{}", control::policy_test(&file, &vectors)?);
             Ok(())
         }
     }

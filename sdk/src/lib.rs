@@ -46,7 +46,7 @@ pub mod net;
 
 pub use config::parse_toml;
 pub use net::{Cidr, PortRange};
-pub use std::net::Ipv4Addr;
+pub use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -117,9 +117,9 @@ impl Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
     pub protocol: Protocol,
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub src_port: u16,
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     pub dst_port: u16,
     /// Which inside interface it came in on: its index in the gateway config's `[[inside]]`.
     pub ingress: u16,
@@ -169,7 +169,7 @@ pub enum EndReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowRecord {
     pub flow: Flow,
-    pub nat_src: Ipv4Addr,
+    pub nat_src: IpAddr,
     pub nat_src_port: u16,
     pub pool: String,
     pub packets_out: u64,
@@ -351,20 +351,30 @@ macro_rules! glue_for_world {
                         Protocol::Udp => t::Protocol::Udp,
                         Protocol::Icmp => t::Protocol::Icmp,
                     },
-                    src: t::IpAddress::V4(u32::from(f.src)),
+                    src: addr_out(f.src),
                     src_port: f.src_port,
-                    dst: t::IpAddress::V4(u32::from(f.dst)),
+                    dst: addr_out(f.dst),
                     dst_port: f.dst_port,
                     ingress: f.ingress,
                 }
             }
 
-            /// IPv6 never reaches a 0.1 policy; it maps to 0.0.0.0 rather than trapping.
             #[allow(dead_code)]
-            pub fn addr_in(a: t::IpAddress) -> Ipv4Addr {
+            pub fn addr_in(a: t::IpAddress) -> IpAddr {
                 match a {
-                    t::IpAddress::V4(v) => Ipv4Addr::from(v),
-                    t::IpAddress::V6(_) => Ipv4Addr::UNSPECIFIED,
+                    t::IpAddress::V4(v) => IpAddr::V4(Ipv4Addr::from(v)),
+                    t::IpAddress::V6((hi, lo)) => IpAddr::V6(Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo))),
+                }
+            }
+
+            #[allow(dead_code)]
+            pub fn addr_out(a: IpAddr) -> t::IpAddress {
+                match a {
+                    IpAddr::V4(v) => t::IpAddress::V4(u32::from(v)),
+                    IpAddr::V6(v) => {
+                        let v = u128::from(v);
+                        t::IpAddress::V6(((v >> 64) as u64, v as u64))
+                    }
                 }
             }
 
@@ -473,7 +483,7 @@ macro_rules! flow_log_glue {
                         w::LogEntry {
                             record: w::FlowRecord {
                                 flow: $world::flow_out(&r.flow),
-                                nat_src: t::IpAddress::V4(u32::from(r.nat_src)),
+                                nat_src: $world::addr_out(r.nat_src),
                                 nat_src_port: r.nat_src_port,
                                 pool: r.pool,
                                 packets_out: r.packets_out,

@@ -1,8 +1,10 @@
 //! CIDR and port-range matching.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-/// An IPv4 prefix such as `10.10.1.0/24` (a bare address is a /32).
+/// An IPv4 prefix such as `10.10.1.0/24` (a bare address is a /32). It never contains an
+/// IPv6 address: natgw 0.1 translates IPv4 only, and a rule written for IPv4 must not start
+/// matching when the contract's `v6` addresses appear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     pub addr: Ipv4Addr,
@@ -12,7 +14,7 @@ pub struct Cidr {
 impl Cidr {
     pub const ANY: Cidr = Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 };
 
-    /// Parses "a.b.c.d/n" or "a.b.c.d"; "any" and "0.0.0.0/0" match everything.
+    /// Parses "a.b.c.d/n" or "a.b.c.d"; "any" and "0.0.0.0/0" match every IPv4 address.
     pub fn parse(s: &str) -> Result<Cidr, String> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("any") {
@@ -33,8 +35,11 @@ impl Cidr {
         }
     }
 
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
-        (u32::from(a) ^ u32::from(self.addr)) & self.mask() == 0
+    pub fn contains(&self, a: impl Into<IpAddr>) -> bool {
+        match a.into() {
+            IpAddr::V4(a) => (u32::from(a) ^ u32::from(self.addr)) & self.mask() == 0,
+            IpAddr::V6(_) => false,
+        }
     }
 }
 
@@ -74,12 +79,15 @@ mod tests {
 
     #[test]
     fn cidr() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let c = Cidr::parse("10.10.1.0/24").unwrap();
-        assert!(c.contains("10.10.1.200".parse().unwrap()));
-        assert!(!c.contains("10.10.2.1".parse().unwrap()));
-        assert!(Cidr::parse("any").unwrap().contains("1.2.3.4".parse().unwrap()));
-        assert!(Cidr::parse("203.0.113.80").unwrap().contains("203.0.113.80".parse().unwrap()));
-        assert!(!Cidr::parse("203.0.113.80").unwrap().contains("203.0.113.81".parse().unwrap()));
+        assert!(c.contains(ip("10.10.1.200")));
+        assert!(!c.contains(ip("10.10.2.1")));
+        assert!(Cidr::parse("any").unwrap().contains(ip("1.2.3.4")));
+        assert!(Cidr::parse("203.0.113.80").unwrap().contains(Ipv4Addr::new(203, 0, 113, 80)));
+        assert!(!Cidr::parse("203.0.113.80").unwrap().contains(ip("203.0.113.81")));
+        assert!(!Cidr::parse("0.0.0.0/0").unwrap().contains(ip("2001:db8::1")), "IPv4 prefixes hold no IPv6");
+        assert!(!Cidr::parse("any").unwrap().contains(ip("::")), "not even ::");
         assert!(Cidr::parse("10.0.0.0/33").unwrap_err().contains("prefix"));
         assert!(Cidr::parse("ten").is_err());
     }

@@ -47,6 +47,8 @@ pub enum ControlError {
     NotRoot(u32),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Vectors(#[from] super::VectorError),
     #[error("{0}")]
     Refused(String),
     #[error("{key} = \"{addr}\": cannot listen: {source}")]

@@ -13,6 +13,10 @@ mod policy_cli;
 #[cfg(feature = "gateway")]
 pub use policy_cli::*;
 #[cfg(feature = "gateway")]
+mod policy_test;
+#[cfg(feature = "gateway")]
+pub use policy_test::*;
+#[cfg(feature = "gateway")]
 mod telemetry_cli;
 #[cfg(feature = "gateway")]
 pub use telemetry_cli::*;

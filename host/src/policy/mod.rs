@@ -16,6 +16,7 @@
 //! Must never: be called on the fast path (once per new flow, or per flow-log batch).
 
 pub mod flowlog;
+pub mod output;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -31,12 +32,14 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::control::config::{FailMode, Hook, PolicyConfig};
+use output::OutputTail;
 
 /// Host-side bindings generated from the WIT contract.
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/natgw-policy-0.1.0",
         world: "policy",
+        additional_derives: [PartialEq],
     });
 }
 
@@ -45,6 +48,17 @@ use bindings::natgw::policy::host::{self as host_iface, LogLevel};
 
 /// The WIT package this gateway implements.
 pub const WIT_PACKAGE: &str = "natgw:policy@0.1.0";
+const WIT_PACKAGE_TYPES: &str = "natgw:policy/types@0.1.0";
+
+/// Names as "`a`, `b`", or "nothing".
+fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    if v.is_empty() {
+        "nothing".into()
+    } else {
+        v.join(", ")
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
@@ -54,16 +68,18 @@ pub enum PolicyError {
     ReadConfig { path: String, source: std::io::Error },
     #[error("policy file {path}: not a WebAssembly component: {reason}")]
     NotAComponent { path: String, reason: String },
-    #[error("policy file {path}: does not provide the {hook} hook: it must export `natgw:policy/lifecycle@0.1.0` and `{export}` ({reason})")]
-    WrongWorld { path: String, hook: Hook, export: String, reason: String },
-    #[error("policy file {path}: cannot be linked: {reason}")]
-    Link { path: String, reason: String },
-    #[error("policy file {path}: instantiation failed: {reason}")]
-    Instantiate { path: String, reason: String },
+    #[error("policy file {path}: does not provide the {hook} hook: expected exports `natgw:policy/lifecycle@0.1.0` and `{export}`, found {found} ({reason})")]
+    WrongWorld { path: String, hook: Hook, export: String, found: String, reason: String },
+    #[error(
+        "policy file {path}: cannot be linked: {reason}; it imports {found}, and this gateway provides {provided}"
+    )]
+    Link { path: String, reason: String, found: String, provided: String },
+    #[error("policy file {path}: instantiation failed (the policy's fault): {reason}{output}")]
+    Instantiate { path: String, reason: String, output: String },
     #[error("policy file {path}: init rejected its config: {message}")]
     InitRejected { path: String, message: String },
-    #[error("policy file {path}: init failed: {reason}")]
-    InitFailed { path: String, reason: String },
+    #[error("policy file {path}: init failed (the policy's fault): {reason}{output}")]
+    InitFailed { path: String, reason: String, output: String },
     #[error("policy runtime: {0}")]
     Engine(String),
 }
@@ -95,6 +111,8 @@ pub fn error_text(e: &wasmtime::Error) -> String {
 /// components that import WASI, the memory cap, and the host functions' state.
 pub struct StoreData {
     wasi: WasiCtx,
+    /// The instance's stdout and stderr (the last few KiB).
+    output: OutputTail,
     table: ResourceTable,
     limits: StoreLimits,
     tag: Arc<str>,
@@ -362,8 +380,16 @@ impl Runtime {
 
     fn new_store(&self, tag: Arc<str>, deadline: Duration) -> Store<StoreData> {
         let limit = (self.cfg.memory_limit_mb as usize) << 20;
+        let output = OutputTail::default();
         let data = StoreData {
-            wasi: WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
+            wasi: WasiCtxBuilder::new()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .stdout(output.clone())
+                .stderr(output.clone())
+                .build(),
+            output,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limit)
@@ -445,6 +471,22 @@ impl Runtime {
         config: Option<&Path>,
         fail: FailMode,
     ) -> Result<Arc<Generation>, PolicyError> {
+        let config_text = match config {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| PolicyError::ReadConfig { path: p.display().to_string(), source: e })?,
+            None => String::new(),
+        };
+        self.prepare_with_text(hook, component, config_text, fail)
+    }
+
+    /// `prepare`, with the config's text instead of its file.
+    pub fn prepare_with_text(
+        &self,
+        hook: Hook,
+        component: &Path,
+        config_text: String,
+        fail: FailMode,
+    ) -> Result<Arc<Generation>, PolicyError> {
         let display = component.display().to_string();
         let bytes = std::fs::read(component).map_err(|e| PolicyError::Read { path: display.clone(), source: e })?;
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
@@ -460,21 +502,20 @@ impl Runtime {
                     .into(),
             });
         }
-        let config_text = match config {
-            Some(p) => std::fs::read_to_string(p)
-                .map_err(|e| PolicyError::ReadConfig { path: p.display().to_string(), source: e })?,
-            None => String::new(),
-        };
         let hash = sha256_hex(&bytes);
         let comp = self.compile(component, &bytes, &hash)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&comp)
-            .map_err(|e| PolicyError::Link { path: display.clone(), reason: error_text(&e) })?;
+        let ty = comp.component_type();
+        let pre = self.linker.instantiate_pre(&comp).map_err(|e| PolicyError::Link {
+            path: display.clone(),
+            reason: error_text(&e),
+            found: name_list(ty.imports(&self.engine).map(|(n, _)| n)),
+            provided: format!("`natgw:policy/host@0.1.0`, `{WIT_PACKAGE_TYPES}` and WASI 0.2 (`wasi:*@0.2.x`)"),
+        })?;
         let wrong = |export: &str, e: wasmtime::Error| PolicyError::WrongWorld {
             path: display.clone(),
             hook,
             export: export.into(),
+            found: name_list(ty.exports(&self.engine).map(|(n, _)| n)),
             reason: error_text(&e),
         };
         let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(|e| wrong("natgw:policy/lifecycle@0.1.0", e))?;
@@ -520,23 +561,31 @@ impl Runtime {
         let tag: Arc<str> =
             format!("{}#{} ({})", g.hook, g.id, g.file.file_name().unwrap_or_default().to_string_lossy()).into();
         let mut store = self.new_store(tag, INIT_DEADLINE);
-        let instance = g
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PolicyError::Instantiate { path: path.clone(), reason: error_text(&e) })?;
-        let lc = g
-            .lifecycle
-            .load(&mut store, &instance)
-            .map_err(|e| PolicyError::Instantiate { path: path.clone(), reason: error_text(&e) })?;
+        let output = store.data().output.clone();
+        // What the policy wrote before it failed: its runtime's own message.
+        let wrote = |o: &OutputTail| match o.text() {
+            t if t.is_empty() => String::new(),
+            t => format!(
+                "; the policy wrote: {}",
+                t.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect::<String>()
+            ),
+        };
+        let failed = |e: wasmtime::Error| PolicyError::Instantiate {
+            path: path.clone(),
+            reason: error_text(&e),
+            output: wrote(&output),
+        };
+        let instance = g.pre.instantiate(&mut store).map_err(failed)?;
+        let lc = g.lifecycle.load(&mut store, &instance).map_err(failed)?;
         match lc.call_init(&mut store, &g.config_text) {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
                 let message: String = message.chars().take(400).collect();
                 return Err(PolicyError::InitRejected { path, message });
             }
-            Err(e) => return Err(PolicyError::InitFailed { path, reason: error_text(&e) }),
+            Err(e) => return Err(PolicyError::InitFailed { path, reason: error_text(&e), output: wrote(&output) }),
         }
-        let load_err = |e: wasmtime::Error| PolicyError::Instantiate { path: path.clone(), reason: error_text(&e) };
+        let load_err = failed;
         let exports = match &g.exports {
             ExportIndices::Egress(i) => HookExports::Egress(i.load(&mut store, &instance).map_err(load_err)?),
             ExportIndices::PortPool(i) => HookExports::PortPool(i.load(&mut store, &instance).map_err(load_err)?),

@@ -6,11 +6,17 @@
 //!
 //! [[rule]]
 //! action = "allow"
-//! dst = "203.0.113.80/32"     # default: any
+//! dst = "203.0.113.80/32"     # an IPv4 address or CIDR, or any (default: any)
 //! protocol = "tcp"            # tcp | udp | icmp | any (default: any)
-//! ports = "80"                # a port or range, destination side (default: any)
+//! ports = "80"                # a port or range, destination side, or any (default: any)
 //! src = "10.10.1.0/24"        # optional: the inside source
 //! ```
+//!
+//! Words (allow, tcp, any) are case-insensitive. A CIDR matches IPv4 addresses only, so a
+//! rule written for IPv4 never matches an IPv6 flow; an absent (or `any`) `dst`/`src`
+//! matches every address. ICMP flows have no port, so `ports` does not restrict them.
+//! The shared test vectors (`tests/vectors/egress.toml`) pin all of this down for every
+//! language's version of this policy.
 
 use natgw_policy_sdk::{export_policy, parse_toml, Cidr, Egress, Flow, Policy, PortRange, Protocol, Verdict};
 use serde::Deserialize;
@@ -36,8 +42,9 @@ struct RawRule {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub action: Verdict,
-    pub dst: Cidr,
-    pub src: Cidr,
+    /// None: any address, IPv4 or IPv6.
+    pub dst: Option<Cidr>,
+    pub src: Option<Cidr>,
     pub protocol: Option<Protocol>,
     pub ports: PortRange,
 }
@@ -45,6 +52,15 @@ pub struct Rule {
 pub struct Allowlist {
     pub rules: Vec<Rule>,
     pub default: Verdict,
+}
+
+/// An address rule: absent or "any" matches every address; otherwise an IPv4 CIDR.
+fn address(key: &str, s: Option<&str>) -> Result<Option<Cidr>, String> {
+    match s {
+        None => Ok(None),
+        Some(s) if s.trim().eq_ignore_ascii_case("any") => Ok(None),
+        Some(s) => Cidr::parse(s).map(Some).map_err(|e| format!("{key}: {e}")),
+    }
 }
 
 fn verdict(key: &str, s: &str) -> Result<Verdict, String> {
@@ -59,7 +75,7 @@ impl Policy for Allowlist {
         for (i, r) in raw.rule.iter().enumerate() {
             let at = |k: &str| format!("rule[{i}].{k}");
             let protocol = match r.protocol.as_deref().unwrap_or("any") {
-                "any" => None,
+                p if p.eq_ignore_ascii_case("any") => None,
                 p => Some(
                     Protocol::parse(p)
                         .ok_or_else(|| format!("{} = {p:?}: must be tcp, udp, icmp or any", at("protocol")))?,
@@ -67,20 +83,8 @@ impl Policy for Allowlist {
             };
             rules.push(Rule {
                 action: verdict(&at("action"), &r.action)?,
-                dst: r
-                    .dst
-                    .as_deref()
-                    .map(Cidr::parse)
-                    .transpose()
-                    .map_err(|e| format!("{}: {e}", at("dst")))?
-                    .unwrap_or(Cidr::ANY),
-                src: r
-                    .src
-                    .as_deref()
-                    .map(Cidr::parse)
-                    .transpose()
-                    .map_err(|e| format!("{}: {e}", at("src")))?
-                    .unwrap_or(Cidr::ANY),
+                dst: address(&at("dst"), r.dst.as_deref())?,
+                src: address(&at("src"), r.src.as_deref())?,
                 protocol,
                 ports: r
                     .ports
@@ -99,8 +103,8 @@ impl Egress for Allowlist {
     fn check(&mut self, f: &Flow) -> Verdict {
         for r in &self.rules {
             if r.protocol.is_none_or(|p| p == f.protocol)
-                && r.dst.contains(f.dst)
-                && r.src.contains(f.src)
+                && r.dst.is_none_or(|c| c.contains(f.dst))
+                && r.src.is_none_or(|c| c.contains(f.src))
                 && (f.protocol == Protocol::Icmp || r.ports.contains(f.dst_port))
             {
                 return r.action;
@@ -120,9 +124,9 @@ mod tests {
     fn flow(protocol: Protocol, dst: [u8; 4], dst_port: u16) -> Flow {
         Flow {
             protocol,
-            src: Ipv4Addr::new(10, 10, 1, 10),
+            src: Ipv4Addr::new(10, 10, 1, 10).into(),
             src_port: 40000,
-            dst: Ipv4Addr::from(dst),
+            dst: Ipv4Addr::from(dst).into(),
             dst_port,
             ingress: 0,
         }

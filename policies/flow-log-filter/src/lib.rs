@@ -13,7 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use natgw_policy_sdk::{export_policy, parse_toml, Field, FlowLog, FlowRecord, Ipv4Addr, LogEntry, Policy};
+use natgw_policy_sdk::{
+    export_policy, parse_toml, Field, FlowLog, FlowRecord, IpAddr, Ipv4Addr, Ipv6Addr, LogEntry, Policy,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -78,7 +80,14 @@ impl FlowLog for Filter {
             if !self.seen.is_multiple_of(self.one_in) || (self.skip_empty && r.packets_in == 0) {
                 continue;
             }
-            r.flow.src = Ipv4Addr::from(u32::from(r.flow.src) & mask);
+            r.flow.src = match r.flow.src {
+                IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask)),
+                // The same number of leading bits: coarser for IPv6, never finer.
+                IpAddr::V6(a) => {
+                    let keep = u32::from(self.keep_bits);
+                    IpAddr::V6(Ipv6Addr::from(if keep == 0 { 0 } else { u128::from(a) & (u128::MAX << (128 - keep)) }))
+                }
+            };
             out.push(LogEntry { record: r, omit: self.omit.clone(), attributes: self.attributes.clone() });
         }
         out
@@ -96,13 +105,13 @@ mod tests {
         FlowRecord {
             flow: Flow {
                 protocol: Protocol::Udp,
-                src: Ipv4Addr::new(10, 10, 1, i),
+                src: Ipv4Addr::new(10, 10, 1, i).into(),
                 src_port: 5000,
-                dst: Ipv4Addr::new(203, 0, 113, 7),
+                dst: Ipv4Addr::new(203, 0, 113, 7).into(),
                 dst_port: 7,
                 ingress: 0,
             },
-            nat_src: Ipv4Addr::new(198, 51, 100, 10),
+            nat_src: Ipv4Addr::new(198, 51, 100, 10).into(),
             nat_src_port: 5000,
             pool: "pool-a".into(),
             packets_out: 1,
@@ -125,7 +134,7 @@ mod tests {
         let out = f.process((1..=8).map(|i| rec(i, if i == 4 { 0 } else { 1 })).collect());
         // Every second record (2, 4, 6, 8), minus 4 which had no answer.
         assert_eq!(out.len(), 3);
-        assert!(out.iter().all(|e| e.record.flow.src == Ipv4Addr::new(10, 10, 0, 0)));
+        assert!(out.iter().all(|e| e.record.flow.src == IpAddr::from(Ipv4Addr::new(10, 10, 0, 0))));
         assert_eq!(out[0].omit, vec![Field::Pool]);
         assert_eq!(out[0].attributes, vec![("a".to_string(), "b".to_string())]);
         assert!(Filter::init("drop_fields = [\"colour\"]").err().unwrap().contains("colour"));

@@ -68,9 +68,9 @@ mod tests {
     fn from(src: [u8; 4]) -> Flow {
         Flow {
             protocol: Protocol::Tcp,
-            src: Ipv4Addr::from(src),
+            src: Ipv4Addr::from(src).into(),
             src_port: 1,
-            dst: Ipv4Addr::new(203, 0, 113, 80),
+            dst: Ipv4Addr::new(203, 0, 113, 80).into(),
             dst_port: 80,
             ingress: 0,
         }
