@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 APT_PACKAGES=(
   build-essential pkg-config clang
   iproute2 iputils-ping iputils-tracepath traceroute procps psmisc util-linux
-  curl socat tcpdump python3 nginx-light
+  curl socat tcpdump python3 python3-venv nginx-light
   iperf3 nftables conntrack ethtool wrk netsniff-ng sockperf
   # Wasm policies: Debian's rustc 1.96 with its std source builds them for
   # wasm32-unknown-unknown with -Zbuild-std where rustup cannot add that target.
@@ -49,6 +49,18 @@ fi
 # Build the gateway, then the built-in policies and the test fixtures.
 (cd "$ROOT" && cargo build --release --locked -q)
 "$ROOT/scripts/build-policy.sh"
+
+# Policies in other languages (examples/policies/<language>/build.sh). Their tools live
+# in /var/cache/natgw/tools, pinned: componentize-py from PyPI for Python.
+TOOLS=/var/cache/natgw/tools
+if ! "$TOOLS/componentize-py-0.25.1/bin/componentize-py" --version >/dev/null 2>&1; then
+  echo "setup.sh: installing componentize-py 0.25.1 (Python policies)"
+  rm -rf "$TOOLS/componentize-py-0.25.1"
+  mkdir -p "$TOOLS"
+  python3 -m venv "$TOOLS/componentize-py-0.25.1"
+  "$TOOLS/componentize-py-0.25.1/bin/pip" install -q componentize-py==0.25.1
+fi
+"$ROOT/examples/policies/python/build.sh"
 
 # The OpenTelemetry Collector the demo and the tests export to, built from the Go module
 # proxy with the machine's Go (1.26 or newer; go.mod in collector/ says which modules).

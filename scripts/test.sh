@@ -23,6 +23,10 @@ cargo test --locked -q --manifest-path sdk/Cargo.toml --features egress
 for p in egress-allowlist subnet-port-pools flow-log-filter; do
   cargo test --locked -q --manifest-path policies/Cargo.toml -p "$p"
 done
+echo "== one test-vector suite for the egress policy in every language (natgw policy test)"
+for wasm in target/policies/egress_allowlist.wasm target/policies/egress_allowlist_py.wasm; do
+  target/release/natgw policy test "$wasm" --vectors tests/vectors/egress.toml
+done
 echo "== end-to-end tests (namespaces, real programs)"
 tests/e2e/run.sh
 echo "== fuzz smoke (each target, 20000 runs; scripts/fuzz.sh 1000000 for the long run)"

@@ -108,6 +108,10 @@ fn bad_policies_are_refused_with_the_file_and_the_reason() {
     let e = rt.swap(Hook::Egress, &component("flow_log_filter"), None, None).unwrap_err();
     assert!(matches!(e, PolicyError::WrongWorld { .. }), "{e}");
     assert!(e.to_string().contains("natgw:policy/egress@0.1.0"), "{e}");
+    assert!(
+        e.to_string().contains("found `natgw:policy/lifecycle@0.1.0`, `natgw:policy/flow-log@0.1.0`"),
+        "names what the component does export: {e}"
+    );
 
     let bad_cfg = write(&dir, "bad.toml", "default = \"maybe\"\n");
     let e = rt.swap(Hook::Egress, &good, Some(&bad_cfg), None).unwrap_err();
@@ -273,4 +277,32 @@ fn flow_log_filter_samples_redacts_and_annotates() {
         assert_eq!(r.accepted, want, "{r:?}");
     }
     assert_eq!(counters.get(Counter::PolicyErrors), 0);
+}
+
+/// The shared vectors against the Rust built-in pass, and a wrong expectation is reported
+/// as a mismatch with the flow, the expected and the actual verdict (so the suite can fail).
+#[test]
+fn test_vectors_pass_on_the_rust_policy_and_report_mismatches() {
+    use natgw::control::{mismatch_table, parse_vectors, run_vectors};
+    let rt = runtime(1);
+    let good = component("egress_allowlist");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/egress.toml");
+    let suites = parse_vectors("egress.toml", &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let out = run_vectors(&rt, &good, &suites).unwrap();
+    assert!(out.mismatches.is_empty(), "{}", mismatch_table(&out.mismatches));
+    assert!(out.checks >= 50 && out.suites == suites.len(), "{} checks", out.checks);
+
+    let wrong = "[[suite]]\nname = \"wrong on purpose\"\nconfig = 'default = \"allow\"'\n\
+                 [[suite.case]]\nflow = \"tcp 10.0.0.1:1 -> [2001:db8::1]:443\"\nexpect = \"deny\"\n\
+                 [[suite]]\nname = \"refuses\"\nconfig = 'default = \"allow\"'\nexpect_init_error = \"x\"\n";
+    let out = run_vectors(&rt, &good, &parse_vectors("w.toml", wrong).unwrap()).unwrap();
+    let table = mismatch_table(&out.mismatches);
+    assert_eq!(out.mismatches.len(), 2, "{table}");
+    assert!(table.contains("tcp 10.0.0.1:1 -> [2001:db8::1]:443  deny"), "{table}");
+    assert!(table.lines().nth(1).unwrap().ends_with("allow"), "{table}");
+    assert!(table.contains("init") && table.contains("error containing \"x\""), "{table}");
+
+    // A component for another hook is refused before any suite runs, naming the interfaces.
+    let Err(e) = run_vectors(&rt, &component("flow_log_filter"), &suites) else { panic!("a flow-log policy passed") };
+    assert!(e.to_string().contains("expected exports") && e.to_string().contains("found"), "{e}");
 }

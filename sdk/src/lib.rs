@@ -437,7 +437,6 @@ macro_rules! flow_log_glue {
                 batch: Vec<crate::bindings::$world::exports::natgw::policy::flow_log::FlowRecord>,
             ) -> Vec<crate::bindings::$world::exports::natgw::policy::flow_log::LogEntry> {
                 use crate::bindings::$world::exports::natgw::policy::flow_log as w;
-                use crate::bindings::$world::natgw::policy::types as t;
                 let records = batch
                     .into_iter()
                     .map(|r| FlowRecord {
