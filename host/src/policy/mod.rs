@@ -267,6 +267,8 @@ const COMPILED_IN_MEMORY: usize = 8;
 
 /// Flow-log calls carry a batch: their deadline is this many call deadlines.
 pub const FLOW_LOG_DEADLINE_FACTOR: u64 = 64;
+/// How much of a failed policy's output an error message quotes.
+const QUOTED_OUTPUT_CHARS: usize = 600;
 /// Instantiation and `init` may take this long (JS and Python runtimes start up in init).
 const INIT_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -561,19 +563,12 @@ impl Runtime {
         let tag: Arc<str> =
             format!("{}#{} ({})", g.hook, g.id, g.file.file_name().unwrap_or_default().to_string_lossy()).into();
         let mut store = self.new_store(tag, INIT_DEADLINE);
-        let output = store.data().output.clone();
         // What the policy wrote before it failed: its runtime's own message.
-        let wrote = |o: &OutputTail| match o.text() {
-            t if t.is_empty() => String::new(),
-            t => format!(
-                "; the policy wrote: {}",
-                t.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect::<String>()
-            ),
-        };
+        let output = store.data().output.clone();
         let failed = |e: wasmtime::Error| PolicyError::Instantiate {
             path: path.clone(),
             reason: error_text(&e),
-            output: wrote(&output),
+            output: output.quoted(QUOTED_OUTPUT_CHARS),
         };
         let instance = g.pre.instantiate(&mut store).map_err(failed)?;
         let lc = g.lifecycle.load(&mut store, &instance).map_err(failed)?;
@@ -583,13 +578,15 @@ impl Runtime {
                 let message: String = message.chars().take(400).collect();
                 return Err(PolicyError::InitRejected { path, message });
             }
-            Err(e) => return Err(PolicyError::InitFailed { path, reason: error_text(&e), output: wrote(&output) }),
+            Err(e) => {
+                let output = output.quoted(QUOTED_OUTPUT_CHARS);
+                return Err(PolicyError::InitFailed { path, reason: error_text(&e), output });
+            }
         }
-        let load_err = failed;
         let exports = match &g.exports {
-            ExportIndices::Egress(i) => HookExports::Egress(i.load(&mut store, &instance).map_err(load_err)?),
-            ExportIndices::PortPool(i) => HookExports::PortPool(i.load(&mut store, &instance).map_err(load_err)?),
-            ExportIndices::FlowLog(i) => HookExports::FlowLog(i.load(&mut store, &instance).map_err(load_err)?),
+            ExportIndices::Egress(i) => HookExports::Egress(i.load(&mut store, &instance).map_err(failed)?),
+            ExportIndices::PortPool(i) => HookExports::PortPool(i.load(&mut store, &instance).map_err(failed)?),
+            ExportIndices::FlowLog(i) => HookExports::FlowLog(i.load(&mut store, &instance).map_err(failed)?),
         };
         Ok(HookInstance { store, exports })
     }

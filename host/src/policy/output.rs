@@ -31,6 +31,17 @@ impl OutputTail {
         raw.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
+    /// For an error message: "; the policy wrote: …" with the last `max_chars` of `text`
+    /// (a runtime's message ends its output), or "" when it wrote nothing.
+    pub fn quoted(&self, max_chars: usize) -> String {
+        let t = self.text();
+        match t.char_indices().rev().nth(max_chars.saturating_sub(1)) {
+            _ if t.is_empty() => String::new(),
+            Some((i, _)) => format!("; the policy wrote: {}", &t[i..]),
+            None => format!("; the policy wrote: {t}"),
+        }
+    }
+
     fn push(&self, bytes: &[u8]) {
         let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
         let bytes = &bytes[bytes.len().saturating_sub(OUTPUT_TAIL_BYTES)..];
@@ -92,5 +103,10 @@ mod tests {
         let s = t.text();
         assert!(s.ends_with("ValueError: boom") && s.len() < OUTPUT_TAIL_BYTES, "{s}");
         assert!(!s.contains("Traceback"), "older bytes are dropped first");
+        assert_eq!(t.quoted(6), "; the policy wrote: : boom");
+        assert_eq!(OutputTail::default().quoted(6), "");
+        let short = OutputTail::default();
+        short.push("é!".as_bytes());
+        assert_eq!(short.quoted(6), "; the policy wrote: é!");
     }
 }
