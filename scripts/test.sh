@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 "$ROOT/scripts/setup.sh"
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="$HOME/.cargo/bin:$PATH:/usr/local/go/bin"
 echo "== style: rustfmt and clippy (warnings are errors)"
 cargo fmt --check
 cargo fmt --check --manifest-path sdk/Cargo.toml
@@ -23,8 +23,10 @@ cargo test --locked -q --manifest-path sdk/Cargo.toml --features egress
 for p in egress-allowlist subnet-port-pools flow-log-filter; do
   cargo test --locked -q --manifest-path policies/Cargo.toml -p "$p"
 done
+echo "== the Go policy's own unit tests (go test, native)"
+(cd examples/policies/go && test -z "$(gofmt -l .)" && GOFLAGS=-mod=readonly GOTOOLCHAIN=local go test ./...)
 echo "== one test-vector suite for the egress policy in every language (natgw policy test)"
-for wasm in target/policies/egress_allowlist.wasm target/policies/egress_allowlist_py.wasm; do
+for wasm in target/policies/egress_allowlist{,_py,_js,_c,_go}.wasm; do
   target/release/natgw policy test "$wasm" --vectors tests/vectors/egress.toml
 done
 echo "== end-to-end tests (namespaces, real programs)"
