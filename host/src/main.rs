@@ -184,7 +184,11 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
                 remove: false,
             };
             let json = serde_json::to_string(&req).expect("plain data");
-            answer(control::admin_request(&socket, &format!("policy-swap {json}"))?)
+            answer(control::admin_request_within(
+                &socket,
+                &format!("policy-swap {json}"),
+                control::SWAP_ANSWER_TIMEOUT,
+            )?)
         }
         PolicyCommand::Remove { hook, socket } => {
             let req = control::SwapRequest {
@@ -196,7 +200,11 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
                 remove: true,
             };
             let json = serde_json::to_string(&req).expect("plain data");
-            answer(control::admin_request(&socket, &format!("policy-swap {json}"))?)
+            answer(control::admin_request_within(
+                &socket,
+                &format!("policy-swap {json}"),
+                control::SWAP_ANSWER_TIMEOUT,
+            )?)
         }
         PolicyCommand::List { socket, json } => {
             let reply = control::admin_request(&socket, "policy-list")?;

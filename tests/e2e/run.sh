@@ -560,6 +560,69 @@ PY
   return 0
 }
 
+# A long TCP upload from cli1 to 203.0.113.80:5201 (allowed by both demo allow-lists) that
+# runs until $WORK/stop-upload exists, then half-closes and prints "sent N received M" (M
+# as counted by the server) or "error ..." when the connection broke (a reset included).
+long_upload() {  # long_upload OUTFILE
+  nsx $INET python3 - <<'PY' &
+import socket
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("203.0.113.80", 5201)); srv.listen(1); srv.settimeout(10)
+c, _ = srv.accept(); c.settimeout(30); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    n += len(b)
+c.sendall(b"%d" % n); c.close()
+PY
+  sleep 0.3
+  nsx $CLI1 python3 - "$WORK/stop-upload" > "$1" 2>&1 <<'PY' &
+import os, socket, sys, time
+chunk = b"x" * (1 << 17); sent = 0
+try:
+    s = socket.create_connection(("203.0.113.80", 5201), timeout=10)
+    while not os.path.exists(sys.argv[1]):
+        s.sendall(chunk); sent += len(chunk); time.sleep(0.01)   # about 100 Mbit/s
+    s.shutdown(socket.SHUT_WR)
+    print("sent", sent, "received", int(s.recv(64)))
+except OSError as e:
+    print("error after", sent, "bytes:", repr(e))
+PY
+}
+
+t_hot_swap_across_languages() {
+  # The same allow-list in five languages, swapped in turn while one TCP upload runs. Each
+  # swap alternates the config: B refuses new connections to 8081, A lets them through.
+  echo_8081
+  rm -f "$WORK/stop-upload"
+  long_upload "$WORK/upload.txt"; local upid=$!
+  sleep 1
+  local step lang file cfg out t0 t1 p want
+  for step in rust:egress_allowlist.wasm:b python:egress_allowlist_py.wasm:a javascript:egress_allowlist_js.wasm:b \
+              c:egress_allowlist_c.wasm:a go:egress_allowlist_go.wasm:b rust:egress_allowlist.wasm:a; do
+    IFS=: read -r lang file cfg <<< "$step"
+    [ -f "$POLICIES/$file" ] || fail "$POLICIES/$file is missing (scripts/setup.sh builds it)"
+    local conf=$DEMO_POLICIES/egress-allowlist.toml; [ "$cfg" = b ] && conf=$DEMO_POLICIES/egress-allowlist-b.toml
+    t0=$(date +%s%N)
+    out=$(natgw policy swap --hook egress "$POLICIES/$file" --config "$conf") || fail "swap to $lang: $out"
+    t1=$(date +%s%N)
+    natgw policy list | grep -q "$file" || fail "policy list does not show $file after the swap"
+    p=$(probe_8081)
+    want=open; [ "$cfg" = b ] && want=refused
+    echo "    $lang ($cfg): swap answered in $(( (t1 - t0) / 1000000 )) ms; new connection to 8081: $p"
+    [ "$p" = "$want" ] || fail "$lang with config $cfg: a new connection to 8081 was $p, expected $want"
+    [ -s "$WORK/upload.txt" ] && fail "the upload ended during the swap to $lang: $(cat "$WORK/upload.txt")"
+  done
+  touch "$WORK/stop-upload"
+  wait $upid
+  local sent recv
+  read -r _ sent _ recv < "$WORK/upload.txt" || true
+  echo "    upload: $(cat "$WORK/upload.txt")"
+  [ -n "$recv" ] && [ "$recv" = "$sent" ] || fail "the upload across the swaps broke: $(cat "$WORK/upload.txt")"
+  [ "$sent" -gt $((10 << 20)) ] || fail "the upload moved only $sent bytes"
+  return 0
+}
+
 t_revalidate_closes_denied_flows() {
   echo_8081
   swap_egress a >/dev/null || fail "swap to A"
@@ -844,7 +907,7 @@ ALL=(t_curl_sees_external_address t_udp_echo t_ping t_traceroute_shows_gateway_h
      t_pmtu_upload_through_lower_mtu t_pmtu_download_via_gateway_icmp t_gateway_fragments_non_df_datagrams t_udp_mapping_expires
      t_malformed_frames_are_counted_not_fatal t_status_and_stats t_bad_config_and_startup_errors
      t_egress_allowlist_allows_and_rejects t_subnets_leave_from_their_pools t_bad_policies_are_refused_and_old_one_serves
-     t_misbehaving_policy_is_contained t_hot_swap_under_load t_revalidate_closes_denied_flows t_sighup_reloads_policies
+     t_misbehaving_policy_is_contained t_hot_swap_under_load t_hot_swap_across_languages t_revalidate_closes_denied_flows t_sighup_reloads_policies
      t_flow_log_records_finished_flows
      t_otlp_grpc_record_has_the_connections_addresses_ports_and_bytes t_otlp_http_reject_record_and_follow
      t_collector_outage_records_arrive_after_it_returns t_past_the_buffer_drops_are_counted

@@ -489,6 +489,7 @@ fn serve_admin(
     status: StatusInfo,
     followers: Option<Arc<Followers>>,
 ) {
+    let swap_lock = Arc::new(std::sync::Mutex::new(()));
     for conn in listener.incoming() {
         if sys::stop_requested() {
             break;
@@ -526,10 +527,25 @@ fn serve_admin(
             "stats" => stats_text(&shared),
             "flows" => flows_json(&shared),
             "policy-list" => serde_json::to_string(&rt.status()).unwrap_or_default() + "\n",
-            "policy-swap" => match policy_swap(&rt, &shared, arg) {
-                Ok(msg) => format!("ok: {msg}\n"),
-                Err(e) => format!("error: {e}\n"),
-            },
+            "policy-swap" => {
+                // Compiling a large component (an interpreter in Python or JavaScript) takes
+                // tens of seconds: the swap runs on its own thread so that status, stats and
+                // flows keep answering meanwhile. One swap at a time keeps generations in
+                // the order they were asked for.
+                let (rt, shared, lock, arg) = (rt.clone(), shared.clone(), swap_lock.clone(), arg.to_string());
+                let spawned = std::thread::Builder::new().name("natgw-swap".into()).spawn(move || {
+                    let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    let reply = match policy_swap(&rt, &shared, &arg) {
+                        Ok(msg) => format!("ok: {msg}\n"),
+                        Err(e) => format!("error: {e}\n"),
+                    };
+                    let _ = conn.write_all(reply.as_bytes());
+                });
+                if let Err(e) = spawned {
+                    eprintln!("natgw: admin: cannot start a thread for a policy swap: {e}");
+                }
+                continue;
+            }
             other => format!("error: unknown command {other:?}\n"),
         };
         let _ = conn.write_all(reply.as_bytes());
@@ -589,10 +605,20 @@ fn flows_json(shared: &Shared) -> String {
     serde_json::to_string(&all).unwrap_or_else(|_| "[]".into()) + "\n"
 }
 
-/// Sends one command to a running gateway and returns its answer.
+/// Sends one command to a running gateway and returns its answer (waiting up to 10 s).
 pub fn admin_request(path: &str, command: &str) -> Result<String, ControlError> {
+    admin_request_within(path, command, Duration::from_secs(10))
+}
+
+/// How long `natgw policy swap` waits for its answer: the gateway compiles the component
+/// first, which for an 18 MB Python component on a busy 2-core machine takes most of a
+/// minute (once: the compiled code is cached in `policy.cache_dir`).
+pub const SWAP_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Sends one command to a running gateway and returns its answer, waiting up to `timeout`.
+pub fn admin_request_within(path: &str, command: &str, timeout: Duration) -> Result<String, ControlError> {
     let mut s = UnixStream::connect(path).map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.set_read_timeout(Some(timeout)).ok();
     s.write_all(format!("{command}\n").as_bytes())
         .map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
     let mut out = String::new();
