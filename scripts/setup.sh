@@ -96,6 +96,10 @@ for lang in python:py javascript:js c:c go:go; do
     touch "$stamp"
   fi
 done
+# A test fixture: the Go policy with an init that panics (host/tests/policy.rs).
+[ "$ROOT/target/policies/go_panics_at_start.wasm" -nt "$ROOT/target/policies/egress_allowlist_go.wasm" ] ||
+  GO_TAGS=natgw_fixture_panic_at_start OUT="$ROOT/target/policies/go_panics_at_start.wasm" \
+    "$ROOT/examples/policies/go/build.sh"
 
 # The OpenTelemetry Collector the demo and the tests export to, built from the Go module
 # proxy with the machine's Go (1.26 or newer; go.mod in collector/ says which modules).

@@ -125,6 +125,25 @@ fn bad_policies_are_refused_with_the_file_and_the_reason() {
 }
 
 #[test]
+fn a_runtime_that_fails_at_start_is_the_policys_fault_with_its_message() {
+    // The Go example built with a panicking init (examples/policies/go/fixture_panic.go): Go's
+    // runtime prints the panic and traps inside _initialize, before any export is called.
+    let rt = runtime(1);
+    let good = component("egress_allowlist");
+    rt.swap(Hook::Egress, &good, None, None).unwrap();
+    let serving = rt.current(Hook::Egress).unwrap().id;
+    let e = rt.swap(Hook::Egress, &component("go_panics_at_start"), None, None).unwrap_err();
+    assert!(matches!(e, PolicyError::Instantiate { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("go_panics_at_start.wasm") && text.contains("the policy's fault"), "{text}");
+    assert!(
+        text.contains("panic: egress-allowlist fixture: this runtime fails at start"),
+        "quotes the runtime: {text}"
+    );
+    assert_eq!(rt.current(Hook::Egress).unwrap().id, serving, "the previous policy keeps serving");
+}
+
+#[test]
 fn traps_loops_and_memory_bombs_are_contained() {
     let rt = runtime(1);
     rt.swap(Hook::Egress, &component("misbehaving_egress"), None, Some(FailMode::Closed)).unwrap();

@@ -7,7 +7,17 @@
 
 package main
 
-import "unsafe"
+import (
+	"runtime/debug"
+	"unsafe"
+)
+
+func init() {
+	// A panic prints its message and no goroutine dump: the gateway quotes the last few
+	// hundred characters a policy wrote when it refuses it, and the message is what the
+	// operator needs there. (abi.go's init runs before those of files that sort after it.)
+	debug.SetTraceback("none")
+}
 
 var (
 	policy = &Allowlist{Default: Deny}

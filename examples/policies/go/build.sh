@@ -11,12 +11,13 @@ ROOT=$(cd "$HERE/../../.." && pwd)
 export PATH="$PATH:/usr/local/go/bin:$HOME/.cargo/bin"
 command -v go >/dev/null || { echo "build: the go command is missing (Go 1.26+)" >&2; exit 1; }
 command -v wasm-tools >/dev/null || { echo "build: wasm-tools is missing: run scripts/setup.sh" >&2; exit 1; }
-OUT=$ROOT/target/policies/egress_allowlist_go.wasm
+# GO_TAGS and OUT build variants (the test fixture in fixture_panic.go).
+OUT=${OUT:-$ROOT/target/policies/egress_allowlist_go.wasm}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$(dirname "$OUT")" "$WORK/wit/deps/natgw-policy"
 (cd "$HERE" && GOFLAGS=-mod=readonly GOTOOLCHAIN=local GOOS=wasip1 GOARCH=wasm \
-  go build -buildmode=c-shared -trimpath -ldflags="-s -w" -o "$WORK/policy.core.wasm" .)
+  go build -buildmode=c-shared -trimpath -ldflags="-s -w" -tags "${GO_TAGS:-}" -o "$WORK/policy.core.wasm" .)
 cp "$HERE/preview1/adapter.wit" "$WORK/wit/"
 cp "$ROOT/wit/natgw-policy-0.1.0/policy.wit" "$WORK/wit/deps/natgw-policy/"
 wasm-tools parse "$HERE/preview1/adapter.wat" -o "$WORK/adapter.core.wasm"

@@ -132,6 +132,10 @@ impl WasiView for StoreData {
 
 impl host_iface::Host for StoreData {
     fn log(&mut self, level: LogLevel, message: String) {
+        // Kept for the error message too, rate limit or not: a runtime without WASI stdio
+        // (the Go adapter) reports its panic through here.
+        self.output.push(message.as_bytes());
+        self.output.push(b"\n");
         if self.log_window.elapsed() >= Duration::from_secs(1) {
             self.log_window = Instant::now();
             self.log_lines = 0;

@@ -42,7 +42,8 @@ impl OutputTail {
         }
     }
 
-    fn push(&self, bytes: &[u8]) {
+    /// Keeps `bytes` (stdout, stderr, and the lines a policy logs through `host.log`).
+    pub fn push(&self, bytes: &[u8]) {
         let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
         let bytes = &bytes[bytes.len().saturating_sub(OUTPUT_TAIL_BYTES)..];
         let excess = (buf.len() + bytes.len()).saturating_sub(OUTPUT_TAIL_BYTES);
