@@ -32,6 +32,13 @@ run "$NATGW" policy list --socket "$SOCK"
 step "hot swap: allow-list variant B (rejects 8081) replaces A on the running gateway"
 "$NATGW" policy swap --socket "$SOCK" --hook egress "$ROOT/target/policies/egress_allowlist.wasm" \
   --config "$ROOT/examples/demo/policies/egress-allowlist-b.toml"
+step "the same allow-list written in Go, C, JavaScript and Python (examples/policies/), each swapped in on the running gateway"
+for lang in go c js py; do
+  "$NATGW" policy swap --socket "$SOCK" --hook egress "$ROOT/target/policies/egress_allowlist_$lang.wasm" \
+    --config "$ROOT/examples/demo/policies/egress-allowlist-b.toml"
+  printf '  new connection to 8081 (B rejects it): '
+  ip netns exec natgw-cli1 curl -s -m 3 http://203.0.113.80:8081/ >/dev/null && echo "answered" || echo "refused (curl exit $?)"
+done
 step "a policy that is not for this hook is refused, and the old one keeps serving"
 "$NATGW" policy swap --socket "$SOCK" --hook egress "$ROOT/target/policies/flow_log_filter.wasm" || true
 "$NATGW" policy swap --socket "$SOCK" --hook egress "$ROOT/target/policies/egress_allowlist.wasm" \

@@ -116,6 +116,12 @@ enum PolicyCommand {
         config: Option<PathBuf>,
         #[arg(long, default_value_t = 200_000)]
         calls: u64,
+        /// Each call's deadline, as `policy.call_timeout_us` in the gateway config.
+        #[arg(long, default_value_t = 1000)]
+        call_timeout_us: u64,
+        /// Each instance's memory cap, as `policy.memory_limit_mb` in the gateway config.
+        #[arg(long, default_value_t = 64)]
+        memory_limit_mb: u64,
     },
     /// Run a test-vector file (configs, flows, expected verdicts) against an egress
     /// policy; prints the cases that do not match and exits non-zero when there are any.
@@ -220,9 +226,10 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
             println!("{msg}");
             Ok(())
         }
-        PolicyCommand::Bench { hook, file, config, calls } => {
+        PolicyCommand::Bench { hook, file, config, calls, call_timeout_us, memory_limit_mb } => {
             let hook = parse_hook(&hook)?;
-            print!("{}", control::policy_bench(hook, &file, config.as_deref(), calls)?);
+            let limits = control::BenchLimits { call_timeout_us, memory_limit_mb };
+            print!("{}", control::policy_bench(hook, &file, config.as_deref(), calls, limits)?);
             Ok(())
         }
         PolicyCommand::Test { file, vectors } => {

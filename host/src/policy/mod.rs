@@ -100,6 +100,11 @@ pub fn error_text(e: &wasmtime::Error) -> String {
         let top = e.to_string();
         if root == top {
             top
+        } else if top.starts_with("error while executing at wasm backtrace") {
+            // A host error raised inside a call (a memory limit, a resource limit): the
+            // cause says what happened; the backtrace of unnamed functions would fill the
+            // line and push it out.
+            root
         } else {
             format!("{top}: {root}")
         }
@@ -114,11 +119,59 @@ pub struct StoreData {
     /// The instance's stdout and stderr (the last few KiB).
     output: OutputTail,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MeteredLimits,
     tag: Arc<str>,
     clock: Instant,
     log_window: Instant,
     log_lines: u32,
+}
+
+/// The store's limits, and how much linear memory its instance holds (every memory's
+/// initial size and growth): `natgw policy bench` reports it per instance.
+struct MeteredLimits {
+    limits: StoreLimits,
+    memory_bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for MeteredLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let ok = self.limits.memory_growing(current, desired, maximum)?;
+        if ok {
+            self.memory_bytes += desired.saturating_sub(current);
+        }
+        Ok(ok)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl HookInstance {
+    /// Bytes of linear memory this instance holds.
+    pub fn linear_memory_bytes(&self) -> usize {
+        self.store.data().limits.memory_bytes
+    }
 }
 
 /// Log lines a policy may write per second, per instance.
@@ -397,14 +450,17 @@ impl Runtime {
                 .build(),
             output,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limit)
-                .instances(64)
-                .memories(16)
-                .tables(64)
-                .table_elements(1 << 20)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MeteredLimits {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(limit)
+                    .instances(64)
+                    .memories(16)
+                    .tables(64)
+                    .table_elements(1 << 20)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory_bytes: 0,
+            },
             tag,
             clock: Instant::now(),
             log_window: Instant::now(),
