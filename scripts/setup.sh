@@ -96,7 +96,14 @@ for lang in python:py javascript:js c:c go:go; do
     touch "$stamp"
   fi
 done
-# A test fixture: the Go policy with an init that panics (host/tests/policy.rs).
+# Test fixtures (host/tests/policy.rs): the C policy built against a contract version the
+# gateway does not have (0.1.0 renamed 0.2.0), and the Go policy with an init that panics.
+if [ ! "$ROOT/target/policies/egress_wit_0_2_0.wasm" -nt "$ROOT/target/policies/egress_allowlist_c.wasm" ]; then
+  wit020=$(mktemp -d)
+  sed 's/^package natgw:policy@0\.1\.0;/package natgw:policy@0.2.0;/' "$ROOT/wit/natgw-policy-0.1.0/policy.wit" > "$wit020/policy.wit"
+  WIT=$wit020 OUT="$ROOT/target/policies/egress_wit_0_2_0.wasm" "$ROOT/examples/policies/c/build.sh"
+  rm -rf "$wit020"
+fi
 [ "$ROOT/target/policies/go_panics_at_start.wasm" -nt "$ROOT/target/policies/egress_allowlist_go.wasm" ] ||
   GO_TAGS=natgw_fixture_panic_at_start OUT="$ROOT/target/policies/go_panics_at_start.wasm" \
     "$ROOT/examples/policies/go/build.sh"

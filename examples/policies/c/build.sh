@@ -11,11 +11,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 BINDGEN=${WIT_BINDGEN:-/var/cache/natgw/tools/wit-bindgen-cli-0.63.0/bin/wit-bindgen}
 [ -x "$BINDGEN" ] || { echo "build: $BINDGEN is missing: run scripts/setup.sh" >&2; exit 1; }
 command -v clang-16 >/dev/null || { echo "build: clang-16 is missing: run scripts/setup.sh" >&2; exit 1; }
-OUT=$ROOT/target/policies/egress_allowlist_c.wasm
+# WIT and OUT build variants (a test fixture built against another contract version).
+WIT=${WIT:-$ROOT/wit/natgw-policy-0.1.0}
+OUT=${OUT:-$ROOT/target/policies/egress_allowlist_c.wasm}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$(dirname "$OUT")"
-if ! out=$("$BINDGEN" c "$ROOT/wit/natgw-policy-0.1.0" --world egress-policy --out-dir "$WORK" 2>&1); then
+if ! out=$("$BINDGEN" c "$WIT" --world egress-policy --out-dir "$WORK" 2>&1); then
   echo "$out" >&2
   exit 1
 fi

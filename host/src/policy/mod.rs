@@ -573,24 +573,23 @@ impl Runtime {
             found: name_list(ty.imports(&self.engine).map(|(n, _)| n)),
             provided: format!("`natgw:policy/host@0.1.0`, `{WIT_PACKAGE_TYPES}` and WASI 0.2 (`wasi:*@0.2.x`)"),
         })?;
-        let wrong = |export: &str, e: wasmtime::Error| PolicyError::WrongWorld {
+        let hook_export = match hook {
+            Hook::Egress => "natgw:policy/egress@0.1.0",
+            Hook::PortPool => "natgw:policy/port-pool@0.1.0",
+            Hook::FlowLog => "natgw:policy/flow-log@0.1.0",
+        };
+        let wrong = |e: wasmtime::Error| PolicyError::WrongWorld {
             path: display.clone(),
             hook,
-            export: export.into(),
+            export: hook_export.into(),
             found: name_list(ty.exports(&self.engine).map(|(n, _)| n)),
             reason: error_text(&e),
         };
-        let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(|e| wrong("natgw:policy/lifecycle@0.1.0", e))?;
+        let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(&wrong)?;
         let exports = match hook {
-            Hook::Egress => ExportIndices::Egress(
-                egress::GuestIndices::new(&pre).map_err(|e| wrong("natgw:policy/egress@0.1.0", e))?,
-            ),
-            Hook::PortPool => ExportIndices::PortPool(
-                port_pool::GuestIndices::new(&pre).map_err(|e| wrong("natgw:policy/port-pool@0.1.0", e))?,
-            ),
-            Hook::FlowLog => ExportIndices::FlowLog(
-                flow_log::GuestIndices::new(&pre).map_err(|e| wrong("natgw:policy/flow-log@0.1.0", e))?,
-            ),
+            Hook::Egress => ExportIndices::Egress(egress::GuestIndices::new(&pre).map_err(&wrong)?),
+            Hook::PortPool => ExportIndices::PortPool(port_pool::GuestIndices::new(&pre).map_err(&wrong)?),
+            Hook::FlowLog => ExportIndices::FlowLog(flow_log::GuestIndices::new(&pre).map_err(&wrong)?),
         };
         let mut generation = Generation {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
