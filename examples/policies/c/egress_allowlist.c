@@ -127,11 +127,10 @@ static bool ipv4(const char *s, size_t n, uint32_t *out) {
   return true;
 }
 
-static const char *quoted_value(msg_t *m, const char *s, size_t n) {
+static void quoted_value(msg_t *m, const char *s, size_t n) {
   puts_(m, ": \"");
   put(m, s, n);
   puts_(m, "\"");
-  return m->buf;
 }
 
 static bool parse_address(msg_t *m, key_t_ k, const char *s, size_t n, cidr_t *out) {
@@ -222,6 +221,14 @@ static bool line_error(msg_t *m, unsigned line, const char *what) {
   return false;
 }
 
+// The last rule has no action (checked at the next [[rule]] and at the end).
+static bool missing_action(msg_t *m) {
+  puts_(m, "config: rule[");
+  putu(m, (unsigned)(n_rules - 1));
+  puts_(m, "].action: missing field `action`");
+  return false;
+}
+
 static bool is_key_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
 }
@@ -262,12 +269,7 @@ static bool parse_config(const char *text, size_t len, msg_t *m) {
       if (!(nn == 4 && memcmp(name, "rule", 4) == 0) || 2 + hn + 2 > n || s[2 + hn + 1] != ']' ||
           !rest_is_blank(s + 2 + hn + 2, n - 2 - hn - 2))
         return line_error(m, line, "unknown table, expected [[rule]]");
-      if (!have_action) {
-        puts_(m, "config: rule[");
-        putu(m, (unsigned)(n_rules - 1));
-        puts_(m, "].action: missing field `action`");
-        return false;
-      }
+      if (!have_action) return missing_action(m);
       if (n_rules == MAX_RULES) return line_error(m, line, "more than 256 rules");
       r = &rules[n_rules++];
       *r = (rule_t){.dst = {.any = true}, .src = {.any = true}, .protocol = -1, .lo = 0, .hi = 65535};
@@ -359,13 +361,7 @@ static bool parse_config(const char *text, size_t len, msg_t *m) {
     }
     if (!ok) return false;
   }
-  if (!have_action) {
-    puts_(m, "config: rule[");
-    putu(m, (unsigned)(n_rules - 1));
-    puts_(m, "].action: missing field `action`");
-    return false;
-  }
-  return true;
+  return have_action || missing_action(m);
 }
 
 // ---- the exports ------------------------------------------------------------------------
