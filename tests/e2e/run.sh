@@ -392,10 +392,12 @@ try:
 except ConnectionRefusedError: print('refused')
 except OSError as e: print('error', e)"
 }
-swap_egress() {  # swap_egress a|b [extra args]
+# swap_egress a|b [extra args]: the demo allow-list A or B; EGRESS_WASM names the component
+# (default: the Rust built-in; the other languages' builds take the same configs).
+swap_egress() {
   local cfg=$DEMO_POLICIES/egress-allowlist.toml; [ "$1" = b ] && cfg=$DEMO_POLICIES/egress-allowlist-b.toml
   shift
-  natgw policy swap --hook egress "$POLICIES/egress_allowlist.wasm" --config "$cfg" "$@"
+  natgw policy swap --hook egress "$POLICIES/${EGRESS_WASM:-egress_allowlist.wasm}" --config "$cfg" "$@"
 }
 
 t_egress_allowlist_allows_and_rejects() {
@@ -602,9 +604,8 @@ t_hot_swap_across_languages() {
               c:egress_allowlist_c.wasm:a go:egress_allowlist_go.wasm:b rust:egress_allowlist.wasm:a; do
     IFS=: read -r lang file cfg <<< "$step"
     [ -f "$POLICIES/$file" ] || fail "$POLICIES/$file is missing (scripts/setup.sh builds it)"
-    local conf=$DEMO_POLICIES/egress-allowlist.toml; [ "$cfg" = b ] && conf=$DEMO_POLICIES/egress-allowlist-b.toml
     t0=$(date +%s%N)
-    out=$(natgw policy swap --hook egress "$POLICIES/$file" --config "$conf") || fail "swap to $lang: $out"
+    out=$(EGRESS_WASM=$file swap_egress "$cfg") || fail "swap to $lang: $out"
     t1=$(date +%s%N)
     natgw policy list | grep -q "$file" || fail "policy list does not show $file after the swap"
     p=$(probe_8081)
