@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use natgw::control::admin::{AdminClient, AdminError};
 use natgw::control::config::{FailMode, Hook};
-use natgw::control::{self, config::Config, ControlError};
+use natgw::control::{self, config::Config, report, ControlError};
 
 const DEFAULT_ADMIN: &str = "/run/natgw/admin.sock";
 
@@ -29,11 +30,17 @@ enum Command {
     Status {
         #[arg(long, default_value = DEFAULT_ADMIN)]
         socket: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Every counter, one per line (AWS NAT gateway metric names).
     Stats {
         #[arg(long, default_value = DEFAULT_ADMIN)]
         socket: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// One line per flow: pre- and post-NAT tuples, state, age, packets, bytes. With
     /// --follow: every flow record as it is exported, one JSON object per line.
@@ -67,16 +74,16 @@ enum PolicyCommand {
     /// serving then.
     Swap {
         /// egress, port-pool or flow-log.
-        #[arg(long)]
-        hook: String,
+        #[arg(long, value_parser = parse_hook)]
+        hook: Hook,
         /// The component (.wasm).
         file: PathBuf,
         /// A file whose text is passed to the policy's init.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Fail mode: open or closed (default: the hook's current one).
-        #[arg(long)]
-        fail: Option<String>,
+        #[arg(long, value_parser = parse_fail)]
+        fail: Option<FailMode>,
         /// Re-check existing flows against the new egress policy; close the denied ones
         /// (TCP with a RST).
         #[arg(long)]
@@ -86,8 +93,8 @@ enum PolicyCommand {
     },
     /// Remove a hook's policy: the built-in behaviour (allow, default pool, log as is).
     Remove {
-        #[arg(long)]
-        hook: String,
+        #[arg(long, value_parser = parse_hook)]
+        hook: Hook,
         #[arg(long, default_value = DEFAULT_ADMIN)]
         socket: String,
     },
@@ -100,8 +107,8 @@ enum PolicyCommand {
     },
     /// Compile, validate and init a policy without a gateway (exit 0 when it would load).
     Check {
-        #[arg(long)]
-        hook: String,
+        #[arg(long, value_parser = parse_hook)]
+        hook: Hook,
         file: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
@@ -109,8 +116,8 @@ enum PolicyCommand {
     /// Measure the cost of one policy call (egress.check or port-pool.select) on this
     /// machine: a benchmark, not a test.
     Bench {
-        #[arg(long)]
-        hook: String,
+        #[arg(long, value_parser = parse_hook)]
+        hook: Hook,
         file: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
@@ -151,83 +158,62 @@ enum OtlpCommand {
     },
 }
 
-fn parse_hook(s: &str) -> Result<Hook, ControlError> {
-    Hook::parse(s).ok_or_else(|| ControlError::Refused(format!("--hook {s:?}: must be egress, port-pool or flow-log")))
+fn parse_hook(s: &str) -> Result<Hook, String> {
+    Hook::parse(s).ok_or_else(|| format!("{s:?}: must be egress, port-pool or flow-log"))
 }
 
-fn parse_fail(s: &str) -> Result<FailMode, ControlError> {
+fn parse_fail(s: &str) -> Result<FailMode, String> {
     match s {
         "open" => Ok(FailMode::Open),
         "closed" => Ok(FailMode::Closed),
-        _ => Err(ControlError::Refused(format!("--fail {s:?}: must be open or closed"))),
+        _ => Err(format!("{s:?}: must be open or closed")),
     }
 }
 
 fn absolute(p: &std::path::Path) -> Result<PathBuf, ControlError> {
-    std::path::absolute(p).map_err(|e| ControlError::Refused(format!("{}: {e}", p.display())))
+    std::path::absolute(p).map_err(|e| ControlError::Path { path: p.display().to_string(), source: e })
 }
 
-/// Prints a gateway's answer; an answer that starts with "error:" is a failure.
-fn answer(reply: String) -> Result<(), ControlError> {
-    match reply.strip_prefix("error: ") {
-        Some(e) => Err(ControlError::Refused(e.trim_end().to_string())),
-        None => {
-            print!("{}", reply.strip_prefix("ok: ").unwrap_or(&reply));
-            Ok(())
-        }
-    }
+/// Prints a reply as JSON: the admin API's own types, as `--json` promises.
+fn print_json(v: &impl serde::Serialize) -> Result<(), ControlError> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| ControlError::Admin(AdminError::BadReply { path: String::new(), reason: e.to_string() }))?;
+    println!("{text}");
+    Ok(())
 }
 
 fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
     match cmd {
         PolicyCommand::Swap { hook, file, config, fail, revalidate, socket } => {
-            let req = control::SwapRequest {
-                hook: parse_hook(&hook)?.name().into(),
-                component: Some(absolute(&file)?),
-                config: config.as_deref().map(absolute).transpose()?,
-                fail: fail.as_deref().map(parse_fail).transpose()?,
+            let report = AdminClient::new(socket).policy_swap(
+                hook,
+                absolute(&file)?,
+                config.as_deref().map(absolute).transpose()?,
+                fail,
                 revalidate,
-                remove: false,
-            };
-            let json = serde_json::to_string(&req).expect("plain data");
-            answer(control::admin_request_within(
-                &socket,
-                &format!("policy-swap {json}"),
-                control::SWAP_ANSWER_TIMEOUT,
-            )?)
+            )?;
+            println!("{}", report::swap_text(&report));
+            Ok(())
         }
         PolicyCommand::Remove { hook, socket } => {
-            let req = control::SwapRequest {
-                hook: parse_hook(&hook)?.name().into(),
-                component: None,
-                config: None,
-                fail: None,
-                revalidate: false,
-                remove: true,
-            };
-            let json = serde_json::to_string(&req).expect("plain data");
-            answer(control::admin_request_within(
-                &socket,
-                &format!("policy-swap {json}"),
-                control::SWAP_ANSWER_TIMEOUT,
-            )?)
+            AdminClient::new(socket).policy_remove(hook)?;
+            println!("{hook} policy removed; the built-in behaviour applies to new flows");
+            Ok(())
         }
         PolicyCommand::List { socket, json } => {
-            let reply = control::admin_request(&socket, "policy-list")?;
-            if json || reply.starts_with("error:") {
-                return answer(reply);
+            let hooks = AdminClient::new(socket).policy_list()?;
+            if json {
+                return print_json(&hooks);
             }
-            print!("{}", control::format_policy_list(&reply));
+            print!("{}", report::policy_list_text(&hooks));
             Ok(())
         }
         PolicyCommand::Check { hook, file, config } => {
-            let hook = parse_hook(&hook)?;
             let msg = control::policy_check(hook, &file, config.as_deref())?;
             println!("{msg}");
             Ok(())
         }
         PolicyCommand::Bench { hook, file, config, calls, call_timeout_us, memory_limit_mb } => {
-            let hook = parse_hook(&hook)?;
             let limits = control::BenchLimits { call_timeout_us, memory_limit_mb };
             print!("{}", control::policy_bench(hook, &file, config.as_deref(), calls, limits)?);
             Ok(())
@@ -237,6 +223,20 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
             Ok(())
         }
     }
+}
+
+/// `natgw flows --follow`: copies the gateway's flow records to stdout as they come.
+fn follow_flows(socket: String) -> Result<(), ControlError> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    for line in AdminClient::new(socket).follow_flows()? {
+        let line = line?;
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            break; // the reader went away (a closed pipe)
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -264,14 +264,29 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(control::ControlError::from),
-        Command::Status { socket } => control::admin_request(&socket, "status").map(|s| print!("{s}")),
-        Command::Stats { socket } => control::admin_request(&socket, "stats").map(|s| print!("{s}")),
-        Command::Flows { socket, follow: true, .. } => control::follow_flows(&socket),
-        Command::Flows { socket, json, .. } => control::admin_request(&socket, "flows").map(|s| {
+        Command::Status { socket, json } => AdminClient::new(socket).status().map_err(ControlError::from).and_then(|s| {
             if json {
-                print!("{s}")
+                print_json(&s)
             } else {
-                print!("{}", control::format_flows(&s))
+                print!("{}", report::status_text(&s));
+                Ok(())
+            }
+        }),
+        Command::Stats { socket, json } => AdminClient::new(socket).stats().map_err(ControlError::from).and_then(|s| {
+            if json {
+                print_json(&s)
+            } else {
+                print!("{}", report::stats_text(&s));
+                Ok(())
+            }
+        }),
+        Command::Flows { socket, follow: true, .. } => follow_flows(socket),
+        Command::Flows { socket, json, .. } => AdminClient::new(socket).flows().map_err(ControlError::from).and_then(|f| {
+            if json {
+                print_json(&f)
+            } else {
+                print!("{}", report::flows_text(&f));
+                Ok(())
             }
         }),
         Command::Policy { command } => policy(command),

@@ -213,7 +213,37 @@ pub struct Reported {
     pub closed: bool,
 }
 
+/// A flow as an operator sees it (`natgw flows`): plain values, no strings, so a worker
+/// can copy a million of them out without allocating per field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowSummary {
+    pub state: FlowState,
+    /// How the initiator's packets arrive.
+    pub original: FlowKey,
+    /// How they leave.
+    pub translated: Rewrite,
+    /// How the responder's packets arrive.
+    pub reply: FlowKey,
+    pub age_ms: u64,
+    pub expires_in_ms: u64,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
 impl Flow {
+    pub fn summary(&self, now_ms: u64) -> FlowSummary {
+        FlowSummary {
+            state: self.state,
+            original: self.keys[ORIGINAL],
+            translated: self.rewrite[ORIGINAL],
+            reply: self.keys[REPLY],
+            age_ms: now_ms.saturating_sub(self.created_ms),
+            expires_in_ms: self.expires_ms.saturating_sub(now_ms),
+            packets: self.packets,
+            bytes: self.bytes,
+        }
+    }
+
     pub fn refresh(&mut self, now_ms: u64, timeouts: &Timeouts) {
         self.last_seen_ms = now_ms;
         self.expires_ms = now_ms + timeouts.for_state(self.state) * 1000;

@@ -222,7 +222,7 @@ impl std::fmt::Display for FailMode {
 }
 
 /// The three places a policy plugs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Hook {
     Egress,

@@ -1,7 +1,7 @@
 //! Starting and stopping the gateway's threads, and the root-only admin socket that
 //! `natgw status`, `natgw stats`, `natgw flows` and `natgw policy` talk to.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -10,12 +10,18 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use super::admin::{
+    self, AdminError, CounterValue, Envelope, FlowEntry, HookStatus, LinkStatus, Reply, Request, Stats, Status,
+    SwapReport,
+};
 use super::config::{self, Config, FailMode, Hook};
+use super::report;
+use crate::conntrack::{proto_name, FlowSummary};
 use crate::counters::{self, Counter};
 use crate::io::l2thread::L2Thread;
 use crate::io::sys::{self, PacketSocket, PacketSocketOptions};
 use crate::io::worker::{Worker, WorkerLink};
-use crate::io::{ControlRequest, FlowLine, IoError, Shared};
+use crate::io::{ControlRequest, IoError, Shared};
 use crate::l2::L2Link;
 use crate::nat::{InsideLink, NatConfig, Translator};
 use crate::policy::flowlog::{FlowLogExporter, Sinks, WallClock};
@@ -40,17 +46,25 @@ pub enum ControlError {
     #[error("another natgw is already running: its admin socket {0} answers")]
     AlreadyRunning(String),
     #[error("admin socket {path}: {source}")]
-    Admin { path: String, source: std::io::Error },
-    #[error("cannot reach natgw at {path}: {source} (is `natgw run` running, and are you root?)")]
-    Connect { path: String, source: std::io::Error },
+    AdminSocket { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("natgw run needs root (CAP_NET_RAW, CAP_NET_ADMIN); effective uid is {0}")]
     NotRoot(u32),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Vectors(#[from] super::VectorError),
-    #[error("{0}")]
-    Refused(String),
+    #[error("{path}: {source}")]
+    Path { path: String, source: std::io::Error },
+    #[error("policy bench measures the per-flow hooks (egress, port-pool), not {0}")]
+    BenchHook(Hook),
+    #[error("{file}: the instance does not export the egress hook")]
+    NotEgress { file: String },
+    #[error("{summary}")]
+    VectorsFailed { summary: String },
+    #[error("otlp bench: {reason}")]
+    OtlpBench { reason: String },
     #[error("{key} = \"{addr}\": cannot listen: {source}")]
     Listen { key: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
 }
@@ -214,16 +228,20 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         inside: cfg
             .inside
             .iter()
-            .map(|c| {
-                format!("{} {}", c.interface, c.addresses.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","))
+            .map(|c| LinkStatus {
+                interface: c.interface.clone(),
+                addresses: c.addresses.iter().map(|n| n.to_string()).collect(),
+                mtu: 0,
+                workers_mtu: Vec::new(),
             })
             .collect(),
-        outside: format!(
-            "{} {} via {}",
-            cfg.outside.interface,
-            cfg.outside.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
-            cfg.outside.gateway
-        ),
+        outside: LinkStatus {
+            interface: cfg.outside.interface.clone(),
+            addresses: cfg.outside.addresses.iter().map(|a| a.to_string()).collect(),
+            mtu: 0,
+            workers_mtu: Vec::new(),
+        },
+        gateway: cfg.outside.gateway.to_string(),
         max_flows: cfg.max_flows,
     };
     // Telemetry: the OTLP exporter thread (flow records and metrics), the Prometheus
@@ -341,10 +359,12 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
     Ok(())
 }
 
+/// What `natgw status` says about the configuration, fixed at start.
 struct StatusInfo {
     workers: usize,
-    inside: Vec<String>,
-    outside: String,
+    inside: Vec<LinkStatus>,
+    outside: LinkStatus,
+    gateway: String,
     max_flows: usize,
 }
 
@@ -358,10 +378,10 @@ fn bind_admin(path: &str) -> Result<UnixListener, ControlError> {
         let _ = std::fs::remove_file(p);
     }
     if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| ControlError::Admin { path: path.into(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| ControlError::AdminSocket { path: path.into(), source: e })?;
     }
-    let l = UnixListener::bind(p).map_err(|e| ControlError::Admin { path: path.into(), source: e })?;
-    sys::chmod(path, 0o600).map_err(|e| ControlError::Admin { path: path.into(), source: e })?;
+    let l = UnixListener::bind(p).map_err(|e| ControlError::AdminSocket { path: path.into(), source: e })?;
+    sys::chmod(path, 0o600).map_err(|e| ControlError::AdminSocket { path: path.into(), source: e })?;
     Ok(l)
 }
 
@@ -399,7 +419,7 @@ fn reload_policies(path: &Path, running: &Config, rt: &Runtime, shared: &Shared)
                     continue;
                 }
                 match swap_and_wait(rt, shared, h, &w.component, w.config.as_deref(), Some(w.fail), false) {
-                    Ok(msg) => eprintln!("natgw: SIGHUP: {msg}"),
+                    Ok(report) => eprintln!("natgw: SIGHUP: {}", report::swap_text(&report)),
                     Err(e) => eprintln!("natgw: SIGHUP: {h} not swapped, the previous policy keeps serving: {e}"),
                 }
             }
@@ -407,22 +427,8 @@ fn reload_policies(path: &Path, running: &Config, rt: &Runtime, shared: &Shared)
     }
 }
 
-/// A `policy swap` request as the CLI sends it.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct SwapRequest {
-    pub hook: String,
-    /// Absolute path of the component.
-    pub component: Option<PathBuf>,
-    pub config: Option<PathBuf>,
-    pub fail: Option<FailMode>,
-    pub revalidate: bool,
-    /// Remove the hook's policy instead.
-    #[serde(default)]
-    pub remove: bool,
-}
-
 /// Swaps a hook's policy, wakes the workers and waits until every caller serves the new
-/// generation; then, if asked, revalidates existing flows. Returns the operator's report.
+/// generation; then, if asked, revalidates existing flows.
 fn swap_and_wait(
     rt: &Runtime,
     shared: &Shared,
@@ -431,7 +437,7 @@ fn swap_and_wait(
     config: Option<&Path>,
     fail: Option<FailMode>,
     revalidate: bool,
-) -> Result<String, ControlError> {
+) -> Result<SwapReport, PolicyError> {
     let t0 = Instant::now();
     let g = rt.swap(hook, component, config, fail)?;
     let prepared = t0.elapsed();
@@ -446,42 +452,31 @@ fn swap_and_wait(
         std::thread::sleep(Duration::from_micros(200));
     }
     let serving_after = published.elapsed();
-    let all = callers.iter().all(|&c| rt.serving(hook, c) == g.id);
-    let mut msg = format!(
-        "{hook} policy #{} ({}, sha256 {}) compiled and validated in {:.1} ms; {} in {:.1} ms",
-        g.id,
-        g.file.display(),
-        g.short_hash(),
-        prepared.as_secs_f64() * 1e3,
-        if all { "serving on every caller" } else { "NOT yet serving on every caller" },
-        serving_after.as_secs_f64() * 1e3,
-    );
-    if revalidate && hook == Hook::Egress {
-        let mut revoked = 0;
+    let serving_everywhere = callers.iter().all(|&c| rt.serving(hook, c) == g.id);
+    let revoked = (revalidate && hook == Hook::Egress).then(|| {
+        let mut revoked = 0u64;
         for q in shared.control.iter() {
             let (tx, rx) = std::sync::mpsc::channel();
             if q.push(ControlRequest::Revalidate(tx)).is_ok() {
-                revoked += rx.recv_timeout(Duration::from_secs(5)).unwrap_or(0);
+                revoked += rx.recv_timeout(Duration::from_secs(5)).unwrap_or(0) as u64;
             }
         }
-        msg += &format!("; revalidated existing flows: {revoked} revoked");
-    }
-    Ok(msg)
+        revoked
+    });
+    Ok(SwapReport {
+        hook,
+        generation: g.id,
+        file: g.file.display().to_string(),
+        sha256: g.hash.clone(),
+        prepared_us: prepared.as_micros() as u64,
+        serving_after_us: serving_after.as_micros() as u64,
+        serving_everywhere,
+        revoked,
+    })
 }
 
-fn policy_swap(rt: &Runtime, shared: &Shared, json: &str) -> Result<String, ControlError> {
-    let req: SwapRequest =
-        serde_json::from_str(json).map_err(|e| ControlError::Refused(format!("bad swap request: {e}")))?;
-    let hook = Hook::parse(&req.hook)
-        .ok_or_else(|| ControlError::Refused(format!("unknown hook {:?} (egress, port-pool or flow-log)", req.hook)))?;
-    if req.remove {
-        rt.clear(hook);
-        return Ok(format!("{hook} policy removed; the built-in behaviour applies to new flows"));
-    }
-    let component = req.component.ok_or_else(|| ControlError::Refused("no component given".into()))?;
-    swap_and_wait(rt, shared, hook, &component, req.config.as_deref(), req.fail, req.revalidate)
-}
-
+/// The admin thread: one connection at a time, each a hello and one request. A policy
+/// swap is answered from a thread of its own (compiles take seconds), one swap at a time.
 fn serve_admin(
     listener: UnixListener,
     shared: Arc<Shared>,
@@ -496,180 +491,155 @@ fn serve_admin(
         }
         let Ok(mut conn) = conn else { continue };
         // Root only, whatever the socket's file mode says.
-        match sys::peer_uid(conn.as_raw_fd()) {
-            Ok(0) => {}
-            _ => {
-                let _ = conn.write_all(b"error: the admin socket is for root only\n");
-                continue;
-            }
+        if sys::peer_uid(conn.as_raw_fd()).ok() != Some(0) {
+            let _ = conn.write_all(Envelope::from(Err(AdminError::NotRoot)).line().as_bytes());
+            continue;
         }
         let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut line = String::new();
-        if BufReader::new(&conn).read_line(&mut line).is_err() {
+        let Ok(read_half) = conn.try_clone() else { continue };
+        let mut reader = BufReader::new(read_half);
+        let Some(hello) = admin::read_request(&mut reader) else { continue };
+        let hello = admin::answer_hello(hello);
+        let refused = hello.is_err();
+        let _ = conn.write_all(Envelope::from(hello).line().as_bytes());
+        if refused {
             continue;
         }
-        let line = line.trim();
-        let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
-        if cmd == "flows-follow" {
-            match &followers {
-                Some(f) => {
-                    // The connection now belongs to the followers: every record from here on.
-                    f.add(conn);
-                }
-                None => {
-                    let _ = conn.write_all(b"error: flow records are off (flow_log.enabled = false)\n");
-                }
+        let request = match admin::read_request(&mut reader) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                let _ = conn.write_all(Envelope::from(Err(e)).line().as_bytes());
+                continue;
             }
-            continue;
-        }
-        let reply = match cmd {
-            "status" => status_text(&shared, &status),
-            "stats" => stats_text(&shared),
-            "flows" => flows_json(&shared),
-            "policy-list" => serde_json::to_string(&rt.status()).unwrap_or_default() + "\n",
-            "policy-swap" => {
+            None => continue,
+        };
+        let reply = match request {
+            Request::Hello { .. } => Err(AdminError::BadRequest { reason: "a second hello".into() }),
+            Request::Status => Ok(Reply::Status(status_report(&shared, &status))),
+            Request::Stats => Ok(Reply::Stats(stats_report(&shared))),
+            Request::Flows => Ok(Reply::Flows { flows: flow_entries(&shared) }),
+            Request::PolicyList => Ok(Reply::PolicyList { hooks: rt.status().into_iter().map(hook_status).collect() }),
+            Request::PolicyRemove { hook } => {
+                rt.clear(hook);
+                Ok(Reply::PolicyRemoved { hook })
+            }
+            Request::FollowFlows => match &followers {
+                Some(f) => {
+                    if conn.write_all(Envelope::Ok(Reply::Following).line().as_bytes()).is_ok() {
+                        // The connection now belongs to the followers: every record from here on.
+                        f.add(conn);
+                    }
+                    continue;
+                }
+                None => Err(AdminError::FlowLogOff),
+            },
+            Request::PolicySwap { hook, component, config, fail, revalidate } => {
                 // Compiling a large component (an interpreter in Python or JavaScript) takes
                 // tens of seconds: the swap runs on its own thread so that status, stats and
                 // flows keep answering meanwhile. One swap at a time keeps generations in
                 // the order they were asked for.
-                let (rt, shared, lock, arg) = (rt.clone(), shared.clone(), swap_lock.clone(), arg.to_string());
+                let (rt, shared, lock) = (rt.clone(), shared.clone(), swap_lock.clone());
                 let spawned = std::thread::Builder::new().name("natgw-swap".into()).spawn(move || {
                     let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    let reply = match policy_swap(&rt, &shared, &arg) {
-                        Ok(msg) => format!("ok: {msg}\n"),
-                        Err(e) => format!("error: {e}\n"),
-                    };
-                    let _ = conn.write_all(reply.as_bytes());
+                    let reply = swap_and_wait(&rt, &shared, hook, &component, config.as_deref(), fail, revalidate)
+                        .map(Reply::PolicySwapped)
+                        .map_err(|e| AdminError::PolicyRefused { hook, reason: e.to_string() });
+                    let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
                 });
                 if let Err(e) = spawned {
                     eprintln!("natgw: admin: cannot start a thread for a policy swap: {e}");
                 }
                 continue;
             }
-            other => format!("error: unknown command {other:?}\n"),
         };
-        let _ = conn.write_all(reply.as_bytes());
+        let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
     }
 }
 
-fn status_text(shared: &Shared, s: &StatusInfo) -> String {
+fn hook_status(h: crate::policy::HookStatus) -> HookStatus {
+    HookStatus {
+        hook: h.hook,
+        generation: h.generation,
+        file: h.file,
+        sha256: h.sha256,
+        loaded_unix_s: h.loaded_unix_s,
+        calls: h.calls,
+        errors: h.errors,
+        timeouts: h.timeouts,
+        fail: h.fail,
+        serving: h.serving,
+    }
+}
+
+fn status_report(shared: &Shared, s: &StatusInfo) -> Status {
     let t = counters::total(&shared.counters);
     let get = |c: Counter| t.iter().find(|(x, _)| *x == c).map_or(0, |x| x.1);
-    let drops: u64 = t.iter().filter(|(c, _)| c.name().starts_with("PacketsDropCount")).map(|x| x.1).sum();
-    let mut out = String::new();
-    out += &format!("uptime: {}s\n", shared.start.elapsed().as_secs());
-    out += &format!("workers: {}\n", s.workers);
-    for i in &s.inside {
-        out += &format!("inside: {i}\n");
+    // Link MTUs: inside links in order, then the outside one.
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let link = |i: usize, l: &LinkStatus| LinkStatus {
+        mtu: shared.link_mtu.get(i).map_or(0, |m| m.load(relaxed)),
+        workers_mtu: shared.applied_mtu.iter().map(|w| w.get(i).map_or(0, |m| m.load(relaxed))).collect(),
+        ..l.clone()
+    };
+    let inside = s.inside.iter().enumerate().map(|(i, l)| link(i, l)).collect();
+    Status {
+        uptime_s: shared.start.elapsed().as_secs(),
+        workers: s.workers,
+        inside,
+        outside: link(s.inside.len(), &s.outside),
+        gateway: s.gateway.clone(),
+        flows: get(Counter::ActiveConnectionCount),
+        max_flows: s.max_flows,
+        neighbours: shared.neighbours.load().len(),
+        connections_attempted: get(Counter::ConnectionAttemptCount),
+        connections_established: get(Counter::ConnectionEstablishedCount),
+        port_allocation_errors: get(Counter::ErrorPortAllocation),
+        idle_timeouts: get(Counter::IdleTimeoutCount),
+        packets_from_source: get(Counter::PacketsInFromSource),
+        packets_to_destination: get(Counter::PacketsOutToDestination),
+        packets_from_destination: get(Counter::PacketsInFromDestination),
+        packets_to_source: get(Counter::PacketsOutToSource),
+        packets_dropped: t.iter().filter(|(c, _)| c.metric().0 == "PacketsDropCount").map(|x| x.1).sum(),
     }
-    out += &format!("outside: {}\n", s.outside);
-    out += &format!("flows: {} (limit {})\n", get(Counter::ActiveConnectionCount), s.max_flows);
-    out += &format!("neighbours: {}\n", shared.neighbours.load().len());
-    out += &format!(
-        "connections: attempted {} established {} port-allocation-errors {} idle-timeouts {}\n",
-        get(Counter::ConnectionAttemptCount),
-        get(Counter::ConnectionEstablishedCount),
-        get(Counter::ErrorPortAllocation),
-        get(Counter::IdleTimeoutCount)
-    );
-    out += &format!(
-        "packets: from-source {} to-destination {} from-destination {} to-source {} dropped {}\n",
-        get(Counter::PacketsInFromSource),
-        get(Counter::PacketsOutToDestination),
-        get(Counter::PacketsInFromDestination),
-        get(Counter::PacketsOutToSource),
-        drops
-    );
-    out
 }
 
-fn stats_text(shared: &Shared) -> String {
-    let mut out: String =
-        counters::total(&shared.counters).iter().map(|(c, v)| format!("{} {}\n", c.name(), v)).collect();
-    out += &crate::telemetry::otlp::health_line(&shared.counters);
-    out.push('\n');
-    out
+fn stats_report(shared: &Shared) -> Stats {
+    Stats {
+        counters: counters::total(&shared.counters)
+            .into_iter()
+            .map(|(c, value)| CounterValue { name: c.name().into(), value })
+            .collect(),
+    }
 }
 
-fn flows_json(shared: &Shared) -> String {
-    let mut all: Vec<FlowLine> = Vec::new();
-    for q in &shared.control {
+fn flow_entries(shared: &Shared) -> Vec<FlowEntry> {
+    let mut all = Vec::new();
+    for (worker, q) in shared.control.iter().enumerate() {
         let (tx, rx) = std::sync::mpsc::channel();
         if q.push(ControlRequest::Flows(tx)).is_err() {
             continue;
         }
+        shared.wake(worker);
         if let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
-            all.extend(v);
+            all.extend(v.iter().map(|f| flow_entry(worker, f)));
         }
     }
-    serde_json::to_string(&all).unwrap_or_else(|_| "[]".into()) + "\n"
+    all
 }
 
-/// Sends one command to a running gateway and returns its answer (waiting up to 10 s).
-pub fn admin_request(path: &str, command: &str) -> Result<String, ControlError> {
-    admin_request_within(path, command, Duration::from_secs(10))
-}
-
-/// How long `natgw policy swap` waits for its answer: the gateway compiles the component
-/// first, which for an 18 MB Python component on a busy 2-core machine takes most of a
-/// minute (once: the compiled code is cached in `policy.cache_dir`).
-pub const SWAP_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Sends one command to a running gateway and returns its answer, waiting up to `timeout`.
-pub fn admin_request_within(path: &str, command: &str, timeout: Duration) -> Result<String, ControlError> {
-    let mut s = UnixStream::connect(path).map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
-    s.set_read_timeout(Some(timeout)).ok();
-    s.write_all(format!("{command}\n").as_bytes())
-        .map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut s, &mut out)
-        .map_err(|e| ControlError::Connect { path: path.into(), source: e })?;
-    Ok(out)
-}
-
-/// `natgw flows --follow`: copies the gateway's flow records to stdout as they come.
-pub fn follow_flows(path: &str) -> Result<(), ControlError> {
-    use std::io::BufRead;
-    let connect = |e| ControlError::Connect { path: path.into(), source: e };
-    let mut s = UnixStream::connect(path).map_err(connect)?;
-    s.write_all(b"flows-follow\n").map_err(connect)?;
-    let stdout = std::io::stdout();
-    for line in BufReader::new(s).lines() {
-        let line = line.map_err(connect)?;
-        if let Some(e) = line.strip_prefix("error: ") {
-            return Err(ControlError::Refused(e.to_string()));
-        }
-        let mut out = stdout.lock();
-        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-            break; // the reader went away (a closed pipe)
-        }
+fn flow_entry(worker: usize, f: &FlowSummary) -> FlowEntry {
+    let key = |k: &crate::conntrack::FlowKey| format!("{}:{} -> {}:{}", k.src, k.src_port, k.dst, k.dst_port);
+    let t = &f.translated;
+    FlowEntry {
+        worker,
+        proto: proto_name(f.original.proto).to_string(),
+        state: f.state.name().to_string(),
+        original: key(&f.original),
+        translated: format!("{}:{} -> {}:{}", t.src.addr, t.src.port, t.dst.addr, t.dst.port),
+        reply: key(&f.reply),
+        age_s: f.age_ms / 1000,
+        expires_in_s: f.expires_in_ms / 1000,
+        packets: f.packets,
+        bytes: f.bytes,
     }
-    Ok(())
-}
-
-/// `conntrack -L`-like lines.
-pub fn format_flows(json: &str) -> String {
-    let flows: Vec<FlowLine> = match serde_json::from_str(json.trim()) {
-        Ok(f) => f,
-        Err(_) => return json.to_string(),
-    };
-    let mut out = String::new();
-    for f in &flows {
-        out += &format!(
-            "{:<4} {:<11} orig {:<43} nat {:<43} age {}s expires {}s packets {}/{} bytes {}/{} worker {}\n",
-            f.proto,
-            f.state,
-            f.original,
-            f.translated,
-            f.age_s,
-            f.expires_in_s,
-            f.packets[0],
-            f.packets[1],
-            f.bytes[0],
-            f.bytes[1],
-            f.worker
-        );
-    }
-    out += &format!("natgw: {} flow entries\n", flows.len());
-    out
 }

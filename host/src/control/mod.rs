@@ -3,6 +3,8 @@
 //!
 //! Owns: process lifecycle and operator-facing text. Must never: touch packets.
 
+#[cfg(feature = "gateway")]
+pub mod admin;
 pub mod config;
 #[cfg(feature = "gateway")]
 mod gateway;
@@ -16,6 +18,8 @@ pub use policy_cli::*;
 mod policy_test;
 #[cfg(feature = "gateway")]
 pub use policy_test::*;
+#[cfg(feature = "gateway")]
+pub mod report;
 #[cfg(feature = "gateway")]
 mod telemetry_cli;
 #[cfg(feature = "gateway")]

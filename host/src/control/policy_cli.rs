@@ -10,7 +10,7 @@ use super::ControlError;
 use crate::counters::Counters;
 use crate::nat::policy::{FlowPolicy, NewFlow};
 use crate::policy::worker::WorkerPolicy;
-use crate::policy::{HookStatus, Runtime};
+use crate::policy::Runtime;
 use crate::wire::PROTO_TCP;
 
 /// Settings for offline use: the gateway's defaults, no cache.
@@ -54,7 +54,7 @@ pub fn policy_bench(
 ) -> Result<String, ControlError> {
     let BenchLimits { call_timeout_us, memory_limit_mb } = limits;
     if hook == Hook::FlowLog {
-        return Err(ControlError::Refused("bench measures per-flow hooks: egress or port-pool".into()));
+        return Err(ControlError::BenchHook(hook));
     }
     let pools: Vec<String> = ["default", "pool-a", "pool-b"].iter().map(|s| s.to_string()).collect();
     let rt = Runtime::new(PolicyConfig { call_timeout_us, memory_limit_mb, ..offline_config() }, 1, pools)?;
@@ -129,36 +129,4 @@ pub fn policy_bench(
         memory as f64 / (1 << 20) as f64,
         std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) as f64 / 1024.0,
     ))
-}
-
-/// `natgw policy list` as a table.
-pub fn format_policy_list(json: &str) -> String {
-    let hooks: Vec<HookStatus> = match serde_json::from_str(json.trim()) {
-        Ok(h) => h,
-        Err(_) => return json.to_string(),
-    };
-    if hooks.is_empty() {
-        return "no policies loaded: every flow may leave, from the default pool; flow records are logged as they are\n"
-            .into();
-    }
-    let mut out = format!(
-        "{:<10} {:>4} {:<14} {:>20} {:>10} {:>7} {:>8} {:<6} {:<12} file\n",
-        "hook", "gen", "sha256", "loaded (unix s)", "calls", "errors", "timeouts", "fail", "serving"
-    );
-    for h in &hooks {
-        out += &format!(
-            "{:<10} {:>4} {:<14} {:>20} {:>10} {:>7} {:>8} {:<6} {:<12} {}\n",
-            h.hook,
-            h.generation,
-            &h.sha256[..12.min(h.sha256.len())],
-            h.loaded_unix_s,
-            h.calls,
-            h.errors,
-            h.timeouts,
-            h.fail,
-            h.serving.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
-            h.file
-        );
-    }
-    out
 }

@@ -257,7 +257,7 @@ pub fn run_vectors(rt: &Runtime, component: &Path, suites: &[Suite]) -> Result<O
         };
         let mut inst = g.instance_for(rt, 0)?;
         let HookExports::Egress(guest) = &inst.exports else {
-            return Err(ControlError::Refused("the instance does not export egress".into()));
+            return Err(ControlError::NotEgress { file: component.display().to_string() });
         };
         let guest = guest.clone();
         for c in cases {
@@ -321,7 +321,7 @@ pub fn policy_test(component: &Path, vectors: &Path) -> Result<String, ControlEr
         Ok(summary)
     } else {
         print!("{}", mismatch_table(&out.mismatches));
-        Err(ControlError::Refused(summary.trim_end().to_string()))
+        Err(ControlError::VectorsFailed { summary: summary.trim_end().to_string() })
     }
 }
 

@@ -47,7 +47,9 @@ pub fn otlp_bench(
     let protocol = match protocol {
         "grpc" => OtlpProtocol::Grpc,
         "http/protobuf" => OtlpProtocol::HttpProtobuf,
-        p => return Err(ControlError::Refused(format!("--protocol {p:?}: must be grpc or http/protobuf"))),
+        p => {
+            return Err(ControlError::OtlpBench { reason: format!("--protocol {p:?}: must be grpc or http/protobuf") })
+        }
     };
     let cfg = OtlpConfig {
         endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -84,8 +86,8 @@ pub fn otlp_bench(
     let secs = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Release);
     match t.join() {
-        Ok(Err(e)) => return Err(ControlError::Refused(e.to_string())),
-        Err(_) => return Err(ControlError::Refused("the exporter thread panicked".into())),
+        Ok(Err(e)) => return Err(ControlError::OtlpBench { reason: e.to_string() }),
+        Err(_) => return Err(ControlError::OtlpBench { reason: "the exporter thread panicked".into() }),
         Ok(Ok(())) => {}
     }
     let sent = counters.get(Counter::OtlpRecordsSent);

@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use thiserror::Error;
 
+use crate::conntrack::FlowSummary;
 use crate::counters::Counters;
 use crate::l2::{LinkId, NeighbourTable};
 use crate::nat::{FlowEnd, FrameMeta};
@@ -42,24 +43,10 @@ pub struct HandoffFrame {
     pub meta: FrameMeta,
 }
 
-/// One line of `natgw flows`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct FlowLine {
-    pub worker: usize,
-    pub proto: String,
-    pub state: String,
-    pub original: String,
-    pub translated: String,
-    pub reply: String,
-    pub age_s: u64,
-    pub expires_in_s: u64,
-    pub packets: [u64; 2],
-    pub bytes: [u64; 2],
-}
-
 /// A request from the control thread to a worker, answered at its next loop turn.
 pub enum ControlRequest {
-    Flows(std::sync::mpsc::Sender<Vec<FlowLine>>),
+    /// Every flow of the worker, as the operator sees it.
+    Flows(std::sync::mpsc::Sender<Vec<FlowSummary>>),
     /// Switch to the current policy generation, re-check existing flows against the
     /// egress policy and revoke the denied ones; answers how many were revoked.
     Revalidate(std::sync::mpsc::Sender<usize>),
@@ -78,6 +65,8 @@ pub struct Shared {
     pub wake: Vec<std::os::fd::OwnedFd>,
     /// Each link's MTU (inside links, then outside), kept current by the L2 thread.
     pub link_mtu: Vec<std::sync::atomic::AtomicU32>,
+    /// The MTU each worker applies to each link (`[worker][link]`), for `natgw status`.
+    pub applied_mtu: Vec<Vec<std::sync::atomic::AtomicU32>>,
     pub start: std::time::Instant,
     /// Finished flows on their way to the flow log (bounded; overflow is counted).
     pub flow_ends: Arc<ArrayQueue<FlowEnd>>,
@@ -102,6 +91,9 @@ impl Shared {
             control: (0..workers).map(|_| ArrayQueue::new(16)).collect(),
             wake,
             link_mtu: link_mtu.iter().map(|&m| std::sync::atomic::AtomicU32::new(m)).collect(),
+            applied_mtu: (0..workers)
+                .map(|_| link_mtu.iter().map(|_| std::sync::atomic::AtomicU32::new(0)).collect())
+                .collect(),
             start: std::time::Instant::now(),
             flow_ends: Arc::new(ArrayQueue::new(1 << 16)),
             flow_log_enabled,

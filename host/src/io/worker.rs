@@ -12,8 +12,8 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::bufring::{BufRing, BUF_SIZE};
 use super::sys::{self, PacketSocket};
-use super::{ControlRequest, FlowLine, HandoffFrame, IoError, Shared, VnetHdr, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
-use crate::conntrack::{proto_name, Egress, Side, ORIGINAL, REPLY};
+use super::{ControlRequest, HandoffFrame, IoError, Shared, VnetHdr, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use crate::conntrack::{Egress, FlowSummary, Side};
 use crate::counters::Counter;
 use crate::l2::{LinkId, NeighbourTable};
 use crate::nat::{FrameMeta, Translator, Verdict};
@@ -474,6 +474,9 @@ impl Worker {
                 if let Some(x) = self.mtus.get_mut(link) {
                     *x = m;
                 }
+                if let Some(applied) = self.shared.applied_mtu.get(self.index).and_then(|w| w.get(link)) {
+                    applied.store(u32::from(m), Ordering::Relaxed);
+                }
             }
         }
     }
@@ -482,7 +485,7 @@ impl Worker {
         while let Some(req) = self.shared.control[self.index].pop() {
             match req {
                 ControlRequest::Flows(reply) => {
-                    let _ = reply.send(self.flow_lines(now));
+                    let _ = reply.send(self.flow_summaries(now));
                 }
                 ControlRequest::Revalidate(reply) => {
                     self.translator.policy_batch_boundary();
@@ -492,28 +495,7 @@ impl Worker {
         }
     }
 
-    fn flow_lines(&self, now: u64) -> Vec<FlowLine> {
-        let ep = |a: Ipv4Addr, p: u16| format!("{a}:{p}");
-        self.translator
-            .flows()
-            .iter()
-            .map(|(_, f)| {
-                let o = &f.keys[ORIGINAL];
-                let r = &f.rewrite[ORIGINAL];
-                let rk = &f.keys[REPLY];
-                FlowLine {
-                    worker: self.index,
-                    proto: proto_name(o.proto).to_string(),
-                    state: f.state.name().to_string(),
-                    original: format!("{} -> {}", ep(o.src, o.src_port), ep(o.dst, o.dst_port)),
-                    translated: format!("{} -> {}", ep(r.src.addr, r.src.port), ep(r.dst.addr, r.dst.port)),
-                    reply: format!("{} -> {}", ep(rk.src, rk.src_port), ep(rk.dst, rk.dst_port)),
-                    age_s: now.saturating_sub(f.created_ms) / 1000,
-                    expires_in_s: f.expires_ms.saturating_sub(now) / 1000,
-                    packets: f.packets,
-                    bytes: f.bytes,
-                }
-            })
-            .collect()
+    fn flow_summaries(&self, now: u64) -> Vec<FlowSummary> {
+        self.translator.flows().iter().map(|(_, f)| f.summary(now)).collect()
     }
 }

@@ -279,9 +279,9 @@ impl Generation {
 }
 
 /// What `natgw policy list` shows for a hook.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct HookStatus {
-    pub hook: String,
+    pub hook: Hook,
     pub generation: u64,
     pub file: String,
     pub sha256: String,
@@ -289,7 +289,7 @@ pub struct HookStatus {
     pub calls: u64,
     pub errors: u64,
     pub timeouts: u64,
-    pub fail: String,
+    pub fail: FailMode,
     /// Generation each caller of the hook (the workers, or the flow-log thread) serves.
     pub serving: Vec<u64>,
 }
@@ -678,7 +678,7 @@ impl Runtime {
             .filter_map(|&h| {
                 let g = self.current(h)?;
                 Some(HookStatus {
-                    hook: h.name().into(),
+                    hook: h,
                     generation: g.id,
                     file: g.file.display().to_string(),
                     sha256: g.hash.clone(),
@@ -686,7 +686,7 @@ impl Runtime {
                     calls: g.stats.calls.load(Ordering::Relaxed),
                     errors: g.stats.errors.load(Ordering::Relaxed),
                     timeouts: g.stats.timeouts.load(Ordering::Relaxed),
-                    fail: g.fail.to_string(),
+                    fail: g.fail,
                     serving: self.callers_of(h).map(|c| self.serving(h, c)).collect(),
                 })
             })

@@ -36,7 +36,7 @@ use thiserror::Error;
 
 use super::record::{ExportRecord, Value};
 use crate::control::config::{OtlpConfig, OtlpProtocol};
-use crate::counters::{self, Counter, Counters};
+use crate::counters::{Counter, Counters};
 
 #[derive(Debug, Error)]
 pub enum OtlpError {
@@ -473,21 +473,6 @@ pub fn enqueue(queue: &ArrayQueue<ExportRecord>, records: &[ExportRecord], count
     if dropped > 0 {
         counters.add(Counter::OtlpRecordsDropped, dropped);
     }
-}
-
-/// The exporter's health as `natgw stats` shows it.
-pub fn health_line(all: &[Arc<Counters>]) -> String {
-    let t = counters::total(all);
-    let get = |c: Counter| t.iter().find(|(x, _)| *x == c).map_or(0, |x| x.1);
-    format!(
-        "otlp: queued {} sent {} retried {} dropped {} metric-exports {} metric-errors {}",
-        get(Counter::OtlpRecordsQueued),
-        get(Counter::OtlpRecordsSent),
-        get(Counter::OtlpExportRetries),
-        get(Counter::OtlpRecordsDropped),
-        get(Counter::OtlpMetricExports),
-        get(Counter::OtlpMetricExportErrors)
-    )
 }
 
 #[cfg(test)]
