@@ -1,6 +1,6 @@
 #!/bin/bash
 # Every test: unit tests and the simulated network (cargo test), end-to-end tests in network
-# namespaces with real programs (tests/e2e/run.sh), and a short run of each fuzz target.
+# namespaces with real programs (cargo test -p natgw-e2e), and a short run of each fuzz target.
 # Needs root (namespaces, packet sockets). Installs what it needs via scripts/setup.sh.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,7 +11,7 @@ echo "== style: rustfmt and clippy (warnings are errors)"
 cargo fmt --check
 cargo fmt --check --manifest-path sdk/Cargo.toml
 cargo fmt --check --all --manifest-path policies/Cargo.toml
-cargo clippy --all-targets --locked -q -- -D warnings
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo clippy --all-targets --locked -q --manifest-path sdk/Cargo.toml --features egress -- -D warnings
 for p in egress-allowlist subnet-port-pools flow-log-filter misbehaving-egress; do
   cargo clippy --all-targets --locked -q --manifest-path policies/Cargo.toml -p "$p" -- -D warnings
@@ -29,8 +29,8 @@ echo "== one test-vector suite for the egress policy in every language (natgw po
 for wasm in target/policies/egress_allowlist{,_py,_js,_c,_go}.wasm; do
   target/release/natgw policy test "$wasm" --vectors tests/vectors/egress.toml
 done
-echo "== end-to-end tests (namespaces, real programs)"
-tests/e2e/run.sh
+echo "== end-to-end tests (namespaces, real programs; tests/e2e, one topology at a time)"
+cargo test --locked -p natgw-e2e -- --test-threads=1
 echo "== fuzz smoke (each target, 20000 runs; scripts/fuzz.sh 1000000 for the long run)"
 scripts/fuzz.sh 20000
 echo "== all tests passed"

@@ -1,0 +1,272 @@
+//! The Wasm policies on a running gateway: the egress allow-list, subnet pools with a
+//! per-source budget, bad and misbehaving policies, revalidation, SIGHUP reload.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use natgw::control::admin::AdminError;
+use natgw::control::config::{FailMode, Hook};
+use natgw_e2e::net::{sa, tcp_echo_probe, Probe};
+use natgw_e2e::wait::secs;
+use natgw_e2e::{demo_policy_config, eventually, policy, Topology};
+
+/// A TCP echo service on 203.0.113.80:8081: the demo allow-list's A variant allows it, B
+/// rejects it.
+fn start_echo_8081(t: &mut Topology) {
+    let mut cmd = t.inet.cmd("socat");
+    cmd.args(["TCP-LISTEN:8081,bind=203.0.113.80,fork,reuseaddr", "EXEC:cat"]);
+    t.daemon("socat-8081", cmd);
+    let inet = t.inet.clone();
+    eventually(secs(5), "socat to listen on 203.0.113.80:8081", || {
+        inet.enter(|| TcpStream::connect_timeout(&sa("203.0.113.80:8081"), Duration::from_millis(200)).is_ok())
+    });
+}
+
+fn probe_8081(t: &Topology) -> Probe {
+    t.cli1.enter(|| tcp_echo_probe("203.0.113.80:8081", secs(2)))
+}
+
+/// Swaps the demo allow-list's variant A or B in (the Rust built-in).
+fn swap_egress(t: &Topology, variant: char, revalidate: bool) -> Result<natgw::control::admin::SwapReport, AdminError> {
+    let cfg = if variant == 'b' { "egress-allowlist-b.toml" } else { "egress-allowlist.toml" };
+    t.admin().policy_swap(
+        Hook::Egress,
+        policy("egress_allowlist.wasm"),
+        Some(demo_policy_config(cfg)),
+        None,
+        revalidate,
+    )
+}
+
+fn curl_code(ns: &natgw_e2e::Netns, args: &[&str]) -> Option<i32> {
+    let mut all = vec!["-s"];
+    all.extend_from_slice(args);
+    ns.output("curl", &all).status.code()
+}
+
+#[test]
+fn egress_allowlist_allows_and_rejects() {
+    let t = Topology::demo();
+    let code =
+        t.cli1.run("curl", &["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://203.0.113.80/ip"]);
+    assert_eq!(code.as_deref(), Ok("200"), "port 80 is allowed");
+    let rejected = r#"PacketsDropCount{reason="policy-rejected"}"#;
+    let before = t.counter(rejected);
+    let t0 = Instant::now();
+    let code = curl_code(&t.cli1, &["-m", "5", "http://203.0.113.80:8080/"]);
+    let took = t0.elapsed();
+    assert_eq!(code, Some(7), "port 8080: curl exit {code:?}, expected 7 (connection refused by a RST)");
+    eprintln!("port 8080 refused in {} ms", took.as_millis());
+    assert!(took < secs(1), "the refusal took {took:?}: a timeout, not a RST");
+    let errno = t.cli1.enter(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
+        s.set_read_timeout(Some(secs(2))).expect("timeout");
+        s.connect("203.0.113.7:9").expect("connect");
+        s.send(b"x").expect("send");
+        let mut b = [0u8; 16];
+        s.recv(&mut b).err().and_then(|e| e.raw_os_error())
+    });
+    assert_eq!(
+        errno,
+        Some(libc::EHOSTUNREACH),
+        "UDP to port 9: expected EHOSTUNREACH from ICMP administratively prohibited"
+    );
+    assert!(t.counter(rejected) >= before + 2, "rejections not counted");
+    assert!(!t.nginx_access_log().contains(":8080"), "a rejected flow reached the server");
+}
+
+#[test]
+fn subnets_leave_from_their_pools() {
+    let t = Topology::demo();
+    let a = t.cli1.run("curl", &["-s", "-m", "5", "http://203.0.113.80/ip"]).expect("cli1");
+    let b = t.cli2.run("curl", &["-s", "-m", "5", "http://203.0.113.80/ip"]).expect("cli2");
+    eprintln!("10.10.1.0/24 left as {}, 10.10.2.0/24 as {}", a.trim(), b.trim());
+    assert!(a.trim().starts_with("198.51.100.10:"), "cli1 (pool-a) seen as {a:?}");
+    let port: u16 =
+        b.trim().strip_prefix("198.51.100.11:").and_then(|p| p.parse().ok()).expect("cli2 (pool-b) seen from .11");
+    assert!((20000..=39999).contains(&port), "cli2 port {port} is outside pool-b's 20000-39999");
+    // A per-source budget, across workers: 3 ports more than cli2 holds now (its earlier
+    // connections linger in TIME_WAIT), so of 5 new concurrent connections 3 get through.
+    let mut held: Vec<String> = t
+        .admin()
+        .flows()
+        .expect("flows")
+        .into_iter()
+        .filter_map(|f| f.original.split(' ').next().filter(|s| s.starts_with("10.10.2.10:")).map(String::from))
+        .collect();
+    held.sort();
+    held.dedup();
+    let budget = t.path("budget.toml");
+    std::fs::write(
+        &budget,
+        format!("[[subnet]]\ncidr = \"10.10.2.0/24\"\npool = \"pool-b\"\nport_budget = {}\n", held.len() + 3),
+    )
+    .expect("budget.toml");
+    t.admin().policy_swap(Hook::PortPool, policy("subnet_port_pools.wasm"), Some(budget), None, false).expect("swap");
+    let before = t.counter("ErrorPortAllocation");
+    let ok = t.cli2.enter(|| {
+        let socks: Vec<TcpStream> =
+            (0..5).filter_map(|_| TcpStream::connect_timeout(&sa("203.0.113.80:80"), secs(1)).ok()).collect();
+        socks.len()
+    });
+    assert_eq!(ok, 3, "{ok} of 5 connections got through a budget of 3");
+    assert!(t.counter("ErrorPortAllocation") > before, "ErrorPortAllocation did not move");
+}
+
+#[test]
+fn bad_policies_are_refused_and_the_old_one_serves() {
+    let t = Topology::demo();
+    let generation = |t: &Topology| {
+        t.admin().policy_list().expect("list").into_iter().find(|h| h.hook == Hook::Egress).map(|h| h.generation)
+    };
+    let gen = generation(&t);
+    let refused = |file: std::path::PathBuf, config: Option<std::path::PathBuf>| match t.admin().policy_swap(
+        Hook::Egress,
+        file.clone(),
+        config,
+        None,
+        false,
+    ) {
+        Err(AdminError::PolicyRefused { hook: Hook::Egress, reason }) => reason,
+        other => panic!("{} was not refused: {other:?}", file.display()),
+    };
+    let junk = t.path("junk.wasm");
+    std::fs::write(&junk, "not wasm\n").expect("junk");
+    let why = refused(junk.clone(), None);
+    eprintln!("{why}");
+    assert!(why.contains("junk.wasm") && why.contains("magic number"), "no reason for junk: {why}");
+    let why = refused(policy("flow_log_filter.wasm"), None);
+    eprintln!("{why}");
+    assert!(
+        why.contains("flow_log_filter.wasm") && why.contains("natgw:policy/egress@0.1.0"),
+        "no reason for the wrong world: {why}"
+    );
+    let badinit = t.path("badinit.toml");
+    std::fs::write(&badinit, "default = \"sometimes\"\n").expect("badinit");
+    let why = refused(policy("egress_allowlist.wasm"), Some(badinit));
+    eprintln!("{why}");
+    assert!(why.contains(r#"init rejected its config: default = "sometimes""#), "no reason for init: {why}");
+    assert_eq!(generation(&t), gen, "the serving generation changed");
+    t.cli1.run("curl", &["-s", "-m", "5", "-o", "/dev/null", "http://203.0.113.80/ip"]).expect("traffic stopped");
+    // The CLI says the same, and exits non-zero.
+    let socket = t.admin().path().to_string();
+    let junk_arg = junk.display().to_string();
+    let cli = |args: &[&str]| std::process::Command::new(natgw_e2e::natgw_bin()).args(args).output().expect("natgw");
+    let out = cli(&["policy", "swap", "--hook", "egress", &junk_arg, "--socket", &socket]);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && text.contains("junk.wasm") && text.contains("magic number"), "CLI: {text}");
+    // The admin socket refuses non-root callers, for swaps too.
+    let copy = t.path("natgw-nobody");
+    std::fs::copy(natgw_e2e::natgw_bin(), &copy).expect("copy");
+    let wasm = policy("egress_allowlist.wasm").display().to_string();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&copy)
+        .args(["policy", "swap", "--hook", "egress", &wasm, "--socket", &socket])
+        .output()
+        .expect("setpriv");
+    assert!(!out.status.success(), "non-root swapped: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn misbehaving_policy_is_contained() {
+    let t = Topology::demo();
+    let misbehaving = policy("misbehaving_egress.wasm");
+    t.admin().policy_swap(Hook::Egress, misbehaving.clone(), None, Some(FailMode::Closed), false).expect("swap");
+    let before = t.counter("PolicyErrors");
+    for port in ["666", "667", "668"] {
+        // trap, infinite loop, memory bomb
+        let url = format!("http://203.0.113.80:{port}/");
+        assert_ne!(
+            curl_code(&t.cli1, &["-m", "1", &url]),
+            Some(0),
+            "port {port} got through a failing policy (fail closed)"
+        );
+        // A trapped instance is replaced 100 ms later; meanwhile the fail mode applies.
+        eventually(secs(5), &format!("traffic after port {port}"), || {
+            curl_code(&t.cli1, &["-m", "2", "-o", "/dev/null", "http://203.0.113.80/ip"]) == Some(0)
+        });
+    }
+    let errs = t.counter("PolicyErrors") - before;
+    let list = t.admin().policy_list().expect("list");
+    let eg = list.iter().find(|h| h.hook == Hook::Egress).expect("egress");
+    eprintln!("PolicyErrors +{errs}; calls {}, errors {}, timeouts {}", eg.calls, eg.errors, eg.timeouts);
+    assert!(errs >= 3, "PolicyErrors moved by {errs}");
+    let log = t.log();
+    assert!(log.contains("trap: unreachable") && log.contains("deadline"), "the log does not say why");
+    // Fail open lets flows through when the policy fails.
+    t.admin().policy_swap(Hook::Egress, misbehaving, None, Some(FailMode::Open), false).expect("swap");
+    assert_eq!(
+        curl_code(&t.cli1, &["-m", "2", "http://203.0.113.80:666/"]),
+        Some(7),
+        "fail open did not let port 666 reach the server"
+    );
+}
+
+#[test]
+fn revalidate_closes_denied_flows() {
+    let mut t = Topology::demo();
+    start_echo_8081(&mut t);
+    swap_egress(&t, 'a', false).expect("swap to A");
+    // A long-lived connection to 8081, allowed by A; then B is swapped in with --revalidate.
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    let conn = t.cli1.spawn(move || {
+        let mut s = TcpStream::connect_timeout(&sa("203.0.113.80:8081"), secs(3)).expect("connect");
+        s.set_read_timeout(Some(secs(3))).expect("timeout");
+        let mut b = [0u8; 1];
+        for i in 0..100 {
+            let r = s.write_all(b"x").and_then(|_| s.read_exact(&mut b));
+            if let Err(e) = r {
+                return Err(e.kind());
+            }
+            if i == 0 {
+                let _ = up_tx.send(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    });
+    up_rx.recv_timeout(secs(5)).expect("the connection to 8081 is up");
+    let report = swap_egress(&t, 'b', true).expect("swap to B with --revalidate");
+    eprintln!("{}", natgw::control::report::swap_text(&report));
+    assert!(report.revoked.unwrap_or(0) >= 1, "no flow revoked");
+    let outcome = conn.join().expect("client thread");
+    assert_eq!(outcome, Err(std::io::ErrorKind::ConnectionReset), "the denied connection was not reset");
+    assert!(t.counter("PolicyRevokedFlows") >= 1, "PolicyRevokedFlows did not move");
+    // An allowed connection (port 80) is untouched by a revalidation.
+    t.cli1
+        .run("curl", &["-s", "-m", "5", "-o", "/dev/null", "http://203.0.113.80/ip"])
+        .expect("port 80 after revalidation");
+}
+
+#[test]
+fn sighup_reloads_policies() {
+    let mut t = Topology::demo();
+    start_echo_8081(&mut t);
+    swap_egress(&t, 'a', false).expect("swap to A");
+    assert_eq!(probe_8081(&t), Probe::Open, "8081 is open under A");
+    let path = t.gateway.as_ref().expect("natgw runs").config.clone();
+    let mut cfg = t.demo_config();
+    let sighup = |t: &mut Topology| t.gateway().daemon.signal(libc::SIGHUP);
+    let swapped = |t: &Topology| t.log().matches("SIGHUP: egress policy").count();
+    cfg.set("policy.egress.config", demo_policy_config("egress-allowlist-b.toml").display().to_string()).write(&path);
+    sighup(&mut t);
+    eventually(secs(10), "the SIGHUP reload to swap the egress policy", || swapped(&t) >= 1);
+    assert_eq!(probe_8081(&t), Probe::Refused, "8081 not refused after SIGHUP named variant B");
+    // A config that names a broken policy config: the reload is refused, B keeps serving.
+    let badinit = t.path("badinit.toml");
+    std::fs::write(&badinit, "default = \"sometimes\"\n").expect("badinit");
+    cfg.set("policy.egress.config", badinit.display().to_string()).write(&path);
+    sighup(&mut t);
+    eventually(secs(10), "the refused reload to be logged", || t.log().contains("SIGHUP: egress not swapped"));
+    assert!(
+        t.log().lines().any(|l| l.contains("SIGHUP: egress not swapped") && l.contains("sometimes")),
+        "the refused reload was not explained"
+    );
+    assert_eq!(probe_8081(&t), Probe::Refused, "B stopped serving after a refused reload");
+    t.demo_config().write(&path);
+    sighup(&mut t);
+    eventually(secs(10), "the second SIGHUP swap", || swapped(&t) >= 2);
+    assert_eq!(probe_8081(&t), Probe::Open, "A not back after the reload");
+}
