@@ -96,7 +96,7 @@ for lang in python:py javascript:js c:c go:go; do
     touch "$stamp"
   fi
 done
-# Test fixtures (host/tests/policy.rs): the C policy built against a contract version the
+# Test fixtures (host/policy/tests/runtime.rs): the C policy built against a contract version the
 # gateway does not have (0.1.0 renamed 0.2.0), and the Go policy with an init that panics.
 if [ ! "$ROOT/target/policies/egress_wit_0_2_0.wasm" -nt "$ROOT/target/policies/egress_allowlist_c.wasm" ]; then
   wit020=$(mktemp -d)

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use natgw::conntrack::Side;
-use natgw::counters::Counters;
-use natgw::nat::testutil::demo_config;
-use natgw::nat::{Filtering, FrameMeta, Translator, Verdict};
-use natgw::wire::{checksum, Ipv4Packet};
+use natgw_core::conntrack::Side;
+use natgw_core::counters::Counters;
+use natgw_core::nat::{Filtering, FrameMeta, Translator, Verdict};
+use natgw_testkit::demo_config;
+use natgw_wire::{checksum, Ipv4Packet};
 
 fn header_ok(frame: &[u8]) -> bool {
     match Ipv4Packet::new_checked(&frame[14..]) {
@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
             Verdict::Forward { .. } => assert!(header_ok(&frame), "forwarded a malformed header"),
             Verdict::ForwardFragmented { mtu, .. } => {
                 assert!(header_ok(&frame), "forwarded a malformed header");
-                let pieces = natgw::wire::split_ipv4(&frame[14..], usize::from(mtu)).expect("splittable");
+                let pieces = natgw_wire::split_ipv4(&frame[14..], usize::from(mtu)).expect("splittable");
                 assert!(pieces.iter().all(|p| 20 + p.payload.len() <= usize::from(mtu)));
             }
             Verdict::Emit { len, .. } => assert!(header_ok(&out[..len]), "emitted a malformed header"),

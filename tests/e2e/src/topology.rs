@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use natgw::control::admin::{AdminClient, Stats};
+use natgw::admin::{AdminClient, Stats};
 
 use crate::config::GatewayConfig;
 use crate::netns::{self, Netns};

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use natgw::control::config::Hook;
+use natgw::admin::Hook;
 use natgw_e2e::net::{sa, tcp_echo_probe, Probe};
 use natgw_e2e::wait::secs;
 use natgw_e2e::{demo_policy_config, eventually, policy, wait_until, Netns, Topology};
@@ -25,7 +25,7 @@ fn start_echo_8081(t: &mut Topology) {
 }
 
 /// The demo allow-list, variant A or B, built from `file` (any of the five languages).
-fn swap_egress(t: &Topology, file: &str, variant: char) -> natgw::control::admin::SwapReport {
+fn swap_egress(t: &Topology, file: &str, variant: char) -> natgw::admin::SwapReport {
     let cfg = if variant == 'b' { "egress-allowlist-b.toml" } else { "egress-allowlist.toml" };
     t.admin()
         .policy_swap(Hook::Egress, policy(file), Some(demo_policy_config(cfg)), None, false)

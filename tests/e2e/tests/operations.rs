@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use natgw::control::admin::{FlowEntry, HookStatus, Stats, Status, PROTOCOL_VERSION};
+use natgw::admin::{FlowEntry, HookStatus, Stats, Status, PROTOCOL_VERSION};
 use natgw_e2e::topology::assert_nothing_runs_in;
 use natgw_e2e::{natgw_bin, netns, process, Topology};
 

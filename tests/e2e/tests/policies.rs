@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use natgw::control::admin::AdminError;
-use natgw::control::config::{FailMode, Hook};
+use natgw::admin::AdminError;
+use natgw::admin::{FailMode, Hook};
 use natgw_e2e::net::{sa, tcp_echo_probe, Probe};
 use natgw_e2e::wait::secs;
 use natgw_e2e::{demo_policy_config, eventually, policy, Topology};
@@ -28,7 +28,7 @@ fn probe_8081(t: &Topology) -> Probe {
 }
 
 /// Swaps the demo allow-list's variant A or B in (the Rust built-in).
-fn swap_egress(t: &Topology, variant: char, revalidate: bool) -> Result<natgw::control::admin::SwapReport, AdminError> {
+fn swap_egress(t: &Topology, variant: char, revalidate: bool) -> Result<natgw::admin::SwapReport, AdminError> {
     let cfg = if variant == 'b' { "egress-allowlist-b.toml" } else { "egress-allowlist.toml" };
     t.admin().policy_swap(
         Hook::Egress,
@@ -229,7 +229,7 @@ fn revalidate_closes_denied_flows() {
     });
     up_rx.recv_timeout(secs(5)).expect("the connection to 8081 is up");
     let report = swap_egress(&t, 'b', true).expect("swap to B with --revalidate");
-    eprintln!("{}", natgw::control::report::swap_text(&report));
+    eprintln!("{}", natgw::report::swap_text(&report));
     assert!(report.revoked.unwrap_or(0) >= 1, "no flow revoked");
     let outcome = conn.join().expect("client thread");
     assert_eq!(outcome, Err(std::io::ErrorKind::ConnectionReset), "the denied connection was not reset");

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use natgw::control::config::Hook;
+use natgw::admin::Hook;
 use natgw_e2e::net::udp_exchange;
 use natgw_e2e::topology::wait_counter;
 use natgw_e2e::wait::secs;

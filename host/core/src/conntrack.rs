@@ -1,0 +1,511 @@
+//! Connection tracking: flow keys, the per-worker flow table, the TCP state machine,
+//! per-state timeouts and the expiry wheel.
+//!
+//! Owns: which flows exist, their state and counters, and when they expire. Must never:
+//! perform I/O or read a clock (the caller passes `now_ms`), or scan the whole table on the
+//! fast path — expiry is a lazy timer wheel with one-second slots: the fast path only moves
+//! a flow's deadline; the wheel re-files a flow whose deadline moved when its slot comes up.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use thiserror::Error;
+
+use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConntrackError {
+    #[error("flow table full ({0} flows)")]
+    TableFull(usize),
+}
+
+/// Which side of the gateway a packet arrived on; part of every key so that a spoofed
+/// outside packet can never match an inside-only entry (e.g. a hairpin flow's reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Inside,
+    Outside,
+}
+
+/// A flow as seen on the wire at one side. For ICMP queries both ports are the identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub side: Side,
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub src_port: u16,
+    pub dst: Ipv4Addr,
+    pub dst_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+/// The values a packet of one direction leaves with: the fast path applies it blindly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrite {
+    pub src: Endpoint,
+    pub dst: Endpoint,
+}
+
+/// Where packets of one direction leave: the outside link, or inside interface `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    Outside,
+    Inside(u8),
+}
+
+/// Direction index into a flow's per-direction arrays.
+pub const ORIGINAL: usize = 0;
+pub const REPLY: usize = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    /// SYN seen from the initiator.
+    SynSent,
+    /// SYN+ACK seen from the responder.
+    SynReceived,
+    Established,
+    /// A FIN from one side.
+    FinWait,
+    /// FINs from both sides.
+    TimeWait,
+    /// Reset by either side.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowState {
+    Tcp(TcpState),
+    Udp { replied: bool },
+    Icmp,
+}
+
+impl FlowState {
+    pub fn initial(proto: u8) -> Self {
+        match proto {
+            PROTO_TCP => FlowState::Tcp(TcpState::SynSent),
+            PROTO_UDP => FlowState::Udp { replied: false },
+            _ => FlowState::Icmp,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            FlowState::Tcp(TcpState::SynSent) => "SYN_SENT",
+            FlowState::Tcp(TcpState::SynReceived) => "SYN_RECV",
+            FlowState::Tcp(TcpState::Established) => "ESTABLISHED",
+            FlowState::Tcp(TcpState::FinWait) => "FIN_WAIT",
+            FlowState::Tcp(TcpState::TimeWait) => "TIME_WAIT",
+            FlowState::Tcp(TcpState::Closed) => "CLOSE",
+            FlowState::Udp { replied: false } => "UNREPLIED",
+            FlowState::Udp { replied: true } => "ASSURED",
+            FlowState::Icmp => "-",
+        }
+    }
+}
+
+/// Idle timeouts in seconds. Defaults follow RFC 5382 (TCP established ≥ 2 h 4 min,
+/// transitory ≥ 4 min), RFC 4787 REQ-5 (UDP, 5 min recommended) and RFC 5508 (ICMP 60 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    pub tcp_established: u64,
+    /// SYN_SENT, SYN_RECV, FIN_WAIT: the RFC 5382 "transitory" states.
+    pub tcp_transitory: u64,
+    pub tcp_time_wait: u64,
+    /// After a RST the connection is gone; the entry lingers only to absorb stray segments.
+    pub tcp_closed: u64,
+    pub udp: u64,
+    pub icmp: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { tcp_established: 7440, tcp_transitory: 240, tcp_time_wait: 240, tcp_closed: 10, udp: 300, icmp: 60 }
+    }
+}
+
+impl Timeouts {
+    pub fn for_state(&self, s: FlowState) -> u64 {
+        match s {
+            FlowState::Tcp(TcpState::Established) => self.tcp_established,
+            FlowState::Tcp(TcpState::SynSent | TcpState::SynReceived | TcpState::FinWait) => self.tcp_transitory,
+            FlowState::Tcp(TcpState::TimeWait) => self.tcp_time_wait,
+            FlowState::Tcp(TcpState::Closed) => self.tcp_closed,
+            FlowState::Udp { .. } => self.udp,
+            FlowState::Icmp => self.icmp,
+        }
+    }
+}
+
+/// What a TCP segment did to a flow's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpTransition {
+    pub next: TcpState,
+    pub became_established: bool,
+}
+
+/// The TCP state machine, driven by flags of a segment travelling in `dir`.
+/// `fin_seen` records which directions have sent a FIN.
+pub fn tcp_transition(state: TcpState, dir: usize, flags: u8, fin_seen: &mut [bool; 2]) -> TcpTransition {
+    use TcpState::*;
+    if flags & TCP_RST != 0 {
+        return TcpTransition { next: Closed, became_established: false };
+    }
+    let syn = flags & TCP_SYN != 0;
+    let ack = flags & TCP_ACK != 0;
+    let next = match state {
+        SynSent if dir == REPLY && syn && ack => SynReceived,
+        SynReceived if dir == ORIGINAL && ack && !syn => Established,
+        // A new SYN on a closed or time-wait entry reopens it (port reuse by the same host).
+        Closed | TimeWait if dir == ORIGINAL && syn && !ack => {
+            *fin_seen = [false, false];
+            SynSent
+        }
+        s => s,
+    };
+    let mut next = next;
+    if flags & TCP_FIN != 0 && matches!(next, Established | FinWait | SynReceived) {
+        fin_seen[dir] = true;
+        next = if fin_seen[ORIGINAL] && fin_seen[REPLY] { TimeWait } else { FinWait };
+    }
+    TcpTransition { next, became_established: next == Established && state != Established }
+}
+
+pub type FlowId = u32;
+
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// keys[ORIGINAL] is how the initiator's packets arrive; keys[REPLY] the responder's.
+    pub keys: [FlowKey; 2],
+    pub rewrite: [Rewrite; 2],
+    pub egress: [Egress; 2],
+    pub state: FlowState,
+    pub fin_seen: [bool; 2],
+    pub tcp_flags: [u8; 2],
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub created_ms: u64,
+    pub last_seen_ms: u64,
+    pub expires_ms: u64,
+    /// The endpoint-independent mapping this flow holds a reference on.
+    pub mapping: Option<u32>,
+    /// A new egress policy denied this flow: its packets are dropped (TCP answered with a
+    /// RST) until it expires.
+    pub revoked: bool,
+    /// The egress policy generation that admitted it (0: no policy was installed).
+    pub policy_generation: u64,
+    /// What the flow log has already reported (interim records for long flows).
+    pub reported: Reported,
+}
+
+/// Counters and time of a flow's last flow-log record; the next one counts from here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    /// 0: nothing reported yet (the window starts at the flow's creation).
+    pub at_ms: u64,
+    /// The TCP connection closed (FIN both ways, or RST) and its final record went out;
+    /// the entry only lingers (TIME-WAIT) now.
+    pub closed: bool,
+}
+
+/// A flow as an operator sees it (`natgw flows`): plain values, no strings, so a worker
+/// can copy a million of them out without allocating per field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowSummary {
+    pub state: FlowState,
+    /// How the initiator's packets arrive.
+    pub original: FlowKey,
+    /// How they leave.
+    pub translated: Rewrite,
+    /// How the responder's packets arrive.
+    pub reply: FlowKey,
+    pub age_ms: u64,
+    pub expires_in_ms: u64,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+impl Flow {
+    pub fn summary(&self, now_ms: u64) -> FlowSummary {
+        FlowSummary {
+            state: self.state,
+            original: self.keys[ORIGINAL],
+            translated: self.rewrite[ORIGINAL],
+            reply: self.keys[REPLY],
+            age_ms: now_ms.saturating_sub(self.created_ms),
+            expires_in_ms: self.expires_ms.saturating_sub(now_ms),
+            packets: self.packets,
+            bytes: self.bytes,
+        }
+    }
+
+    pub fn refresh(&mut self, now_ms: u64, timeouts: &Timeouts) {
+        self.last_seen_ms = now_ms;
+        self.expires_ms = now_ms + timeouts.for_state(self.state) * 1000;
+    }
+}
+
+struct Slot {
+    gen: u32,
+    flow: Option<Flow>,
+}
+
+/// One-second wheel slots; a deadline further out than the wheel simply comes round again.
+const WHEEL_SLOTS: usize = 4096;
+
+/// The flow table of one worker: a slab of flows, an index with both keys of each flow,
+/// and an expiry wheel. Bounded: at `max_flows` new flows are refused.
+pub struct FlowTable {
+    slots: Vec<Slot>,
+    free: Vec<FlowId>,
+    index: HashMap<FlowKey, (FlowId, u8), ahash::RandomState>,
+    wheel: Vec<Vec<(FlowId, u32)>>,
+    /// The wheel has been processed up to (excluding) this second.
+    wheel_sec: u64,
+    len: usize,
+    max_flows: usize,
+}
+
+impl FlowTable {
+    pub fn new(max_flows: usize, now_ms: u64) -> Self {
+        FlowTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::with_hasher(ahash::RandomState::new()),
+            wheel: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
+            wheel_sec: now_ms / 1000,
+            len: 0,
+            max_flows,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn max_flows(&self) -> usize {
+        self.max_flows
+    }
+
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Option<(FlowId, usize)> {
+        self.index.get(key).map(|&(id, dir)| (id, usize::from(dir)))
+    }
+
+    #[inline]
+    pub fn get(&self, id: FlowId) -> Option<&Flow> {
+        self.slots.get(id as usize).and_then(|s| s.flow.as_ref())
+    }
+    #[inline]
+    pub fn get_mut(&mut self, id: FlowId) -> Option<&mut Flow> {
+        self.slots.get_mut(id as usize).and_then(|s| s.flow.as_mut())
+    }
+
+    pub fn insert(&mut self, flow: Flow) -> Result<FlowId, ConntrackError> {
+        if self.len >= self.max_flows {
+            return Err(ConntrackError::TableFull(self.max_flows));
+        }
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.slots.push(Slot { gen: 0, flow: None });
+                (self.slots.len() - 1) as FlowId
+            }
+        };
+        let slot = &mut self.slots[id as usize];
+        slot.gen = slot.gen.wrapping_add(1);
+        let gen = slot.gen;
+        self.index.insert(flow.keys[ORIGINAL], (id, ORIGINAL as u8));
+        self.index.insert(flow.keys[REPLY], (id, REPLY as u8));
+        let sec = flow.expires_ms / 1000;
+        slot.flow = Some(flow);
+        self.len += 1;
+        self.file(id, gen, sec);
+        Ok(id)
+    }
+
+    fn file(&mut self, id: FlowId, gen: u32, sec: u64) {
+        // A deadline already in the past is filed in the next slot to be processed.
+        let sec = sec.max(self.wheel_sec);
+        self.wheel[(sec as usize) % WHEEL_SLOTS].push((id, gen));
+    }
+
+    /// Files a flow again after its deadline was brought forward (a later deadline needs
+    /// nothing: the wheel re-files it when the old one comes round).
+    pub fn reschedule(&mut self, id: FlowId) {
+        let Some(slot) = self.slots.get(id as usize) else { return };
+        let Some(flow) = slot.flow.as_ref() else { return };
+        let (gen, sec) = (slot.gen, flow.expires_ms / 1000);
+        self.file(id, gen, sec);
+    }
+
+    pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
+        let slot = self.slots.get_mut(id as usize)?;
+        let flow = slot.flow.take()?;
+        for k in &flow.keys {
+            if self.index.get(k).map(|e| e.0) == Some(id) {
+                self.index.remove(k);
+            }
+        }
+        self.free.push(id);
+        self.len -= 1;
+        Some(flow)
+    }
+
+    /// Expires every flow whose deadline is at or before `now_ms`; calls `on_expired` for
+    /// each. Work is proportional to the wheel slots passed and the flows filed in them.
+    pub fn expire(&mut self, now_ms: u64, mut on_expired: impl FnMut(FlowId, Flow)) {
+        let now_sec = now_ms / 1000;
+        // Catch up at most one full turn: every filed entry is seen at least once.
+        if now_sec > self.wheel_sec + WHEEL_SLOTS as u64 {
+            self.wheel_sec = now_sec - WHEEL_SLOTS as u64;
+        }
+        while self.wheel_sec <= now_sec {
+            let idx = (self.wheel_sec as usize) % WHEEL_SLOTS;
+            let entries = std::mem::take(&mut self.wheel[idx]);
+            self.wheel_sec += 1;
+            let mut refile = Vec::new();
+            for (id, gen) in entries {
+                let Some(slot) = self.slots.get(id as usize) else { continue };
+                if slot.gen != gen {
+                    continue;
+                }
+                let Some(flow) = slot.flow.as_ref() else { continue };
+                if flow.expires_ms <= now_ms {
+                    if let Some(f) = self.remove(id) {
+                        on_expired(id, f);
+                    }
+                } else {
+                    refile.push((id, gen, flow.expires_ms / 1000));
+                }
+            }
+            for (id, gen, sec) in refile {
+                // Never file into the slot being processed now: it has been taken already.
+                let sec = sec.max(self.wheel_sec);
+                self.wheel[(sec as usize) % WHEEL_SLOTS].push((id, gen));
+            }
+            // Keep the emptied slot's allocation from growing without bound.
+            if self.wheel[idx].capacity() > 1024 && self.wheel[idx].is_empty() {
+                self.wheel[idx].shrink_to(64);
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (FlowId, &Flow)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.flow.as_ref().map(|f| (i as FlowId, f)))
+    }
+}
+
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        PROTO_ICMP => "icmp",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(side: Side, sp: u16) -> FlowKey {
+        FlowKey {
+            side,
+            proto: PROTO_UDP,
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            src_port: sp,
+            dst: Ipv4Addr::new(1, 1, 1, 1),
+            dst_port: 53,
+        }
+    }
+
+    fn flow(sp: u16, now: u64, t: &Timeouts) -> Flow {
+        let ep = Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 };
+        let mut f = Flow {
+            keys: [key(Side::Inside, sp), key(Side::Outside, sp)],
+            rewrite: [Rewrite { src: ep, dst: ep }; 2],
+            egress: [Egress::Outside, Egress::Inside(0)],
+            state: FlowState::initial(PROTO_UDP),
+            fin_seen: [false; 2],
+            tcp_flags: [0; 2],
+            packets: [0; 2],
+            bytes: [0; 2],
+            created_ms: now,
+            last_seen_ms: now,
+            expires_ms: 0,
+            mapping: None,
+            revoked: false,
+            policy_generation: 0,
+            reported: Reported::default(),
+        };
+        f.refresh(now, t);
+        f
+    }
+
+    #[test]
+    fn tcp_handshake_and_close() {
+        let mut fin = [false; 2];
+        let t = tcp_transition(TcpState::SynSent, REPLY, TCP_SYN | TCP_ACK, &mut fin);
+        assert_eq!(t.next, TcpState::SynReceived);
+        let t = tcp_transition(t.next, ORIGINAL, TCP_ACK, &mut fin);
+        assert_eq!(t, TcpTransition { next: TcpState::Established, became_established: true });
+        let t = tcp_transition(t.next, ORIGINAL, TCP_ACK, &mut fin);
+        assert!(!t.became_established);
+        let t = tcp_transition(t.next, ORIGINAL, TCP_FIN | TCP_ACK, &mut fin);
+        assert_eq!(t.next, TcpState::FinWait);
+        let t = tcp_transition(t.next, REPLY, TCP_FIN | TCP_ACK, &mut fin);
+        assert_eq!(t.next, TcpState::TimeWait);
+        let t = tcp_transition(TcpState::Established, REPLY, TCP_RST, &mut fin);
+        assert_eq!(t.next, TcpState::Closed);
+    }
+
+    #[test]
+    fn table_limit_refuses_new_flows_only() {
+        let t = Timeouts::default();
+        let mut table = FlowTable::new(2, 0);
+        let a = table.insert(flow(1, 0, &t)).unwrap();
+        table.insert(flow(2, 0, &t)).unwrap();
+        assert_eq!(table.insert(flow(3, 0, &t)), Err(ConntrackError::TableFull(2)));
+        assert_eq!(table.lookup(&key(Side::Inside, 1)), Some((a, ORIGINAL)));
+        assert_eq!(table.lookup(&key(Side::Outside, 1)), Some((a, REPLY)));
+    }
+
+    #[test]
+    fn expiry_follows_refreshed_deadline() {
+        let t = Timeouts { udp: 30, ..Timeouts::default() };
+        let mut table = FlowTable::new(10, 0);
+        let id = table.insert(flow(1, 0, &t)).unwrap();
+        let mut gone = Vec::new();
+        table.expire(20_000, |id, _| gone.push(id));
+        assert!(gone.is_empty());
+        table.get_mut(id).unwrap().refresh(20_000, &t); // now expires at 50 s
+        table.expire(31_000, |id, _| gone.push(id));
+        assert!(gone.is_empty(), "refreshed flow must survive its first deadline");
+        table.expire(50_000, |id, _| gone.push(id));
+        assert_eq!(gone, vec![id]);
+        assert!(table.is_empty());
+        assert_eq!(table.lookup(&key(Side::Inside, 1)), None);
+    }
+
+    #[test]
+    fn expiry_longer_than_wheel() {
+        let t = Timeouts { udp: 10_000, ..Timeouts::default() };
+        let mut table = FlowTable::new(10, 0);
+        table.insert(flow(1, 0, &t)).unwrap();
+        let mut n = 0;
+        for s in (0..10_000u64).step_by(7) {
+            table.expire(s * 1000, |_, _| n += 1);
+        }
+        assert_eq!(n, 0);
+        table.expire(10_001_000, |_, _| n += 1);
+        assert_eq!(n, 1);
+    }
+}

@@ -1,0 +1,206 @@
+//! A simulated network: inside hosts and outside servers joined by in-memory links through
+//! one translator, with a fake clock. It checks what only time shows: TCP state changes,
+//! per-state idle timeouts, expiry without a table scan on the fast path, and port reuse.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use natgw_core::conntrack::{Egress, FlowState, Side, TcpState, Timeouts};
+use natgw_core::counters::{Counter, Counters};
+use natgw_core::nat::{FrameMeta, Translator, Verdict};
+use natgw_testkit::*;
+use natgw_wire::{TCP_ACK, TCP_FIN, TCP_SYN};
+
+/// Two links (inside, outside) and the gateway between them; time moves only when told.
+struct SimNet {
+    gw: Translator,
+    now_ms: u64,
+    /// Frames delivered to the outside link / the inside link, in order.
+    outside_rx: VecDeque<Vec<u8>>,
+    inside_rx: VecDeque<Vec<u8>>,
+}
+
+impl SimNet {
+    fn new(timeouts: Timeouts) -> SimNet {
+        let mut cfg = demo_config();
+        cfg.timeouts = timeouts;
+        cfg.max_flows = 100_000;
+        SimNet {
+            gw: Translator::new(cfg, Arc::new(Counters::default()), 0),
+            now_ms: 0,
+            outside_rx: VecDeque::new(),
+            inside_rx: VecDeque::new(),
+        }
+    }
+
+    fn send(&mut self, side: Side, mut frame: Vec<u8>) -> bool {
+        let mut out = [0u8; 2048];
+        let link = if side == Side::Inside && frame[28] == 2 { 1 } else { 0 };
+        match self.gw.process(&mut frame, FrameMeta::plain(side, link), self.now_ms, &mut out) {
+            Verdict::Forward { egress: Egress::Outside, .. } => self.outside_rx.push_back(frame),
+            Verdict::Forward { egress: Egress::Inside(_), .. } => self.inside_rx.push_back(frame),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Advances the clock in one-second steps, running the gateway's timers as a worker does.
+    fn advance_s(&mut self, secs: u64) {
+        for _ in 0..secs {
+            self.now_ms += 1000;
+            self.gw.tick(self.now_ms);
+        }
+    }
+
+    fn flows(&self) -> usize {
+        self.gw.flows().len()
+    }
+
+    fn counter(&self, c: Counter) -> u64 {
+        self.gw.counters().get(c)
+    }
+
+    /// A full TCP handshake from 10.10.1.10:`port` to 203.0.113.80:80; returns the external port.
+    fn connect(&mut self, port: u16) -> u16 {
+        assert!(self.send(Side::Inside, tcp("10.10.1.10", port, "203.0.113.80", 80, TCP_SYN)));
+        let syn = self.outside_rx.pop_back().unwrap();
+        let ext_port = src_of(&syn).1;
+        assert!(self.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext_port, TCP_SYN | TCP_ACK)));
+        assert!(self.send(Side::Inside, tcp("10.10.1.10", port, "203.0.113.80", 80, TCP_ACK)));
+        ext_port
+    }
+
+    fn state(&self) -> Option<FlowState> {
+        self.gw.flows().iter().next().map(|(_, f)| f.state)
+    }
+}
+
+#[test]
+fn established_tcp_lives_its_full_idle_timeout() {
+    let mut net = SimNet::new(Timeouts::default());
+    let ext = net.connect(40000);
+    assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::Established)));
+    assert_eq!(net.counter(Counter::ConnectionEstablishedCount), 1);
+    // RFC 5382 REQ-5: at least 2 h 4 min idle.
+    net.advance_s(7439);
+    assert_eq!(net.flows(), 1, "still there one second before the timeout");
+    // Traffic restarts the idle timer.
+    assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, TCP_ACK)));
+    net.advance_s(7439);
+    assert_eq!(net.flows(), 1);
+    net.advance_s(2);
+    assert_eq!(net.flows(), 0);
+    assert_eq!(net.counter(Counter::IdleTimeoutCount), 1);
+    assert_eq!(net.counter(Counter::ActiveConnectionCount), 0);
+    // After expiry the server can no longer reach the client.
+    assert!(!net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, TCP_ACK)));
+    assert_eq!(net.counter(Counter::DropUnsolicitedInbound), 1);
+}
+
+#[test]
+fn unanswered_syn_is_transitory() {
+    let mut net = SimNet::new(Timeouts::default());
+    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_SYN)));
+    assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::SynSent)));
+    net.advance_s(239);
+    assert_eq!(net.flows(), 1);
+    net.advance_s(2);
+    assert_eq!(net.flows(), 0, "RFC 5382: transitory timeout (240 s by default)");
+}
+
+#[test]
+fn closed_connection_goes_through_time_wait() {
+    let mut net = SimNet::new(Timeouts::default());
+    let ext = net.connect(40002);
+    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40002, "203.0.113.80", 80, TCP_FIN | TCP_ACK)));
+    assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::FinWait)));
+    assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, TCP_FIN | TCP_ACK)));
+    assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::TimeWait)));
+    // The last ACK still passes.
+    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40002, "203.0.113.80", 80, TCP_ACK)));
+    net.advance_s(241);
+    assert_eq!(net.flows(), 0);
+    assert_eq!(net.counter(Counter::IdleTimeoutCount), 0, "a closed connection is not an idle timeout");
+    // The port is free again and the same host gets it back (port preservation).
+    assert_eq!(net.connect(40002), 40002);
+}
+
+#[test]
+fn udp_and_icmp_timeouts_are_configurable() {
+    let mut net = SimNet::new(Timeouts { udp: 30, icmp: 5, ..Timeouts::default() });
+    assert!(net.send(Side::Inside, udp("10.10.1.10", 5353, "203.0.113.7", 7, b"q")));
+    assert!(net.send(Side::Inside, ping("10.10.1.10", "203.0.113.80", 8, 99)));
+    net.advance_s(6);
+    assert_eq!(net.flows(), 1, "ICMP gone after 5 s, UDP still there");
+    net.advance_s(25);
+    assert_eq!(net.flows(), 0);
+    assert_eq!(net.counter(Counter::IdleTimeoutCount), 2);
+}
+
+#[test]
+fn udp_default_is_rfc4787_five_minutes() {
+    let mut net = SimNet::new(Timeouts::default());
+    assert!(net.send(Side::Inside, udp("10.10.1.10", 5353, "203.0.113.7", 7, b"q")));
+    net.advance_s(299);
+    assert!(net.send(Side::Outside, udp("203.0.113.7", 7, "198.51.100.10", 5353, b"a")), "reply within 300 s passes");
+    assert_eq!(net.inside_rx.len(), 1);
+    net.advance_s(301);
+    assert!(!net.send(Side::Outside, udp("203.0.113.7", 7, "198.51.100.10", 5353, b"late")));
+}
+
+#[test]
+fn ten_thousand_flows_expire_and_free_their_ports() {
+    let mut net = SimNet::new(Timeouts { udp: 60, ..Timeouts::default() });
+    for i in 0..10_000u16 {
+        let host = format!("10.10.1.{}", 10 + (i % 200));
+        assert!(net.send(Side::Inside, udp(&host, 20_000 + i, "203.0.113.7", 7, b"x")));
+        if i % 1000 == 999 {
+            net.advance_s(1);
+        }
+    }
+    assert_eq!(net.flows(), 10_000);
+    // Now t = 10 s; batches were sent at t = 0..9 s. At t = 64 s those of t <= 4 s are due.
+    net.advance_s(54);
+    assert_eq!(net.flows(), 10_000 - 5_000, "the first half is gone, the second is not");
+    net.advance_s(6);
+    assert_eq!(net.flows(), 0);
+    assert_eq!(net.gw.mappings().len(), 0);
+}
+
+#[test]
+fn clock_jumps_do_not_lose_expiry() {
+    let mut net = SimNet::new(Timeouts { udp: 30, ..Timeouts::default() });
+    assert!(net.send(Side::Inside, udp("10.10.1.10", 1, "203.0.113.7", 7, b"x")));
+    // A worker that was descheduled for a long time ticks once, much later.
+    net.now_ms += 10_000_000;
+    net.gw.tick(net.now_ms);
+    assert_eq!(net.flows(), 0);
+    let _ = Ipv4Addr::UNSPECIFIED;
+}
+
+#[test]
+fn sixty_four_thousand_connections_to_one_destination_on_one_address() {
+    let mut net = SimNet::new(Timeouts::default());
+    let mut ext_ports = std::collections::HashSet::new();
+    // 64 000 inside endpoints (hosts .10-.19, many ports each) to one web server.
+    for i in 0..64_000u32 {
+        let host = format!("10.10.1.{}", 10 + i / 6_400);
+        let port = 1024 + (i % 6_400) as u16 * 9;
+        assert!(net.send(Side::Inside, tcp(&host, port, "203.0.113.80", 80, TCP_SYN)), "connection {i} refused");
+        let syn = net.outside_rx.pop_back().unwrap();
+        assert_eq!(src_of(&syn).0, Ipv4Addr::new(198, 51, 100, 10));
+        ext_ports.insert(src_of(&syn).1);
+    }
+    assert_eq!(ext_ports.len(), 64_000, "every connection has its own external port");
+    assert_eq!(net.counter(Counter::ErrorPortAllocation), 0);
+    // The 64 513th distinct endpoint finds the single address's ports exhausted.
+    let mut refused = 0;
+    for p in 0..600u16 {
+        if !net.send(Side::Inside, tcp("10.10.1.200", 2000 + p, "203.0.113.80", 80, TCP_SYN)) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 600 - (64_512 - 64_000));
+    assert_eq!(net.counter(Counter::ErrorPortAllocation), refused);
+}

@@ -1,0 +1,170 @@
+//! natgw-io, packet I/O: AF_PACKET sockets driven by io_uring (multishot receive into a provided
+//! buffer ring, batched sends), the worker loop around the translator, and the L2 thread
+//! that speaks ARP.
+//!
+//! Owns: sockets, rings, buffers and threads. Must never: make translation decisions —
+//! it hands each frame to `natgw_core::nat::Translator` and carries out the verdict. Every
+//! system call natgw makes is here (the control plane's few too: `sys`), and with them
+//! nearly all of natgw's `unsafe`, each block with a SAFETY comment; the only other
+//! `unsafe` is the compiled-component cache's one call (`natgw-policy`).
+
+pub mod bufring;
+pub mod l2thread;
+pub mod sys;
+pub mod worker;
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+use thiserror::Error;
+
+use natgw_core::conntrack::FlowSummary;
+use natgw_core::counters::Counters;
+use natgw_core::l2::{LinkId, NeighbourTable};
+use natgw_core::nat::{FlowEnd, FrameMeta};
+
+#[derive(Debug, Error)]
+pub enum IoError {
+    #[error("interface `{0}` does not exist in this network namespace")]
+    NoSuchInterface(String),
+    #[error("opening packet sockets needs root (CAP_NET_RAW and CAP_NET_ADMIN); run natgw as root")]
+    Permission,
+    #[error("{0} failed: {1}")]
+    Os(&'static str, std::io::Error),
+    #[error("io_uring setup failed: {0} (kernel 5.19+ with provided buffer rings is required)")]
+    Uring(std::io::Error),
+}
+
+/// A frame moved between workers, with its virtio-net header.
+pub struct HandoffFrame {
+    pub data: Vec<u8>,
+    pub meta: FrameMeta,
+}
+
+/// A request from the control thread to a worker, answered at its next loop turn.
+pub enum ControlRequest {
+    /// Every flow of the worker, as the operator sees it.
+    Flows(std::sync::mpsc::Sender<Vec<FlowSummary>>),
+    /// Switch to the current policy generation, re-check existing flows against the
+    /// egress policy and revoke the denied ones; answers how many were revoked.
+    Revalidate(std::sync::mpsc::Sender<usize>),
+}
+
+/// State shared by all threads of a running gateway.
+pub struct Shared {
+    pub counters: Vec<Arc<Counters>>,
+    pub neighbours: ArcSwap<NeighbourTable>,
+    pub neighbour_version: AtomicU64,
+    /// Next hops a worker could not resolve, for the L2 thread to ask for.
+    pub resolve_requests: ArrayQueue<(LinkId, Ipv4Addr)>,
+    pub handoff: Vec<ArrayQueue<HandoffFrame>>,
+    pub control: Vec<ArrayQueue<ControlRequest>>,
+    /// One eventfd per worker: signalled after a hand-off so the owner wakes at once.
+    pub wake: Vec<std::os::fd::OwnedFd>,
+    /// Each link's MTU (inside links, then outside), kept current by the L2 thread.
+    pub link_mtu: Vec<std::sync::atomic::AtomicU32>,
+    /// The MTU each worker applies to each link (`[worker][link]`), for `natgw status`.
+    pub applied_mtu: Vec<Vec<std::sync::atomic::AtomicU32>>,
+    pub start: std::time::Instant,
+    /// Finished flows on their way to the flow log (bounded; overflow is counted).
+    pub flow_ends: Arc<ArrayQueue<FlowEnd>>,
+    /// Whether workers record finished flows at all.
+    pub flow_log_enabled: bool,
+}
+
+impl Shared {
+    pub fn new(workers: usize, link_mtu: &[u32], flow_log_enabled: bool) -> Result<Shared, IoError> {
+        let wake = (0..workers)
+            .map(|_| sys::eventfd())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| IoError::Os("eventfd", e))?;
+        Ok(Shared {
+            // One per worker, then one for the flow-log thread, one for the OTLP exporter.
+            counters: (0..workers + 2).map(|_| Arc::new(Counters::default())).collect(),
+            neighbours: ArcSwap::from_pointee(NeighbourTable::default()),
+            neighbour_version: AtomicU64::new(0),
+            resolve_requests: ArrayQueue::new(1024),
+            // Bounded: at most 1024 frames (fragments, hairpin) in flight to any one worker.
+            handoff: (0..workers).map(|_| ArrayQueue::new(1024)).collect(),
+            control: (0..workers).map(|_| ArrayQueue::new(16)).collect(),
+            wake,
+            link_mtu: link_mtu.iter().map(|&m| std::sync::atomic::AtomicU32::new(m)).collect(),
+            applied_mtu: (0..workers)
+                .map(|_| link_mtu.iter().map(|_| std::sync::atomic::AtomicU32::new(0)).collect())
+                .collect(),
+            start: std::time::Instant::now(),
+            flow_ends: Arc::new(ArrayQueue::new(1 << 16)),
+            flow_log_enabled,
+        })
+    }
+
+    /// Queues a frame for `worker` and wakes it. False when its queue is full.
+    pub fn hand_off(&self, worker: usize, frame: HandoffFrame) -> bool {
+        let (Some(q), Some(fd)) = (self.handoff.get(worker), self.wake.get(worker)) else { return false };
+        if q.push(frame).is_err() {
+            return false;
+        }
+        sys::eventfd_signal(std::os::fd::AsRawFd::as_raw_fd(fd));
+        true
+    }
+
+    /// Wakes a worker now (a policy swap, a control request).
+    pub fn wake(&self, worker: usize) {
+        if let Some(fd) = self.wake.get(worker) {
+            sys::eventfd_signal(std::os::fd::AsRawFd::as_raw_fd(fd));
+        }
+    }
+
+    /// The flow-log thread's counters (it is their only writer).
+    pub fn flow_log_counters(&self) -> Arc<Counters> {
+        self.counters[self.counters.len() - 2].clone()
+    }
+
+    /// The OTLP exporter thread's counters (it is their only writer).
+    pub fn exporter_counters(&self) -> Arc<Counters> {
+        self.counters[self.counters.len() - 1].clone()
+    }
+
+    /// Milliseconds since the gateway started: the clock every core function is given.
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// virtio_net_hdr (10 bytes, host byte order) that precedes every frame on our sockets.
+pub const VNET_HDR_LEN: usize = 10;
+pub const VNET_F_NEEDS_CSUM: u8 = 1;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+}
+
+impl VnetHdr {
+    pub fn parse(b: &[u8]) -> VnetHdr {
+        if b.len() < VNET_HDR_LEN {
+            return VnetHdr::default();
+        }
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16::from_ne_bytes([b[2], b[3]]),
+            gso_size: u16::from_ne_bytes([b[4], b[5]]),
+        }
+    }
+
+    /// Wire packets a frame of `frame_len` bytes becomes after segmentation.
+    pub fn segments(&self, frame_len: usize) -> u32 {
+        if self.gso_type == 0 || self.gso_size == 0 {
+            return 1;
+        }
+        let payload = frame_len.saturating_sub(usize::from(self.hdr_len));
+        payload.div_ceil(usize::from(self.gso_size)).max(1) as u32
+    }
+}

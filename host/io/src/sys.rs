@@ -1,0 +1,437 @@
+//! Thin, checked wrappers over the Linux calls natgw needs: AF_PACKET sockets and their
+//! options, interface queries, the classic-BPF steering program, signals, CPU pinning and
+//! peer credentials. Every `unsafe` block here says why it is sound.
+
+use std::ffi::CString;
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::IoError;
+use natgw_wire::MacAddr;
+
+// <linux/if_packet.h> socket options (SOL_PACKET).
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
+const PACKET_FANOUT_DATA: libc::c_int = 22;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_FANOUT_CBPF: u32 = 6;
+
+/// What natgw knows of an interface.
+#[derive(Debug, Clone)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub index: i32,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    pub up: bool,
+}
+
+fn ifreq_for(name: &str) -> Result<libc::ifreq, IoError> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(IoError::NoSuchInterface(name.to_string()));
+    }
+    // SAFETY: ifreq is a plain C struct; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+/// Queries index, MAC, MTU and state of `name` in the current network namespace.
+pub fn interface_info(name: &str) -> Result<InterfaceInfo, IoError> {
+    // SAFETY: plain socket(2) call; the result is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(IoError::Os("socket(AF_INET)", io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ioctl = |req: libc::c_ulong| -> Result<libc::ifreq, IoError> {
+        let mut ifr = ifreq_for(name)?;
+        // SAFETY: ifr is a valid ifreq with a NUL-terminated name; these SIOCGIF* requests
+        // only write into it.
+        let r = unsafe { libc::ioctl(sock.as_raw_fd(), req, &mut ifr) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENODEV) {
+                return Err(IoError::NoSuchInterface(name.to_string()));
+            }
+            return Err(IoError::Os("ioctl(SIOCGIF*)", e));
+        }
+        Ok(ifr)
+    };
+    let ifr = ioctl(libc::SIOCGIFINDEX)?;
+    // SAFETY: SIOCGIFINDEX filled the ifru_ifindex member of the union.
+    let index = unsafe { ifr.ifr_ifru.ifru_ifindex };
+    let ifr = ioctl(libc::SIOCGIFHWADDR)?;
+    // SAFETY: SIOCGIFHWADDR filled ifru_hwaddr.
+    let hw = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(hw.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    let ifr = ioctl(libc::SIOCGIFMTU)?;
+    // SAFETY: SIOCGIFMTU filled ifru_mtu.
+    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu } as u32;
+    let ifr = ioctl(libc::SIOCGIFFLAGS)?;
+    // SAFETY: SIOCGIFFLAGS filled ifru_flags.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    Ok(InterfaceInfo { name: name.to_string(), index, mac, mtu, up: flags & libc::IFF_UP as i16 != 0 })
+}
+
+/// IPv4 addresses the kernel has on any interface of this namespace, as (interface, address).
+pub fn kernel_ipv4_addresses() -> Result<Vec<(String, std::net::Ipv4Addr)>, IoError> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head we free with freeifaddrs below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(IoError::Os("getifaddrs", io::Error::last_os_error()));
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family we check before the cast.
+            let fam = unsafe { (*ifa.ifa_addr).sa_family };
+            if i32::from(fam) == libc::AF_INET {
+                // SAFETY: family AF_INET means the storage is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+                let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+                out.push((name, std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: head came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+    what: &'static str,
+) -> Result<(), IoError> {
+    // SAFETY: v lives across the call and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(fd, level, opt, &v as *const _ as *const libc::c_void, mem::size_of::<libc::c_int>() as u32)
+    };
+    if r < 0 {
+        return Err(IoError::Os(what, io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A classic BPF instruction (struct sock_filter).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SockFilter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const SockFilter,
+}
+
+/// Options for an AF_PACKET socket.
+pub struct PacketSocketOptions {
+    pub protocol: u16,
+    pub vnet_hdr: bool,
+    /// Join fanout group `id` with this steering program.
+    pub fanout: Option<(u16, Vec<SockFilter>)>,
+    pub rcvbuf: usize,
+}
+
+/// An AF_PACKET SOCK_RAW socket bound to one interface.
+pub struct PacketSocket {
+    fd: OwnedFd,
+    pub info: InterfaceInfo,
+}
+
+impl PacketSocket {
+    pub fn open(ifname: &str, opts: &PacketSocketOptions) -> Result<PacketSocket, IoError> {
+        let info = interface_info(ifname)?;
+        let proto_be = opts.protocol.to_be();
+        // SAFETY: plain socket(2); result checked and owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto_be)) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+                return Err(IoError::Permission);
+            }
+            return Err(IoError::Os("socket(AF_PACKET)", e));
+        }
+        // SAFETY: fd is fresh and ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let raw = fd.as_raw_fd();
+        if opts.vnet_hdr {
+            // virtio_net_hdr before every frame: GSO and checksum-offload metadata.
+            setsockopt_int(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1, "setsockopt(PACKET_VNET_HDR)")?;
+        }
+        // Our own transmissions must not come back to us (ETH_P_IP taps see outgoing frames).
+        setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1, "setsockopt(PACKET_IGNORE_OUTGOING)")?;
+        setsockopt_int(raw, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1, "setsockopt(PACKET_QDISC_BYPASS)")?;
+        if opts.rcvbuf > 0 {
+            // SO_RCVBUFFORCE ignores rmem_max (we run as root); fall back quietly.
+            if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, opts.rcvbuf as i32, "SO_RCVBUFFORCE")
+                .is_err()
+            {
+                let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, opts.rcvbuf as i32, "SO_RCVBUF");
+            }
+        }
+        // SAFETY: sockaddr_ll is plain data; zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto_be;
+        sll.sll_ifindex = info.index;
+        // SAFETY: sll is a valid sockaddr_ll and its size is passed.
+        let r = unsafe {
+            libc::bind(raw, &sll as *const _ as *const libc::sockaddr, mem::size_of::<libc::sockaddr_ll>() as u32)
+        };
+        if r < 0 {
+            return Err(IoError::Os("bind(AF_PACKET)", io::Error::last_os_error()));
+        }
+        if let Some((group, prog)) = &opts.fanout {
+            // Join first, then install the program (the kernel wants the group to exist).
+            let arg = u32::from(*group) | (PACKET_FANOUT_CBPF << 16);
+            setsockopt_int(raw, libc::SOL_PACKET, PACKET_FANOUT, arg as i32, "setsockopt(PACKET_FANOUT)")?;
+            let fprog = SockFprog { len: prog.len() as u16, filter: prog.as_ptr() };
+            // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
+            let r = unsafe {
+                libc::setsockopt(
+                    raw,
+                    libc::SOL_PACKET,
+                    PACKET_FANOUT_DATA,
+                    &fprog as *const _ as *const libc::c_void,
+                    mem::size_of::<SockFprog>() as u32,
+                )
+            };
+            if r < 0 {
+                return Err(IoError::Os("setsockopt(PACKET_FANOUT_DATA)", io::Error::last_os_error()));
+            }
+        }
+        Ok(PacketSocket { fd, info })
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Blocking-free send of one frame (used by the L2 thread, not the data plane).
+    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        // SAFETY: frame is a valid slice for the duration of the call.
+        let r = unsafe {
+            libc::send(self.raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), libc::MSG_DONTWAIT)
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as usize)
+        }
+    }
+
+    /// Receives one frame without blocking; `Ok(None)` when nothing is queued.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: buf is valid and writable for buf.len() bytes.
+        let r =
+            unsafe { libc::recv(self.raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        Ok(Some(r as usize))
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout_ms` passes; returns the readable ones.
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut p: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: p is a valid array of pollfd of the given length.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(p.iter().map(|x| x.revents & libc::POLLIN != 0).collect())
+}
+
+// Classic BPF opcodes.
+const BPF_LD: u16 = 0x00;
+const BPF_ALU: u16 = 0x04;
+const BPF_JMP: u16 = 0x05;
+const BPF_RET: u16 = 0x06;
+const BPF_MISC: u16 = 0x07;
+const BPF_W: u16 = 0x00;
+const BPF_H: u16 = 0x08;
+const BPF_B: u16 = 0x10;
+const BPF_ABS: u16 = 0x20;
+const BPF_XOR: u16 = 0xa0;
+const BPF_JEQ: u16 = 0x10;
+const BPF_JSET: u16 = 0x40;
+const BPF_K: u16 = 0x00;
+const BPF_X: u16 = 0x08;
+const BPF_A: u16 = 0x10;
+const BPF_TAX: u16 = 0x00;
+/// Loads relative to the network header, wherever skb->data points when fanout runs.
+const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
+
+fn stmt(code: u16, k: u32) -> SockFilter {
+    SockFilter { code, jt: 0, jf: 0, k }
+}
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
+    SockFilter { code, jt, jf, k }
+}
+
+/// The steering program for a fanout group (the kernel takes its result modulo the number
+/// of workers). It mirrors `nat::owner_of_port`: inside frames go by TCP/UDP source port or
+/// ICMP identifier, outside frames by destination port or identifier; fragments by source
+/// address XOR IP ID so that all fragments of a datagram meet on one worker. Frames it
+/// cannot classify go to worker 0; the translator hands off anything that landed wrong.
+pub fn steering_program(inside: bool) -> Vec<SockFilter> {
+    let port_off = if inside { 20 } else { 22 };
+    vec![
+        /* 0 */ stmt(BPF_LD | BPF_H | BPF_ABS, SKF_NET_OFF + 6),
+        /* 1 */ jump(BPF_JMP | BPF_JSET | BPF_K, 0x3fff, 10, 0), // MF or offset: FRAG (12)
+        /* 2 */ stmt(BPF_LD | BPF_B | BPF_ABS, SKF_NET_OFF),
+        /* 3 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 0x45, 0, 13), // options: RET0 (17)
+        /* 4 */ stmt(BPF_LD | BPF_B | BPF_ABS, SKF_NET_OFF + 9),
+        /* 5 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 2, 0), // tcp: PORT (8)
+        /* 6 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 17, 1, 0), // udp: PORT (8)
+        /* 7 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 2, 9), // icmp: ICMP (10), else RET0 (17)
+        /* 8 PORT */ stmt(BPF_LD | BPF_H | BPF_ABS, SKF_NET_OFF + port_off),
+        /* 9 */ stmt(BPF_RET | BPF_A, 0),
+        /* 10 ICMP */ stmt(BPF_LD | BPF_H | BPF_ABS, SKF_NET_OFF + 24),
+        /* 11 */ stmt(BPF_RET | BPF_A, 0),
+        /* 12 FRAG */ stmt(BPF_LD | BPF_W | BPF_ABS, SKF_NET_OFF + 12),
+        /* 13 */ stmt(BPF_MISC | BPF_TAX, 0),
+        /* 14 */ stmt(BPF_LD | BPF_H | BPF_ABS, SKF_NET_OFF + 4),
+        /* 15 */ stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
+        /* 16 */ stmt(BPF_RET | BPF_A, 0),
+        /* 17 RET0 */ stmt(BPF_RET | BPF_K, 0),
+    ]
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_reload_signal(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT/SIGTERM request a clean stop; SIGHUP a policy reload from the config file;
+/// SIGPIPE is ignored (admin clients may hang up).
+pub fn install_signal_handlers() {
+    // SAFETY: the handlers only store to atomics, which is async-signal-safe.
+    unsafe {
+        let handler = on_stop_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+        let reload = on_reload_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
+        libc::signal(libc::SIGHUP, reload);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// True once per SIGHUP.
+pub fn take_reload_request() -> bool {
+    RELOAD.swap(false, Ordering::SeqCst)
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst)
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes within it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The uid of the process at the other end of a Unix stream socket.
+pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: ucred is plain data and its size is passed; getsockopt writes at most that.
+    unsafe {
+        let mut cred: libc::ucred = mem::zeroed();
+        let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
+        if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut _ as *mut libc::c_void, &mut len)
+            != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(cred.uid)
+    }
+}
+
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// chmod via path (the admin socket is made root-only).
+pub fn chmod(path: &str, mode: u32) -> io::Result<()> {
+    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::chmod(c.as_ptr(), mode) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A non-blocking eventfd: how one worker wakes another that may be asleep in its ring.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain eventfd(2); the result is checked and owned.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd (wakes its poller). Errors (counter saturated) are harmless.
+pub fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64, as eventfd requires.
+    let _ = unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+}
+
+/// Resets an eventfd after a wake-up.
+pub fn eventfd_drain(fd: RawFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a live u64; non-blocking, so it returns at once.
+    let _ = unsafe { libc::read(fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+}

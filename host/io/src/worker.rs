@@ -1,0 +1,501 @@
+//! One data-plane worker: its io_uring, its sockets (one per link, in the links' fanout
+//! groups), its buffer ring and its translator. The loop: wait for completions → for each
+//! received frame run the translator and queue the send → recycle buffers → once per
+//! 100 ms run timers, neighbour retries, hand-offs and control requests.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::bufring::{BufRing, BUF_SIZE};
+use super::sys::{self, PacketSocket};
+use super::{ControlRequest, HandoffFrame, IoError, Shared, VnetHdr, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use natgw_core::conntrack::{Egress, FlowSummary, Side};
+use natgw_core::counters::Counter;
+use natgw_core::l2::{LinkId, NeighbourTable};
+use natgw_core::nat::{FrameMeta, Translator, Verdict};
+use natgw_wire::{split_ipv4, EthernetFrame, MacAddr, ETHERNET_HEADER_LEN};
+
+const OP_RECV: u64 = 1;
+const OP_SEND_RX: u64 = 2;
+const OP_SEND_TX: u64 = 3;
+const OP_WAKE: u64 = 4;
+
+fn ud(op: u64, arg: u64) -> u64 {
+    op << 56 | arg
+}
+
+/// Frames held while their next hop is resolved.
+const MAX_PENDING: usize = 256;
+const PENDING_TIMEOUT_MS: u64 = 3_000;
+/// Owned transmit buffers for frames that do not sit in a receive buffer.
+const TX_SLOTS: usize = 64;
+
+struct Pending {
+    link: LinkId,
+    next_hop: Ipv4Addr,
+    since_ms: u64,
+    data: Vec<u8>,
+}
+
+/// Which buffer a frame lives in.
+#[derive(Clone, Copy)]
+enum BufRef {
+    Rx(u16),
+    Tx(usize),
+}
+
+pub struct WorkerLink {
+    pub socket: PacketSocket,
+    pub side: Side,
+    /// Index among inside links (0 for the outside link).
+    pub index: u8,
+}
+
+pub struct Worker {
+    // Field order matters: the ring is dropped before the buffer memory it refers to.
+    ring: IoUring,
+    bufs: BufRing,
+    tx: Vec<Box<[u8]>>,
+    tx_free: Vec<usize>,
+    links: Vec<WorkerLink>,
+    translator: Translator,
+    shared: Arc<Shared>,
+    index: usize,
+    neighbours: Arc<NeighbourTable>,
+    neighbour_version: u64,
+    pending: Vec<Pending>,
+    /// Finished flows between the translator and the shared flow-log queue.
+    flow_ends: Vec<natgw_core::nat::FlowEnd>,
+    scratch: Vec<u8>,
+    recv_armed: Vec<bool>,
+    wake_armed: bool,
+    /// The link MTUs the translator was last told.
+    mtus: Vec<u16>,
+    busy_poll_us: u64,
+}
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        links: Vec<WorkerLink>,
+        translator: Translator,
+        shared: Arc<Shared>,
+        rx_buffers: u16,
+        busy_poll_us: u64,
+    ) -> Result<Worker, IoError> {
+        // The completion queue must be larger than the submission queue (EINVAL otherwise),
+        // and large enough for a burst of multishot completions plus send completions.
+        let ring = IoUring::builder()
+            .setup_cqsize(u32::from(rx_buffers) * 4)
+            .setup_coop_taskrun()
+            .build(u32::from(rx_buffers))
+            .map_err(IoError::Uring)?;
+        let bufs = BufRing::new(&ring, rx_buffers, 0)?;
+        let n = links.len();
+        Ok(Worker {
+            ring,
+            bufs,
+            tx: (0..TX_SLOTS).map(|_| vec![0u8; BUF_SIZE].into_boxed_slice()).collect(),
+            tx_free: (0..TX_SLOTS).collect(),
+            links,
+            translator,
+            neighbours: shared.neighbours.load_full(),
+            neighbour_version: shared.neighbour_version.load(Ordering::Acquire),
+            shared,
+            index,
+            pending: Vec::new(),
+            flow_ends: Vec::new(),
+            scratch: vec![0u8; 2048],
+            recv_armed: vec![false; n],
+            wake_armed: false,
+            mtus: vec![0; n],
+            busy_poll_us,
+        })
+    }
+
+    fn link_for(&self, egress: Egress) -> usize {
+        match egress {
+            Egress::Inside(i) => usize::from(i),
+            Egress::Outside => self.links.len() - 1,
+        }
+    }
+
+    fn push_sqe(&mut self, e: squeue::Entry) {
+        loop {
+            // SAFETY: every entry we push references either a socket fd that outlives the
+            // ring, or a buffer (rx ring or tx slot) that stays untouched until its
+            // completion is reaped.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return;
+            }
+            // Submission queue full: hand what we have to the kernel and retry.
+            if self.ring.submit().is_err() {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn arm_recv(&mut self, link: usize) {
+        let fd = self.links[link].socket.raw_fd();
+        let e = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group).build().user_data(ud(OP_RECV, link as u64));
+        self.push_sqe(e);
+        self.recv_armed[link] = true;
+    }
+
+    fn arm_wake(&mut self) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.shared.wake[self.index]);
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).multi(true).build().user_data(ud(OP_WAKE, 0));
+        self.push_sqe(e);
+        self.wake_armed = true;
+    }
+
+    pub fn run(mut self) {
+        for l in 0..self.links.len() {
+            self.arm_recv(l);
+        }
+        self.arm_wake();
+        let mut last_tick = 0u64;
+        let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        let mut idle_since = std::time::Instant::now();
+        while !sys::stop_requested() {
+            let busy = self.busy_poll_us > 0 && idle_since.elapsed() < Duration::from_micros(self.busy_poll_us);
+            let r = if busy {
+                self.ring.submit()
+            } else {
+                let ts = types::Timespec::new().nsec(10_000_000);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            };
+            if let Err(e) = r {
+                if !matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)) {
+                    eprintln!("natgw: worker {}: io_uring_enter: {e}", self.index);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            completions.clear();
+            completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            if !completions.is_empty() {
+                idle_since = std::time::Instant::now();
+            }
+            let now = self.shared.now_ms();
+            for &(data, res, flags) in &completions {
+                self.complete(data, res, flags, now);
+            }
+            // Give recycled buffers back before re-arming a receive that ran out of them.
+            self.bufs.publish();
+            for l in 0..self.links.len() {
+                if !self.recv_armed[l] {
+                    self.arm_recv(l);
+                }
+            }
+            if !self.wake_armed {
+                self.arm_wake();
+            }
+            self.drain_handoffs(now);
+            let v = self.shared.neighbour_version.load(Ordering::Acquire);
+            if v != self.neighbour_version {
+                self.neighbour_version = v;
+                self.neighbours = self.shared.neighbours.load_full();
+                self.retry_pending(now);
+            }
+            if now >= last_tick + 100 {
+                last_tick = now;
+                self.follow_mtus();
+                self.translator.tick(now);
+                self.retry_pending(now);
+                self.export_flow_ends();
+            }
+            // A batch boundary: a new policy generation takes over here.
+            self.translator.policy_batch_boundary();
+            self.serve_control(now);
+            self.bufs.publish();
+        }
+        let now = self.shared.now_ms();
+        self.translator.shutdown(now);
+        self.export_flow_ends();
+    }
+
+    /// Hands finished flows to the flow-log thread; never blocks (overflow is counted).
+    fn export_flow_ends(&mut self) {
+        self.flow_ends.clear();
+        self.translator.take_flow_ends(&mut self.flow_ends);
+        for e in self.flow_ends.drain(..) {
+            if self.shared.flow_ends.push(e).is_err() {
+                self.translator.counters().inc(Counter::FlowLogQueueOverflow);
+            } else {
+                self.translator.counters().inc(Counter::FlowLogRecords);
+            }
+        }
+    }
+
+    fn complete(&mut self, data: u64, res: i32, flags: u32, now: u64) {
+        let op = data >> 56;
+        let arg = data & ((1 << 56) - 1);
+        match op {
+            OP_RECV => {
+                let link = arg as usize;
+                if !cqueue::more(flags) {
+                    self.recv_armed[link] = false;
+                }
+                if res < 0 {
+                    // ENOBUFS: every buffer is in flight; the receive is re-armed once
+                    // buffers come back. Anything else is unexpected but not fatal.
+                    if -res != libc::ENOBUFS {
+                        eprintln!(
+                            "natgw: worker {}: receive on link {link}: {}",
+                            self.index,
+                            std::io::Error::from_raw_os_error(-res)
+                        );
+                    }
+                    return;
+                }
+                let Some(bid) = cqueue::buffer_select(flags) else { return };
+                self.on_frame(link, BufRef::Rx(bid), res as usize, now);
+            }
+            OP_SEND_RX => {
+                self.bufs.recycle(arg as u16);
+                if res < 0 {
+                    self.translator.counters().inc(Counter::DropTxFull);
+                }
+            }
+            OP_WAKE => {
+                sys::eventfd_drain(std::os::fd::AsRawFd::as_raw_fd(&self.shared.wake[self.index]));
+                if !cqueue::more(flags) {
+                    self.wake_armed = false;
+                }
+            }
+            OP_SEND_TX => {
+                self.tx_free.push(arg as usize);
+                if res < 0 {
+                    self.translator.counters().inc(Counter::DropTxFull);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn buffer(&mut self, b: BufRef) -> &mut [u8] {
+        match b {
+            BufRef::Rx(bid) => self.bufs.buf_mut(bid),
+            BufRef::Tx(slot) => &mut self.tx[slot],
+        }
+    }
+
+    fn release(&mut self, b: BufRef) {
+        match b {
+            BufRef::Rx(bid) => self.bufs.recycle(bid),
+            BufRef::Tx(slot) => self.tx_free.push(slot),
+        }
+    }
+
+    /// Runs the translator on the frame in `b` (virtio header first) and carries out the verdict.
+    fn on_frame(&mut self, link: usize, b: BufRef, len: usize, now: u64) {
+        let (side, index) = (self.links[link].side, self.links[link].index);
+        self.translate(
+            b,
+            len,
+            FrameMeta { side, link: index, csum_partial: false, gso_size: 0, segments: 1, handed_off: false },
+            now,
+        );
+    }
+
+    fn translate(&mut self, b: BufRef, len: usize, mut meta: FrameMeta, now: u64) {
+        if len <= VNET_HDR_LEN {
+            self.translator.counters().inc(Counter::DropTruncated);
+            self.release(b);
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let verdict = {
+            let buf = match b {
+                BufRef::Rx(bid) => self.bufs.buf_mut(bid),
+                BufRef::Tx(slot) => &mut self.tx[slot][..],
+            };
+            let vnet = VnetHdr::parse(&buf[..VNET_HDR_LEN]);
+            meta.csum_partial = vnet.flags & VNET_F_NEEDS_CSUM != 0;
+            meta.gso_size = if vnet.gso_type != 0 { vnet.gso_size } else { 0 };
+            meta.segments = vnet.segments(len - VNET_HDR_LEN);
+            let frame = &mut buf[VNET_HDR_LEN..len];
+            self.translator.process(frame, meta, now, &mut scratch)
+        };
+        match verdict {
+            Verdict::Forward { egress, next_hop } => self.send(b, len, egress, next_hop, now),
+            Verdict::ForwardFragmented { egress, next_hop, mtu } => {
+                self.send_fragments(b, len, egress, next_hop, mtu, now);
+                self.release(b);
+            }
+            Verdict::Emit { egress, next_hop, len: n } => {
+                self.release(b);
+                if let Some((slot, n)) = self.fill_tx_slot(false, &[&scratch[..n]]) {
+                    self.send(slot, n, egress, next_hop, now);
+                }
+            }
+            Verdict::HandOff { worker } => {
+                let data = self.buffer(b)[..len].to_vec();
+                self.release(b);
+                let frame = HandoffFrame { data, meta: FrameMeta { handed_off: true, ..meta } };
+                if !self.shared.hand_off(worker, frame) {
+                    self.translator.counters().inc(Counter::DropTxFull);
+                }
+            }
+            Verdict::Held | Verdict::Drop(_) => self.release(b),
+        }
+        self.scratch = scratch;
+        if self.translator.has_released() {
+            for (frame, meta) in self.translator.take_released() {
+                self.translate_owned(&frame, meta, now);
+            }
+        }
+    }
+
+    /// Copies `parts` back to back into a free transmit slot, after a zeroed virtio-net
+    /// header unless the first part brings its own. `None` (counted) when all are in flight.
+    fn fill_tx_slot(&mut self, has_vnet_hdr: bool, parts: &[&[u8]]) -> Option<(BufRef, usize)> {
+        let Some(slot) = self.tx_free.pop() else {
+            self.translator.counters().inc(Counter::DropTxFull);
+            return None;
+        };
+        let buf = &mut self.tx[slot];
+        let mut at = 0;
+        if !has_vnet_hdr {
+            buf[..VNET_HDR_LEN].fill(0);
+            at = VNET_HDR_LEN;
+        }
+        for part in parts {
+            let n = part.len().min(BUF_SIZE - at);
+            buf[at..at + n].copy_from_slice(&part[..n]);
+            at += n;
+        }
+        Some((BufRef::Tx(slot), at))
+    }
+
+    /// Translates a frame held in memory of ours (released fragments).
+    fn translate_owned(&mut self, frame_without_vnet: &[u8], meta: FrameMeta, now: u64) {
+        if let Some((slot, n)) = self.fill_tx_slot(false, &[frame_without_vnet]) {
+            self.translate(slot, n, meta, now);
+        }
+    }
+
+    fn drain_handoffs(&mut self, now: u64) {
+        for _ in 0..256 {
+            let Some(h) = self.shared.handoff[self.index].pop() else { break };
+            if let Some((slot, n)) = self.fill_tx_slot(true, &[&h.data]) {
+                self.translate(slot, n, h.meta, now);
+            }
+        }
+    }
+
+    /// Sends the (translated) frame in `b` as IPv4 fragments of at most `mtu` bytes, each
+    /// from a transmit slot of its own, with no offload metadata.
+    fn send_fragments(&mut self, b: BufRef, len: usize, egress: Egress, next_hop: Ipv4Addr, mtu: u16, now: u64) {
+        let frame = self.buffer(b)[VNET_HDR_LEN..len].to_vec();
+        let l3 = &frame[ETHERNET_HEADER_LEN..];
+        let Some(pieces) = split_ipv4(l3, usize::from(mtu)) else {
+            self.translator.counters().inc(Counter::DropNeedsFragmentation);
+            return;
+        };
+        for piece in pieces {
+            let parts = [&frame[..ETHERNET_HEADER_LEN], &piece.header[..], &l3[piece.payload.clone()]];
+            let Some((slot, n)) = self.fill_tx_slot(false, &parts) else { return };
+            self.send(slot, n, egress, next_hop, now);
+        }
+    }
+
+    /// Fills in Ethernet addresses and queues the send, or parks the frame while the
+    /// next hop is resolved.
+    fn send(&mut self, b: BufRef, len: usize, egress: Egress, next_hop: Ipv4Addr, now: u64) {
+        let link = self.link_for(egress);
+        let link_id = link as LinkId;
+        let Some(mac) = self.neighbours.get(link_id, next_hop) else {
+            self.park(b, len, link_id, next_hop, now);
+            return;
+        };
+        let src_mac = self.links[link].socket.info.mac;
+        self.transmit(b, len, link, src_mac, mac);
+    }
+
+    fn transmit(&mut self, b: BufRef, len: usize, link: usize, src: MacAddr, dst: MacAddr) {
+        {
+            let buf = self.buffer(b);
+            if let Ok(mut eth) = EthernetFrame::new_checked(&mut buf[VNET_HDR_LEN..len]) {
+                eth.set_dst(dst);
+                eth.set_src(src);
+            }
+        }
+        let fd = self.links[link].socket.raw_fd();
+        let (ptr, data) = match b {
+            BufRef::Rx(bid) => (self.bufs.buf_ptr(bid), ud(OP_SEND_RX, u64::from(bid))),
+            BufRef::Tx(slot) => (self.tx[slot].as_ptr(), ud(OP_SEND_TX, slot as u64)),
+        };
+        let e = opcode::Send::new(types::Fd(fd), ptr, len as u32).build().user_data(data);
+        self.push_sqe(e);
+    }
+
+    fn park(&mut self, b: BufRef, len: usize, link: LinkId, next_hop: Ipv4Addr, now: u64) {
+        let _ = self.shared.resolve_requests.push((link, next_hop));
+        if self.pending.len() >= MAX_PENDING {
+            self.translator.counters().inc(Counter::DropNeighbourUnresolved);
+        } else {
+            let data = self.buffer(b)[..len].to_vec();
+            self.pending.push(Pending { link, next_hop, since_ms: now, data });
+        }
+        self.release(b);
+    }
+
+    fn retry_pending(&mut self, now: u64) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            if let Some(mac) = self.neighbours.get(p.link, p.next_hop) {
+                let Some((slot, n)) = self.fill_tx_slot(true, &[&p.data]) else { continue };
+                let link = usize::from(p.link);
+                let src = self.links[link].socket.info.mac;
+                self.transmit(slot, n, link, src, mac);
+            } else if now >= p.since_ms + PENDING_TIMEOUT_MS {
+                self.translator.counters().inc(Counter::DropNeighbourUnresolved);
+            } else {
+                let _ = self.shared.resolve_requests.push((p.link, p.next_hop));
+                self.pending.push(p);
+            }
+        }
+    }
+
+    fn follow_mtus(&mut self) {
+        for (link, m) in self.shared.link_mtu.iter().enumerate() {
+            let m = m.load(Ordering::Relaxed).min(u32::from(u16::MAX)) as u16;
+            if self.mtus.get(link) != Some(&m) {
+                self.translator.set_link_mtu(link, m);
+                if let Some(x) = self.mtus.get_mut(link) {
+                    *x = m;
+                }
+                if let Some(applied) = self.shared.applied_mtu.get(self.index).and_then(|w| w.get(link)) {
+                    applied.store(u32::from(m), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn serve_control(&mut self, now: u64) {
+        while let Some(req) = self.shared.control[self.index].pop() {
+            match req {
+                ControlRequest::Flows(reply) => {
+                    let _ = reply.send(self.flow_summaries(now));
+                }
+                ControlRequest::Revalidate(reply) => {
+                    self.translator.policy_batch_boundary();
+                    let _ = reply.send(self.translator.revalidate(now));
+                }
+            }
+        }
+    }
+
+    fn flow_summaries(&self, now: u64) -> Vec<FlowSummary> {
+        self.translator.flows().iter().map(|(_, f)| f.summary(now)).collect()
+    }
+}

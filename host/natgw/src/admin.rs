@@ -1,0 +1,483 @@
+//! The admin API: what `natgw status`, `stats`, `flows` and `policy` ask a running
+//! gateway, and what it answers, over its root-only Unix socket.
+//!
+//! One request enum, one reply enum and one error enum (the Firecracker
+//! `rpc_interface.rs` shape), each message one line of JSON. Every connection starts with
+//! a hello that names the protocol version each side speaks, because two natgw binaries of
+//! different versions talk to each other during an upgrade; then one request and its
+//! reply (`follow-flows` then streams flow records, one JSON object per line). The CLI and
+//! the end-to-end tests use the same `AdminClient`, and every `--json` output is one of
+//! these types serialized.
+//!
+//! Owns: the protocol's types and the client. Must never: touch packets.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use natgw_core::counters::Counter;
+/// The hook and fail-mode names the API uses, re-exported for its clients.
+pub use natgw_policy::config::{FailMode, Hook};
+
+/// The admin protocol this binary speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The oldest protocol version this binary still answers.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
+
+/// How long a client waits for an answer to anything but a policy swap.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `natgw policy swap` waits for its answer: the gateway compiles the component
+/// first, which for an 18 MB Python component on a busy 2-core machine takes most of a
+/// minute (once: the compiled code is cached in `policy.cache_dir`).
+pub const SWAP_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A message from a client. An unknown request is refused; fields a newer client adds to a
+/// known one are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case")]
+pub enum Request {
+    /// The first message of every connection.
+    Hello {
+        protocol: u32,
+        client: String,
+    },
+    Status,
+    Stats,
+    Flows,
+    /// Every flow record exported from now on, as JSON lines, until the client goes away.
+    FollowFlows,
+    PolicyList,
+    /// Replace a hook's policy; the answer comes when every caller serves it.
+    PolicySwap {
+        hook: Hook,
+        /// Absolute path of the component.
+        component: PathBuf,
+        /// Absolute path of the file whose text is passed to the policy's `init`.
+        config: Option<PathBuf>,
+        /// Default: the hook's current fail mode.
+        fail: Option<FailMode>,
+        /// Re-check existing flows against the new egress policy.
+        revalidate: bool,
+    },
+    /// Back to the built-in behaviour for a hook.
+    PolicyRemove {
+        hook: Hook,
+    },
+}
+
+/// A gateway's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Reply {
+    Hello {
+        protocol: u32,
+        server: String,
+    },
+    Status(Status),
+    Stats(Stats),
+    Flows {
+        flows: Vec<FlowEntry>,
+    },
+    /// Flow records follow, one JSON object per line.
+    Following,
+    PolicyList {
+        hooks: Vec<HookStatus>,
+    },
+    PolicySwapped(SwapReport),
+    PolicyRemoved {
+        hook: Hook,
+    },
+}
+
+/// Why a request failed, on either side of the socket.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+#[serde(tag = "error", rename_all = "kebab-case")]
+pub enum AdminError {
+    #[error("admin protocol {client} is not spoken by this gateway (it speaks {oldest} to {newest}): use the natgw binary of the running gateway's version")]
+    UnsupportedProtocol { client: u32, oldest: u32, newest: u32 },
+    #[error("the gateway answered with admin protocol {server}, which this natgw does not speak (it speaks {oldest} to {newest})")]
+    UnsupportedServerProtocol { server: u32, oldest: u32, newest: u32 },
+    #[error("the admin socket is for root only")]
+    NotRoot,
+    #[error("bad request: {reason}")]
+    BadRequest { reason: String },
+    /// The new policy was refused; the old one keeps serving. The reason names the file.
+    #[error("{reason}")]
+    PolicyRefused { hook: Hook, reason: String },
+    #[error("flow records are off (flow_log.enabled = false)")]
+    FlowLogOff,
+    #[error("cannot reach natgw at {path}: {reason} (is `natgw run` running, and are you root?)")]
+    Connect { path: String, reason: String },
+    #[error("admin socket {path}: {reason}")]
+    Transport { path: String, reason: String },
+    #[error("admin socket {path}: the gateway's answer is not understood: {reason}")]
+    BadReply { path: String, reason: String },
+}
+
+/// One line on the wire from the gateway: a reply or an error.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Envelope {
+    Ok(Reply),
+    Error(AdminError),
+}
+
+impl From<Result<Reply, AdminError>> for Envelope {
+    fn from(r: Result<Reply, AdminError>) -> Self {
+        match r {
+            Ok(reply) => Envelope::Ok(reply),
+            Err(e) => Envelope::Error(e),
+        }
+    }
+}
+
+impl Envelope {
+    /// The line sent on the socket, newline included.
+    pub fn line(&self) -> String {
+        // Plain data with string keys: serialization cannot fail.
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"error":{"error":"bad-reply","path":"","reason":"unserializable"}}"#.into())
+            + "\n"
+    }
+}
+
+/// One link as `natgw status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub interface: String,
+    /// `a.b.c.d/len` on inside links, `a.b.c.d` outside.
+    pub addresses: Vec<String>,
+    /// The link's MTU as natgw last read it (it follows `ip link set … mtu`).
+    pub mtu: u32,
+    /// The MTU each worker applies to the link now (they follow `mtu` within 100 ms).
+    pub workers_mtu: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub uptime_s: u64,
+    pub workers: usize,
+    pub inside: Vec<LinkStatus>,
+    pub outside: LinkStatus,
+    /// The upstream router.
+    pub gateway: String,
+    pub flows: u64,
+    pub max_flows: usize,
+    pub neighbours: usize,
+    pub connections_attempted: u64,
+    pub connections_established: u64,
+    pub port_allocation_errors: u64,
+    pub idle_timeouts: u64,
+    pub packets_from_source: u64,
+    pub packets_to_destination: u64,
+    pub packets_from_destination: u64,
+    pub packets_to_source: u64,
+    /// Every `PacketsDropCount` reason together.
+    pub packets_dropped: u64,
+}
+
+/// One counter's total over every worker, by its operator-facing name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterValue {
+    pub name: String,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Every counter, in declaration order.
+    pub counters: Vec<CounterValue>,
+}
+
+impl Stats {
+    /// A counter's value by its name (`PacketsDropCount{reason="bad-ihl"}`); 0 if absent.
+    pub fn get(&self, name: &str) -> u64 {
+        self.counters.iter().find(|c| c.name == name).map_or(0, |c| c.value)
+    }
+
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.get(c.name())
+    }
+
+    /// Every `PacketsDropCount` reason together.
+    pub fn drops(&self) -> u64 {
+        self.counters.iter().filter(|c| c.name.starts_with("PacketsDropCount")).map(|c| c.value).sum()
+    }
+}
+
+/// One flow as `natgw flows` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowEntry {
+    pub worker: usize,
+    pub proto: String,
+    pub state: String,
+    /// `src:port -> dst:port` as the initiator's packets arrive.
+    pub original: String,
+    /// The same packets as they leave.
+    pub translated: String,
+    /// The responder's packets as they arrive.
+    pub reply: String,
+    pub age_s: u64,
+    pub expires_in_s: u64,
+    /// Original direction, then reply.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+/// What `natgw policy list` shows for a hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookStatus {
+    pub hook: Hook,
+    pub generation: u64,
+    pub file: String,
+    pub sha256: String,
+    pub loaded_unix_s: u64,
+    pub calls: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub fail: FailMode,
+    /// Generation each caller of the hook (the workers, or the flow-log thread) serves.
+    pub serving: Vec<u64>,
+}
+
+/// A policy swap that was published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapReport {
+    pub hook: Hook,
+    pub generation: u64,
+    pub file: String,
+    pub sha256: String,
+    /// Compile (or cache), validate, instantiate and `init` one instance per caller.
+    pub prepared_us: u64,
+    /// Publish until every caller serves it (or the 5 s wait ran out).
+    pub serving_after_us: u64,
+    /// Every caller serves the new generation.
+    pub serving_everywhere: bool,
+    /// With `revalidate`: existing flows the new policy denied, now revoked.
+    pub revoked: Option<u64>,
+}
+
+/// A connection to a running gateway's admin socket. Each call is one connection: hello,
+/// request, reply.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    path: String,
+    /// The client name sent in the hello.
+    client: String,
+}
+
+impl AdminClient {
+    pub fn new(path: impl Into<String>) -> Self {
+        AdminClient { path: path.into(), client: format!("natgw {}", env!("CARGO_PKG_VERSION")) }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Connects and exchanges hellos; returns the stream, ready for a request.
+    fn open(&self, timeout: Duration) -> Result<BufReader<UnixStream>, AdminError> {
+        let path = &self.path;
+        let stream =
+            UnixStream::connect(path).map_err(|e| AdminError::Connect { path: path.clone(), reason: e.to_string() })?;
+        let transport = |e: std::io::Error| AdminError::Transport { path: path.clone(), reason: e.to_string() };
+        stream.set_read_timeout(Some(timeout)).map_err(transport)?;
+        stream.set_write_timeout(Some(timeout)).map_err(transport)?;
+        let mut conn = BufReader::new(stream);
+        send(&mut conn, &Request::Hello { protocol: PROTOCOL_VERSION, client: self.client.clone() }, path)?;
+        match receive(&mut conn, path)? {
+            Reply::Hello { protocol, .. } if (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) => {
+                Ok(conn)
+            }
+            Reply::Hello { protocol, .. } => Err(AdminError::UnsupportedServerProtocol {
+                server: protocol,
+                oldest: OLDEST_PROTOCOL_VERSION,
+                newest: PROTOCOL_VERSION,
+            }),
+            other => Err(unexpected(path, &other)),
+        }
+    }
+
+    /// Sends one request and returns the gateway's reply, waiting up to `timeout`.
+    pub fn call_within(&self, request: &Request, timeout: Duration) -> Result<Reply, AdminError> {
+        let mut conn = self.open(timeout)?;
+        send(&mut conn, request, &self.path)?;
+        receive(&mut conn, &self.path)
+    }
+
+    pub fn call(&self, request: &Request) -> Result<Reply, AdminError> {
+        self.call_within(request, ANSWER_TIMEOUT)
+    }
+
+    pub fn status(&self) -> Result<Status, AdminError> {
+        match self.call(&Request::Status)? {
+            Reply::Status(s) => Ok(s),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    pub fn stats(&self) -> Result<Stats, AdminError> {
+        match self.call(&Request::Stats)? {
+            Reply::Stats(s) => Ok(s),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    pub fn flows(&self) -> Result<Vec<FlowEntry>, AdminError> {
+        match self.call(&Request::Flows)? {
+            Reply::Flows { flows } => Ok(flows),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    pub fn policy_list(&self) -> Result<Vec<HookStatus>, AdminError> {
+        match self.call(&Request::PolicyList)? {
+            Reply::PolicyList { hooks } => Ok(hooks),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    /// Swaps a hook's policy and waits (up to `SWAP_ANSWER_TIMEOUT`) until it serves.
+    pub fn policy_swap(
+        &self,
+        hook: Hook,
+        component: PathBuf,
+        config: Option<PathBuf>,
+        fail: Option<FailMode>,
+        revalidate: bool,
+    ) -> Result<SwapReport, AdminError> {
+        let req = Request::PolicySwap { hook, component, config, fail, revalidate };
+        match self.call_within(&req, SWAP_ANSWER_TIMEOUT)? {
+            Reply::PolicySwapped(r) => Ok(r),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    pub fn policy_remove(&self, hook: Hook) -> Result<(), AdminError> {
+        match self.call_within(&Request::PolicyRemove { hook }, SWAP_ANSWER_TIMEOUT)? {
+            Reply::PolicyRemoved { .. } => Ok(()),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    /// Follows the flow records: each item is one record, a JSON object, as the gateway
+    /// exports it. The iterator ends when the gateway closes the connection.
+    pub fn follow_flows(&self) -> Result<impl Iterator<Item = Result<String, AdminError>>, AdminError> {
+        let mut conn = self.open(ANSWER_TIMEOUT)?;
+        send(&mut conn, &Request::FollowFlows, &self.path)?;
+        match receive(&mut conn, &self.path)? {
+            Reply::Following => {}
+            other => return Err(unexpected(&self.path, &other)),
+        }
+        let path = self.path.clone();
+        // Records come when flows end: no read deadline from here on.
+        conn.get_ref()
+            .set_read_timeout(None)
+            .map_err(|e| AdminError::Transport { path: path.clone(), reason: e.to_string() })?;
+        Ok(conn
+            .lines()
+            .map(move |l| l.map_err(|e| AdminError::Transport { path: path.clone(), reason: e.to_string() })))
+    }
+}
+
+fn unexpected(path: &str, reply: &Reply) -> AdminError {
+    let name = serde_json::to_value(reply)
+        .ok()
+        .and_then(|v| v.get("reply").and_then(|r| r.as_str().map(str::to_string)))
+        .unwrap_or_default();
+    AdminError::BadReply { path: path.into(), reason: format!("unexpected reply `{name}`") }
+}
+
+fn send(conn: &mut BufReader<UnixStream>, request: &Request, path: &str) -> Result<(), AdminError> {
+    let line = serde_json::to_string(request).map_err(|e| AdminError::BadRequest { reason: e.to_string() })? + "\n";
+    conn.get_mut()
+        .write_all(line.as_bytes())
+        .map_err(|e| AdminError::Transport { path: path.into(), reason: e.to_string() })
+}
+
+fn receive(conn: &mut BufReader<UnixStream>, path: &str) -> Result<Reply, AdminError> {
+    let mut line = String::new();
+    let n =
+        conn.read_line(&mut line).map_err(|e| AdminError::Transport { path: path.into(), reason: e.to_string() })?;
+    if n == 0 {
+        return Err(AdminError::Transport { path: path.into(), reason: "the gateway closed the connection".into() });
+    }
+    match serde_json::from_str::<Envelope>(line.trim_end()) {
+        Ok(Envelope::Ok(reply)) => Ok(reply),
+        Ok(Envelope::Error(e)) => Err(e),
+        Err(e) => Err(AdminError::BadReply { path: path.into(), reason: e.to_string() }),
+    }
+}
+
+/// Reads one request line from a client (the server side); `None` at end of stream.
+pub fn read_request(conn: &mut impl BufRead) -> Option<Result<Request, AdminError>> {
+    let mut line = String::new();
+    match conn.read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => {
+            Some(serde_json::from_str(line.trim_end()).map_err(|e| AdminError::BadRequest { reason: e.to_string() }))
+        }
+    }
+}
+
+/// The server's answer to a hello: its own hello, or why it will not talk.
+pub fn answer_hello(request: Result<Request, AdminError>) -> Result<Reply, AdminError> {
+    match request? {
+        Request::Hello { protocol, .. } if (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) => {
+            Ok(Reply::Hello { protocol: PROTOCOL_VERSION, server: format!("natgw {}", env!("CARGO_PKG_VERSION")) })
+        }
+        Request::Hello { protocol, .. } => Err(AdminError::UnsupportedProtocol {
+            client: protocol,
+            oldest: OLDEST_PROTOCOL_VERSION,
+            newest: PROTOCOL_VERSION,
+        }),
+        _ => Err(AdminError::BadRequest { reason: "a connection starts with a hello".into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip_as_tagged_json() {
+        let req = Request::PolicySwap {
+            hook: Hook::PortPool,
+            component: "/p/x.wasm".into(),
+            config: None,
+            fail: Some(FailMode::Open),
+            revalidate: true,
+        };
+        let line = serde_json::to_string(&req).unwrap();
+        assert!(line.contains(r#""request":"policy-swap""#) && line.contains(r#""hook":"port-pool""#), "{line}");
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        let e = Envelope::from(Err(AdminError::PolicyRefused { hook: Hook::Egress, reason: "bad".into() }));
+        let back: Envelope = serde_json::from_str(e.line().trim_end()).unwrap();
+        assert!(matches!(back, Envelope::Error(AdminError::PolicyRefused { hook: Hook::Egress, .. })));
+        // An unknown request is refused; fields a newer client adds are ignored.
+        assert!(serde_json::from_str::<Request>(r#"{"request":"reboot"}"#).is_err());
+        assert_eq!(serde_json::from_str::<Request>(r#"{"request":"status","extra":1}"#).unwrap(), Request::Status);
+    }
+
+    #[test]
+    fn hello_names_both_versions_when_they_do_not_meet() {
+        let hello = |protocol| Ok(Request::Hello { protocol, client: "test".into() });
+        assert!(matches!(answer_hello(hello(PROTOCOL_VERSION)), Ok(Reply::Hello { protocol: PROTOCOL_VERSION, .. })));
+        let err = answer_hello(hello(PROTOCOL_VERSION + 1)).unwrap_err();
+        assert_eq!(
+            err,
+            AdminError::UnsupportedProtocol {
+                client: PROTOCOL_VERSION + 1,
+                oldest: OLDEST_PROTOCOL_VERSION,
+                newest: PROTOCOL_VERSION
+            }
+        );
+        assert!(err.to_string().contains(&format!("{}", PROTOCOL_VERSION + 1)));
+        assert!(matches!(answer_hello(Ok(Request::Status)), Err(AdminError::BadRequest { .. })));
+    }
+}

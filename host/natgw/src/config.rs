@@ -1,0 +1,904 @@
+//! The gateway's TOML configuration: parsing with serde, then validation that names the
+//! key and the value on every error.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use natgw_core::conntrack::Timeouts;
+use natgw_core::nat::pool::PoolSpec;
+use natgw_core::nat::Filtering;
+use natgw_policy::config::{FailMode, Hook, HookConfig, PolicyConfig};
+use natgw_telemetry::config::{OtlpConfig, OtlpProtocol};
+use natgw_wire::Ipv4Net;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config key `{key}`: {value:?} {reason}")]
+    Invalid { key: String, value: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub inside: Vec<RawInside>,
+    pub outside: RawOutside,
+    #[serde(default)]
+    pub nat: RawNat,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub dataplane: RawDataplane,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// Named pools of external addresses and ports; `port-pool` policies choose among them.
+    #[serde(default)]
+    pub pool: Vec<RawPool>,
+    #[serde(default)]
+    pub policy: RawPolicy,
+    #[serde(default)]
+    pub flow_log: RawFlowLog,
+    #[serde(default)]
+    pub otlp: RawOtlp,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub name: String,
+    /// A subset of `outside.addresses`.
+    pub addresses: Vec<String>,
+    /// Defaults to `nat.port_range`.
+    pub port_range: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    /// Deadline of one policy call, in microseconds.
+    pub call_timeout_us: u64,
+    /// Linear memory cap per policy instance, MiB.
+    pub memory_limit_mb: u64,
+    /// Where compiled components are cached (by content hash). "" = no cache.
+    pub cache_dir: String,
+    pub egress: Option<RawHook>,
+    pub port_pool: Option<RawHook>,
+    pub flow_log: Option<RawHook>,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            call_timeout_us: 1000,
+            memory_limit_mb: 64,
+            cache_dir: "/var/cache/natgw".into(),
+            egress: None,
+            port_pool: None,
+            flow_log: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    /// The component file (.wasm). Relative paths are relative to the config file.
+    pub component: String,
+    /// A file whose text is passed to the policy's `init`. Relative to the config file.
+    pub config: Option<String>,
+    /// What happens when the policy traps, times out or answers nonsense.
+    pub fail: Option<FailMode>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFlowLog {
+    /// Produce flow records at all (for the file, OTLP and `natgw flows --follow`).
+    pub enabled: bool,
+    /// Append one JSON object per exported flow to this file. "" = no flow log file.
+    pub file: String,
+    /// Hand finished flows to the flow-log policy and the exporters at least this often.
+    pub interval_ms: u64,
+    /// At most this many records per batch.
+    pub batch: usize,
+    /// A flow that lives longer gets a record at least this often (counting its packets
+    /// since the previous one). 0 = only when it ends.
+    pub active_interval_s: u64,
+    /// A record for every flow the egress policy denies or rejects (action REJECT).
+    pub refused: bool,
+}
+
+impl Default for RawFlowLog {
+    fn default() -> Self {
+        RawFlowLog {
+            enabled: true,
+            file: String::new(),
+            interval_ms: 1000,
+            batch: 256,
+            active_interval_s: 60,
+            refused: true,
+        }
+    }
+}
+
+/// OTLP export of flow records (logs) and counters (metrics) to an OpenTelemetry collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtlp {
+    /// Base URL of the collector, e.g. "http://127.0.0.1:4317". "" = no OTLP export.
+    pub endpoint: String,
+    /// "grpc" or "http/protobuf".
+    pub protocol: String,
+    /// Sent with every export (gRPC metadata or HTTP headers), e.g. an API key.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// "none" or "gzip".
+    pub compression: String,
+    /// PEM file of the certificate authorities to trust for an https endpoint; "" = the
+    /// system's roots.
+    pub ca_file: String,
+    /// Deadline of one export call.
+    pub timeout_ms: u64,
+    /// Export flow records as OTLP logs.
+    pub logs: bool,
+    /// Export the counters as OTLP metrics, this often (0 = no metrics).
+    pub metrics_interval_ms: u64,
+    /// Flow records kept while the collector cannot be reached; past this, records are
+    /// dropped and counted.
+    pub buffer_records: usize,
+    /// Records per export call.
+    pub batch: usize,
+    /// Backoff between failed exports: starts here, doubles, stops growing at retry_max_ms.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// The `service.instance.id` resource attribute; "" = the host name.
+    pub instance_id: String,
+    /// More resource attributes.
+    pub resource: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RawOtlp {
+    fn default() -> Self {
+        RawOtlp {
+            endpoint: String::new(),
+            protocol: "grpc".into(),
+            headers: Default::default(),
+            compression: "none".into(),
+            ca_file: String::new(),
+            timeout_ms: 5000,
+            logs: true,
+            metrics_interval_ms: 10_000,
+            buffer_records: 65_536,
+            batch: 512,
+            retry_initial_ms: 250,
+            retry_max_ms: 5000,
+            instance_id: String::new(),
+            resource: Default::default(),
+        }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Serve the counters as Prometheus text at http://LISTEN/metrics. "" = off.
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics { listen: "127.0.0.1:9108".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInside {
+    pub interface: String,
+    /// Gateway addresses with prefix length, e.g. "10.10.1.1/24".
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutside {
+    pub interface: String,
+    /// External addresses natgw translates to (and answers ARP for).
+    pub addresses: Vec<String>,
+    /// The outside subnet, e.g. "198.51.100.0/24".
+    pub subnet: String,
+    /// The upstream router.
+    pub gateway: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNat {
+    pub port_range: String,
+    pub filtering: Filtering,
+    pub max_flows: usize,
+    pub icmp_error_rate: u32,
+}
+
+impl Default for RawNat {
+    fn default() -> Self {
+        RawNat {
+            port_range: "1024-65535".into(),
+            filtering: Filtering::AddressAndPortDependent,
+            max_flows: 1 << 20,
+            icmp_error_rate: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDataplane {
+    /// 0 = one per core.
+    pub workers: usize,
+    /// Receive buffers per worker (power of two).
+    pub rx_buffers: u16,
+    /// Pin worker n to core n.
+    pub pin_workers: bool,
+    /// Spin on an empty ring this many microseconds before sleeping (lower latency, more CPU).
+    pub busy_poll_us: u64,
+}
+
+impl Default for RawDataplane {
+    fn default() -> Self {
+        RawDataplane { workers: 0, rx_buffers: 512, pin_workers: false, busy_poll_us: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub socket: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin { socket: "/run/natgw/admin.sock".into() }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub inside: Vec<InsideConfig>,
+    pub outside: OutsideConfig,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub filtering: Filtering,
+    pub max_flows: usize,
+    pub icmp_error_rate: u32,
+    pub timeouts: Timeouts,
+    pub workers: usize,
+    pub rx_buffers: u16,
+    pub pin_workers: bool,
+    pub busy_poll_us: u64,
+    pub admin_socket: String,
+    /// Pool 0 is the default pool: the one named "default", else the first `[[pool]]`,
+    /// else (no `[[pool]]`) every outside address with `nat.port_range`.
+    pub pools: Vec<PoolSpec>,
+    pub policy: PolicyConfig,
+    pub flow_log: FlowLogConfig,
+    /// None: no OTLP export.
+    pub otlp: Option<OtlpConfig>,
+    /// The Prometheus endpoint's address; None: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FlowLogConfig {
+    pub enabled: bool,
+    pub file: Option<std::path::PathBuf>,
+    pub interval_ms: u64,
+    pub batch: usize,
+    pub active_interval_s: u64,
+    pub refused: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct InsideConfig {
+    pub interface: String,
+    pub addresses: Vec<Ipv4Net>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutsideConfig {
+    pub interface: String,
+    pub addresses: Vec<Ipv4Addr>,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+pub fn parse_ipv4(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+    s.trim().parse::<Ipv4Addr>().map_err(|_| invalid(key, s, "is not an IPv4 address"))
+}
+
+pub fn parse_net(key: &str, s: &str) -> Result<Ipv4Net, ConfigError> {
+    let (a, p) = s.split_once('/').ok_or_else(|| invalid(key, s, "needs a prefix length, like 10.0.0.1/24"))?;
+    let addr = parse_ipv4(key, a).map_err(|_| invalid(key, s, "is not an IPv4 address with prefix"))?;
+    let prefix: u8 = p.parse().map_err(|_| invalid(key, s, "has a prefix length that is not 0-32"))?;
+    if prefix > 32 {
+        return Err(invalid(key, s, "has a prefix length that is not 0-32"));
+    }
+    Ok(Ipv4Net { addr, prefix })
+}
+
+fn parse_range(key: &str, s: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = || invalid(key, s, "is not a port range like 1024-65535 (low >= 1, low <= high)");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative policy and flow-log paths are taken
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.display().to_string(), source: e })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse_in(&text, &base).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.display().to_string(), message },
+            e => e,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Self::parse_in(text, Path::new(""))
+    }
+
+    fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: String::new(), message: e.to_string() })?;
+        Self::validate(raw, base)
+    }
+
+    fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+        if raw.inside.is_empty() {
+            return Err(invalid("inside", "[]", "must list at least one inside interface"));
+        }
+        if raw.inside.len() > 64 {
+            return Err(invalid("inside", raw.inside.len(), "lists more than 64 interfaces"));
+        }
+        let mut inside = Vec::new();
+        for (i, r) in raw.inside.iter().enumerate() {
+            let key = format!("inside[{i}].interface");
+            check_ifname(&key, &r.interface)?;
+            if r.addresses.is_empty() {
+                return Err(invalid(format!("inside[{i}].addresses"), "[]", "must list at least one address"));
+            }
+            let mut addrs = Vec::new();
+            for (j, a) in r.addresses.iter().enumerate() {
+                let n = parse_net(&format!("inside[{i}].addresses[{j}]"), a)?;
+                if n.prefix > 30 || n.prefix < 8 {
+                    return Err(invalid(
+                        format!("inside[{i}].addresses[{j}]"),
+                        a,
+                        "needs a prefix length from /8 to /30",
+                    ));
+                }
+                addrs.push(n);
+            }
+            inside.push(InsideConfig { interface: r.interface.clone(), addresses: addrs });
+        }
+        // Inside subnets must not overlap: the subnet names the interface.
+        let all: Vec<(String, Ipv4Net)> = inside
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                c.addresses.iter().enumerate().map(move |(j, n)| (format!("inside[{i}].addresses[{j}]"), *n))
+            })
+            .collect();
+        for (x, (ka, a)) in all.iter().enumerate() {
+            for (kb, b) in all.iter().skip(x + 1) {
+                if a.contains(b.addr) || b.contains(a.addr) {
+                    return Err(invalid(kb.clone(), b, format!("overlaps {ka} = {a}")));
+                }
+            }
+        }
+        let o = &raw.outside;
+        check_ifname("outside.interface", &o.interface)?;
+        if inside.iter().any(|i| i.interface == o.interface) {
+            return Err(invalid("outside.interface", &o.interface, "is also an inside interface"));
+        }
+        let subnet = parse_net("outside.subnet", &o.subnet)?;
+        let gateway = parse_ipv4("outside.gateway", &o.gateway)?;
+        if !subnet.contains(gateway) {
+            return Err(invalid("outside.gateway", &o.gateway, format!("is not in outside.subnet {subnet}")));
+        }
+        if o.addresses.is_empty() {
+            return Err(invalid("outside.addresses", "[]", "must list at least one external address"));
+        }
+        let mut addresses = Vec::new();
+        for (j, a) in o.addresses.iter().enumerate() {
+            let key = format!("outside.addresses[{j}]");
+            let ip = parse_ipv4(&key, a)?;
+            if !subnet.contains(ip) || ip == subnet.broadcast() || ip == gateway {
+                return Err(invalid(key, a, format!("is not a usable host address in outside.subnet {subnet}")));
+            }
+            if addresses.contains(&ip) {
+                return Err(invalid(key, a, "is listed twice"));
+            }
+            if all.iter().any(|(_, n)| n.contains(ip)) {
+                return Err(invalid(key, a, "is inside an inside subnet"));
+            }
+            addresses.push(ip);
+        }
+        let (port_lo, port_hi) = parse_range("nat.port_range", &raw.nat.port_range)?;
+        if raw.nat.max_flows == 0 {
+            return Err(invalid("nat.max_flows", 0, "must be at least 1"));
+        }
+        let t = raw.timeouts;
+        for (k, v) in [
+            ("timeouts.tcp_established", t.tcp_established),
+            ("timeouts.tcp_transitory", t.tcp_transitory),
+            ("timeouts.tcp_time_wait", t.tcp_time_wait),
+            ("timeouts.tcp_closed", t.tcp_closed),
+            ("timeouts.udp", t.udp),
+            ("timeouts.icmp", t.icmp),
+        ] {
+            if v == 0 || v > 7 * 86_400 {
+                return Err(invalid(k, v, "must be 1 to 604800 seconds"));
+            }
+        }
+        let rb = raw.dataplane.rx_buffers;
+        if !rb.is_power_of_two() || !(16..=4096).contains(&rb) {
+            return Err(invalid("dataplane.rx_buffers", rb, "must be a power of two from 16 to 4096"));
+        }
+        if raw.dataplane.workers > 64 {
+            return Err(invalid("dataplane.workers", raw.dataplane.workers, "must be 0 (one per core) to 64"));
+        }
+        if raw.admin.socket.is_empty() {
+            return Err(invalid("admin.socket", "", "must be a path"));
+        }
+        let pools = validate_pools(&raw.pool, &addresses, (port_lo, port_hi))?;
+        let policy = validate_policy(&raw.policy, base)?;
+        let fl = &raw.flow_log;
+        if !(10..=3_600_000).contains(&fl.interval_ms) {
+            return Err(invalid("flow_log.interval_ms", fl.interval_ms, "must be 10 to 3600000"));
+        }
+        if !(1..=65536).contains(&fl.batch) {
+            return Err(invalid("flow_log.batch", fl.batch, "must be 1 to 65536"));
+        }
+        if fl.active_interval_s > 86_400 {
+            return Err(invalid("flow_log.active_interval_s", fl.active_interval_s, "must be 0 (off) to 86400"));
+        }
+        let flow_log = FlowLogConfig {
+            enabled: fl.enabled,
+            file: (!fl.file.is_empty()).then(|| join_clean(base, &fl.file)),
+            interval_ms: fl.interval_ms,
+            batch: fl.batch,
+            active_interval_s: fl.active_interval_s,
+            refused: fl.refused,
+        };
+        let otlp = validate_otlp(&raw.otlp, base)?;
+        let metrics_listen = match raw.metrics.listen.trim() {
+            "" => None,
+            l => Some(l.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid("metrics.listen", l, "is not an address:port like 127.0.0.1:9108 (\"\" turns it off)")
+            })?),
+        };
+        Ok(Config {
+            inside,
+            outside: OutsideConfig { interface: o.interface.clone(), addresses, subnet, gateway },
+            port_lo,
+            port_hi,
+            filtering: raw.nat.filtering,
+            max_flows: raw.nat.max_flows,
+            icmp_error_rate: raw.nat.icmp_error_rate,
+            timeouts: raw.timeouts,
+            workers: raw.dataplane.workers,
+            rx_buffers: rb,
+            pin_workers: raw.dataplane.pin_workers,
+            busy_poll_us: raw.dataplane.busy_poll_us,
+            admin_socket: raw.admin.socket,
+            pools,
+            policy,
+            flow_log,
+            otlp,
+            metrics_listen,
+        })
+    }
+
+    /// The default pool's name.
+    pub fn default_pool(&self) -> &str {
+        &self.pools[0].name
+    }
+
+    /// Workers to run: the configured number, or one per core.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+fn validate_pools(raw: &[RawPool], outside: &[Ipv4Addr], range: (u16, u16)) -> Result<Vec<PoolSpec>, ConfigError> {
+    if raw.is_empty() {
+        return Ok(vec![PoolSpec { name: "default".into(), addrs: outside.to_vec(), lo: range.0, hi: range.1 }]);
+    }
+    let mut pools: Vec<PoolSpec> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("pool[{i}].name");
+        if r.name.is_empty()
+            || r.name.len() > 64
+            || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(key, &r.name, "must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+        }
+        if pools.iter().any(|p| p.name == r.name) {
+            return Err(invalid(key, &r.name, "names another pool too"));
+        }
+        if r.addresses.is_empty() {
+            return Err(invalid(format!("pool[{i}].addresses"), "[]", "must list at least one address"));
+        }
+        let mut addrs = Vec::new();
+        for (j, a) in r.addresses.iter().enumerate() {
+            let key = format!("pool[{i}].addresses[{j}]");
+            let ip = parse_ipv4(&key, a)?;
+            if !outside.contains(&ip) {
+                return Err(invalid(key, a, "is not one of outside.addresses"));
+            }
+            if addrs.contains(&ip) {
+                return Err(invalid(key, a, "is listed twice"));
+            }
+            addrs.push(ip);
+        }
+        let (lo, hi) = match &r.port_range {
+            Some(s) => parse_range(&format!("pool[{i}].port_range"), s)?,
+            None => range,
+        };
+        // An external (address, port) must name one mapping: pools may share an address
+        // only with port ranges that do not overlap.
+        for (k, p) in pools.iter().enumerate() {
+            if p.addrs.iter().any(|a| addrs.contains(a)) && lo <= p.hi && p.lo <= hi {
+                return Err(invalid(
+                    format!("pool[{i}].port_range"),
+                    format!("{lo}-{hi}"),
+                    format!("overlaps pool[{k}] ({:?}, {}-{}) on a shared address", p.name, p.lo, p.hi),
+                ));
+            }
+        }
+        pools.push(PoolSpec { name: r.name.clone(), addrs, lo, hi });
+    }
+    if let Some(d) = pools.iter().position(|p| p.name == "default") {
+        let p = pools.remove(d);
+        pools.insert(0, p);
+    }
+    if pools.len() > usize::from(u16::MAX) {
+        return Err(invalid("pool", pools.len(), "lists too many pools"));
+    }
+    Ok(pools)
+}
+
+/// `base/rel` with `.` and `..` resolved lexically (the file need not exist yet).
+/// A header name as HTTP/2 and gRPC metadata accept it: lower-case token characters.
+fn valid_header_name(k: &str) -> bool {
+    !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+fn validate_otlp(raw: &RawOtlp, base: &Path) -> Result<Option<OtlpConfig>, ConfigError> {
+    let endpoint = raw.endpoint.trim().trim_end_matches('/');
+    if endpoint.is_empty() {
+        return Ok(None);
+    }
+    let bad_url =
+        || invalid("otlp.endpoint", &raw.endpoint, "is not a URL like http://127.0.0.1:4317 or https://collector:4318");
+    let rest = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://")).ok_or_else(bad_url)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
+        invalid("otlp.endpoint", &raw.endpoint, "needs a port (4317 is OTLP/gRPC's, 4318 OTLP/HTTP's)")
+    })?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad_url());
+    }
+    let protocol = match raw.protocol.as_str() {
+        "grpc" => OtlpProtocol::Grpc,
+        "http/protobuf" => OtlpProtocol::HttpProtobuf,
+        p => return Err(invalid("otlp.protocol", p, "must be \"grpc\" or \"http/protobuf\"")),
+    };
+    let gzip = match raw.compression.as_str() {
+        "none" => false,
+        "gzip" => true,
+        c => return Err(invalid("otlp.compression", c, "must be \"none\" or \"gzip\"")),
+    };
+    for (k, v) in &raw.headers {
+        if !valid_header_name(k) {
+            return Err(invalid(
+                format!("otlp.headers.{k}"),
+                k,
+                "is not a header name (lower-case letters, digits, - _ .)",
+            ));
+        }
+        if v.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+            return Err(invalid(format!("otlp.headers.{k}"), v, "must be printable ASCII"));
+        }
+    }
+    let ca_file = (!raw.ca_file.is_empty()).then(|| join_clean(base, &raw.ca_file));
+    if let Some(p) = &ca_file {
+        if !endpoint.starts_with("https://") {
+            return Err(invalid("otlp.ca_file", &raw.ca_file, "is set but otlp.endpoint is not https://"));
+        }
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| invalid("otlp.ca_file", p.display(), format!("cannot be read: {e}")))?;
+        if !text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(invalid("otlp.ca_file", p.display(), "holds no PEM certificate"));
+        }
+    }
+    let range = |key: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(key, v, format!("must be {lo} to {hi}")))
+        }
+    };
+    let timeout_ms = range("otlp.timeout_ms", raw.timeout_ms, 10, 600_000)?;
+    let metrics_interval_ms = match raw.metrics_interval_ms {
+        0 => 0,
+        v => range("otlp.metrics_interval_ms", v, 100, 3_600_000)?,
+    };
+    let buffer_records = range("otlp.buffer_records", raw.buffer_records as u64, 1, 16 << 20)? as usize;
+    let batch = range("otlp.batch", raw.batch as u64, 1, 65_536)? as usize;
+    let retry_initial_ms = range("otlp.retry_initial_ms", raw.retry_initial_ms, 1, 600_000)?;
+    let retry_max_ms = range("otlp.retry_max_ms", raw.retry_max_ms, retry_initial_ms, 3_600_000)?;
+    for k in raw.resource.keys() {
+        if k.is_empty() || k.chars().any(char::is_whitespace) {
+            return Err(invalid(format!("otlp.resource.{k}"), k, "is not an attribute name"));
+        }
+    }
+    Ok(Some(OtlpConfig {
+        endpoint: endpoint.to_string(),
+        protocol,
+        headers: raw.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        gzip,
+        ca_file,
+        timeout_ms,
+        logs: raw.logs,
+        metrics_interval_ms,
+        buffer_records,
+        batch,
+        retry_initial_ms,
+        retry_max_ms,
+        instance_id: (!raw.instance_id.is_empty()).then(|| raw.instance_id.clone()),
+        resource: raw.resource.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }))
+}
+
+fn join_clean(base: &Path, rel: &str) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in base.join(rel).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn validate_policy(raw: &RawPolicy, base: &Path) -> Result<PolicyConfig, ConfigError> {
+    if !(10..=1_000_000).contains(&raw.call_timeout_us) {
+        return Err(invalid("policy.call_timeout_us", raw.call_timeout_us, "must be 10 to 1000000 microseconds"));
+    }
+    if !(1..=4096).contains(&raw.memory_limit_mb) {
+        return Err(invalid("policy.memory_limit_mb", raw.memory_limit_mb, "must be 1 to 4096"));
+    }
+    let hook = |h: Hook, r: &Option<RawHook>| -> Result<Option<HookConfig>, ConfigError> {
+        let Some(r) = r else { return Ok(None) };
+        let key = format!("policy.{}.component", h.name().replace('-', "_"));
+        if r.component.is_empty() {
+            return Err(invalid(key, "", "must be the path of a .wasm component"));
+        }
+        Ok(Some(HookConfig {
+            component: join_clean(base, &r.component),
+            config: r.config.as_ref().map(|c| join_clean(base, c)),
+            fail: r.fail.unwrap_or(h.default_fail()),
+        }))
+    };
+    Ok(PolicyConfig {
+        call_timeout_us: raw.call_timeout_us,
+        memory_limit_mb: raw.memory_limit_mb,
+        cache_dir: (!raw.cache_dir.is_empty()).then(|| std::path::PathBuf::from(&raw.cache_dir)),
+        hooks: [
+            hook(Hook::Egress, &raw.egress)?,
+            hook(Hook::PortPool, &raw.port_pool)?,
+            hook(Hook::FlowLog, &raw.flow_log)?,
+        ],
+    })
+}
+
+fn check_ifname(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 15 || name.contains('/') || name.contains(char::is_whitespace) {
+        return Err(invalid(key, name, "is not a valid interface name (1-15 characters, no '/' or spaces)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[inside]]
+interface = "in1"
+addresses = ["10.10.1.1/24"]
+[[inside]]
+interface = "in2"
+addresses = ["10.10.2.1/24"]
+[outside]
+interface = "out0"
+addresses = ["198.51.100.10", "198.51.100.11"]
+subnet = "198.51.100.0/24"
+gateway = "198.51.100.1"
+[timeouts]
+udp = 30
+"#;
+
+    #[test]
+    fn parses_and_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.inside.len(), 2);
+        assert_eq!((c.port_lo, c.port_hi), (1024, 65535));
+        assert_eq!(c.timeouts.udp, 30);
+        assert_eq!(c.timeouts.tcp_established, 7440);
+        assert_eq!(c.filtering, Filtering::AddressAndPortDependent);
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_key_and_value() {
+        let e = err(&GOOD.replace("198.51.100.1\"", "198.51.300.1\""));
+        assert!(e.contains("outside.gateway") && e.contains("198.51.300.1"), "{e}");
+        let e = err(&GOOD.replace("[timeouts]", "[nat]\nport_range = \"70-20\"\n[timeouts]"));
+        assert!(e.contains("nat.port_range") && e.contains("70-20"), "{e}");
+        let e = err(&GOOD.replace("10.10.2.1/24", "10.10.1.7/16"));
+        assert!(e.contains("inside[1].addresses[0]") && e.contains("overlaps"), "{e}");
+        let e = err(&GOOD.replace("udp = 30", "udp = 0"));
+        assert!(e.contains("timeouts.udp") && e.contains('0'), "{e}");
+        let e = err(&GOOD.replace("udp = 30", "udpp = 30"));
+        assert!(e.contains("udpp"), "{e}");
+        let e = err(&GOOD.replace("\"198.51.100.11\"", "\"203.0.113.5\""));
+        assert!(e.contains("outside.addresses[1]") && e.contains("203.0.113.5"), "{e}");
+        let e = err(&GOOD.replace("[timeouts]", "[nat]\nfiltering = \"open\"\n[timeouts]"));
+        assert!(e.contains("open") && e.contains("filtering"), "{e}");
+        let e = err(&format!("{GOOD}\n[policy]\ncall_timeout_us = 0\n"));
+        assert!(e.contains("policy.call_timeout_us") && e.contains('0'), "{e}");
+        let e = err(&format!("{GOOD}\n[policy.egress]\ncomponent = \"a.wasm\"\nfail = \"sometimes\"\n"));
+        assert!(e.contains("sometimes") && e.contains("fail"), "{e}");
+    }
+
+    #[test]
+    fn telemetry_defaults_and_errors() {
+        let c = Config::parse(GOOD).unwrap();
+        assert!(c.otlp.is_none(), "no endpoint, no OTLP");
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9108".parse().unwrap()));
+        assert!(c.flow_log.enabled && c.flow_log.refused);
+        assert_eq!(c.flow_log.active_interval_s, 60);
+
+        let with = |t: &str| format!("{GOOD}{t}");
+        let c = Config::parse(&with(
+            "[otlp]\nendpoint = \"http://127.0.0.1:4318/\"\nprotocol = \"http/protobuf\"\n\
+             compression = \"gzip\"\nheaders = { \"x-api-key\" = \"k1\" }\n[otlp.resource]\n\
+             \"deployment.environment.name\" = \"lab\"\n[metrics]\nlisten = \"\"\n",
+        ))
+        .unwrap();
+        let o = c.otlp.unwrap();
+        assert_eq!(o.signal_url("logs"), "http://127.0.0.1:4318/v1/logs");
+        assert!(o.gzip);
+        assert_eq!(o.headers, vec![("x-api-key".to_string(), "k1".to_string())]);
+        assert_eq!(o.resource[0].0, "deployment.environment.name");
+        assert_eq!(c.metrics_listen, None);
+
+        for (text, key, value) in [
+            ("[otlp]\nendpoint = \"127.0.0.1:4317\"", "otlp.endpoint", "127.0.0.1:4317"),
+            ("[otlp]\nendpoint = \"http://collector\"", "otlp.endpoint", "http://collector"),
+            ("[otlp]\nendpoint = \"http://c:4317\"\nprotocol = \"udp\"", "otlp.protocol", "udp"),
+            ("[otlp]\nendpoint = \"http://c:4317\"\ncompression = \"zstd\"", "otlp.compression", "zstd"),
+            ("[otlp]\nendpoint = \"http://c:4317\"\nbuffer_records = 0", "otlp.buffer_records", "0"),
+            ("[otlp]\nendpoint = \"http://c:4317\"\nca_file = \"/etc/hostname\"", "otlp.ca_file", "/etc/hostname"),
+            ("[otlp]\nendpoint = \"https://c:4317\"\nca_file = \"/etc/hostname\"", "otlp.ca_file", "no PEM"),
+            ("[otlp]\nendpoint = \"http://c:4317\"\nheaders = { \"Bad Name\" = \"v\" }", "otlp.headers", "Bad Name"),
+            ("[metrics]\nlisten = \"localhost\"", "metrics.listen", "localhost"),
+            ("[flow_log]\nactive_interval_s = 100000", "flow_log.active_interval_s", "100000"),
+        ] {
+            let e = err(&with(text));
+            assert!(e.contains(key) && e.contains(value), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn pools() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.pools.len(), 1);
+        assert_eq!(c.default_pool(), "default");
+        assert_eq!(c.pools[0].addrs.len(), 2);
+        let two = format!(
+            "{GOOD}\n[[pool]]\nname = \"a\"\naddresses = [\"198.51.100.10\"]\n\
+             [[pool]]\nname = \"b\"\naddresses = [\"198.51.100.11\"]\nport_range = \"2000-2999\"\n"
+        );
+        let c = Config::parse(&two).unwrap();
+        assert_eq!(c.default_pool(), "a");
+        assert_eq!((c.pools[1].lo, c.pools[1].hi), (2000, 2999));
+        let e = err(&two.replace("\"198.51.100.11\"]\nport", "\"198.51.100.12\"]\nport"));
+        assert!(e.contains("pool[1].addresses[0]") && e.contains("198.51.100.12"), "{e}");
+        let e = err(&two.replace("\"198.51.100.11\"]\nport", "\"198.51.100.10\"]\nport"));
+        assert!(e.contains("pool[1].port_range") && e.contains("overlaps"), "{e}");
+        let e = err(&two.replace("name = \"b\"", "name = \"a\""));
+        assert!(e.contains("pool[1].name"), "{e}");
+    }
+
+    #[test]
+    fn policy_paths_are_relative_to_the_config_file() {
+        let text = format!("{GOOD}\n[policy.egress]\ncomponent = \"p/e.wasm\"\nconfig = \"e.toml\"\n");
+        let c = Config::parse_in(&text.replace("p/e.wasm", "../natgw/./p/e.wasm"), Path::new("/etc/natgw")).unwrap();
+        let h = c.policy.hooks[Hook::Egress.index()].as_ref().unwrap();
+        assert_eq!(h.component, Path::new("/etc/natgw/p/e.wasm"));
+        assert_eq!(h.config.as_deref(), Some(Path::new("/etc/natgw/e.toml")));
+        assert_eq!(h.fail, FailMode::Closed);
+        assert!(c.policy.hooks[Hook::PortPool.index()].is_none());
+    }
+
+    /// The parser meets operator input, not traffic, but a typo must never crash natgw:
+    /// every line of the demo config deleted, every value replaced by values of the wrong
+    /// kind or size, and the text cut short everywhere, parse to a config or to an error
+    /// with a message.
+    #[test]
+    fn mutated_configs_never_panic() {
+        let demo = include_str!("../../../examples/demo/natgw.toml");
+        let lines: Vec<&str> = demo.lines().collect();
+        let mut variants: Vec<String> = Vec::new();
+        for i in 0..lines.len() {
+            let mut v = lines.clone();
+            v.remove(i);
+            variants.push(v.join("\n"));
+            if let Some((key, _)) = lines[i].split_once(" = ") {
+                for bad in ["\"\"", "-1", "0", "99999999999999999999", "\"x\"", "[]", "{}", "1.5", "true", "[\"a\", 1]"]
+                {
+                    let mut v = lines.clone();
+                    let line = format!("{key} = {bad}");
+                    v[i] = &line;
+                    variants.push(v.join("\n"));
+                }
+            }
+        }
+        for cut in (0..demo.len()).step_by(17).filter(|&c| demo.is_char_boundary(c)) {
+            variants.push(demo[..cut].to_string());
+        }
+        let mut errors = 0;
+        for text in &variants {
+            if let Err(e) = Config::parse_in(text, Path::new("/etc/natgw")) {
+                errors += 1;
+                let msg = e.to_string();
+                assert!(!msg.is_empty() && msg.len() < 2000, "an unhelpful error: {msg:?}");
+            }
+        }
+        assert!(errors > variants.len() / 2, "{errors} of {} mutated configs refused", variants.len());
+    }
+}

@@ -1,0 +1,649 @@
+//! Starting and stopping the gateway's threads, and the root-only admin socket that
+//! `natgw status`, `natgw stats`, `natgw flows` and `natgw policy` talk to.
+
+use std::io::{BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::admin::{
+    self, AdminError, CounterValue, Envelope, FlowEntry, HookStatus, LinkStatus, Reply, Request, Stats, Status,
+    SwapReport,
+};
+use crate::config::{self, Config};
+use crate::report;
+use crossbeam_queue::ArrayQueue;
+use natgw_core::conntrack::{proto_name, FlowSummary};
+use natgw_core::counters::{self, Counter};
+use natgw_core::l2::L2Link;
+use natgw_core::nat::{InsideLink, NatConfig, Translator};
+use natgw_io::l2thread::L2Thread;
+use natgw_io::sys::{self, PacketSocket, PacketSocketOptions};
+use natgw_io::worker::{Worker, WorkerLink};
+use natgw_io::{ControlRequest, IoError, Shared};
+use natgw_policy::config::{FailMode, Hook};
+use natgw_policy::flowlog::{FlowLogExporter, Sinks, WallClock};
+use natgw_policy::worker::WorkerPolicy;
+use natgw_policy::{PolicyError, Runtime};
+use natgw_telemetry::follow::Followers;
+use natgw_telemetry::otlp::OtlpExporter;
+use natgw_telemetry::prometheus;
+use natgw_wire::ETHERTYPE_IPV4;
+
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{key} = {name:?}: {source}")]
+    Interface { key: String, name: String, source: IoError },
+    #[error("{0}")]
+    Io(#[from] IoError),
+    #[error("address {addr} is already in use: the kernel has it on interface {interface} (natgw owns its addresses; remove it with `ip addr del {addr}/.. dev {interface}`)")]
+    AddressInUse { addr: std::net::Ipv4Addr, interface: String },
+    #[error("another natgw is already running: its admin socket {0} answers")]
+    AlreadyRunning(String),
+    #[error("admin socket {path}: {source}")]
+    AdminSocket { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("natgw run needs root (CAP_NET_RAW, CAP_NET_ADMIN); effective uid is {0}")]
+    NotRoot(u32),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Vectors(#[from] natgw_policy::vectors::VectorError),
+    #[error("{path}: {source}")]
+    Path { path: String, source: std::io::Error },
+    #[error("policy bench measures the per-flow hooks (egress, port-pool), not {0}")]
+    BenchHook(Hook),
+    #[error("{file}: the instance does not export the egress hook")]
+    NotEgress { file: String },
+    #[error("{summary}")]
+    VectorsFailed { summary: String },
+    #[error("otlp bench: {reason}")]
+    OtlpBench { reason: String },
+    #[error("{key} = \"{addr}\": cannot listen: {source}")]
+    Listen { key: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// Starts the gateway and blocks until SIGINT/SIGTERM. On SIGHUP the policy hooks are
+/// reloaded from `config_path`.
+pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError> {
+    let uid = sys::effective_uid();
+    if uid != 0 {
+        return Err(ControlError::NotRoot(uid));
+    }
+    // Interfaces exist and are up; natgw's addresses are not the kernel's.
+    let mut inside_info = Vec::new();
+    for (i, c) in cfg.inside.iter().enumerate() {
+        let info = sys::interface_info(&c.interface).map_err(|e| ControlError::Interface {
+            key: format!("inside[{i}].interface"),
+            name: c.interface.clone(),
+            source: e,
+        })?;
+        inside_info.push(info);
+    }
+    let outside_info = sys::interface_info(&cfg.outside.interface).map_err(|e| ControlError::Interface {
+        key: "outside.interface".into(),
+        name: cfg.outside.interface.clone(),
+        source: e,
+    })?;
+    let own: Vec<_> = cfg
+        .inside
+        .iter()
+        .flat_map(|c| c.addresses.iter().map(|n| n.addr))
+        .chain(cfg.outside.addresses.iter().copied())
+        .collect();
+    for (ifname, a) in sys::kernel_ipv4_addresses()? {
+        if own.contains(&a) {
+            return Err(ControlError::AddressInUse { addr: a, interface: ifname });
+        }
+    }
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1") {
+        // The kernel would forward the same frames natgw translates, untranslated.
+        eprintln!("natgw: warning: net.ipv4.ip_forward=1 in this namespace; set it to 0 so only natgw forwards");
+    }
+
+    let workers = cfg.worker_count();
+    let mtus: Vec<u32> = inside_info.iter().chain(std::iter::once(&outside_info)).map(|i| i.mtu).collect();
+    let shared = Arc::new(Shared::new(workers, &mtus, cfg.flow_log.enabled)?);
+    sys::install_signal_handlers();
+
+    // Policies: compiled, validated and instantiated before any packet moves; a bad one
+    // stops the start with the reason.
+    let pool_names: Vec<String> = cfg.pools.iter().map(|p| p.name.clone()).collect();
+    let rt = Runtime::new(cfg.policy.clone(), workers, pool_names)?;
+    rt.load_configured()?;
+
+    let l2_links: Vec<L2Link> = cfg
+        .inside
+        .iter()
+        .zip(&inside_info)
+        .map(|(c, info)| L2Link { name: c.interface.clone(), mac: info.mac, addresses: c.addresses.clone() })
+        .chain(std::iter::once(L2Link {
+            name: cfg.outside.interface.clone(),
+            mac: outside_info.mac,
+            addresses: cfg
+                .outside
+                .addresses
+                .iter()
+                .map(|a| natgw_wire::Ipv4Net { addr: *a, prefix: cfg.outside.subnet.prefix })
+                .collect(),
+        }))
+        .collect();
+    let outside_link = cfg.inside.len() as u8;
+    let l2 = L2Thread::new(l2_links, shared.clone(), vec![(outside_link, cfg.outside.gateway)])?;
+
+    let source_ports = Arc::new(natgw_core::nat::pool::SourcePorts::default());
+    let nat_cfg = |w: usize| NatConfig {
+        source_ports: source_ports.clone(),
+        inside: cfg
+            .inside
+            .iter()
+            .zip(&inside_info)
+            .map(|(c, info)| InsideLink {
+                name: c.interface.clone(),
+                addresses: c.addresses.clone(),
+                mtu: info.mtu as u16,
+            })
+            .collect(),
+        external_addrs: cfg.outside.addresses.clone(),
+        outside_net: cfg.outside.subnet,
+        outside_gateway: cfg.outside.gateway,
+        outside_mtu: outside_info.mtu as u16,
+        pools: cfg.pools.clone(),
+        filtering: cfg.filtering,
+        timeouts: cfg.timeouts,
+        max_flows: (cfg.max_flows / workers).max(1),
+        worker: w,
+        workers,
+        icmp_error_rate: cfg.icmp_error_rate,
+    };
+
+    // Every worker opens its own socket per link; with several workers they join one
+    // fanout group per link whose steering program keeps each flow on its owner.
+    let group_base = (std::process::id() as u16).wrapping_mul(64);
+    let mut built = Vec::new();
+    for w in 0..workers {
+        let mut links = Vec::new();
+        let all = cfg
+            .inside
+            .iter()
+            .map(|c| (c.interface.clone(), true))
+            .chain(std::iter::once((cfg.outside.interface.clone(), false)));
+        for (li, (name, inside)) in all.enumerate() {
+            let fanout = (workers > 1).then(|| (group_base.wrapping_add(li as u16), sys::steering_program(inside)));
+            let opts = PacketSocketOptions { protocol: ETHERTYPE_IPV4, vnet_hdr: true, fanout, rcvbuf: 8 << 20 };
+            let socket = PacketSocket::open(&name, &opts)?;
+            let (side, index) = if inside {
+                (natgw_core::conntrack::Side::Inside, li as u8)
+            } else {
+                (natgw_core::conntrack::Side::Outside, 0)
+            };
+            links.push(WorkerLink { socket, side, index });
+        }
+        let mut translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
+        translator.set_policy(Box::new(WorkerPolicy::new(rt.clone(), w, shared.counters[w].clone())));
+        translator.record_flow_ends(shared.flow_log_enabled, cfg.flow_log.refused, cfg.flow_log.active_interval_s);
+        built.push(Worker::new(w, links, translator, shared.clone(), cfg.rx_buffers, cfg.busy_poll_us)?);
+    }
+
+    // Last steps that can fail: nothing is left on disk when an earlier one does. The admin
+    // socket first, so a second instance is reported as such.
+    let admin = bind_admin(&cfg.admin_socket)?;
+    let prometheus_listener = match cfg.metrics_listen {
+        Some(a) => match prometheus::bind(a) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = std::fs::remove_file(&cfg.admin_socket);
+                return Err(ControlError::Listen { key: "metrics.listen", addr: a, source: e });
+            }
+        },
+        None => None,
+    };
+    let mut threads = Vec::new();
+    threads.push(
+        std::thread::Builder::new()
+            .name("natgw-l2".into())
+            .spawn(move || l2.run())
+            .map_err(|e| IoError::Os("spawn", e))?,
+    );
+    for (w, worker) in built.into_iter().enumerate() {
+        let pin = cfg.pin_workers;
+        let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("natgw-w{w}"))
+                .spawn(move || {
+                    if pin {
+                        let _ = sys::pin_to_cpu(w % ncpu);
+                    }
+                    worker.run()
+                })
+                .map_err(|e| IoError::Os("spawn", e))?,
+        );
+    }
+    let status = StatusInfo {
+        workers,
+        inside: cfg
+            .inside
+            .iter()
+            .map(|c| LinkStatus {
+                interface: c.interface.clone(),
+                addresses: c.addresses.iter().map(|n| n.to_string()).collect(),
+                mtu: 0,
+                workers_mtu: Vec::new(),
+            })
+            .collect(),
+        outside: LinkStatus {
+            interface: cfg.outside.interface.clone(),
+            addresses: cfg.outside.addresses.iter().map(|a| a.to_string()).collect(),
+            mtu: 0,
+            workers_mtu: Vec::new(),
+        },
+        gateway: cfg.outside.gateway.to_string(),
+        max_flows: cfg.max_flows,
+    };
+    // Telemetry: the OTLP exporter thread (flow records and metrics), the Prometheus
+    // endpoint, the followers of `natgw flows --follow`.
+    let followers = Arc::new(Followers::default());
+    let otlp_queue = cfg
+        .otlp
+        .as_ref()
+        .filter(|o| o.logs && cfg.flow_log.enabled)
+        .map(|o| Arc::new(ArrayQueue::new(o.buffer_records)));
+    let otlp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let otlp_thread = match &cfg.otlp {
+        Some(o) => {
+            let exporter = OtlpExporter {
+                cfg: o.clone(),
+                queue: otlp_queue.clone().unwrap_or_else(|| Arc::new(ArrayQueue::new(1))),
+                counters: shared.exporter_counters(),
+                all: shared.counters.clone(),
+            };
+            let stop = otlp_stop.clone();
+            eprintln!(
+                "natgw: otlp: exporting {} to {} over {}",
+                match (o.logs && cfg.flow_log.enabled, o.metrics_interval_ms > 0) {
+                    (true, true) => "flow records and metrics",
+                    (true, false) => "flow records",
+                    (false, true) => "metrics",
+                    (false, false) => "nothing",
+                },
+                o.endpoint,
+                match o.protocol {
+                    natgw_telemetry::config::OtlpProtocol::Grpc => "gRPC",
+                    natgw_telemetry::config::OtlpProtocol::HttpProtobuf => "HTTP/protobuf",
+                }
+            );
+            Some(
+                std::thread::Builder::new()
+                    .name("natgw-otlp".into())
+                    .spawn(move || {
+                        if let Err(e) = exporter.run(stop) {
+                            eprintln!("natgw: {e}; nothing is exported over OTLP");
+                        }
+                    })
+                    .map_err(|e| IoError::Os("spawn", e))?,
+            )
+        }
+        None => None,
+    };
+    if let Some(l) = prometheus_listener {
+        let counters = shared.counters.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("natgw-metrics".into())
+                .spawn(move || prometheus::serve(l, counters, sys::stop_requested))
+                .map_err(|e| IoError::Os("spawn", e))?,
+        );
+    }
+    let exporter = FlowLogExporter {
+        rt: rt.clone(),
+        queue: shared.flow_ends.clone(),
+        counters: shared.flow_log_counters(),
+        sinks: Sinks { file: cfg.flow_log.file.clone(), followers: followers.clone(), otlp: otlp_queue },
+        interval: Duration::from_millis(cfg.flow_log.interval_ms),
+        batch: cfg.flow_log.batch,
+        clock: WallClock::new(shared.start),
+        interfaces: cfg.inside.iter().map(|c| c.interface.clone()).collect(),
+    };
+    // The flow-log thread outlives the workers long enough to write their last records.
+    let workers_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let exporter_stop = workers_done.clone();
+    let exporter_thread = std::thread::Builder::new()
+        .name("natgw-flowlog".into())
+        .spawn(move || exporter.run(move || exporter_stop.load(std::sync::atomic::Ordering::Acquire)))
+        .map_err(|e| IoError::Os("spawn", e))?;
+    let admin_shared = shared.clone();
+    let admin_rt = rt.clone();
+    let admin_followers = cfg.flow_log.enabled.then(|| followers.clone());
+    let admin_path = cfg.admin_socket.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("natgw-admin".into())
+            .spawn(move || serve_admin(admin, admin_shared, admin_rt, status, admin_followers))
+            .map_err(|e| IoError::Os("spawn", e))?,
+    );
+    eprintln!(
+        "natgw: running with {workers} worker(s); inside {}; outside {} ({}); admin socket {}",
+        cfg.inside.iter().map(|c| c.interface.as_str()).collect::<Vec<_>>().join(","),
+        cfg.outside.interface,
+        cfg.outside.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+        cfg.admin_socket
+    );
+    while !sys::stop_requested() {
+        std::thread::sleep(Duration::from_millis(100));
+        if sys::take_reload_request() {
+            match &config_path {
+                Some(p) => reload_policies(p, &cfg, &rt, &shared),
+                None => eprintln!("natgw: SIGHUP: no config file to reload"),
+            }
+        }
+    }
+    eprintln!("natgw: stopping");
+    // Wake the admin thread's accept().
+    let _ = UnixStream::connect(&admin_path);
+    for t in threads {
+        let _ = t.join();
+    }
+    workers_done.store(true, std::sync::atomic::Ordering::Release);
+    let _ = exporter_thread.join();
+    // The flow-log thread has queued the last records; the OTLP thread delivers them.
+    otlp_stop.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(t) = otlp_thread {
+        let _ = t.join();
+    }
+    let _ = std::fs::remove_file(&admin_path);
+    eprintln!("natgw: stopped");
+    Ok(())
+}
+
+/// What `natgw status` says about the configuration, fixed at start.
+struct StatusInfo {
+    workers: usize,
+    inside: Vec<LinkStatus>,
+    outside: LinkStatus,
+    gateway: String,
+    max_flows: usize,
+}
+
+fn bind_admin(path: &str) -> Result<UnixListener, ControlError> {
+    let p = Path::new(path);
+    if p.exists() {
+        if UnixStream::connect(p).is_ok() {
+            return Err(ControlError::AlreadyRunning(path.to_string()));
+        }
+        // A stale socket from a process that died: take it over.
+        let _ = std::fs::remove_file(p);
+    }
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ControlError::AdminSocket { path: path.into(), source: e })?;
+    }
+    let l = UnixListener::bind(p).map_err(|e| ControlError::AdminSocket { path: path.into(), source: e })?;
+    sys::chmod(path, 0o600).map_err(|e| ControlError::AdminSocket { path: path.into(), source: e })?;
+    Ok(l)
+}
+
+/// SIGHUP: re-read the config file and swap every hook whose component, config text or
+/// fail mode changed; remove hooks the file no longer names. Other settings need a restart.
+fn reload_policies(path: &Path, running: &Config, rt: &Runtime, shared: &Shared) {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("natgw: SIGHUP: config not reloaded, every policy keeps serving: {e}");
+            return;
+        }
+    };
+    if cfg.pools != running.pools {
+        eprintln!("natgw: SIGHUP: [[pool]] changes need a restart; only [policy] hooks are reloaded");
+    }
+    for h in Hook::ALL {
+        let want = &cfg.policy.hooks[h.index()];
+        let have = rt.current(h);
+        match (want, have) {
+            (None, None) => {}
+            (None, Some(g)) => {
+                rt.clear(h);
+                eprintln!("natgw: SIGHUP: {h} policy #{} removed", g.id);
+            }
+            (Some(w), have) => {
+                let same = have.as_ref().is_some_and(|g| {
+                    g.file == w.component
+                        && g.fail == w.fail
+                        && std::fs::read(&w.component).is_ok_and(|b| natgw_policy::sha256_hex(&b) == g.hash)
+                        && w.config.as_ref().map_or(Some(String::new()), |c| std::fs::read_to_string(c).ok())
+                            == Some(g.config_text.clone())
+                });
+                if same {
+                    continue;
+                }
+                match swap_and_wait(rt, shared, h, &w.component, w.config.as_deref(), Some(w.fail), false) {
+                    Ok(report) => eprintln!("natgw: SIGHUP: {}", report::swap_text(&report)),
+                    Err(e) => eprintln!("natgw: SIGHUP: {h} not swapped, the previous policy keeps serving: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Swaps a hook's policy, wakes the workers and waits until every caller serves the new
+/// generation; then, if asked, revalidates existing flows.
+fn swap_and_wait(
+    rt: &Runtime,
+    shared: &Shared,
+    hook: Hook,
+    component: &Path,
+    config: Option<&Path>,
+    fail: Option<FailMode>,
+    revalidate: bool,
+) -> Result<SwapReport, PolicyError> {
+    let t0 = Instant::now();
+    let g = rt.swap(hook, component, config, fail)?;
+    let prepared = t0.elapsed();
+    let published = Instant::now();
+    let workers = shared.wake.len();
+    for w in 0..workers {
+        shared.wake(w);
+    }
+    let callers: Vec<usize> = rt.callers_of(hook).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !callers.iter().all(|&c| rt.serving(hook, c) == g.id) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let serving_after = published.elapsed();
+    let serving_everywhere = callers.iter().all(|&c| rt.serving(hook, c) == g.id);
+    let revoked = (revalidate && hook == Hook::Egress).then(|| {
+        let mut revoked = 0u64;
+        for q in shared.control.iter() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            if q.push(ControlRequest::Revalidate(tx)).is_ok() {
+                revoked += rx.recv_timeout(Duration::from_secs(5)).unwrap_or(0) as u64;
+            }
+        }
+        revoked
+    });
+    Ok(SwapReport {
+        hook,
+        generation: g.id,
+        file: g.file.display().to_string(),
+        sha256: g.hash.clone(),
+        prepared_us: prepared.as_micros() as u64,
+        serving_after_us: serving_after.as_micros() as u64,
+        serving_everywhere,
+        revoked,
+    })
+}
+
+/// The admin thread: one connection at a time, each a hello and one request. A policy
+/// swap is answered from a thread of its own (compiles take seconds), one swap at a time.
+fn serve_admin(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    rt: Arc<Runtime>,
+    status: StatusInfo,
+    followers: Option<Arc<Followers>>,
+) {
+    let swap_lock = Arc::new(std::sync::Mutex::new(()));
+    for conn in listener.incoming() {
+        if sys::stop_requested() {
+            break;
+        }
+        let Ok(mut conn) = conn else { continue };
+        // Root only, whatever the socket's file mode says.
+        if sys::peer_uid(conn.as_raw_fd()).ok() != Some(0) {
+            let _ = conn.write_all(Envelope::from(Err(AdminError::NotRoot)).line().as_bytes());
+            continue;
+        }
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let Ok(read_half) = conn.try_clone() else { continue };
+        let mut reader = BufReader::new(read_half);
+        let Some(hello) = admin::read_request(&mut reader) else { continue };
+        let hello = admin::answer_hello(hello);
+        let refused = hello.is_err();
+        let _ = conn.write_all(Envelope::from(hello).line().as_bytes());
+        if refused {
+            continue;
+        }
+        let request = match admin::read_request(&mut reader) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                let _ = conn.write_all(Envelope::from(Err(e)).line().as_bytes());
+                continue;
+            }
+            None => continue,
+        };
+        let reply = match request {
+            Request::Hello { .. } => Err(AdminError::BadRequest { reason: "a second hello".into() }),
+            Request::Status => Ok(Reply::Status(status_report(&shared, &status))),
+            Request::Stats => Ok(Reply::Stats(stats_report(&shared))),
+            Request::Flows => Ok(Reply::Flows { flows: flow_entries(&shared) }),
+            Request::PolicyList => Ok(Reply::PolicyList { hooks: rt.status().into_iter().map(hook_status).collect() }),
+            Request::PolicyRemove { hook } => {
+                rt.clear(hook);
+                Ok(Reply::PolicyRemoved { hook })
+            }
+            Request::FollowFlows => match &followers {
+                Some(f) => {
+                    if conn.write_all(Envelope::Ok(Reply::Following).line().as_bytes()).is_ok() {
+                        // The connection now belongs to the followers: every record from here on.
+                        f.add(conn);
+                    }
+                    continue;
+                }
+                None => Err(AdminError::FlowLogOff),
+            },
+            Request::PolicySwap { hook, component, config, fail, revalidate } => {
+                // Compiling a large component (an interpreter in Python or JavaScript) takes
+                // tens of seconds: the swap runs on its own thread so that status, stats and
+                // flows keep answering meanwhile. One swap at a time keeps generations in
+                // the order they were asked for.
+                let (rt, shared, lock) = (rt.clone(), shared.clone(), swap_lock.clone());
+                let spawned = std::thread::Builder::new().name("natgw-swap".into()).spawn(move || {
+                    let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    let reply = swap_and_wait(&rt, &shared, hook, &component, config.as_deref(), fail, revalidate)
+                        .map(Reply::PolicySwapped)
+                        .map_err(|e| AdminError::PolicyRefused { hook, reason: e.to_string() });
+                    let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
+                });
+                if let Err(e) = spawned {
+                    eprintln!("natgw: admin: cannot start a thread for a policy swap: {e}");
+                }
+                continue;
+            }
+        };
+        let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
+    }
+}
+
+fn hook_status(h: natgw_policy::HookStatus) -> HookStatus {
+    HookStatus {
+        hook: h.hook,
+        generation: h.generation,
+        file: h.file,
+        sha256: h.sha256,
+        loaded_unix_s: h.loaded_unix_s,
+        calls: h.calls,
+        errors: h.errors,
+        timeouts: h.timeouts,
+        fail: h.fail,
+        serving: h.serving,
+    }
+}
+
+fn status_report(shared: &Shared, s: &StatusInfo) -> Status {
+    let t = counters::total(&shared.counters);
+    let get = |c: Counter| t.iter().find(|(x, _)| *x == c).map_or(0, |x| x.1);
+    // Link MTUs: inside links in order, then the outside one.
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let link = |i: usize, l: &LinkStatus| LinkStatus {
+        mtu: shared.link_mtu.get(i).map_or(0, |m| m.load(relaxed)),
+        workers_mtu: shared.applied_mtu.iter().map(|w| w.get(i).map_or(0, |m| m.load(relaxed))).collect(),
+        ..l.clone()
+    };
+    let inside = s.inside.iter().enumerate().map(|(i, l)| link(i, l)).collect();
+    Status {
+        uptime_s: shared.start.elapsed().as_secs(),
+        workers: s.workers,
+        inside,
+        outside: link(s.inside.len(), &s.outside),
+        gateway: s.gateway.clone(),
+        flows: get(Counter::ActiveConnectionCount),
+        max_flows: s.max_flows,
+        neighbours: shared.neighbours.load().len(),
+        connections_attempted: get(Counter::ConnectionAttemptCount),
+        connections_established: get(Counter::ConnectionEstablishedCount),
+        port_allocation_errors: get(Counter::ErrorPortAllocation),
+        idle_timeouts: get(Counter::IdleTimeoutCount),
+        packets_from_source: get(Counter::PacketsInFromSource),
+        packets_to_destination: get(Counter::PacketsOutToDestination),
+        packets_from_destination: get(Counter::PacketsInFromDestination),
+        packets_to_source: get(Counter::PacketsOutToSource),
+        packets_dropped: t.iter().filter(|(c, _)| c.metric().0 == "PacketsDropCount").map(|x| x.1).sum(),
+    }
+}
+
+fn stats_report(shared: &Shared) -> Stats {
+    Stats {
+        counters: counters::total(&shared.counters)
+            .into_iter()
+            .map(|(c, value)| CounterValue { name: c.name().into(), value })
+            .collect(),
+    }
+}
+
+fn flow_entries(shared: &Shared) -> Vec<FlowEntry> {
+    let mut all = Vec::new();
+    for (worker, q) in shared.control.iter().enumerate() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if q.push(ControlRequest::Flows(tx)).is_err() {
+            continue;
+        }
+        shared.wake(worker);
+        if let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
+            all.extend(v.iter().map(|f| flow_entry(worker, f)));
+        }
+    }
+    all
+}
+
+fn flow_entry(worker: usize, f: &FlowSummary) -> FlowEntry {
+    let key = |k: &natgw_core::conntrack::FlowKey| format!("{}:{} -> {}:{}", k.src, k.src_port, k.dst, k.dst_port);
+    let t = &f.translated;
+    FlowEntry {
+        worker,
+        proto: proto_name(f.original.proto).to_string(),
+        state: f.state.name().to_string(),
+        original: key(&f.original),
+        translated: format!("{}:{} -> {}:{}", t.src.addr, t.src.port, t.dst.addr, t.dst.port),
+        reply: key(&f.reply),
+        age_s: f.age_ms / 1000,
+        expires_in_s: f.expires_in_ms / 1000,
+        packets: f.packets,
+        bytes: f.bytes,
+    }
+}

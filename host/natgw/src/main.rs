@@ -1,0 +1,304 @@
+//! The `natgw` command: run the gateway, check a config, and talk to a running gateway.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use natgw::admin::{AdminClient, AdminError, FailMode, Hook};
+use natgw::config::Config;
+use natgw::{report, ControlError};
+
+const DEFAULT_ADMIN: &str = "/run/natgw/admin.sock";
+
+#[derive(Parser)]
+#[command(name = "natgw", version, about = "A programmable NAT gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway in the foreground until SIGINT/SIGTERM.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit (0 when valid).
+    CheckConfig { file: PathBuf },
+    /// Uptime, workers, addresses, flow count and the main counters.
+    Status {
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every counter, one per line (AWS NAT gateway metric names).
+    Stats {
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One line per flow: pre- and post-NAT tuples, state, age, packets, bytes. With
+    /// --follow: every flow record as it is exported, one JSON object per line.
+    Flows {
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Stream flow records (finished, interim, refused flows) as they are emitted,
+        /// after the flow-log policy, until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// OTLP: benchmark the exporter against a collector.
+    Otlp {
+        #[command(subcommand)]
+        command: OtlpCommand,
+    },
+    /// Wasm policies: swap, list, remove on a running gateway; check or benchmark offline.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Replace a hook's policy on the running gateway without dropping a connection.
+    /// Exits non-zero, with the reason, when the new policy is refused; the old one keeps
+    /// serving then.
+    Swap {
+        /// egress, port-pool or flow-log.
+        #[arg(long, value_parser = parse_hook)]
+        hook: Hook,
+        /// The component (.wasm).
+        file: PathBuf,
+        /// A file whose text is passed to the policy's init.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Fail mode: open or closed (default: the hook's current one).
+        #[arg(long, value_parser = parse_fail)]
+        fail: Option<FailMode>,
+        /// Re-check existing flows against the new egress policy; close the denied ones
+        /// (TCP with a RST).
+        #[arg(long)]
+        revalidate: bool,
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+    },
+    /// Remove a hook's policy: the built-in behaviour (allow, default pool, log as is).
+    Remove {
+        #[arg(long, value_parser = parse_hook)]
+        hook: Hook,
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+    },
+    /// Each hook's generation, content hash, load time, calls, errors and fail mode.
+    List {
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile, validate and init a policy without a gateway (exit 0 when it would load).
+    Check {
+        #[arg(long, value_parser = parse_hook)]
+        hook: Hook,
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Measure the cost of one policy call (egress.check or port-pool.select) on this
+    /// machine: a benchmark, not a test.
+    Bench {
+        #[arg(long, value_parser = parse_hook)]
+        hook: Hook,
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 200_000)]
+        calls: u64,
+        /// Each call's deadline, as `policy.call_timeout_us` in the gateway config.
+        #[arg(long, default_value_t = 1000)]
+        call_timeout_us: u64,
+        /// Each instance's memory cap, as `policy.memory_limit_mb` in the gateway config.
+        #[arg(long, default_value_t = 64)]
+        memory_limit_mb: u64,
+    },
+    /// Run a test-vector file (configs, flows, expected verdicts) against an egress
+    /// policy; prints the cases that do not match and exits non-zero when there are any.
+    Test {
+        file: PathBuf,
+        #[arg(long)]
+        vectors: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OtlpCommand {
+    /// Sends synthetic flow records through the gateway's OTLP exporter; prints records/s.
+    Bench {
+        /// Collector base URL, e.g. http://127.0.0.1:4317.
+        #[arg(long)]
+        endpoint: String,
+        /// grpc or http/protobuf.
+        #[arg(long, default_value = "grpc")]
+        protocol: String,
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        #[arg(long)]
+        gzip: bool,
+    },
+}
+
+fn parse_hook(s: &str) -> Result<Hook, String> {
+    Hook::parse(s).ok_or_else(|| format!("{s:?}: must be egress, port-pool or flow-log"))
+}
+
+fn parse_fail(s: &str) -> Result<FailMode, String> {
+    match s {
+        "open" => Ok(FailMode::Open),
+        "closed" => Ok(FailMode::Closed),
+        _ => Err(format!("{s:?}: must be open or closed")),
+    }
+}
+
+fn absolute(p: &std::path::Path) -> Result<PathBuf, ControlError> {
+    std::path::absolute(p).map_err(|e| ControlError::Path { path: p.display().to_string(), source: e })
+}
+
+/// Prints a reply as JSON: the admin API's own types, as `--json` promises.
+fn print_json(v: &impl serde::Serialize) -> Result<(), ControlError> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| ControlError::Admin(AdminError::BadReply { path: String::new(), reason: e.to_string() }))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
+    match cmd {
+        PolicyCommand::Swap { hook, file, config, fail, revalidate, socket } => {
+            let report = AdminClient::new(socket).policy_swap(
+                hook,
+                absolute(&file)?,
+                config.as_deref().map(absolute).transpose()?,
+                fail,
+                revalidate,
+            )?;
+            println!("{}", report::swap_text(&report));
+            Ok(())
+        }
+        PolicyCommand::Remove { hook, socket } => {
+            AdminClient::new(socket).policy_remove(hook)?;
+            println!("{hook} policy removed; the built-in behaviour applies to new flows");
+            Ok(())
+        }
+        PolicyCommand::List { socket, json } => {
+            let hooks = AdminClient::new(socket).policy_list()?;
+            if json {
+                return print_json(&hooks);
+            }
+            print!("{}", report::policy_list_text(&hooks));
+            Ok(())
+        }
+        PolicyCommand::Check { hook, file, config } => {
+            let msg = natgw::policy_check(hook, &file, config.as_deref())?;
+            println!("{msg}");
+            Ok(())
+        }
+        PolicyCommand::Bench { hook, file, config, calls, call_timeout_us, memory_limit_mb } => {
+            let limits = natgw::BenchLimits { call_timeout_us, memory_limit_mb };
+            print!("{}", natgw::policy_bench(hook, &file, config.as_deref(), calls, limits)?);
+            Ok(())
+        }
+        PolicyCommand::Test { file, vectors } => {
+            print!("{}", natgw_policy::vectors::policy_test(&file, &vectors)?);
+            Ok(())
+        }
+    }
+}
+
+/// `natgw flows --follow`: copies the gateway's flow records to stdout as they come.
+fn follow_flows(socket: String) -> Result<(), ControlError> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    for line in AdminClient::new(socket).follow_flows()? {
+        let line = line?;
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            break; // the reader went away (a closed pipe)
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => {
+            Config::load(&config).map_err(ControlError::from).and_then(|c| natgw::run(c, Some(config)))
+        }
+        Command::CheckConfig { file } => Config::load(&file)
+            .map(|c| {
+                let hooks: Vec<String> = Hook::ALL
+                    .iter()
+                    .filter_map(|h| c.policy.hooks[h.index()].as_ref().map(|p| format!("{h}={}", p.component.display())))
+                    .collect();
+                println!(
+                    "{}: ok ({} inside interface(s), {} external address(es), ports {}-{}, pools {}, {} worker(s), policies: {})",
+                    file.display(),
+                    c.inside.len(),
+                    c.outside.addresses.len(),
+                    c.port_lo,
+                    c.port_hi,
+                    c.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","),
+                    c.worker_count(),
+                    if hooks.is_empty() { "none".to_string() } else { hooks.join(" ") }
+                );
+            })
+            .map_err(ControlError::from),
+        Command::Status { socket, json } => AdminClient::new(socket).status().map_err(ControlError::from).and_then(|s| {
+            if json {
+                print_json(&s)
+            } else {
+                print!("{}", report::status_text(&s));
+                Ok(())
+            }
+        }),
+        Command::Stats { socket, json } => AdminClient::new(socket).stats().map_err(ControlError::from).and_then(|s| {
+            if json {
+                print_json(&s)
+            } else {
+                print!("{}", report::stats_text(&s));
+                Ok(())
+            }
+        }),
+        Command::Flows { socket, follow: true, .. } => follow_flows(socket),
+        Command::Flows { socket, json, .. } => AdminClient::new(socket).flows().map_err(ControlError::from).and_then(|f| {
+            if json {
+                print_json(&f)
+            } else {
+                print!("{}", report::flows_text(&f));
+                Ok(())
+            }
+        }),
+        Command::Policy { command } => policy(command),
+        Command::Otlp { command: OtlpCommand::Bench { endpoint, protocol, records, batch, gzip } } => {
+            natgw::otlp_bench(&endpoint, &protocol, records, batch, gzip).map(|s| print!("{s}"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natgw: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,756 @@
+//! natgw-policy, the Wasm policy runtime: policies are WebAssembly components built against the WIT
+//! package `natgw:policy@0.1.0` (`wit/`), run by wasmtime's component model.
+//!
+//! Shape (wasmtime's own advice for a server): one `Engine` and one `Linker` for the
+//! process; one `InstancePre` per policy *generation*; one `Store` (and instance) per
+//! worker per generation, so workers never share or lock a store. A swap compiles,
+//! validates (exports, `init` with its config), instantiates one instance per worker, then
+//! publishes the generation with `arc-swap`; each worker picks up its instance at its next
+//! batch boundary and the old generation is dropped when the last worker lets go.
+//!
+//! Every call runs under an epoch deadline and every store under a memory cap; a trap, a
+//! timeout, a memory blow-up or an invalid answer applies the hook's fail mode and is
+//! counted (`PolicyErrors`) and logged, and never stops the gateway.
+//!
+//! Owns: engine, linker, compiled-component cache, generations and their statistics.
+//! Must never: be called on the fast path (once per new flow, or per flow-log batch).
+
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+mod component_cache;
+pub mod config;
+pub mod flowlog;
+pub mod output;
+pub mod vectors;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::config::{FailMode, Hook, PolicyConfig};
+use output::OutputTail;
+
+/// Host-side bindings generated from the WIT contract.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/natgw-policy-0.1.0",
+        world: "policy",
+        additional_derives: [PartialEq],
+    });
+}
+
+use bindings::exports::natgw::policy::{egress, flow_log, lifecycle, port_pool};
+use bindings::natgw::policy::host::{self as host_iface, LogLevel};
+
+/// The WIT package this gateway implements.
+pub const WIT_PACKAGE: &str = "natgw:policy@0.1.0";
+const WIT_PACKAGE_TYPES: &str = "natgw:policy/types@0.1.0";
+
+/// Names as "`a`, `b`", or "nothing".
+fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    if v.is_empty() {
+        "nothing".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("policy file {path}: cannot read it: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("policy config file {path}: cannot read it: {source}")]
+    ReadConfig { path: String, source: std::io::Error },
+    #[error("policy file {path}: not a WebAssembly component: {reason}")]
+    NotAComponent { path: String, reason: String },
+    #[error("policy file {path}: does not provide the {hook} hook: expected exports `natgw:policy/lifecycle@0.1.0` and `{export}`, found {found} ({reason})")]
+    WrongWorld { path: String, hook: Hook, export: String, found: String, reason: String },
+    #[error(
+        "policy file {path}: cannot be linked: {reason}; it imports {found}, and this gateway provides {provided}"
+    )]
+    Link { path: String, reason: String, found: String, provided: String },
+    #[error("policy file {path}: instantiation failed (the policy's fault): {reason}{output}")]
+    Instantiate { path: String, reason: String, output: String },
+    #[error("policy file {path}: init rejected its config: {message}")]
+    InitRejected { path: String, message: String },
+    #[error("policy file {path}: init failed (the policy's fault): {reason}{output}")]
+    InitFailed { path: String, reason: String, output: String },
+    #[error("policy runtime: {0}")]
+    Engine(String),
+}
+
+/// Short, one-line text of a wasmtime error: the trap (interrupt = the deadline, out of
+/// memory, unreachable = a panic, ...) or the innermost cause.
+pub fn error_text(e: &wasmtime::Error) -> String {
+    let s = if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        match trap {
+            wasmtime::Trap::Interrupt => "trap: interrupt (the call ran past its deadline)".to_string(),
+            wasmtime::Trap::UnreachableCodeReached => {
+                "trap: unreachable instruction executed (a panic or abort in the policy)".to_string()
+            }
+            t => format!("trap: {t}"),
+        }
+    } else {
+        let root = e.root_cause().to_string();
+        let top = e.to_string();
+        if root == top {
+            top
+        } else if top.starts_with("error while executing at wasm backtrace") {
+            // A host error raised inside a call (a memory limit, a resource limit): the
+            // cause says what happened; the backtrace of unnamed functions would fill the
+            // line and push it out.
+            root
+        } else {
+            format!("{top}: {root}")
+        }
+    };
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ").chars().take(400).collect()
+}
+
+/// Per-store state: an empty WASI context (no preopens, no environment, no sockets) for
+/// components that import WASI, the memory cap, and the host functions' state.
+pub struct StoreData {
+    wasi: WasiCtx,
+    /// The instance's stdout and stderr (the last few KiB).
+    output: OutputTail,
+    table: ResourceTable,
+    limits: MeteredLimits,
+    tag: Arc<str>,
+    clock: Instant,
+    log_window: Instant,
+    log_lines: u32,
+}
+
+/// The store's limits, and how much linear memory its instance holds (every memory's
+/// initial size and growth): `natgw policy bench` reports it per instance.
+struct MeteredLimits {
+    limits: StoreLimits,
+    memory_bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for MeteredLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let ok = self.limits.memory_growing(current, desired, maximum)?;
+        if ok {
+            self.memory_bytes += desired.saturating_sub(current);
+        }
+        Ok(ok)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl HookInstance {
+    /// Bytes of linear memory this instance holds.
+    pub fn linear_memory_bytes(&self) -> usize {
+        self.store.data().limits.memory_bytes
+    }
+}
+
+/// Log lines a policy may write per second, per instance.
+const LOG_LINES_PER_SECOND: u32 = 20;
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl host_iface::Host for StoreData {
+    fn log(&mut self, level: LogLevel, message: String) {
+        // Kept for the error message too, rate limit or not: a runtime without WASI stdio
+        // (the Go adapter) reports its panic through here.
+        self.output.push(message.as_bytes());
+        self.output.push(b"\n");
+        if self.log_window.elapsed() >= Duration::from_secs(1) {
+            self.log_window = Instant::now();
+            self.log_lines = 0;
+        }
+        self.log_lines += 1;
+        if self.log_lines > LOG_LINES_PER_SECOND {
+            return;
+        }
+        let level = match level {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        let msg: String = message.chars().filter(|c| !c.is_control()).take(512).collect();
+        eprintln!("natgw: policy {} {level}: {msg}", self.tag);
+    }
+
+    fn monotonic_now_ns(&mut self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
+    }
+}
+
+/// Counters of one generation, shared by every worker running it.
+#[derive(Debug, Default)]
+pub struct GenerationStats {
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    /// Calls that hit the deadline (also counted in `errors`).
+    pub timeouts: AtomicU64,
+}
+
+/// One instance of a generation, ready to be called: its store and the hook's exports.
+pub struct HookInstance {
+    pub store: Store<StoreData>,
+    pub exports: HookExports,
+}
+
+pub enum HookExports {
+    Egress(egress::Guest),
+    PortPool(port_pool::Guest),
+    FlowLog(flow_log::Guest),
+}
+
+/// A compiled, validated policy for one hook, with one prepared instance for each caller
+/// that runs the hook (`Runtime::callers_of`).
+pub struct Generation {
+    pub id: u64,
+    pub hook: Hook,
+    pub file: PathBuf,
+    /// SHA-256 of the component, hex.
+    pub hash: String,
+    pub loaded_at: SystemTime,
+    pub fail: FailMode,
+    pub config_text: String,
+    pub stats: GenerationStats,
+    pre: InstancePre<StoreData>,
+    lifecycle: lifecycle::GuestIndices,
+    exports: ExportIndices,
+    prepared: Vec<Mutex<Option<HookInstance>>>,
+}
+
+enum ExportIndices {
+    Egress(egress::GuestIndices),
+    PortPool(port_pool::GuestIndices),
+    FlowLog(flow_log::GuestIndices),
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} policy #{} ({}, sha256 {})", self.hook, self.id, self.file.display(), self.short_hash())
+    }
+}
+
+impl Generation {
+    /// The instance prepared for `caller`, or a fresh one (when it was used up: after a
+    /// trap, an instance may not be entered again).
+    pub fn instance_for(&self, rt: &Runtime, caller: usize) -> Result<HookInstance, PolicyError> {
+        if let Some(inst) = self.prepared.get(caller).and_then(|m| m.lock().ok()?.take()) {
+            return Ok(inst);
+        }
+        rt.instantiate(self)
+    }
+
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..12.min(self.hash.len())]
+    }
+}
+
+/// What `natgw policy list` shows for a hook.
+#[derive(Debug, Clone)]
+pub struct HookStatus {
+    pub hook: Hook,
+    pub generation: u64,
+    pub file: String,
+    pub sha256: String,
+    pub loaded_unix_s: u64,
+    pub calls: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub fail: FailMode,
+    /// Generation each caller of the hook (the workers, or the flow-log thread) serves.
+    pub serving: Vec<u64>,
+}
+
+/// The policy runtime of a gateway: engine, linker, cache and the current generation of
+/// each hook.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreData>,
+    cfg: PolicyConfig,
+    /// Callers that hold instances: the workers, then the flow-log thread.
+    callers: usize,
+    current: [ArcSwapOption<Generation>; 3],
+    /// Per hook, per caller: the generation id it serves (0 = none).
+    serving: [Vec<AtomicU64>; 3],
+    next_id: AtomicU64,
+    /// Epoch ticks per call deadline.
+    deadline_ticks: u64,
+    tick: Duration,
+    stop: Arc<AtomicBool>,
+    ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Serialises swaps (compile + publish), not calls.
+    swap_lock: Mutex<()>,
+    pool_names: Vec<String>,
+    /// Recently compiled components by content hash: swapping back and forth between
+    /// policies compiles each once.
+    compiled: Mutex<Vec<(String, Component)>>,
+}
+
+/// Compiled components kept in memory.
+const COMPILED_IN_MEMORY: usize = 8;
+
+/// Flow-log calls carry a batch: their deadline is this many call deadlines.
+pub const FLOW_LOG_DEADLINE_FACTOR: u64 = 64;
+/// How much of a failed policy's output an error message quotes.
+const QUOTED_OUTPUT_CHARS: usize = 600;
+/// Instantiation and `init` may take this long (JS and Python runtimes start up in init).
+const INIT_DEADLINE: Duration = Duration::from_secs(5);
+
+impl Runtime {
+    /// Creates the engine and linker and starts the epoch ticker. `callers` is the number of
+    /// workers; one more instance is prepared for the flow-log thread.
+    pub fn new(cfg: PolicyConfig, workers: usize, pool_names: Vec<String>) -> Result<Arc<Runtime>, PolicyError> {
+        let mut wc = Config::new();
+        wc.wasm_component_model(true);
+        // Roughly 5x cheaper component calls; natgw makes no async component calls.
+        wc.concurrency_support(false);
+        wc.epoch_interruption(true);
+        wc.max_wasm_stack(1 << 20);
+        let engine = Engine::new(&wc).map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        let mut linker: Linker<StoreData> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        host_iface::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        // A type-only interface import: an empty instance satisfies it.
+        linker.instance("natgw:policy/types@0.1.0").map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        // Ticks of a quarter of the call deadline: a call is stopped between 3/4 and 5/4 of
+        // its deadline, at a cost of a few thousand wakeups a second.
+        let tick = Duration::from_micros((cfg.call_timeout_us / 4).max(50));
+        let deadline_ticks = 4;
+        let callers = workers + 1;
+        let stop = Arc::new(AtomicBool::new(false));
+        let rt = Arc::new(Runtime {
+            engine,
+            linker,
+            callers,
+            current: Default::default(),
+            serving: std::array::from_fn(|_| (0..callers).map(|_| AtomicU64::new(0)).collect()),
+            next_id: AtomicU64::new(1),
+            deadline_ticks,
+            tick,
+            stop: Arc::clone(&stop),
+            ticker: Mutex::new(None),
+            swap_lock: Mutex::new(()),
+            compiled: Mutex::new(Vec::new()),
+            pool_names,
+            cfg,
+        });
+        let engine = rt.engine.clone();
+        let handle = std::thread::Builder::new()
+            .name("natgw-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| PolicyError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        *rt.ticker.lock().expect("not poisoned") = Some(handle);
+        Ok(rt)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn callers(&self) -> usize {
+        self.callers
+    }
+
+    /// The caller index of the flow-log thread.
+    pub fn flow_log_caller(&self) -> usize {
+        self.callers - 1
+    }
+
+    /// The callers that run a hook: the workers for egress and port-pool, the flow-log
+    /// thread for flow-log.
+    pub fn callers_of(&self, hook: Hook) -> std::ops::Range<usize> {
+        match hook {
+            Hook::FlowLog => self.flow_log_caller()..self.callers,
+            Hook::Egress | Hook::PortPool => 0..self.flow_log_caller(),
+        }
+    }
+
+    pub fn pool_names(&self) -> &[String] {
+        &self.pool_names
+    }
+
+    /// Epoch ticks for one call of `hook`.
+    pub fn deadline_ticks(&self, hook: Hook) -> u64 {
+        match hook {
+            Hook::FlowLog => self.deadline_ticks * FLOW_LOG_DEADLINE_FACTOR,
+            _ => self.deadline_ticks,
+        }
+    }
+
+    pub fn current(&self, hook: Hook) -> Option<Arc<Generation>> {
+        self.current[hook.index()].load_full()
+    }
+
+    /// Cheap check for workers: the id of the current generation (0 = none).
+    pub fn current_id(&self, hook: Hook) -> u64 {
+        self.current[hook.index()].load().as_ref().map_or(0, |g| g.id)
+    }
+
+    /// Records which generation a caller now serves.
+    pub fn set_serving(&self, hook: Hook, caller: usize, id: u64) {
+        if let Some(s) = self.serving[hook.index()].get(caller) {
+            s.store(id, Ordering::Release);
+        }
+    }
+
+    /// The generation a caller serves for `hook` (0 = none).
+    pub fn serving(&self, hook: Hook, caller: usize) -> u64 {
+        self.serving[hook.index()].get(caller).map_or(0, |s| s.load(Ordering::Acquire))
+    }
+
+    fn new_store(&self, tag: Arc<str>, deadline: Duration) -> Store<StoreData> {
+        let limit = (self.cfg.memory_limit_mb as usize) << 20;
+        let output = OutputTail::default();
+        let data = StoreData {
+            wasi: WasiCtxBuilder::new()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .stdout(output.clone())
+                .stderr(output.clone())
+                .build(),
+            output,
+            table: ResourceTable::new(),
+            limits: MeteredLimits {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(limit)
+                    .instances(64)
+                    .memories(16)
+                    .tables(64)
+                    .table_elements(1 << 20)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory_bytes: 0,
+            },
+            tag,
+            clock: Instant::now(),
+            log_window: Instant::now(),
+            log_lines: 0,
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|d| &mut d.limits);
+        store.epoch_deadline_trap();
+        let ticks = (deadline.as_micros() as u64 / self.tick.as_micros().max(1) as u64).max(1) + 1;
+        store.set_epoch_deadline(ticks);
+        store
+    }
+
+    /// Compiles a component, from the cache when it has been compiled before.
+    fn compile(&self, path: &Path, bytes: &[u8], hash: &str) -> Result<Component, PolicyError> {
+        if let Some((_, c)) = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(h, _)| h == hash) {
+            return Ok(c.clone());
+        }
+        let c = self.compile_uncached(path, bytes, hash)?;
+        let mut m = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= COMPILED_IN_MEMORY {
+            m.remove(0);
+        }
+        m.push((hash.to_string(), c.clone()));
+        Ok(c)
+    }
+
+    fn compile_uncached(&self, path: &Path, bytes: &[u8], hash: &str) -> Result<Component, PolicyError> {
+        let display = path.display().to_string();
+        let cached = self.cfg.cache_dir.as_ref().map(|d| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut h);
+            d.join(format!("{hash}-{:016x}.cwasm", h.finish()))
+        });
+        if let Some(c) = cached.as_ref().filter(|c| cache_dir_trusted(c)) {
+            if let Ok(b) = std::fs::read(c) {
+                if let Ok(comp) = crate::component_cache::deserialize_component(&self.engine, &b) {
+                    return Ok(comp);
+                }
+            }
+        }
+        let comp = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| PolicyError::NotAComponent { path: display, reason: error_text(&e) })?;
+        if let (Some(c), Ok(ser)) = (&cached, comp.serialize()) {
+            // Best effort: a cache that cannot be written only costs compile time.
+            let _ = write_cache(c, &ser);
+        }
+        Ok(comp)
+    }
+
+    /// Which hooks a component provides (by its exports).
+    pub fn provided_hooks(&self, component: &Path) -> Result<Vec<Hook>, PolicyError> {
+        let display = component.display().to_string();
+        let bytes = std::fs::read(component).map_err(|e| PolicyError::Read { path: display.clone(), source: e })?;
+        let comp = self.compile(component, &bytes, &sha256_hex(&bytes))?;
+        let names: Vec<String> = comp.component_type().exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        Ok(Hook::ALL
+            .into_iter()
+            .filter(|h| names.iter().any(|n| *n == format!("natgw:policy/{}@0.1.0", h.name())))
+            .collect())
+    }
+
+    /// Compiles and validates a policy for `hook` and prepares one instance for each caller
+    /// that runs it, each initialised with the config text. Nothing is published.
+    pub fn prepare(
+        &self,
+        hook: Hook,
+        component: &Path,
+        config: Option<&Path>,
+        fail: FailMode,
+    ) -> Result<Arc<Generation>, PolicyError> {
+        let config_text = match config {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| PolicyError::ReadConfig { path: p.display().to_string(), source: e })?,
+            None => String::new(),
+        };
+        self.prepare_with_text(hook, component, config_text, fail)
+    }
+
+    /// `prepare`, with the config's text instead of its file.
+    pub fn prepare_with_text(
+        &self,
+        hook: Hook,
+        component: &Path,
+        config_text: String,
+        fail: FailMode,
+    ) -> Result<Arc<Generation>, PolicyError> {
+        let display = component.display().to_string();
+        let bytes = std::fs::read(component).map_err(|e| PolicyError::Read { path: display.clone(), source: e })?;
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(PolicyError::NotAComponent {
+                path: display,
+                reason: "the file does not start with the WebAssembly magic number".into(),
+            });
+        }
+        if bytes[4..8] == [1, 0, 0, 0] {
+            return Err(PolicyError::NotAComponent {
+                path: display,
+                reason: "this is a core WebAssembly module, not a component: wrap it with `wasm-tools component new`"
+                    .into(),
+            });
+        }
+        let hash = sha256_hex(&bytes);
+        let comp = self.compile(component, &bytes, &hash)?;
+        let ty = comp.component_type();
+        let pre = self.linker.instantiate_pre(&comp).map_err(|e| PolicyError::Link {
+            path: display.clone(),
+            reason: error_text(&e),
+            found: name_list(ty.imports(&self.engine).map(|(n, _)| n)),
+            provided: format!("`natgw:policy/host@0.1.0`, `{WIT_PACKAGE_TYPES}` and WASI 0.2 (`wasi:*@0.2.x`)"),
+        })?;
+        let hook_export = match hook {
+            Hook::Egress => "natgw:policy/egress@0.1.0",
+            Hook::PortPool => "natgw:policy/port-pool@0.1.0",
+            Hook::FlowLog => "natgw:policy/flow-log@0.1.0",
+        };
+        let wrong = |e: wasmtime::Error| PolicyError::WrongWorld {
+            path: display.clone(),
+            hook,
+            export: hook_export.into(),
+            found: name_list(ty.exports(&self.engine).map(|(n, _)| n)),
+            reason: error_text(&e),
+        };
+        let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(&wrong)?;
+        let exports = match hook {
+            Hook::Egress => ExportIndices::Egress(egress::GuestIndices::new(&pre).map_err(&wrong)?),
+            Hook::PortPool => ExportIndices::PortPool(port_pool::GuestIndices::new(&pre).map_err(&wrong)?),
+            Hook::FlowLog => ExportIndices::FlowLog(flow_log::GuestIndices::new(&pre).map_err(&wrong)?),
+        };
+        let mut generation = Generation {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            hook,
+            file: component.to_path_buf(),
+            hash,
+            loaded_at: SystemTime::now(),
+            fail,
+            config_text,
+            stats: GenerationStats::default(),
+            pre,
+            lifecycle,
+            exports,
+            prepared: Vec::new(),
+        };
+        let mut prepared = Vec::with_capacity(self.callers);
+        for caller in 0..self.callers {
+            // Only the callers that run this hook get an instance.
+            let inst =
+                if self.callers_of(hook).contains(&caller) { Some(self.instantiate(&generation)?) } else { None };
+            prepared.push(Mutex::new(inst));
+        }
+        generation.prepared = prepared;
+        Ok(Arc::new(generation))
+    }
+
+    /// A new instance of a generation: instantiate, then `init` with its config.
+    pub fn instantiate(&self, g: &Generation) -> Result<HookInstance, PolicyError> {
+        let path = g.file.display().to_string();
+        let tag: Arc<str> =
+            format!("{}#{} ({})", g.hook, g.id, g.file.file_name().unwrap_or_default().to_string_lossy()).into();
+        let mut store = self.new_store(tag, INIT_DEADLINE);
+        // What the policy wrote before it failed: its runtime's own message.
+        let output = store.data().output.clone();
+        let failed = |e: wasmtime::Error| PolicyError::Instantiate {
+            path: path.clone(),
+            reason: error_text(&e),
+            output: output.quoted(QUOTED_OUTPUT_CHARS),
+        };
+        let instance = g.pre.instantiate(&mut store).map_err(failed)?;
+        let lc = g.lifecycle.load(&mut store, &instance).map_err(failed)?;
+        match lc.call_init(&mut store, &g.config_text) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                let message: String = message.chars().take(400).collect();
+                return Err(PolicyError::InitRejected { path, message });
+            }
+            Err(e) => {
+                let output = output.quoted(QUOTED_OUTPUT_CHARS);
+                return Err(PolicyError::InitFailed { path, reason: error_text(&e), output });
+            }
+        }
+        let exports = match &g.exports {
+            ExportIndices::Egress(i) => HookExports::Egress(i.load(&mut store, &instance).map_err(failed)?),
+            ExportIndices::PortPool(i) => HookExports::PortPool(i.load(&mut store, &instance).map_err(failed)?),
+            ExportIndices::FlowLog(i) => HookExports::FlowLog(i.load(&mut store, &instance).map_err(failed)?),
+        };
+        Ok(HookInstance { store, exports })
+    }
+
+    /// Prepares and publishes a new generation for `hook`. On error the current one keeps
+    /// serving. Returns the new generation.
+    pub fn swap(
+        &self,
+        hook: Hook,
+        component: &Path,
+        config: Option<&Path>,
+        fail: Option<FailMode>,
+    ) -> Result<Arc<Generation>, PolicyError> {
+        let _one_at_a_time = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let fail = fail.or_else(|| self.current(hook).map(|g| g.fail)).unwrap_or(hook.default_fail());
+        let g = self.prepare(hook, component, config, fail)?;
+        self.current[hook.index()].store(Some(Arc::clone(&g)));
+        Ok(g)
+    }
+
+    /// Removes the policy of a hook: the gateway's built-in behaviour applies again.
+    pub fn clear(&self, hook: Hook) {
+        let _one_at_a_time = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.current[hook.index()].store(None);
+    }
+
+    pub fn status(&self) -> Vec<HookStatus> {
+        Hook::ALL
+            .iter()
+            .filter_map(|&h| {
+                let g = self.current(h)?;
+                Some(HookStatus {
+                    hook: h,
+                    generation: g.id,
+                    file: g.file.display().to_string(),
+                    sha256: g.hash.clone(),
+                    loaded_unix_s: g.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                    calls: g.stats.calls.load(Ordering::Relaxed),
+                    errors: g.stats.errors.load(Ordering::Relaxed),
+                    timeouts: g.stats.timeouts.load(Ordering::Relaxed),
+                    fail: g.fail,
+                    serving: self.callers_of(h).map(|c| self.serving(h, c)).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Loads every hook the config names. The first failure is returned and nothing
+    /// of the failing hook is published.
+    pub fn load_configured(&self) -> Result<(), PolicyError> {
+        for h in Hook::ALL {
+            if let Some(hc) = &self.cfg.hooks[h.index()] {
+                self.swap(h, &hc.component, hc.config.as_deref(), Some(hc.fail))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.cfg
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.ticker.lock().ok().and_then(|mut t| t.take()) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The cache directory holds machine code: trust it only when it is ours and nobody else
+/// can write to it.
+fn cache_dir_trusted(file: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = file.parent() else { return false };
+    std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == effective_uid() && m.mode() & 0o022 == 0)
+}
+
+/// This process's effective uid: the owner of its /proc directory (proc(5)), which needs
+/// no system call of our own.
+fn effective_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+}
+
+fn write_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    // Only a directory nobody else can write to is trusted with machine code.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// SHA-256 of a component, as `policy list` shows it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|x| format!("{x:02x}")).collect()
+}

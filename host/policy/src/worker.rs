@@ -1,0 +1,238 @@
+//! A worker's view of the policies: its own store and instance per hook, switched to a new
+//! generation at batch boundaries, called once per new flow under a deadline.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::bindings::exports::natgw::policy::egress;
+use super::bindings::natgw::policy::types::{Flow, IpAddress, Protocol, Verdict};
+use super::{error_text, Generation, HookExports, HookInstance, Runtime};
+use crate::config::{FailMode, Hook};
+use natgw_core::counters::{Counter, Counters};
+use natgw_core::nat::policy::{EgressDecision, FlowPolicy, NewFlow, PoolDecision, DEFAULT_POOL};
+use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
+/// After a failed instantiation (or a trap, which leaves an instance unusable), wait this
+/// long before instantiating again; the fail mode applies meanwhile.
+const REINSTANTIATE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The generation a caller serves for one hook, and its instance.
+pub struct HookSlot {
+    hook: Hook,
+    generation: Option<Arc<Generation>>,
+    instance: Option<HookInstance>,
+    retry_at: Instant,
+    last_log: Option<Instant>,
+    /// Calls not yet added to the generation's statistics.
+    calls: u64,
+}
+
+/// The outcome of one policy call.
+pub enum Called<R> {
+    /// No policy is installed for the hook.
+    NoPolicy,
+    Answer(R),
+    /// The policy failed; apply this fail mode.
+    Failed(FailMode),
+}
+
+impl HookSlot {
+    pub fn new(hook: Hook) -> Self {
+        HookSlot { hook, generation: None, instance: None, retry_at: Instant::now(), last_log: None, calls: 0 }
+    }
+
+    pub fn generation_id(&self) -> u64 {
+        self.generation.as_ref().map_or(0, |g| g.id)
+    }
+
+    /// Takes over the current generation if it changed.
+    pub fn refresh(&mut self, rt: &Runtime, caller: usize, counters: &Counters) {
+        self.publish_calls();
+        let id = rt.current_id(self.hook);
+        if id == self.generation_id() {
+            return;
+        }
+        self.instance = None;
+        self.generation = rt.current(self.hook);
+        if let Some(g) = &self.generation {
+            match g.instance_for(rt, caller) {
+                Ok(i) => self.instance = Some(i),
+                Err(e) => self.failed(counters, &format!("cannot instantiate: {e}")),
+            }
+        }
+        rt.set_serving(self.hook, caller, self.generation_id());
+    }
+
+    fn failed(&mut self, counters: &Counters, why: &str) {
+        counters.inc(Counter::PolicyErrors);
+        self.retry_at = Instant::now() + REINSTANTIATE_BACKOFF;
+        if let Some(g) = &self.generation {
+            g.stats.errors.fetch_add(1, Ordering::Relaxed);
+            // One line a second per slot: a policy failing on every flow must not flood.
+            if self.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                self.last_log = Some(Instant::now());
+                eprintln!(
+                    "natgw: policy {}#{} ({}): {why}; fail mode {} applies",
+                    self.hook,
+                    g.id,
+                    g.file.display(),
+                    g.fail
+                );
+            }
+        }
+    }
+
+    /// Calls the policy with the hook's deadline. A failure (trap, deadline, memory cap,
+    /// or `f` judging the answer invalid) drops the instance and reports the fail mode.
+    pub fn call<R>(
+        &mut self,
+        rt: &Runtime,
+        counters: &Counters,
+        f: impl FnOnce(&mut HookInstance) -> Result<R, String>,
+    ) -> Called<R> {
+        let Some(g) = self.generation.as_deref() else { return Called::NoPolicy };
+        let fail = g.fail;
+        // Counted locally, published at the batch boundary: no shared cache line per call.
+        self.calls += 1;
+        if self.instance.is_none() {
+            if Instant::now() < self.retry_at {
+                counters.inc(Counter::PolicyErrors);
+                g.stats.errors.fetch_add(1, Ordering::Relaxed);
+                return Called::Failed(fail);
+            }
+            match rt.instantiate(g) {
+                Ok(i) => self.instance = Some(i),
+                Err(e) => {
+                    self.failed(counters, &format!("cannot instantiate: {e}"));
+                    return Called::Failed(fail);
+                }
+            }
+        }
+        let inst = self.instance.as_mut().expect("instantiated above");
+        inst.store.set_epoch_deadline(rt.deadline_ticks(self.hook));
+        match f(inst) {
+            Ok(r) => Called::Answer(r),
+            Err(why) => {
+                if why.contains("interrupt") {
+                    g.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                // After a trap the instance may not be entered again.
+                self.instance = None;
+                self.failed(counters, &why);
+                Called::Failed(fail)
+            }
+        }
+    }
+
+    /// Adds the calls made since the last time to the generation's statistics.
+    pub fn publish_calls(&mut self) {
+        if let Some(g) = &self.generation {
+            g.stats.calls.fetch_add(std::mem::take(&mut self.calls), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Converts the translator's view of a new flow into the WIT record.
+pub fn wit_flow(f: &NewFlow) -> Flow {
+    Flow {
+        protocol: match f.proto {
+            PROTO_TCP => Protocol::Tcp,
+            PROTO_UDP => Protocol::Udp,
+            PROTO_ICMP => Protocol::Icmp,
+            // The translator only creates TCP, UDP and ICMP flows.
+            _ => Protocol::Udp,
+        },
+        src: IpAddress::V4(u32::from(f.src)),
+        src_port: f.src_port,
+        dst: IpAddress::V4(u32::from(f.dst)),
+        dst_port: f.dst_port,
+        ingress: f.ingress,
+    }
+}
+
+/// One worker's policies: the slow path's `FlowPolicy`, backed by Wasm instances.
+pub struct WorkerPolicy {
+    rt: Arc<Runtime>,
+    caller: usize,
+    counters: Arc<Counters>,
+    egress: HookSlot,
+    port_pool: HookSlot,
+}
+
+impl WorkerPolicy {
+    pub fn new(rt: Arc<Runtime>, worker: usize, counters: Arc<Counters>) -> Self {
+        let mut w = WorkerPolicy {
+            rt,
+            caller: worker,
+            counters,
+            egress: HookSlot::new(Hook::Egress),
+            port_pool: HookSlot::new(Hook::PortPool),
+        };
+        w.batch_boundary();
+        w
+    }
+
+    fn check(guest: &egress::Guest, inst: &mut HookInstance, flow: Flow) -> Result<Verdict, String> {
+        guest.call_check(&mut inst.store, flow).map_err(|e| error_text(&e))
+    }
+}
+
+impl FlowPolicy for WorkerPolicy {
+    fn egress_generation(&self) -> u64 {
+        self.egress.generation_id()
+    }
+
+    fn egress(&mut self, flow: &NewFlow) -> EgressDecision {
+        let wf = wit_flow(flow);
+        let r = self.egress.call(&self.rt, &self.counters, |inst| match &inst.exports {
+            HookExports::Egress(g) => {
+                let g = g.clone();
+                Self::check(&g, inst, wf)
+            }
+            _ => Err("instance does not export egress".into()),
+        });
+        match r {
+            Called::NoPolicy => EgressDecision::Allow,
+            Called::Answer(Verdict::Allow) => EgressDecision::Allow,
+            Called::Answer(Verdict::Deny) => EgressDecision::Deny,
+            Called::Answer(Verdict::Reject) => EgressDecision::Reject,
+            Called::Failed(FailMode::Open) => EgressDecision::Allow,
+            Called::Failed(FailMode::Closed) => EgressDecision::Deny,
+        }
+    }
+
+    fn port_pool(&mut self, flow: &NewFlow) -> PoolDecision {
+        let wf = wit_flow(flow);
+        let names = self.rt.pool_names();
+        let r = self.port_pool.call(&self.rt, &self.counters, |inst| match &inst.exports {
+            HookExports::PortPool(g) => {
+                let g = g.clone();
+                let sel = g.call_select(&mut inst.store, wf).map_err(|e| error_text(&e))?;
+                match sel {
+                    None => Ok(DEFAULT_POOL),
+                    Some(s) => match names.iter().position(|n| *n == s.pool) {
+                        Some(i) => Ok(PoolDecision::Pool { pool: i as u16, budget: s.port_budget }),
+                        None => Err(format!(
+                            "select returned pool {:?}, which the gateway config does not define (pools: {})",
+                            s.pool.chars().take(64).collect::<String>(),
+                            names.join(", ")
+                        )),
+                    },
+                }
+            }
+            _ => Err("instance does not export port-pool".into()),
+        });
+        match r {
+            Called::NoPolicy => DEFAULT_POOL,
+            Called::Answer(d) => d,
+            Called::Failed(FailMode::Open) => DEFAULT_POOL,
+            Called::Failed(FailMode::Closed) => PoolDecision::Refuse,
+        }
+    }
+
+    fn batch_boundary(&mut self) {
+        self.egress.refresh(&self.rt, self.caller, &self.counters);
+        self.port_pool.refresh(&self.rt, self.caller, &self.counters);
+    }
+}

@@ -1,0 +1,335 @@
+//! The Wasm policy runtime with real components: the built-in policies and the
+//! deliberately broken fixture, built from policies/ by scripts/build-policy.sh (which
+//! scripts/setup.sh runs before the tests).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use natgw_core::counters::{Counter, Counters};
+use natgw_core::nat::policy::{EgressDecision, FlowPolicy, NewFlow, PoolDecision, DEFAULT_POOL};
+use natgw_core::nat::{EndReason, FlowDirection, FlowEnd};
+use natgw_policy::config::{FailMode, Hook, PolicyConfig};
+use natgw_policy::flowlog::{export_batch, WallClock};
+use natgw_policy::worker::{HookSlot, WorkerPolicy};
+use natgw_policy::{PolicyError, Runtime};
+use natgw_telemetry::record::Value;
+use natgw_wire::{PROTO_TCP, PROTO_UDP};
+
+fn component(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/policies").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run scripts/build-policy.sh (scripts/setup.sh does)", p.display());
+    p
+}
+
+fn write(dir: &tempdir::Dir, name: &str, text: &str) -> PathBuf {
+    let p = dir.0.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("natgw-policy-test-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn runtime(workers: usize) -> Arc<Runtime> {
+    // 20 ms, not the gateway's 1 ms: these run in a debug build on a loaded 2-core machine,
+    // where a preempted healthy call can pass 1 ms; the loop fixture still hits it.
+    let cfg = PolicyConfig { call_timeout_us: 20_000, memory_limit_mb: 16, cache_dir: None, hooks: [None, None, None] };
+    Runtime::new(cfg, workers, vec!["default".into(), "pool-a".into(), "pool-b".into()]).unwrap()
+}
+
+fn flow(proto: u8, src: [u8; 4], dst: [u8; 4], dst_port: u16) -> NewFlow {
+    NewFlow { proto, src: Ipv4Addr::from(src), src_port: 40000, dst: Ipv4Addr::from(dst), dst_port, ingress: 0 }
+}
+
+const ALLOWLIST: &str = r#"
+default = "reject"
+[[rule]]
+action = "allow"
+dst = "203.0.113.80/32"
+protocol = "tcp"
+ports = "80"
+[[rule]]
+action = "deny"
+dst = "203.0.113.0/24"
+protocol = "udp"
+ports = "5000-6000"
+"#;
+
+#[test]
+fn egress_allowlist_decides_in_rule_order() {
+    let dir = tempdir::Dir::new("allow");
+    let rt = runtime(1);
+    rt.swap(Hook::Egress, &component("egress_allowlist"), Some(&write(&dir, "a.toml", ALLOWLIST)), None).unwrap();
+    let counters = Arc::new(Counters::default());
+    let mut wp = WorkerPolicy::new(rt.clone(), 0, counters.clone());
+    assert_eq!(wp.egress(&flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], 80)), EgressDecision::Allow);
+    assert_eq!(wp.egress(&flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], 81)), EgressDecision::Reject);
+    assert_eq!(wp.egress(&flow(PROTO_UDP, [10, 10, 1, 10], [203, 0, 113, 9], 5353)), EgressDecision::Deny);
+    assert_eq!(wp.egress(&flow(PROTO_UDP, [10, 10, 1, 10], [203, 0, 113, 9], 53)), EgressDecision::Reject);
+    wp.batch_boundary();
+    let g = rt.current(Hook::Egress).unwrap();
+    assert_eq!(g.stats.calls.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(counters.get(Counter::PolicyErrors), 0);
+}
+
+#[test]
+fn bad_policies_are_refused_with_the_file_and_the_reason() {
+    let dir = tempdir::Dir::new("bad");
+    let rt = runtime(1);
+    let good = component("egress_allowlist");
+    rt.swap(Hook::Egress, &good, Some(&write(&dir, "a.toml", ALLOWLIST)), None).unwrap();
+    let serving = rt.current(Hook::Egress).unwrap().id;
+
+    let text = write(&dir, "not.wasm", "this is not webassembly\n");
+    let e = rt.swap(Hook::Egress, &text, None, None).unwrap_err();
+    assert!(matches!(e, PolicyError::NotAComponent { .. }), "{e}");
+    assert!(e.to_string().contains("not.wasm") && e.to_string().contains("magic"), "{e}");
+
+    let core = dir.0.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let e = rt.swap(Hook::Egress, &core, None, None).unwrap_err();
+    assert!(e.to_string().contains("core WebAssembly module"), "{e}");
+
+    let e = rt.swap(Hook::Egress, &component("flow_log_filter"), None, None).unwrap_err();
+    assert!(matches!(e, PolicyError::WrongWorld { .. }), "{e}");
+    assert!(e.to_string().contains("natgw:policy/egress@0.1.0"), "{e}");
+    assert!(
+        e.to_string().contains("found `natgw:policy/lifecycle@0.1.0`, `natgw:policy/flow-log@0.1.0`"),
+        "names what the component does export: {e}"
+    );
+
+    // The same egress policy, built against a contract version this gateway does not have.
+    let e = rt.swap(Hook::Egress, &component("egress_wit_0_2_0"), None, None).unwrap_err();
+    assert!(matches!(e, PolicyError::WrongWorld { .. }), "{e}");
+    assert!(
+        e.to_string().contains("natgw:policy/egress@0.1.0") && e.to_string().contains("natgw:policy/egress@0.2.0"),
+        "names the version expected and the one found: {e}"
+    );
+
+    let bad_cfg = write(&dir, "bad.toml", "default = \"maybe\"\n");
+    let e = rt.swap(Hook::Egress, &good, Some(&bad_cfg), None).unwrap_err();
+    assert!(matches!(e, PolicyError::InitRejected { .. }), "{e}");
+    assert!(e.to_string().contains("default = \"maybe\""), "{e}");
+
+    let e = rt.swap(Hook::Egress, &dir.0.join("missing.wasm"), None, None).unwrap_err();
+    assert!(matches!(e, PolicyError::Read { .. }), "{e}");
+
+    assert_eq!(rt.current(Hook::Egress).unwrap().id, serving, "the previous policy keeps serving");
+}
+
+#[test]
+fn a_runtime_that_fails_at_start_is_the_policys_fault_with_its_message() {
+    // The Go example built with a panicking init (examples/policies/go/fixture_panic.go): Go's
+    // runtime prints the panic and traps inside _initialize, before any export is called.
+    let rt = runtime(1);
+    let good = component("egress_allowlist");
+    rt.swap(Hook::Egress, &good, None, None).unwrap();
+    let serving = rt.current(Hook::Egress).unwrap().id;
+    let e = rt.swap(Hook::Egress, &component("go_panics_at_start"), None, None).unwrap_err();
+    assert!(matches!(e, PolicyError::Instantiate { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("go_panics_at_start.wasm") && text.contains("the policy's fault"), "{text}");
+    assert!(
+        text.contains("panic: egress-allowlist fixture: this runtime fails at start"),
+        "quotes the runtime: {text}"
+    );
+    assert_eq!(rt.current(Hook::Egress).unwrap().id, serving, "the previous policy keeps serving");
+}
+
+#[test]
+fn traps_loops_and_memory_bombs_are_contained() {
+    let rt = runtime(1);
+    rt.swap(Hook::Egress, &component("misbehaving_egress"), None, Some(FailMode::Closed)).unwrap();
+    let counters = Arc::new(Counters::default());
+    let mut wp = WorkerPolicy::new(rt.clone(), 0, counters.clone());
+    let ok = flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], 80);
+    assert_eq!(wp.egress(&ok), EgressDecision::Allow);
+    for (port, what) in [(666, "trap"), (667, "infinite loop"), (668, "memory bomb")] {
+        let t = Instant::now();
+        let d = wp.egress(&flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], port));
+        let took = t.elapsed();
+        assert_eq!(d, EgressDecision::Deny, "{what}: fail closed denies");
+        assert!(took < Duration::from_millis(500), "{what}: stopped after {took:?}");
+        // Meanwhile the fail mode applies; after the back-off a fresh instance serves.
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(wp.egress(&ok), EgressDecision::Allow, "{what}: a fresh instance serves again");
+    }
+    let g = rt.current(Hook::Egress).unwrap();
+    assert_eq!(g.stats.errors.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert!(g.stats.timeouts.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the loop hit the deadline");
+    assert_eq!(counters.get(Counter::PolicyErrors), 3);
+
+    // Fail open lets the flow through instead.
+    rt.swap(Hook::Egress, &component("misbehaving_egress"), None, Some(FailMode::Open)).unwrap();
+    wp.batch_boundary();
+    assert_eq!(wp.egress(&flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], 666)), EgressDecision::Allow);
+}
+
+#[test]
+fn a_swap_takes_effect_at_the_next_batch_boundary() {
+    let dir = tempdir::Dir::new("swap");
+    let rt = runtime(2);
+    let allow80 = write(&dir, "a.toml", "default = \"deny\"\n[[rule]]\naction = \"allow\"\nports = \"80\"\n");
+    let allow443 = write(&dir, "b.toml", "default = \"deny\"\n[[rule]]\naction = \"allow\"\nports = \"443\"\n");
+    let c = component("egress_allowlist");
+    let g1 = rt.swap(Hook::Egress, &c, Some(&allow80), None).unwrap();
+    let counters = Arc::new(Counters::default());
+    let mut w0 = WorkerPolicy::new(rt.clone(), 0, counters.clone());
+    let mut w1 = WorkerPolicy::new(rt.clone(), 1, counters.clone());
+    let f80 = flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], 80);
+    let f443 = flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], 443);
+    assert_eq!(rt.serving(Hook::Egress, 0), g1.id);
+    for _ in 0..20 {
+        let g2 = rt.swap(Hook::Egress, &c, Some(&allow443), None).unwrap();
+        // Until its batch boundary a worker finishes with the generation it had.
+        assert_eq!(w0.egress(&f80), EgressDecision::Allow);
+        w0.batch_boundary();
+        w1.batch_boundary();
+        assert_eq!(rt.serving(Hook::Egress, 0), g2.id);
+        assert_eq!(rt.serving(Hook::Egress, 1), g2.id);
+        assert_eq!(w0.egress(&f80), EgressDecision::Deny);
+        assert_eq!(w1.egress(&f443), EgressDecision::Allow);
+        rt.swap(Hook::Egress, &c, Some(&allow80), None).unwrap();
+        w0.batch_boundary();
+        w1.batch_boundary();
+        assert_eq!(w1.egress(&f80), EgressDecision::Allow);
+        assert_eq!(w0.egress(&f443), EgressDecision::Deny);
+    }
+    assert_eq!(counters.get(Counter::PolicyErrors), 0);
+    // The first generation is gone once nobody holds it.
+    assert_eq!(Arc::strong_count(&g1), 1);
+}
+
+#[test]
+fn port_pool_names_a_configured_pool() {
+    let dir = tempdir::Dir::new("pools");
+    let rt = runtime(1);
+    let cfg = write(
+        &dir,
+        "p.toml",
+        "[[subnet]]\ncidr = \"10.10.1.0/24\"\npool = \"pool-a\"\n[[subnet]]\ncidr = \"10.10.2.0/24\"\npool = \"pool-b\"\nport_budget = 100\n[[subnet]]\ncidr = \"10.10.3.0/24\"\npool = \"nope\"\n",
+    );
+    rt.swap(Hook::PortPool, &component("subnet_port_pools"), Some(&cfg), None).unwrap();
+    let counters = Arc::new(Counters::default());
+    let mut wp = WorkerPolicy::new(rt.clone(), 0, counters.clone());
+    assert_eq!(
+        wp.port_pool(&flow(PROTO_TCP, [10, 10, 1, 5], [203, 0, 113, 80], 80)),
+        PoolDecision::Pool { pool: 1, budget: None }
+    );
+    assert_eq!(
+        wp.port_pool(&flow(PROTO_TCP, [10, 10, 2, 5], [203, 0, 113, 80], 80)),
+        PoolDecision::Pool { pool: 2, budget: Some(100) }
+    );
+    assert_eq!(wp.port_pool(&flow(PROTO_TCP, [10, 10, 9, 5], [203, 0, 113, 80], 80)), DEFAULT_POOL);
+    // An unknown pool name is an invalid answer: counted, and port-pool fails open.
+    assert_eq!(wp.port_pool(&flow(PROTO_TCP, [10, 10, 3, 5], [203, 0, 113, 80], 80)), DEFAULT_POOL);
+    assert_eq!(counters.get(Counter::PolicyErrors), 1);
+}
+
+#[test]
+fn flow_log_filter_samples_redacts_and_annotates() {
+    let dir = tempdir::Dir::new("log");
+    let rt = runtime(1);
+    let cfg = write(
+        &dir,
+        "f.toml",
+        "sample_one_in = 2\nredact_inside_prefix = 24\ndrop_fields = [\"srcport\"]\n[attributes]\nsite = \"lab\"\n",
+    );
+    rt.swap(Hook::FlowLog, &component("flow_log_filter"), Some(&cfg), None).unwrap();
+    let counters = Counters::default();
+    let mut slot = HookSlot::new(Hook::FlowLog);
+    slot.refresh(&rt, rt.flow_log_caller(), &counters);
+    let end = |i: u8| FlowEnd {
+        proto: PROTO_TCP,
+        src: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(10, 10, 1, 10 + i), port: 40000 },
+        dst: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(203, 0, 113, 80), port: 80 },
+        ingress: 0,
+        nat_src: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(198, 51, 100, 10), port: 40000 + u16::from(i) },
+        pool: 0,
+        packets: [10, 8],
+        bytes: [1000, 8000],
+        tcp_flags: 0x1b,
+        start_ms: 1000,
+        end_ms: 5000,
+        created_ms: 1000,
+        reason: if i == 9 { EndReason::Refused } else { EndReason::Closed },
+        direction: FlowDirection::Egress,
+        verdict: if i == 9 { EgressDecision::Reject } else { EgressDecision::Allow },
+        policy_generation: 4,
+    };
+    let clock = WallClock { epoch_ns: 1_700_000_000_000_000_000 };
+    let ends: Vec<FlowEnd> = (0..10).map(end).collect();
+    let out = export_batch(&mut slot, &rt, &counters, &ends, clock, &["in1".into()]);
+    assert_eq!(out.len(), 5, "one in two");
+    let j = out[0].to_json();
+    assert_eq!(j["source.address"], "10.10.1.0", "redacted to /24: {j}");
+    assert!(j.get("source.port").is_none(), "dropped field: {j}");
+    assert_eq!(j["destination.port"], 80);
+    assert_eq!(j["natgw.nat.source.address"], "198.51.100.10");
+    assert_eq!(j["natgw.flow.bytes"], 9000);
+    assert_eq!(j["natgw.flow.start"], 1_700_000_001_000_000_000u64);
+    assert_eq!(j["site"], "lab");
+    assert_eq!(j["network.interface.name"], "in1");
+    // The gateway's own fields are joined back to the records the policy kept, by identity.
+    assert_eq!((j["natgw.flow.action"].as_str(), j["natgw.policy.generation"].as_i64()), (Some("ACCEPT"), Some(4)));
+    let last = out.last().unwrap();
+    // Refused flows carry no translated address; the rest their own port.
+    let port = |r: &natgw_telemetry::record::ExportRecord| match r.get("natgw.nat.source.port") {
+        Some(Value::Int(p)) => *p,
+        None => 40009,
+        other => panic!("{other:?}"),
+    };
+    if port(last) == 40009 {
+        assert_eq!(last.get("natgw.flow.action"), Some(&Value::Str("REJECT".into())));
+        assert_eq!(last.get("natgw.flow.end_reason"), Some(&Value::Str("refused".into())));
+        assert_eq!(last.get("natgw.policy.verdict"), Some(&Value::Str("reject".into())));
+    }
+    for r in &out {
+        let want = if port(r) == 40009 { Some(false) } else { Some(true) };
+        assert_eq!(r.accepted, want, "{r:?}");
+    }
+    assert_eq!(counters.get(Counter::PolicyErrors), 0);
+}
+
+/// The shared vectors against the Rust built-in pass, and a wrong expectation is reported
+/// as a mismatch with the flow, the expected and the actual verdict (so the suite can fail).
+#[test]
+fn test_vectors_pass_on_the_rust_policy_and_report_mismatches() {
+    use natgw_policy::vectors::{mismatch_table, parse_vectors, run_vectors};
+    let rt = runtime(1);
+    let good = component("egress_allowlist");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/egress.toml");
+    let suites = parse_vectors("egress.toml", &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let out = run_vectors(&rt, &good, &suites).unwrap();
+    assert!(out.mismatches.is_empty(), "{}", mismatch_table(&out.mismatches));
+    assert!(out.checks >= 50 && out.suites == suites.len(), "{} checks", out.checks);
+
+    let wrong = "[[suite]]\nname = \"wrong on purpose\"\nconfig = 'default = \"allow\"'\n\
+                 [[suite.case]]\nflow = \"tcp 10.0.0.1:1 -> [2001:db8::1]:443\"\nexpect = \"deny\"\n\
+                 [[suite]]\nname = \"refuses\"\nconfig = 'default = \"allow\"'\nexpect_init_error = \"x\"\n";
+    let out = run_vectors(&rt, &good, &parse_vectors("w.toml", wrong).unwrap()).unwrap();
+    let table = mismatch_table(&out.mismatches);
+    assert_eq!(out.mismatches.len(), 2, "{table}");
+    assert!(table.contains("tcp 10.0.0.1:1 -> [2001:db8::1]:443  deny"), "{table}");
+    assert!(table.lines().nth(1).unwrap().ends_with("allow"), "{table}");
+    assert!(table.contains("init") && table.contains("error containing \"x\""), "{table}");
+
+    // A component for another hook is refused before any suite runs, naming the interfaces.
+    let Err(e) = run_vectors(&rt, &component("flow_log_filter"), &suites) else { panic!("a flow-log policy passed") };
+    assert!(e.to_string().contains("expected exports") && e.to_string().contains("found"), "{e}");
+}
