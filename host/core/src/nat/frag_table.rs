@@ -158,11 +158,4 @@ impl FragTable {
         self.held_total -= dropped;
         dropped
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }

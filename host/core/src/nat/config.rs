@@ -1,0 +1,48 @@
+//! What the translator knows about the gateway: its inside links, external addresses,
+//! pools, filtering, timeouts and limits, one copy per worker.
+
+use std::net::Ipv4Addr;
+
+use super::*;
+
+/// Endpoint filtering for inbound packets (RFC 4787 section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filtering {
+    /// Only replies from the exact remote address and port a flow was sent to (default).
+    AddressAndPortDependent,
+    /// Anyone may reach an existing mapping.
+    EndpointIndependent,
+}
+
+/// One inside interface: its gateway addresses (with their subnets) and MTU.
+#[derive(Debug, Clone)]
+pub struct InsideLink {
+    pub name: String,
+    pub addresses: Vec<Ipv4Net>,
+    pub mtu: u16,
+}
+
+/// Everything the translator needs to know about the gateway, per worker.
+#[derive(Debug, Clone)]
+pub struct NatConfig {
+    pub inside: Vec<InsideLink>,
+    pub external_addrs: Vec<Ipv4Addr>,
+    /// Pools of external addresses and ports; pool 0 is the default. Every address is one
+    /// of `external_addrs`.
+    pub pools: Vec<PoolSpec>,
+    /// Live mappings per inside source and pool, shared by every worker's translator
+    /// (per-source port budgets hold for the whole gateway).
+    pub source_ports: Arc<pool::SourcePorts>,
+    pub outside_net: Ipv4Net,
+    pub outside_gateway: Ipv4Addr,
+    pub outside_mtu: u16,
+    pub filtering: Filtering,
+    pub timeouts: Timeouts,
+    /// Flow table limit for this worker.
+    pub max_flows: usize,
+    pub worker: usize,
+    pub workers: usize,
+    /// ICMP errors natgw may generate per second (per worker).
+    pub icmp_error_rate: u32,
+}

@@ -1,0 +1,220 @@
+//! Flow records (`FlowEnd`): produced on the slow path only, when a flow ends, when a
+//! closed TCP connection has been quiet for a second, every `active_interval_s` for a long
+//! flow, and when the egress policy refuses one. Records due while the flow lives come
+//! from two queues of (due time, flow); nothing scans the table.
+
+use std::net::Ipv4Addr;
+
+use super::*;
+
+/// At most this many finished flows wait in a translator between worker batches.
+pub const MAX_PENDING_FLOW_ENDS: usize = 4096;
+
+/// Why the flow log has a record (its `end-reason`): the flow ended, is still running
+/// (an interim record, every `flow_log.active_interval_s`), or was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    Closed,
+    Reset,
+    IdleTimeout,
+    Revalidated,
+    Shutdown,
+    /// Still running: an interim record.
+    Active,
+    /// The egress policy denied or rejected it; it never got a mapping.
+    Refused,
+}
+
+/// Who opened the flow, as VPC Flow Logs' `flow-direction` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowDirection {
+    /// From an inside host (the usual NAT flow).
+    Egress,
+    /// From outside, to a mapping (endpoint-independent filtering only).
+    Ingress,
+}
+
+/// A flow-log record as the translator produces it: the inside host's view before
+/// translation, the external endpoint it left from, and its counters over the record's
+/// window (`start_ms`..`end_ms`: since the flow's previous record, or its creation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowEnd {
+    pub proto: u8,
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub ingress: u8,
+    /// 0.0.0.0:0 for a refused flow.
+    pub nat_src: Endpoint,
+    pub pool: PoolId,
+    /// Inside to outside, then outside to inside.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub tcp_flags: u8,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// When the flow was created (equal to `start_ms` in its first record).
+    pub created_ms: u64,
+    pub reason: EndReason,
+    pub direction: FlowDirection,
+    /// The egress verdict that admitted (Allow) or refused the flow.
+    pub verdict: EgressDecision,
+    /// The egress policy generation that gave the verdict (0: no policy installed).
+    pub policy_generation: u64,
+}
+
+impl FlowEnd {
+    pub(super) fn of(flow: &Flow, pool: PoolId, end_ms: u64, reason: EndReason) -> Self {
+        // The direction whose packets come from the inside host.
+        let d = if flow.keys[ORIGINAL].side == Side::Inside { ORIGINAL } else { REPLY };
+        let k = flow.keys[d];
+        let r = &flow.reported;
+        FlowEnd {
+            proto: k.proto,
+            src: Endpoint { addr: k.src, port: k.src_port },
+            dst: Endpoint { addr: k.dst, port: if k.proto == PROTO_ICMP { 0 } else { k.dst_port } },
+            ingress: match flow.egress[1 - d] {
+                Egress::Inside(i) => i,
+                Egress::Outside => 0,
+            },
+            nat_src: flow.rewrite[d].src,
+            pool,
+            packets: [flow.packets[d] - r.packets[d], flow.packets[1 - d] - r.packets[1 - d]],
+            bytes: [flow.bytes[d] - r.bytes[d], flow.bytes[1 - d] - r.bytes[1 - d]],
+            tcp_flags: flow.tcp_flags[0] | flow.tcp_flags[1],
+            start_ms: if r.at_ms == 0 { flow.created_ms } else { r.at_ms },
+            end_ms,
+            created_ms: flow.created_ms,
+            reason,
+            direction: if d == ORIGINAL { FlowDirection::Egress } else { FlowDirection::Ingress },
+            verdict: EgressDecision::Allow,
+            policy_generation: flow.policy_generation,
+        }
+    }
+
+    /// A flow the egress policy refused, from its first packet.
+    pub(super) fn refused(nf: &NewFlow, verdict: EgressDecision, generation: u64, bytes: u64, now_ms: u64) -> Self {
+        FlowEnd {
+            proto: nf.proto,
+            src: Endpoint { addr: nf.src, port: nf.src_port },
+            dst: Endpoint { addr: nf.dst, port: nf.dst_port },
+            ingress: nf.ingress as u8,
+            nat_src: Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 },
+            pool: 0,
+            packets: [1, 0],
+            bytes: [bytes, 0],
+            tcp_flags: 0,
+            start_ms: now_ms,
+            end_ms: now_ms,
+            created_ms: now_ms,
+            reason: EndReason::Refused,
+            direction: FlowDirection::Egress,
+            verdict,
+            policy_generation: generation,
+        }
+    }
+
+    /// ACCEPT or REJECT, as VPC Flow Logs' `action`.
+    pub fn accepted(&self) -> bool {
+        self.reason != EndReason::Refused
+    }
+}
+
+impl Translator {
+    /// Keep a `FlowEnd` for every flow that ends, for `take_flow_ends`; with `refused`,
+    /// one for every flow the egress policy refuses too; with `active_interval_s` > 0, an
+    /// interim one for every flow that has run that long since its last record.
+    pub fn record_flow_ends(&mut self, on: bool, refused: bool, active_interval_s: u64) {
+        self.record_flow_ends = on;
+        self.record_refused = on && refused;
+        self.active_interval_ms = if on { active_interval_s * 1000 } else { 0 };
+    }
+
+    pub(super) fn push_record(&mut self, e: FlowEnd) {
+        if self.ended.len() < MAX_PENDING_FLOW_ENDS {
+            self.ended.push(e);
+        } else {
+            self.counters.inc(Counter::FlowLogQueueOverflow);
+        }
+    }
+
+    /// Records that are due without the flow expiring: the final record of a TCP
+    /// connection that closed (FIN both ways, or RST) and has been quiet for a second
+    /// (its entry lingers in TIME-WAIT for minutes), and interim records for flows that
+    /// have run `active_interval_ms` since their last one. Work is per event (a close, an
+    /// interval passing), never a scan of the table.
+    pub(super) fn due_records(&mut self, now_ms: u64) {
+        if !self.record_flow_ends {
+            self.close_checks.clear();
+            self.interim_checks.clear();
+            return;
+        }
+        while let Some(&(due, id, created)) = self.close_checks.front() {
+            if due > now_ms {
+                break;
+            }
+            self.close_checks.pop_front();
+            let Some(flow) = self.flows.get_mut(id).filter(|f| f.created_ms == created) else { continue };
+            let reason = match flow.state {
+                FlowState::Tcp(TcpState::TimeWait) => EndReason::Closed,
+                FlowState::Tcp(TcpState::Closed) if !flow.revoked => EndReason::Reset,
+                _ => continue,
+            };
+            if flow.reported.closed {
+                continue;
+            }
+            if now_ms < flow.last_seen_ms + 1000 {
+                self.close_checks.push_back((flow.last_seen_ms + 1000, id, created));
+                continue;
+            }
+            let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
+            let record = FlowEnd::of(flow, pool, now_ms, reason);
+            flow.reported = Reported { packets: flow.packets, bytes: flow.bytes, at_ms: now_ms, closed: true };
+            self.push_record(record);
+        }
+        let interval = self.active_interval_ms;
+        while let Some(&(due, id, created)) = self.interim_checks.front() {
+            if due > now_ms {
+                break;
+            }
+            self.interim_checks.pop_front();
+            let Some(flow) = self.flows.get_mut(id).filter(|f| f.created_ms == created) else { continue };
+            if interval == 0 || flow.reported.closed {
+                continue;
+            }
+            let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
+            let record = FlowEnd::of(flow, pool, now_ms, EndReason::Active);
+            flow.reported = Reported { packets: flow.packets, bytes: flow.bytes, at_ms: now_ms, closed: false };
+            self.push_record(record);
+            self.interim_checks.push_back((now_ms + interval, id, created));
+        }
+    }
+
+    /// Flow-log records produced since the last call.
+    pub fn take_flow_ends(&mut self, into: &mut Vec<FlowEnd>) {
+        into.append(&mut self.ended);
+    }
+
+    pub(super) fn flow_ended(&mut self, flow: &Flow, end_ms: u64, reason: EndReason) {
+        // A closed connection's final record went out already; a later one only if
+        // packets (a retransmitted FIN, say) came after it.
+        let reported_all = flow.reported.closed && flow.reported.packets == flow.packets;
+        if self.record_flow_ends && !reported_all {
+            let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
+            self.push_record(FlowEnd::of(flow, pool, end_ms, reason));
+        }
+        if let Some(m) = flow.mapping {
+            self.mappings.release(m);
+        }
+    }
+
+    /// Ends every flow (the gateway is stopping), for the flow log.
+    pub fn shutdown(&mut self, now_ms: u64) {
+        let ids: Vec<FlowId> = self.flows.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            if let Some(flow) = self.flows.remove(id) {
+                self.flow_ended(&flow, now_ms, EndReason::Shutdown);
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Fragments without reassembly: the first fragment maps like any packet and records its
+//! flow under its IP ID (`frag_table::FragTable`); later ones follow that record, and ones that
+//! come before the first wait, bounded, until it arrives.
+
+use super::*;
+
+impl Translator {
+    /// Fragments: the first one maps like any packet and records the flow under its IP ID;
+    /// later ones follow that record. A fragment that comes before its first one waits
+    /// (bounded in number and time) and is released when the first one arrives.
+    pub(super) fn fragment(
+        &mut self,
+        frame: &mut [u8],
+        p: &Parsed,
+        meta: FrameMeta,
+        now_ms: u64,
+        out: &mut [u8],
+    ) -> Result<Verdict, WireError> {
+        let fkey = frag_key(meta.side, p, frame);
+        if p.first_fragment {
+            if !meta.handed_off && self.cfg.workers > 1 {
+                if let Some(w) = self.steer(p, frame, meta.side) {
+                    if w != self.cfg.worker {
+                        self.frags.record_owner(fkey, w, now_ms);
+                        self.counters.inc(Counter::HandoffFrames);
+                        return Ok(Verdict::HandOff { worker: w });
+                    }
+                }
+            }
+            let Some(key) = flow_key(meta.side, p) else {
+                self.frags.record_dead(fkey, now_ms);
+                return Ok(Verdict::Drop(Counter::DropUnsupportedProtocol));
+            };
+            let hit = match self.flows.lookup(&key) {
+                Some(hit) => Ok(hit),
+                None => self.new_flow(&key, p, meta, now_ms),
+            };
+            return match hit {
+                Ok((id, dir)) => self.forward_flow(frame, p, meta, id, dir, now_ms, out),
+                Err(c) => {
+                    self.frags.record_dead(fkey, now_ms);
+                    Ok(Verdict::Drop(c))
+                }
+            };
+        }
+        match self.frags.lookup(&fkey) {
+            frag_table::FragLookup::Owner(w) if w != self.cfg.worker && !meta.handed_off => {
+                self.counters.inc(Counter::HandoffFrames);
+                Ok(Verdict::HandOff { worker: w })
+            }
+            frag_table::FragLookup::Target(t) => {
+                let Some(flow) = self.flows.get(t.flow) else { return Ok(Verdict::Drop(Counter::DropFragment)) };
+                let (rw, egress) = (flow.rewrite[t.dir], flow.egress[t.dir]);
+                if p.ttl <= 1 {
+                    return Ok(Verdict::Drop(Counter::DropTtlExpired));
+                }
+                let fragment_to = self.fragment_to(p, meta, egress);
+                if fragment_to.is_some() && Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..])?.dont_fragment() {
+                    return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
+                }
+                rewrite_in_place(&mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + p.total], p, &rw, false);
+                if let Some(f) = self.flows.get_mut(t.flow) {
+                    f.packets[t.dir] += 1;
+                    f.bytes[t.dir] += p.total as u64;
+                }
+                self.count_out(egress, p.total as u64, 1);
+                Ok(forward(egress, self.next_hop(egress, rw.dst.addr), fragment_to))
+            }
+            frag_table::FragLookup::Dead => Ok(Verdict::Drop(Counter::DropFragment)),
+            frag_table::FragLookup::Owner(_) | frag_table::FragLookup::Unknown => {
+                let len = ETHERNET_HEADER_LEN + p.total;
+                if self.frags.hold(fkey, &frame[..len.min(frame.len())], meta, now_ms) {
+                    Ok(Verdict::Held)
+                } else {
+                    Ok(Verdict::Drop(Counter::DropFragment))
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn frag_key(side: Side, p: &Parsed, frame: &[u8]) -> FragKey {
+    let ident = wire::read_u16(&frame[ETHERNET_HEADER_LEN..], ipv4_field::IDENT);
+    FragKey { side, src: p.src, dst: p.dst, proto: p.proto, ident }
+}

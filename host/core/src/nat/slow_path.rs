@@ -1,0 +1,276 @@
+//! The slow path: a packet that matched no flow. Filtering, the policy questions (egress
+//! before anything is allocated, then the pool), mapping allocation, flow insert; and
+//! revalidation of existing flows against a new egress policy.
+
+use super::*;
+
+impl Translator {
+    /// Slow path: a packet that matched no flow.
+    pub(super) fn new_flow(
+        &mut self,
+        key: &FlowKey,
+        p: &Parsed,
+        meta: FrameMeta,
+        now_ms: u64,
+    ) -> Result<(FlowId, usize), Counter> {
+        match p.l4 {
+            L4Header::Tcp { flags, .. } if flags & (TCP_SYN | TCP_ACK) != TCP_SYN => {
+                return Err(match meta.side {
+                    Side::Outside => Counter::DropUnsolicitedInbound,
+                    Side::Inside => Counter::DropTcpNoFlow,
+                })
+            }
+            L4Header::Tcp { .. } | L4Header::Udp { .. } => {}
+            L4Header::IcmpQuery { icmp_type: ICMP_ECHO_REQUEST, .. } => {}
+            L4Header::IcmpQuery { .. } => {
+                return Err(match meta.side {
+                    Side::Outside => Counter::DropUnsolicitedInbound,
+                    Side::Inside => Counter::DropUnsupportedProtocol,
+                })
+            }
+            _ => return Err(Counter::DropUnsupportedProtocol),
+        }
+        if p.ttl <= 1 {
+            // Never create state for a packet that dies here; the caller answers it.
+            return Err(Counter::DropTtlExpired);
+        }
+        self.packet_len = p.total as u64;
+        self.packet_ms = now_ms;
+        match meta.side {
+            Side::Inside if self.mappings.is_external(key.dst) => self.new_hairpin_flow(key, meta, now_ms),
+            Side::Inside => self.new_outbound_flow(key, meta, now_ms),
+            Side::Outside => self.new_inbound_flow(key, now_ms),
+        }
+    }
+
+    pub(super) fn insert_flow(&mut self, flow: Flow) -> Result<FlowId, Counter> {
+        let mapping = flow.mapping;
+        let created = flow.created_ms;
+        match self.flows.insert(flow) {
+            Ok(id) => {
+                if self.active_interval_ms > 0 {
+                    self.interim_checks.push_back((created + self.active_interval_ms, id, created));
+                }
+                self.counters.inc(Counter::ConnectionAttemptCount);
+                self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
+                Ok(id)
+            }
+            Err(_) => {
+                if let Some(m) = mapping {
+                    self.mappings.release(m);
+                }
+                Err(Counter::DropTableFull)
+            }
+        }
+    }
+
+    pub(super) fn blank_flow(
+        &self,
+        keys: [FlowKey; 2],
+        rewrite: [Rewrite; 2],
+        egress: [Egress; 2],
+        now_ms: u64,
+    ) -> Flow {
+        let mut f = Flow {
+            keys,
+            rewrite,
+            egress,
+            state: FlowState::initial(keys[ORIGINAL].proto),
+            fin_seen: [false; 2],
+            tcp_flags: [0; 2],
+            packets: [0; 2],
+            bytes: [0; 2],
+            created_ms: now_ms,
+            last_seen_ms: now_ms,
+            expires_ms: now_ms,
+            mapping: None,
+            revoked: false,
+            policy_generation: self.policy.egress_generation(),
+            reported: Reported::default(),
+        };
+        f.refresh(now_ms, &self.cfg.timeouts);
+        f
+    }
+
+    /// The mapping for the packet's inside endpoint (creating it if needed), unless the
+    /// table is full or the pool is exhausted (counted as ErrorPortAllocation).
+    pub(super) fn acquire_mapping(
+        &mut self,
+        key: &FlowKey,
+        link: u8,
+    ) -> Result<(Endpoint, pool::MappingId, Endpoint), Counter> {
+        if self.flows.len() >= self.flows.max_flows() {
+            return Err(Counter::DropTableFull);
+        }
+        let (pool, budget) = self.ask_policy(key, link)?;
+        let inside = Endpoint { addr: key.src, port: key.src_port };
+        let Ok(mid) = self.mappings.acquire_in(pool, budget, key.proto, inside, link) else {
+            self.counters.inc(Counter::ErrorPortAllocation);
+            return Err(Counter::DropPortAllocation);
+        };
+        let ext = self.mappings.get(mid).map(|m| m.external).ok_or(Counter::DropPortAllocation)?;
+        Ok((inside, mid, ext))
+    }
+
+    /// The slow path's policy questions for a new flow from the inside: may it leave, and
+    /// from which pool. Runs before any port is allocated.
+    pub(super) fn ask_policy(&mut self, key: &FlowKey, link: u8) -> Result<(PoolId, Option<u32>), Counter> {
+        let nf = new_flow_of(key, link);
+        let verdict = self.policy.egress(&nf);
+        if verdict != EgressDecision::Allow && self.record_refused {
+            let generation = self.policy.egress_generation();
+            self.push_record(FlowEnd::refused(&nf, verdict, generation, self.packet_len, self.packet_ms));
+        }
+        match verdict {
+            EgressDecision::Allow => {}
+            EgressDecision::Deny => return Err(Counter::DropPolicyDenied),
+            EgressDecision::Reject => return Err(Counter::DropPolicyRejected),
+        }
+        match self.policy.port_pool(&nf) {
+            PoolDecision::Pool { pool, budget } if usize::from(pool) < self.mappings.pool_count() => Ok((pool, budget)),
+            PoolDecision::Pool { .. } | PoolDecision::Refuse => Err(Counter::DropPolicyError),
+        }
+    }
+
+    pub(super) fn new_outbound_flow(
+        &mut self,
+        key: &FlowKey,
+        meta: FrameMeta,
+        now_ms: u64,
+    ) -> Result<(FlowId, usize), Counter> {
+        let (inside, mid, ext) = self.acquire_mapping(key, meta.link)?;
+        // ICMP echo has one identifier for both ends: the reply carries the translated one.
+        let remote_port = if key.proto == PROTO_ICMP { ext.port } else { key.dst_port };
+        let remote = Endpoint { addr: key.dst, port: remote_port };
+        let reply = FlowKey {
+            side: Side::Outside,
+            proto: key.proto,
+            src: remote.addr,
+            src_port: remote.port,
+            dst: ext.addr,
+            dst_port: ext.port,
+        };
+        let mut flow = self.blank_flow(
+            [*key, reply],
+            [Rewrite { src: ext, dst: remote }, Rewrite { src: remote, dst: inside }],
+            [Egress::Outside, Egress::Inside(meta.link)],
+            now_ms,
+        );
+        flow.mapping = Some(mid);
+        let id = self.insert_flow(flow)?;
+        Ok((id, ORIGINAL))
+    }
+
+    /// A packet from outside to a mapped port with no matching flow: allowed only under
+    /// endpoint-independent filtering (RFC 4787 REQ-8 makes it an option).
+    pub(super) fn new_inbound_flow(&mut self, key: &FlowKey, now_ms: u64) -> Result<(FlowId, usize), Counter> {
+        if self.cfg.filtering != Filtering::EndpointIndependent || key.proto == PROTO_ICMP {
+            return Err(Counter::DropUnsolicitedInbound);
+        }
+        let mid = self.mappings.by_external(key.proto, key.dst, key.dst_port).ok_or(Counter::DropUnsolicitedInbound)?;
+        let m = self.mappings.get(mid).cloned().ok_or(Counter::DropUnsolicitedInbound)?;
+        let remote = Endpoint { addr: key.src, port: key.src_port };
+        let reply = FlowKey {
+            side: Side::Inside,
+            proto: key.proto,
+            src: m.inside.addr,
+            src_port: m.inside.port,
+            dst: remote.addr,
+            dst_port: remote.port,
+        };
+        let mut flow = self.blank_flow(
+            [*key, reply],
+            [Rewrite { src: remote, dst: m.inside }, Rewrite { src: m.external, dst: remote }],
+            [Egress::Inside(m.inside_if), Egress::Outside],
+            now_ms,
+        );
+        self.mappings.add_ref(mid);
+        flow.mapping = Some(mid);
+        let id = self.insert_flow(flow)?;
+        Ok((id, ORIGINAL))
+    }
+
+    /// Hairpinning (RFC 4787 REQ-9): an inside host reaching another inside host's mapping.
+    /// The source is translated to its own mapping, the destination to the other host, and
+    /// the packet turns round towards the inside. Filtering applies as for outside peers.
+    pub(super) fn new_hairpin_flow(
+        &mut self,
+        key: &FlowKey,
+        meta: FrameMeta,
+        now_ms: u64,
+    ) -> Result<(FlowId, usize), Counter> {
+        if self.cfg.filtering != Filtering::EndpointIndependent {
+            return Err(Counter::DropUnsolicitedInbound);
+        }
+        let target =
+            self.mappings.by_external(key.proto, key.dst, key.dst_port).ok_or(Counter::DropUnsolicitedInbound)?;
+        let target = self.mappings.get(target).cloned().ok_or(Counter::DropUnsolicitedInbound)?;
+        let (inside, mid, ext) = self.acquire_mapping(key, meta.link)?;
+        let reply = FlowKey {
+            side: Side::Inside,
+            proto: key.proto,
+            src: target.inside.addr,
+            src_port: target.inside.port,
+            dst: ext.addr,
+            dst_port: ext.port,
+        };
+        let mut flow = self.blank_flow(
+            [*key, reply],
+            [Rewrite { src: ext, dst: target.inside }, Rewrite { src: target.external, dst: inside }],
+            [Egress::Inside(target.inside_if), Egress::Inside(meta.link)],
+            now_ms,
+        );
+        flow.mapping = Some(mid);
+        let id = self.insert_flow(flow)?;
+        Ok((id, ORIGINAL))
+    }
+
+    /// Re-checks every outbound flow against the current egress policy and revokes those
+    /// it no longer allows: from then on their packets are dropped and TCP ones answered
+    /// with a RST (whose sequence number only a live packet can give), until they expire
+    /// after `timeouts.tcp_closed`. Returns how many flows were revoked.
+    pub fn revalidate(&mut self, now_ms: u64) -> usize {
+        let mut revoke = Vec::new();
+        for (id, flow) in self.flows.iter() {
+            let k = flow.keys[ORIGINAL];
+            if k.side != Side::Inside || flow.revoked {
+                continue;
+            }
+            let ingress = match flow.egress[REPLY] {
+                Egress::Inside(i) => i,
+                Egress::Outside => 0,
+            };
+            if self.policy.egress(&new_flow_of(&k, ingress)) != EgressDecision::Allow {
+                revoke.push(id);
+            }
+        }
+        let closed = self.cfg.timeouts.tcp_closed;
+        for &id in &revoke {
+            let Some(flow) = self.flows.get_mut(id) else { continue };
+            flow.revoked = true;
+            if flow.keys[ORIGINAL].proto == PROTO_TCP {
+                flow.state = FlowState::Tcp(TcpState::Closed);
+                flow.expires_ms = now_ms + closed * 1000;
+                self.flows.reschedule(id);
+            } else if let Some(flow) = self.flows.remove(id) {
+                self.flow_ended(&flow, now_ms, EndReason::Revalidated);
+            }
+        }
+        self.counters.add(Counter::PolicyRevokedFlows, revoke.len() as u64);
+        self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
+        revoke.len()
+    }
+}
+
+/// What a policy is told about a flow, from the key of its inside host's packets.
+pub(super) fn new_flow_of(key: &FlowKey, ingress: u8) -> NewFlow {
+    NewFlow {
+        proto: key.proto,
+        src: key.src,
+        src_port: key.src_port,
+        dst: key.dst,
+        // ICMP echo: the identifier is in src_port; there is no destination port.
+        dst_port: if key.proto == PROTO_ICMP { 0 } else { key.dst_port },
+        ingress: u16::from(ingress),
+    }
+}
