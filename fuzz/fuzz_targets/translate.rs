@@ -55,10 +55,15 @@ fuzz_target!(|data: &[u8]| {
             Verdict::Forward { .. } => assert!(header_ok(&frame), "forwarded a malformed header"),
             Verdict::ForwardFragmented { mtu, .. } => {
                 assert!(header_ok(&frame), "forwarded a malformed header");
-                let pieces = natgw_wire::split_ipv4(&frame[14..], usize::from(mtu)).expect("splittable");
+                let pieces = natgw_wire::ipv4::split(&frame[14..], usize::from(mtu)).expect("splittable");
                 assert!(pieces.iter().all(|p| 20 + p.payload.len() <= usize::from(mtu)));
             }
-            Verdict::Emit { len, .. } => assert!(header_ok(&out[..len]), "emitted a malformed header"),
+            Verdict::Emit { len, .. } => {
+                // What natgw builds itself carries complete, valid checksums, as
+                // etherparse computes them.
+                assert!(header_ok(&out[..len]), "emitted a malformed header");
+                assert!(natgw_testkit::checksums_valid(&out[..len]), "emitted a packet with a wrong checksum");
+            }
             _ => {}
         }
         for (mut f, m) in t.take_released() {

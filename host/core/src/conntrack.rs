@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use thiserror::Error;
 
-use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use natgw_wire::{tcp, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConntrackError {
@@ -151,11 +151,11 @@ pub struct TcpTransition {
 /// `fin_seen` records which directions have sent a FIN.
 pub fn tcp_transition(state: TcpState, dir: usize, flags: u8, fin_seen: &mut [bool; 2]) -> TcpTransition {
     use TcpState::*;
-    if flags & TCP_RST != 0 {
+    if flags & tcp::RST != 0 {
         return TcpTransition { next: Closed, became_established: false };
     }
-    let syn = flags & TCP_SYN != 0;
-    let ack = flags & TCP_ACK != 0;
+    let syn = flags & tcp::SYN != 0;
+    let ack = flags & tcp::ACK != 0;
     let next = match state {
         SynSent if dir == REPLY && syn && ack => SynReceived,
         SynReceived if dir == ORIGINAL && ack && !syn => Established,
@@ -167,7 +167,7 @@ pub fn tcp_transition(state: TcpState, dir: usize, flags: u8, fin_seen: &mut [bo
         s => s,
     };
     let mut next = next;
-    if flags & TCP_FIN != 0 && matches!(next, Established | FinWait | SynReceived) {
+    if flags & tcp::FIN != 0 && matches!(next, Established | FinWait | SynReceived) {
         fin_seen[dir] = true;
         next = if fin_seen[ORIGINAL] && fin_seen[REPLY] { TimeWait } else { FinWait };
     }
@@ -453,17 +453,17 @@ mod tests {
     #[test]
     fn tcp_handshake_and_close() {
         let mut fin = [false; 2];
-        let t = tcp_transition(TcpState::SynSent, REPLY, TCP_SYN | TCP_ACK, &mut fin);
+        let t = tcp_transition(TcpState::SynSent, REPLY, tcp::SYN | tcp::ACK, &mut fin);
         assert_eq!(t.next, TcpState::SynReceived);
-        let t = tcp_transition(t.next, ORIGINAL, TCP_ACK, &mut fin);
+        let t = tcp_transition(t.next, ORIGINAL, tcp::ACK, &mut fin);
         assert_eq!(t, TcpTransition { next: TcpState::Established, became_established: true });
-        let t = tcp_transition(t.next, ORIGINAL, TCP_ACK, &mut fin);
+        let t = tcp_transition(t.next, ORIGINAL, tcp::ACK, &mut fin);
         assert!(!t.became_established);
-        let t = tcp_transition(t.next, ORIGINAL, TCP_FIN | TCP_ACK, &mut fin);
+        let t = tcp_transition(t.next, ORIGINAL, tcp::FIN | tcp::ACK, &mut fin);
         assert_eq!(t.next, TcpState::FinWait);
-        let t = tcp_transition(t.next, REPLY, TCP_FIN | TCP_ACK, &mut fin);
+        let t = tcp_transition(t.next, REPLY, tcp::FIN | tcp::ACK, &mut fin);
         assert_eq!(t.next, TcpState::TimeWait);
-        let t = tcp_transition(TcpState::Established, REPLY, TCP_RST, &mut fin);
+        let t = tcp_transition(TcpState::Established, REPLY, tcp::RST, &mut fin);
         assert_eq!(t.next, TcpState::Closed);
     }
 

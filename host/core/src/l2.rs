@@ -7,10 +7,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use natgw_wire::Ipv4Net;
-use natgw_wire::{
-    write_arp_frame, ArpPacket, EthernetFrame, MacAddr, ARP_REPLY, ARP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP,
-};
+use natgw_wire::{arp, ethernet, ArpPacket, ArpRepr, EthernetFrame, Ipv4Net, MacAddr, BROADCAST_MAC, ETHERTYPE_ARP};
 
 /// Links are numbered: inside interfaces 0..n, then the outside one.
 pub type LinkId = u8;
@@ -123,9 +120,10 @@ impl Arp {
             self.pending.remove(&(link, sip));
             outcome.learned = prev.map(|p| p.mac) != Some(smac) || prev.is_none();
         }
-        if arp.operation() == ARP_REQUEST && l.owns(tip) && !l.owns(sip) {
-            let n = write_arp_frame(out, smac, ARP_REPLY, l.mac, tip, smac, sip);
-            outcome.reply_len = Some(n);
+        if arp.operation() == arp::REQUEST && l.owns(tip) && !l.owns(sip) {
+            let reply =
+                ArpRepr { operation: arp::REPLY, sender_mac: l.mac, sender_ip: tip, target_mac: smac, target_ip: sip };
+            outcome.reply_len = reply.emit_frame(smac, out);
         }
         outcome
     }
@@ -141,7 +139,8 @@ impl Arp {
             }
         }
         self.pending.insert((link, a), now_ms);
-        Some(write_arp_frame(out, BROADCAST_MAC, ARP_REQUEST, l.mac, src, [0; 6], a))
+        ArpRepr { operation: arp::REQUEST, sender_mac: l.mac, sender_ip: src, target_mac: [0; 6], target_ip: a }
+            .emit_frame(BROADCAST_MAC, out)
     }
 
     /// Gratuitous ARP announcements for every address natgw owns, as (link, frame) pairs.
@@ -149,9 +148,18 @@ impl Arp {
         let mut v = Vec::new();
         for (i, l) in self.links.iter().enumerate() {
             for n in &l.addresses {
-                let mut buf = vec![0u8; 42];
-                write_arp_frame(&mut buf, BROADCAST_MAC, ARP_REQUEST, l.mac, n.addr, [0; 6], n.addr);
-                v.push((i as LinkId, buf));
+                let mut buf = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
+                // Gratuitous ARP: a request for our own address (RFC 5227's announcement).
+                let announce = ArpRepr {
+                    operation: arp::REQUEST,
+                    sender_mac: l.mac,
+                    sender_ip: n.addr,
+                    target_mac: [0; 6],
+                    target_ip: n.addr,
+                };
+                if announce.emit_frame(BROADCAST_MAC, &mut buf).is_some() {
+                    v.push((i as LinkId, buf));
+                }
             }
         }
         v
@@ -206,7 +214,7 @@ mod tests {
         let eth = EthernetFrame::new_checked(&out[..n]).unwrap();
         assert_eq!(eth.dst(), HOST_MAC);
         let r = ArpPacket::new_checked(eth.payload()).unwrap();
-        assert_eq!(r.operation(), ARP_REPLY);
+        assert_eq!(r.operation(), arp::REPLY);
         assert_eq!(r.sender_ip(), Ipv4Addr::new(10, 10, 1, 1));
         assert_eq!(r.sender_mac(), GW_MAC);
         assert_eq!(a.table().get(0, Ipv4Addr::new(10, 10, 1, 10)), Some(HOST_MAC));
@@ -232,7 +240,14 @@ mod tests {
         assert!(a.resolve(0, target, 1500, &mut out).is_some());
         // is-at reply from the host
         let mut reply = [0u8; 42];
-        write_arp_frame(&mut reply, GW_MAC, ARP_REPLY, HOST_MAC, target, GW_MAC, Ipv4Addr::new(10, 10, 1, 1));
+        ArpRepr {
+            operation: arp::REPLY,
+            sender_mac: HOST_MAC,
+            sender_ip: target,
+            target_mac: GW_MAC,
+            target_ip: Ipv4Addr::new(10, 10, 1, 1),
+        }
+        .emit_frame(GW_MAC, &mut reply);
         assert!(a.receive(0, &reply, 1600, &mut out).learned);
         assert_eq!(a.table().get(0, target), Some(HOST_MAC));
         // Not for another subnet.

@@ -10,7 +10,7 @@ use natgw_core::conntrack::{Egress, FlowState, Side, TcpState, Timeouts};
 use natgw_core::counters::{Counter, Counters};
 use natgw_core::nat::{FrameMeta, Translator, Verdict};
 use natgw_testkit::*;
-use natgw_wire::{TCP_ACK, TCP_FIN, TCP_SYN};
+use natgw_wire::tcp;
 
 /// Two links (inside, outside) and the gateway between them; time moves only when told.
 struct SimNet {
@@ -63,11 +63,11 @@ impl SimNet {
 
     /// A full TCP handshake from 10.10.1.10:`port` to 203.0.113.80:80; returns the external port.
     fn connect(&mut self, port: u16) -> u16 {
-        assert!(self.send(Side::Inside, tcp("10.10.1.10", port, "203.0.113.80", 80, TCP_SYN)));
+        assert!(self.send(Side::Inside, tcp("10.10.1.10", port, "203.0.113.80", 80, tcp::SYN)));
         let syn = self.outside_rx.pop_back().unwrap();
         let ext_port = src_of(&syn).1;
-        assert!(self.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext_port, TCP_SYN | TCP_ACK)));
-        assert!(self.send(Side::Inside, tcp("10.10.1.10", port, "203.0.113.80", 80, TCP_ACK)));
+        assert!(self.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext_port, tcp::SYN | tcp::ACK)));
+        assert!(self.send(Side::Inside, tcp("10.10.1.10", port, "203.0.113.80", 80, tcp::ACK)));
         ext_port
     }
 
@@ -86,7 +86,7 @@ fn established_tcp_lives_its_full_idle_timeout() {
     net.advance_s(7439);
     assert_eq!(net.flows(), 1, "still there one second before the timeout");
     // Traffic restarts the idle timer.
-    assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, TCP_ACK)));
+    assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::ACK)));
     net.advance_s(7439);
     assert_eq!(net.flows(), 1);
     net.advance_s(2);
@@ -94,14 +94,14 @@ fn established_tcp_lives_its_full_idle_timeout() {
     assert_eq!(net.counter(Counter::IdleTimeoutCount), 1);
     assert_eq!(net.counter(Counter::ActiveConnectionCount), 0);
     // After expiry the server can no longer reach the client.
-    assert!(!net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, TCP_ACK)));
+    assert!(!net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::ACK)));
     assert_eq!(net.counter(Counter::DropUnsolicitedInbound), 1);
 }
 
 #[test]
 fn unanswered_syn_is_transitory() {
     let mut net = SimNet::new(Timeouts::default());
-    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_SYN)));
+    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40001, "203.0.113.80", 80, tcp::SYN)));
     assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::SynSent)));
     net.advance_s(239);
     assert_eq!(net.flows(), 1);
@@ -113,12 +113,12 @@ fn unanswered_syn_is_transitory() {
 fn closed_connection_goes_through_time_wait() {
     let mut net = SimNet::new(Timeouts::default());
     let ext = net.connect(40002);
-    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40002, "203.0.113.80", 80, TCP_FIN | TCP_ACK)));
+    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40002, "203.0.113.80", 80, tcp::FIN | tcp::ACK)));
     assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::FinWait)));
-    assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, TCP_FIN | TCP_ACK)));
+    assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::FIN | tcp::ACK)));
     assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::TimeWait)));
     // The last ACK still passes.
-    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40002, "203.0.113.80", 80, TCP_ACK)));
+    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40002, "203.0.113.80", 80, tcp::ACK)));
     net.advance_s(241);
     assert_eq!(net.flows(), 0);
     assert_eq!(net.counter(Counter::IdleTimeoutCount), 0, "a closed connection is not an idle timeout");
@@ -187,7 +187,7 @@ fn sixty_four_thousand_connections_to_one_destination_on_one_address() {
     for i in 0..64_000u32 {
         let host = format!("10.10.1.{}", 10 + i / 6_400);
         let port = 1024 + (i % 6_400) as u16 * 9;
-        assert!(net.send(Side::Inside, tcp(&host, port, "203.0.113.80", 80, TCP_SYN)), "connection {i} refused");
+        assert!(net.send(Side::Inside, tcp(&host, port, "203.0.113.80", 80, tcp::SYN)), "connection {i} refused");
         let syn = net.outside_rx.pop_back().unwrap();
         assert_eq!(src_of(&syn).0, Ipv4Addr::new(198, 51, 100, 10));
         ext_ports.insert(src_of(&syn).1);
@@ -197,7 +197,7 @@ fn sixty_four_thousand_connections_to_one_destination_on_one_address() {
     // The 64 513th distinct endpoint finds the single address's ports exhausted.
     let mut refused = 0;
     for p in 0..600u16 {
-        if !net.send(Side::Inside, tcp("10.10.1.200", 2000 + p, "203.0.113.80", 80, TCP_SYN)) {
+        if !net.send(Side::Inside, tcp("10.10.1.200", 2000 + p, "203.0.113.80", 80, tcp::SYN)) {
             refused += 1;
         }
     }

@@ -52,20 +52,20 @@ fn literal_syn_translation() {
 #[test]
 fn tcp_outbound_and_reply() {
     let mut t = translator(demo_config());
-    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN);
     assert_eq!(run(&mut t, &mut syn, Side::Inside, 0), OUT);
     assert_eq!(src_of(&syn), (a("198.51.100.10"), 40000), "port preserved");
     assert_eq!(ttl_of(&syn), 63);
     assert!(checksums_valid(&syn));
 
-    let mut synack = tcp("203.0.113.80", 80, "198.51.100.10", 40000, TCP_SYN | TCP_ACK);
+    let mut synack = tcp("203.0.113.80", 80, "198.51.100.10", 40000, tcp::SYN | tcp::ACK);
     assert_eq!(
         run(&mut t, &mut synack, Side::Outside, 0),
         Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") }
     );
     assert_eq!(dst_of(&synack), (a("10.10.1.10"), 40000));
     assert!(checksums_valid(&synack));
-    let mut ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_ACK);
+    let mut ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::ACK);
     assert_eq!(run(&mut t, &mut ack, Side::Inside, 0), OUT);
     assert_eq!(t.counters().get(Counter::ConnectionEstablishedCount), 1);
     assert_eq!(t.counters().get(Counter::ConnectionAttemptCount), 1);
@@ -86,7 +86,7 @@ fn tcp_outbound_and_reply() {
 #[test]
 fn tcp_without_syn_creates_nothing() {
     let mut t = translator(demo_config());
-    let mut ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_ACK);
+    let mut ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::ACK);
     assert_eq!(run(&mut t, &mut ack, Side::Inside, 0), Verdict::Drop(Counter::DropTcpNoFlow));
     assert!(t.flows().is_empty());
 }
@@ -94,10 +94,10 @@ fn tcp_without_syn_creates_nothing() {
 #[test]
 fn unsolicited_and_filtered_inbound_is_dropped() {
     let mut t = translator(demo_config());
-    let mut syn = tcp("203.0.113.80", 80, "198.51.100.10", 40000, TCP_SYN);
+    let mut syn = tcp("203.0.113.80", 80, "198.51.100.10", 40000, tcp::SYN);
     assert_eq!(run(&mut t, &mut syn, Side::Outside, 0), Verdict::Drop(Counter::DropUnsolicitedInbound));
     // Addressed straight to a private host.
-    let mut direct = tcp("203.0.113.80", 80, "10.10.1.10", 40000, TCP_SYN);
+    let mut direct = tcp("203.0.113.80", 80, "10.10.1.10", 40000, tcp::SYN);
     assert_eq!(run(&mut t, &mut direct, Side::Outside, 0), Verdict::Drop(Counter::DropToPrivateAddress));
     // A mapping exists, but address-and-port-dependent filtering refuses another remote port.
     let mut out = udp("10.10.1.10", 5000, "203.0.113.7", 7, b"x");
@@ -170,7 +170,7 @@ fn checksum_partial_frames_get_the_pseudo_header_patched() {
     // A CHECKSUM_PARTIAL TCP frame as a local socket hands it to veth: the checksum field
     // holds the folded pseudo-header sum only.
     let (s, d) = (a("10.10.1.10"), a("203.0.113.80"));
-    let mut seg = tcp_segment(s, 40000, d, 80, TCP_SYN, b"hello");
+    let mut seg = tcp_segment(s, 40000, d, 80, tcp::SYN, b"hello");
     let partial = checksum::fold(checksum::pseudo_header_sum(u32::from(s), u32::from(d), 6, seg.len() as u16));
     seg[16..18].copy_from_slice(&partial.to_be_bytes());
     let mut f = ipv4_frame(s, d, PROTO_TCP, 64, 1, DF, &seg);
@@ -190,8 +190,8 @@ fn checksum_partial_frames_get_the_pseudo_header_patched() {
 #[test]
 fn icmp_echo_by_identifier() {
     let mut t = translator(demo_config());
-    let mut p1 = ping("10.10.1.10", "203.0.113.80", ICMP_ECHO_REQUEST, 777);
-    let mut p2 = ping("10.10.2.10", "203.0.113.80", ICMP_ECHO_REQUEST, 777);
+    let mut p1 = ping("10.10.1.10", "203.0.113.80", icmpv4::ECHO_REQUEST, 777);
+    let mut p2 = ping("10.10.2.10", "203.0.113.80", icmpv4::ECHO_REQUEST, 777);
     assert_eq!(run(&mut t, &mut p1, Side::Inside, 0), OUT);
     assert_eq!(run(&mut t, &mut p2, Side::Inside, 1), OUT);
     assert!(checksums_valid(&p1) && checksums_valid(&p2));
@@ -199,7 +199,7 @@ fn icmp_echo_by_identifier() {
     let id2 = u16::from_be_bytes([p2[38], p2[39]]);
     assert_eq!(id1, 777);
     assert_ne!(id2, 777, "the second host's identifier is remapped");
-    let mut r2 = ping("203.0.113.80", "198.51.100.10", ICMP_ECHO_REPLY, id2);
+    let mut r2 = ping("203.0.113.80", "198.51.100.10", icmpv4::ECHO_REPLY, id2);
     assert_eq!(
         run(&mut t, &mut r2, Side::Outside, 0),
         Verdict::Forward { egress: Egress::Inside(1), next_hop: a("10.10.2.10") }
@@ -208,28 +208,28 @@ fn icmp_echo_by_identifier() {
     assert_eq!(dst_of(&r2).0, a("10.10.2.10"));
     assert!(checksums_valid(&r2));
     // An echo reply nobody asked for.
-    let mut stray = ping("203.0.113.80", "198.51.100.10", ICMP_ECHO_REPLY, 4242);
+    let mut stray = ping("203.0.113.80", "198.51.100.10", icmpv4::ECHO_REPLY, 4242);
     assert_eq!(run(&mut t, &mut stray, Side::Outside, 0), Verdict::Drop(Counter::DropUnsolicitedInbound));
 }
 
 #[test]
 fn answers_ping_to_own_addresses() {
     let mut t = translator(demo_config());
-    let mut p = ping("10.10.1.10", "10.10.1.1", ICMP_ECHO_REQUEST, 9);
+    let mut p = ping("10.10.1.10", "10.10.1.1", icmpv4::ECHO_REQUEST, 9);
     assert_eq!(
         run(&mut t, &mut p, Side::Inside, 0),
         Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") }
     );
-    assert_eq!(p[34], ICMP_ECHO_REPLY);
+    assert_eq!(p[34], icmpv4::ECHO_REPLY);
     assert_eq!((src_of(&p).0, dst_of(&p).0), (a("10.10.1.1"), a("10.10.1.10")));
     assert!(checksums_valid(&p));
-    let mut q = ping("203.0.113.80", "198.51.100.10", ICMP_ECHO_REQUEST, 9);
+    let mut q = ping("203.0.113.80", "198.51.100.10", icmpv4::ECHO_REQUEST, 9);
     assert_eq!(run(&mut t, &mut q, Side::Outside, 0), OUT);
     assert_eq!(src_of(&q).0, a("198.51.100.10"));
     assert!(checksums_valid(&q));
     assert_eq!(t.counters().get(Counter::IcmpEchoRepliesSent), 2);
     // Anything else to the gateway's inside address is not for us.
-    let mut s = tcp("10.10.1.10", 1, "10.10.1.1", 22, TCP_SYN);
+    let mut s = tcp("10.10.1.10", 1, "10.10.1.1", 22, tcp::SYN);
     assert_eq!(run(&mut t, &mut s, Side::Inside, 0), Verdict::Drop(Counter::DropNotForUs));
 }
 
@@ -245,7 +245,7 @@ fn ttl_expiry_sends_time_exceeded_from_the_gateway() {
     let e = &out[..len];
     assert_eq!((src_of(e).0, dst_of(e).0), (a("10.10.1.1"), s));
     assert_eq!(e[23], PROTO_ICMP);
-    assert_eq!((e[34], e[35]), (ICMP_TIME_EXCEEDED, 0));
+    assert_eq!((e[34], e[35]), (icmpv4::TIME_EXCEEDED, 0));
     assert_eq!(&e[42..42 + orig.len() - 14], &orig[14..], "quotes the packet as received");
     assert!(checksums_valid(e));
     assert!(t.flows().is_empty(), "an expiring packet creates no state");
@@ -258,12 +258,12 @@ fn ttl_expiry_sends_time_exceeded_from_the_gateway() {
 #[test]
 fn inbound_icmp_error_is_translated_to_the_inside_host() {
     let mut t = translator(demo_config());
-    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN);
     run(&mut t, &mut syn, Side::Inside, 0);
     let quoted = syn[14..14 + 28].to_vec(); // IP header + 8 bytes, as translated
     let mut rest = [0u8; 4];
     rest[2..].copy_from_slice(&1280u16.to_be_bytes());
-    let msg = icmp_message(ICMP_DEST_UNREACHABLE, ICMP_CODE_FRAG_NEEDED, rest, &quoted);
+    let msg = icmp_message(icmpv4::DEST_UNREACHABLE, icmpv4::CODE_FRAG_NEEDED, rest, &quoted);
     let mut err = ipv4_frame(a("198.51.100.1"), a("198.51.100.10"), PROTO_ICMP, 64, 9, 0, &msg);
     assert_eq!(
         run(&mut t, &mut err, Side::Outside, 0),
@@ -288,7 +288,7 @@ fn outbound_icmp_error_is_translated_to_the_remote() {
     let mut reply = udp("203.0.113.7", 7, "198.51.100.10", 5000, b"y");
     run(&mut t, &mut reply, Side::Outside, 0);
     // The client's port is closed: it answers the reply with port unreachable.
-    let msg = icmp_message(ICMP_DEST_UNREACHABLE, 3, [0; 4], &reply[14..]);
+    let msg = icmp_message(icmpv4::DEST_UNREACHABLE, 3, [0; 4], &reply[14..]);
     let mut err = ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), PROTO_ICMP, 64, 3, 0, &msg);
     assert_eq!(run(&mut t, &mut err, Side::Inside, 0), OUT);
     assert_eq!(src_of(&err).0, a("198.51.100.10"), "the client's address never leaves");
@@ -307,12 +307,12 @@ fn outbound_icmp_error_is_translated_to_the_remote() {
 #[test]
 fn icmp_error_quoting_garbage_is_a_counted_drop() {
     let mut t = translator(demo_config());
-    let msg = icmp_message(ICMP_DEST_UNREACHABLE, 1, [0; 4], &[0x45, 0, 0]);
+    let msg = icmp_message(icmpv4::DEST_UNREACHABLE, 1, [0; 4], &[0x45, 0, 0]);
     let mut err = ipv4_frame(a("203.0.113.1"), a("198.51.100.10"), PROTO_ICMP, 64, 3, 0, &msg);
     assert_eq!(run(&mut t, &mut err, Side::Outside, 0), Verdict::Drop(Counter::DropBadIcmpQuote));
     // A well-formed quote of a flow that does not exist.
     let q = udp("198.51.100.10", 1234, "203.0.113.9", 53, b"zz");
-    let msg = icmp_message(ICMP_DEST_UNREACHABLE, 3, [0; 4], &q[14..]);
+    let msg = icmp_message(icmpv4::DEST_UNREACHABLE, 3, [0; 4], &q[14..]);
     let mut err = ipv4_frame(a("203.0.113.9"), a("198.51.100.10"), PROTO_ICMP, 64, 3, 0, &msg);
     assert_eq!(run(&mut t, &mut err, Side::Outside, 0), Verdict::Drop(Counter::DropUnsolicitedInbound));
 }
@@ -323,13 +323,13 @@ fn oversized_df_packet_gets_fragmentation_needed() {
     cfg.outside_mtu = 1280;
     let mut t = translator(cfg);
     let (s, d) = (a("10.10.1.10"), a("203.0.113.80"));
-    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN);
     run(&mut t, &mut syn, Side::Inside, 0);
-    let mut big = ipv4_frame(s, d, PROTO_TCP, 64, 2, DF, &tcp_segment(s, 40000, d, 80, TCP_ACK, &[7u8; 1400]));
+    let mut big = ipv4_frame(s, d, PROTO_TCP, 64, 2, DF, &tcp_segment(s, 40000, d, 80, tcp::ACK, &[7u8; 1400]));
     let (v, out) = run_out(&mut t, &mut big, Side::Inside, 0);
     let Verdict::Emit { len, .. } = v else { panic!("{v:?}") };
     let e = &out[..len];
-    assert_eq!((e[34], e[35]), (ICMP_DEST_UNREACHABLE, ICMP_CODE_FRAG_NEEDED));
+    assert_eq!((e[34], e[35]), (icmpv4::DEST_UNREACHABLE, icmpv4::CODE_FRAG_NEEDED));
     assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1280);
     assert!(checksums_valid(e));
     // Without DF, natgw fragments: the translated datagram, split for the egress MTU.
@@ -338,7 +338,7 @@ fn oversized_df_packet_gets_fragmentation_needed() {
     let v = run(&mut t, &mut big, Side::Inside, 0);
     assert_eq!(v, Verdict::ForwardFragmented { egress: Egress::Outside, next_hop: a("198.51.100.1"), mtu: 1280 });
     assert!(checksums_valid(&big), "the whole translated datagram is consistent before splitting");
-    let pieces = split_ipv4(&big[14..], 1280).unwrap();
+    let pieces = ipv4::split(&big[14..], 1280).unwrap();
     assert_eq!(pieces.len(), 2);
     assert!(pieces.iter().all(|f| 20 + f.payload.len() <= 1280));
     // A CHECKSUM_PARTIAL datagram gets its checksum finished before it is split.
@@ -350,11 +350,11 @@ fn oversized_df_packet_gets_fragmentation_needed() {
     assert!(matches!(t.process(&mut f, meta, 0, &mut [0u8; 2048]), Verdict::ForwardFragmented { .. }));
     assert!(checksums_valid(&f));
     // GSO super-frames are segmented by the device: they pass when each segment fits...
-    let mut gso = ipv4_frame(s, d, PROTO_TCP, 64, 3, DF, &tcp_segment(s, 40000, d, 80, TCP_ACK, &[7u8; 4000]));
+    let mut gso = ipv4_frame(s, d, PROTO_TCP, 64, 3, DF, &tcp_segment(s, 40000, d, 80, tcp::ACK, &[7u8; 4000]));
     let meta = FrameMeta { gso_size: 1200, segments: 4, ..FrameMeta::plain(Side::Inside, 0) };
     assert_eq!(t.process(&mut gso, meta, 0, &mut [0u8; 2048]), OUT);
     // ...and get fragmentation-needed when the segments do not.
-    let mut gso = ipv4_frame(s, d, PROTO_TCP, 64, 4, DF, &tcp_segment(s, 40000, d, 80, TCP_ACK, &[7u8; 4000]));
+    let mut gso = ipv4_frame(s, d, PROTO_TCP, 64, 4, DF, &tcp_segment(s, 40000, d, 80, tcp::ACK, &[7u8; 4000]));
     let meta = FrameMeta { gso_size: 1448, segments: 3, ..FrameMeta::plain(Side::Inside, 0) };
     assert!(matches!(t.process(&mut gso, meta, 0, &mut [0u8; 2048]), Verdict::Emit { .. }));
 }
@@ -456,14 +456,14 @@ fn table_limit_drops_new_flows_only() {
 #[test]
 fn tcp_close_and_rst_shorten_the_timeout() {
     let mut t = translator(demo_config());
-    let mut s = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    let mut s = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN);
     run(&mut t, &mut s, Side::Inside, 0);
-    let mut r = tcp("203.0.113.80", 80, "198.51.100.10", 40000, TCP_RST | TCP_ACK);
+    let mut r = tcp("203.0.113.80", 80, "198.51.100.10", 40000, tcp::RST | tcp::ACK);
     run(&mut t, &mut r, Side::Outside, 0);
     let f = t.flows().iter().next().unwrap().1;
     assert_eq!(f.state, FlowState::Tcp(TcpState::Closed));
     assert_eq!(f.expires_ms, 1000 + 10_000);
-    let mut fin = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_FIN | TCP_ACK);
+    let mut fin = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::FIN | tcp::ACK);
     run(&mut t, &mut fin, Side::Inside, 0);
 }
 
@@ -479,7 +479,7 @@ fn patched(frame: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
 #[test]
 fn malformed_frames_are_counted_drops() {
     let mut t = translator(demo_config());
-    let good = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    let good = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN);
     let cases: Vec<(Vec<u8>, Counter)> = vec![
         (good[..20].to_vec(), Counter::DropTruncated),
         (patched(&good, &[(12, 0x86), (13, 0xdd)]), Counter::DropUnknownEthertype),
@@ -498,7 +498,7 @@ fn malformed_frames_are_counted_drops() {
         ),
         (
             {
-                let mut seg = tcp_segment(a("10.10.1.10"), 1, a("203.0.113.80"), 80, TCP_SYN, b"");
+                let mut seg = tcp_segment(a("10.10.1.10"), 1, a("203.0.113.80"), 80, tcp::SYN, b"");
                 seg[12] = 0x40; // data offset 4
                 ipv4_frame(a("10.10.1.10"), a("203.0.113.80"), PROTO_TCP, 64, 1, 0, &seg)
             },
@@ -511,7 +511,7 @@ fn malformed_frames_are_counted_drops() {
         ),
         (ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), PROTO_ICMP, 64, 1, 0, &[8, 0, 0]), Counter::DropBadIcmp),
         (ipv4_frame(a("10.10.1.10"), a("203.0.113.7"), 47, 64, 1, 0, &[0u8; 8]), Counter::DropUnsupportedProtocol),
-        (tcp("192.0.2.1", 1, "203.0.113.80", 80, TCP_SYN), Counter::DropSourceNotInside),
+        (tcp("192.0.2.1", 1, "203.0.113.80", 80, tcp::SYN), Counter::DropSourceNotInside),
         (udp("10.10.1.10", 68, "255.255.255.255", 67, b"dhcp"), Counter::DropNoRoute),
         (udp("10.10.1.10", 5353, "224.0.0.251", 5353, b"mdns"), Counter::DropNoRoute),
         (udp("10.10.1.10", 5353, "127.0.0.1", 53, b"lo"), Counter::DropNoRoute),
@@ -597,13 +597,13 @@ fn policed(block_port: u16) -> (Translator, Arc<std::sync::atomic::AtomicUsize>)
 #[test]
 fn egress_policy_runs_once_per_new_flow_and_denies_before_allocating() {
     let (mut t, calls) = policed(23);
-    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN);
     assert_eq!(run(&mut t, &mut syn, Side::Inside, 0), OUT);
-    let mut ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_ACK);
+    let mut ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::ACK);
     assert_eq!(run(&mut t, &mut ack, Side::Inside, 0), OUT);
     assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1, "the fast path never asks the policy");
 
-    let mut telnet = tcp("10.10.1.10", 40001, "203.0.113.80", 23, TCP_SYN);
+    let mut telnet = tcp("10.10.1.10", 40001, "203.0.113.80", 23, tcp::SYN);
     assert_eq!(run(&mut t, &mut telnet, Side::Inside, 0), Verdict::Drop(Counter::DropPolicyDenied));
     assert_eq!(t.mappings().len(), 1, "a denied flow allocates no port");
     assert_eq!(t.flows().len(), 1);
@@ -613,7 +613,7 @@ fn egress_policy_runs_once_per_new_flow_and_denies_before_allocating() {
 #[test]
 fn reject_answers_tcp_with_a_reset_and_udp_with_admin_prohibited() {
     let (mut t, _) = policed(23);
-    let mut syn = tcp("10.10.1.10", 40002, "203.0.113.80", 25, TCP_SYN);
+    let mut syn = tcp("10.10.1.10", 40002, "203.0.113.80", 25, tcp::SYN);
     let (v, out) = run_out(&mut t, &mut syn, Side::Inside, 0);
     let Verdict::Emit { egress, next_hop, len } = v else { panic!("expected a RST, got {v:?}") };
     assert_eq!((egress, next_hop), (Egress::Inside(0), a("10.10.1.10")));
@@ -621,7 +621,7 @@ fn reject_answers_tcp_with_a_reset_and_udp_with_admin_prohibited() {
     assert!(checksums_valid(rst), "the RST must have valid checksums");
     assert_eq!(src_of(rst), (a("203.0.113.80"), 25), "from the address the host tried to reach");
     assert_eq!(dst_of(rst), (a("10.10.1.10"), 40002));
-    assert_eq!(rst[14 + 20 + 13], TCP_RST | TCP_ACK);
+    assert_eq!(rst[14 + 20 + 13], tcp::RST | tcp::ACK);
     let syn_seq = u32::from_be_bytes(syn[14 + 20 + 4..14 + 20 + 8].try_into().unwrap());
     let ack = u32::from_be_bytes(rst[14 + 20 + 8..14 + 20 + 12].try_into().unwrap());
     assert_eq!(ack, syn_seq.wrapping_add(1), "acknowledges the SYN");
@@ -663,11 +663,11 @@ fn pool_policy_picks_the_external_address_and_budget() {
 #[test]
 fn revalidation_revokes_denied_flows_and_resets_tcp() {
     let (mut t, _) = policed(9999);
-    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 23, TCP_SYN);
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 23, tcp::SYN);
     assert_eq!(run(&mut t, &mut syn, Side::Inside, 0), OUT);
     let mut dns = udp("10.10.1.10", 5353, "203.0.113.80", 23, b"q");
     assert_eq!(run(&mut t, &mut dns, Side::Inside, 0), OUT);
-    let mut ok = tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_SYN);
+    let mut ok = tcp("10.10.1.10", 40001, "203.0.113.80", 80, tcp::SYN);
     assert_eq!(run(&mut t, &mut ok, Side::Inside, 0), OUT);
     assert_eq!(t.flows().len(), 3);
     t.record_flow_ends(true, false, 0);
@@ -680,14 +680,14 @@ fn revalidation_revokes_denied_flows_and_resets_tcp() {
     assert_eq!(ends.len(), 1);
     assert_eq!(ends[0].reason, EndReason::Revalidated);
     // The next segment of the revoked TCP flow, from either side, gets a RST.
-    let mut seg = tcp("203.0.113.80", 23, "198.51.100.10", 40000, TCP_ACK);
+    let mut seg = tcp("203.0.113.80", 23, "198.51.100.10", 40000, tcp::ACK);
     let (v, out) = run_out(&mut t, &mut seg, Side::Outside, 0);
     let Verdict::Emit { egress: Egress::Outside, len, .. } = v else { panic!("expected a RST outwards, got {v:?}") };
-    assert_eq!(out[14 + 20 + 13], TCP_RST);
+    assert_eq!(out[14 + 20 + 13], tcp::RST);
     assert_eq!(t.counters().get(Counter::DropPolicyRevoked), 1, "the segment itself is a counted drop");
     assert_eq!(src_of(&out[..len]), (a("198.51.100.10"), 40000));
     // The allowed flow is untouched.
-    let mut more = tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_ACK);
+    let mut more = tcp("10.10.1.10", 40001, "203.0.113.80", 80, tcp::ACK);
     assert_eq!(run(&mut t, &mut more, Side::Inside, 0), OUT);
 }
 
@@ -718,11 +718,11 @@ fn flow_ends_carry_the_inside_view_and_counters() {
 fn refused_flows_get_a_reject_record_with_verdict_and_generation() {
     let (mut t, _) = policed(23);
     t.record_flow_ends(true, true, 0);
-    let mut denied = tcp("10.10.1.10", 40000, "203.0.113.80", 23, TCP_SYN);
+    let mut denied = tcp("10.10.1.10", 40000, "203.0.113.80", 23, tcp::SYN);
     assert_eq!(run(&mut t, &mut denied, Side::Inside, 0), Verdict::Drop(Counter::DropPolicyDenied));
     let mut rejected = udp("10.10.1.10", 5000, "203.0.113.80", 25, b"xyz");
     assert!(matches!(run(&mut t, &mut rejected, Side::Inside, 0), Verdict::Emit { .. }));
-    let mut allowed = tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_SYN);
+    let mut allowed = tcp("10.10.1.10", 40001, "203.0.113.80", 80, tcp::SYN);
     assert_eq!(run(&mut t, &mut allowed, Side::Inside, 0), OUT);
     let mut ends = Vec::new();
     t.take_flow_ends(&mut ends);
@@ -736,7 +736,7 @@ fn refused_flows_get_a_reject_record_with_verdict_and_generation() {
     assert_eq!((r.verdict, r.bytes[0]), (EgressDecision::Reject, 20 + 8 + 3));
     // Off, no record: the drop is still counted.
     t.record_flow_ends(true, false, 0);
-    let mut again = tcp("10.10.1.10", 40002, "203.0.113.80", 23, TCP_SYN);
+    let mut again = tcp("10.10.1.10", 40002, "203.0.113.80", 23, tcp::SYN);
     run(&mut t, &mut again, Side::Inside, 0);
     t.take_flow_ends(&mut ends);
     assert_eq!(ends.len(), 2);
@@ -785,15 +785,15 @@ fn a_closed_connection_is_reported_when_quiet_not_when_time_wait_ends() {
     let mut o = [0u8; 2048];
     let mut step =
         |t: &mut Translator, f: &mut Vec<u8>, side, now| t.process(f, FrameMeta::plain(side, 0), now, &mut o);
-    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_SYN);
+    let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN);
     step(&mut t, &mut syn, Side::Inside, 1000);
-    let mut syn_ack = tcp("203.0.113.80", 80, "198.51.100.10", 40000, TCP_SYN | TCP_ACK);
+    let mut syn_ack = tcp("203.0.113.80", 80, "198.51.100.10", 40000, tcp::SYN | tcp::ACK);
     step(&mut t, &mut syn_ack, Side::Outside, 1000);
-    let mut fin = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_FIN | TCP_ACK);
+    let mut fin = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::FIN | tcp::ACK);
     step(&mut t, &mut fin, Side::Inside, 2000);
-    let mut fin_back = tcp("203.0.113.80", 80, "198.51.100.10", 40000, TCP_FIN | TCP_ACK);
+    let mut fin_back = tcp("203.0.113.80", 80, "198.51.100.10", 40000, tcp::FIN | tcp::ACK);
     step(&mut t, &mut fin_back, Side::Outside, 2000);
-    let mut last_ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, TCP_ACK);
+    let mut last_ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::ACK);
     step(&mut t, &mut last_ack, Side::Inside, 2100);
     let mut ends = Vec::new();
     t.tick(2500);
@@ -810,9 +810,9 @@ fn a_closed_connection_is_reported_when_quiet_not_when_time_wait_ends() {
     assert_eq!(ends.len(), 1, "no second record for the same connection");
 
     // A reset connection: reason reset.
-    let mut syn = tcp("10.10.1.10", 40001, "203.0.113.80", 80, TCP_SYN);
+    let mut syn = tcp("10.10.1.10", 40001, "203.0.113.80", 80, tcp::SYN);
     step(&mut t, &mut syn, Side::Inside, 300_000);
-    let mut rst = tcp("203.0.113.80", 80, "198.51.100.10", 40001, TCP_RST | TCP_ACK);
+    let mut rst = tcp("203.0.113.80", 80, "198.51.100.10", 40001, tcp::RST | tcp::ACK);
     step(&mut t, &mut rst, Side::Outside, 300_000);
     t.tick(301_500);
     t.take_flow_ends(&mut ends);
@@ -846,7 +846,7 @@ fn flow_records_beyond_the_pending_bound_are_counted_not_kept() {
     let (mut t, _) = policed(23);
     t.record_flow_ends(true, true, 0);
     for port in 0..(MAX_PENDING_FLOW_ENDS as u16 + 10) {
-        let mut syn = tcp("10.10.1.10", 10_000 + port, "203.0.113.80", 23, TCP_SYN);
+        let mut syn = tcp("10.10.1.10", 10_000 + port, "203.0.113.80", 23, tcp::SYN);
         run(&mut t, &mut syn, Side::Inside, 0);
     }
     assert_eq!(t.counters().get(Counter::FlowLogQueueOverflow), 10);

@@ -17,7 +17,7 @@ use natgw_core::conntrack::{Egress, FlowSummary, Side};
 use natgw_core::counters::Counter;
 use natgw_core::l2::{LinkId, NeighbourTable};
 use natgw_core::nat::{FrameMeta, Translator, Verdict};
-use natgw_wire::{split_ipv4, EthernetFrame, MacAddr, ETHERNET_HEADER_LEN};
+use natgw_wire::{ethernet, ipv4, EthernetFrame, MacAddr};
 
 const OP_RECV: u64 = 1;
 const OP_SEND_RX: u64 = 2;
@@ -393,13 +393,13 @@ impl Worker {
     /// from a transmit slot of its own, with no offload metadata.
     fn send_fragments(&mut self, b: BufRef, len: usize, egress: Egress, next_hop: Ipv4Addr, mtu: u16, now: u64) {
         let frame = self.buffer(b)[VNET_HDR_LEN..len].to_vec();
-        let l3 = &frame[ETHERNET_HEADER_LEN..];
-        let Some(pieces) = split_ipv4(l3, usize::from(mtu)) else {
+        let l3 = &frame[ethernet::HEADER_LEN..];
+        let Some(pieces) = ipv4::split(l3, usize::from(mtu)) else {
             self.translator.counters().inc(Counter::DropNeedsFragmentation);
             return;
         };
         for piece in pieces {
-            let parts = [&frame[..ETHERNET_HEADER_LEN], &piece.header[..], &l3[piece.payload.clone()]];
+            let parts = [&frame[..ethernet::HEADER_LEN], &piece.header[..], &l3[piece.payload.clone()]];
             let Some((slot, n)) = self.fill_tx_slot(false, &parts) else { return };
             self.send(slot, n, egress, next_hop, now);
         }

@@ -1,16 +1,20 @@
-//! natgw-testkit: what natgw's tests share, kept out of the crates they test. Packet
-//! builders and checkers (builders compute every checksum from scratch, so a test that
-//! compares with them checks the incremental updates against an independent full
-//! computation) and the demo gateway's translator config.
+//! natgw-testkit: what natgw's tests share, kept out of the crates they test: the demo
+//! gateway's translator config, and packet builders and checkers written with etherparse,
+//! an implementation independent of natgw-wire. Builders compute every checksum from
+//! scratch, so a test that compares with them checks natgw's incremental updates against
+//! a full computation by someone else's code.
 
 #![deny(unsafe_code)]
 
 use std::net::Ipv4Addr;
 
+use etherparse::{
+    EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Slice, Icmpv4Type, IpFragOffset, IpHeaders,
+    IpNumber, Ipv4Header, Ipv4HeaderSlice, PacketBuilder, TcpHeader, TcpHeaderSlice, UdpHeader, UdpHeaderSlice,
+};
 use natgw_core::conntrack::Timeouts;
 use natgw_core::nat::pool::PoolSpec;
 use natgw_core::nat::{Filtering, InsideLink, NatConfig};
-use natgw_wire::checksum;
 use natgw_wire::{Ipv4Net, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 pub const GW_IN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -42,50 +46,45 @@ pub fn demo_config() -> NatConfig {
     }
 }
 
-/// Ethernet + IPv4 header (IHL 5) around `l4`, with a correct header checksum.
+/// DF in an IPv4 flags-and-offset word.
+pub const DF: u16 = 0x4000;
+/// MF in an IPv4 flags-and-offset word.
+pub const MF: u16 = 0x2000;
+
+/// Ethernet (host to gateway) + IPv4 header (IHL 5) around `l4`, with a correct header
+/// checksum. `flags_frag` is the raw flags-and-offset word (`DF`, `MF`, offset / 8).
 pub fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, ident: u16, flags_frag: u16, l4: &[u8]) -> Vec<u8> {
+    let mut ip = Ipv4Header::new(l4.len() as u16, ttl, IpNumber(proto), src.octets(), dst.octets()).expect("size");
+    ip.identification = ident;
+    ip.dont_fragment = flags_frag & DF != 0;
+    ip.more_fragments = flags_frag & MF != 0;
+    ip.fragment_offset = IpFragOffset::try_new(flags_frag & 0x1fff).expect("offset");
+    ip.header_checksum = ip.calc_header_checksum();
     let mut f = Vec::with_capacity(34 + l4.len());
-    f.extend_from_slice(&GW_IN_MAC);
-    f.extend_from_slice(&HOST_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let total = (20 + l4.len()) as u16;
-    let mut h = [0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&total.to_be_bytes());
-    h[4..6].copy_from_slice(&ident.to_be_bytes());
-    h[6..8].copy_from_slice(&flags_frag.to_be_bytes());
-    h[8] = ttl;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let c = checksum::compute(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&h);
+    Ethernet2Header { source: HOST_MAC, destination: GW_IN_MAC, ether_type: EtherType::IPV4 }
+        .write(&mut f)
+        .expect("vec");
+    ip.write(&mut f).expect("vec");
     f.extend_from_slice(l4);
     f
 }
 
-pub const DF: u16 = 0x4000;
-
-fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, seg: &[u8]) -> u16 {
-    let ph = checksum::pseudo_header_sum(u32::from(src), u32::from(dst), proto, seg.len() as u16);
-    !checksum::fold(checksum::sum(seg, ph))
-}
-
+/// A TCP segment (sequence 1000, window 65535) with `flags` and a valid checksum.
 pub fn tcp_segment(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
-    t[12] = 0x50;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    t.extend_from_slice(payload);
-    let c = l4_checksum(src, dst, PROTO_TCP, &t);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    t
+    let mut t = TcpHeader::new(sport, dport, 1000, 65535);
+    t.fin = flags & 0x01 != 0;
+    t.syn = flags & 0x02 != 0;
+    t.rst = flags & 0x04 != 0;
+    t.psh = flags & 0x08 != 0;
+    t.ack = flags & 0x10 != 0;
+    t.urg = flags & 0x20 != 0;
+    t.checksum = t.calc_checksum_ipv4_raw(src.octets(), dst.octets(), payload).expect("size");
+    let mut seg = t.to_bytes().to_vec();
+    seg.extend_from_slice(payload);
+    seg
 }
 
+/// A UDP datagram, with a valid checksum or none (0).
 pub fn udp_datagram(
     src: Ipv4Addr,
     sport: u16,
@@ -94,31 +93,30 @@ pub fn udp_datagram(
     payload: &[u8],
     with_checksum: bool,
 ) -> Vec<u8> {
-    let len = (8 + payload.len()) as u16;
-    let mut u = vec![0u8; 8];
-    u[0..2].copy_from_slice(&sport.to_be_bytes());
-    u[2..4].copy_from_slice(&dport.to_be_bytes());
-    u[4..6].copy_from_slice(&len.to_be_bytes());
-    u.extend_from_slice(payload);
-    if with_checksum {
-        let mut c = l4_checksum(src, dst, PROTO_UDP, &u);
-        if c == 0 {
-            c = 0xffff;
-        }
-        u[6..8].copy_from_slice(&c.to_be_bytes());
-    }
-    u
+    let u = if with_checksum {
+        UdpHeader::with_ipv4_checksum(sport, dport, &ipv4_for(src, dst, PROTO_UDP, 8 + payload.len()), payload)
+            .expect("size")
+    } else {
+        UdpHeader::without_ipv4_checksum(sport, dport, payload.len()).expect("size")
+    };
+    let mut d = u.to_bytes().to_vec();
+    d.extend_from_slice(payload);
+    d
 }
 
+fn ipv4_for(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload_len: usize) -> Ipv4Header {
+    Ipv4Header::new(payload_len as u16, 64, IpNumber(proto), src.octets(), dst.octets()).expect("size")
+}
+
+/// An ICMP message of any type: bytes 4..8 are `rest`, then `body`; valid checksum.
 pub fn icmp_message(icmp_type: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
-    let mut m = vec![icmp_type, code, 0, 0];
-    m.extend_from_slice(&rest);
+    let kind = Icmpv4Type::Unknown { type_u8: icmp_type, code_u8: code, bytes5to8: rest };
+    let mut m = Icmpv4Header::with_checksum(kind, body).to_bytes().to_vec();
     m.extend_from_slice(body);
-    let c = checksum::compute(&m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
     m
 }
 
+/// An echo request or reply with identifier `ident`.
 pub fn echo(icmp_type: u8, ident: u16, seq: u16) -> Vec<u8> {
     let mut rest = [0u8; 4];
     rest[..2].copy_from_slice(&ident.to_be_bytes());
@@ -126,50 +124,96 @@ pub fn echo(icmp_type: u8, ident: u16, seq: u16) -> Vec<u8> {
     icmp_message(icmp_type, 0, rest, b"natgw-ping-payload")
 }
 
+/// The IPv4 header of the literal packets below: TTL 64, identification 1.
+fn literal_ip(src: &str, dst: &str, dont_fragment: bool) -> IpHeaders {
+    let mut ip = Ipv4Header::new(0, 64, IpNumber(0), a(src).octets(), a(dst).octets()).expect("size");
+    ip.identification = 1;
+    ip.dont_fragment = dont_fragment;
+    IpHeaders::Ipv4(ip, Default::default())
+}
+
+/// A TCP segment (DF, sequence 1000, window 65535) from the host to the gateway's MAC.
 pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Vec<u8> {
     let (s, d) = (a(src), a(dst));
-    ipv4_frame(s, d, PROTO_TCP, 64, 1, DF, &tcp_segment(s, sport, d, dport, flags, b""))
+    let seg = tcp_segment(s, sport, d, dport, flags, b"");
+    let header = TcpHeaderSlice::from_slice(&seg).expect("a TCP header").to_header();
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(HOST_MAC, GW_IN_MAC)
+        .ip(literal_ip(src, dst, true))
+        .tcp_header(header)
+        .write(&mut f, &[])
+        .expect("vec");
+    f
 }
 
+/// A UDP datagram with a checksum.
 pub fn udp(src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let (s, d) = (a(src), a(dst));
-    ipv4_frame(s, d, PROTO_UDP, 64, 1, 0, &udp_datagram(s, sport, d, dport, payload, true))
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(HOST_MAC, GW_IN_MAC)
+        .ip(literal_ip(src, dst, false))
+        .udp(sport, dport)
+        .write(&mut f, payload)
+        .expect("vec");
+    f
 }
 
+/// An echo request or reply (sequence 1).
 pub fn ping(src: &str, dst: &str, icmp_type: u8, ident: u16) -> Vec<u8> {
-    ipv4_frame(a(src), a(dst), PROTO_ICMP, 64, 1, 0, &echo(icmp_type, ident, 1))
+    let kind = if icmp_type == 0 {
+        Icmpv4Type::EchoReply(IcmpEchoHeader { id: ident, seq: 1 })
+    } else {
+        Icmpv4Type::EchoRequest(IcmpEchoHeader { id: ident, seq: 1 })
+    };
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(HOST_MAC, GW_IN_MAC)
+        .ip(literal_ip(src, dst, false))
+        .icmpv4(kind)
+        .write(&mut f, b"natgw-ping-payload")
+        .expect("vec");
+    f
 }
 
-/// Every checksum in an IPv4 frame (IHL 5, not a fragment) is valid.
+/// Every checksum in an IPv4 frame (IHL 5, not a fragment) is what etherparse computes.
 pub fn checksums_valid(frame: &[u8]) -> bool {
-    let ip = &frame[14..];
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let ip = &ip[..total];
-    if checksum::fold(checksum::sum(&ip[..20], 0)) != 0xffff {
+    let Ok(ip) = Ipv4HeaderSlice::from_slice(&frame[14..]) else { return false };
+    if ip.to_header().calc_header_checksum() != ip.header_checksum() {
         return false;
     }
-    let (src, dst) =
-        (u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]), u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]));
-    let l4 = &ip[20..];
-    match ip[9] {
-        PROTO_TCP => {
-            checksum::fold(checksum::sum(l4, checksum::pseudo_header_sum(src, dst, 6, l4.len() as u16))) == 0xffff
+    let l4 = &frame[14 + ip.slice().len()..14 + usize::from(ip.total_len())];
+    let (src, dst) = (ip.source(), ip.destination());
+    match ip.protocol().0 {
+        PROTO_TCP => TcpHeaderSlice::from_slice(l4).is_ok_and(|t| {
+            let payload = &l4[t.slice().len()..];
+            t.to_header().calc_checksum_ipv4_raw(src, dst, payload).ok() == Some(t.checksum())
+        }),
+        PROTO_UDP => UdpHeaderSlice::from_slice(l4).is_ok_and(|u| {
+            u.checksum() == 0 || u.to_header().calc_checksum_ipv4_raw(src, dst, &l4[8..]).ok() == Some(u.checksum())
+        }),
+        PROTO_ICMP => {
+            Icmpv4Slice::from_slice(l4).is_ok_and(|m| m.icmp_type().calc_checksum(m.payload()) == m.checksum())
         }
-        PROTO_UDP if l4[6..8] == [0, 0] => true,
-        PROTO_UDP => {
-            checksum::fold(checksum::sum(l4, checksum::pseudo_header_sum(src, dst, 17, l4.len() as u16))) == 0xffff
-        }
-        PROTO_ICMP => checksum::fold(checksum::sum(l4, 0)) == 0xffff,
         _ => true,
     }
 }
 
+/// The IPv4 source and the TCP/UDP source port (ICMP: bytes 4..6, the echo identifier).
 pub fn src_of(frame: &[u8]) -> (Ipv4Addr, u16) {
-    (Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]), u16::from_be_bytes([frame[34], frame[35]]))
+    let ip = Ipv4HeaderSlice::from_slice(&frame[14..]).expect("IPv4");
+    (ip.source_addr(), port_at(frame, ip.protocol().0, 0))
 }
+
+/// The IPv4 destination and the TCP/UDP destination port (ICMP: the echo identifier).
 pub fn dst_of(frame: &[u8]) -> (Ipv4Addr, u16) {
-    (Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]), u16::from_be_bytes([frame[36], frame[37]]))
+    let ip = Ipv4HeaderSlice::from_slice(&frame[14..]).expect("IPv4");
+    (ip.destination_addr(), port_at(frame, ip.protocol().0, 2))
 }
+
+fn port_at(frame: &[u8], proto: u8, at: usize) -> u16 {
+    let l4 = &frame[34..];
+    let at = if proto == PROTO_ICMP { 4 } else { at };
+    u16::from_be_bytes([l4[at], l4[at + 1]])
+}
+
 pub fn ttl_of(frame: &[u8]) -> u8 {
-    frame[22]
+    Ipv4HeaderSlice::from_slice(&frame[14..]).expect("IPv4").ttl()
 }

@@ -3,7 +3,12 @@
 
 use std::net::Ipv4Addr;
 
-use super::*;
+use std::sync::Arc;
+
+use natgw_wire::Ipv4Net;
+
+use super::pool::{PoolSpec, SourcePorts};
+use crate::conntrack::Timeouts;
 
 /// Endpoint filtering for inbound packets (RFC 4787 section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -33,7 +38,7 @@ pub struct NatConfig {
     pub pools: Vec<PoolSpec>,
     /// Live mappings per inside source and pool, shared by every worker's translator
     /// (per-source port budgets hold for the whole gateway).
-    pub source_ports: Arc<pool::SourcePorts>,
+    pub source_ports: Arc<SourcePorts>,
     pub outside_net: Ipv4Net,
     pub outside_gateway: Ipv4Addr,
     pub outside_mtu: u16,

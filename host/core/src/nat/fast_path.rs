@@ -4,7 +4,14 @@
 
 use std::net::Ipv4Addr;
 
-use super::*;
+use natgw_wire::{checksum, tcp, Icmpv4Packet, Ipv4Packet, L4Header, TcpPacket, UdpPacket, WireError};
+
+use super::frag_table::FragTarget;
+use super::fragments::frag_key;
+use super::own_packets::IcmpErrorKind;
+use super::{FrameMeta, Parsed, Translator, Verdict};
+use crate::conntrack::{tcp_transition, Egress, FlowId, FlowState, Rewrite, TcpState, REPLY};
+use crate::counters::Counter;
 
 impl Translator {
     /// Fast path for a packet of a known flow: TTL, MTU, rewrite, state, counters.
@@ -23,39 +30,38 @@ impl Translator {
         let (rw, egress) = (flow.rewrite[dir], flow.egress[dir]);
         if flow.revoked {
             return Ok(match p.l4 {
-                L4Header::Tcp { flags, .. } if flags & TCP_RST == 0 => {
+                L4Header::Tcp { flags, .. } if flags & tcp::RST == 0 => {
                     self.tcp_reset_reply(frame, p, meta, out, Counter::DropPolicyRevoked)
                 }
                 _ => Verdict::Drop(Counter::DropPolicyRevoked),
             });
         }
         if p.ttl <= 1 {
-            return Ok(self.icmp_error_reply(frame, p, meta, ICMP_TIME_EXCEEDED, 0, 0, out, Counter::DropTtlExpired));
+            return Ok(self.icmp_error_reply(
+                frame,
+                p,
+                meta,
+                IcmpErrorKind::TimeExceeded,
+                out,
+                Counter::DropTtlExpired,
+            ));
         }
         let fragment_to = self.fragment_to(p, meta, egress);
         if let Some(mtu) = fragment_to {
-            if Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..])?.dont_fragment() {
-                return Ok(self.icmp_error_reply(
-                    frame,
-                    p,
-                    meta,
-                    ICMP_DEST_UNREACHABLE,
-                    ICMP_CODE_FRAG_NEEDED,
-                    mtu,
-                    out,
-                    Counter::DropNeedsFragmentation,
-                ));
+            if p.dont_fragment {
+                let kind = IcmpErrorKind::FragmentationNeeded { mtu };
+                return Ok(self.icmp_error_reply(frame, p, meta, kind, out, Counter::DropNeedsFragmentation));
             }
             if meta.gso_size != 0 {
                 // Super-frames without DF (UDP GSO) would need segmenting first; rare.
                 return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
             }
         }
-        rewrite_in_place(&mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + p.total], p, &rw, meta.csum_partial);
+        rewrite_in_place(&mut frame[p.l3()], p, &rw, meta.csum_partial)?;
         if fragment_to.is_some() && meta.csum_partial {
             // The device would finish the checksum over the whole datagram; once split,
             // nobody can: finish it here.
-            complete_partial_checksum(&mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + p.total], p);
+            complete_partial_checksum(&mut frame[p.l3()], p)?;
         }
         let timeouts = self.cfg.timeouts;
         let counters = &self.counters;
@@ -85,7 +91,7 @@ impl Translator {
         // Refresh only on moves forward in time; a held timer never goes backwards.
         flow.refresh(now_ms, &timeouts);
         if p.first_fragment {
-            self.frags.record(frag_key(meta.side, p, frame), frag_table::FragTarget { flow: id, dir }, now_ms);
+            self.frags.record(frag_key(meta.side, p), FragTarget { flow: id, dir }, now_ms);
         }
         self.count_out(egress, p.total as u64, u64::from(meta.segments.max(1)));
         Ok(forward(egress, self.next_hop(egress, rw.dst.addr), fragment_to))
@@ -115,96 +121,80 @@ pub(super) fn forward(egress: Egress, next_hop: Ipv4Addr, fragment_to: Option<u1
 
 /// Applies a rewrite to an IPv4 packet (IHL 5) in place: addresses, ports or ICMP
 /// identifier, TTL - 1, with every checksum updated incrementally (RFC 1624). With
-/// `partial`, the L4 field is a pseudo-header sum and only the addresses enter it.
-pub(super) fn rewrite_in_place(l3: &mut [u8], p: &Parsed, rw: &Rewrite, partial: bool) {
-    let ihl = p.ihl;
-    let mut ipc = wire::read_u16(l3, ipv4_field::CHECKSUM);
-    let (old_src, old_dst) = (u32::from(p.src), u32::from(p.dst));
-    let (new_src, new_dst) = (u32::from(rw.src.addr), u32::from(rw.dst.addr));
-    ipc = checksum::update32(ipc, old_src, new_src);
-    ipc = checksum::update32(ipc, old_dst, new_dst);
+/// `partial`, the transport checksum is a pseudo-header sum and only the addresses enter it.
+pub(super) fn rewrite_in_place(l3: &mut [u8], p: &Parsed, rw: &Rewrite, partial: bool) -> Result<(), WireError> {
+    let mut ip = Ipv4Packet::new_checked(l3)?;
+    let mut c = ip.checksum();
+    c = checksum::update32(c, u32::from(p.src), u32::from(rw.src.addr));
+    c = checksum::update32(c, u32::from(p.dst), u32::from(rw.dst.addr));
     // TTL shares a 16-bit word with the protocol.
-    let old_word = wire::read_u16(l3, ipv4_field::TTL);
-    let new_word = old_word - 0x0100;
-    ipc = checksum::update16(ipc, old_word, new_word);
-    wire::write_u16(l3, ipv4_field::TTL, new_word);
-    wire::write_u16(l3, ipv4_field::CHECKSUM, ipc);
-    wire::write_ipv4(l3, ipv4_field::SRC, rw.src.addr);
-    wire::write_ipv4(l3, ipv4_field::DST, rw.dst.addr);
-
-    let l4 = &mut l3[ihl..];
+    let old_word = ip.ttl_protocol_word();
+    ip.set_ttl(p.ttl - 1);
+    c = checksum::update16(c, old_word, ip.ttl_protocol_word());
+    ip.set_checksum(c);
+    ip.set_src_addr(rw.src.addr);
+    ip.set_dst_addr(rw.dst.addr);
+    let l4 = ip.payload_mut();
     match p.l4 {
         L4Header::Tcp { src_port, dst_port, .. } => {
-            rewrite_ports(l4, l4_field::TCP_CHECKSUM, src_port, dst_port, rw, old_src, old_dst, partial)
+            let mut t = TcpPacket::new_checked(l4)?;
+            t.set_checksum(ports_checksum(t.checksum(), partial, p, (src_port, dst_port), rw));
+            t.set_src_port(rw.src.port);
+            t.set_dst_port(rw.dst.port);
         }
-        L4Header::Udp { src_port, dst_port, checksum: c } => {
-            if c == 0 && !partial {
-                // No UDP checksum: only the ports change.
-                wire::write_u16(l4, 0, rw.src.port);
-                wire::write_u16(l4, 2, rw.dst.port);
-            } else {
-                rewrite_ports(l4, l4_field::UDP_CHECKSUM, src_port, dst_port, rw, old_src, old_dst, partial);
-                if !partial && wire::read_u16(l4, l4_field::UDP_CHECKSUM) == 0 {
-                    wire::write_u16(l4, l4_field::UDP_CHECKSUM, 0xffff);
-                }
+        L4Header::Udp { src_port, dst_port, checksum: old } => {
+            let mut u = UdpPacket::new_checked_header(l4)?;
+            // No UDP checksum (0): only the ports change.
+            if old != 0 || partial {
+                let c = ports_checksum(old, partial, p, (src_port, dst_port), rw);
+                // A complete checksum that comes out 0 is sent as 0xffff: 0 means "none".
+                u.set_checksum(if c == 0 && !partial { 0xffff } else { c });
             }
+            u.set_src_port(rw.src.port);
+            u.set_dst_port(rw.dst.port);
         }
         L4Header::IcmpQuery { ident, .. } => {
             // ICMP has no pseudo-header: only the identifier enters its checksum. The
             // identifier is the "port" of whichever side is being translated.
             let new_id = if rw.src.addr != p.src { rw.src.port } else { rw.dst.port };
             if new_id != ident {
-                let c = wire::read_u16(l4, l4_field::ICMP_CHECKSUM);
-                wire::write_u16(l4, l4_field::ICMP_IDENT, new_id);
-                wire::write_u16(l4, l4_field::ICMP_CHECKSUM, checksum::update16(c, ident, new_id));
+                let mut m = Icmpv4Packet::new_checked(l4)?;
+                m.set_checksum(checksum::update16(m.checksum(), ident, new_id));
+                m.set_echo_ident(new_id);
             }
         }
         _ => {}
     }
+    Ok(())
 }
 
-/// Turns a CHECKSUM_PARTIAL TCP/UDP checksum (pseudo-header sum in the field) into the
-/// complete one, as the device would have.
-pub(super) fn complete_partial_checksum(l3: &mut [u8], p: &Parsed) {
-    let at = match p.l4 {
-        L4Header::Tcp { .. } => l4_field::TCP_CHECKSUM,
-        L4Header::Udp { .. } => l4_field::UDP_CHECKSUM,
-        _ => return,
-    };
-    let l4 = &mut l3[p.ihl..];
-    if l4.len() < at + 2 {
-        return;
-    }
-    let mut c = !checksum::fold(checksum::sum(l4, 0));
-    if c == 0 && at == l4_field::UDP_CHECKSUM {
-        c = 0xffff;
-    }
-    wire::write_u16(l4, at, c);
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) fn rewrite_ports(
-    l4: &mut [u8],
-    csum_at: usize,
-    src_port: u16,
-    dst_port: u16,
-    rw: &Rewrite,
-    old_src: u32,
-    old_dst: u32,
-    partial: bool,
-) {
-    let mut c = wire::read_u16(l4, csum_at);
+/// The transport checksum after the rewrite. A complete checksum takes the address and
+/// port changes (RFC 1624); a CHECKSUM_PARTIAL one holds only the pseudo-header sum, so it
+/// takes the addresses alone (the device sums the ports itself).
+fn ports_checksum(c: u16, partial: bool, p: &Parsed, (src_port, dst_port): (u16, u16), rw: &Rewrite) -> u16 {
+    let (old_src, old_dst) = (u32::from(p.src), u32::from(p.dst));
     let (new_src, new_dst) = (u32::from(rw.src.addr), u32::from(rw.dst.addr));
     if partial {
-        c = checksum::update_partial32(c, old_src, new_src);
-        c = checksum::update_partial32(c, old_dst, new_dst);
-    } else {
-        c = checksum::update32(c, old_src, new_src);
-        c = checksum::update32(c, old_dst, new_dst);
-        c = checksum::update16(c, src_port, rw.src.port);
-        c = checksum::update16(c, dst_port, rw.dst.port);
+        let c = checksum::update_partial32(c, old_src, new_src);
+        return checksum::update_partial32(c, old_dst, new_dst);
     }
-    wire::write_u16(l4, csum_at, c);
-    wire::write_u16(l4, 0, rw.src.port);
-    wire::write_u16(l4, 2, rw.dst.port);
+    let c = checksum::update32(c, old_src, new_src);
+    let c = checksum::update32(c, old_dst, new_dst);
+    let c = checksum::update16(c, src_port, rw.src.port);
+    checksum::update16(c, dst_port, rw.dst.port)
+}
+
+/// Turns a CHECKSUM_PARTIAL TCP/UDP checksum into the complete one, as the device would
+/// have: the field holds the pseudo-header sum, so the sum over the whole segment with it
+/// in place is the complete sum.
+fn complete_partial_checksum(l3: &mut [u8], p: &Parsed) -> Result<(), WireError> {
+    let mut ip = Ipv4Packet::new_checked(l3)?;
+    let l4 = ip.payload_mut();
+    let c = !checksum::fold(checksum::sum(l4, 0));
+    match p.l4 {
+        L4Header::Tcp { .. } => TcpPacket::new_checked(l4)?.set_checksum(c),
+        L4Header::Udp { .. } => UdpPacket::new_checked_header(l4)?.set_checksum(if c == 0 { 0xffff } else { c }),
+        _ => {}
+    }
+    Ok(())
 }

@@ -5,7 +5,13 @@
 
 use std::net::Ipv4Addr;
 
-use super::*;
+use natgw_wire::PROTO_ICMP;
+
+use super::policy::{EgressDecision, NewFlow};
+use super::pool::PoolId;
+use super::Translator;
+use crate::conntrack::{Egress, Endpoint, Flow, FlowId, FlowState, Reported, Side, TcpState, ORIGINAL, REPLY};
+use crate::counters::Counter;
 
 /// At most this many finished flows wait in a translator between worker batches.
 pub const MAX_PENDING_FLOW_ENDS: usize = 4096;

@@ -2,7 +2,13 @@
 //! flow under its IP ID (`frag_table::FragTable`); later ones follow that record, and ones that
 //! come before the first wait, bounded, until it arrives.
 
-use super::*;
+use natgw_wire::WireError;
+
+use super::fast_path::{forward, rewrite_in_place};
+use super::frag_table::{FragKey, FragLookup};
+use super::{flow_key, FrameMeta, Parsed, Translator, Verdict};
+use crate::conntrack::Side;
+use crate::counters::Counter;
 
 impl Translator {
     /// Fragments: the first one maps like any packet and records the flow under its IP ID;
@@ -16,7 +22,7 @@ impl Translator {
         now_ms: u64,
         out: &mut [u8],
     ) -> Result<Verdict, WireError> {
-        let fkey = frag_key(meta.side, p, frame);
+        let fkey = frag_key(meta.side, p);
         if p.first_fragment {
             if !meta.handed_off && self.cfg.workers > 1 {
                 if let Some(w) = self.steer(p, frame, meta.side) {
@@ -44,21 +50,21 @@ impl Translator {
             };
         }
         match self.frags.lookup(&fkey) {
-            frag_table::FragLookup::Owner(w) if w != self.cfg.worker && !meta.handed_off => {
+            FragLookup::Owner(w) if w != self.cfg.worker && !meta.handed_off => {
                 self.counters.inc(Counter::HandoffFrames);
                 Ok(Verdict::HandOff { worker: w })
             }
-            frag_table::FragLookup::Target(t) => {
+            FragLookup::Target(t) => {
                 let Some(flow) = self.flows.get(t.flow) else { return Ok(Verdict::Drop(Counter::DropFragment)) };
                 let (rw, egress) = (flow.rewrite[t.dir], flow.egress[t.dir]);
                 if p.ttl <= 1 {
                     return Ok(Verdict::Drop(Counter::DropTtlExpired));
                 }
                 let fragment_to = self.fragment_to(p, meta, egress);
-                if fragment_to.is_some() && Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..])?.dont_fragment() {
+                if fragment_to.is_some() && p.dont_fragment {
                     return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
                 }
-                rewrite_in_place(&mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + p.total], p, &rw, false);
+                rewrite_in_place(&mut frame[p.l3()], p, &rw, false)?;
                 if let Some(f) = self.flows.get_mut(t.flow) {
                     f.packets[t.dir] += 1;
                     f.bytes[t.dir] += p.total as u64;
@@ -66,10 +72,9 @@ impl Translator {
                 self.count_out(egress, p.total as u64, 1);
                 Ok(forward(egress, self.next_hop(egress, rw.dst.addr), fragment_to))
             }
-            frag_table::FragLookup::Dead => Ok(Verdict::Drop(Counter::DropFragment)),
-            frag_table::FragLookup::Owner(_) | frag_table::FragLookup::Unknown => {
-                let len = ETHERNET_HEADER_LEN + p.total;
-                if self.frags.hold(fkey, &frame[..len.min(frame.len())], meta, now_ms) {
+            FragLookup::Dead => Ok(Verdict::Drop(Counter::DropFragment)),
+            FragLookup::Owner(_) | FragLookup::Unknown => {
+                if self.frags.hold(fkey, &frame[..p.l3().end], meta, now_ms) {
                     Ok(Verdict::Held)
                 } else {
                     Ok(Verdict::Drop(Counter::DropFragment))
@@ -79,7 +84,8 @@ impl Translator {
     }
 }
 
-pub(super) fn frag_key(side: Side, p: &Parsed, frame: &[u8]) -> FragKey {
-    let ident = wire::read_u16(&frame[ETHERNET_HEADER_LEN..], ipv4_field::IDENT);
-    FragKey { side, src: p.src, dst: p.dst, proto: p.proto, ident }
+/// The fragments of one datagram: RFC 791's (source, destination, protocol, ID), with
+/// the side they arrived on.
+pub(super) fn frag_key(side: Side, p: &Parsed) -> FragKey {
+    FragKey { side, src: p.src, dst: p.dst, proto: p.proto, ident: p.ident }
 }

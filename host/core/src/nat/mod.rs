@@ -28,32 +28,19 @@ mod steering;
 
 pub use config::{Filtering, InsideLink, NatConfig};
 pub use flow_records::{EndReason, FlowDirection, FlowEnd, MAX_PENDING_FLOW_ENDS};
-pub use icmp_errors::{parse_quote, Quote};
 pub use steering::owner_of_port;
-
-use fast_path::{forward, rewrite_in_place};
-use fragments::frag_key;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use natgw_wire::Ipv4Net;
+use natgw_wire::{ethernet, icmpv4, ipv4, EthernetFrame, Ipv4Packet, L4Header, WireError, ETHERTYPE_IPV4, PROTO_ICMP};
 
-use crate::conntrack::{
-    tcp_transition, Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, FlowTable, Reported, Rewrite, Side, TcpState,
-    Timeouts, ORIGINAL, REPLY,
-};
+use crate::conntrack::{Egress, FlowId, FlowKey, FlowState, FlowTable, Side, TcpState};
 use crate::counters::{Counter, Counters};
-use frag_table::{FragKey, FragTable};
-use natgw_wire as wire;
-use natgw_wire::checksum;
-use natgw_wire::{
-    ipv4_field, l4_field, parse_l4, EthernetFrame, Ipv4Packet, L4Header, WireError, ETHERNET_HEADER_LEN,
-    ETHERTYPE_IPV4, ICMP_CODE_ADMIN_PROHIBITED, ICMP_CODE_FRAG_NEEDED, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY,
-    ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
-};
-use policy::{AllowAll, EgressDecision, FlowPolicy, NewFlow, PoolDecision};
-use pool::{Mappings, PoolId, PoolSpec};
+use frag_table::FragTable;
+use own_packets::IcmpErrorKind;
+use policy::{AllowAll, FlowPolicy};
+use pool::Mappings;
 
 /// Where a frame came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +83,7 @@ pub enum Verdict {
     /// addresses left for the caller); the input frame is dropped.
     Emit { egress: Egress, next_hop: Ipv4Addr, len: usize },
     /// Like `Forward`, but the packet (DF clear) is larger than the egress MTU: send it as
-    /// the fragments `wire::split_ipv4(packet, mtu)` describes. Checksums are complete.
+    /// the fragments `natgw_wire::ipv4::split(packet, mtu)` describes. Checksums are complete.
     ForwardFragmented { egress: Egress, next_hop: Ipv4Addr, mtu: u16 },
     /// Another worker owns this flow: give it the unchanged frame.
     HandOff { worker: usize },
@@ -121,17 +108,34 @@ fn drop_for(e: WireError) -> Counter {
     }
 }
 
-/// What the translator learned about an IPv4 packet before deciding.
+/// What the translator learned about an IPv4 packet before deciding. Every length in it
+/// was checked against the frame.
 struct Parsed {
+    /// The IP header's length (always `ipv4::MIN_HEADER_LEN`: options are refused).
     ihl: usize,
+    /// The IP packet's total length; the frame holds at least this after Ethernet.
     total: usize,
     proto: u8,
     src: Ipv4Addr,
     dst: Ipv4Addr,
     ttl: u8,
+    ident: u16,
+    dont_fragment: bool,
     l4: L4Header,
     is_fragment: bool,
     first_fragment: bool,
+}
+
+impl Parsed {
+    /// Where the IP packet is in the frame.
+    fn l3(&self) -> std::ops::Range<usize> {
+        ethernet::HEADER_LEN..ethernet::HEADER_LEN + self.total
+    }
+
+    /// Where the transport header (or an ICMP message) starts in the frame.
+    fn l4_at(&self) -> usize {
+        ethernet::HEADER_LEN + self.ihl
+    }
 }
 
 /// A translator for one worker.
@@ -272,21 +276,23 @@ impl Translator {
             return Err(WireError::UnknownEtherType);
         }
         let ip = Ipv4Packet::new_checked(eth.payload())?;
-        if ip.header_len() != wire::IPV4_MIN_HEADER_LEN {
+        if ip.header_len() != ipv4::MIN_HEADER_LEN {
             // Options would need per-option handling (source route, record route); like
             // many carrier NATs we refuse them rather than forward them unexamined.
             return Err(WireError::IpOptions);
         }
-        if meta.gso_size == 0 && ip.total_len() + ETHERNET_HEADER_LEN < frame.len() && frame.len() > 60 {
+        if meta.gso_size == 0 && ip.total_len() + ethernet::HEADER_LEN < frame.len() && frame.len() > 60 {
             // Longer than the IP packet and not Ethernet minimum-size padding.
             return Err(WireError::BadTotalLength);
         }
         let is_fragment = ip.is_fragment();
         let first_fragment = is_fragment && ip.frag_offset() == 0;
-        let l4 = if is_fragment && !first_fragment {
+        let l4 = if first_fragment {
+            L4Header::parse_first_fragment(ip.protocol(), ip.payload())?
+        } else if is_fragment {
             L4Header::Other
         } else {
-            parse_l4_checked(ip.protocol(), ip.payload(), first_fragment)?
+            L4Header::parse(ip.protocol(), ip.payload())?
         };
         if !ip.verify_checksum() {
             return Err(WireError::BadIpChecksum);
@@ -295,9 +301,11 @@ impl Translator {
             ihl: ip.header_len(),
             total: ip.total_len(),
             proto: ip.protocol(),
-            src: ip.src(),
-            dst: ip.dst(),
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
             ttl: ip.ttl(),
+            ident: ip.ident(),
+            dont_fragment: ip.dont_fragment(),
             l4,
             is_fragment,
             first_fragment,
@@ -329,7 +337,7 @@ impl Translator {
         // addresses also carry the mapped ports (replies, ICMP errors, fragments), and
         // from the inside they are the hairpin destinations for TCP and UDP.
         if self.is_own_address(p.dst, meta.side) {
-            if matches!(p.l4, L4Header::IcmpQuery { icmp_type: ICMP_ECHO_REQUEST, .. }) && !p.is_fragment {
+            if matches!(p.l4, L4Header::IcmpQuery { icmp_type: icmpv4::ECHO_REQUEST, .. }) && !p.is_fragment {
                 return Ok(self.answer_echo(frame, &p, meta));
             }
             if !self.mappings.is_external(p.dst) || (meta.side == Side::Inside && p.proto == PROTO_ICMP) {
@@ -380,7 +388,14 @@ impl Translator {
         if meta.side == Side::Inside && p.ttl <= 1 {
             // Outbound packets are routed before anything else: an expiring one creates
             // no state and gets a time-exceeded from the gateway (traceroute shows the hop).
-            return Ok(self.icmp_error_reply(frame, &p, meta, ICMP_TIME_EXCEEDED, 0, 0, out, Counter::DropTtlExpired));
+            return Ok(self.icmp_error_reply(
+                frame,
+                &p,
+                meta,
+                IcmpErrorKind::TimeExceeded,
+                out,
+                Counter::DropTtlExpired,
+            ));
         }
         if let L4Header::IcmpError { .. } = p.l4 {
             return self.icmp_error(frame, &p, meta);
@@ -443,7 +458,7 @@ impl Translator {
     fn own_address_towards(&self, side: Side, link: u8, peer: Ipv4Addr, addressed: Ipv4Addr) -> Ipv4Addr {
         match side {
             Side::Outside if self.mappings.is_external(addressed) => addressed,
-            Side::Outside => self.cfg.external_addrs[0],
+            Side::Outside => self.cfg.external_addrs.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED),
             Side::Inside => self
                 .cfg
                 .inside
@@ -482,20 +497,4 @@ fn wire_len(p: &Parsed, meta: FrameMeta) -> usize {
         _ => 0,
     };
     (p.ihl + l4_header + usize::from(meta.gso_size)).min(p.total)
-}
-
-/// Parses the L4 header, relaxing the UDP length check for a first fragment (its UDP
-/// length covers the whole datagram).
-fn parse_l4_checked(proto: u8, l4: &[u8], first_fragment: bool) -> Result<L4Header, WireError> {
-    if first_fragment && proto == PROTO_UDP {
-        if l4.len() < 8 {
-            return Err(WireError::BadUdpLength);
-        }
-        return Ok(L4Header::Udp {
-            src_port: wire::read_u16(l4, 0),
-            dst_port: wire::read_u16(l4, 2),
-            checksum: wire::read_u16(l4, 6),
-        });
-    }
-    parse_l4(proto, l4)
 }

@@ -1,25 +1,48 @@
 //! Packets natgw builds itself: echo replies for its own addresses, TCP resets and ICMP
 //! errors (time exceeded, fragmentation needed, administratively prohibited), rate-limited
-//! by the ICMP error budget.
+//! by the ICMP error budget. Every one is emitted by the wire crate's `Repr`s.
 
-use super::*;
+use std::net::Ipv4Addr;
+
+use natgw_wire::{
+    checksum, ethernet, icmpv4, ipv4, tcp, EthernetFrame, Icmpv4Packet, Icmpv4Repr, Ipv4Packet, Ipv4Repr, L4Header,
+    TcpPacket, TcpRepr, ETHERTYPE_IPV4, PROTO_ICMP, PROTO_TCP,
+};
+
+use super::{FrameMeta, Parsed, Translator, Verdict};
+use crate::counters::Counter;
+
+/// The most of the offending packet an ICMP error quotes: with the error's own headers,
+/// 576 bytes, what every IPv4 host must accept (RFC 1812 4.3.2.3).
+const MAX_QUOTE: usize = 548;
+
+/// Which ICMP error natgw sends about a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IcmpErrorKind {
+    /// Time exceeded in transit: its TTL ran out here.
+    TimeExceeded,
+    /// Destination unreachable, fragmentation needed and DF set (RFC 1191).
+    FragmentationNeeded { mtu: u16 },
+    /// Destination unreachable, communication administratively prohibited (RFC 1812).
+    AdminProhibited,
+}
 
 impl Translator {
     /// Answers an echo request to one of natgw's addresses, in place.
     pub(super) fn answer_echo(&mut self, frame: &mut [u8], p: &Parsed, meta: FrameMeta) -> Verdict {
-        let l3 = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + p.total];
-        let icmp_at = p.ihl;
-        let old = wire::read_u16(l3, icmp_at);
-        let new = u16::from(ICMP_ECHO_REPLY) << 8 | (old & 0x00ff);
-        wire::write_u16(l3, icmp_at, new);
-        let c = wire::read_u16(l3, icmp_at + l4_field::ICMP_CHECKSUM);
-        wire::write_u16(l3, icmp_at + l4_field::ICMP_CHECKSUM, checksum::update16(c, old, new));
-        let mut ip = match Ipv4Packet::new_checked(&mut *l3) {
-            Ok(ip) => ip,
-            Err(_) => return Verdict::Drop(Counter::DropTruncated),
+        let Ok(mut ip) = Ipv4Packet::new_checked(&mut frame[p.l3()]) else {
+            return Verdict::Drop(Counter::DropTruncated);
         };
-        ip.set_src(p.dst);
-        ip.set_dst(p.src);
+        {
+            let Ok(mut m) = Icmpv4Packet::new_checked(ip.payload_mut()) else {
+                return Verdict::Drop(Counter::DropBadIcmp);
+            };
+            let old = m.type_code_word();
+            m.set_msg_type(icmpv4::ECHO_REPLY);
+            m.set_checksum(checksum::update16(m.checksum(), old, m.type_code_word()));
+        }
+        ip.set_src_addr(p.dst);
+        ip.set_dst_addr(p.src);
         ip.set_ttl(64);
         ip.fill_checksum();
         self.counters.inc(Counter::IcmpEchoRepliesSent);
@@ -34,23 +57,36 @@ impl Translator {
     pub(super) fn reject(&mut self, frame: &[u8], p: &Parsed, meta: FrameMeta, out: &mut [u8]) -> Verdict {
         match p.l4 {
             L4Header::Tcp { .. } => self.tcp_reset_reply(frame, p, meta, out, Counter::DropPolicyRejected),
-            _ => self.icmp_error_reply(
-                frame,
-                p,
-                meta,
-                ICMP_DEST_UNREACHABLE,
-                ICMP_CODE_ADMIN_PROHIBITED,
-                0,
-                out,
-                Counter::DropPolicyRejected,
-            ),
+            _ => {
+                self.icmp_error_reply(frame, p, meta, IcmpErrorKind::AdminProhibited, out, Counter::DropPolicyRejected)
+            }
         }
     }
 
+    /// Writes an Ethernet (addresses left for the caller) and IPv4 header from natgw into
+    /// `out` and returns the rest of the packet for the transport, or `None` when `out`
+    /// is too short.
+    fn begin_packet<'a>(
+        &mut self,
+        out: &'a mut [u8],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        payload_len: usize,
+    ) -> Option<&'a mut [u8]> {
+        let ip = Ipv4Repr { src, dst, protocol, payload_len, ttl: 64, ident: self.ip_ident, dont_fragment: false };
+        let frame = out.get_mut(..ethernet::HEADER_LEN + ip.buffer_len())?;
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        let mut eth = EthernetFrame::new_unchecked(frame);
+        eth.set_ethertype(ETHERTYPE_IPV4);
+        let mut packet = Ipv4Packet::new_unchecked(eth.into_inner().get_mut(ethernet::HEADER_LEN..)?);
+        ip.emit(&mut packet);
+        packet.into_inner().get_mut(ipv4::MIN_HEADER_LEN..)
+    }
+
     /// Builds a TCP RST answering the segment in `frame` (not yet rewritten), as if from
-    /// the address it was sent to (RFC 793 "reset generation"): with the segment's ACK as
-    /// sequence number when it has one, else acknowledging it. Shares the ICMP error
-    /// budget; never answers a RST.
+    /// the address it was sent to (RFC 9293 3.10.7.1, `TcpRepr::reset_for`). Shares the
+    /// ICMP error budget; never answers a RST or a fragment.
     pub(super) fn tcp_reset_reply(
         &mut self,
         frame: &[u8],
@@ -59,61 +95,38 @@ impl Translator {
         out: &mut [u8],
         reason: Counter,
     ) -> Verdict {
-        let L4Header::Tcp { src_port, dst_port, flags, header_len } = p.l4 else { return Verdict::Drop(reason) };
-        if flags & TCP_RST != 0 || p.is_fragment || self.icmp_tokens == 0 {
+        if !matches!(p.l4, L4Header::Tcp { .. }) || p.is_fragment || self.icmp_tokens == 0 {
             return Verdict::Drop(reason);
         }
-        let tcp_at = ETHERNET_HEADER_LEN + p.ihl;
-        let Some(tcp) = frame.get(tcp_at..ETHERNET_HEADER_LEN + p.total) else { return Verdict::Drop(reason) };
-        if tcp.len() < header_len || out.len() < ETHERNET_HEADER_LEN + 40 {
+        let Some(Ok(segment)) = frame.get(p.l4_at()..p.l3().end).map(TcpPacket::new_checked) else {
             return Verdict::Drop(reason);
-        }
-        self.icmp_tokens -= 1;
-        let seg_seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-        let seg_ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
-        let seg_len =
-            (tcp.len() - header_len) as u32 + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
-        let (seq, ack, rst_flags) = if flags & TCP_ACK != 0 {
-            (seg_ack, 0, TCP_RST)
-        } else {
-            (0, seg_seq.wrapping_add(seg_len), TCP_RST | TCP_ACK)
         };
-        let total = wire::IPV4_MIN_HEADER_LEN + 20;
-        out[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-        self.ip_ident = self.ip_ident.wrapping_add(1);
-        let l3 = &mut out[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + total];
-        wire::write_ipv4_header(l3, total as u16, self.ip_ident, 64, PROTO_TCP, p.dst, p.src);
-        let t = &mut l3[wire::IPV4_MIN_HEADER_LEN..];
-        t.fill(0);
-        wire::write_u16(t, 0, dst_port);
-        wire::write_u16(t, 2, src_port);
-        t[4..8].copy_from_slice(&seq.to_be_bytes());
-        t[8..12].copy_from_slice(&ack.to_be_bytes());
-        t[12] = 5 << 4;
-        t[13] = rst_flags;
-        let pseudo = checksum::pseudo_header_sum(u32::from(p.dst), u32::from(p.src), PROTO_TCP, 20);
-        let c = checksum::fold(checksum::sum(t, pseudo));
-        wire::write_u16(t, l4_field::TCP_CHECKSUM, !c);
+        let Some(rst) = TcpRepr::reset_for(&TcpRepr::parse(&segment), segment.payload().len()) else {
+            return Verdict::Drop(reason);
+        };
+        let Some(l4) = self.begin_packet(out, p.dst, p.src, PROTO_TCP, rst.header_len()) else {
+            return Verdict::Drop(reason);
+        };
+        rst.emit(&mut TcpPacket::new_unchecked(l4), p.dst, p.src);
+        self.icmp_tokens -= 1;
         self.counters.inc(reason);
         self.counters.inc(Counter::TcpResetsSent);
+        let total = ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN;
         let egress = meta.arrived_from();
         self.count_out(egress, total as u64, 1);
-        Verdict::Emit { egress, next_hop: self.next_hop(egress, p.src), len: ETHERNET_HEADER_LEN + total }
+        Verdict::Emit { egress, next_hop: self.next_hop(egress, p.src), len: ethernet::HEADER_LEN + total }
     }
 
     /// Builds an ICMP error about the packet in `frame` (not yet rewritten) back to its
     /// sender, from natgw's address on that side. Returns `Drop(reason)` when none may be
     /// sent (RFC 1812 4.3.2.7: never about an ICMP error, a non-first fragment, or a
     /// broadcast), or when the rate limit is spent; the offending packet is dropped either way.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn icmp_error_reply(
         &mut self,
         frame: &[u8],
         p: &Parsed,
         meta: FrameMeta,
-        icmp_type: u8,
-        code: u8,
-        mtu: u16,
+        kind: IcmpErrorKind,
         out: &mut [u8],
         reason: Counter,
     ) -> Verdict {
@@ -127,30 +140,31 @@ impl Translator {
         {
             return Verdict::Drop(reason);
         }
-        self.icmp_tokens -= 1;
-        let quote_len = p.total.min(548).min(frame.len() - ETHERNET_HEADER_LEN);
-        let total = wire::IPV4_MIN_HEADER_LEN + 8 + quote_len;
-        if out.len() < ETHERNET_HEADER_LEN + total {
+        let quote_len = p.total.min(MAX_QUOTE);
+        let Some(quote) = frame.get(ethernet::HEADER_LEN..ethernet::HEADER_LEN + quote_len) else {
             return Verdict::Drop(reason);
-        }
+        };
+        let icmp = match kind {
+            IcmpErrorKind::TimeExceeded => Icmpv4Repr::TimeExceeded { code: 0, data: quote },
+            IcmpErrorKind::FragmentationNeeded { mtu } => {
+                Icmpv4Repr::DstUnreachable { code: icmpv4::CODE_FRAG_NEEDED, next_hop_mtu: mtu, data: quote }
+            }
+            IcmpErrorKind::AdminProhibited => {
+                Icmpv4Repr::DstUnreachable { code: icmpv4::CODE_ADMIN_PROHIBITED, next_hop_mtu: 0, data: quote }
+            }
+        };
         let from = self.own_address_towards(meta.side, meta.link, p.src, p.dst);
-        let egress = meta.arrived_from();
-        out[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-        self.ip_ident = self.ip_ident.wrapping_add(1);
-        let l3 = &mut out[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + total];
-        wire::write_ipv4_header(l3, total as u16, self.ip_ident, 64, PROTO_ICMP, from, p.src);
-        let icmp = &mut l3[wire::IPV4_MIN_HEADER_LEN..];
-        icmp[0] = icmp_type;
-        icmp[1] = code;
-        icmp[2..8].fill(0);
-        wire::write_u16(icmp, l4_field::ICMP_NEXT_HOP_MTU, mtu);
-        icmp[8..8 + quote_len].copy_from_slice(&frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + quote_len]);
-        let c = checksum::compute(icmp);
-        wire::write_u16(icmp, l4_field::ICMP_CHECKSUM, c);
+        let Some(l4) = self.begin_packet(out, from, p.src, PROTO_ICMP, icmp.buffer_len()) else {
+            return Verdict::Drop(reason);
+        };
+        icmp.emit(&mut Icmpv4Packet::new_unchecked(l4));
+        self.icmp_tokens -= 1;
         // The offending packet is dropped (counted) even though an error went back.
         self.counters.inc(reason);
         self.counters.inc(Counter::IcmpErrorsSent);
+        let total = ipv4::MIN_HEADER_LEN + icmp.buffer_len();
+        let egress = meta.arrived_from();
         self.count_out(egress, total as u64, 1);
-        Verdict::Emit { egress, next_hop: self.next_hop(egress, p.src), len: ETHERNET_HEADER_LEN + total }
+        Verdict::Emit { egress, next_hop: self.next_hop(egress, p.src), len: ethernet::HEADER_LEN + total }
     }
 }

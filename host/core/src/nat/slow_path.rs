@@ -2,7 +2,16 @@
 //! before anything is allocated, then the pool), mapping allocation, flow insert; and
 //! revalidation of existing flows against a new egress policy.
 
-use super::*;
+use natgw_wire::{icmpv4, tcp, L4Header, PROTO_ICMP, PROTO_TCP};
+
+use super::flow_records::{EndReason, FlowEnd};
+use super::policy::{EgressDecision, NewFlow, PoolDecision};
+use super::pool::{MappingId, PoolId};
+use super::{Filtering, FrameMeta, Parsed, Translator};
+use crate::conntrack::{
+    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, Reported, Rewrite, Side, TcpState, ORIGINAL, REPLY,
+};
+use crate::counters::Counter;
 
 impl Translator {
     /// Slow path: a packet that matched no flow.
@@ -14,14 +23,14 @@ impl Translator {
         now_ms: u64,
     ) -> Result<(FlowId, usize), Counter> {
         match p.l4 {
-            L4Header::Tcp { flags, .. } if flags & (TCP_SYN | TCP_ACK) != TCP_SYN => {
+            L4Header::Tcp { flags, .. } if flags & (tcp::SYN | tcp::ACK) != tcp::SYN => {
                 return Err(match meta.side {
                     Side::Outside => Counter::DropUnsolicitedInbound,
                     Side::Inside => Counter::DropTcpNoFlow,
                 })
             }
             L4Header::Tcp { .. } | L4Header::Udp { .. } => {}
-            L4Header::IcmpQuery { icmp_type: ICMP_ECHO_REQUEST, .. } => {}
+            L4Header::IcmpQuery { icmp_type: icmpv4::ECHO_REQUEST, .. } => {}
             L4Header::IcmpQuery { .. } => {
                 return Err(match meta.side {
                     Side::Outside => Counter::DropUnsolicitedInbound,
@@ -98,7 +107,7 @@ impl Translator {
         &mut self,
         key: &FlowKey,
         link: u8,
-    ) -> Result<(Endpoint, pool::MappingId, Endpoint), Counter> {
+    ) -> Result<(Endpoint, MappingId, Endpoint), Counter> {
         if self.flows.len() >= self.flows.max_flows() {
             return Err(Counter::DropTableFull);
         }

@@ -2,7 +2,11 @@
 //! `p % workers == worker` (VPP's `port_per_thread`), mirrored by the kernel's steering
 //! program; what the program cannot classify is handed off here.
 
-use super::*;
+use natgw_wire::L4Header;
+
+use super::icmp_errors::quoted;
+use super::{Parsed, Translator};
+use crate::conntrack::Side;
 
 impl Translator {
     /// The worker that owns this packet's flow, when it can be told from the packet.
@@ -20,8 +24,7 @@ impl Translator {
             (L4Header::Tcp { dst_port, .. } | L4Header::Udp { dst_port, .. }, Side::Outside) => dst_port,
             (L4Header::IcmpQuery { ident, .. }, _) => ident,
             (L4Header::IcmpError { .. }, _) => {
-                let quote = frame.get(ETHERNET_HEADER_LEN + p.ihl + 8..ETHERNET_HEADER_LEN + p.total)?;
-                let inner = parse_quote(quote).ok()?;
+                let inner = quoted(frame, p).ok()?;
                 // Inside: the quoted packet was sent *to* the host; outside: *from* our mapping.
                 match side {
                     Side::Inside => inner.dst_port,
