@@ -257,13 +257,21 @@ struct Slot {
 
 /// One-second wheel slots; a deadline further out than the wheel simply comes round again.
 const WHEEL_SLOTS: usize = 4096;
+const WHEEL_SECS: u64 = WHEEL_SLOTS as u64;
+
+/// The wheel slot of a second.
+fn wheel_slot(sec: u64) -> usize {
+    // The remainder is below WHEEL_SLOTS: it fits.
+    usize::try_from(sec % WHEEL_SECS).unwrap_or(0)
+}
 
 /// The flow table of one worker: a slab of flows, an index with both keys of each flow,
 /// and an expiry wheel. Bounded: at `max_flows` new flows are refused.
 pub struct FlowTable {
     slots: Vec<Slot>,
     free: Vec<FlowId>,
-    index: HashMap<FlowKey, (FlowId, u8), ahash::RandomState>,
+    /// Both keys of every flow: (flow, whether the key is its reply direction's).
+    index: HashMap<FlowKey, (FlowId, bool), ahash::RandomState>,
     wheel: Vec<Vec<(FlowId, u32)>>,
     /// The wheel has been processed up to (excluding) this second.
     wheel_sec: u64,
@@ -296,7 +304,7 @@ impl FlowTable {
 
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<(FlowId, usize)> {
-        self.index.get(key).map(|&(id, dir)| (id, usize::from(dir)))
+        self.index.get(key).map(|&(id, reply)| (id, if reply { REPLY } else { ORIGINAL }))
     }
 
     #[inline]
@@ -315,15 +323,16 @@ impl FlowTable {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
+                let id = FlowId::try_from(self.slots.len()).map_err(|_| ConntrackError::TableFull(self.max_flows))?;
                 self.slots.push(Slot { gen: 0, flow: None });
-                (self.slots.len() - 1) as FlowId
+                id
             }
         };
-        let slot = &mut self.slots[id as usize];
+        let Some(slot) = self.slots.get_mut(id as usize) else { return Err(ConntrackError::TableFull(self.max_flows)) };
         slot.gen = slot.gen.wrapping_add(1);
         let gen = slot.gen;
-        self.index.insert(flow.keys[ORIGINAL], (id, ORIGINAL as u8));
-        self.index.insert(flow.keys[REPLY], (id, REPLY as u8));
+        self.index.insert(flow.keys[ORIGINAL], (id, false));
+        self.index.insert(flow.keys[REPLY], (id, true));
         let sec = flow.expires_ms / 1000;
         slot.flow = Some(flow);
         self.len += 1;
@@ -334,7 +343,7 @@ impl FlowTable {
     fn file(&mut self, id: FlowId, gen: u32, sec: u64) {
         // A deadline already in the past is filed in the next slot to be processed.
         let sec = sec.max(self.wheel_sec);
-        self.wheel[(sec as usize) % WHEEL_SLOTS].push((id, gen));
+        self.wheel[wheel_slot(sec)].push((id, gen));
     }
 
     /// Files a flow again after its deadline was brought forward (a later deadline needs
@@ -364,11 +373,11 @@ impl FlowTable {
     pub fn expire(&mut self, now_ms: u64, mut on_expired: impl FnMut(FlowId, Flow)) {
         let now_sec = now_ms / 1000;
         // Catch up at most one full turn: every filed entry is seen at least once.
-        if now_sec > self.wheel_sec + WHEEL_SLOTS as u64 {
-            self.wheel_sec = now_sec - WHEEL_SLOTS as u64;
+        if now_sec > self.wheel_sec + WHEEL_SECS {
+            self.wheel_sec = now_sec - WHEEL_SECS;
         }
         while self.wheel_sec <= now_sec {
-            let idx = (self.wheel_sec as usize) % WHEEL_SLOTS;
+            let idx = wheel_slot(self.wheel_sec);
             let entries = std::mem::take(&mut self.wheel[idx]);
             self.wheel_sec += 1;
             let mut refile = Vec::new();
@@ -389,7 +398,7 @@ impl FlowTable {
             for (id, gen, sec) in refile {
                 // Never file into the slot being processed now: it has been taken already.
                 let sec = sec.max(self.wheel_sec);
-                self.wheel[(sec as usize) % WHEEL_SLOTS].push((id, gen));
+                self.wheel[wheel_slot(sec)].push((id, gen));
             }
             // Keep the emptied slot's allocation from growing without bound.
             if self.wheel[idx].capacity() > 1024 && self.wheel[idx].is_empty() {
@@ -399,7 +408,8 @@ impl FlowTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (FlowId, &Flow)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.flow.as_ref().map(|f| (i as FlowId, f)))
+        // Ids were made from these indexes: each fits a FlowId.
+        self.slots.iter().enumerate().filter_map(|(i, s)| Some((FlowId::try_from(i).ok()?, s.flow.as_ref()?)))
     }
 }
 

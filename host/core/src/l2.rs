@@ -147,6 +147,7 @@ impl Arp {
     pub fn announcements(&self) -> Vec<(LinkId, Vec<u8>)> {
         let mut v = Vec::new();
         for (i, l) in self.links.iter().enumerate() {
+            let Ok(link) = LinkId::try_from(i) else { break };
             for n in &l.addresses {
                 let mut buf = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
                 // Gratuitous ARP: a request for our own address (RFC 5227's announcement).
@@ -158,7 +159,7 @@ impl Arp {
                     target_ip: n.addr,
                 };
                 if announce.emit_frame(BROADCAST_MAC, &mut buf).is_some() {
-                    v.push((i as LinkId, buf));
+                    v.push((link, buf));
                 }
             }
         }

@@ -2,6 +2,9 @@
 //! one translator, with a fake clock. It checks what only time shows: TCP state changes,
 //! per-state idle timeouts, expiry without a table scan on the fast path, and port reuse.
 
+// Test code: literal sizes and results that must be there.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::Arc;

@@ -1,5 +1,8 @@
 //! Translator unit tests: literal packets in, translated packets out.
 
+// Test code: literal sizes and results that must be there.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 

@@ -12,6 +12,9 @@ use super::IoError;
 
 /// A GSO super-frame is at most 64 KiB of IP plus Ethernet and virtio-net headers.
 pub const BUF_SIZE: usize = 65536 + 128;
+/// The same, as the ring entries hold it.
+const BUF_SIZE_U32: u32 = 65536 + 128;
+const _: () = assert!(BUF_SIZE_U32 as usize == BUF_SIZE);
 
 struct Mmap {
     ptr: *mut u8,
@@ -97,7 +100,7 @@ impl BufRing {
         // reads entries between its head and the published tail, which excludes this one.
         let entry = unsafe { &mut *(self.ring.ptr as *mut BufRingEntry).add(idx) };
         entry.set_addr(self.buf_ptr(bid) as u64);
-        entry.set_len(BUF_SIZE as u32);
+        entry.set_len(BUF_SIZE_U32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }

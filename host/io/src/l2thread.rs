@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::sys::{self, PacketSocket, PacketSocketOptions};
 use super::{IoError, Shared};
-use natgw_core::l2::{Arp, L2Link};
+use natgw_core::l2::{Arp, L2Link, LinkId};
 use natgw_wire::ETHERTYPE_ARP;
 
 pub struct L2Thread {
@@ -71,11 +71,13 @@ impl L2Thread {
             let now = self.shared.now_ms();
             let mut changed = false;
             for (link, r) in ready.iter().enumerate() {
+                // Links are numbered by LinkId (the config allows 65 of them).
+                let Ok(link_id) = LinkId::try_from(link) else { continue };
                 if !r {
                     continue;
                 }
                 while let Ok(Some(n)) = self.sockets[link].recv(&mut buf) {
-                    let o = self.arp.receive(link as u8, &buf[..n], now, &mut out);
+                    let o = self.arp.receive(link_id, &buf[..n], now, &mut out);
                     if let Some(len) = o.reply_len {
                         let _ = self.sockets[link].send(&out[..len]);
                     }

@@ -130,7 +130,7 @@ impl Shared {
 
     /// Milliseconds since the gateway started: the clock every core function is given.
     pub fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -165,6 +165,6 @@ impl VnetHdr {
             return 1;
         }
         let payload = frame_len.saturating_sub(usize::from(self.hdr_len));
-        payload.div_ceil(usize::from(self.gso_size)).max(1) as u32
+        u32::try_from(payload.div_ceil(usize::from(self.gso_size)).max(1)).unwrap_or(u32::MAX)
     }
 }

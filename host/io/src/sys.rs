@@ -17,7 +17,7 @@ const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_FANOUT_DATA: libc::c_int = 22;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_VNET_HDR: libc::c_int = 15;
-const PACKET_FANOUT_CBPF: u32 = 6;
+const PACKET_FANOUT_CBPF: i32 = 6;
 
 /// What natgw knows of an interface.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ pub fn interface_info(name: &str) -> Result<InterfaceInfo, IoError> {
     let ifr = ioctl(libc::SIOCGIFFLAGS)?;
     // SAFETY: SIOCGIFFLAGS filled ifru_flags.
     let flags = unsafe { ifr.ifr_ifru.ifru_flags };
-    Ok(InterfaceInfo { name: name.to_string(), index, mac, mtu, up: flags & libc::IFF_UP as i16 != 0 })
+    Ok(InterfaceInfo { name: name.to_string(), index, mac, mtu, up: libc::c_int::from(flags) & libc::IFF_UP != 0 })
 }
 
 /// IPv4 addresses the kernel has on any interface of this namespace, as (interface, address).
@@ -113,6 +113,15 @@ pub fn kernel_ipv4_addresses() -> Result<Vec<(String, std::net::Ipv4Addr)>, IoEr
     Ok(out)
 }
 
+/// The size of a C structure as the socket calls take it: each is a few dozen bytes.
+fn socklen_of<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
+}
+
+/// AF_PACKET as `sockaddr_ll::sll_family` holds it.
+#[allow(clippy::cast_possible_truncation, reason = "AF_PACKET is 17")]
+const AF_PACKET_FAMILY: libc::sa_family_t = libc::AF_PACKET as libc::sa_family_t;
+
 fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
@@ -121,9 +130,8 @@ fn setsockopt_int(
     what: &'static str,
 ) -> Result<(), IoError> {
     // SAFETY: v lives across the call and its size is passed.
-    let r = unsafe {
-        libc::setsockopt(fd, level, opt, &v as *const _ as *const libc::c_void, mem::size_of::<libc::c_int>() as u32)
-    };
+    let r =
+        unsafe { libc::setsockopt(fd, level, opt, &v as *const _ as *const libc::c_void, socklen_of::<libc::c_int>()) };
     if r < 0 {
         return Err(IoError::Os(what, io::Error::last_os_error()));
     }
@@ -186,29 +194,31 @@ impl PacketSocket {
         setsockopt_int(raw, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1, "setsockopt(PACKET_QDISC_BYPASS)")?;
         if opts.rcvbuf > 0 {
             // SO_RCVBUFFORCE ignores rmem_max (we run as root); fall back quietly.
-            if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, opts.rcvbuf as i32, "SO_RCVBUFFORCE")
-                .is_err()
-            {
-                let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, opts.rcvbuf as i32, "SO_RCVBUF");
+            let size = libc::c_int::try_from(opts.rcvbuf).unwrap_or(libc::c_int::MAX);
+            if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size, "SO_RCVBUFFORCE").is_err() {
+                let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, size, "SO_RCVBUF");
             }
         }
         // SAFETY: sockaddr_ll is plain data; zero is valid.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_family = AF_PACKET_FAMILY;
         sll.sll_protocol = proto_be;
         sll.sll_ifindex = info.index;
         // SAFETY: sll is a valid sockaddr_ll and its size is passed.
-        let r = unsafe {
-            libc::bind(raw, &sll as *const _ as *const libc::sockaddr, mem::size_of::<libc::sockaddr_ll>() as u32)
-        };
+        let r =
+            unsafe { libc::bind(raw, &sll as *const _ as *const libc::sockaddr, socklen_of::<libc::sockaddr_ll>()) };
         if r < 0 {
             return Err(IoError::Os("bind(AF_PACKET)", io::Error::last_os_error()));
         }
         if let Some((group, prog)) = &opts.fanout {
             // Join first, then install the program (the kernel wants the group to exist).
-            let arg = u32::from(*group) | (PACKET_FANOUT_CBPF << 16);
-            setsockopt_int(raw, libc::SOL_PACKET, PACKET_FANOUT, arg as i32, "setsockopt(PACKET_FANOUT)")?;
-            let fprog = SockFprog { len: prog.len() as u16, filter: prog.as_ptr() };
+            // packet(7): the group id in the low 16 bits, the mode in the next; the int is
+            // read as those bits.
+            let arg = i32::from(*group) | (PACKET_FANOUT_CBPF << 16);
+            setsockopt_int(raw, libc::SOL_PACKET, PACKET_FANOUT, arg, "setsockopt(PACKET_FANOUT)")?;
+            let len = u16::try_from(prog.len())
+                .map_err(|_| IoError::Os("steering program", io::ErrorKind::InvalidInput.into()))?;
+            let fprog = SockFprog { len, filter: prog.as_ptr() };
             // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
             let r = unsafe {
                 libc::setsockopt(
@@ -216,7 +226,7 @@ impl PacketSocket {
                     libc::SOL_PACKET,
                     PACKET_FANOUT_DATA,
                     &fprog as *const _ as *const libc::c_void,
-                    mem::size_of::<SockFprog>() as u32,
+                    socklen_of::<SockFprog>(),
                 )
             };
             if r < 0 {
@@ -386,7 +396,7 @@ pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
     // SAFETY: ucred is plain data and its size is passed; getsockopt writes at most that.
     unsafe {
         let mut cred: libc::ucred = mem::zeroed();
-        let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
+        let mut len = socklen_of::<libc::ucred>();
         if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut _ as *mut libc::c_void, &mut len)
             != 0
         {

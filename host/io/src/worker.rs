@@ -257,7 +257,10 @@ impl Worker {
                 self.on_frame(link, BufRef::Rx(bid), res as usize, now);
             }
             OP_SEND_RX => {
-                self.bufs.recycle(arg as u16);
+                // The buffer id was encoded from a u16.
+                if let Ok(bid) = u16::try_from(arg) {
+                    self.bufs.recycle(bid);
+                }
                 if res < 0 {
                     self.translator.counters().inc(Counter::DropTxFull);
                 }
@@ -409,7 +412,11 @@ impl Worker {
     /// next hop is resolved.
     fn send(&mut self, b: BufRef, len: usize, egress: Egress, next_hop: Ipv4Addr, now: u64) {
         let link = self.link_for(egress);
-        let link_id = link as LinkId;
+        let Ok(link_id) = LinkId::try_from(link) else {
+            self.translator.counters().inc(Counter::DropNoRoute);
+            self.release(b);
+            return;
+        };
         let Some(mac) = self.neighbours.get(link_id, next_hop) else {
             self.park(b, len, link_id, next_hop, now);
             return;
@@ -431,7 +438,9 @@ impl Worker {
             BufRef::Rx(bid) => (self.bufs.buf_ptr(bid), ud(OP_SEND_RX, u64::from(bid))),
             BufRef::Tx(slot) => (self.tx[slot].as_ptr(), ud(OP_SEND_TX, slot as u64)),
         };
-        let e = opcode::Send::new(types::Fd(fd), ptr, len as u32).build().user_data(data);
+        // A frame is at most one buffer, far below u32; never more than the buffer holds.
+        let len = u32::try_from(len.min(BUF_SIZE)).unwrap_or(0);
+        let e = opcode::Send::new(types::Fd(fd), ptr, len).build().user_data(data);
         self.push_sqe(e);
     }
 
@@ -468,7 +477,7 @@ impl Worker {
 
     fn follow_mtus(&mut self) {
         for (link, m) in self.shared.link_mtu.iter().enumerate() {
-            let m = m.load(Ordering::Relaxed).min(u32::from(u16::MAX)) as u16;
+            let m = u16::try_from(m.load(Ordering::Relaxed)).unwrap_or(u16::MAX);
             if self.mtus.get(link) != Some(&m) {
                 self.translator.set_link_mtu(link, m);
                 if let Some(x) = self.mtus.get_mut(link) {

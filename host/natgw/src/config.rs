@@ -658,8 +658,10 @@ fn validate_otlp(raw: &RawOtlp, base: &Path) -> Result<Option<OtlpConfig>, Confi
         0 => 0,
         v => range("otlp.metrics_interval_ms", v, 100, 3_600_000)?,
     };
-    let buffer_records = range("otlp.buffer_records", raw.buffer_records as u64, 1, 16 << 20)? as usize;
-    let batch = range("otlp.batch", raw.batch as u64, 1, 65_536)? as usize;
+    // Both bounded far below usize::MAX.
+    let buffer_records =
+        usize::try_from(range("otlp.buffer_records", raw.buffer_records as u64, 1, 16 << 20)?).unwrap_or(16 << 20);
+    let batch = usize::try_from(range("otlp.batch", raw.batch as u64, 1, 65_536)?).unwrap_or(65_536);
     let retry_initial_ms = range("otlp.retry_initial_ms", raw.retry_initial_ms, 1, 600_000)?;
     let retry_max_ms = range("otlp.retry_max_ms", raw.retry_max_ms, retry_initial_ms, 3_600_000)?;
     for k in raw.resource.keys() {

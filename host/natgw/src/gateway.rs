@@ -135,7 +135,9 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
                 .collect(),
         }))
         .collect();
-    let outside_link = cfg.inside.len() as u8;
+    // The config allows at most 64 inside links: every link index fits a LinkId.
+    let link_id = |i: usize| natgw_core::l2::LinkId::try_from(i).unwrap_or(natgw_core::l2::LinkId::MAX);
+    let outside_link = link_id(cfg.inside.len());
     let l2 = L2Thread::new(l2_links, shared.clone(), vec![(outside_link, cfg.outside.gateway)])?;
 
     let source_ports = Arc::new(natgw_core::nat::pool::SourcePorts::default());
@@ -148,13 +150,13 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
             .map(|(c, info)| InsideLink {
                 name: c.interface.clone(),
                 addresses: c.addresses.clone(),
-                mtu: info.mtu as u16,
+                mtu: u16::try_from(info.mtu).unwrap_or(u16::MAX),
             })
             .collect(),
         external_addrs: cfg.outside.addresses.clone(),
         outside_net: cfg.outside.subnet,
         outside_gateway: cfg.outside.gateway,
-        outside_mtu: outside_info.mtu as u16,
+        outside_mtu: u16::try_from(outside_info.mtu).unwrap_or(u16::MAX),
         pools: cfg.pools.clone(),
         filtering: cfg.filtering,
         timeouts: cfg.timeouts,
@@ -166,7 +168,8 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
 
     // Every worker opens its own socket per link; with several workers they join one
     // fanout group per link whose steering program keeps each flow on its owner.
-    let group_base = (std::process::id() as u16).wrapping_mul(64);
+    // 1024 groups of 64 links: a process's groups do not meet another natgw's.
+    let group_base = u16::try_from(std::process::id() % 1024).unwrap_or(0) * 64;
     let mut built = Vec::new();
     for w in 0..workers {
         let mut links = Vec::new();
@@ -176,11 +179,12 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
             .map(|c| (c.interface.clone(), true))
             .chain(std::iter::once((cfg.outside.interface.clone(), false)));
         for (li, (name, inside)) in all.enumerate() {
-            let fanout = (workers > 1).then(|| (group_base.wrapping_add(li as u16), sys::steering_program(inside)));
+            let fanout =
+                (workers > 1).then(|| (group_base.wrapping_add(u16::from(link_id(li))), sys::steering_program(inside)));
             let opts = PacketSocketOptions { protocol: ETHERTYPE_IPV4, vnet_hdr: true, fanout, rcvbuf: 8 << 20 };
             let socket = PacketSocket::open(&name, &opts)?;
             let (side, index) = if inside {
-                (natgw_core::conntrack::Side::Inside, li as u8)
+                (natgw_core::conntrack::Side::Inside, link_id(li))
             } else {
                 (natgw_core::conntrack::Side::Outside, 0)
             };
@@ -472,8 +476,8 @@ fn swap_and_wait(
         generation: g.id,
         file: g.file.display().to_string(),
         sha256: g.hash.clone(),
-        prepared_us: prepared.as_micros() as u64,
-        serving_after_us: serving_after.as_micros() as u64,
+        prepared_us: u64::try_from(prepared.as_micros()).unwrap_or(u64::MAX),
+        serving_after_us: u64::try_from(serving_after.as_micros()).unwrap_or(u64::MAX),
         serving_everywhere,
         revoked,
     })

@@ -36,7 +36,7 @@ impl WallClock {
     pub fn new(start: std::time::Instant) -> Self {
         let now_unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let since_start = start.elapsed();
-        WallClock { epoch_ns: (now_unix.saturating_sub(since_start)).as_nanos() as u64 }
+        WallClock { epoch_ns: u64::try_from(now_unix.saturating_sub(since_start).as_nanos()).unwrap_or(u64::MAX) }
     }
     pub fn ns(&self, gateway_ms: u64) -> u64 {
         self.epoch_ns + gateway_ms * 1_000_000

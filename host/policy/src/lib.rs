@@ -214,7 +214,7 @@ impl host_iface::Host for StoreData {
     }
 
     fn monotonic_now_ns(&mut self) -> u64 {
-        self.clock.elapsed().as_nanos() as u64
+        u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
@@ -444,7 +444,8 @@ impl Runtime {
     }
 
     fn new_store(&self, tag: Arc<str>, deadline: Duration) -> Store<StoreData> {
-        let limit = (self.cfg.memory_limit_mb as usize) << 20;
+        // The config bounds it (`policy.memory_limit_mb`); saturate rather than wrap anyway.
+        let limit = usize::try_from(self.cfg.memory_limit_mb).unwrap_or(usize::MAX).saturating_mul(1 << 20);
         let output = OutputTail::default();
         let data = StoreData {
             wasi: WasiCtxBuilder::new()
@@ -475,7 +476,7 @@ impl Runtime {
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
         store.epoch_deadline_trap();
-        let ticks = (deadline.as_micros() as u64 / self.tick.as_micros().max(1) as u64).max(1) + 1;
+        let ticks = u64::try_from(deadline.as_micros() / self.tick.as_micros().max(1)).unwrap_or(u64::MAX).max(1) + 1;
         store.set_epoch_deadline(ticks);
         store
     }

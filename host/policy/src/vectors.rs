@@ -196,7 +196,8 @@ fn parse_endpoint(s: &str) -> Option<(IpAddress, u16)> {
         IpAddr::V4(a) if !s.starts_with('[') => IpAddress::V4(u32::from(a)),
         IpAddr::V6(a) if s.starts_with('[') => {
             let v = u128::from(a);
-            IpAddress::V6(((v >> 64) as u64, v as u64))
+            // The two halves of the address, high first.
+            IpAddress::V6((u64::try_from(v >> 64).unwrap_or(0), u64::try_from(v & u128::from(u64::MAX)).unwrap_or(0)))
         }
         _ => return None,
     };

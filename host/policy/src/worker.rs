@@ -11,6 +11,7 @@ use super::{error_text, Generation, HookExports, HookInstance, Runtime};
 use crate::config::{FailMode, Hook};
 use natgw_core::counters::{Counter, Counters};
 use natgw_core::nat::policy::{EgressDecision, FlowPolicy, NewFlow, PoolDecision, DEFAULT_POOL};
+use natgw_core::nat::pool::PoolId;
 use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 /// After a failed instantiation (or a trap, which leaves an instance unusable), wait this
@@ -211,8 +212,8 @@ impl FlowPolicy for WorkerPolicy {
                 let sel = g.call_select(&mut inst.store, wf).map_err(|e| error_text(&e))?;
                 match sel {
                     None => Ok(DEFAULT_POOL),
-                    Some(s) => match names.iter().position(|n| *n == s.pool) {
-                        Some(i) => Ok(PoolDecision::Pool { pool: i as u16, budget: s.port_budget }),
+                    Some(s) => match names.iter().position(|n| *n == s.pool).and_then(|i| PoolId::try_from(i).ok()) {
+                        Some(pool) => Ok(PoolDecision::Pool { pool, budget: s.port_budget }),
                         None => Err(format!(
                             "select returned pool {:?}, which the gateway config does not define (pools: {})",
                             s.pool.chars().take(64).collect::<String>(),

@@ -2,6 +2,9 @@
 //! deliberately broken fixture, built from policies/ by scripts/build-policy.sh (which
 //! scripts/setup.sh runs before the tests).
 
+// Test code: literal sizes and results that must be there.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -54,7 +54,8 @@ pub const MF: u16 = 0x2000;
 /// Ethernet (host to gateway) + IPv4 header (IHL 5) around `l4`, with a correct header
 /// checksum. `flags_frag` is the raw flags-and-offset word (`DF`, `MF`, offset / 8).
 pub fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, ident: u16, flags_frag: u16, l4: &[u8]) -> Vec<u8> {
-    let mut ip = Ipv4Header::new(l4.len() as u16, ttl, IpNumber(proto), src.octets(), dst.octets()).expect("size");
+    let len = u16::try_from(l4.len()).expect("an IPv4 payload");
+    let mut ip = Ipv4Header::new(len, ttl, IpNumber(proto), src.octets(), dst.octets()).expect("size");
     ip.identification = ident;
     ip.dont_fragment = flags_frag & DF != 0;
     ip.more_fragments = flags_frag & MF != 0;
@@ -105,7 +106,8 @@ pub fn udp_datagram(
 }
 
 fn ipv4_for(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload_len: usize) -> Ipv4Header {
-    Ipv4Header::new(payload_len as u16, 64, IpNumber(proto), src.octets(), dst.octets()).expect("size")
+    let len = u16::try_from(payload_len).expect("an IPv4 payload");
+    Ipv4Header::new(len, 64, IpNumber(proto), src.octets(), dst.octets()).expect("size")
 }
 
 /// An ICMP message of any type: bytes 4..8 are `rest`, then `body`; valid checksum.

@@ -18,18 +18,23 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
     if let [last] = chunks.remainder() {
         acc += u64::from(*last) << 8;
     }
-    while acc >> 32 != 0 {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    // End-around carry until the sum fits 32 bits.
+    loop {
+        match u32::try_from(acc) {
+            Ok(s) => return s,
+            Err(_) => acc = (acc & 0xffff_ffff) + (acc >> 32),
+        }
     }
-    acc as u32
 }
 
 /// Folds a 32-bit sum to 16 bits (not complemented).
 pub fn fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
+    loop {
+        match u16::try_from(s) {
+            Ok(f) => return f,
+            Err(_) => s = (s & 0xffff) + (s >> 16),
+        }
     }
-    s as u16
 }
 
 /// The complete checksum of `data` (the value to store in a zeroed checksum field).

@@ -167,8 +167,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Version 4 and the header length in bytes (a multiple of 4, at most 60).
     pub fn set_version_and_header_len(&mut self, header_len: usize) {
-        self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((header_len / 4) as u8 & 0x0f);
+        let words = u8::try_from(header_len / 4).unwrap_or(0x0f).min(0x0f);
+        self.buffer.as_mut()[field::VER_IHL] = 0x40 | words;
     }
 
     pub fn set_dscp_ecn(&mut self, v: u8) {
@@ -183,11 +185,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::IDENT].copy_from_slice(&id.to_be_bytes());
     }
 
-    /// Flags and fragment offset (in bytes, a multiple of 8).
+    /// Flags and fragment offset (in bytes, a multiple of 8, below 65536: IPv4's).
     pub fn set_flags_and_offset(&mut self, dont_fragment: bool, more_fragments: bool, offset: usize) {
-        let v = if dont_fragment { DF } else { 0 }
-            | if more_fragments { MF } else { 0 }
-            | ((offset / 8) as u16 & OFFSET_MASK);
+        let units = u16::try_from(offset / 8).unwrap_or(OFFSET_MASK) & OFFSET_MASK;
+        let v = if dont_fragment { DF } else { 0 } | if more_fragments { MF } else { 0 } | units;
         self.buffer.as_mut()[field::FLAGS_FRAG].copy_from_slice(&v.to_be_bytes());
     }
 
@@ -264,11 +265,13 @@ impl Repr {
     }
 
     /// Writes the header (with its checksum) into a buffer of at least `MIN_HEADER_LEN`
-    /// bytes; the payload is the caller's.
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) {
+    /// bytes; the payload is the caller's. `BadTotalLength` when header and payload do not
+    /// fit IPv4's 16-bit total length.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) -> Result<(), WireError> {
+        let total = u16::try_from(self.buffer_len()).map_err(|_| WireError::BadTotalLength)?;
         p.set_version_and_header_len(MIN_HEADER_LEN);
         p.set_dscp_ecn(0);
-        p.set_total_len(self.buffer_len() as u16);
+        p.set_total_len(total);
         p.set_ident(self.ident);
         p.set_flags_and_offset(self.dont_fragment, false, 0);
         p.set_ttl(self.ttl);
@@ -276,6 +279,7 @@ impl Repr {
         p.set_src_addr(self.src);
         p.set_dst_addr(self.dst);
         p.fill_checksum();
+        Ok(())
     }
 }
 
@@ -311,7 +315,8 @@ pub fn split(l3: &[u8], mtu: usize) -> Option<Vec<Fragment>> {
         let mut header = [0u8; MIN_HEADER_LEN];
         header.copy_from_slice(&l3[..MIN_HEADER_LEN]);
         let mut h = Packet::new_unchecked(&mut header[..]);
-        h.set_total_len((MIN_HEADER_LEN + end - at) as u16);
+        // Never more than the packet's own total length, which fits.
+        h.set_total_len(u16::try_from(MIN_HEADER_LEN + end - at).ok()?);
         h.set_flags_and_offset(false, end < total || more_after, base + at - MIN_HEADER_LEN);
         h.fill_checksum();
         out.push(Fragment { header, payload: at..end });
@@ -345,7 +350,8 @@ mod tests {
             ident: 0x1234,
             dont_fragment: true,
         }
-        .emit(&mut Packet::new_unchecked(&mut b[..]));
+        .emit(&mut Packet::new_unchecked(&mut b[..]))
+        .unwrap();
         b
     }
 
@@ -403,9 +409,10 @@ mod tests {
             ident: 0x1234,
             dont_fragment: false,
         }
-        .emit(&mut Packet::new_unchecked(&mut pkt[..]));
+        .emit(&mut Packet::new_unchecked(&mut pkt[..]))
+        .unwrap();
         for (i, b) in pkt[20..].iter_mut().enumerate() {
-            *b = i as u8;
+            *b = i.to_le_bytes()[0];
         }
         let frags = split(&pkt, 576).unwrap();
         assert_eq!(frags.len(), 3);

@@ -203,10 +203,11 @@ mod tests {
         let (src, dst) = (Ipv4Addr::new(198, 51, 100, 10), Ipv4Addr::new(203, 0, 113, 7));
         let mut b = vec![0u8; 20 + 8 + 4];
         ipv4::Repr { src, dst, protocol: PROTO_UDP, payload_len: 12, ttl: 1, ident: 9, dont_fragment: false }
-            .emit(&mut ipv4::Packet::new_unchecked(&mut b[..]));
+            .emit(&mut ipv4::Packet::new_unchecked(&mut b[..]))
+            .unwrap();
         b[28..].copy_from_slice(b"data");
         let mut u = udp::Packet::new_unchecked(&mut b[20..]);
-        udp::Repr { src_port: 40000, dst_port: 7, payload_len: 4 }.emit(&mut u, src, dst);
+        udp::Repr { src_port: 40000, dst_port: 7, payload_len: 4 }.emit(&mut u, src, dst).unwrap();
         if !with_checksum {
             u.set_checksum(0);
         }
@@ -246,7 +247,8 @@ mod tests {
             ident: 1,
             dont_fragment: true,
         }
-        .emit(&mut ipv4::Packet::new_unchecked(&mut b[..]));
+        .emit(&mut ipv4::Packet::new_unchecked(&mut b[..]))
+        .unwrap();
         tcp::Repr { src_port: 1, dst_port: 2, seq_number: 3, ack_number: 0, flags: tcp::SYN, window_len: 0 }.emit(
             &mut tcp::Packet::new_unchecked(&mut b[20..]),
             Ipv4Addr::LOCALHOST,

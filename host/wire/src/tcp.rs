@@ -133,9 +133,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::ACK_NUM].copy_from_slice(&n.to_be_bytes());
     }
 
-    /// Sets the data offset (bytes, a multiple of 4) and clears the reserved bits.
+    /// Sets the data offset (bytes, a multiple of 4, at most 60) and clears the reserved
+    /// bits.
     pub fn set_header_len(&mut self, len: usize) {
-        self.buffer.as_mut()[field::DATA_OFFSET] = ((len / 4) as u8) << 4;
+        let words = u8::try_from(len / 4).unwrap_or(0x0f).min(0x0f);
+        self.buffer.as_mut()[field::DATA_OFFSET] = words << 4;
     }
 
     pub fn set_flags(&mut self, f: u8) {
@@ -154,11 +156,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::URGENT].copy_from_slice(&u.to_be_bytes());
     }
 
-    /// Computes the checksum over the pseudo-header and the whole buffer.
+    /// Computes the checksum over the pseudo-header and the whole buffer, which is a
+    /// segment of an IPv4 packet and so at most 65535 bytes.
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
         let b = self.buffer.as_ref();
-        let ph = checksum::pseudo_header_sum(u32::from(src), u32::from(dst), PROTO_TCP, b.len() as u16);
+        let len = u16::try_from(b.len()).unwrap_or(u16::MAX);
+        let ph = checksum::pseudo_header_sum(u32::from(src), u32::from(dst), PROTO_TCP, len);
         let c = !checksum::fold(checksum::sum(b, ph));
         self.set_checksum(c);
     }
@@ -221,8 +225,9 @@ impl Repr {
         let (seq_number, ack_number, flags) = if segment.flags & ACK != 0 {
             (segment.ack_number, 0, RST)
         } else {
-            let occupies =
-                payload_len as u32 + u32::from(segment.flags & SYN != 0) + u32::from(segment.flags & FIN != 0);
+            // A segment's payload fits an IPv4 packet: far below u32.
+            let data = u32::try_from(payload_len).unwrap_or(u32::MAX);
+            let occupies = data + u32::from(segment.flags & SYN != 0) + u32::from(segment.flags & FIN != 0);
             (0, segment.seq_number.wrapping_add(occupies), RST | ACK)
         };
         Some(Repr {

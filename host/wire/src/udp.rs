@@ -80,9 +80,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if self.checksum() == 0 {
             return true;
         }
-        let len = usize::from(self.length()).min(self.buffer.as_ref().len());
-        let b = &self.buffer.as_ref()[..len];
-        let ph = checksum::pseudo_header_sum(u32::from(src), u32::from(dst), PROTO_UDP, len as u16);
+        let len = self.length().min(u16::try_from(self.buffer.as_ref().len()).unwrap_or(u16::MAX));
+        let b = &self.buffer.as_ref()[..usize::from(len)];
+        let ph = checksum::pseudo_header_sum(u32::from(src), u32::from(dst), PROTO_UDP, len);
         checksum::fold(checksum::sum(b, ph)) == 0xffff
     }
 }
@@ -108,9 +108,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// sent as 0xffff: 0 means "none").
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
-        let len = usize::from(self.length()).min(self.buffer.as_ref().len());
-        let ph = checksum::pseudo_header_sum(u32::from(src), u32::from(dst), PROTO_UDP, len as u16);
-        let c = match !checksum::fold(checksum::sum(&self.buffer.as_ref()[..len], ph)) {
+        let len = self.length().min(u16::try_from(self.buffer.as_ref().len()).unwrap_or(u16::MAX));
+        let ph = checksum::pseudo_header_sum(u32::from(src), u32::from(dst), PROTO_UDP, len);
+        let c = match !checksum::fold(checksum::sum(&self.buffer.as_ref()[..usize::from(len)], ph)) {
             0 => 0xffff,
             c => c,
         };
@@ -145,11 +145,19 @@ impl Repr {
     }
 
     /// Writes the header into a buffer holding the payload after it, and the checksum.
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>, src: Ipv4Addr, dst: Ipv4Addr) {
+    /// `BadUdpLength` when header and payload do not fit the 16-bit length field.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        p: &mut Packet<T>,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Result<(), WireError> {
+        let len = u16::try_from(self.buffer_len()).map_err(|_| WireError::BadUdpLength)?;
         p.set_src_port(self.src_port);
         p.set_dst_port(self.dst_port);
-        p.set_length(self.buffer_len() as u16);
+        p.set_length(len);
         p.fill_checksum(src, dst);
+        Ok(())
     }
 }
 
@@ -169,7 +177,7 @@ mod tests {
         let repr = Repr { src_port: 5555, dst_port: 7, payload_len: 5 };
         let mut b = [0u8; 13];
         b[8..].copy_from_slice(b"hello");
-        repr.emit(&mut Packet::new_unchecked(&mut b[..]), SRC, DST);
+        repr.emit(&mut Packet::new_unchecked(&mut b[..]), SRC, DST).unwrap();
         let p = Packet::new_checked(&b[..]).unwrap();
         assert_eq!(Repr::parse(&p), repr);
         assert!(p.verify_checksum(SRC, DST) && p.checksum() != 0);

@@ -60,19 +60,17 @@ pub fn udp_without_df() -> std::io::Result<UdpSocket> {
     Ok(s)
 }
 
+/// The size of a C structure as the socket calls take it.
+fn socklen_of<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
+}
+
 #[allow(unsafe_code)]
 fn set_int_option(s: &impl AsRawFd, level: i32, name: i32, value: i32) -> std::io::Result<()> {
     // SAFETY: setsockopt(2) on a socket we own, with a pointer to an int that lives for
     // the call and its exact size.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            name,
-            std::ptr::from_ref(&value).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
+    let r =
+        unsafe { libc::setsockopt(s.as_raw_fd(), level, name, std::ptr::from_ref(&value).cast(), socklen_of::<i32>()) };
     if r == 0 {
         Ok(())
     } else {
@@ -104,16 +102,11 @@ impl RawLink {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: a zeroed sockaddr_ll is valid; the fields we need are set below.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_family = libc::sa_family_t::try_from(libc::AF_PACKET).unwrap_or(0);
         addr.sll_ifindex = index as i32;
         // SAFETY: bind(2) with a sockaddr_ll that lives for the call and its exact size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::from_ref(&addr).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
+        let r =
+            unsafe { libc::bind(fd.as_raw_fd(), std::ptr::from_ref(&addr).cast(), socklen_of::<libc::sockaddr_ll>()) };
         if r != 0 {
             return Err(std::io::Error::last_os_error());
         }

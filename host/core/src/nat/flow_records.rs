@@ -104,7 +104,7 @@ impl FlowEnd {
             proto: nf.proto,
             src: Endpoint { addr: nf.src, port: nf.src_port },
             dst: Endpoint { addr: nf.dst, port: nf.dst_port },
-            ingress: nf.ingress as u8,
+            ingress: u8::try_from(nf.ingress).unwrap_or(u8::MAX),
             nat_src: Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 },
             pool: 0,
             packets: [1, 0],

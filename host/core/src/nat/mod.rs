@@ -169,8 +169,9 @@ pub struct Translator {
 
 impl Translator {
     pub fn new(cfg: NatConfig, counters: Arc<Counters>, now_ms: u64) -> Self {
-        let mappings =
-            Mappings::with_pools(cfg.pools.clone(), cfg.worker as u16, cfg.workers as u16, cfg.source_ports.clone());
+        // The config bounds workers (`dataplane.workers`: at most 64).
+        let (worker, workers) = (u16::try_from(cfg.worker).unwrap_or(0), u16::try_from(cfg.workers).unwrap_or(1));
+        let mappings = Mappings::with_pools(cfg.pools.clone(), worker, workers, cfg.source_ports.clone());
         Translator {
             policy: Box::new(AllowAll),
             ended: Vec::new(),
@@ -185,7 +186,7 @@ impl Translator {
             frags: FragTable::new(now_ms),
             icmp_tokens: cfg.icmp_error_rate,
             icmp_refill_ms: now_ms,
-            ip_ident: (cfg.worker as u16).wrapping_mul(7919),
+            ip_ident: worker.wrapping_mul(7919),
             mappings,
             counters,
             cfg,
@@ -422,7 +423,8 @@ impl Translator {
     }
 
     fn inside_link_for(&self, a: Ipv4Addr) -> Option<u8> {
-        self.cfg.inside.iter().position(|l| l.addresses.iter().any(|n| n.contains(a))).map(|i| i as u8)
+        let i = self.cfg.inside.iter().position(|l| l.addresses.iter().any(|n| n.contains(a)))?;
+        u8::try_from(i).ok()
     }
 
     fn next_hop(&self, egress: Egress, dst: Ipv4Addr) -> Ipv4Addr {
@@ -444,13 +446,13 @@ impl Translator {
     /// The egress MTU when this packet does not fit it (it must be fragmented or refused).
     fn fragment_to(&self, p: &Parsed, meta: FrameMeta, egress: Egress) -> Option<u16> {
         let mtu = self.egress_mtu(egress);
-        (wire_len(p, meta) > mtu).then_some(mtu as u16)
+        (wire_len(p, meta) > usize::from(mtu)).then_some(mtu)
     }
 
-    fn egress_mtu(&self, egress: Egress) -> usize {
+    fn egress_mtu(&self, egress: Egress) -> u16 {
         match egress {
-            Egress::Outside => usize::from(self.cfg.outside_mtu),
-            Egress::Inside(i) => self.cfg.inside.get(usize::from(i)).map_or(1500, |l| usize::from(l.mtu)),
+            Egress::Outside => self.cfg.outside_mtu,
+            Egress::Inside(i) => self.cfg.inside.get(usize::from(i)).map_or(1500, |l| l.mtu),
         }
     }
 

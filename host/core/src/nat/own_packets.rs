@@ -80,7 +80,7 @@ impl Translator {
         let mut eth = EthernetFrame::new_unchecked(frame);
         eth.set_ethertype(ETHERTYPE_IPV4);
         let mut packet = Ipv4Packet::new_unchecked(eth.into_inner().get_mut(ethernet::HEADER_LEN..)?);
-        ip.emit(&mut packet);
+        ip.emit(&mut packet).ok()?;
         packet.into_inner().get_mut(ipv4::MIN_HEADER_LEN..)
     }
 

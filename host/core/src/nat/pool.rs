@@ -297,8 +297,10 @@ impl Mappings {
                 id
             }
             None => {
+                // One mapping per external (protocol, address, port): far fewer than 2^32.
+                let id = MappingId::try_from(self.slots.len()).unwrap_or(MappingId::MAX);
                 self.slots.push(Some(m));
-                (self.slots.len() - 1) as MappingId
+                id
             }
         };
         self.by_inside.insert((pool, proto, inside.addr, inside.port), id);
@@ -351,8 +353,8 @@ impl Mappings {
         // Walk the range once from the cursor; skip quickly over full 64-port words.
         let mut i: u32 = 0;
         while i < span {
-            let p = (u32::from(start) - u32::from(lo) + i) % span + u32::from(lo);
-            let p = p as u16;
+            // Within lo..=hi, so it fits a port.
+            let Ok(p) = u16::try_from((u32::from(start) - u32::from(lo) + i) % span + u32::from(lo)) else { break };
             if p.is_multiple_of(64)
                 && bitmap.words[usize::from(p) / 64] == u64::MAX
                 && i + 64 <= span
