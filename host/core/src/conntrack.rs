@@ -199,6 +199,8 @@ pub struct Flow {
     pub policy_generation: u64,
     /// What the flow log has already reported (interim records for long flows).
     pub reported: Reported,
+    /// A check for this flow's final record is in the translator's close queue.
+    pub close_check_queued: bool,
 }
 
 /// Counters and time of a flow's last flow-log record; the next one counts from here.
@@ -250,9 +252,19 @@ impl Flow {
     }
 }
 
+/// Where a flow is filed in the expiry wheel: slot, index in it, and the second filed.
+#[derive(Debug, Clone, Copy, Default)]
+struct WheelPos {
+    slot: u16,
+    index: u32,
+    sec: u64,
+}
+
 struct Slot {
-    gen: u32,
     flow: Option<Flow>,
+    /// Valid while `flow` is `Some` and the flow is filed (always, but while `expire`
+    /// holds its slot's entries).
+    wheel: WheelPos,
 }
 
 /// One-second wheel slots; a deadline further out than the wheel simply comes round again.
@@ -260,19 +272,24 @@ const WHEEL_SLOTS: usize = 4096;
 const WHEEL_SECS: u64 = WHEEL_SLOTS as u64;
 
 /// The wheel slot of a second.
-fn wheel_slot(sec: u64) -> usize {
-    // The remainder is below WHEEL_SLOTS: it fits.
-    usize::try_from(sec % WHEEL_SECS).unwrap_or(0)
+fn wheel_slot(sec: u64) -> u16 {
+    // The remainder is below WHEEL_SLOTS (4096): it fits.
+    u16::try_from(sec % WHEEL_SECS).unwrap_or(0)
 }
 
 /// The flow table of one worker: a slab of flows, an index with both keys of each flow,
 /// and an expiry wheel. Bounded: at `max_flows` new flows are refused.
+///
+/// Every flow is filed in exactly one wheel slot, and knows where (`WheelPos`), so
+/// bringing a deadline forward moves its one entry in O(1) and removing a flow removes it:
+/// the wheel holds as many entries as there are flows, whatever the traffic does to their
+/// deadlines.
 pub struct FlowTable {
     slots: Vec<Slot>,
     free: Vec<FlowId>,
     /// Both keys of every flow: (flow, whether the key is its reply direction's).
     index: HashMap<FlowKey, (FlowId, bool), ahash::RandomState>,
-    wheel: Vec<Vec<(FlowId, u32)>>,
+    wheel: Vec<Vec<FlowId>>,
     /// The wheel has been processed up to (excluding) this second.
     wheel_sec: u64,
     len: usize,
@@ -302,6 +319,11 @@ impl FlowTable {
         self.max_flows
     }
 
+    /// Entries in the expiry wheel: one per flow.
+    pub fn wheel_entries(&self) -> usize {
+        self.wheel.iter().map(Vec::len).sum()
+    }
+
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<(FlowId, usize)> {
         self.index.get(key).map(|&(id, reply)| (id, if reply { REPLY } else { ORIGINAL }))
@@ -324,38 +346,70 @@ impl FlowTable {
             Some(id) => id,
             None => {
                 let id = FlowId::try_from(self.slots.len()).map_err(|_| ConntrackError::TableFull(self.max_flows))?;
-                self.slots.push(Slot { gen: 0, flow: None });
+                self.slots.push(Slot { flow: None, wheel: WheelPos::default() });
                 id
             }
         };
         let Some(slot) = self.slots.get_mut(id as usize) else { return Err(ConntrackError::TableFull(self.max_flows)) };
-        slot.gen = slot.gen.wrapping_add(1);
-        let gen = slot.gen;
         self.index.insert(flow.keys[ORIGINAL], (id, false));
         self.index.insert(flow.keys[REPLY], (id, true));
         let sec = flow.expires_ms / 1000;
         slot.flow = Some(flow);
         self.len += 1;
-        self.file(id, gen, sec);
+        self.file(id, sec);
         Ok(id)
     }
 
-    fn file(&mut self, id: FlowId, gen: u32, sec: u64) {
-        // A deadline already in the past is filed in the next slot to be processed.
+    /// Files a flow in the slot of second `sec` (or, when that has passed, the next slot
+    /// to be processed) and records where.
+    fn file(&mut self, id: FlowId, sec: u64) {
         let sec = sec.max(self.wheel_sec);
-        self.wheel[wheel_slot(sec)].push((id, gen));
+        let slot = wheel_slot(sec);
+        let entries = &mut self.wheel[usize::from(slot)];
+        let index = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+        entries.push(id);
+        if let Some(s) = self.slots.get_mut(id as usize) {
+            s.wheel = WheelPos { slot, index, sec };
+        }
     }
 
-    /// Files a flow again after its deadline was brought forward (a later deadline needs
-    /// nothing: the wheel re-files it when the old one comes round).
+    /// Takes a flow's entry out of its wheel slot (the slot's last entry takes its place).
+    fn unfile(&mut self, id: FlowId) {
+        let Some(pos) = self.slots.get(id as usize).map(|s| s.wheel) else { return };
+        let entries = &mut self.wheel[usize::from(pos.slot)];
+        let at = pos.index as usize;
+        if entries.get(at) != Some(&id) {
+            return;
+        }
+        entries.swap_remove(at);
+        if let Some(&moved) = entries.get(at) {
+            if let Some(s) = self.slots.get_mut(moved as usize) {
+                s.wheel.index = pos.index;
+            }
+        }
+    }
+
+    /// A flow's deadline moved: when it moved to an earlier second than the one it is
+    /// filed for, file it there, so that it goes at its deadline (a later deadline needs
+    /// nothing: the wheel files it again when the old second comes round).
     pub fn reschedule(&mut self, id: FlowId) {
         let Some(slot) = self.slots.get(id as usize) else { return };
         let Some(flow) = slot.flow.as_ref() else { return };
-        let (gen, sec) = (slot.gen, flow.expires_ms / 1000);
-        self.file(id, gen, sec);
+        let sec = (flow.expires_ms / 1000).max(self.wheel_sec);
+        if sec < slot.wheel.sec {
+            self.unfile(id);
+            self.file(id, sec);
+        }
     }
 
     pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
+        self.slots.get(id as usize)?.flow.as_ref()?;
+        self.unfile(id);
+        self.take(id)
+    }
+
+    /// Removes a flow whose wheel entry is already out of the wheel.
+    fn take(&mut self, id: FlowId) -> Option<Flow> {
         let slot = self.slots.get_mut(id as usize)?;
         let flow = slot.flow.take()?;
         for k in &flow.keys {
@@ -377,28 +431,20 @@ impl FlowTable {
             self.wheel_sec = now_sec - WHEEL_SECS;
         }
         while self.wheel_sec <= now_sec {
-            let idx = wheel_slot(self.wheel_sec);
+            let idx = usize::from(wheel_slot(self.wheel_sec));
             let entries = std::mem::take(&mut self.wheel[idx]);
             self.wheel_sec += 1;
-            let mut refile = Vec::new();
-            for (id, gen) in entries {
-                let Some(slot) = self.slots.get(id as usize) else { continue };
-                if slot.gen != gen {
-                    continue;
-                }
-                let Some(flow) = slot.flow.as_ref() else { continue };
+            for id in entries {
+                let Some(flow) = self.slots.get(id as usize).and_then(|s| s.flow.as_ref()) else { continue };
                 if flow.expires_ms <= now_ms {
-                    if let Some(f) = self.remove(id) {
+                    if let Some(f) = self.take(id) {
                         on_expired(id, f);
                     }
                 } else {
-                    refile.push((id, gen, flow.expires_ms / 1000));
+                    // Never into the slot being processed now: that second is past.
+                    let sec = flow.expires_ms / 1000;
+                    self.file(id, sec);
                 }
-            }
-            for (id, gen, sec) in refile {
-                // Never file into the slot being processed now: it has been taken already.
-                let sec = sec.max(self.wheel_sec);
-                self.wheel[wheel_slot(sec)].push((id, gen));
             }
             // Keep the emptied slot's allocation from growing without bound.
             if self.wheel[idx].capacity() > 1024 && self.wheel[idx].is_empty() {
@@ -455,6 +501,7 @@ mod tests {
             revoked: false,
             policy_generation: 0,
             reported: Reported::default(),
+            close_check_queued: false,
         };
         f.refresh(now, t);
         f

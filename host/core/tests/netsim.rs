@@ -207,3 +207,116 @@ fn sixty_four_thousand_connections_to_one_destination_on_one_address() {
     assert_eq!(refused, 600 - (64_512 - 64_000));
     assert_eq!(net.counter(Counter::ErrorPortAllocation), refused);
 }
+
+/// A connection older than every timeout but the established one, then `close`d: its
+/// entry (and its external port) must go within a second of the closing state's timeout,
+/// not when the established deadline it was filed under comes round.
+fn old_connection_closed(close: impl FnOnce(&mut SimNet, u16), gone_after_s: u64) {
+    let mut net = SimNet::new(Timeouts::default());
+    let ext = net.connect(40100);
+    net.advance_s(1000);
+    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40100, "203.0.113.80", 80, tcp::ACK)), "still established");
+    net.advance_s(1000);
+    close(&mut net, ext);
+    net.advance_s(gone_after_s - 1);
+    assert_eq!(net.flows(), 1, "not before its timeout");
+    net.advance_s(2);
+    assert_eq!(net.flows(), 0, "gone within a second of its {gone_after_s} s timeout");
+    assert_eq!(net.gw.mappings().len(), 0, "and its external port is free");
+    assert_eq!(net.gw.flows().wheel_entries(), 0);
+}
+
+#[test]
+fn an_old_connection_that_closes_goes_at_the_time_wait_deadline() {
+    old_connection_closed(
+        |net, ext| {
+            assert!(net.send(Side::Inside, tcp("10.10.1.10", 40100, "203.0.113.80", 80, tcp::FIN | tcp::ACK)));
+            assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::FIN | tcp::ACK)));
+            assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::TimeWait)));
+        },
+        Timeouts::default().tcp_time_wait,
+    );
+}
+
+#[test]
+fn an_old_connection_that_is_reset_goes_at_the_closed_deadline() {
+    old_connection_closed(
+        |net, ext| {
+            assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::RST)));
+            assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::Closed)));
+        },
+        Timeouts::default().tcp_closed,
+    );
+}
+
+/// Refuses every flow to port 80 once `deny` is set.
+struct DenyWeb(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl natgw_core::nat::policy::FlowPolicy for DenyWeb {
+    fn egress(&mut self, f: &natgw_core::nat::policy::NewFlow) -> natgw_core::nat::policy::EgressDecision {
+        use natgw_core::nat::policy::EgressDecision;
+        if f.dst_port == 80 && self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            EgressDecision::Deny
+        } else {
+            EgressDecision::Allow
+        }
+    }
+    fn port_pool(&mut self, _: &natgw_core::nat::policy::NewFlow) -> natgw_core::nat::policy::PoolDecision {
+        natgw_core::nat::policy::DEFAULT_POOL
+    }
+}
+
+#[test]
+fn an_old_connection_that_is_revoked_goes_at_the_closed_deadline() {
+    let deny = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let policy = DenyWeb(deny.clone());
+    old_connection_closed(
+        move |net, _| {
+            net.gw.set_policy(Box::new(policy));
+            deny.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(net.gw.revalidate(net.now_ms), 1);
+        },
+        Timeouts::default().tcp_closed,
+    );
+}
+
+#[test]
+fn reset_and_reopen_churn_keeps_one_wheel_entry_per_flow() {
+    let mut net = SimNet::new(Timeouts::default());
+    net.gw.record_flow_ends(true, true, 60);
+    let ext = net.connect(40200);
+    // The same tuple reset and reopened, again and again, over a minute and a half.
+    for round in 0..3000u64 {
+        assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::RST)));
+        assert!(net.send(Side::Inside, tcp("10.10.1.10", 40200, "203.0.113.80", 80, tcp::SYN)));
+        if round % 33 == 0 {
+            net.advance_s(1);
+        }
+        assert_eq!(net.gw.flows().wheel_entries(), net.flows(), "round {round}");
+        assert!(net.gw.queued_record_checks() <= 2, "round {round}: {} queued checks", net.gw.queued_record_checks());
+    }
+    assert_eq!(net.flows(), 1);
+    let mut ends = Vec::new();
+    net.gw.take_flow_ends(&mut ends);
+    assert!(ends.len() < 100, "{} records for one churning tuple", ends.len());
+}
+
+#[test]
+fn record_queues_stay_bounded_by_the_table_under_short_flow_churn() {
+    let mut net = SimNet::new(Timeouts { udp: 2, ..Timeouts::default() });
+    net.gw.record_flow_ends(true, true, 60);
+    // 30 000 flows that each live two seconds, far inside the 60 s interim interval.
+    for i in 0..30_000u32 {
+        let host = format!("10.10.1.{}", 10 + i % 200);
+        assert!(net.send(Side::Inside, udp(&host, 1024 + (i / 200) as u16, "203.0.113.7", 7, b"x")));
+        if i % 3000 == 2999 {
+            net.advance_s(1);
+        }
+        assert!(
+            net.gw.queued_record_checks() <= 2 * net.flows() + 1024,
+            "flow {i}: {} queued checks for {} flows",
+            net.gw.queued_record_checks(),
+            net.flows()
+        );
+    }
+}

@@ -67,6 +67,7 @@ impl Translator {
         let counters = &self.counters;
         let record_closes = self.record_flow_ends;
         let Some(flow) = self.flows.get_mut(id) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
+        let state_before = flow.state;
         flow.packets[dir] += u64::from(meta.segments.max(1));
         flow.bytes[dir] += p.total as u64;
         match (p.l4, flow.state) {
@@ -77,8 +78,14 @@ impl Translator {
                 if t.became_established {
                     counters.inc(Counter::ConnectionEstablishedCount);
                 }
-                if record_closes && t.next != s && matches!(t.next, TcpState::TimeWait | TcpState::Closed) {
-                    // Its final record goes out once it has been quiet for a second.
+                if record_closes
+                    && t.next != s
+                    && matches!(t.next, TcpState::TimeWait | TcpState::Closed)
+                    && !flow.close_check_queued
+                {
+                    // Its final record goes out once it has been quiet for a second; one
+                    // check per flow however often it closes and reopens.
+                    flow.close_check_queued = true;
                     self.close_checks.push_back((now_ms + 1000, id, flow.created_ms));
                 }
             }
@@ -88,8 +95,12 @@ impl Translator {
             }
             _ => {}
         }
-        // Refresh only on moves forward in time; a held timer never goes backwards.
         flow.refresh(now_ms, &timeouts);
+        if flow.state != state_before {
+            // A shorter timeout (a close, a reset) brings the deadline forward: file it
+            // there, so that the entry and its port go at the deadline, not at the old one.
+            self.flows.reschedule(id);
+        }
         if p.first_fragment {
             self.frags.record(frag_key(meta.side, p), FragTarget { flow: id, dir }, now_ms);
         }

@@ -161,6 +161,7 @@ impl Translator {
             }
             self.close_checks.pop_front();
             let Some(flow) = self.flows.get_mut(id).filter(|f| f.created_ms == created) else { continue };
+            flow.close_check_queued = false;
             let reason = match flow.state {
                 FlowState::Tcp(TcpState::TimeWait) => EndReason::Closed,
                 FlowState::Tcp(TcpState::Closed) if !flow.revoked => EndReason::Reset,
@@ -170,6 +171,7 @@ impl Translator {
                 continue;
             }
             if now_ms < flow.last_seen_ms + 1000 {
+                flow.close_check_queued = true;
                 self.close_checks.push_back((flow.last_seen_ms + 1000, id, created));
                 continue;
             }
@@ -193,6 +195,27 @@ impl Translator {
             flow.reported = Reported { packets: flow.packets, bytes: flow.bytes, at_ms: now_ms, closed: false };
             self.push_record(record);
             self.interim_checks.push_back((now_ms + interval, id, created));
+        }
+        self.compact_checks();
+    }
+
+    /// Entries in the queues of records due while flows live (closes, interim records).
+    pub fn queued_record_checks(&self) -> usize {
+        self.close_checks.len() + self.interim_checks.len()
+    }
+
+    /// Keeps the record queues bounded by the table: each live flow has at most one entry
+    /// in each, and entries of flows that ended are dropped once they outnumber the live
+    /// ones (so a burst of short flows cannot leave millions behind for an interval).
+    pub(super) fn compact_checks(&mut self) {
+        let bound = 2 * self.flows.len() + 1024;
+        let flows = &self.flows;
+        let live = |&(_, id, created): &(u64, FlowId, u64)| flows.get(id).is_some_and(|f| f.created_ms == created);
+        if self.close_checks.len() > bound {
+            self.close_checks.retain(live);
+        }
+        if self.interim_checks.len() > bound {
+            self.interim_checks.retain(live);
         }
     }
 

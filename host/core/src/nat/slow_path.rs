@@ -59,6 +59,7 @@ impl Translator {
             Ok(id) => {
                 if self.active_interval_ms > 0 {
                     self.interim_checks.push_back((created + self.active_interval_ms, id, created));
+                    self.compact_checks();
                 }
                 self.counters.inc(Counter::ConnectionAttemptCount);
                 self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
@@ -96,6 +97,7 @@ impl Translator {
             revoked: false,
             policy_generation: self.policy.egress_generation(),
             reported: Reported::default(),
+            close_check_queued: false,
         };
         f.refresh(now_ms, &self.cfg.timeouts);
         f
