@@ -33,6 +33,9 @@ def icmp(src, dst, t, code, rest, body, ttl=64):
     return ip(src, dst, 1, bytes(m), ttl=ttl, frag=0)
 
 def rec(ctl, frame):
+    # Frames over 60 bytes must be a multiple of 4 long: natgw refuses Ethernet padding
+    # beyond the minimum frame, and the record pads to 4.
+    assert len(frame) <= 60 or len(frame) % 4 == 0, len(frame)
     n = (len(frame) + 3) // 4
     return bytes([ctl, n]) + frame + b"\0" * (n * 4 - len(frame))
 
@@ -42,10 +45,15 @@ seeds = {
     "tcp_handshake": rec(0, syn) + rec(1, tcp(S, 80, E, 40000, 0x12)) + rec(0, tcp(C, 40000, S, 80, 0x10)) + rec(0, tcp(C, 40000, S, 80, 0x11)),
     "udp_echo": rec(0, udp(C, 5000, S, 7)) + rec(1, udp(S, 7, E, 5000)),
     "ping": rec(0, icmp(C, S, 8, 0, b"\x03\x09\0\1", b"abcdefgh")) + rec(1, icmp(S, E, 0, 0, b"\x03\x09\0\1", b"abcdefgh")),
-    "frag_needed": rec(0, syn) + rec(1, icmp([198, 51, 100, 1], E, 3, 4, b"\0\0\x05\0", tcp(E, 40000, S, 80, 0x02)[14:42])),
+    "frag_needed": rec(0, syn) + rec(1, icmp([198, 51, 100, 1], E, 3, 4, b"\0\0\x05\0", tcp(E, 40000, S, 80, 0x02)[14:44])),
     "ttl1": rec(0, icmp(C, S, 8, 0, b"\0\1\0\1", b"x", ttl=1)),
     "fragments": rec(0, ip(C, S, 17, udp(C, 5000, S, 7, b"A" * 40)[34:58], ident=7, frag=0x2000)) + rec(0, ip(C, S, 17, b"B" * 24, ident=7, frag=3)),
     "own_ping": rec(0, icmp(C, [10, 10, 1, 1], 8, 0, b"\0\1\0\1", b"x")),
+    # An inside router reports an error about the server's reply: it must leave from the
+    # flow's external address (the translate target's no-private-source invariant).
+    # (The translate target's pool is ports 1024-1100: the SYN's mapping gets 1024.)
+    "inside_router_error": rec(0, syn) + rec(1, tcp(S, 80, E, 1024, 0x12))
+    + rec(0, icmp([10, 10, 1, 254], S, 11, 0, b"\0\0\0\0", tcp(S, 80, C, 40000, 0x12)[14:44])),
 }
 for d in sys.argv[1:]:
     target = os.path.basename(d.rstrip("/"))

@@ -1,13 +1,14 @@
 //! The translator on arbitrary frames from both sides, with state carried between frames
 //! of one input (so that replies, ICMP errors and fragments meet real flows). The input is
-//! a sequence of records: [side+flags byte][len byte][frame bytes]. Invariants: no panic,
-//! and every forwarded or emitted frame is a well-formed IPv4 packet with a valid header
-//! checksum.
+//! a sequence of records: [side+flags byte][len byte][frame bytes]. Invariants: no panic;
+//! every forwarded or emitted frame is a well-formed IPv4 packet with a valid header
+//! checksum; what natgw builds itself has valid checksums throughout; and nothing leaves
+//! on the outside with a source other than one of the external addresses.
 #![no_main]
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use natgw_core::conntrack::Side;
+use natgw_core::conntrack::{Egress, Side};
 use natgw_core::counters::Counters;
 use natgw_core::nat::{Filtering, FrameMeta, Translator, Verdict};
 use natgw_testkit::demo_config;
@@ -17,6 +18,39 @@ fn header_ok(frame: &[u8]) -> bool {
     match Ipv4Packet::new_checked(&frame[14..]) {
         Ok(ip) => checksum::fold(checksum::sum(ip.header(), 0)) == 0xffff,
         Err(_) => false,
+    }
+}
+
+/// The IPv4 source of a frame natgw put out.
+fn source(frame: &[u8]) -> std::net::Ipv4Addr {
+    Ipv4Packet::new_checked(&frame[14..]).map_or(std::net::Ipv4Addr::UNSPECIFIED, |ip| ip.src_addr())
+}
+
+/// The invariants of one verdict on `frame` (rewritten in place) or `out` (built).
+fn check(t: &Translator, verdict: Verdict, frame: &[u8], out: &[u8]) {
+    let sent = match verdict {
+        Verdict::Forward { egress, .. } | Verdict::ForwardFragmented { egress, .. } => Some((egress, frame)),
+        Verdict::Emit { egress, len, .. } => Some((egress, &out[..len])),
+        _ => None,
+    };
+    if let Some((Egress::Outside, f)) = sent {
+        // Nothing private (nor anything else) leaves the outside but from natgw's own.
+        assert!(t.config().external_addrs.contains(&source(f)), "a frame left the outside from {}", source(f));
+    }
+    match verdict {
+        Verdict::Forward { .. } => assert!(header_ok(frame), "forwarded a malformed header"),
+        Verdict::ForwardFragmented { mtu, .. } => {
+            assert!(header_ok(frame), "forwarded a malformed header");
+            let pieces = natgw_wire::ipv4::split(&frame[14..], usize::from(mtu)).expect("splittable");
+            assert!(pieces.iter().all(|p| 20 + p.payload.len() <= usize::from(mtu)));
+        }
+        Verdict::Emit { len, .. } => {
+            // What natgw builds itself carries complete, valid checksums, as etherparse
+            // computes them.
+            assert!(header_ok(&out[..len]), "emitted a malformed header");
+            assert!(natgw_testkit::checksums_valid(&out[..len]), "emitted a packet with a wrong checksum");
+        }
+        _ => {}
     }
 }
 
@@ -51,23 +85,11 @@ fuzz_target!(|data: &[u8]| {
             handed_off: ctl & 16 != 0,
         };
         now += u64::from(ctl >> 5) * 700;
-        match t.process(&mut frame, meta, now, &mut out) {
-            Verdict::Forward { .. } => assert!(header_ok(&frame), "forwarded a malformed header"),
-            Verdict::ForwardFragmented { mtu, .. } => {
-                assert!(header_ok(&frame), "forwarded a malformed header");
-                let pieces = natgw_wire::ipv4::split(&frame[14..], usize::from(mtu)).expect("splittable");
-                assert!(pieces.iter().all(|p| 20 + p.payload.len() <= usize::from(mtu)));
-            }
-            Verdict::Emit { len, .. } => {
-                // What natgw builds itself carries complete, valid checksums, as
-                // etherparse computes them.
-                assert!(header_ok(&out[..len]), "emitted a malformed header");
-                assert!(natgw_testkit::checksums_valid(&out[..len]), "emitted a packet with a wrong checksum");
-            }
-            _ => {}
-        }
+        let verdict = t.process(&mut frame, meta, now, &mut out);
+        check(&t, verdict, &frame, &out);
         for (mut f, m) in t.take_released() {
-            let _ = t.process(&mut f, m, now, &mut out);
+            let v = t.process(&mut f, m, now, &mut out);
+            check(&t, v, &f, &out);
         }
         t.tick(now);
     }

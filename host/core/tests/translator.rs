@@ -129,6 +129,68 @@ fn endpoint_independent_filtering_admits_any_remote() {
     assert!(checksums_valid(&other));
 }
 
+/// Refuses the remotes in its list, whichever way the flow was opened.
+struct RefuseRemotes(Arc<std::sync::Mutex<Vec<Ipv4Addr>>>);
+
+impl FlowPolicy for RefuseRemotes {
+    fn egress(&mut self, f: &NewFlow) -> EgressDecision {
+        if self.0.lock().unwrap().contains(&f.dst) {
+            EgressDecision::Deny
+        } else {
+            EgressDecision::Allow
+        }
+    }
+    fn port_pool(&mut self, _: &NewFlow) -> PoolDecision {
+        policy::DEFAULT_POOL
+    }
+}
+
+#[test]
+fn endpoint_independent_filtering_is_no_way_round_the_egress_policy() {
+    let mut cfg = demo_config();
+    cfg.filtering = Filtering::EndpointIndependent;
+    let mut t = translator(cfg);
+    let refused = Arc::new(std::sync::Mutex::new(vec![a("203.0.113.66")]));
+    t.set_policy(Box::new(RefuseRemotes(refused.clone())));
+    t.record_flow_ends(true, true, 0);
+    let mut out = udp("10.10.1.10", 5000, "203.0.113.7", 7, b"x");
+    assert_eq!(run(&mut t, &mut out, Side::Inside, 0), OUT);
+    // A remote the policy refuses cannot open a flow to the mapping: nothing of the inside
+    // host's would ever go back to it. UDP and TCP alike, from any of its ports.
+    for (i, mut probe) in [
+        udp("203.0.113.66", 9999, "198.51.100.10", 5000, b"y"),
+        udp("203.0.113.66", 53, "198.51.100.10", 5000, b"y"),
+        tcp("203.0.113.66", 443, "198.51.100.10", 5000, tcp::SYN),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let v = run(&mut t, &mut probe, Side::Outside, 0);
+        // The TCP one finds no TCP mapping at all; the UDP ones are refused by the policy.
+        let want = if i < 2 { Counter::DropPolicyDenied } else { Counter::DropUnsolicitedInbound };
+        assert_eq!(v, Verdict::Drop(want), "probe {i}");
+    }
+    assert_eq!(t.counters().get(Counter::DropPolicyDenied), 2);
+    let mut ends = Vec::new();
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 2, "a REJECT record each: {ends:?}");
+    assert!(ends.iter().all(|e| e.direction == FlowDirection::Ingress && e.dst.addr == a("203.0.113.66")));
+    assert!(ends.iter().all(|e| e.src.addr == a("10.10.1.10") && e.packets == [0, 1]));
+    // One it allows gets through...
+    let mut ok = udp("203.0.113.9", 9999, "198.51.100.10", 5000, b"y");
+    assert_eq!(
+        run(&mut t, &mut ok, Side::Outside, 0),
+        Verdict::Forward { egress: Egress::Inside(0), next_hop: a("10.10.1.10") }
+    );
+    // ...until the policy stops allowing it: revalidation covers flows opened from outside.
+    refused.lock().unwrap().push(a("203.0.113.9"));
+    assert_eq!(t.revalidate(0), 1);
+    let mut again = udp("203.0.113.9", 9999, "198.51.100.10", 5000, b"z");
+    assert_eq!(run(&mut t, &mut again, Side::Outside, 0), Verdict::Drop(Counter::DropPolicyDenied));
+    let mut back = udp("10.10.1.10", 5000, "203.0.113.9", 9999, b"w");
+    assert_eq!(run(&mut t, &mut back, Side::Inside, 0), Verdict::Drop(Counter::DropPolicyDenied));
+}
+
 #[test]
 fn two_hosts_same_source_port_get_distinct_mappings() {
     let mut t = translator(demo_config());
@@ -305,6 +367,40 @@ fn outbound_icmp_error_is_translated_to_the_remote() {
     let ph =
         checksum::pseudo_header_sum(u32::from(a("203.0.113.7")), u32::from(a("198.51.100.10")), 17, l4.len() as u16);
     assert_eq!(checksum::fold(checksum::sum(l4, ph)), 0xffff);
+}
+
+#[test]
+fn icmp_errors_from_other_inside_hosts_leave_from_the_flows_external_address() {
+    // An inside router (or any other inside host) on the path to the client reports an
+    // error about the server's packet: going out, it must carry the flow's external
+    // address, never its own private one (netfilter masquerades related ICMP the same way).
+    for (reporter, icmp_type, code, rest) in [
+        ("10.10.1.254", icmpv4::TIME_EXCEEDED, 0, [0u8; 4]),
+        ("10.10.1.254", icmpv4::DEST_UNREACHABLE, icmpv4::CODE_FRAG_NEEDED, [0, 0, 0x05, 0x00]),
+        ("10.10.1.77", icmpv4::DEST_UNREACHABLE, 3, [0; 4]),
+        ("10.10.1.1", icmpv4::DEST_UNREACHABLE, 1, [0; 4]),
+    ] {
+        let mut t = translator(demo_config());
+        let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN);
+        assert_eq!(run(&mut t, &mut syn, Side::Inside, 0), OUT);
+        let ext = src_of(&syn).1;
+        let mut synack = tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::SYN | tcp::ACK);
+        run(&mut t, &mut synack, Side::Outside, 0);
+        let msg = icmp_message(icmp_type, code, rest, &synack[14..]);
+        let mut err = ipv4_frame(a(reporter), a("203.0.113.80"), PROTO_ICMP, 64, 3, 0, &msg);
+        let v = run(&mut t, &mut err, Side::Inside, 0);
+        if reporter == "10.10.1.1" {
+            // natgw's own inside address is not a reporter: dropped, not forwarded.
+            assert!(matches!(v, Verdict::Drop(_)), "{v:?}");
+            continue;
+        }
+        assert_eq!(v, OUT, "{reporter} type {icmp_type}");
+        assert_eq!(src_of(&err).0, a("198.51.100.10"), "{reporter} type {icmp_type}: a private source left");
+        assert!(checksums_valid(&err));
+        let inner = &err[42..];
+        assert_eq!((&inner[12..16], &inner[16..20]), (&[203, 0, 113, 80][..], &[198, 51, 100, 10][..]));
+        assert_eq!(u16::from_be_bytes([inner[22], inner[23]]), ext, "the quote is what the server sent");
+    }
 }
 
 #[test]

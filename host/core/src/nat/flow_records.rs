@@ -99,7 +99,20 @@ impl FlowEnd {
     }
 
     /// A flow the egress policy refused, from its first packet.
-    pub(super) fn refused(nf: &NewFlow, verdict: EgressDecision, generation: u64, bytes: u64, now_ms: u64) -> Self {
+    /// `nf` is the flow as the inside host's packets would carry it; `direction` says who
+    /// opened it (the refused first packet counts as out for egress, in for ingress).
+    pub(super) fn refused(
+        nf: &NewFlow,
+        direction: FlowDirection,
+        verdict: EgressDecision,
+        generation: u64,
+        bytes: u64,
+        now_ms: u64,
+    ) -> Self {
+        let (packets, bytes) = match direction {
+            FlowDirection::Egress => ([1, 0], [bytes, 0]),
+            FlowDirection::Ingress => ([0, 1], [0, bytes]),
+        };
         FlowEnd {
             proto: nf.proto,
             src: Endpoint { addr: nf.src, port: nf.src_port },
@@ -107,14 +120,14 @@ impl FlowEnd {
             ingress: u8::try_from(nf.ingress).unwrap_or(u8::MAX),
             nat_src: Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 },
             pool: 0,
-            packets: [1, 0],
-            bytes: [bytes, 0],
+            packets,
+            bytes,
             tcp_flags: 0,
             start_ms: now_ms,
             end_ms: now_ms,
             created_ms: now_ms,
             reason: EndReason::Refused,
-            direction: FlowDirection::Egress,
+            direction,
             verdict,
             policy_generation: generation,
         }

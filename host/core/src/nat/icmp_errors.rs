@@ -5,7 +5,7 @@
 use natgw_wire::{icmpv4, quote, Icmpv4Packet, Ipv4Packet, QuoteRepr, QuotedPacket, WireError};
 
 use super::{FrameMeta, Parsed, Translator, Verdict};
-use crate::conntrack::FlowKey;
+use crate::conntrack::{Egress, FlowKey};
 use crate::counters::Counter;
 
 /// Where the quoted packet starts in the frame.
@@ -50,9 +50,11 @@ impl Translator {
         };
         let l3_end = p.l3().end;
         quote::translate(&mut QuotedPacket::new_checked(&mut frame[quote_at(p)..l3_end])?, &to);
-        // Outer header: to the quoted packet's sender; from the flow's translated address
-        // when the error comes from the flow's own endpoint, else from the reporting router.
-        let new_src = if p.src == sender_key.src { rw.src.addr } else { p.src };
+        // Outer header: to the quoted packet's sender. From the flow's translated address
+        // when the error comes from the flow's own endpoint, or when it leaves on the
+        // outside (an inside router or host reporting: its private address never leaves,
+        // as netfilter masquerades related ICMP); else from the reporting router.
+        let new_src = if p.src == sender_key.src || egress == Egress::Outside { rw.src.addr } else { p.src };
         let mut ip = Ipv4Packet::new_checked(&mut frame[p.l3()])?;
         ip.set_src_addr(new_src);
         ip.set_dst_addr(rw.dst.addr);

@@ -348,11 +348,14 @@ impl Translator {
 
         match meta.side {
             Side::Inside => {
+                // From the link's own subnets only, and never from one of natgw's own
+                // addresses (RFC 1812 5.3.7: a spoofed source).
                 if !self
                     .cfg
                     .inside
                     .get(usize::from(meta.link))
                     .is_some_and(|l| l.addresses.iter().any(|n| n.contains(p.src)))
+                    || self.is_own_address(p.src, Side::Inside)
                 {
                     return Ok(Verdict::Drop(Counter::DropSourceNotInside));
                 }

@@ -4,7 +4,7 @@
 
 use natgw_wire::{icmpv4, tcp, L4Header, PROTO_ICMP, PROTO_TCP};
 
-use super::flow_records::{EndReason, FlowEnd};
+use super::flow_records::{EndReason, FlowDirection, FlowEnd};
 use super::policy::{EgressDecision, NewFlow, PoolDecision};
 use super::pool::{MappingId, PoolId};
 use super::{Filtering, FrameMeta, Parsed, Translator};
@@ -127,12 +127,7 @@ impl Translator {
     /// from which pool. Runs before any port is allocated.
     pub(super) fn ask_policy(&mut self, key: &FlowKey, link: u8) -> Result<(PoolId, Option<u32>), Counter> {
         let nf = new_flow_of(key, link);
-        let verdict = self.policy.egress(&nf);
-        if verdict != EgressDecision::Allow && self.record_refused {
-            let generation = self.policy.egress_generation();
-            self.push_record(FlowEnd::refused(&nf, verdict, generation, self.packet_len, self.packet_ms));
-        }
-        match verdict {
+        match self.ask_egress(&nf, FlowDirection::Egress) {
             EgressDecision::Allow => {}
             EgressDecision::Deny => return Err(Counter::DropPolicyDenied),
             EgressDecision::Reject => return Err(Counter::DropPolicyRejected),
@@ -172,8 +167,21 @@ impl Translator {
         Ok((id, ORIGINAL))
     }
 
+    /// The egress question, recorded as a REJECT flow record when the answer is no.
+    fn ask_egress(&mut self, nf: &NewFlow, direction: FlowDirection) -> EgressDecision {
+        let verdict = self.policy.egress(nf);
+        if verdict != EgressDecision::Allow && self.record_refused {
+            let generation = self.policy.egress_generation();
+            self.push_record(FlowEnd::refused(nf, direction, verdict, generation, self.packet_len, self.packet_ms));
+        }
+        verdict
+    }
+
     /// A packet from outside to a mapped port with no matching flow: allowed only under
-    /// endpoint-independent filtering (RFC 4787 REQ-8 makes it an option).
+    /// endpoint-independent filtering (RFC 4787 REQ-8 makes it an option), and only when the
+    /// egress policy allows the inside host to talk to that remote: the flow will carry
+    /// the inside host's packets to it, and filtering must not be a way round the policy.
+    /// A refused one is dropped without an answer (counted as policy-denied).
     pub(super) fn new_inbound_flow(&mut self, key: &FlowKey, now_ms: u64) -> Result<(FlowId, usize), Counter> {
         if self.cfg.filtering != Filtering::EndpointIndependent || key.proto == PROTO_ICMP {
             return Err(Counter::DropUnsolicitedInbound);
@@ -189,6 +197,9 @@ impl Translator {
             dst: remote.addr,
             dst_port: remote.port,
         };
+        if self.ask_egress(&new_flow_of(&reply, m.inside_if), FlowDirection::Ingress) != EgressDecision::Allow {
+            return Err(Counter::DropPolicyDenied);
+        }
         let mut flow = self.blank_flow(
             [*key, reply],
             [Rewrite { src: remote, dst: m.inside }, Rewrite { src: m.external, dst: remote }],
@@ -236,22 +247,27 @@ impl Translator {
         Ok((id, ORIGINAL))
     }
 
-    /// Re-checks every outbound flow against the current egress policy and revokes those
-    /// it no longer allows: from then on their packets are dropped and TCP ones answered
-    /// with a RST (whose sequence number only a live packet can give), until they expire
-    /// after `timeouts.tcp_closed`. Returns how many flows were revoked.
+    /// Re-checks every flow against the current egress policy, as the inside host's
+    /// packets carry it (those opened from outside under endpoint-independent filtering
+    /// too), and revokes those it no longer allows: from then on their packets are dropped
+    /// and TCP ones answered with a RST (whose sequence number only a live packet can
+    /// give), until they expire after `timeouts.tcp_closed`. Returns how many flows were
+    /// revoked.
     pub fn revalidate(&mut self, now_ms: u64) -> usize {
         let mut revoke = Vec::new();
         for (id, flow) in self.flows.iter() {
-            let k = flow.keys[ORIGINAL];
-            if k.side != Side::Inside || flow.revoked {
+            if flow.revoked {
                 continue;
             }
-            let ingress = match flow.egress[REPLY] {
+            // Asked as the inside host's packets carry the flow: for one opened from inside
+            // (or a hairpin) its original direction, for one opened from outside its reply.
+            let (inside_dir, towards_host) =
+                if flow.keys[ORIGINAL].side == Side::Inside { (ORIGINAL, REPLY) } else { (REPLY, ORIGINAL) };
+            let ingress = match flow.egress[towards_host] {
                 Egress::Inside(i) => i,
                 Egress::Outside => 0,
             };
-            if self.policy.egress(&new_flow_of(&k, ingress)) != EgressDecision::Allow {
+            if self.policy.egress(&new_flow_of(&flow.keys[inside_dir], ingress)) != EgressDecision::Allow {
                 revoke.push(id);
             }
         }
