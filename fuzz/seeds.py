@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes seed inputs for the fuzz targets: valid frames of every kind natgw translates,
-in the record format of fuzz_targets/translate.rs ([ctl][len/4][frame, padded to len])."""
+in the record format of fuzz_targets/translate.rs ([ctl][len, 2 bytes][frame])."""
 import os, struct, sys
 
 def csum(b):
@@ -17,8 +17,9 @@ def ip(src, dst, proto, l4, ttl=64, ident=1, frag=0x4000):
 def l4sum(src, dst, proto, seg):
     return csum(bytes(src) + bytes(dst) + struct.pack("!BBH", 0, proto, len(seg)) + seg)
 
-def tcp(src, sp, dst, dp, flags):
-    seg = bytearray(struct.pack("!HHIIBBHHH", sp, dp, 1000, 0, 0x50, flags, 65535, 0, 0))
+def tcp(src, sp, dst, dp, flags, seq=1000, ack=0, opts=b"", data=b"", win=65535):
+    assert len(opts) % 4 == 0
+    seg = bytearray(struct.pack("!HHIIBBHHH", sp, dp, seq, ack, (5 + len(opts) // 4) << 4, flags, win, 0, 0) + opts + data)
     seg[16:18] = struct.pack("!H", l4sum(src, dst, 6, bytes(seg)))
     return ip(src, dst, 6, bytes(seg))
 
@@ -33,19 +34,31 @@ def icmp(src, dst, t, code, rest, body, ttl=64):
     return ip(src, dst, 1, bytes(m), ttl=ttl, frag=0)
 
 def rec(ctl, frame):
-    # Frames over 60 bytes must be a multiple of 4 long: natgw refuses Ethernet padding
-    # beyond the minimum frame, and the record pads to 4.
-    assert len(frame) <= 60 or len(frame) % 4 == 0, len(frame)
-    n = (len(frame) + 3) // 4
-    return bytes([ctl, n]) + frame + b"\0" * (n * 4 - len(frame))
+    return bytes([ctl]) + struct.pack("!H", len(frame)) + frame
 
 C, S, E = [10, 10, 1, 10], [203, 0, 113, 80], [198, 51, 100, 10]
 syn = tcp(C, 40000, S, 80, 0x02)
+# Linux's SYN options (MSS, SACK permitted, timestamps, window scale 7), and an ACK's
+# NOP, NOP, SACK block.
+SYN_OPTS = bytes([2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7])
+SACK_OPTS = bytes([1, 1, 5, 10]) + struct.pack("!II", 2001, 3001)
 seeds = {
-    "tcp_handshake": rec(0, syn) + rec(1, tcp(S, 80, E, 40000, 0x12)) + rec(0, tcp(C, 40000, S, 80, 0x10)) + rec(0, tcp(C, 40000, S, 80, 0x11)),
+    # A connection window tracking follows: handshake with options, data both ways, a
+    # SACK, an old retransmission, an off-sequence reset (challenge-ACK case), FINs.
+    "tcp_tracked": rec(0, tcp(C, 40000, S, 80, 0x02, 1000, 0, SYN_OPTS, win=64240))
+    + rec(1, tcp(S, 80, E, 1024, 0x12, 5000, 1001, SYN_OPTS, win=65160))
+    + rec(0, tcp(C, 40000, S, 80, 0x10, 1001, 5001, win=502))
+    + rec(0, tcp(C, 40000, S, 80, 0x18, 1001, 5001, data=b"x" * 1000, win=502))
+    + rec(1, tcp(S, 80, E, 1024, 0x10, 5001, 2001, SACK_OPTS, win=509))
+    + rec(1, tcp(S, 80, E, 1024, 0x18, 5001, 2001, data=b"y" * 200, win=509))
+    + rec(0, tcp(C, 40000, S, 80, 0x18, 1001, 5201, data=b"x" * 1000, win=502))
+    + rec(1, tcp(S, 80, E, 1024, 0x04, 9000, 0))
+    + rec(0, tcp(C, 40000, S, 80, 0x11, 2001, 5201, win=502))
+    + rec(1, tcp(S, 80, E, 1024, 0x11, 5201, 2002, win=509)),
+    "tcp_handshake": rec(0, syn) + rec(1, tcp(S, 80, E, 1024, 0x12, 5000, 1001)) + rec(0, tcp(C, 40000, S, 80, 0x10, 1001, 5001)) + rec(0, tcp(C, 40000, S, 80, 0x11, 1001, 5001)),
     "udp_echo": rec(0, udp(C, 5000, S, 7)) + rec(1, udp(S, 7, E, 5000)),
     "ping": rec(0, icmp(C, S, 8, 0, b"\x03\x09\0\1", b"abcdefgh")) + rec(1, icmp(S, E, 0, 0, b"\x03\x09\0\1", b"abcdefgh")),
-    "frag_needed": rec(0, syn) + rec(1, icmp([198, 51, 100, 1], E, 3, 4, b"\0\0\x05\0", tcp(E, 40000, S, 80, 0x02)[14:44])),
+    "frag_needed": rec(0, syn) + rec(1, icmp([198, 51, 100, 1], E, 3, 4, b"\0\0\x05\0", tcp(E, 1024, S, 80, 0x02)[14:44])),
     "ttl1": rec(0, icmp(C, S, 8, 0, b"\0\1\0\1", b"x", ttl=1)),
     "fragments": rec(0, ip(C, S, 17, udp(C, 5000, S, 7, b"A" * 40)[34:58], ident=7, frag=0x2000)) + rec(0, ip(C, S, 17, b"B" * 24, ident=7, frag=3)),
     "own_ping": rec(0, icmp(C, [10, 10, 1, 1], 8, 0, b"\0\1\0\1", b"x")),
@@ -61,4 +74,4 @@ for d in sys.argv[1:]:
     for name, data in seeds.items():
         with open(os.path.join(d, name), "wb") as f:
             # The translate target reads its first byte as options.
-            f.write((b"\x00" + data) if target == "translate" else data[2:])
+            f.write((b"\x00" + data) if target == "translate" else data[3:])

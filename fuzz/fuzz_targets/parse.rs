@@ -97,11 +97,38 @@ fn tcp(data: &[u8]) {
             );
             assert_eq!((t.window_len(), t.checksum(), t.urgent_at()), (e.window_size(), e.checksum(), e.urgent_pointer()));
             assert_eq!(t.options(), e.options());
+            options(t.options(), e.options_iterator());
         }
         (Ok(_), Err(e)) => panic!("natgw accepts a TCP header etherparse refuses: {e:?}"),
         (Err(why), Ok(e)) => panic!("natgw refuses a TCP header etherparse accepts ({why:?}): {e:?}"),
         (Err(_), Err(_)) => {}
     }
+}
+
+/// TCP options: iteration ends within the bytes, and where etherparse reads every option
+/// without complaint, natgw reads the same window scale, SACK permission, SACK edge and
+/// timestamps (what window tracking uses).
+fn options(bytes: &[u8], theirs: etherparse::TcpOptionsIterator<'_>) {
+    use etherparse::TcpOptionElement as E;
+    use natgw_wire::tcp::{Options, TcpOption, OPT_MSS};
+    let ours: Vec<TcpOption> = Options::new(bytes).collect();
+    assert!(ours.len() <= bytes.len() / 2, "more options than bytes allow");
+    let mut expected = Vec::new();
+    for o in theirs {
+        let Ok(o) = o else { return };
+        expected.push(match o {
+            E::Noop => continue,
+            E::MaximumSegmentSize(_) => TcpOption::Other(OPT_MSS),
+            E::WindowScale(s) => TcpOption::WindowScale(s.min(14)),
+            E::SelectiveAcknowledgementPermitted => TcpOption::SackPermitted,
+            E::SelectiveAcknowledgement(first, rest) => {
+                let edge = rest.iter().flatten().fold(first.1, |m, e| if (e.1.wrapping_sub(m) as i32) > 0 { e.1 } else { m });
+                TcpOption::SackRightEdge(edge)
+            }
+            E::Timestamp(..) => TcpOption::Timestamps,
+        });
+    }
+    assert_eq!(ours, expected, "options {bytes:02x?}");
 }
 
 fn udp(data: &[u8]) {

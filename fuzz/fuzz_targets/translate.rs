@@ -1,6 +1,6 @@
 //! The translator on arbitrary frames from both sides, with state carried between frames
 //! of one input (so that replies, ICMP errors and fragments meet real flows). The input is
-//! a sequence of records: [side+flags byte][len byte][frame bytes]. Invariants: no panic;
+//! a sequence of records: [side+flags byte][length, 2 bytes big-endian][frame bytes]. Invariants: no panic;
 //! every forwarded or emitted frame is a well-formed IPv4 packet with a valid header
 //! checksum; what natgw builds itself has valid checksums throughout; and nothing leaves
 //! on the outside with a source other than one of the external addresses.
@@ -69,9 +69,9 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = data.get(1..).unwrap_or(&[]);
     let mut now = 0u64;
     let mut out = vec![0u8; 2048];
-    while rest.len() >= 2 {
-        let (ctl, len) = (rest[0], usize::from(rest[1]) * 4);
-        let body = &rest[2..];
+    while rest.len() >= 3 {
+        let (ctl, len) = (rest[0], usize::from(u16::from_be_bytes([rest[1], rest[2]])));
+        let body = &rest[3..];
         let n = len.min(body.len());
         let mut frame = body[..n].to_vec();
         rest = &body[n..];

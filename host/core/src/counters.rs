@@ -83,6 +83,9 @@ counters! {
     DropUnsolicitedInbound => "PacketsDropCount{reason=\"unsolicited-inbound\"}",
     DropToPrivateAddress => "PacketsDropCount{reason=\"to-private-address\"}",
     DropTcpNoFlow => "PacketsDropCount{reason=\"tcp-not-syn\"}",
+    /// A TCP segment outside its connection's window (a blind reset, a forged or stale
+    /// segment): dropped, the connection unchanged.
+    DropTcpOutOfWindow => "PacketsDropCount{reason=\"tcp-out-of-window\"}",
     DropTableFull => "PacketsDropCount{reason=\"table-full\"}",
     DropPortAllocation => "PacketsDropCount{reason=\"port-allocation\"}",
     DropTtlExpired => "PacketsDropCount{reason=\"ttl-expired\"}",

@@ -15,6 +15,14 @@ use natgw_core::nat::{FrameMeta, Translator, Verdict};
 use natgw_testkit::*;
 use natgw_wire::tcp;
 
+/// One TCP connection through the gateway and the next sequence number of each end.
+struct Conn {
+    port: u16,
+    ext: u16,
+    client: u32,
+    server: u32,
+}
+
 /// Two links (inside, outside) and the gateway between them; time moves only when told.
 struct SimNet {
     gw: Translator,
@@ -64,14 +72,29 @@ impl SimNet {
         self.gw.counters().get(c)
     }
 
-    /// A full TCP handshake from 10.10.1.10:`port` to 203.0.113.80:80; returns the external port.
-    fn connect(&mut self, port: u16) -> u16 {
-        assert!(self.send(Side::Inside, tcp("10.10.1.10", port, "203.0.113.80", 80, tcp::SYN)));
+    /// A full TCP handshake from 10.10.1.10:`port` to 203.0.113.80:80 (client ISN 1000,
+    /// server ISN 5000).
+    fn connect(&mut self, port: u16) -> Conn {
+        assert!(self.send(Side::Inside, tcp_at("10.10.1.10", port, "203.0.113.80", 80, tcp::SYN, (1000, 0), 0)));
         let syn = self.outside_rx.pop_back().unwrap();
-        let ext_port = src_of(&syn).1;
-        assert!(self.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext_port, tcp::SYN | tcp::ACK)));
-        assert!(self.send(Side::Inside, tcp("10.10.1.10", port, "203.0.113.80", 80, tcp::ACK)));
-        ext_port
+        let mut c = Conn { port, ext: src_of(&syn).1, client: 1001, server: 5000 };
+        assert!(self.server_sends(&mut c, tcp::SYN | tcp::ACK, 0));
+        assert!(self.client_sends(&mut c, tcp::ACK, 0));
+        c
+    }
+
+    /// The client sends a segment with `len` bytes at its next sequence number.
+    fn client_sends(&mut self, c: &mut Conn, flags: u8, len: usize) -> bool {
+        let f = tcp_at("10.10.1.10", c.port, "203.0.113.80", 80, flags, (c.client, c.server), len);
+        c.client = c.client.wrapping_add(len as u32 + u32::from(flags & (tcp::SYN | tcp::FIN) != 0));
+        self.send(Side::Inside, f)
+    }
+
+    /// The server sends a segment with `len` bytes at its next sequence number.
+    fn server_sends(&mut self, c: &mut Conn, flags: u8, len: usize) -> bool {
+        let f = tcp_at("203.0.113.80", 80, "198.51.100.10", c.ext, flags, (c.server, c.client), len);
+        c.server = c.server.wrapping_add(len as u32 + u32::from(flags & (tcp::SYN | tcp::FIN) != 0));
+        self.send(Side::Outside, f)
     }
 
     fn state(&self) -> Option<FlowState> {
@@ -82,14 +105,14 @@ impl SimNet {
 #[test]
 fn established_tcp_lives_its_full_idle_timeout() {
     let mut net = SimNet::new(Timeouts::default());
-    let ext = net.connect(40000);
+    let mut c = net.connect(40000);
     assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::Established)));
     assert_eq!(net.counter(Counter::ConnectionEstablishedCount), 1);
     // RFC 5382 REQ-5: at least 2 h 4 min idle.
     net.advance_s(7439);
     assert_eq!(net.flows(), 1, "still there one second before the timeout");
     // Traffic restarts the idle timer.
-    assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::ACK)));
+    assert!(net.server_sends(&mut c, tcp::ACK, 0));
     net.advance_s(7439);
     assert_eq!(net.flows(), 1);
     net.advance_s(2);
@@ -97,7 +120,7 @@ fn established_tcp_lives_its_full_idle_timeout() {
     assert_eq!(net.counter(Counter::IdleTimeoutCount), 1);
     assert_eq!(net.counter(Counter::ActiveConnectionCount), 0);
     // After expiry the server can no longer reach the client.
-    assert!(!net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::ACK)));
+    assert!(!net.server_sends(&mut c, tcp::ACK, 0));
     assert_eq!(net.counter(Counter::DropUnsolicitedInbound), 1);
 }
 
@@ -115,18 +138,18 @@ fn unanswered_syn_is_transitory() {
 #[test]
 fn closed_connection_goes_through_time_wait() {
     let mut net = SimNet::new(Timeouts::default());
-    let ext = net.connect(40002);
-    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40002, "203.0.113.80", 80, tcp::FIN | tcp::ACK)));
+    let mut c = net.connect(40002);
+    assert!(net.client_sends(&mut c, tcp::FIN | tcp::ACK, 0));
     assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::FinWait)));
-    assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::FIN | tcp::ACK)));
+    assert!(net.server_sends(&mut c, tcp::FIN | tcp::ACK, 0));
     assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::TimeWait)));
     // The last ACK still passes.
-    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40002, "203.0.113.80", 80, tcp::ACK)));
+    assert!(net.client_sends(&mut c, tcp::ACK, 0));
     net.advance_s(241);
     assert_eq!(net.flows(), 0);
     assert_eq!(net.counter(Counter::IdleTimeoutCount), 0, "a closed connection is not an idle timeout");
     // The port is free again and the same host gets it back (port preservation).
-    assert_eq!(net.connect(40002), 40002);
+    assert_eq!(net.connect(40002).ext, 40002);
 }
 
 #[test]
@@ -211,13 +234,13 @@ fn sixty_four_thousand_connections_to_one_destination_on_one_address() {
 /// A connection older than every timeout but the established one, then `close`d: its
 /// entry (and its external port) must go within a second of the closing state's timeout,
 /// not when the established deadline it was filed under comes round.
-fn old_connection_closed(close: impl FnOnce(&mut SimNet, u16), gone_after_s: u64) {
+fn old_connection_closed(close: impl FnOnce(&mut SimNet, &mut Conn), gone_after_s: u64) {
     let mut net = SimNet::new(Timeouts::default());
-    let ext = net.connect(40100);
+    let mut c = net.connect(40100);
     net.advance_s(1000);
-    assert!(net.send(Side::Inside, tcp("10.10.1.10", 40100, "203.0.113.80", 80, tcp::ACK)), "still established");
+    assert!(net.client_sends(&mut c, tcp::ACK | tcp::PSH, 100), "still established");
     net.advance_s(1000);
-    close(&mut net, ext);
+    close(&mut net, &mut c);
     net.advance_s(gone_after_s - 1);
     assert_eq!(net.flows(), 1, "not before its timeout");
     net.advance_s(2);
@@ -229,9 +252,9 @@ fn old_connection_closed(close: impl FnOnce(&mut SimNet, u16), gone_after_s: u64
 #[test]
 fn an_old_connection_that_closes_goes_at_the_time_wait_deadline() {
     old_connection_closed(
-        |net, ext| {
-            assert!(net.send(Side::Inside, tcp("10.10.1.10", 40100, "203.0.113.80", 80, tcp::FIN | tcp::ACK)));
-            assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::FIN | tcp::ACK)));
+        |net, c| {
+            assert!(net.client_sends(c, tcp::FIN | tcp::ACK, 0));
+            assert!(net.server_sends(c, tcp::FIN | tcp::ACK, 0));
             assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::TimeWait)));
         },
         Timeouts::default().tcp_time_wait,
@@ -241,8 +264,8 @@ fn an_old_connection_that_closes_goes_at_the_time_wait_deadline() {
 #[test]
 fn an_old_connection_that_is_reset_goes_at_the_closed_deadline() {
     old_connection_closed(
-        |net, ext| {
-            assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::RST)));
+        |net, c| {
+            assert!(net.server_sends(c, tcp::RST, 0));
             assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::Closed)));
         },
         Timeouts::default().tcp_closed,
@@ -284,11 +307,14 @@ fn an_old_connection_that_is_revoked_goes_at_the_closed_deadline() {
 fn reset_and_reopen_churn_keeps_one_wheel_entry_per_flow() {
     let mut net = SimNet::new(Timeouts::default());
     net.gw.record_flow_ends(true, true, 60);
-    let ext = net.connect(40200);
-    // The same tuple reset and reopened, again and again, over a minute and a half.
+    let c = net.connect(40200);
+    // The same tuple refused and tried again, again and again, over a minute and a half:
+    // each SYN answered by a reset acknowledging it.
+    assert!(net.send(Side::Outside, tcp_at("203.0.113.80", 80, "198.51.100.10", c.ext, tcp::RST, (c.server, 0), 0)));
     for round in 0..3000u64 {
-        assert!(net.send(Side::Outside, tcp("203.0.113.80", 80, "198.51.100.10", ext, tcp::RST)));
-        assert!(net.send(Side::Inside, tcp("10.10.1.10", 40200, "203.0.113.80", 80, tcp::SYN)));
+        assert!(net.send(Side::Inside, tcp_at("10.10.1.10", 40200, "203.0.113.80", 80, tcp::SYN, (1000, 0), 0)));
+        let refused = tcp_at("203.0.113.80", 80, "198.51.100.10", c.ext, tcp::RST | tcp::ACK, (0, 1001), 0);
+        assert!(net.send(Side::Outside, refused), "round {round}");
         if round % 33 == 0 {
             net.advance_s(1);
         }
@@ -319,4 +345,82 @@ fn record_queues_stay_bounded_by_the_table_under_short_flow_churn() {
             net.flows()
         );
     }
+}
+
+#[test]
+fn blind_resets_from_anywhere_in_sequence_space_do_not_kill_an_idle_connection() {
+    let mut net = SimNet::new(Timeouts::default());
+    let mut c = net.connect(40300);
+    assert!(net.client_sends(&mut c, tcp::ACK | tcp::PSH, 200));
+    assert!(net.server_sends(&mut c, tcp::ACK | tcp::PSH, 1400));
+    assert!(net.client_sends(&mut c, tcp::ACK, 0));
+    let delivered = net.inside_rx.len();
+    // An off-path sender that knows the server's address and port and the mapping sprays
+    // resets with random sequence (and acknowledgment) numbers, with and without ACK.
+    let mut x = 0x2545_f491u32;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let mut passed = 0;
+    for i in 0..100_000 {
+        let flags = if i % 2 == 0 { tcp::RST } else { tcp::RST | tcp::ACK };
+        let f = tcp_at("203.0.113.80", 80, "198.51.100.10", c.ext, flags, (rand(), rand()), 0);
+        if net.send(Side::Outside, f) {
+            passed += 1;
+        }
+        assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::Established)), "reset {i} closed it");
+    }
+    let dropped = net.counter(Counter::DropTcpOutOfWindow);
+    eprintln!("100 000 blind resets: {dropped} dropped out of window, {passed} in window passed unchanged");
+    assert_eq!(dropped + passed, 100_000);
+    assert!(dropped > 99_000, "only {dropped} dropped");
+    assert_eq!(net.inside_rx.len(), delivered + passed as usize);
+    // Idle for an hour, then it carries data both ways as before.
+    net.advance_s(3600);
+    assert!(net.client_sends(&mut c, tcp::ACK | tcp::PSH, 100));
+    assert!(net.server_sends(&mut c, tcp::ACK, 0));
+    // The server's own reset, at the sequence the client expects next, closes it.
+    assert!(net.server_sends(&mut c, tcp::RST, 0));
+    assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::Closed)));
+}
+
+#[test]
+fn forged_data_and_fins_outside_the_window_never_reach_the_client() {
+    let mut net = SimNet::new(Timeouts::default());
+    let mut c = net.connect(40301);
+    let before = net.inside_rx.len();
+    for (seq, ack, flags) in [
+        (c.server.wrapping_add(10_000_000), c.client, tcp::ACK | tcp::PSH),
+        (c.server.wrapping_sub(10_000_000), c.client, tcp::ACK | tcp::PSH),
+        (c.server, c.client.wrapping_add(1_000_000), tcp::ACK),
+        (c.server.wrapping_add(5_000_000), c.client, tcp::FIN | tcp::ACK),
+    ] {
+        let f = tcp_at("203.0.113.80", 80, "198.51.100.10", c.ext, flags, (seq, ack), 500);
+        assert!(!net.send(Side::Outside, f), "seq {seq} ack {ack} flags {flags:#x} passed");
+    }
+    assert_eq!(net.inside_rx.len(), before);
+    assert_eq!(net.counter(Counter::DropTcpOutOfWindow), 4);
+    assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::Established)));
+    assert!(net.server_sends(&mut c, tcp::ACK | tcp::PSH, 500), "the real server's data passes");
+}
+
+#[test]
+fn a_new_syn_on_a_stale_connection_passes_so_the_endpoints_can_recover() {
+    // natgw holds an established entry the client has forgotten (it rebooted) and the
+    // client connects again from the same port with a new ISN: the SYN passes, unchanged
+    // state, and the server's challenge ACK and the client's reset close the old entry.
+    let mut net = SimNet::new(Timeouts::default());
+    let mut c = net.connect(40302);
+    assert!(net.send(Side::Inside, tcp_at("10.10.1.10", 40302, "203.0.113.80", 80, tcp::SYN, (777_777, 0), 0)));
+    assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::Established)));
+    // The server's challenge ACK (its real sequence), the client's reset answering it.
+    assert!(net.server_sends(&mut c, tcp::ACK, 0));
+    assert!(net.send(Side::Inside, tcp_at("10.10.1.10", 40302, "203.0.113.80", 80, tcp::RST, (c.client, 0), 0)));
+    assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::Closed)));
+    // The client's SYN, retransmitted, opens the new connection.
+    assert!(net.send(Side::Inside, tcp_at("10.10.1.10", 40302, "203.0.113.80", 80, tcp::SYN, (777_777, 0), 0)));
+    assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::SynSent)));
 }

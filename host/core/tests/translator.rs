@@ -557,12 +557,12 @@ fn tcp_close_and_rst_shorten_the_timeout() {
     let mut t = translator(demo_config());
     let mut s = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN);
     run(&mut t, &mut s, Side::Inside, 0);
-    let mut r = tcp("203.0.113.80", 80, "198.51.100.10", 40000, tcp::RST | tcp::ACK);
+    let mut r = tcp_at("203.0.113.80", 80, "198.51.100.10", 40000, tcp::RST | tcp::ACK, (0, 1001), 0);
     run(&mut t, &mut r, Side::Outside, 0);
     let f = t.flows().iter().next().unwrap().1;
     assert_eq!(f.state, FlowState::Tcp(TcpState::Closed));
     assert_eq!(f.expires_ms, 1000 + 10_000);
-    let mut fin = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::FIN | tcp::ACK);
+    let mut fin = tcp_at("10.10.1.10", 40000, "203.0.113.80", 80, tcp::FIN | tcp::ACK, (1001, 0), 0);
     run(&mut t, &mut fin, Side::Inside, 0);
 }
 
@@ -886,13 +886,13 @@ fn a_closed_connection_is_reported_when_quiet_not_when_time_wait_ends() {
         |t: &mut Translator, f: &mut Vec<u8>, side, now| t.process(f, FrameMeta::plain(side, 0), now, &mut o);
     let mut syn = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN);
     step(&mut t, &mut syn, Side::Inside, 1000);
-    let mut syn_ack = tcp("203.0.113.80", 80, "198.51.100.10", 40000, tcp::SYN | tcp::ACK);
+    let mut syn_ack = tcp_at("203.0.113.80", 80, "198.51.100.10", 40000, tcp::SYN | tcp::ACK, (5000, 1001), 0);
     step(&mut t, &mut syn_ack, Side::Outside, 1000);
-    let mut fin = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::FIN | tcp::ACK);
+    let mut fin = tcp_at("10.10.1.10", 40000, "203.0.113.80", 80, tcp::FIN | tcp::ACK, (1001, 5001), 0);
     step(&mut t, &mut fin, Side::Inside, 2000);
-    let mut fin_back = tcp("203.0.113.80", 80, "198.51.100.10", 40000, tcp::FIN | tcp::ACK);
+    let mut fin_back = tcp_at("203.0.113.80", 80, "198.51.100.10", 40000, tcp::FIN | tcp::ACK, (5001, 1002), 0);
     step(&mut t, &mut fin_back, Side::Outside, 2000);
-    let mut last_ack = tcp("10.10.1.10", 40000, "203.0.113.80", 80, tcp::ACK);
+    let mut last_ack = tcp_at("10.10.1.10", 40000, "203.0.113.80", 80, tcp::ACK, (1002, 5002), 0);
     step(&mut t, &mut last_ack, Side::Inside, 2100);
     let mut ends = Vec::new();
     t.tick(2500);
@@ -911,7 +911,7 @@ fn a_closed_connection_is_reported_when_quiet_not_when_time_wait_ends() {
     // A reset connection: reason reset.
     let mut syn = tcp("10.10.1.10", 40001, "203.0.113.80", 80, tcp::SYN);
     step(&mut t, &mut syn, Side::Inside, 300_000);
-    let mut rst = tcp("203.0.113.80", 80, "198.51.100.10", 40001, tcp::RST | tcp::ACK);
+    let mut rst = tcp_at("203.0.113.80", 80, "198.51.100.10", 40001, tcp::RST | tcp::ACK, (0, 1001), 0);
     step(&mut t, &mut rst, Side::Outside, 300_000);
     t.tick(301_500);
     t.take_flow_ends(&mut ends);

@@ -72,7 +72,21 @@ pub fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, ident: u16, 
 
 /// A TCP segment (sequence 1000, window 65535) with `flags` and a valid checksum.
 pub fn tcp_segment(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut t = TcpHeader::new(sport, dport, 1000, 65535);
+    tcp_segment_at(src, sport, dst, dport, flags, (1000, 0), payload)
+}
+
+/// A TCP segment at sequence `seq` acknowledging `ack` (window 65535).
+pub fn tcp_segment_at(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+    (seq, ack): (u32, u32),
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut t = TcpHeader::new(sport, dport, seq, 65535);
+    t.acknowledgment_number = ack;
     t.fin = flags & 0x01 != 0;
     t.syn = flags & 0x02 != 0;
     t.rst = flags & 0x04 != 0;
@@ -146,6 +160,12 @@ pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Vec<u8> {
         .write(&mut f, &[])
         .expect("vec");
     f
+}
+
+/// A TCP segment (DF) with real sequence and acknowledgment numbers, `len` bytes of data.
+pub fn tcp_at(src: &str, sport: u16, dst: &str, dport: u16, flags: u8, seq_ack: (u32, u32), len: usize) -> Vec<u8> {
+    let (s, d) = (a(src), a(dst));
+    ipv4_frame(s, d, PROTO_TCP, 64, 1, DF, &tcp_segment_at(s, sport, d, dport, flags, seq_ack, &vec![b'd'; len]))
 }
 
 /// A UDP datagram with a checksum.

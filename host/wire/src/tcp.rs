@@ -173,6 +173,86 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// The TCP options natgw reads (RFC 9293 3.2, RFC 7323, RFC 2018); the rest are `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpOption {
+    /// The shift count a SYN announces (RFC 7323 2.2); more than 14 is read as 14.
+    WindowScale(u8),
+    SackPermitted,
+    /// The highest right edge among a SACK option's blocks (RFC 2018).
+    SackRightEdge(u32),
+    Timestamps,
+    Other(u8),
+}
+
+pub const OPT_END: u8 = 0;
+pub const OPT_NOP: u8 = 1;
+pub const OPT_MSS: u8 = 2;
+pub const OPT_WINDOW_SCALE: u8 = 3;
+pub const OPT_SACK_PERMITTED: u8 = 4;
+pub const OPT_SACK: u8 = 5;
+pub const OPT_TIMESTAMPS: u8 = 8;
+
+/// The options of a header, in order. A malformed option (a length below 2 or past the
+/// header) ends the list, as Linux's parser does.
+#[derive(Debug, Clone)]
+pub struct Options<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Options<'a> {
+    pub fn new(options: &'a [u8]) -> Options<'a> {
+        Options { rest: options }
+    }
+
+    /// Only the 12 bytes NOP, NOP, timestamps: what nearly every segment carries, and
+    /// nothing natgw needs to look into (netfilter skips it the same way).
+    pub fn is_timestamps_only(options: &[u8]) -> bool {
+        options.len() == 12 && options[..4] == [OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10]
+    }
+}
+
+impl Iterator for Options<'_> {
+    type Item = TcpOption;
+
+    fn next(&mut self) -> Option<TcpOption> {
+        loop {
+            let (&kind, after) = self.rest.split_first()?;
+            match kind {
+                OPT_END => {
+                    self.rest = &[];
+                    return None;
+                }
+                OPT_NOP => {
+                    self.rest = after;
+                    continue;
+                }
+                _ => {}
+            }
+            let len = usize::from(*after.first()?);
+            if len < 2 || len > self.rest.len() {
+                self.rest = &[];
+                return None;
+            }
+            let body = &self.rest[2..len];
+            self.rest = &self.rest[len..];
+            return Some(match (kind, body.len()) {
+                (OPT_WINDOW_SCALE, 1) => TcpOption::WindowScale(body[0].min(14)),
+                (OPT_SACK_PERMITTED, 0) => TcpOption::SackPermitted,
+                (OPT_SACK, n) if n >= 8 && n % 8 == 0 => {
+                    let edge = body.chunks_exact(8).map(|b| be32(&b[4..8])).fold(None, |m: Option<u32>, e| {
+                        // Sequence space wraps: "highest" is the one after the others.
+                        Some(m.map_or(e, |m| if (e.wrapping_sub(m) as i32) > 0 { e } else { m }))
+                    });
+                    edge.map_or(TcpOption::Other(kind), TcpOption::SackRightEdge)
+                }
+                (OPT_TIMESTAMPS, 8) => TcpOption::Timestamps,
+                _ => TcpOption::Other(kind),
+            });
+        }
+    }
+}
+
 /// A TCP header without options, as natgw emits it (resets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr {
@@ -300,5 +380,28 @@ mod tests {
         let fin = Repr { flags: FIN, ..syn };
         assert_eq!(Repr::reset_for(&fin, 3).unwrap().ack_number, 104);
         assert!(Repr::reset_for(&Repr { flags: RST | ACK, ..syn }, 0).is_none());
+    }
+
+    #[test]
+    fn options_as_a_syn_and_an_ack_carry_them() {
+        // MSS 1460, SACK permitted, timestamps, NOP, window scale 7: Linux's SYN.
+        let syn = [2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+        let got: Vec<TcpOption> = Options::new(&syn).collect();
+        assert_eq!(
+            got,
+            [TcpOption::Other(OPT_MSS), TcpOption::SackPermitted, TcpOption::Timestamps, TcpOption::WindowScale(7)]
+        );
+        // Two SACK blocks: the highest right edge, across the wrap of sequence space.
+        let sack = [1, 1, 5, 18, 0xff, 0xff, 0xff, 0x00, 0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        assert_eq!(Options::new(&sack).collect::<Vec<_>>(), [TcpOption::SackRightEdge(0x10)]);
+        assert!(Options::is_timestamps_only(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]));
+        assert!(!Options::is_timestamps_only(&sack[..12]));
+        // A scale beyond 14 is read as 14 (RFC 7323 2.3).
+        assert_eq!(Options::new(&[3, 3, 15]).next(), Some(TcpOption::WindowScale(14)));
+        // Malformed: a length of 1, a length past the end, end-of-list: the list stops.
+        for bad in [&[3u8, 1, 7][..], &[3, 9, 7][..], &[0, 3, 3, 7][..], &[5, 10, 0, 0][..]] {
+            let got: Vec<TcpOption> = Options::new(bad).collect();
+            assert!(got.iter().all(|o| matches!(o, TcpOption::Other(_))), "{bad:?}: {got:?}");
+        }
     }
 }

@@ -150,6 +150,8 @@ fn hundred_swaps_under_load() {
         e["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6
     );
     assert!(out.status.success(), "iperf3 exited {:?}", out.status.code());
+    // Window tracking let every segment of these real connections through.
+    assert_eq!(t.counter(r#"PacketsDropCount{reason="tcp-out-of-window"}"#), 0, "segments of real connections dropped");
     assert_eq!(wrong, 0, "{wrong} new connections did not follow the generation active when they started");
     // Same loss with and without swaps (one datagram of slack: the runs differ in length).
     assert!(sl <= bl + 1, "UDP lost {sl} with swaps against {bl} without");
@@ -227,4 +229,5 @@ fn across_five_languages_during_one_upload() {
     eprintln!("upload: sent {sent} received {received}");
     assert_eq!((received, told), (sent, sent), "the upload across the swaps lost bytes");
     assert!(sent > 10 << 20, "the upload moved only {sent} bytes");
+    assert_eq!(t.counter(r#"PacketsDropCount{reason="tcp-out-of-window"}"#), 0, "segments of real connections dropped");
 }

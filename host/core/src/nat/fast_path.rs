@@ -10,7 +10,8 @@ use super::frag_table::FragTarget;
 use super::fragments::frag_key;
 use super::own_packets::IcmpErrorKind;
 use super::{FrameMeta, Parsed, Translator, Verdict};
-use crate::conntrack::{tcp_transition, Egress, FlowId, FlowState, Rewrite, TcpState, REPLY};
+use crate::conntrack::tcp_window::WindowVerdict;
+use crate::conntrack::{tcp_transition, Egress, FlowId, FlowState, Rewrite, TcpState, ORIGINAL, REPLY};
 use crate::counters::Counter;
 
 impl Translator {
@@ -36,6 +37,15 @@ impl Translator {
                 _ => Verdict::Drop(Counter::DropPolicyRevoked),
             });
         }
+        // Window tracking decides first whether a TCP segment passes at all.
+        let keep_state = match p.l4 {
+            L4Header::Tcp { .. } => match self.track_window(id, dir, p, frame) {
+                WindowVerdict::Accept => false,
+                WindowVerdict::AcceptKeepState => true,
+                WindowVerdict::OutOfWindow => return Ok(Verdict::Drop(Counter::DropTcpOutOfWindow)),
+            },
+            _ => false,
+        };
         if p.ttl <= 1 {
             return Ok(self.icmp_error_reply(
                 frame,
@@ -71,6 +81,7 @@ impl Translator {
         flow.packets[dir] += u64::from(meta.segments.max(1));
         flow.bytes[dir] += p.total as u64;
         match (p.l4, flow.state) {
+            (L4Header::Tcp { flags, .. }, FlowState::Tcp(_)) if keep_state => flow.tcp_flags[dir] |= flags,
             (L4Header::Tcp { flags, .. }, FlowState::Tcp(s)) => {
                 flow.tcp_flags[dir] |= flags;
                 let t = tcp_transition(s, dir, flags, &mut flow.fin_seen);
@@ -106,6 +117,29 @@ impl Translator {
         }
         self.count_out(egress, p.total as u64, u64::from(meta.segments.max(1)));
         Ok(forward(egress, self.next_hop(egress, rw.dst.addr), fragment_to))
+    }
+
+    /// Window tracking for a TCP segment of a known flow (`conntrack::tcp_window`): may it
+    /// pass, and may it move the connection's state.
+    fn track_window(&mut self, id: FlowId, dir: usize, p: &Parsed, frame: &[u8]) -> WindowVerdict {
+        let Some(flow) = self.flows.get_mut(id) else { return WindowVerdict::OutOfWindow };
+        let FlowState::Tcp(state) = flow.state else { return WindowVerdict::Accept };
+        let seg = p.segment(frame);
+        if dir == ORIGINAL && seg.flags & (tcp::SYN | tcp::ACK) == tcp::SYN {
+            return match state {
+                // A new connection on the same tuple (RFC 1122's reuse from TIME-WAIT), or
+                // the client trying again before an answer: tracking starts over.
+                TcpState::Closed | TcpState::TimeWait | TcpState::SynSent => {
+                    flow.windows.restart(&seg);
+                    WindowVerdict::Accept
+                }
+                // A SYN on an open connection may mean natgw's entry is stale: through and
+                // unchanged (netfilter's "ignored"), so that the endpoints sort it out (a
+                // challenge ACK, a reset) and the entry closes by their in-window reset.
+                _ => WindowVerdict::AcceptKeepState,
+            };
+        }
+        flow.windows.check(dir, state == TcpState::SynSent, &seg)
     }
 
     pub(super) fn count_out(&self, egress: Egress, bytes: u64, packets: u64) {

@@ -39,7 +39,7 @@ impl Translator {
             };
             let hit = match self.flows.lookup(&key) {
                 Some(hit) => Ok(hit),
-                None => self.new_flow(&key, p, meta, now_ms),
+                None => self.new_flow(frame, &key, p, meta, now_ms),
             };
             return match hit {
                 Ok((id, dir)) => self.forward_flow(frame, p, meta, id, dir, now_ms, out),

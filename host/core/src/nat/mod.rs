@@ -33,8 +33,11 @@ pub use steering::owner_of_port;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use natgw_wire::{ethernet, icmpv4, ipv4, EthernetFrame, Ipv4Packet, L4Header, WireError, ETHERTYPE_IPV4, PROTO_ICMP};
+use natgw_wire::{
+    ethernet, icmpv4, ipv4, tcp, EthernetFrame, Ipv4Packet, L4Header, TcpPacket, WireError, ETHERTYPE_IPV4, PROTO_ICMP,
+};
 
+use crate::conntrack::tcp_window::Segment;
 use crate::conntrack::{Egress, FlowId, FlowKey, FlowState, FlowTable, Side, TcpState};
 use crate::counters::{Counter, Counters};
 use frag_table::FragTable;
@@ -122,11 +125,40 @@ struct Parsed {
     ident: u16,
     dont_fragment: bool,
     l4: L4Header,
+    /// For TCP: what window tracking reads (zeros otherwise).
+    tcp: TcpFields,
     is_fragment: bool,
     first_fragment: bool,
 }
 
+/// The TCP fields window tracking reads, and where the options are in the frame.
+#[derive(Debug, Clone, Copy, Default)]
+struct TcpFields {
+    seq: u32,
+    ack: u32,
+    window: u16,
+    payload_len: u32,
+    options: (usize, usize),
+}
+
 impl Parsed {
+    /// The TCP segment as window tracking sees it.
+    fn segment<'a>(&self, frame: &'a [u8]) -> Segment<'a> {
+        let flags = match self.l4 {
+            L4Header::Tcp { flags, .. } => flags,
+            _ => 0,
+        };
+        let t = &self.tcp;
+        Segment {
+            seq: t.seq,
+            ack: t.ack,
+            flags,
+            window: t.window,
+            payload_len: t.payload_len,
+            options: frame.get(t.options.0..t.options.1).unwrap_or(&[]),
+        }
+    }
+
     /// Where the IP packet is in the frame.
     fn l3(&self) -> std::ops::Range<usize> {
         ethernet::HEADER_LEN..ethernet::HEADER_LEN + self.total
@@ -298,6 +330,21 @@ impl Translator {
         if !ip.verify_checksum() {
             return Err(WireError::BadIpChecksum);
         }
+        let tcp = match l4 {
+            L4Header::Tcp { header_len, .. } => {
+                let t = TcpPacket::new_checked(ip.payload())?;
+                let at = ethernet::HEADER_LEN + ip.header_len();
+                TcpFields {
+                    seq: t.seq_number(),
+                    ack: t.ack_number(),
+                    window: t.window_len(),
+                    // Within an IPv4 packet: far below u32.
+                    payload_len: u32::try_from(t.payload().len()).unwrap_or(u32::MAX),
+                    options: (at + tcp::MIN_HEADER_LEN, at + header_len),
+                }
+            }
+            _ => TcpFields::default(),
+        };
         Ok(Parsed {
             ihl: ip.header_len(),
             total: ip.total_len(),
@@ -308,6 +355,7 @@ impl Translator {
             ident: ip.ident(),
             dont_fragment: ip.dont_fragment(),
             l4,
+            tcp,
             is_fragment,
             first_fragment,
         })
@@ -407,7 +455,7 @@ impl Translator {
         let Some(key) = flow_key(meta.side, &p) else { return Ok(Verdict::Drop(Counter::DropUnsupportedProtocol)) };
         let (id, dir) = match self.flows.lookup(&key) {
             Some(hit) => hit,
-            None => match self.new_flow(&key, &p, meta, now_ms) {
+            None => match self.new_flow(frame, &key, &p, meta, now_ms) {
                 Ok(hit) => hit,
                 Err(Counter::DropPolicyRejected) => return Ok(self.reject(frame, &p, meta, out)),
                 Err(c) => return Ok(Verdict::Drop(c)),

@@ -8,6 +8,7 @@ use super::flow_records::{EndReason, FlowDirection, FlowEnd};
 use super::policy::{EgressDecision, NewFlow, PoolDecision};
 use super::pool::{MappingId, PoolId};
 use super::{Filtering, FrameMeta, Parsed, Translator};
+use crate::conntrack::tcp_window::TcpWindows;
 use crate::conntrack::{
     Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, Reported, Rewrite, Side, TcpState, ORIGINAL, REPLY,
 };
@@ -17,6 +18,7 @@ impl Translator {
     /// Slow path: a packet that matched no flow.
     pub(super) fn new_flow(
         &mut self,
+        frame: &[u8],
         key: &FlowKey,
         p: &Parsed,
         meta: FrameMeta,
@@ -45,11 +47,16 @@ impl Translator {
         }
         self.packet_len = p.total as u64;
         self.packet_ms = now_ms;
-        match meta.side {
+        let (id, dir) = match meta.side {
             Side::Inside if self.mappings.is_external(key.dst) => self.new_hairpin_flow(key, meta, now_ms),
             Side::Inside => self.new_outbound_flow(key, meta, now_ms),
             Side::Outside => self.new_inbound_flow(key, now_ms),
+        }?;
+        if let (L4Header::Tcp { .. }, Some(flow)) = (p.l4, self.flows.get_mut(id)) {
+            // The SYN that opens it starts window tracking (netfilter's tcp_new).
+            flow.windows = TcpWindows::from_syn(&p.segment(frame));
         }
+        Ok((id, dir))
     }
 
     pub(super) fn insert_flow(&mut self, flow: Flow) -> Result<FlowId, Counter> {
@@ -98,6 +105,7 @@ impl Translator {
             policy_generation: self.policy.egress_generation(),
             reported: Reported::default(),
             close_check_queued: false,
+            windows: TcpWindows::default(),
         };
         f.refresh(now_ms, &self.cfg.timeouts);
         f

@@ -6,6 +6,8 @@
 //! fast path — expiry is a lazy timer wheel with one-second slots: the fast path only moves
 //! a flow's deadline; the wheel re-files a flow whose deadline moved when its slot comes up.
 
+pub mod tcp_window;
+
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use thiserror::Error;
@@ -201,6 +203,8 @@ pub struct Flow {
     pub reported: Reported,
     /// A check for this flow's final record is in the translator's close queue.
     pub close_check_queued: bool,
+    /// TCP window tracking (both directions); unused for UDP and ICMP.
+    pub windows: tcp_window::TcpWindows,
 }
 
 /// Counters and time of a flow's last flow-log record; the next one counts from here.
@@ -502,6 +506,7 @@ mod tests {
             policy_generation: 0,
             reported: Reported::default(),
             close_check_queued: false,
+            windows: Default::default(),
         };
         f.refresh(now, t);
         f
