@@ -28,6 +28,10 @@ counters! {
     ConnectionEstablishedCount => "ConnectionEstablishedCount",
     ErrorPortAllocation => "ErrorPortAllocation",
     IdleTimeoutCount => "IdleTimeoutCount",
+    /// Flows never answered that natgw gave up before their timeout to make room: the
+    /// oldest one when a new flow found the table full, or past the high-water mark those
+    /// older than `timeouts.unanswered_under_pressure`.
+    EarlyDropCount => "EarlyDropCount",
     BytesInFromSource => "BytesInFromSource",
     BytesOutToDestination => "BytesOutToDestination",
     BytesInFromDestination => "BytesInFromDestination",
@@ -86,7 +90,13 @@ counters! {
     /// A TCP segment outside its connection's window (a blind reset, a forged or stale
     /// segment): dropped, the connection unchanged.
     DropTcpOutOfWindow => "PacketsDropCount{reason=\"tcp-out-of-window\"}",
+    /// A new flow found the table full of answered flows (none to drop early).
     DropTableFull => "PacketsDropCount{reason=\"table-full\"}",
+    /// A new flow from an inside host that holds `nat.max_flows_per_source` already.
+    DropSourceFlowLimit => "PacketsDropCount{reason=\"source-flow-limit\"}",
+    /// A new flow from outside towards a mapping that has
+    /// `nat.max_inbound_flows_per_mapping` already (endpoint-independent filtering).
+    DropMappingInboundLimit => "PacketsDropCount{reason=\"mapping-inbound-limit\"}",
     DropPortAllocation => "PacketsDropCount{reason=\"port-allocation\"}",
     DropTtlExpired => "PacketsDropCount{reason=\"ttl-expired\"}",
     DropNeedsFragmentation => "PacketsDropCount{reason=\"needs-fragmentation\"}",

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use natgw_core::conntrack::{Egress, FlowState, Side, TcpState, Timeouts};
 use natgw_core::counters::{Counter, Counters};
-use natgw_core::nat::{FrameMeta, Translator, Verdict};
+use natgw_core::nat::{FrameMeta, NatConfig, Translator, Verdict};
 use natgw_testkit::*;
 use natgw_wire::tcp;
 
 /// One TCP connection through the gateway and the next sequence number of each end.
 struct Conn {
+    host: &'static str,
     port: u16,
     ext: u16,
     client: u32,
@@ -34,9 +35,15 @@ struct SimNet {
 
 impl SimNet {
     fn new(timeouts: Timeouts) -> SimNet {
+        SimNet::with_config(|cfg| cfg.timeouts = timeouts)
+    }
+
+    /// The demo gateway (100 000 flows) with changes.
+    fn with_config(change: impl FnOnce(&mut NatConfig)) -> SimNet {
         let mut cfg = demo_config();
-        cfg.timeouts = timeouts;
         cfg.max_flows = 100_000;
+        cfg.high_water_flows = 100_000;
+        change(&mut cfg);
         SimNet {
             gw: Translator::new(cfg, Arc::new(Counters::default()), 0),
             now_ms: 0,
@@ -75,17 +82,22 @@ impl SimNet {
     /// A full TCP handshake from 10.10.1.10:`port` to 203.0.113.80:80 (client ISN 1000,
     /// server ISN 5000).
     fn connect(&mut self, port: u16) -> Conn {
-        assert!(self.send(Side::Inside, tcp_at("10.10.1.10", port, "203.0.113.80", 80, tcp::SYN, (1000, 0), 0)));
+        self.try_connect("10.10.1.10", port).expect("the handshake passes")
+    }
+
+    /// A full TCP handshake from `host`:`port` to 203.0.113.80:80, if it passes.
+    fn try_connect(&mut self, host: &'static str, port: u16) -> Option<Conn> {
+        if !self.send(Side::Inside, tcp_at(host, port, "203.0.113.80", 80, tcp::SYN, (1000, 0), 0)) {
+            return None;
+        }
         let syn = self.outside_rx.pop_back().unwrap();
-        let mut c = Conn { port, ext: src_of(&syn).1, client: 1001, server: 5000 };
-        assert!(self.server_sends(&mut c, tcp::SYN | tcp::ACK, 0));
-        assert!(self.client_sends(&mut c, tcp::ACK, 0));
-        c
+        let mut c = Conn { host, port, ext: src_of(&syn).1, client: 1001, server: 5000 };
+        (self.server_sends(&mut c, tcp::SYN | tcp::ACK, 0) && self.client_sends(&mut c, tcp::ACK, 0)).then_some(c)
     }
 
     /// The client sends a segment with `len` bytes at its next sequence number.
     fn client_sends(&mut self, c: &mut Conn, flags: u8, len: usize) -> bool {
-        let f = tcp_at("10.10.1.10", c.port, "203.0.113.80", 80, flags, (c.client, c.server), len);
+        let f = tcp_at(c.host, c.port, "203.0.113.80", 80, flags, (c.client, c.server), len);
         c.client = c.client.wrapping_add(len as u32 + u32::from(flags & (tcp::SYN | tcp::FIN) != 0));
         self.send(Side::Inside, f)
     }
@@ -423,4 +435,101 @@ fn a_new_syn_on_a_stale_connection_passes_so_the_endpoints_can_recover() {
     // The client's SYN, retransmitted, opens the new connection.
     assert!(net.send(Side::Inside, tcp_at("10.10.1.10", 40302, "203.0.113.80", 80, tcp::SYN, (777_777, 0), 0)));
     assert_eq!(net.state(), Some(FlowState::Tcp(TcpState::SynSent)));
+}
+
+/// A deterministic scanner's next probe: UDP or a TCP SYN from `host` to a random
+/// destination and port (xorshift, so every run sends the same probes).
+fn scan_probe(host: &str, rng: &mut u64) -> Vec<u8> {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let r = *rng;
+    let dst = format!("203.0.{}.{}", 113 + (r >> 8) % 2, 1 + (r >> 16) % 250);
+    let (sport, dport) = (1024 + ((r >> 24) % 60_000) as u16, 1 + ((r >> 40) % 65_000) as u16);
+    if r & 1 == 0 {
+        udp(host, sport, &dst, dport, b"probe")
+    } else {
+        tcp_at(host, sport, &dst, dport, tcp::SYN, (r as u32, 0), 0)
+    }
+}
+
+#[test]
+fn a_scanning_host_does_not_stop_another_subnet_from_connecting() {
+    // No per-source limit: early drop alone keeps the table fair. The scanner sends 100
+    // probes for every connection the other subnet opens, 40 000 in all into a table of 2000.
+    let mut net = SimNet::with_config(|c| {
+        c.max_flows = 2000;
+        c.high_water_flows = 2000;
+    });
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut conns = Vec::new();
+    for i in 0..400u16 {
+        for _ in 0..100 {
+            net.send(Side::Inside, scan_probe("10.10.1.66", &mut rng));
+        }
+        let mut c = net.try_connect("10.10.2.20", 20_000 + i).unwrap_or_else(|| panic!("connection {i} refused"));
+        assert!(net.client_sends(&mut c, tcp::ACK | tcp::PSH, 100), "connection {i}: data");
+        conns.push(c);
+        if i % 50 == 0 {
+            net.advance_s(1);
+        }
+    }
+    assert_eq!(net.counter(Counter::DropTableFull), 0, "every new flow found room");
+    assert!(net.counter(Counter::EarlyDropCount) >= 38_000 - 2000, "{}", net.counter(Counter::EarlyDropCount));
+    // Every connection is still there: answered flows are never given up.
+    for c in &mut conns {
+        assert!(net.server_sends(c, tcp::ACK | tcp::PSH, 10), "connection {} lost", c.port);
+    }
+    assert!(net.flows() <= 2000);
+}
+
+#[test]
+fn the_per_source_limit_stops_a_scanner_before_the_table_fills() {
+    let mut net = SimNet::with_config(|c| {
+        c.max_flows = 2000;
+        c.high_water_flows = 2000;
+        c.max_flows_per_source = 500;
+    });
+    let mut rng = 7u64;
+    for _ in 0..20_000 {
+        net.send(Side::Inside, scan_probe("10.10.1.66", &mut rng));
+    }
+    assert_eq!(net.flows(), 500, "the scanner holds its share and no more");
+    assert!(net.counter(Counter::DropSourceFlowLimit) >= 19_000);
+    assert_eq!(net.counter(Counter::EarlyDropCount), 0, "the table never filled");
+    // Everyone else connects, another host of the same subnet too.
+    for (i, host) in ["10.10.1.10", "10.10.2.20"].into_iter().enumerate() {
+        assert!(net.try_connect(host, 30_000 + i as u16).is_some(), "{host}");
+    }
+    // The scanner's flows time out like any (RFC 4787: 5 minutes) and its share comes back.
+    net.advance_s(301);
+    assert_eq!(net.flows(), 2, "the two connections");
+    assert!(net.send(Side::Inside, udp("10.10.1.66", 5000, "203.0.113.7", 7, b"q")));
+}
+
+#[test]
+fn above_the_high_water_mark_unanswered_flows_go_after_thirty_seconds_not_before() {
+    let mut net = SimNet::with_config(|c| {
+        c.max_flows = 2000;
+        c.high_water_flows = 1500;
+    });
+    let mut conn = net.connect(40000);
+    let mut rng = 11u64;
+    for _ in 0..1800 {
+        net.send(Side::Inside, scan_probe("10.10.1.66", &mut rng));
+    }
+    let opened = net.flows();
+    assert!(opened > 1700, "{opened}");
+    net.advance_s(29);
+    assert_eq!(net.flows(), opened, "younger than timeouts.unanswered_under_pressure: kept");
+    net.advance_s(2);
+    assert_eq!(net.flows(), 1500, "down to the high-water mark, oldest first");
+    assert_eq!(net.counter(Counter::EarlyDropCount), opened as u64 - 1500);
+    assert!(net.server_sends(&mut conn, tcp::ACK, 0), "the answered connection stays");
+    // Below the mark the floors hold: the remaining unanswered UDP flows and SYNs live
+    // their full timeouts (RFC 4787 and RFC 5382: 5 and 4 minutes).
+    net.advance_s(200);
+    assert_eq!(net.flows(), 1500);
+    net.advance_s(100);
+    assert_eq!(net.flows(), 1, "the connection");
 }

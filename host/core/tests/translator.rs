@@ -544,6 +544,9 @@ fn table_limit_drops_new_flows_only() {
     for p in [1, 2] {
         let mut f = udp("10.10.1.10", p, "203.0.113.7", 7, b"a");
         assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT);
+        // Answered: not one to give up early.
+        let mut r = udp("203.0.113.7", 7, "198.51.100.10", src_of(&f).1, b"r");
+        assert!(matches!(run(&mut t, &mut r, Side::Outside, 0), Verdict::Forward { .. }));
     }
     let mut f = udp("10.10.1.10", 3, "203.0.113.7", 7, b"a");
     assert_eq!(run(&mut t, &mut f, Side::Inside, 0), Verdict::Drop(Counter::DropTableFull));
@@ -952,4 +955,101 @@ fn flow_records_beyond_the_pending_bound_are_counted_not_kept() {
     let mut ends = Vec::new();
     t.take_flow_ends(&mut ends);
     assert_eq!(ends.len(), MAX_PENDING_FLOW_ENDS);
+}
+
+#[test]
+fn a_full_table_gives_up_the_oldest_unanswered_flow_never_an_answered_one() {
+    let mut cfg = demo_config();
+    cfg.max_flows = 3;
+    let mut t = translator(cfg);
+    t.record_flow_ends(true, false, 0);
+    for p in [1, 2, 3] {
+        let mut f = udp("10.10.1.10", p, "203.0.113.7", 7, b"q");
+        assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT);
+    }
+    // Flow 2 is answered.
+    let ext2 = t.flows().iter().find(|(_, f)| f.keys[0].src_port == 2).map(|(_, f)| f.rewrite[0].src.port).unwrap();
+    let mut reply = udp("203.0.113.7", 7, "198.51.100.10", ext2, b"a");
+    assert!(matches!(run(&mut t, &mut reply, Side::Outside, 0), Verdict::Forward { .. }));
+    let ports = |t: &Translator| {
+        let mut p: Vec<u16> = t.flows().iter().map(|(_, f)| f.keys[0].src_port).collect();
+        p.sort_unstable();
+        p
+    };
+    // Each new flow takes the place of the oldest unanswered one: 1, then 3, then 4.
+    for (new, left) in [(4, [2, 3, 4]), (5, [2, 4, 5]), (6, [2, 5, 6])] {
+        let mut f = udp("10.10.1.10", new, "203.0.113.7", 7, b"q");
+        assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT);
+        assert_eq!(ports(&t), left);
+    }
+    assert_eq!(t.counters().get(Counter::EarlyDropCount), 3);
+    let mut ends = Vec::new();
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.iter().map(|e| e.reason).collect::<Vec<_>>(), [EndReason::EarlyDrop; 3]);
+    assert_eq!(t.mappings().len(), 3, "the dropped flows' mappings went with them");
+    // A TCP connection that completes its handshake is answered too; a table of answered
+    // flows refuses the new one.
+    let mut t = translator(NatConfig { max_flows: 1, ..demo_config() });
+    let mut syn = tcp_at("10.10.1.10", 40000, "203.0.113.80", 80, tcp::SYN, (1000, 0), 0);
+    run(&mut t, &mut syn, Side::Inside, 0);
+    let ext = src_of(&syn).1;
+    let mut syn_ack = tcp_at("203.0.113.80", 80, "198.51.100.10", ext, tcp::SYN | tcp::ACK, (5000, 1001), 0);
+    run(&mut t, &mut syn_ack, Side::Outside, 0);
+    assert_eq!(t.flows().unanswered(), 1, "a SYN-ACK alone does not answer a TCP flow");
+    let mut ack = tcp_at("10.10.1.10", 40000, "203.0.113.80", 80, tcp::ACK, (1001, 5001), 0);
+    run(&mut t, &mut ack, Side::Inside, 0);
+    assert_eq!(t.flows().unanswered(), 0);
+    let mut f = udp("10.10.1.11", 1, "203.0.113.7", 7, b"q");
+    assert_eq!(run(&mut t, &mut f, Side::Inside, 0), Verdict::Drop(Counter::DropTableFull));
+}
+
+#[test]
+fn per_source_and_per_mapping_limits_refuse_only_the_one_over_its_share() {
+    let mut cfg = demo_config();
+    cfg.max_flows_per_source = 2;
+    cfg.max_inbound_per_mapping = 2;
+    cfg.filtering = Filtering::EndpointIndependent;
+    let mut t = translator(cfg);
+    for p in [1, 2] {
+        let mut f = udp("10.10.1.10", p, "203.0.113.7", 7, b"q");
+        assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT);
+    }
+    let mut third = udp("10.10.1.10", 3, "203.0.113.7", 7, b"q");
+    assert_eq!(run(&mut t, &mut third, Side::Inside, 0), Verdict::Drop(Counter::DropSourceFlowLimit));
+    let mut other = udp("10.10.1.11", 3, "203.0.113.7", 7, b"q");
+    assert_eq!(run(&mut t, &mut other, Side::Inside, 0), OUT, "another host has its own share");
+    assert_eq!(t.flows().flows_of_source(a("10.10.1.10")), 2);
+    // Flows from outside towards 10.10.1.10:1's mapping: two peers, not a third.
+    let ext = t.flows().iter().find(|(_, f)| f.keys[0].src_port == 1).map(|(_, f)| f.rewrite[0].src.port).unwrap();
+    for (peer, want) in [("203.0.113.21", true), ("203.0.113.22", true), ("203.0.113.23", false)] {
+        let mut f = udp(peer, 9, "198.51.100.10", ext, b"hi");
+        let v = run(&mut t, &mut f, Side::Outside, 0);
+        assert_eq!(matches!(v, Verdict::Forward { .. }), want, "{peer}: {v:?}");
+    }
+    assert_eq!(t.counters().get(Counter::DropMappingInboundLimit), 1);
+    // Inbound flows are not the inside host's own: its share is unchanged.
+    assert_eq!(t.flows().flows_of_source(a("10.10.1.10")), 2);
+}
+
+#[test]
+fn room_made_for_an_inbound_flow_may_take_its_mapping_and_then_refuses_it() {
+    // One slot: the inside host's unanswered flow holds the mapping an outside peer
+    // reaches. Making room gives up that flow, and the mapping with it.
+    let mut cfg = demo_config();
+    cfg.max_flows = 1;
+    cfg.filtering = Filtering::EndpointIndependent;
+    let mut t = translator(cfg);
+    let mut f = udp("10.10.1.10", 5000, "203.0.113.7", 7, b"q");
+    assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT);
+    let ext = src_of(&f).1;
+    let mut inbound = udp("203.0.113.99", 9, "198.51.100.10", ext, b"hi");
+    assert_eq!(run(&mut t, &mut inbound, Side::Outside, 0), Verdict::Drop(Counter::DropUnsolicitedInbound));
+    assert_eq!((t.flows().len(), t.mappings().len()), (0, 0));
+    // A hairpin towards a mapping that goes the same way.
+    let mut f = udp("10.10.1.10", 5000, "203.0.113.7", 7, b"q");
+    run(&mut t, &mut f, Side::Inside, 0);
+    let ext = src_of(&f).1;
+    let mut hairpin = udp("10.10.1.11", 6000, "198.51.100.10", ext, b"hi");
+    assert_eq!(run(&mut t, &mut hairpin, Side::Inside, 0), Verdict::Drop(Counter::DropUnsolicitedInbound));
+    assert_eq!((t.flows().len(), t.mappings().len()), (0, 0));
 }

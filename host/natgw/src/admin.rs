@@ -168,6 +168,9 @@ pub struct Status {
     pub gateway: String,
     pub flows: u64,
     pub max_flows: usize,
+    /// Flows never answered given up to make room (`EarlyDropCount`).
+    #[serde(default)]
+    pub early_drops: u64,
     pub neighbours: usize,
     pub connections_attempted: u64,
     pub connections_established: u64,

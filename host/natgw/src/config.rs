@@ -229,6 +229,11 @@ pub struct RawNat {
     pub port_range: String,
     pub filtering: Filtering,
     pub max_flows: usize,
+    /// Absent: a quarter of `max_flows`. 0: no limit.
+    pub max_flows_per_source: Option<usize>,
+    /// 0: no limit.
+    pub max_inbound_flows_per_mapping: usize,
+    pub high_water_percent: u8,
     pub icmp_error_rate: u32,
 }
 
@@ -238,6 +243,9 @@ impl Default for RawNat {
             port_range: "1024-65535".into(),
             filtering: Filtering::AddressAndPortDependent,
             max_flows: 1 << 20,
+            max_flows_per_source: None,
+            max_inbound_flows_per_mapping: 1024,
+            high_water_percent: 90,
             icmp_error_rate: 1000,
         }
     }
@@ -283,6 +291,13 @@ pub struct Config {
     pub port_hi: u16,
     pub filtering: Filtering,
     pub max_flows: usize,
+    /// Flows one inside host may hold (0: no limit).
+    pub max_flows_per_source: usize,
+    /// Flows the outside may open towards one mapping (0: no limit).
+    pub max_inbound_flows_per_mapping: usize,
+    /// Past this share of `max_flows`, flows never answered go after
+    /// `timeouts.unanswered_under_pressure`.
+    pub high_water_percent: u8,
     pub icmp_error_rate: u32,
     pub timeouts: Timeouts,
     pub workers: usize,
@@ -448,6 +463,22 @@ impl Config {
         if raw.nat.max_flows == 0 {
             return Err(invalid("nat.max_flows", 0, "must be at least 1"));
         }
+        // A quarter by default: one host (a scan, a broken client) cannot take the table
+        // from the others, and it takes four acting together to fill it; the busiest
+        // single host expected behind a NAT, a DNS resolver at ~800 queries a second with
+        // the 5-minute UDP timeout, still fits in the default table's quarter (262 144).
+        let max_flows_per_source = raw.nat.max_flows_per_source.unwrap_or(raw.nat.max_flows.div_ceil(4));
+        if max_flows_per_source > raw.nat.max_flows {
+            return Err(invalid(
+                "nat.max_flows_per_source",
+                max_flows_per_source,
+                format!("must be 0 (no limit) to nat.max_flows ({})", raw.nat.max_flows),
+            ));
+        }
+        let hw = raw.nat.high_water_percent;
+        if !(50..=100).contains(&hw) {
+            return Err(invalid("nat.high_water_percent", hw, "must be 50 to 100"));
+        }
         let t = raw.timeouts;
         for (k, v) in [
             ("timeouts.tcp_established", t.tcp_established),
@@ -456,6 +487,7 @@ impl Config {
             ("timeouts.tcp_closed", t.tcp_closed),
             ("timeouts.udp", t.udp),
             ("timeouts.icmp", t.icmp),
+            ("timeouts.unanswered_under_pressure", t.unanswered_under_pressure),
         ] {
             if v == 0 || v > 7 * 86_400 {
                 return Err(invalid(k, v, "must be 1 to 604800 seconds"));
@@ -505,6 +537,9 @@ impl Config {
             port_hi,
             filtering: raw.nat.filtering,
             max_flows: raw.nat.max_flows,
+            max_flows_per_source,
+            max_inbound_flows_per_mapping: raw.nat.max_inbound_flows_per_mapping,
+            high_water_percent: hw,
             icmp_error_rate: raw.nat.icmp_error_rate,
             timeouts: raw.timeouts,
             workers: raw.dataplane.workers,
@@ -768,6 +803,15 @@ udp = 30
         assert_eq!(c.timeouts.udp, 30);
         assert_eq!(c.timeouts.tcp_established, 7440);
         assert_eq!(c.filtering, Filtering::AddressAndPortDependent);
+        // Fairness: a quarter of the table per source, 1024 inbound flows per mapping,
+        // unanswered flows reaped after 30 s only above 90 %.
+        assert_eq!(c.max_flows_per_source, (1 << 20) / 4);
+        assert_eq!((c.max_inbound_flows_per_mapping, c.high_water_percent), (1024, 90));
+        assert_eq!(c.timeouts.unanswered_under_pressure, 30);
+        let c =
+            Config::parse(&GOOD.replace("[timeouts]", "[nat]\nmax_flows = 1000\nmax_flows_per_source = 0\n[timeouts]"))
+                .unwrap();
+        assert_eq!((c.max_flows, c.max_flows_per_source), (1000, 0), "0 turns the limit off");
     }
 
     fn err(text: &str) -> String {
@@ -790,6 +834,12 @@ udp = 30
         assert!(e.contains("outside.addresses[1]") && e.contains("203.0.113.5"), "{e}");
         let e = err(&GOOD.replace("[timeouts]", "[nat]\nfiltering = \"open\"\n[timeouts]"));
         assert!(e.contains("open") && e.contains("filtering"), "{e}");
+        let e = err(&GOOD.replace("[timeouts]", "[nat]\nmax_flows = 100\nmax_flows_per_source = 101\n[timeouts]"));
+        assert!(e.contains("nat.max_flows_per_source") && e.contains("101"), "{e}");
+        let e = err(&GOOD.replace("[timeouts]", "[nat]\nhigh_water_percent = 20\n[timeouts]"));
+        assert!(e.contains("nat.high_water_percent") && e.contains("20"), "{e}");
+        let e = err(&GOOD.replace("udp = 30", "unanswered_under_pressure = 0"));
+        assert!(e.contains("timeouts.unanswered_under_pressure"), "{e}");
         let e = err(&format!("{GOOD}\n[policy]\ncall_timeout_us = 0\n"));
         assert!(e.contains("policy.call_timeout_us") && e.contains('0'), "{e}");
         let e = err(&format!("{GOOD}\n[policy.egress]\ncomponent = \"a.wasm\"\nfail = \"sometimes\"\n"));

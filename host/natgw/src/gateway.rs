@@ -161,6 +161,11 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         filtering: cfg.filtering,
         timeouts: cfg.timeouts,
         max_flows: (cfg.max_flows / workers).max(1),
+        // The worker's share of the mark and of each source's limit (a source's flows
+        // spread over the workers by the steering hash).
+        high_water_flows: (cfg.max_flows / workers).max(1) * usize::from(cfg.high_water_percent) / 100,
+        max_flows_per_source: cfg.max_flows_per_source.div_ceil(workers),
+        max_inbound_per_mapping: cfg.max_inbound_flows_per_mapping,
         worker: w,
         workers,
         icmp_error_rate: cfg.icmp_error_rate,
@@ -598,6 +603,7 @@ fn status_report(shared: &Shared, s: &StatusInfo) -> Status {
         gateway: s.gateway.clone(),
         flows: get(Counter::ActiveConnectionCount),
         max_flows: s.max_flows,
+        early_drops: get(Counter::EarlyDropCount),
         neighbours: shared.neighbours.load().len(),
         connections_attempted: get(Counter::ConnectionAttemptCount),
         connections_established: get(Counter::ConnectionEstablishedCount),

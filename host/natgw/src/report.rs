@@ -21,7 +21,7 @@ pub fn status_text(s: &Status) -> String {
         s.gateway,
         s.outside.mtu
     );
-    let _ = writeln!(out, "flows: {} (limit {})", s.flows, s.max_flows);
+    let _ = writeln!(out, "flows: {} (limit {}, early-dropped {})", s.flows, s.max_flows, s.early_drops);
     let _ = writeln!(out, "neighbours: {}", s.neighbours);
     let _ = writeln!(
         out,

@@ -73,6 +73,8 @@ pub fn wit_record(e: &FlowEnd, pools: &[String], clock: WallClock) -> FlowRecord
             NatEndReason::IdleTimeout => EndReason::IdleTimeout,
             NatEndReason::Revalidated => EndReason::Revalidated,
             NatEndReason::Shutdown => EndReason::Shutdown,
+            // Also without a word of its own in 0.1.0: the gateway gave up an idle flow.
+            NatEndReason::EarlyDrop => EndReason::IdleTimeout,
             // natgw:policy@0.1.0 has no words for these; the exported record carries the
             // true reason (`natgw.flow.end_reason`), joined back after the policy.
             NatEndReason::Active | NatEndReason::Refused => EndReason::Closed,

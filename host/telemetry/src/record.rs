@@ -112,6 +112,7 @@ pub fn end_reason_name(r: EndReason) -> &'static str {
         EndReason::Reset => "reset",
         EndReason::IdleTimeout => "idle-timeout",
         EndReason::Revalidated => "revalidated",
+        EndReason::EarlyDrop => "early-drop",
         EndReason::Shutdown => "shutdown",
         EndReason::Active => "active",
         EndReason::Refused => "refused",

@@ -121,11 +121,23 @@ pub struct Timeouts {
     pub tcp_closed: u64,
     pub udp: u64,
     pub icmp: u64,
+    /// While the table is above its high-water mark, a flow never answered goes this
+    /// long after it was opened, below the floors above (RFC 4787 REQ-5, RFC 5382 REQ-5
+    /// allow it only then; netfilter's unreplied UDP timeout is the same 30 s).
+    pub unanswered_under_pressure: u64,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { tcp_established: 7440, tcp_transitory: 240, tcp_time_wait: 240, tcp_closed: 10, udp: 300, icmp: 60 }
+        Timeouts {
+            tcp_established: 7440,
+            tcp_transitory: 240,
+            tcp_time_wait: 240,
+            tcp_closed: 10,
+            udp: 300,
+            icmp: 60,
+            unanswered_under_pressure: 30,
+        }
     }
 }
 
@@ -269,7 +281,18 @@ struct Slot {
     /// Valid while `flow` is `Some` and the flow is filed (always, but while `expire`
     /// holds its slot's entries).
     wheel: WheelPos,
+    /// Its place in the list of flows never answered, oldest first (None: answered).
+    unanswered: Option<Link>,
 }
+
+/// Neighbours in the unanswered list (`NO_FLOW` at either end).
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: FlowId,
+    next: FlowId,
+}
+
+const NO_FLOW: FlowId = FlowId::MAX;
 
 /// One-second wheel slots; a deadline further out than the wheel simply comes round again.
 const WHEEL_SLOTS: usize = 4096;
@@ -288,6 +311,11 @@ fn wheel_slot(sec: u64) -> u16 {
 /// bringing a deadline forward moves its one entry in O(1) and removing a flow removes it:
 /// the wheel holds as many entries as there are flows, whatever the traffic does to their
 /// deadlines.
+///
+/// For fairness under pressure the table also keeps, in O(1) per change: the flows never
+/// answered in creation order (the ones to give up first when it is full: netfilter's
+/// early drop, but exact), the flows each inside source opened, and the flows opened from
+/// outside towards each mapping. Each has at most one entry per flow.
 pub struct FlowTable {
     slots: Vec<Slot>,
     free: Vec<FlowId>,
@@ -298,6 +326,13 @@ pub struct FlowTable {
     wheel_sec: u64,
     len: usize,
     max_flows: usize,
+    unanswered_head: FlowId,
+    unanswered_tail: FlowId,
+    unanswered_len: usize,
+    /// Flows opened from the inside, per inside source (entries only while non-zero).
+    per_source: HashMap<Ipv4Addr, u32, ahash::RandomState>,
+    /// Flows opened from outside, per mapping they reach (entries only while non-zero).
+    inbound_per_mapping: HashMap<u32, u32, ahash::RandomState>,
 }
 
 impl FlowTable {
@@ -310,6 +345,11 @@ impl FlowTable {
             wheel_sec: now_ms / 1000,
             len: 0,
             max_flows,
+            unanswered_head: NO_FLOW,
+            unanswered_tail: NO_FLOW,
+            unanswered_len: 0,
+            per_source: HashMap::with_hasher(ahash::RandomState::new()),
+            inbound_per_mapping: HashMap::with_hasher(ahash::RandomState::new()),
         }
     }
 
@@ -326,6 +366,85 @@ impl FlowTable {
     /// Entries in the expiry wheel: one per flow.
     pub fn wheel_entries(&self) -> usize {
         self.wheel.iter().map(Vec::len).sum()
+    }
+
+    /// Flows that have not been answered (see `answered`).
+    pub fn unanswered(&self) -> usize {
+        self.unanswered_len
+    }
+
+    /// The oldest flow never answered: the one to give up first under pressure.
+    pub fn oldest_unanswered(&self) -> Option<(FlowId, &Flow)> {
+        let id = self.unanswered_head;
+        self.get(id).map(|f| (id, f))
+    }
+
+    /// Flows the inside host `addr` opened that are in the table.
+    pub fn flows_of_source(&self, addr: Ipv4Addr) -> u32 {
+        self.per_source.get(&addr).copied().unwrap_or(0)
+    }
+
+    /// Flows opened from outside towards mapping `mapping` that are in the table.
+    pub fn inbound_flows_of_mapping(&self, mapping: u32) -> u32 {
+        self.inbound_per_mapping.get(&mapping).copied().unwrap_or(0)
+    }
+
+    /// The flow has been answered (a UDP or ICMP reply, a TCP handshake completed): it
+    /// leaves the unanswered list. Idempotent.
+    pub fn answered(&mut self, id: FlowId) {
+        let Some(link) = self.slots.get_mut(id as usize).and_then(|s| s.unanswered.take()) else { return };
+        match self.slots.get_mut(link.prev as usize) {
+            Some(prev) => {
+                if let Some(l) = prev.unanswered.as_mut() {
+                    l.next = link.next;
+                }
+            }
+            None => self.unanswered_head = link.next,
+        }
+        match self.slots.get_mut(link.next as usize) {
+            Some(next) => {
+                if let Some(l) = next.unanswered.as_mut() {
+                    l.prev = link.prev;
+                }
+            }
+            None => self.unanswered_tail = link.prev,
+        }
+        self.unanswered_len -= 1;
+    }
+
+    /// Appends a new flow to the unanswered list.
+    fn link_unanswered(&mut self, id: FlowId) {
+        let tail = self.unanswered_tail;
+        if let Some(t) = self.slots.get_mut(tail as usize).and_then(|s| s.unanswered.as_mut()) {
+            t.next = id;
+        } else {
+            self.unanswered_head = id;
+        }
+        if let Some(s) = self.slots.get_mut(id as usize) {
+            s.unanswered = Some(Link { prev: tail, next: NO_FLOW });
+        }
+        self.unanswered_tail = id;
+        self.unanswered_len += 1;
+    }
+
+    /// Counts a flow in (or, with `add` false, out of) its source's or mapping's share.
+    fn count_share(&mut self, flow: &Flow, add: bool) {
+        fn step<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32, ahash::RandomState>, k: K, add: bool) {
+            if add {
+                *map.entry(k).or_insert(0) += 1;
+            } else if let Some(n) = map.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&k);
+                }
+            }
+        }
+        let original = &flow.keys[ORIGINAL];
+        match (original.side, flow.mapping) {
+            (Side::Inside, _) => step(&mut self.per_source, original.src, add),
+            (Side::Outside, Some(m)) => step(&mut self.inbound_per_mapping, m, add),
+            (Side::Outside, None) => {}
+        }
     }
 
     #[inline]
@@ -350,17 +469,23 @@ impl FlowTable {
             Some(id) => id,
             None => {
                 let id = FlowId::try_from(self.slots.len()).map_err(|_| ConntrackError::TableFull(self.max_flows))?;
-                self.slots.push(Slot { flow: None, wheel: WheelPos::default() });
+                self.slots.push(Slot { flow: None, wheel: WheelPos::default(), unanswered: None });
                 id
             }
         };
-        let Some(slot) = self.slots.get_mut(id as usize) else { return Err(ConntrackError::TableFull(self.max_flows)) };
+        if self.slots.get(id as usize).is_none() {
+            return Err(ConntrackError::TableFull(self.max_flows));
+        }
         self.index.insert(flow.keys[ORIGINAL], (id, false));
         self.index.insert(flow.keys[REPLY], (id, true));
+        self.count_share(&flow, true);
         let sec = flow.expires_ms / 1000;
-        slot.flow = Some(flow);
+        if let Some(slot) = self.slots.get_mut(id as usize) {
+            slot.flow = Some(flow);
+        }
         self.len += 1;
         self.file(id, sec);
+        self.link_unanswered(id);
         Ok(id)
     }
 
@@ -414,8 +539,10 @@ impl FlowTable {
 
     /// Removes a flow whose wheel entry is already out of the wheel.
     fn take(&mut self, id: FlowId) -> Option<Flow> {
+        self.answered(id);
         let slot = self.slots.get_mut(id as usize)?;
         let flow = slot.flow.take()?;
+        self.count_share(&flow, false);
         for k in &flow.keys {
             if self.index.get(k).map(|e| e.0) == Some(id) {
                 self.index.remove(k);
@@ -538,6 +665,31 @@ mod tests {
         assert_eq!(table.insert(flow(3, 0, &t)), Err(ConntrackError::TableFull(2)));
         assert_eq!(table.lookup(&key(Side::Inside, 1)), Some((a, ORIGINAL)));
         assert_eq!(table.lookup(&key(Side::Outside, 1)), Some((a, REPLY)));
+    }
+
+    #[test]
+    fn unanswered_flows_in_creation_order_and_shares_counted_once() {
+        let t = Timeouts::default();
+        let mut table = FlowTable::new(10, 0);
+        let ids: Vec<FlowId> = (1..=4).map(|p| table.insert(flow(p, 0, &t)).unwrap()).collect();
+        assert_eq!((table.unanswered(), table.flows_of_source(Ipv4Addr::new(10, 0, 0, 1))), (4, 4));
+        table.answered(ids[1]);
+        table.answered(ids[1]);
+        assert_eq!(table.unanswered(), 3, "answering twice counts once");
+        assert_eq!(table.oldest_unanswered().map(|x| x.0), Some(ids[0]));
+        table.remove(ids[0]);
+        assert_eq!(table.oldest_unanswered().map(|x| x.0), Some(ids[2]), "skips the answered one");
+        table.remove(ids[3]);
+        table.remove(ids[2]);
+        assert_eq!((table.unanswered(), table.oldest_unanswered().map(|x| x.0)), (0, None));
+        // A slot reused by a new flow starts unanswered at the tail.
+        let again = table.insert(flow(9, 0, &t)).unwrap();
+        assert_eq!(table.oldest_unanswered().map(|x| x.0), Some(again));
+        assert_eq!(table.flows_of_source(Ipv4Addr::new(10, 0, 0, 1)), 2);
+        table.remove(again);
+        table.remove(ids[1]);
+        assert_eq!(table.flows_of_source(Ipv4Addr::new(10, 0, 0, 1)), 0);
+        assert!(table.per_source.is_empty(), "no entry left for a source without flows");
     }
 
     #[test]

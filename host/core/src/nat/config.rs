@@ -46,6 +46,14 @@ pub struct NatConfig {
     pub timeouts: Timeouts,
     /// Flow table limit for this worker.
     pub max_flows: usize,
+    /// Above this many flows (this worker's high-water mark) flows never answered go
+    /// after `timeouts.unanswered_under_pressure`, oldest first.
+    pub high_water_flows: usize,
+    /// Flows one inside source may hold in this worker's table (0: no limit).
+    pub max_flows_per_source: usize,
+    /// Under endpoint-independent filtering: flows the outside may open towards one
+    /// mapping (0: no limit).
+    pub max_inbound_per_mapping: usize,
     pub worker: usize,
     pub workers: usize,
     /// ICMP errors natgw may generate per second (per worker).

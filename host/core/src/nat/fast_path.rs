@@ -78,6 +78,8 @@ impl Translator {
         let record_closes = self.record_flow_ends;
         let Some(flow) = self.flows.get_mut(id) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
         let state_before = flow.state;
+        // An ICMP query is answered by its first reply (UDP and TCP below, by state).
+        let mut answered = dir == REPLY && flow.packets[REPLY] == 0 && flow.state == FlowState::Icmp;
         flow.packets[dir] += u64::from(meta.segments.max(1));
         flow.bytes[dir] += p.total as u64;
         match (p.l4, flow.state) {
@@ -88,6 +90,7 @@ impl Translator {
                 flow.state = FlowState::Tcp(t.next);
                 if t.became_established {
                     counters.inc(Counter::ConnectionEstablishedCount);
+                    answered = true;
                 }
                 if record_closes
                     && t.next != s
@@ -103,6 +106,7 @@ impl Translator {
             (_, FlowState::Udp { replied: false }) if dir == REPLY => {
                 flow.state = FlowState::Udp { replied: true };
                 counters.inc(Counter::ConnectionEstablishedCount);
+                answered = true;
             }
             _ => {}
         }
@@ -111,6 +115,10 @@ impl Translator {
             // A shorter timeout (a close, a reset) brings the deadline forward: file it
             // there, so that the entry and its port go at the deadline, not at the old one.
             self.flows.reschedule(id);
+        }
+        if answered {
+            // No longer among the flows to give up first under pressure.
+            self.flows.answered(id);
         }
         if p.first_fragment {
             self.frags.record(frag_key(meta.side, p), FragTarget { flow: id, dir }, now_ms);

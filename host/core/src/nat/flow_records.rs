@@ -25,6 +25,8 @@ pub enum EndReason {
     Reset,
     IdleTimeout,
     Revalidated,
+    /// Never answered, and given up to make room (`EarlyDropCount`).
+    EarlyDrop,
     Shutdown,
     /// Still running: an interim record.
     Active,

@@ -170,6 +170,10 @@ impl Parsed {
     }
 }
 
+/// At most this many flows given up per tick above the high-water mark (ticks come every
+/// 100 ms: 40 000 a second), so that a tick's work stays bounded.
+const PRESSURE_DROPS_PER_TICK: usize = 4096;
+
 /// A translator for one worker.
 pub struct Translator {
     cfg: NatConfig,
@@ -265,6 +269,7 @@ impl Translator {
             }
             self.flow_ended(&flow, now_ms, reason);
         }
+        self.relieve_pressure(now_ms, PRESSURE_DROPS_PER_TICK);
         self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
         self.due_records(now_ms);
         let dropped = self.frags.expire(now_ms);

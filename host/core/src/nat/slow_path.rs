@@ -47,6 +47,12 @@ impl Translator {
         }
         self.packet_len = p.total as u64;
         self.packet_ms = now_ms;
+        // One inside host may hold only its share of the table (checked before any policy
+        // call: a scan costs no Wasm).
+        let per_source = self.cfg.max_flows_per_source;
+        if meta.side == Side::Inside && per_source != 0 && self.flows.flows_of_source(key.src) as usize >= per_source {
+            return Err(Counter::DropSourceFlowLimit);
+        }
         let (id, dir) = match meta.side {
             Side::Inside if self.mappings.is_external(key.dst) => self.new_hairpin_flow(key, meta, now_ms),
             Side::Inside => self.new_outbound_flow(key, meta, now_ms),
@@ -78,6 +84,52 @@ impl Translator {
                 }
                 Err(Counter::DropTableFull)
             }
+        }
+    }
+
+    /// Whether a new flow can have a place: there is room, or a flow never answered to
+    /// give up for it. Cheap; asked before the policy.
+    fn may_find_room(&self) -> Result<(), Counter> {
+        if self.flows.len() >= self.flows.max_flows() && self.flows.unanswered() == 0 {
+            return Err(Counter::DropTableFull);
+        }
+        Ok(())
+    }
+
+    /// Makes room for one new flow: when the table is full, the oldest flow never
+    /// answered goes (netfilter's early drop, without its bucket scan: the table keeps
+    /// them in order). Any mapping looked up before may have gone with it.
+    fn make_room(&mut self, now_ms: u64) -> Result<(), Counter> {
+        if self.flows.len() < self.flows.max_flows() {
+            return Ok(());
+        }
+        let Some((id, _)) = self.flows.oldest_unanswered() else { return Err(Counter::DropTableFull) };
+        self.early_drop(id, now_ms);
+        Ok(())
+    }
+
+    /// Gives up a flow never answered before its timeout.
+    pub(super) fn early_drop(&mut self, id: FlowId, now_ms: u64) {
+        if let Some(flow) = self.flows.remove(id) {
+            self.counters.inc(Counter::EarlyDropCount);
+            self.flow_ended(&flow, now_ms, EndReason::EarlyDrop);
+        }
+    }
+
+    /// Past the high-water mark: flows never answered and older than
+    /// `timeouts.unanswered_under_pressure` go, oldest first, at most `budget` per call.
+    /// Below the mark every flow keeps its full timeout (the RFC 4787 and 5382 floors).
+    pub(super) fn relieve_pressure(&mut self, now_ms: u64, budget: usize) {
+        let min_age_ms = self.cfg.timeouts.unanswered_under_pressure.saturating_mul(1000);
+        for _ in 0..budget {
+            if self.flows.len() <= self.cfg.high_water_flows {
+                return;
+            }
+            let Some((id, flow)) = self.flows.oldest_unanswered() else { return };
+            if flow.created_ms.saturating_add(min_age_ms) > now_ms {
+                return;
+            }
+            self.early_drop(id, now_ms);
         }
     }
 
@@ -117,11 +169,11 @@ impl Translator {
         &mut self,
         key: &FlowKey,
         link: u8,
+        now_ms: u64,
     ) -> Result<(Endpoint, MappingId, Endpoint), Counter> {
-        if self.flows.len() >= self.flows.max_flows() {
-            return Err(Counter::DropTableFull);
-        }
+        self.may_find_room()?;
         let (pool, budget) = self.ask_policy(key, link)?;
+        self.make_room(now_ms)?;
         let inside = Endpoint { addr: key.src, port: key.src_port };
         let Ok(mid) = self.mappings.acquire_in(pool, budget, key.proto, inside, link) else {
             self.counters.inc(Counter::ErrorPortAllocation);
@@ -152,7 +204,7 @@ impl Translator {
         meta: FrameMeta,
         now_ms: u64,
     ) -> Result<(FlowId, usize), Counter> {
-        let (inside, mid, ext) = self.acquire_mapping(key, meta.link)?;
+        let (inside, mid, ext) = self.acquire_mapping(key, meta.link, now_ms)?;
         // ICMP echo has one identifier for both ends: the reply carries the translated one.
         let remote_port = if key.proto == PROTO_ICMP { ext.port } else { key.dst_port };
         let remote = Endpoint { addr: key.dst, port: remote_port };
@@ -196,6 +248,11 @@ impl Translator {
         }
         let mid = self.mappings.by_external(key.proto, key.dst, key.dst_port).ok_or(Counter::DropUnsolicitedInbound)?;
         let m = self.mappings.get(mid).cloned().ok_or(Counter::DropUnsolicitedInbound)?;
+        let limit = self.cfg.max_inbound_per_mapping;
+        if limit != 0 && self.flows.inbound_flows_of_mapping(mid) as usize >= limit {
+            return Err(Counter::DropMappingInboundLimit);
+        }
+        self.may_find_room()?;
         let remote = Endpoint { addr: key.src, port: key.src_port };
         let reply = FlowKey {
             side: Side::Inside,
@@ -207,6 +264,11 @@ impl Translator {
         };
         if self.ask_egress(&new_flow_of(&reply, m.inside_if), FlowDirection::Ingress) != EgressDecision::Allow {
             return Err(Counter::DropPolicyDenied);
+        }
+        self.make_room(now_ms)?;
+        // The flow given up for room may have held the mapping's last reference.
+        if self.mappings.by_external(key.proto, key.dst, key.dst_port) != Some(mid) {
+            return Err(Counter::DropUnsolicitedInbound);
         }
         let mut flow = self.blank_flow(
             [*key, reply],
@@ -232,10 +294,16 @@ impl Translator {
         if self.cfg.filtering != Filtering::EndpointIndependent {
             return Err(Counter::DropUnsolicitedInbound);
         }
-        let target =
-            self.mappings.by_external(key.proto, key.dst, key.dst_port).ok_or(Counter::DropUnsolicitedInbound)?;
-        let target = self.mappings.get(target).cloned().ok_or(Counter::DropUnsolicitedInbound)?;
-        let (inside, mid, ext) = self.acquire_mapping(key, meta.link)?;
+        if self.mappings.by_external(key.proto, key.dst, key.dst_port).is_none() {
+            return Err(Counter::DropUnsolicitedInbound);
+        }
+        let (inside, mid, ext) = self.acquire_mapping(key, meta.link, now_ms)?;
+        // Looked up after room was made: the flow given up may have held the target.
+        let target = self.mappings.by_external(key.proto, key.dst, key.dst_port).and_then(|t| self.mappings.get(t));
+        let Some(target) = target.cloned() else {
+            self.mappings.release(mid);
+            return Err(Counter::DropUnsolicitedInbound);
+        };
         let reply = FlowKey {
             side: Side::Inside,
             proto: key.proto,
