@@ -71,6 +71,9 @@ counters! {
     /// Metric exports the collector accepted, and those that failed.
     OtlpMetricExports => "OtlpMetricExports",
     OtlpMetricExportErrors => "OtlpMetricExportErrors",
+    /// Fragment state (one datagram's) given up, oldest first, because the fragment
+    /// memory budget (`nat.fragment_memory_kib`) was reached.
+    FragmentEvictionCount => "FragmentEvictionCount",
     /// Frames moved to another worker (fragments, hairpin) to keep a flow on its owner.
     HandoffFrames => "HandoffFrames",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
@@ -101,6 +104,8 @@ counters! {
     DropTtlExpired => "PacketsDropCount{reason=\"ttl-expired\"}",
     DropNeedsFragmentation => "PacketsDropCount{reason=\"needs-fragmentation\"}",
     DropFragment => "PacketsDropCount{reason=\"fragment-unmatched\"}",
+    /// An early fragment from a source that holds its share of the fragment memory.
+    DropFragmentSourceShare => "PacketsDropCount{reason=\"fragment-source-share\"}",
     DropNeighbourUnresolved => "PacketsDropCount{reason=\"neighbour-unresolved\"}",
     DropNoRoute => "PacketsDropCount{reason=\"no-route\"}",
     DropSourceNotInside => "PacketsDropCount{reason=\"source-not-inside\"}",

@@ -1053,3 +1053,72 @@ fn room_made_for_an_inbound_flow_may_take_its_mapping_and_then_refuses_it() {
     assert_eq!(run(&mut t, &mut hairpin, Side::Inside, 0), Verdict::Drop(Counter::DropUnsolicitedInbound));
     assert_eq!((t.flows().len(), t.mappings().len()), (0, 0));
 }
+
+#[test]
+fn a_flood_of_fragments_from_random_sources_does_not_stop_real_fragmented_traffic() {
+    // A small budget (256 entries' worth) so that the flood overruns it many times over.
+    let mut cfg = demo_config();
+    cfg.fragment_memory = 32 << 10; // 256 entries of 128 bytes
+    let mut t = translator(cfg);
+    let (host, server, ext) = (a("10.10.1.10"), a("203.0.113.7"), a("198.51.100.10"));
+    let mut out = [0u8; 2048];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut exchanged = 0;
+    for round in 0..100u16 {
+        // The flood: first fragments that never complete, and later fragments of
+        // datagrams that never start, from random outside sources towards natgw.
+        for _ in 0..1000 {
+            let r = next();
+            let src = Ipv4Addr::from(0x0b00_0000 | (r as u32 >> 8));
+            let first = r & 1 == 0;
+            let flags_frag = if first { MF } else { MF | 100 };
+            let mut f = ipv4_frame(src, ext, PROTO_UDP, 64, (r >> 40) as u16, flags_frag, &[0x66; 1200]);
+            assert!(!matches!(
+                t.process(&mut f, FrameMeta::plain(Side::Outside, 0), 1000, &mut out),
+                Verdict::Forward { .. }
+            ));
+        }
+        // A 6000-byte UDP exchange, and a 3000-byte ping, both ways in fragments.
+        let sport = 5000 + round;
+        let up = udp_datagram(host, sport, server, 7, &[0x5a; 6000], true);
+        let mut ext_port = 0;
+        for mut f in fragments(host, server, PROTO_UDP, round, &up, 1480) {
+            assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT, "round {round}: a fragment from inside");
+            if ext_port == 0 {
+                ext_port = src_of(&f).1;
+            }
+        }
+        let down = udp_datagram(server, 7, ext, ext_port, &[0xa5; 6000], true);
+        for mut f in fragments(server, ext, PROTO_UDP, 0x8000 | round, &down, 1480) {
+            let v = run(&mut t, &mut f, Side::Outside, 0);
+            assert!(matches!(v, Verdict::Forward { egress: Egress::Inside(0), .. }), "round {round}: {v:?}");
+        }
+        let echo = icmp_message(8, 0, [0x12, 0x34, 0, 1], &[0x70; 3000]);
+        let mut echo_id = 0;
+        for mut f in fragments(host, server, PROTO_ICMP, 0x4000 | round, &echo, 1480) {
+            assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT, "round {round}: the ping");
+            if echo_id == 0 {
+                echo_id = u16::from_be_bytes([f[38], f[39]]);
+            }
+        }
+        let [hi, lo] = echo_id.to_be_bytes();
+        let reply = icmp_message(0, 0, [hi, lo, 0, 1], &[0x70; 3000]);
+        for mut f in fragments(server, ext, PROTO_ICMP, 0x2000 | round, &reply, 1480) {
+            let v = run(&mut t, &mut f, Side::Outside, 0);
+            assert!(
+                matches!(v, Verdict::Forward { egress: Egress::Inside(0), .. }),
+                "round {round}: the echo reply {v:?}"
+            );
+        }
+        exchanged += 1;
+    }
+    assert_eq!(exchanged, 100);
+    t.tick(1000);
+    assert!(t.counters().get(Counter::FragmentEvictionCount) > 50_000, "the flood overran the budget");
+}

@@ -234,6 +234,7 @@ pub struct RawNat {
     /// 0: no limit.
     pub max_inbound_flows_per_mapping: usize,
     pub high_water_percent: u8,
+    pub fragment_memory_kib: usize,
     pub icmp_error_rate: u32,
 }
 
@@ -246,6 +247,8 @@ impl Default for RawNat {
             max_flows_per_source: None,
             max_inbound_flows_per_mapping: 1024,
             high_water_percent: 90,
+            // Linux's ipfrag_high_thresh.
+            fragment_memory_kib: 4096,
             icmp_error_rate: 1000,
         }
     }
@@ -298,6 +301,8 @@ pub struct Config {
     /// Past this share of `max_flows`, flows never answered go after
     /// `timeouts.unanswered_under_pressure`.
     pub high_water_percent: u8,
+    /// Fragment state (entries and early fragments) the gateway may hold, in bytes.
+    pub fragment_memory: usize,
     pub icmp_error_rate: u32,
     pub timeouts: Timeouts,
     pub workers: usize,
@@ -475,6 +480,10 @@ impl Config {
                 format!("must be 0 (no limit) to nat.max_flows ({})", raw.nat.max_flows),
             ));
         }
+        let fm = raw.nat.fragment_memory_kib;
+        if !(64..=1 << 20).contains(&fm) {
+            return Err(invalid("nat.fragment_memory_kib", fm, "must be 64 to 1048576 (KiB)"));
+        }
         let hw = raw.nat.high_water_percent;
         if !(50..=100).contains(&hw) {
             return Err(invalid("nat.high_water_percent", hw, "must be 50 to 100"));
@@ -540,6 +549,7 @@ impl Config {
             max_flows_per_source,
             max_inbound_flows_per_mapping: raw.nat.max_inbound_flows_per_mapping,
             high_water_percent: hw,
+            fragment_memory: fm * 1024,
             icmp_error_rate: raw.nat.icmp_error_rate,
             timeouts: raw.timeouts,
             workers: raw.dataplane.workers,
@@ -836,6 +846,8 @@ udp = 30
         assert!(e.contains("open") && e.contains("filtering"), "{e}");
         let e = err(&GOOD.replace("[timeouts]", "[nat]\nmax_flows = 100\nmax_flows_per_source = 101\n[timeouts]"));
         assert!(e.contains("nat.max_flows_per_source") && e.contains("101"), "{e}");
+        let e = err(&GOOD.replace("[timeouts]", "[nat]\nfragment_memory_kib = 1\n[timeouts]"));
+        assert!(e.contains("nat.fragment_memory_kib") && e.contains('1'), "{e}");
         let e = err(&GOOD.replace("[timeouts]", "[nat]\nhigh_water_percent = 20\n[timeouts]"));
         assert!(e.contains("nat.high_water_percent") && e.contains("20"), "{e}");
         let e = err(&GOOD.replace("udp = 30", "unanswered_under_pressure = 0"));

@@ -166,6 +166,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         high_water_flows: (cfg.max_flows / workers).max(1) * usize::from(cfg.high_water_percent) / 100,
         max_flows_per_source: cfg.max_flows_per_source.div_ceil(workers),
         max_inbound_per_mapping: cfg.max_inbound_flows_per_mapping,
+        fragment_memory: cfg.fragment_memory / workers,
         worker: w,
         workers,
         icmp_error_rate: cfg.icmp_error_rate,

@@ -43,6 +43,7 @@ pub fn demo_config() -> NatConfig {
         high_water_flows: 1000,
         max_flows_per_source: 0,
         max_inbound_per_mapping: 0,
+        fragment_memory: 4 << 20,
         worker: 0,
         workers: 1,
         icmp_error_rate: 1000,
@@ -120,6 +121,22 @@ pub fn udp_datagram(
     let mut d = u.to_bytes().to_vec();
     d.extend_from_slice(payload);
     d
+}
+
+/// A datagram's transport bytes `l4` as IPv4 fragments (TTL 64, ID `ident`) of at most
+/// `chunk` bytes of payload each (a multiple of 8), in order.
+pub fn fragments(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ident: u16, l4: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+    assert!(chunk.is_multiple_of(8) && chunk > 0, "fragment payloads are multiples of 8 bytes");
+    let pieces: Vec<&[u8]> = l4.chunks(chunk).collect();
+    let last = pieces.len() - 1;
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let offset = u16::try_from(i * chunk / 8).expect("an offset");
+            ipv4_frame(src, dst, proto, 64, ident, offset | if i < last { MF } else { 0 }, piece)
+        })
+        .collect()
 }
 
 fn ipv4_for(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload_len: usize) -> Ipv4Header {

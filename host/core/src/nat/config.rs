@@ -56,6 +56,8 @@ pub struct NatConfig {
     pub max_inbound_per_mapping: usize,
     pub worker: usize,
     pub workers: usize,
+    /// Bytes of fragment state this worker may hold (entries and early fragments).
+    pub fragment_memory: usize,
     /// ICMP errors natgw may generate per second (per worker).
     pub icmp_error_rate: u32,
 }

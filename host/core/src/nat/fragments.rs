@@ -5,7 +5,7 @@
 use natgw_wire::WireError;
 
 use super::fast_path::{forward, rewrite_in_place};
-use super::frag_table::{FragKey, FragLookup};
+use super::frag_table::{FragKey, FragLookup, HoldRefused};
 use super::{flow_key, FrameMeta, Parsed, Translator, Verdict};
 use crate::conntrack::Side;
 use crate::counters::Counter;
@@ -74,10 +74,10 @@ impl Translator {
             }
             FragLookup::Dead => Ok(Verdict::Drop(Counter::DropFragment)),
             FragLookup::Owner(_) | FragLookup::Unknown => {
-                if self.frags.hold(fkey, &frame[..p.l3().end], meta, now_ms) {
-                    Ok(Verdict::Held)
-                } else {
-                    Ok(Verdict::Drop(Counter::DropFragment))
+                match self.frags.hold(fkey, &frame[..p.l3().end], meta, now_ms) {
+                    Ok(()) => Ok(Verdict::Held),
+                    Err(HoldRefused::Full) => Ok(Verdict::Drop(Counter::DropFragment)),
+                    Err(HoldRefused::SourceShare) => Ok(Verdict::Drop(Counter::DropFragmentSourceShare)),
                 }
             }
         }

@@ -219,7 +219,7 @@ impl Translator {
             packet_len: 0,
             packet_ms: now_ms,
             flows: FlowTable::new(cfg.max_flows, now_ms),
-            frags: FragTable::new(now_ms),
+            frags: FragTable::new(cfg.fragment_memory, now_ms),
             icmp_tokens: cfg.icmp_error_rate,
             icmp_refill_ms: now_ms,
             ip_ident: worker.wrapping_mul(7919),
@@ -272,8 +272,10 @@ impl Translator {
         self.relieve_pressure(now_ms, PRESSURE_DROPS_PER_TICK);
         self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
         self.due_records(now_ms);
-        let dropped = self.frags.expire(now_ms);
-        self.counters.add(Counter::DropFragment, dropped as u64);
+        self.frags.expire(now_ms);
+        let frag = self.frags.take_events();
+        self.counters.add(Counter::DropFragment, frag.held_dropped);
+        self.counters.add(Counter::FragmentEvictionCount, frag.evicted);
         if now_ms >= self.icmp_refill_ms + 1000 {
             self.icmp_tokens = self.cfg.icmp_error_rate;
             self.icmp_refill_ms = now_ms;
