@@ -74,6 +74,14 @@ counters! {
     /// Fragment state (one datagram's) given up, oldest first, because the fragment
     /// memory budget (`nat.fragment_memory_kib`) was reached.
     FragmentEvictionCount => "FragmentEvictionCount",
+    /// A neighbour's MAC address changed after natgw's own request confirmed it (a
+    /// router's failover), and changes refused: the old address still answered, or none.
+    NeighbourChangesConfirmed => "NeighbourChangesConfirmed",
+    NeighbourChangesRefused => "NeighbourChangesRefused",
+    /// Resolved neighbours not cached (the cache holds 65 536), and resolutions not
+    /// started (4096 outstanding at most).
+    NeighbourCacheFull => "NeighbourCacheFull",
+    NeighbourResolutionsRefused => "NeighbourResolutionsRefused",
     /// Frames moved to another worker (fragments, hairpin) to keep a flow on its owner.
     HandoffFrames => "HandoffFrames",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
@@ -111,6 +119,9 @@ counters! {
     DropSourceNotInside => "PacketsDropCount{reason=\"source-not-inside\"}",
     DropNotForUs => "PacketsDropCount{reason=\"not-for-us\"}",
     DropTxFull => "PacketsDropCount{reason=\"tx-queue-full\"}",
+    /// Frames the kernel dropped before natgw read them: a socket's receive queue was
+    /// full (natgw reads a bounded batch per round; the rest waits or is dropped here).
+    DropRxQueueFull => "PacketsDropCount{reason=\"rx-queue-full\"}",
     DropPolicyDenied => "PacketsDropCount{reason=\"policy-denied\"}",
     DropPolicyRejected => "PacketsDropCount{reason=\"policy-rejected\"}",
     /// A policy failed and its hook fails closed.

@@ -40,7 +40,7 @@ pub struct Neighbour {
 }
 
 /// The neighbour cache: (link, address) → MAC. Cloned and published as a whole by the L2
-/// thread; workers read their own snapshot.
+/// thread; workers read their own snapshot. At most `NEIGHBOUR_MAX` entries.
 #[derive(Debug, Clone, Default)]
 pub struct NeighbourTable {
     entries: HashMap<(LinkId, Ipv4Addr), Neighbour>,
@@ -69,25 +69,82 @@ pub struct ArpOutcome {
     pub reply_len: Option<usize>,
     /// The cache changed.
     pub learned: bool,
+    /// An unsolicited ARP would change this resolved entry: send natgw's own request for
+    /// it (`confirm_request`) and let the answers decide.
+    pub confirm: Option<Ipv4Addr>,
 }
 
-/// How long an entry is trusted before it is re-resolved, and forgotten.
+/// Counted events of the ARP state machine, since the caller last took them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ArpEvents {
+    /// A changed MAC address confirmed by answers to natgw's own request: switched.
+    pub changes_confirmed: u64,
+    /// A changed MAC address that the old one answered against (or nobody confirmed, or
+    /// too many were being confirmed at once): kept the old one.
+    pub changes_refused: u64,
+    /// A resolved address not cached because the cache was full.
+    pub cache_full: u64,
+    /// A resolution not started because too many were outstanding.
+    pub resolutions_refused: u64,
+}
+
+/// How long an entry is trusted before it is re-resolved (pinned next hops only), and
+/// forgotten.
 pub const NEIGHBOUR_REFRESH_MS: u64 = 60_000;
 pub const NEIGHBOUR_FORGET_MS: u64 = 180_000;
-/// Resolution retries for one address are at least this far apart.
+/// Resolution retries for one address are at least this far apart; an unanswered one is
+/// forgotten after `PENDING_FORGET_MS` (workers hold frames for 3 s).
 pub const RESOLVE_RETRY_MS: u64 = 1_000;
+pub const PENDING_FORGET_MS: u64 = 5_000;
+/// Bounds: cached neighbours, outstanding resolutions, changes being confirmed.
+pub const NEIGHBOUR_MAX: usize = 65_536;
+pub const PENDING_MAX: usize = 4096;
+pub const CONFIRM_MAX: usize = 256;
+/// Answers to a confirmation request count for this long.
+pub const CONFIRM_MS: u64 = 500;
+
+/// A change of a resolved entry being confirmed.
+#[derive(Debug, Clone, Copy)]
+struct Confirm {
+    candidate: MacAddr,
+    since_ms: u64,
+    /// The MAC the entry has now answered (or announced) in the window: keep it.
+    old_seen: bool,
+    /// The candidate answered in the window.
+    new_seen: bool,
+}
 
 /// ARP state machine for all links.
+///
+/// The cache holds only what natgw asked for: next hops it resolves (the upstream router,
+/// pinned and refreshed every minute) and hosts a worker has a packet for. ARP natgw
+/// merely receives (requests for its own addresses, gratuitous ARP, replies nobody asked
+/// for) refreshes an entry with the same MAC and creates none, so a large inside subnet
+/// of askers costs nothing. An unsolicited ARP that would change a resolved entry is
+/// confirmed first: natgw asks itself, and switches only if the new MAC answers and the
+/// old one does not within `CONFIRM_MS` (a router's own failover by gratuitous ARP
+/// switches; a spoofer alone, with the real owner still answering, does not).
 pub struct Arp {
     links: Vec<L2Link>,
     table: NeighbourTable,
     /// Outstanding resolutions: when the last request went out.
     pending: HashMap<(LinkId, Ipv4Addr), u64>,
+    confirming: HashMap<(LinkId, Ipv4Addr), Confirm>,
+    /// Next hops kept resolved whether or not a packet needs them.
+    pinned: Vec<(LinkId, Ipv4Addr)>,
+    events: ArpEvents,
 }
 
 impl Arp {
     pub fn new(links: Vec<L2Link>) -> Self {
-        Arp { links, table: NeighbourTable::default(), pending: HashMap::new() }
+        Arp {
+            links,
+            table: NeighbourTable::default(),
+            pending: HashMap::new(),
+            confirming: HashMap::new(),
+            pinned: Vec::new(),
+            events: ArpEvents::default(),
+        }
     }
 
     pub fn table(&self) -> &NeighbourTable {
@@ -95,6 +152,18 @@ impl Arp {
     }
     pub fn links(&self) -> &[L2Link] {
         &self.links
+    }
+
+    /// What happened since the last call (for counters).
+    pub fn take_events(&mut self) -> ArpEvents {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Keeps `a` on `link` resolved and refreshed (the upstream router).
+    pub fn pin(&mut self, link: LinkId, a: Ipv4Addr) {
+        if !self.pinned.contains(&(link, a)) {
+            self.pinned.push((link, a));
+        }
     }
 
     /// Handles one received ARP frame from `link`; may write a reply into `out`.
@@ -107,18 +176,43 @@ impl Arp {
         }
         let Ok(arp) = ArpPacket::new_checked(eth.payload()) else { return outcome };
         let (sip, smac, tip) = (arp.sender_ip(), arp.sender_mac(), arp.target_ip());
-        if smac[0] & 1 != 0 {
-            // A multicast sender address is forged or broken: ignore it.
+        if smac[0] & 1 != 0 || smac == l.mac {
+            // A multicast sender address is forged or broken, our own is a reflection:
+            // ignore it.
             return outcome;
         }
-        // Learn senders on our subnets (RFC 826 merge), including gratuitous ARP, but only
-        // those we already track or that talk to us: no cache growth from ARP we overhear.
-        if l.on_link(sip)
-            && (self.table.entries.contains_key(&(link, sip)) || l.owns(tip) || self.pending.contains_key(&(link, sip)))
-        {
-            let prev = self.table.entries.insert((link, sip), Neighbour { mac: smac, updated_ms: now_ms });
-            self.pending.remove(&(link, sip));
-            outcome.learned = prev.map(|p| p.mac) != Some(smac) || prev.is_none();
+        if l.on_link(sip) {
+            let key = (link, sip);
+            let current = self.table.entries.get(&key).map(|n| n.mac);
+            if let Some(c) = self.confirming.get_mut(&key) {
+                c.new_seen |= smac == c.candidate;
+                c.old_seen |= Some(smac) == current;
+            } else {
+                match current {
+                    Some(mac) if mac == smac => {
+                        if let Some(n) = self.table.entries.get_mut(&key) {
+                            n.updated_ms = now_ms;
+                        }
+                        self.pending.remove(&key);
+                    }
+                    Some(_) if self.confirming.len() < CONFIRM_MAX => {
+                        let c = Confirm { candidate: smac, since_ms: now_ms, old_seen: false, new_seen: false };
+                        self.confirming.insert(key, c);
+                        outcome.confirm = Some(sip);
+                    }
+                    Some(_) => self.events.changes_refused += 1,
+                    None if self.pending.remove(&key).is_some() => {
+                        if self.table.entries.len() < NEIGHBOUR_MAX {
+                            self.table.entries.insert(key, Neighbour { mac: smac, updated_ms: now_ms });
+                            outcome.learned = true;
+                        } else {
+                            self.events.cache_full += 1;
+                        }
+                    }
+                    // Not asked for: an asker, a bystander, an announcement. No entry.
+                    None => {}
+                }
+            }
         }
         if arp.operation() == arp::REQUEST && l.owns(tip) && !l.owns(sip) {
             let reply =
@@ -128,19 +222,50 @@ impl Arp {
         outcome
     }
 
+    /// natgw's own request for `a`, to confirm a change (`ArpOutcome::confirm`).
+    pub fn confirm_request(&self, link: LinkId, a: Ipv4Addr, out: &mut [u8]) -> Option<usize> {
+        self.request(link, a, out)
+    }
+
+    fn request(&self, link: LinkId, a: Ipv4Addr, out: &mut [u8]) -> Option<usize> {
+        let l = self.links.get(usize::from(link))?;
+        let src = l.source_for(a)?;
+        ArpRepr { operation: arp::REQUEST, sender_mac: l.mac, sender_ip: src, target_mac: [0; 6], target_ip: a }
+            .emit_frame(BROADCAST_MAC, out)
+    }
+
     /// Asks for `a` on `link` unless a request went out recently. Returns the length of an
     /// ARP request written into `out`, if one should be sent.
     pub fn resolve(&mut self, link: LinkId, a: Ipv4Addr, now_ms: u64, out: &mut [u8]) -> Option<usize> {
-        let l = self.links.get(usize::from(link))?;
-        let src = l.source_for(a)?;
-        if let Some(&t) = self.pending.get(&(link, a)) {
-            if now_ms < t + RESOLVE_RETRY_MS {
+        self.links.get(usize::from(link))?.source_for(a)?;
+        match self.pending.get(&(link, a)) {
+            Some(&t) if now_ms < t + RESOLVE_RETRY_MS => return None,
+            None if self.pending.len() >= PENDING_MAX => {
+                self.events.resolutions_refused += 1;
                 return None;
             }
+            _ => {}
         }
         self.pending.insert((link, a), now_ms);
-        ArpRepr { operation: arp::REQUEST, sender_mac: l.mac, sender_ip: src, target_mac: [0; 6], target_ip: a }
-            .emit_frame(BROADCAST_MAC, out)
+        self.request(link, a, out)
+    }
+
+    /// Decides the confirmations whose window has passed. True when the table changed.
+    pub fn poll(&mut self, now_ms: u64) -> bool {
+        let mut changed = false;
+        let done: Vec<_> =
+            self.confirming.iter().filter(|(_, c)| now_ms >= c.since_ms + CONFIRM_MS).map(|(k, c)| (*k, *c)).collect();
+        for (key, c) in done {
+            self.confirming.remove(&key);
+            if c.new_seen && !c.old_seen {
+                self.table.entries.insert(key, Neighbour { mac: c.candidate, updated_ms: now_ms });
+                self.events.changes_confirmed += 1;
+                changed = true;
+            } else {
+                self.events.changes_refused += 1;
+            }
+        }
+        changed
     }
 
     /// Gratuitous ARP announcements for every address natgw owns, as (link, frame) pairs.
@@ -166,18 +291,18 @@ impl Arp {
         v
     }
 
-    /// Ages the cache: returns entries due for re-resolution; forgets stale ones.
-    /// The bool says whether the table changed.
+    /// Ages the cache: returns the pinned next hops due for (re-)resolution; forgets
+    /// stale entries and resolutions. The bool says whether the table changed.
     pub fn age(&mut self, now_ms: u64) -> (Vec<(LinkId, Ipv4Addr)>, bool) {
         let before = self.table.entries.len();
         self.table.entries.retain(|_, n| now_ms < n.updated_ms + NEIGHBOUR_FORGET_MS);
-        self.pending.retain(|_, t| now_ms < *t + NEIGHBOUR_FORGET_MS);
+        self.pending.retain(|_, t| now_ms < *t + PENDING_FORGET_MS);
+        let table = &self.table;
         let due = self
-            .table
-            .entries
+            .pinned
             .iter()
-            .filter(|(_, n)| now_ms >= n.updated_ms + NEIGHBOUR_REFRESH_MS)
-            .map(|(k, _)| *k)
+            .filter(|k| table.entries.get(k).is_none_or(|n| now_ms >= n.updated_ms + NEIGHBOUR_REFRESH_MS))
+            .copied()
             .collect();
         (due, before != self.table.entries.len())
     }
@@ -205,20 +330,70 @@ mod tests {
         0, 0, 0, 0, 0, 0, 10, 10, 1, 1,
     ];
 
+    fn reply_from(mac: MacAddr, ip: Ipv4Addr) -> [u8; 42] {
+        let mut f = [0u8; 42];
+        ArpRepr { operation: arp::REPLY, sender_mac: mac, sender_ip: ip, target_mac: GW_MAC, target_ip: GW_IP }
+            .emit_frame(GW_MAC, &mut f);
+        f
+    }
+
+    fn request_from(mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) -> [u8; 42] {
+        let mut f = [0u8; 42];
+        ArpRepr { operation: arp::REQUEST, sender_mac: mac, sender_ip: ip, target_mac: [0; 6], target_ip: target }
+            .emit_frame(BROADCAST_MAC, &mut f);
+        f
+    }
+
+    const GW_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 1);
+
+    /// A distinct unicast MAC address for host number `i`.
+    fn mac_of(i: u32) -> MacAddr {
+        let [_, b1, b2, b3] = i.to_be_bytes();
+        [0x02, 0x10, b1, b2, b3, 1]
+    }
+
     #[test]
-    fn answers_for_own_address_and_learns_asker() {
+    fn answers_for_own_address_without_caching_the_asker() {
         let mut a = arp();
         let mut out = [0u8; 64];
         let o = a.receive(0, &REQUEST, 5, &mut out);
         let n = o.reply_len.expect("reply");
-        assert!(o.learned);
+        assert!(!o.learned);
         let eth = EthernetFrame::new_checked(&out[..n]).unwrap();
         assert_eq!(eth.dst(), HOST_MAC);
         let r = ArpPacket::new_checked(eth.payload()).unwrap();
         assert_eq!(r.operation(), arp::REPLY);
-        assert_eq!(r.sender_ip(), Ipv4Addr::new(10, 10, 1, 1));
+        assert_eq!(r.sender_ip(), GW_IP);
         assert_eq!(r.sender_mac(), GW_MAC);
-        assert_eq!(a.table().get(0, Ipv4Addr::new(10, 10, 1, 10)), Some(HOST_MAC));
+        assert!(a.table().is_empty(), "asking for natgw creates no entry");
+    }
+
+    #[test]
+    fn a_large_subnet_of_askers_and_announcers_leaves_the_cache_empty() {
+        // A /8 inside subnet: 100 000 hosts ask for natgw, announce themselves, or send
+        // replies nobody asked for. Every request is answered; nothing is cached.
+        let mut a = Arp::new(vec![L2Link {
+            name: "in0".into(),
+            mac: GW_MAC,
+            addresses: vec![Ipv4Net { addr: Ipv4Addr::new(10, 0, 0, 1), prefix: 8 }],
+        }]);
+        let mut out = [0u8; 64];
+        let gw = Ipv4Addr::new(10, 0, 0, 1);
+        let mut answered = 0;
+        for i in 0..100_000u32 {
+            let ip = Ipv4Addr::from(0x0a01_0000 + i);
+            let mac = mac_of(i);
+            let frame = match i % 3 {
+                0 => request_from(mac, ip, gw),
+                1 => request_from(mac, ip, ip),
+                _ => reply_from(mac, ip),
+            };
+            let o = a.receive(0, &frame, u64::from(i), &mut out);
+            answered += usize::from(o.reply_len.is_some());
+            assert!(!o.learned && o.confirm.is_none());
+        }
+        assert_eq!(answered, 33_334);
+        assert!(a.table().is_empty());
     }
 
     #[test]
@@ -239,23 +414,94 @@ mod tests {
         assert!(a.resolve(0, target, 0, &mut out).is_some());
         assert!(a.resolve(0, target, 500, &mut out).is_none());
         assert!(a.resolve(0, target, 1500, &mut out).is_some());
-        // is-at reply from the host
-        let mut reply = [0u8; 42];
-        ArpRepr {
-            operation: arp::REPLY,
-            sender_mac: HOST_MAC,
-            sender_ip: target,
-            target_mac: GW_MAC,
-            target_ip: Ipv4Addr::new(10, 10, 1, 1),
-        }
-        .emit_frame(GW_MAC, &mut reply);
-        assert!(a.receive(0, &reply, 1600, &mut out).learned);
+        assert!(a.receive(0, &reply_from(HOST_MAC, target), 1600, &mut out).learned);
         assert_eq!(a.table().get(0, target), Some(HOST_MAC));
         // Not for another subnet.
         assert!(a.resolve(0, Ipv4Addr::new(192, 0, 2, 1), 0, &mut out).is_none());
-        // Aging.
+        // Aging: only pinned next hops are refreshed; every entry is forgotten when stale.
+        assert!(a.age(1600 + NEIGHBOUR_REFRESH_MS).0.is_empty(), "a host is not re-resolved");
+        a.pin(0, target);
         assert_eq!(a.age(1600 + NEIGHBOUR_REFRESH_MS).0, vec![(0, target)]);
         assert!(a.age(1600 + NEIGHBOUR_FORGET_MS).1);
         assert!(a.table().is_empty());
+        assert_eq!(a.age(1600 + NEIGHBOUR_FORGET_MS).0, vec![(0, target)], "a pinned one is resolved again");
+    }
+
+    /// A resolved router at 10.10.1.254 and an ARP claiming its address from `claim`.
+    fn claimed(claim: MacAddr) -> (Arp, Ipv4Addr) {
+        let mut a = arp();
+        let router = Ipv4Addr::new(10, 10, 1, 254);
+        let mut out = [0u8; 64];
+        a.resolve(0, router, 0, &mut out);
+        assert!(a.receive(0, &reply_from(ROUTER_MAC, router), 1, &mut out).learned);
+        // A gratuitous ARP from the claimant.
+        let o = a.receive(0, &request_from(claim, router, router), 100, &mut out);
+        assert_eq!(o.confirm, Some(router), "a change is confirmed first");
+        assert!(a.confirm_request(0, router, &mut out).is_some());
+        assert_eq!(a.table().get(0, router), Some(ROUTER_MAC), "not switched yet");
+        (a, router)
+    }
+
+    const ROUTER_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0xfe];
+    const OTHER_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0x66];
+
+    #[test]
+    fn a_spoofed_gratuitous_arp_does_not_move_a_router_that_still_answers() {
+        let (mut a, router) = claimed(OTHER_MAC);
+        let mut out = [0u8; 64];
+        // Both answer natgw's request: the spoofer too, and more than once.
+        a.receive(0, &reply_from(OTHER_MAC, router), 110, &mut out);
+        a.receive(0, &reply_from(ROUTER_MAC, router), 111, &mut out);
+        a.receive(0, &reply_from(OTHER_MAC, router), 112, &mut out);
+        assert!(!a.poll(100 + CONFIRM_MS));
+        assert_eq!(a.table().get(0, router), Some(ROUTER_MAC));
+        assert_eq!(a.take_events().changes_refused, 1);
+    }
+
+    #[test]
+    fn a_routers_own_failover_by_gratuitous_arp_switches_once_confirmed() {
+        let (mut a, router) = claimed(OTHER_MAC);
+        let mut out = [0u8; 64];
+        // The old router is gone; the new one answers.
+        a.receive(0, &reply_from(OTHER_MAC, router), 110, &mut out);
+        assert!(!a.poll(100 + CONFIRM_MS - 1), "decided when the window ends");
+        assert!(a.poll(100 + CONFIRM_MS));
+        assert_eq!(a.table().get(0, router), Some(OTHER_MAC));
+        assert_eq!(a.take_events().changes_confirmed, 1);
+    }
+
+    #[test]
+    fn a_change_nobody_confirms_is_refused() {
+        let (mut a, router) = claimed(OTHER_MAC);
+        assert!(!a.poll(100 + CONFIRM_MS));
+        assert_eq!(a.table().get(0, router), Some(ROUTER_MAC));
+        assert_eq!(a.take_events().changes_refused, 1);
+    }
+
+    #[test]
+    fn resolutions_and_the_cache_are_bounded() {
+        let mut a = Arp::new(vec![L2Link {
+            name: "in0".into(),
+            mac: GW_MAC,
+            addresses: vec![Ipv4Net { addr: Ipv4Addr::new(10, 0, 0, 1), prefix: 8 }],
+        }]);
+        let mut out = [0u8; 64];
+        let ip = |i: u32| Ipv4Addr::from(0x0a01_0000 + i);
+        for i in 0..u32::try_from(PENDING_MAX).unwrap() + 10 {
+            a.resolve(0, ip(i), 0, &mut out);
+        }
+        assert_eq!(a.take_events().resolutions_refused, 10);
+        // Resolve and answer in rounds until past the cache's bound.
+        let mut next = 0u32;
+        while (next as usize) < NEIGHBOUR_MAX + 100 {
+            for _ in 0..PENDING_MAX {
+                a.resolve(0, ip(next), 0, &mut out);
+                let mac = mac_of(next);
+                a.receive(0, &reply_from(mac, ip(next)), 0, &mut out);
+                next += 1;
+            }
+        }
+        assert_eq!(a.table().len(), NEIGHBOUR_MAX);
+        assert!(a.take_events().cache_full >= 100);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::sys::{self, PacketSocket, PacketSocketOptions};
 use super::{IoError, Shared};
+use natgw_core::counters::{Counter, Counters};
 use natgw_core::l2::{Arp, L2Link, LinkId};
 use natgw_wire::ETHERTYPE_ARP;
 
@@ -14,9 +15,22 @@ pub struct L2Thread {
     sockets: Vec<PacketSocket>,
     arp: Arp,
     shared: Arc<Shared>,
-    /// Next hops to resolve as soon as the thread starts (the upstream router).
+    counters: Arc<Counters>,
+    /// Next hops to resolve as soon as the thread starts and to keep resolved (the
+    /// upstream router).
     prime: Vec<(u8, std::net::Ipv4Addr)>,
 }
+
+/// ARP frames read per link per round; the rest waits in the socket (whose overflow the
+/// kernel counts: `rx-queue-full`), so that no link or flood starves the others or the
+/// workers' resolution requests.
+const RECV_BATCH: usize = 256;
+/// Resolution requests from the workers taken per round.
+const RESOLVE_BATCH: usize = 1024;
+/// A table this large is published at most every `PUBLISH_LARGE_MS` (each publication
+/// clones it); a smaller one at once.
+const PUBLISH_SMALL: usize = 1024;
+const PUBLISH_LARGE_MS: u64 = 100;
 
 impl L2Thread {
     pub fn new(
@@ -26,7 +40,12 @@ impl L2Thread {
     ) -> Result<L2Thread, IoError> {
         let opts = PacketSocketOptions { protocol: ETHERTYPE_ARP, vnet_hdr: false, fanout: None, rcvbuf: 1 << 20 };
         let sockets = links.iter().map(|l| PacketSocket::open(&l.name, &opts)).collect::<Result<Vec<_>, _>>()?;
-        Ok(L2Thread { sockets, arp: Arp::new(links), shared, prime })
+        let mut arp = Arp::new(links);
+        for &(link, a) in &prime {
+            arp.pin(link, a);
+        }
+        let counters = shared.l2_counters();
+        Ok(L2Thread { sockets, arp, shared, counters, prime })
     }
 
     fn publish(&self) {
@@ -54,6 +73,14 @@ impl L2Thread {
         }
     }
 
+    fn count_events(&mut self) {
+        let e = self.arp.take_events();
+        self.counters.add(Counter::NeighbourChangesConfirmed, e.changes_confirmed);
+        self.counters.add(Counter::NeighbourChangesRefused, e.changes_refused);
+        self.counters.add(Counter::NeighbourCacheFull, e.cache_full);
+        self.counters.add(Counter::NeighbourResolutionsRefused, e.resolutions_refused);
+    }
+
     pub fn run(mut self) {
         let fds: Vec<_> = self.sockets.iter().map(|s| s.raw_fd()).collect();
         let mut buf = vec![0u8; 2048];
@@ -66,31 +93,39 @@ impl L2Thread {
             }
         }
         let mut last_age = 0;
+        let (mut unpublished, mut last_publish) = (false, 0u64);
         while !sys::stop_requested() {
             let ready = sys::poll_readable(&fds, 10).unwrap_or_else(|_| vec![false; fds.len()]);
             let now = self.shared.now_ms();
-            let mut changed = false;
             for (link, r) in ready.iter().enumerate() {
                 // Links are numbered by LinkId (the config allows 65 of them).
                 let Ok(link_id) = LinkId::try_from(link) else { continue };
                 if !r {
                     continue;
                 }
-                while let Ok(Some(n)) = self.sockets[link].recv(&mut buf) {
+                for _ in 0..RECV_BATCH {
+                    let Ok(Some(n)) = self.sockets[link].recv(&mut buf) else { break };
                     let o = self.arp.receive(link_id, &buf[..n], now, &mut out);
                     if let Some(len) = o.reply_len {
                         let _ = self.sockets[link].send(&out[..len]);
                     }
-                    changed |= o.learned;
+                    if let Some(a) = o.confirm {
+                        if let Some(len) = self.arp.confirm_request(link_id, a, &mut out) {
+                            let _ = self.sockets[link].send(&out[..len]);
+                        }
+                    }
+                    unpublished |= o.learned;
                 }
             }
-            while let Some((link, a)) = self.shared.resolve_requests.pop() {
+            for _ in 0..RESOLVE_BATCH {
+                let Some((link, a)) = self.shared.resolve_requests.pop() else { break };
                 if usize::from(link) < self.sockets.len() && self.arp.table().get(link, a).is_none() {
                     if let Some(n) = self.arp.resolve(link, a, now, &mut out) {
                         let _ = self.sockets[usize::from(link)].send(&out[..n]);
                     }
                 }
             }
+            unpublished |= self.arp.poll(now);
             if now >= last_age + 1000 {
                 last_age = now;
                 if !announced_twice {
@@ -100,15 +135,20 @@ impl L2Thread {
                 }
                 self.refresh_mtus();
                 let (due, forgot) = self.arp.age(now);
-                changed |= forgot;
+                unpublished |= forgot;
                 for (link, a) in due {
                     if let Some(n) = self.arp.resolve(link, a, now, &mut out) {
                         let _ = self.sockets[usize::from(link)].send(&out[..n]);
                     }
                 }
+                let drops: u64 = self.sockets.iter().map(|s| u64::from(s.take_drops())).sum();
+                self.counters.add(Counter::DropRxQueueFull, drops);
             }
-            if changed {
+            self.count_events();
+            let small = self.arp.table().len() < PUBLISH_SMALL;
+            if unpublished && (small || now >= last_publish + PUBLISH_LARGE_MS) {
                 self.publish();
+                (unpublished, last_publish) = (false, now);
             }
         }
     }

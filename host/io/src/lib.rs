@@ -82,8 +82,9 @@ impl Shared {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| IoError::Os("eventfd", e))?;
         Ok(Shared {
-            // One per worker, then one for the flow-log thread, one for the OTLP exporter.
-            counters: (0..workers + 2).map(|_| Arc::new(Counters::default())).collect(),
+            // One per worker, then one each for the flow-log thread, the OTLP exporter and
+            // the L2 thread.
+            counters: (0..workers + 3).map(|_| Arc::new(Counters::default())).collect(),
             neighbours: ArcSwap::from_pointee(NeighbourTable::default()),
             neighbour_version: AtomicU64::new(0),
             resolve_requests: ArrayQueue::new(1024),
@@ -120,11 +121,16 @@ impl Shared {
 
     /// The flow-log thread's counters (it is their only writer).
     pub fn flow_log_counters(&self) -> Arc<Counters> {
-        self.counters[self.counters.len() - 2].clone()
+        self.counters[self.counters.len() - 3].clone()
     }
 
     /// The OTLP exporter thread's counters (it is their only writer).
     pub fn exporter_counters(&self) -> Arc<Counters> {
+        self.counters[self.counters.len() - 2].clone()
+    }
+
+    /// The L2 thread's counters (it is their only writer).
+    pub fn l2_counters(&self) -> Arc<Counters> {
         self.counters[self.counters.len() - 1].clone()
     }
 

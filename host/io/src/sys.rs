@@ -269,6 +269,30 @@ impl PacketSocket {
     }
 }
 
+impl PacketSocket {
+    /// Frames the kernel dropped on this socket because its receive queue was full, since
+    /// the last call (PACKET_STATISTICS resets on read).
+    pub fn take_drops(&self) -> u32 {
+        // SAFETY: tpacket_stats is plain data and its size is passed; getsockopt writes at
+        // most that many bytes into it.
+        unsafe {
+            let mut st: libc::tpacket_stats = mem::zeroed();
+            let mut len = socklen_of::<libc::tpacket_stats>();
+            let r = libc::getsockopt(
+                self.raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                &mut st as *mut _ as *mut libc::c_void,
+                &mut len,
+            );
+            if r != 0 {
+                return 0;
+            }
+            st.tp_drops
+        }
+    }
+}
+
 /// Waits until one of `fds` is readable or `timeout_ms` passes; returns the readable ones.
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
     let mut p: Vec<libc::pollfd> =

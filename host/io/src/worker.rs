@@ -205,6 +205,8 @@ impl Worker {
             if now >= last_tick + 100 {
                 last_tick = now;
                 self.follow_mtus();
+                let drops: u64 = self.links.iter().map(|l| u64::from(l.socket.take_drops())).sum();
+                self.translator.counters().add(Counter::DropRxQueueFull, drops);
                 self.translator.tick(now);
                 self.retry_pending(now);
                 self.export_flow_ends();
