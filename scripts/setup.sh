@@ -10,6 +10,8 @@ APT_PACKAGES=(
   iproute2 iputils-ping iputils-tracepath traceroute procps psmisc util-linux
   curl socat tcpdump python3 python3-venv nginx-light
   iperf3 nftables conntrack ethtool wrk netsniff-ng sockperf
+  # The hostile-traffic tests: floods and forged segments (tests/e2e/tests/hostile.rs).
+  hping3 python3-scapy
   # Wasm policies: Debian's rustc 1.96 with its std source builds them for
   # wasm32-unknown-unknown with -Zbuild-std where rustup cannot add that target.
   rustc-web cargo-web rust-web-src lld-16

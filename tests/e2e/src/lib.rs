@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod hostile;
 pub mod net;
 pub mod netns;
 pub mod process;

@@ -117,7 +117,10 @@ impl Capture {
     pub fn start(ns: &crate::Netns, interface: &str, filter: &str, file: &Path) -> Capture {
         let log = file.with_extension("log");
         let mut cmd = ns.cmd("tcpdump");
-        cmd.args(["-n", "-U", "-i", interface, "-w"]).arg(file).arg(filter);
+        // --immediate-mode: hand each packet over as it comes. Without it libpcap's ring
+        // holds packets for up to a second, and a capture stopped sooner loses them: a
+        // test asserting that nothing arrived would pass however much did.
+        cmd.args(["-n", "-U", "--immediate-mode", "-i", interface, "-w"]).arg(file).arg(filter);
         let mut daemon = Daemon::start("tcpdump", cmd, &log);
         let ready = wait_until(Duration::from_secs(10), || daemon.log_text().contains("listening on"));
         assert!(ready && daemon.running(), "tcpdump did not start: {}", daemon.log_text());

@@ -52,6 +52,24 @@ impl Topology {
         t
     }
 
+    /// The demo network with the kernel as its gateway instead of natgw, for comparisons:
+    /// the gateway namespace gets natgw's addresses, forwards, and translates with
+    /// nftables masquerade over netfilter conntrack, what every Linux user already has.
+    pub fn kernel_nat() -> Topology {
+        let t = Topology::network();
+        t.gw.ip(&["addr", "add", "10.10.1.1/24", "dev", "in1"]);
+        t.gw.ip(&["addr", "add", "10.10.2.1/24", "dev", "in2"]);
+        t.gw.ip(&["addr", "add", "198.51.100.10/24", "dev", "out0"]);
+        t.gw.ip(&["route", "add", "default", "via", "198.51.100.1"]);
+        t.gw.sysctl("net.ipv4.ip_forward", "1");
+        let rules = "table ip natgw_compare {\n  chain postrouting {\n    type nat hook postrouting priority srcnat;\n    oifname \"out0\" masquerade\n  }\n}\n";
+        let path = t.dir.join("masquerade.nft");
+        std::fs::write(&path, rules).expect("masquerade.nft");
+        let out = t.gw.output("nft", &["-f", &path.display().to_string()]);
+        assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+        t
+    }
+
     /// The demo network, its servers and the collector; natgw not started.
     pub fn network() -> Topology {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
