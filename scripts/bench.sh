@@ -22,6 +22,9 @@
 #        compile (from cache) + validate + init per worker + publish + switch).
 # After the table: the cost of one policy call (natgw policy bench) and the records/s the
 # OTLP exporter delivers to a local collector (natgw otlp bench; OTLP=0 skips it).
+# Before/after: NATGW_BASE=/path/to/another/natgw adds modes base1 and base2 (natgw1 and
+# natgw2 run with that binary), and the table gets natgw1/base1 and natgw2/base2 columns:
+# the cost of a change on every row, in one run.
 # usage: scripts/bench.sh   env: REPS=3 DUR=10 MODES="kernel natgw1 natgw2" TESTS="tcp1 tcp4 udp cps lat"
 #        OUT=bench-results.txt (raw lines, appended), then a table of medians and ratios.
 set -uo pipefail
@@ -35,6 +38,7 @@ W=$(mktemp -d /tmp/natgw-bench.XXXXXX)
 SRV=198.51.100.2
 [ "$(id -u)" = 0 ] || { echo "bench: needs root"; exit 1; }
 [ -x "$NATGW" ] || { echo "bench: build natgw first (scripts/setup.sh)"; exit 1; }
+case " $MODES " in *" base"[12]" "*) [ -x "${NATGW_BASE:-}" ] || { echo "bench: modes base1/base2 need NATGW_BASE=/path/to/natgw"; exit 1; };; esac
 for t in iperf3 wrk nginx sockperf trafgen nft; do command -v $t >/dev/null || { echo "bench: $t missing (scripts/setup.sh)"; exit 1; }; done
 
 NPID=
@@ -134,13 +138,15 @@ table ip nat {
 }
 EOF
       ;;
-    natgw1|natgw2|natgw1poll|natgw2pol|natgw2log|natgw2file)
+    natgw1|natgw2|natgw1poll|natgw2pol|natgw2log|natgw2file|base1|base2)
       ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
+      local bin=$NATGW cfg=$1
+      case $1 in base1) bin=$NATGW_BASE cfg=natgw1;; base2) bin=$NATGW_BASE cfg=natgw2;; esac
       if [ "$1" = natgw2log ]; then
         "$ROOT/scripts/collector.sh" stop "$W/otel"; rm -f "$W/otel/logs.jsonl" "$W/otel/metrics.jsonl"
         "$ROOT/scripts/collector.sh" start "$W/otel" nb-gw >/dev/null
       fi
-      ip netns exec nb-gw "$NATGW" run --config "$W/$1.toml" > "$W/$1.log" 2>&1 &
+      ip netns exec nb-gw "$bin" run --config "$W/$cfg.toml" > "$W/$1.log" 2>&1 &
       NPID=$!
       for _ in $(seq 50); do [ -S "$W/admin.sock" ] && break; sleep 0.1; done
       ;;
@@ -245,11 +251,13 @@ tests = ["tcp1", "tcp4", "udp", "cps", "lat", "swap"]
 names = {"tcp1": "TCP 1 stream, Gbit/s", "tcp4": "TCP 4 streams, Gbit/s", "udp": "UDP 64 B, pps at server",
          "cps": "new TCP conn/s (wrk, nginx)", "lat": "RTT p50 µs (p99)",
          "swap": "policy swap to every worker, median ms"}
-modes = [m for m in ["kernel", "natgw1", "natgw2", "natgw1poll", "natgw2pol", "natgw2file", "natgw2log"] if any(k[1] == m for k in vals)]
+modes = [m for m in ["kernel", "base1", "base2", "natgw1", "natgw2", "natgw1poll", "natgw2pol", "natgw2file", "natgw2log"] if any(k[1] == m for k in vals)]
 extra = [m for m in ("natgw2pol", "natgw2file", "natgw2log") if "natgw2" in modes and m in modes]
+# Before/after pairs: (this build, the base build).
+pairs = [(m, b) for m, b in (("natgw1", "base1"), ("natgw2", "base2")) if m in modes and b in modes]
 print("\n| test | " + " | ".join(modes) + " | " + " | ".join(f"{m}/kernel" for m in modes if m != "kernel")
-      + "".join(f" | {m}/natgw2" for m in extra) + " |")
-print("|---" * (1 + len(modes) + len(modes) - ("kernel" in modes) + len(extra)) + "|")
+      + "".join(f" | {m}/natgw2" for m in extra) + "".join(f" | {m}/{b}" for m, b in pairs) + " |")
+print("|---" * (1 + len(modes) + len(modes) - ("kernel" in modes) + len(extra) + len(pairs)) + "|")
 for t in tests:
     if not any(k[0] == t for k in vals): continue
     med = {m: statistics.median(vals[(t, m)]) for m in modes if vals.get((t, m))}
@@ -267,6 +275,11 @@ for t in tests:
     for other in extra:
         if "natgw2" in med and other in med and t != "swap":
             ratios.append(f"{med[other] - med['natgw2']:+.1f} µs" if t == "lat" else f"{med[other] / med['natgw2']:.2f}x")
+        else:
+            ratios.append("-")
+    for m, b in pairs:
+        if m in med and b in med and t != "swap":
+            ratios.append(f"{med[m] - med[b]:+.1f} µs" if t == "lat" else f"{med[m] / med[b]:.2f}x")
         else:
             ratios.append("-")
     print(f"| {names[t]} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
