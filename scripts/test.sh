@@ -13,7 +13,7 @@ cargo fmt --check --manifest-path sdk/Cargo.toml
 cargo fmt --check --all --manifest-path policies/Cargo.toml
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo clippy --all-targets --locked -q --manifest-path sdk/Cargo.toml --features egress -- -D warnings
-for p in egress-allowlist subnet-port-pools flow-log-filter misbehaving-egress; do
+for p in egress-allowlist subnet-port-pools flow-log-filter misbehaving-egress blocking-egress; do
   cargo clippy --all-targets --locked -q --manifest-path policies/Cargo.toml -p "$p" -- -D warnings
 done
 echo "== cargo test (unit tests beside the code, simulated network, the Wasm policy runtime)"

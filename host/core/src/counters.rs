@@ -79,11 +79,18 @@ counters! {
     NeighbourChangesConfirmed => "NeighbourChangesConfirmed",
     NeighbourChangesRefused => "NeighbourChangesRefused",
     /// Resolved neighbours not cached (the cache holds 65 536), and resolutions not
-    /// started (4096 outstanding at most).
+    /// started (4096 outstanding at most, 1024 queued from the workers).
     NeighbourCacheFull => "NeighbourCacheFull",
     NeighbourResolutionsRefused => "NeighbourResolutionsRefused",
     /// Frames moved to another worker (fragments, hairpin) to keep a flow on its owner.
     HandoffFrames => "HandoffFrames",
+    /// Times the watchdog saw a worker not turn its loop for 500 ms (it turns at least
+    /// every 10 ms), once per stall; logged with the worker and how long.
+    WorkerStalls => "WorkerStalls",
+    /// Policy calls answered by the hook's fail mode because the instance had failed and
+    /// its spare was not ready yet (spares are made off the data plane, at most one per
+    /// 100 ms per caller and hook); also counted in `PolicyErrors`.
+    PolicySpareMisses => "PolicySpareMisses",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
     DropUnknownEthertype => "PacketsDropCount{reason=\"unknown-ethertype\"}",
     DropBadIhl => "PacketsDropCount{reason=\"bad-ihl\"}",

@@ -113,7 +113,7 @@ pub fn policy_bench(
     Ok(format!(
         "{hook}: {calls} calls in {:.1} ms: {:.0} ns per call ({}, sha256 {}, {errors} errors, checksum {sink})\n\
          per call: median {:.2} us, 99th percentile {:.2} us, 99.99th {:.1} us, max {:.1} us \
-         (deadline {call_timeout_us} us, memory cap {memory_limit_mb} MiB)\n\
+         (deadline {call_timeout_us} us, memory budget {memory_limit_mb} MiB an instance)\n\
          load (compile, validate, first instance): {:.1} ms; new instance with init: median {:.2} ms of {}; \
          linear memory per instance: {:.1} MiB; size {:.1} KiB\n",
         elapsed.as_secs_f64() * 1e3,

@@ -341,13 +341,13 @@ impl FlowLogExporter {
                 .create(true)
                 .append(true)
                 .open(p)
-                .map_err(|e| eprintln!("natgw: flow log {}: {e}; flow records are not written", p.display()))
+                .map_err(|e| tracing::warn!("natgw: flow log {}: {e}; flow records are not written", p.display()))
                 .ok()
         });
         let mut last = std::time::Instant::now();
         loop {
             let stopping = stop();
-            slot.refresh(&self.rt, self.rt.flow_log_caller(), &self.counters);
+            slot.refresh(&self.rt, self.rt.flow_log_caller());
             let due = stopping || self.queue.len() >= self.batch || last.elapsed() >= self.interval;
             if due {
                 last = std::time::Instant::now();
@@ -369,7 +369,7 @@ impl FlowLogExporter {
                     }
                     if let Some(f) = out.as_mut() {
                         if let Err(e) = f.write_all(text.as_bytes()) {
-                            eprintln!("natgw: flow log: write failed: {e}");
+                            tracing::warn!("natgw: flow log: write failed: {e}");
                         }
                     }
                     self.sinks.followers.send(text.as_bytes());

@@ -8,9 +8,25 @@
 //! publishes the generation with `arc-swap`; each worker picks up its instance at its next
 //! batch boundary and the old generation is dropped when the last worker lets go.
 //!
-//! Every call runs under an epoch deadline and every store under a memory cap; a trap, a
+//! Every call runs under a CPU-time budget and every store under a memory cap; a trap, a
 //! timeout, a memory blow-up or an invalid answer applies the hook's fail mode and is
 //! counted (`PolicyErrors`) and logged, and never stops the gateway.
+//!
+//! The budget measures the policy, not the scheduler: the epoch ticker only wakes a call
+//! up, and the call's own thread CPU time (`CLOCK_THREAD_CPUTIME_ID`, read in the epoch
+//! callback) decides whether it is cut. A call the OS preempted carries on; a call that
+//! computed for longer than its budget traps. Calls shorter than a tick (nearly all) never
+//! read the clock: the first tick a call sees marks its CPU time, and it is cut once it has
+//! used its budget since that mark, so a looping call stops after between one budget and
+//! one budget plus two ticks of CPU.
+//!
+//! No host call blocks past the call's deadline either. Everything a policy can wait on
+//! through WASI is a monotonic-clock subscription (no preopens, no sockets, no name
+//! lookups; stdin is empty and stdout/stderr never block), and natgw's own
+//! `subscribe-duration`/`subscribe-instant` end every such wait by the call's deadline in
+//! wall time (its CPU budget, counted from the call's start). A call that was woken early
+//! this way has blocked: it fails with the hook's fail mode, counted as a timeout, and its
+//! instance (not trapped) serves on.
 //!
 //! Owns: engine, linker, compiled-component cache, generations and their statistics.
 //! Must never: be called on the fast path (once per new flow, or per flow-log batch).
@@ -22,6 +38,7 @@ mod component_cache;
 pub mod config;
 pub mod flowlog;
 pub mod output;
+mod spares;
 pub mod vectors;
 pub mod worker;
 
@@ -33,8 +50,8 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwapOption;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreContextMut, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::config::{FailMode, Hook, PolicyConfig};
@@ -86,6 +103,8 @@ pub enum PolicyError {
     InitRejected { path: String, message: String },
     #[error("policy file {path}: init failed (the policy's fault): {reason}{output}")]
     InitFailed { path: String, reason: String, output: String },
+    #[error("policy.cache_dir = {path:?}: {reason}")]
+    CacheDir { path: String, reason: String },
     #[error("policy runtime: {0}")]
     Engine(String),
 }
@@ -130,20 +149,165 @@ pub struct StoreData {
     clock: Instant,
     log_window: Instant,
     log_lines: u32,
+    budget: CallBudget,
 }
 
-/// The store's limits, and how much linear memory its instance holds (every memory's
-/// initial size and growth): `natgw policy bench` reports it per instance.
+/// What the call running in a store may still use.
+#[derive(Debug, Clone, Copy)]
+struct CallBudget {
+    /// CPU time the call may use.
+    cpu: Duration,
+    /// The thread's CPU time at the first epoch tick of this call (`None` before it).
+    mark: Option<Duration>,
+    /// Waits in host calls end by this instant.
+    host_deadline: Instant,
+    /// The longest wait the call asked for that was cut at `host_deadline`.
+    blocked: Option<Duration>,
+}
+
+/// The WASI interface whose subscriptions natgw replaces with ones that end by the call's
+/// deadline (the version wasmtime-wasi links; components importing older 0.2 versions
+/// resolve to it).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// A policy's monotonic clock: nanoseconds since its store was made (what the WASI clock
+/// and `host.monotonic-now-ns` both report).
+struct PolicyClock(Instant);
+
+impl wasmtime_wasi::HostMonotonicClock for PolicyClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A clock subscription that is ready at its instant (already capped at the call's deadline).
+struct CappedWait(tokio::time::Instant);
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for CappedWait {
+    async fn ready(&mut self) {
+        tokio::time::sleep_until(self.0).await;
+    }
+}
+
+impl StoreData {
+    /// A pollable for a wait of `asked`, ready no later than the call's deadline.
+    fn capped_wait(&mut self, asked: Duration) -> wasmtime::Result<Resource<wasmtime_wasi::p2::DynPollable>> {
+        let now = Instant::now();
+        let left = self.budget.host_deadline.saturating_duration_since(now);
+        let wait = if asked > left {
+            self.budget.blocked = Some(self.budget.blocked.map_or(asked, |b| b.max(asked)));
+            left
+        } else {
+            asked
+        };
+        let at = tokio::time::Instant::from_std(now) + wait;
+        let r = self.table.push(CappedWait(at))?;
+        wasmtime_wasi::p2::subscribe(&mut self.table, r)
+    }
+
+    /// The longest wait the last call asked for that natgw cut at its deadline, if any.
+    fn take_blocked(&mut self) -> Option<Duration> {
+        self.budget.blocked.take()
+    }
+}
+
+/// CPU time the calling thread has used, or `None` where the clock is unavailable.
+fn thread_cpu_time() -> Option<Duration> {
+    use rustix::time::{clock_gettime_dynamic, ClockId, DynamicClockId};
+    let t = clock_gettime_dynamic(DynamicClockId::Known(ClockId::ThreadCPUTime)).ok()?;
+    Some(Duration::new(u64::try_from(t.tv_sec).ok()?, u32::try_from(t.tv_nsec).ok()?))
+}
+
+/// Ticks that cover `d` (at least one).
+fn ticks_covering(d: Duration, tick: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(tick.as_nanos().max(1))).unwrap_or(u64::MAX).max(1)
+}
+
+/// The epoch callback: cut the call only once its thread has spent its budget in it.
+fn on_epoch_deadline(b: &mut CallBudget, tick: Duration) -> wasmtime::UpdateDeadline {
+    let Some(now) = thread_cpu_time() else {
+        // No CPU clock: the budget becomes wall time, counted from the first tick.
+        return match b.mark {
+            None => {
+                b.mark = Some(Duration::ZERO);
+                wasmtime::UpdateDeadline::Continue(ticks_covering(b.cpu, tick))
+            }
+            Some(_) => wasmtime::UpdateDeadline::Interrupt,
+        };
+    };
+    let used = match b.mark {
+        None => {
+            b.mark = Some(now);
+            Duration::ZERO
+        }
+        Some(m) => now.saturating_sub(m),
+    };
+    if used >= b.cpu {
+        wasmtime::UpdateDeadline::Interrupt
+    } else {
+        wasmtime::UpdateDeadline::Continue(ticks_covering(b.cpu - used, tick))
+    }
+}
+
+/// Bytes a table element counts against the instance's budget (a `funcref` or `externref`
+/// slot: a pointer and its type, as wasmtime lays them out).
+const TABLE_ELEMENT_BYTES: usize = 16;
+
+/// The store's limits: one budget (`policy.memory_limit_mb`) for everything its instance
+/// holds, all its linear memories and all its tables together (a component may hold
+/// several of each, one per core instance), and how much that is (`natgw policy bench`
+/// reports it per instance). Counted from the initial sizes at instantiation, so a
+/// component whose declared memories alone exceed the budget is refused at load.
 struct MeteredLimits {
     limits: StoreLimits,
+    budget_bytes: usize,
     memory_bytes: usize,
+    table_bytes: usize,
+}
+
+impl MeteredLimits {
+    fn new(budget_bytes: usize) -> MeteredLimits {
+        MeteredLimits {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(budget_bytes)
+                .instances(64)
+                .memories(16)
+                .tables(64)
+                .table_elements(1 << 20)
+                .trap_on_grow_failure(true)
+                .build(),
+            budget_bytes,
+            memory_bytes: 0,
+            table_bytes: 0,
+        }
+    }
+
+    /// Refuses growth by `more` bytes that would take the instance past its budget.
+    fn within_budget(&self, more: usize, what: &str) -> wasmtime::Result<()> {
+        let total = self.memory_bytes.saturating_add(self.table_bytes).saturating_add(more);
+        if total > self.budget_bytes {
+            return Err(wasmtime::Error::msg(format!(
+                "memory budget: growing {what} by {more} bytes would make the instance hold {total} bytes \
+                 across its memories and tables, over policy.memory_limit_mb = {} MiB",
+                self.budget_bytes >> 20
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl wasmtime::ResourceLimiter for MeteredLimits {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let more = desired.saturating_sub(current);
+        self.within_budget(more, "a linear memory")?;
         let ok = self.limits.memory_growing(current, desired, maximum)?;
         if ok {
-            self.memory_bytes += desired.saturating_sub(current);
+            self.memory_bytes += more;
         }
         Ok(ok)
     }
@@ -153,7 +317,13 @@ impl wasmtime::ResourceLimiter for MeteredLimits {
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        let more = desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES);
+        self.within_budget(more, "a table")?;
+        let ok = self.limits.table_growing(current, desired, maximum)?;
+        if ok {
+            self.table_bytes += more;
+        }
+        Ok(ok)
     }
 
     fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
@@ -178,6 +348,27 @@ impl HookInstance {
     pub fn linear_memory_bytes(&self) -> usize {
         self.store.data().limits.memory_bytes
     }
+
+    /// Gives the next call `cpu` of CPU time, and until `cpu` from now in host calls.
+    pub fn arm(&mut self, cpu: Duration) {
+        arm(&mut self.store, cpu);
+    }
+
+    /// After a call that returned: why it must count as failed although it returned (it
+    /// blocked in a host call until natgw woke it at the deadline).
+    pub fn blocked(&mut self) -> Option<String> {
+        self.store.data_mut().take_blocked().map(blocked_text)
+    }
+}
+
+fn blocked_text(asked: Duration) -> String {
+    format!("blocked in a host call (a wait of {asked:?}, woken at the call's deadline)")
+}
+
+fn arm(store: &mut Store<StoreData>, cpu: Duration) {
+    store.data_mut().budget = CallBudget { cpu, mark: None, host_deadline: Instant::now() + cpu, blocked: None };
+    // Woken at the next tick, which marks the CPU time used so far.
+    store.set_epoch_deadline(1);
 }
 
 /// Log lines a policy may write per second, per instance.
@@ -203,14 +394,14 @@ impl host_iface::Host for StoreData {
         if self.log_lines > LOG_LINES_PER_SECOND {
             return;
         }
-        let level = match level {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        };
         let msg: String = message.chars().filter(|c| !c.is_control()).take(512).collect();
-        eprintln!("natgw: policy {} {level}: {msg}", self.tag);
+        let tag = &self.tag;
+        match level {
+            LogLevel::Debug => tracing::debug!("natgw: policy {tag} debug: {msg}"),
+            LogLevel::Info => tracing::info!("natgw: policy {tag} info: {msg}"),
+            LogLevel::Warn => tracing::warn!("natgw: policy {tag} warn: {msg}"),
+            LogLevel::Error => tracing::error!("natgw: policy {tag} error: {msg}"),
+        }
     }
 
     fn monotonic_now_ns(&mut self) -> u64 {
@@ -270,13 +461,34 @@ impl std::fmt::Debug for Generation {
 }
 
 impl Generation {
-    /// The instance prepared for `caller`, or a fresh one (when it was used up: after a
-    /// trap, an instance may not be entered again).
+    /// The instance prepared for `caller`, or a fresh one made here (when it was used up:
+    /// after a trap, an instance may not be entered again). For the tools (bench, vectors);
+    /// callers on the data plane take spares (`take_spare`) and never instantiate.
     pub fn instance_for(&self, rt: &Runtime, caller: usize) -> Result<HookInstance, PolicyError> {
-        if let Some(inst) = self.prepared.get(caller).and_then(|m| m.lock().ok()?.take()) {
+        if let Some(inst) = self.take_spare(caller) {
             return Ok(inst);
         }
         rt.instantiate(self)
+    }
+
+    /// The instance ready for `caller` (prepared at the swap, or a spare made since), if
+    /// any; never waits (the spare thread holds the lock only to store one).
+    pub fn take_spare(&self, caller: usize) -> Option<HookInstance> {
+        self.prepared.get(caller)?.try_lock().ok()?.take()
+    }
+
+    /// Whether an instance is ready for `caller`.
+    pub fn spare_ready(&self, caller: usize) -> bool {
+        self.prepared.get(caller).is_some_and(|m| m.lock().is_ok_and(|s| s.is_some()))
+    }
+
+    fn put_spare(&self, caller: usize, inst: HookInstance) {
+        if let Some(m) = self.prepared.get(caller) {
+            let mut slot = m.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(inst);
+            }
+        }
     }
 
     pub fn short_hash(&self) -> &str {
@@ -312,8 +524,8 @@ pub struct Runtime {
     /// Per hook, per caller: the generation id it serves (0 = none).
     serving: [Vec<AtomicU64>; 3],
     next_id: AtomicU64,
-    /// Epoch ticks per call deadline.
-    deadline_ticks: u64,
+    /// CPU time per call (`policy.call_timeout_us`).
+    call_budget: Duration,
     tick: Duration,
     stop: Arc<AtomicBool>,
     ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -323,22 +535,27 @@ pub struct Runtime {
     /// Recently compiled components by content hash: swapping back and forth between
     /// policies compiles each once.
     compiled: Mutex<Vec<(String, Component)>>,
+    /// Requests to the spare thread (`spares`).
+    spare_tx: std::sync::mpsc::SyncSender<spares::SpareRequest>,
 }
 
 /// Compiled components kept in memory.
 const COMPILED_IN_MEMORY: usize = 8;
 
 /// Flow-log calls carry a batch: their deadline is this many call deadlines.
-pub const FLOW_LOG_DEADLINE_FACTOR: u64 = 64;
+pub const FLOW_LOG_DEADLINE_FACTOR: u32 = 64;
 /// How much of a failed policy's output an error message quotes.
 const QUOTED_OUTPUT_CHARS: usize = 600;
-/// Instantiation and `init` may take this long (JS and Python runtimes start up in init).
+/// Instantiation and `init` may use this much CPU (JS and Python runtimes start up in init).
 const INIT_DEADLINE: Duration = Duration::from_secs(5);
 
 impl Runtime {
     /// Creates the engine and linker and starts the epoch ticker. `callers` is the number of
     /// workers; one more instance is prepared for the flow-log thread.
     pub fn new(cfg: PolicyConfig, workers: usize, pool_names: Vec<String>) -> Result<Arc<Runtime>, PolicyError> {
+        if let Some(dir) = &cfg.cache_dir {
+            prepare_cache_dir(dir)?;
+        }
         let mut wc = Config::new();
         wc.wasm_component_model(true);
         // Roughly 5x cheaper component calls; natgw makes no async component calls.
@@ -348,16 +565,35 @@ impl Runtime {
         let engine = Engine::new(&wc).map_err(|e| PolicyError::Engine(error_text(&e)))?;
         let mut linker: Linker<StoreData> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        // The only WASI waits a policy can start: replaced by ones that end by the deadline.
+        linker.allow_shadowing(true);
+        {
+            let mut clock = linker.instance(MONOTONIC_CLOCK).map_err(|e| PolicyError::Engine(error_text(&e)))?;
+            clock
+                .func_wrap("subscribe-duration", |mut cx: StoreContextMut<'_, StoreData>, (ns,): (u64,)| {
+                    Ok((cx.data_mut().capped_wait(Duration::from_nanos(ns))?,))
+                })
+                .map_err(|e| PolicyError::Engine(error_text(&e)))?;
+            clock
+                .func_wrap("subscribe-instant", |mut cx: StoreContextMut<'_, StoreData>, (when,): (u64,)| {
+                    let d = cx.data_mut();
+                    let now = u64::try_from(d.clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    Ok((d.capped_wait(Duration::from_nanos(when.saturating_sub(now)))?,))
+                })
+                .map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        }
+        linker.allow_shadowing(false);
         host_iface::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(|e| PolicyError::Engine(error_text(&e)))?;
         // A type-only interface import: an empty instance satisfies it.
         linker.instance("natgw:policy/types@0.1.0").map_err(|e| PolicyError::Engine(error_text(&e)))?;
-        // Ticks of a quarter of the call deadline: a call is stopped between 3/4 and 5/4 of
-        // its deadline, at a cost of a few thousand wakeups a second.
+        // Ticks of a quarter of the call budget: a looping call is cut after between 1 and
+        // 1.5 budgets of CPU, at a cost of a few thousand wakeups a second.
+        let call_budget = Duration::from_micros(cfg.call_timeout_us.max(1));
         let tick = Duration::from_micros((cfg.call_timeout_us / 4).max(50));
-        let deadline_ticks = 4;
         let callers = workers + 1;
         let stop = Arc::new(AtomicBool::new(false));
+        let (spare_tx, spare_rx) = spares::channel();
         let rt = Arc::new(Runtime {
             engine,
             linker,
@@ -365,7 +601,7 @@ impl Runtime {
             current: Default::default(),
             serving: std::array::from_fn(|_| (0..callers).map(|_| AtomicU64::new(0)).collect()),
             next_id: AtomicU64::new(1),
-            deadline_ticks,
+            call_budget,
             tick,
             stop: Arc::clone(&stop),
             ticker: Mutex::new(None),
@@ -373,6 +609,7 @@ impl Runtime {
             compiled: Mutex::new(Vec::new()),
             pool_names,
             cfg,
+            spare_tx,
         });
         let engine = rt.engine.clone();
         let handle = std::thread::Builder::new()
@@ -385,6 +622,12 @@ impl Runtime {
             })
             .map_err(|e| PolicyError::Engine(format!("cannot start the epoch thread: {e}")))?;
         *rt.ticker.lock().expect("not poisoned") = Some(handle);
+        // Ends by itself when the runtime is dropped (its sender with it).
+        let weak = Arc::downgrade(&rt);
+        std::thread::Builder::new()
+            .name("natgw-spares".into())
+            .spawn(move || spares::run(weak, spare_rx))
+            .map_err(|e| PolicyError::Engine(format!("cannot start the spare-instance thread: {e}")))?;
         Ok(rt)
     }
 
@@ -414,11 +657,11 @@ impl Runtime {
         &self.pool_names
     }
 
-    /// Epoch ticks for one call of `hook`.
-    pub fn deadline_ticks(&self, hook: Hook) -> u64 {
+    /// The CPU time one call of `hook` may use.
+    pub fn call_budget(&self, hook: Hook) -> Duration {
         match hook {
-            Hook::FlowLog => self.deadline_ticks * FLOW_LOG_DEADLINE_FACTOR,
-            _ => self.deadline_ticks,
+            Hook::FlowLog => self.call_budget.saturating_mul(FLOW_LOG_DEADLINE_FACTOR),
+            _ => self.call_budget,
         }
     }
 
@@ -447,8 +690,10 @@ impl Runtime {
         // The config bounds it (`policy.memory_limit_mb`); saturate rather than wrap anyway.
         let limit = usize::try_from(self.cfg.memory_limit_mb).unwrap_or(usize::MAX).saturating_mul(1 << 20);
         let output = OutputTail::default();
+        let clock = Instant::now();
         let data = StoreData {
             wasi: WasiCtxBuilder::new()
+                .monotonic_clock(PolicyClock(clock))
                 .allow_tcp(false)
                 .allow_udp(false)
                 .allow_ip_name_lookup(false)
@@ -457,27 +702,18 @@ impl Runtime {
                 .build(),
             output,
             table: ResourceTable::new(),
-            limits: MeteredLimits {
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(limit)
-                    .instances(64)
-                    .memories(16)
-                    .tables(64)
-                    .table_elements(1 << 20)
-                    .trap_on_grow_failure(true)
-                    .build(),
-                memory_bytes: 0,
-            },
+            limits: MeteredLimits::new(limit),
             tag,
-            clock: Instant::now(),
+            clock,
             log_window: Instant::now(),
             log_lines: 0,
+            budget: CallBudget { cpu: deadline, mark: None, host_deadline: clock + deadline, blocked: None },
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
-        store.epoch_deadline_trap();
-        let ticks = u64::try_from(deadline.as_micros() / self.tick.as_micros().max(1)).unwrap_or(u64::MAX).max(1) + 1;
-        store.set_epoch_deadline(ticks);
+        let tick = self.tick;
+        store.epoch_deadline_callback(move |mut ctx| Ok(on_epoch_deadline(&mut ctx.data_mut().budget, tick)));
+        arm(&mut store, deadline);
         store
     }
 
@@ -623,6 +859,11 @@ impl Runtime {
         Ok(Arc::new(generation))
     }
 
+    /// Asks the spare thread to make `caller` its next instance of `g`; never blocks.
+    pub fn request_spare(&self, g: &Arc<Generation>, caller: usize) {
+        spares::request(&self.spare_tx, g, caller);
+    }
+
     /// A new instance of a generation: instantiate, then `init` with its config.
     pub fn instantiate(&self, g: &Generation) -> Result<HookInstance, PolicyError> {
         let path = g.file.display().to_string();
@@ -638,7 +879,12 @@ impl Runtime {
         };
         let instance = g.pre.instantiate(&mut store).map_err(failed)?;
         let lc = g.lifecycle.load(&mut store, &instance).map_err(failed)?;
-        match lc.call_init(&mut store, &g.config_text) {
+        let init = lc.call_init(&mut store, &g.config_text);
+        if let Some(asked) = store.data_mut().take_blocked() {
+            let output = output.quoted(QUOTED_OUTPUT_CHARS);
+            return Err(PolicyError::InitFailed { path, reason: format!("init {}", blocked_text(asked)), output });
+        }
+        match init {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
                 let message: String = message.chars().take(400).collect();
@@ -725,12 +971,57 @@ impl Drop for Runtime {
     }
 }
 
-/// The cache directory holds machine code: trust it only when it is ours and nobody else
-/// can write to it.
-fn cache_dir_trusted(file: &Path) -> bool {
+/// Makes sure the cache directory can be trusted with machine code: created (mode 0700) when
+/// missing; an existing one only if it is a directory this process's user owns that nobody
+/// else can write to. It is never chmod-ed: a directory shared with others is refused.
+fn prepare_cache_dir(dir: &Path) -> Result<(), PolicyError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let refuse = |reason: String| PolicyError::CacheDir { path: dir.display().to_string(), reason };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| refuse(format!("cannot create it: {e}")))?;
+        }
+        Err(e) => return Err(refuse(format!("cannot inspect it: {e}"))),
+        Ok(_) => {}
+    }
+    cache_dir_problem(dir).map_or(Ok(()), |why| Err(refuse(why)))
+}
+
+/// Why `dir` must not hold machine code natgw will run, or `None` when it may.
+fn cache_dir_problem(dir: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let Some(dir) = file.parent() else { return false };
-    std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == effective_uid() && m.mode() & 0o022 == 0)
+    let m = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot inspect it: {e}")),
+    };
+    let me = effective_uid();
+    if m.file_type().is_symlink() {
+        Some("is a symbolic link; name the directory itself".into())
+    } else if !m.is_dir() {
+        Some("is not a directory".into())
+    } else if m.uid() != me {
+        Some(format!(
+            "is owned by uid {}, not by this process's uid {me}: natgw keeps compiled policies only in a directory of its own",
+            m.uid()
+        ))
+    } else if m.mode() & 0o022 != 0 {
+        Some(format!(
+            "is writable by its group or by others (mode {:04o}): anyone who can write there could make natgw run their code; use a directory of mode 0700",
+            m.mode() & 0o7777
+        ))
+    } else {
+        None
+    }
+}
+
+/// The cache directory holds machine code: read from it only while it is still ours and
+/// nobody else can write to it (checked at start, and again before each read).
+fn cache_dir_trusted(file: &Path) -> bool {
+    file.parent().is_some_and(|d| cache_dir_problem(d).is_none())
 }
 
 /// This process's effective uid: the owner of its /proc directory (proc(5)), which needs
@@ -740,18 +1031,101 @@ fn effective_uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
 }
 
+/// 64 bits nobody else can guess: std's hasher keys come from the OS's random source.
+fn unpredictable_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
+}
+
+/// Writes a cache file: a new file of an unpredictable name (`O_CREAT|O_EXCL|O_NOFOLLOW`,
+/// mode 0600) in the cache directory, renamed over the final name once complete.
 fn write_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    // Only a directory nobody else can write to is trusted with machine code.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    if let Some(why) = cache_dir_problem(dir) {
+        return Err(std::io::Error::other(why));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", unpredictable_u64()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_data()));
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// SHA-256 of a component, as `policy list` shows it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Burns about `d` of this thread's CPU time.
+    fn spin(d: Duration) {
+        let start = thread_cpu_time().unwrap();
+        while thread_cpu_time().unwrap().saturating_sub(start) < d {
+            std::hint::black_box(0u64);
+        }
+    }
+
+    #[test]
+    fn the_budget_counts_cpu_time_not_time_off_the_cpu() {
+        let tick = Duration::from_millis(2);
+        let mut b =
+            CallBudget { cpu: Duration::from_millis(10), mark: None, host_deadline: Instant::now(), blocked: None };
+        // The first tick marks the CPU time and gives the whole budget.
+        assert!(matches!(on_epoch_deadline(&mut b, tick), wasmtime::UpdateDeadline::Continue(5)));
+        // Off the CPU (preempted, or here: asleep) for three budgets: not cut.
+        std::thread::sleep(Duration::from_millis(30));
+        match on_epoch_deadline(&mut b, tick) {
+            wasmtime::UpdateDeadline::Continue(n) => assert!((4..=5).contains(&n), "{n} ticks"),
+            _ => panic!("a call off the CPU was cut"),
+        }
+        // Half the budget computed: half the ticks remain.
+        spin(Duration::from_millis(5));
+        match on_epoch_deadline(&mut b, tick) {
+            wasmtime::UpdateDeadline::Continue(n) => assert!((1..=3).contains(&n), "{n} ticks"),
+            _ => panic!("cut before its budget"),
+        }
+        // The whole budget computed: cut.
+        spin(Duration::from_millis(6));
+        assert!(matches!(on_epoch_deadline(&mut b, tick), wasmtime::UpdateDeadline::Interrupt));
+    }
+
+    #[test]
+    fn one_budget_holds_all_of_an_instances_memories_and_tables() {
+        use wasmtime::ResourceLimiter;
+        const MIB: usize = 1 << 20;
+        let mut l = MeteredLimits::new(16 * MIB);
+        // Two memories of 6 MiB each fit, as each would under a per-memory cap.
+        assert!(l.memory_growing(0, 6 * MIB, None).unwrap());
+        assert!(l.memory_growing(0, 6 * MIB, None).unwrap());
+        // A third of 6 MiB would be under the per-memory cap but over the instance's budget.
+        let e = l.memory_growing(0, 6 * MIB, None).unwrap_err().to_string();
+        assert!(e.contains("policy.memory_limit_mb = 16 MiB") && e.contains("memories and tables"), "{e}");
+        // Growing one of the first two by 5 MiB is refused the same way; by 3 MiB it fits.
+        assert!(l.memory_growing(6 * MIB, 11 * MIB, None).is_err());
+        assert!(l.memory_growing(6 * MIB, 9 * MIB, None).unwrap());
+        assert_eq!(l.memory_bytes, 15 * MIB);
+        // Tables count against the same budget: 1 MiB left is 65 536 elements.
+        assert!(l.table_growing(0, 1000, None).unwrap());
+        assert!(l.table_growing(1000, (MIB / TABLE_ELEMENT_BYTES) + 1, None).is_err());
+        assert!(l.memory_growing(0, MIB, None).is_err());
+        assert_eq!(l.memory_bytes + l.table_bytes, 15 * MIB + 1000 * TABLE_ELEMENT_BYTES);
+    }
 }

@@ -270,7 +270,7 @@ pub fn run_vectors(rt: &Runtime, component: &Path, suites: &[Suite]) -> Result<O
         for c in cases {
             out.checks += 1;
             // Generous: this is a correctness test, not a benchmark.
-            inst.store.set_epoch_deadline(rt.deadline_ticks(Hook::Egress) * 200);
+            inst.arm(rt.call_budget(Hook::Egress).saturating_mul(200));
             match guest.call_check(&mut inst.store, c.flow) {
                 Ok(v) if v == c.expect => {}
                 Ok(v) => out.mismatches.push(mismatch(&c.text, verdict_name(c.expect), verdict_name(v).into())),

@@ -1,5 +1,7 @@
 //! A worker's view of the policies: its own store and instance per hook, switched to a new
-//! generation at batch boundaries, called once per new flow under a deadline.
+//! generation at batch boundaries, called once per new flow under a deadline. A failed
+//! instance is replaced by the spare the spare thread keeps ready (`spares`): nothing here
+//! instantiates.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,16 +16,13 @@ use natgw_core::nat::policy::{EgressDecision, FlowPolicy, NewFlow, PoolDecision,
 use natgw_core::nat::pool::PoolId;
 use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
-/// After a failed instantiation (or a trap, which leaves an instance unusable), wait this
-/// long before instantiating again; the fail mode applies meanwhile.
-const REINSTANTIATE_BACKOFF: Duration = Duration::from_millis(100);
-
 /// The generation a caller serves for one hook, and its instance.
 pub struct HookSlot {
     hook: Hook,
+    /// Which caller this is (a worker's index, or the flow-log thread's).
+    caller: usize,
     generation: Option<Arc<Generation>>,
     instance: Option<HookInstance>,
-    retry_at: Instant,
     last_log: Option<Instant>,
     /// Calls not yet added to the generation's statistics.
     calls: u64,
@@ -40,7 +39,7 @@ pub enum Called<R> {
 
 impl HookSlot {
     pub fn new(hook: Hook) -> Self {
-        HookSlot { hook, generation: None, instance: None, retry_at: Instant::now(), last_log: None, calls: 0 }
+        HookSlot { hook, caller: 0, generation: None, instance: None, last_log: None, calls: 0 }
     }
 
     pub fn generation_id(&self) -> u64 {
@@ -48,32 +47,31 @@ impl HookSlot {
     }
 
     /// Takes over the current generation if it changed.
-    pub fn refresh(&mut self, rt: &Runtime, caller: usize, counters: &Counters) {
+    pub fn refresh(&mut self, rt: &Runtime, caller: usize) {
         self.publish_calls();
         let id = rt.current_id(self.hook);
         if id == self.generation_id() {
             return;
         }
+        self.caller = caller;
         self.instance = None;
         self.generation = rt.current(self.hook);
         if let Some(g) = &self.generation {
-            match g.instance_for(rt, caller) {
-                Ok(i) => self.instance = Some(i),
-                Err(e) => self.failed(counters, &format!("cannot instantiate: {e}")),
-            }
+            // Prepared by the swap; its spare is made now, off this thread.
+            self.instance = g.take_spare(caller);
+            rt.request_spare(g, caller);
         }
         rt.set_serving(self.hook, caller, self.generation_id());
     }
 
     fn failed(&mut self, counters: &Counters, why: &str) {
         counters.inc(Counter::PolicyErrors);
-        self.retry_at = Instant::now() + REINSTANTIATE_BACKOFF;
         if let Some(g) = &self.generation {
             g.stats.errors.fetch_add(1, Ordering::Relaxed);
             // One line a second per slot: a policy failing on every flow must not flood.
             if self.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 self.last_log = Some(Instant::now());
-                eprintln!(
+                tracing::warn!(
                     "natgw: policy {}#{} ({}): {why}; fail mode {} applies",
                     self.hook,
                     g.id,
@@ -84,42 +82,52 @@ impl HookSlot {
         }
     }
 
-    /// Calls the policy with the hook's deadline. A failure (trap, deadline, memory cap,
-    /// or `f` judging the answer invalid) drops the instance and reports the fail mode.
+    /// Calls the policy with the hook's deadline. A failure (trap, deadline, memory budget,
+    /// or `f` judging the answer invalid) drops the instance, asks for the next spare and
+    /// reports the fail mode; the next call takes the spare if it is ready.
     pub fn call<R>(
         &mut self,
         rt: &Runtime,
         counters: &Counters,
         f: impl FnOnce(&mut HookInstance) -> Result<R, String>,
     ) -> Called<R> {
-        let Some(g) = self.generation.as_deref() else { return Called::NoPolicy };
+        let Some(g) = self.generation.as_ref() else { return Called::NoPolicy };
         let fail = g.fail;
         // Counted locally, published at the batch boundary: no shared cache line per call.
         self.calls += 1;
         if self.instance.is_none() {
-            if Instant::now() < self.retry_at {
-                counters.inc(Counter::PolicyErrors);
-                g.stats.errors.fetch_add(1, Ordering::Relaxed);
-                return Called::Failed(fail);
-            }
-            match rt.instantiate(g) {
-                Ok(i) => self.instance = Some(i),
-                Err(e) => {
-                    self.failed(counters, &format!("cannot instantiate: {e}"));
+            match g.take_spare(self.caller) {
+                Some(i) => {
+                    self.instance = Some(i);
+                    rt.request_spare(g, self.caller);
+                }
+                None => {
+                    counters.inc(Counter::PolicyErrors);
+                    counters.inc(Counter::PolicySpareMisses);
+                    g.stats.errors.fetch_add(1, Ordering::Relaxed);
                     return Called::Failed(fail);
                 }
             }
         }
-        let inst = self.instance.as_mut().expect("instantiated above");
-        inst.store.set_epoch_deadline(rt.deadline_ticks(self.hook));
+        let Some(inst) = self.instance.as_mut() else { return Called::Failed(fail) };
+        inst.arm(rt.call_budget(self.hook));
         match f(inst) {
-            Ok(r) => Called::Answer(r),
+            Ok(r) => match inst.blocked() {
+                None => Called::Answer(r),
+                Some(why) => {
+                    // Woken at the deadline, not trapped: the instance serves on.
+                    g.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    self.failed(counters, &why);
+                    Called::Failed(fail)
+                }
+            },
             Err(why) => {
                 if why.contains("interrupt") {
                     g.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 }
-                // After a trap the instance may not be entered again.
+                // After a trap the instance may not be entered again: the spare takes over.
                 self.instance = None;
+                rt.request_spare(g, self.caller);
                 self.failed(counters, &why);
                 Called::Failed(fail)
             }
@@ -233,7 +241,7 @@ impl FlowPolicy for WorkerPolicy {
     }
 
     fn batch_boundary(&mut self) {
-        self.egress.refresh(&self.rt, self.caller, &self.counters);
-        self.port_pool.refresh(&self.rt, self.caller, &self.counters);
+        self.egress.refresh(&self.rt, self.caller);
+        self.port_pool.refresh(&self.rt, self.caller);
     }
 }

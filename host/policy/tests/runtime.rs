@@ -55,6 +55,15 @@ fn runtime(workers: usize) -> Arc<Runtime> {
     Runtime::new(cfg, workers, vec!["default".into(), "pool-a".into(), "pool-b".into()]).unwrap()
 }
 
+/// Waits (up to 5 s) until the spare thread has an instance ready for worker 0.
+fn spare_ready(g: &natgw_policy::Generation, what: &str) {
+    let t = Instant::now();
+    while !g.spare_ready(0) {
+        assert!(t.elapsed() < Duration::from_secs(5), "{what}: no spare instance after 5 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn flow(proto: u8, src: [u8; 4], dst: [u8; 4], dst_port: u16) -> NewFlow {
     NewFlow { proto, src: Ipv4Addr::from(src), src_port: 40000, dst: Ipv4Addr::from(dst), dst_port, ingress: 0 }
 }
@@ -162,20 +171,40 @@ fn traps_loops_and_memory_bombs_are_contained() {
     let mut wp = WorkerPolicy::new(rt.clone(), 0, counters.clone());
     let ok = flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], 80);
     assert_eq!(wp.egress(&ok), EgressDecision::Allow);
+    let g = rt.current(Hook::Egress).unwrap();
     for (port, what) in [(666, "trap"), (667, "infinite loop"), (668, "memory bomb")] {
+        // The spare thread keeps one instance ready beside the one called.
+        spare_ready(&g, what);
         let t = Instant::now();
         let d = wp.egress(&flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], port));
         let took = t.elapsed();
         assert_eq!(d, EgressDecision::Deny, "{what}: fail closed denies");
         assert!(took < Duration::from_millis(500), "{what}: stopped after {took:?}");
-        // Meanwhile the fail mode applies; after the back-off a fresh instance serves.
-        std::thread::sleep(Duration::from_millis(150));
-        assert_eq!(wp.egress(&ok), EgressDecision::Allow, "{what}: a fresh instance serves again");
+        // The spare serves the very next flow: no back-off, no instantiation here.
+        assert_eq!(wp.egress(&ok), EgressDecision::Allow, "{what}: the spare serves at once");
     }
-    let g = rt.current(Hook::Egress).unwrap();
     assert_eq!(g.stats.errors.load(std::sync::atomic::Ordering::Relaxed), 3);
     assert!(g.stats.timeouts.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the loop hit the deadline");
     assert_eq!(counters.get(Counter::PolicyErrors), 3);
+    assert_eq!(counters.get(Counter::PolicySpareMisses), 0);
+
+    // A policy that traps on every flow: each trap takes the spare, and spares are made at
+    // most every 100 ms per worker, so in a burst most flows get the fail mode without a
+    // call (counted), and far fewer instances are made than flows fail.
+    spare_ready(&g, "burst");
+    let trap = flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], 666);
+    let t = Instant::now();
+    for _ in 0..200 {
+        assert_eq!(wp.egress(&trap), EgressDecision::Deny);
+    }
+    let took = t.elapsed();
+    let misses = counters.get(Counter::PolicySpareMisses);
+    let traps = 200 - misses;
+    eprintln!("burst of 200 trapping flows in {took:?}: {traps} reached an instance, {misses} waited for a spare");
+    let at_most = 2 + u64::try_from(took.as_millis() / 100).unwrap() * 2;
+    assert!(traps <= at_most, "{traps} instances in {took:?}: spares were not paced");
+    spare_ready(&g, "after the burst");
+    assert_eq!(wp.egress(&ok), EgressDecision::Allow, "a spare serves after the burst");
 
     // Fail open lets the flow through instead.
     rt.swap(Hook::Egress, &component("misbehaving_egress"), None, Some(FailMode::Open)).unwrap();
@@ -256,7 +285,7 @@ fn flow_log_filter_samples_redacts_and_annotates() {
     rt.swap(Hook::FlowLog, &component("flow_log_filter"), Some(&cfg), None).unwrap();
     let counters = Counters::default();
     let mut slot = HookSlot::new(Hook::FlowLog);
-    slot.refresh(&rt, rt.flow_log_caller(), &counters);
+    slot.refresh(&rt, rt.flow_log_caller());
     let end = |i: u8| FlowEnd {
         proto: PROTO_TCP,
         src: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(10, 10, 1, 10 + i), port: 40000 },
@@ -335,4 +364,133 @@ fn test_vectors_pass_on_the_rust_policy_and_report_mismatches() {
     // A component for another hook is refused before any suite runs, naming the interfaces.
     let Err(e) = run_vectors(&rt, &component("flow_log_filter"), &suites) else { panic!("a flow-log policy passed") };
     assert!(e.to_string().contains("expected exports") && e.to_string().contains("found"), "{e}");
+}
+
+fn cached_runtime(cache: &std::path::Path) -> Result<Arc<Runtime>, PolicyError> {
+    let cfg = PolicyConfig {
+        call_timeout_us: 20_000,
+        memory_limit_mb: 16,
+        cache_dir: Some(cache.to_path_buf()),
+        hooks: [None, None, None],
+    };
+    Runtime::new(cfg, 1, vec!["default".into()])
+}
+
+#[test]
+fn the_component_cache_is_a_directory_nobody_else_can_write() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempdir::Dir::new("cache");
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+
+    // Missing: created, 0700; compiled components land there through temporary files of
+    // their own, with nothing left over.
+    let fresh = dir.0.join("made/by/natgw");
+    let rt = cached_runtime(&fresh).unwrap();
+    assert_eq!(mode(&fresh), 0o700);
+    rt.swap(Hook::Egress, &component("egress_allowlist"), None, None).unwrap();
+    let names: Vec<String> =
+        std::fs::read_dir(&fresh).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 1, "one compiled component, no temporary files: {names:?}");
+    assert!(names[0].ends_with(".cwasm"), "{names:?}");
+    assert_eq!(mode(&fresh.join(&names[0])), 0o600);
+    // And it is used: a second runtime loads the same component from it.
+    drop(rt);
+    cached_runtime(&fresh).unwrap().swap(Hook::Egress, &component("egress_allowlist"), None, None).unwrap();
+
+    // Existing and shared: refused, naming the key, the path and the cause; never chmod-ed.
+    for (perm, cause) in [(0o777, "writable by its group or by others"), (0o770, "writable by its group")] {
+        let shared = dir.0.join(format!("shared{perm:o}"));
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(perm)).unwrap();
+        let e = cached_runtime(&shared).err().expect("a shared directory is refused").to_string();
+        assert!(
+            e.contains("policy.cache_dir") && e.contains(&shared.display().to_string()) && e.contains(cause),
+            "{e}"
+        );
+        assert_eq!(mode(&shared), perm, "left as it was");
+    }
+    // Owned by someone else (here: nobody), even with mode 0700.
+    let theirs = dir.0.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("the tests run as root");
+    let e = cached_runtime(&theirs).err().expect("another user's directory is refused").to_string();
+    assert!(e.contains("policy.cache_dir") && e.contains("owned by uid 65534"), "{e}");
+    // A symbolic link, even to a good directory: its owner could point it elsewhere later.
+    let link = dir.0.join("link");
+    std::os::unix::fs::symlink(&fresh, &link).unwrap();
+    let e = cached_runtime(&link).err().expect("a link is refused").to_string();
+    assert!(e.contains("symbolic link"), "{e}");
+    // A file.
+    let file = write(&dir, "file", "x");
+    assert!(cached_runtime(&file).err().expect("a file is refused").to_string().contains("not a directory"));
+}
+
+/// A flow of the blocking fixtures' kind to `port`.
+fn to_port(port: u16) -> NewFlow {
+    flow(PROTO_TCP, [10, 10, 1, 10], [203, 0, 113, 80], port)
+}
+
+#[test]
+fn waits_in_host_calls_end_at_the_deadline() {
+    // Rust waiting in wasi:io (pollable.block, poll, a sleep loop) and Python's time.sleep
+    // (through its runtime's wasi:clocks subscription): each wait of 20 s ends by the call's
+    // deadline (20 ms here), the call fails with the fail mode, and the next flow is served.
+    for (file, ports) in [("blocking_egress", &[669u16, 670, 671][..]), ("sleepy_python", &[669, 671][..])] {
+        let rt = runtime(1);
+        rt.swap(Hook::Egress, &component(file), None, Some(FailMode::Closed)).unwrap();
+        let counters = Arc::new(Counters::default());
+        let mut wp = WorkerPolicy::new(rt.clone(), 0, counters.clone());
+        assert_eq!(wp.egress(&to_port(80)), EgressDecision::Allow, "{file}");
+        for &port in ports {
+            let t = Instant::now();
+            let d = wp.egress(&to_port(port));
+            let took = t.elapsed();
+            assert_eq!(d, EgressDecision::Deny, "{file} port {port}: a call that blocked fails closed");
+            // Far under the 20 s asked for. (Wall time: on a loaded 2-core machine running
+            // tests in parallel, 20 ms of CPU can take a few hundred ms.)
+            assert!(took < Duration::from_secs(2), "{file} port {port}: the worker waited {took:?}");
+            // A wait cut short leaves the instance usable; a sleep loop spins on once its
+            // waits end at once, and is cut on its CPU time (a trap: the spare takes over).
+            spare_ready(&rt.current(Hook::Egress).unwrap(), file);
+            let t = Instant::now();
+            assert_eq!(wp.egress(&to_port(80)), EgressDecision::Allow, "{file}: served after port {port}");
+            assert!(t.elapsed() < Duration::from_secs(1), "{file}: the next flow waited {:?}", t.elapsed());
+        }
+        let g = rt.current(Hook::Egress).unwrap();
+        let timeouts = g.stats.timeouts.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(timeouts, ports.len() as u64, "{file}: each blocked call counts as a timeout");
+        assert_eq!(counters.get(Counter::PolicyErrors), ports.len() as u64, "{file}");
+    }
+}
+
+#[test]
+fn an_init_that_blocks_is_refused_with_the_cause() {
+    let dir = tempdir::Dir::new("init-blocks");
+    let cfg = write(&dir, "block.txt", "block-in-init");
+    let rt = runtime(1);
+    let t = Instant::now();
+    let e = rt.swap(Hook::Egress, &component("blocking_egress"), Some(&cfg), None).unwrap_err().to_string();
+    // Init may use 5 s: its waits end there too.
+    assert!(t.elapsed() < Duration::from_secs(8), "init blocked for {:?}", t.elapsed());
+    assert!(e.contains("blocking_egress.wasm") && e.contains("init blocked in a host call"), "{e}");
+    assert!(rt.current(Hook::Egress).is_none(), "nothing was published");
+}
+
+#[test]
+fn a_component_over_its_memory_budget_is_refused_at_load_with_the_reason() {
+    // The Python allow-list declares tens of MiB of linear memory across its core
+    // instances (the interpreter's heap, the adapter's): over a 4 MiB budget at
+    // instantiation, while the Rust one (about 1 MiB) fits and keeps serving.
+    let cfg = PolicyConfig { call_timeout_us: 20_000, memory_limit_mb: 4, cache_dir: None, hooks: [None, None, None] };
+    let rt = Runtime::new(cfg, 1, vec!["default".into()]).unwrap();
+    let dir = tempdir::Dir::new("budget");
+    let allowlist = write(&dir, "a.toml", ALLOWLIST);
+    rt.swap(Hook::Egress, &component("egress_allowlist"), Some(&allowlist), None).unwrap();
+    let serving = rt.current(Hook::Egress).unwrap().id;
+    let e = rt.swap(Hook::Egress, &component("egress_allowlist_py"), Some(&allowlist), None).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("egress_allowlist_py.wasm"), "names the file: {text}");
+    assert!(text.contains("memory budget") && text.contains("policy.memory_limit_mb = 4 MiB"), "{text}");
+    assert_eq!(rt.current(Hook::Egress).unwrap().id, serving, "the previous policy keeps serving");
 }

@@ -270,3 +270,118 @@ fn sighup_reloads_policies() {
     eventually(secs(10), "the second SIGHUP swap", || swapped(&t) >= 2);
     assert_eq!(probe_8081(&t), Probe::Open, "A not back after the reload");
 }
+
+#[test]
+fn a_policy_that_waits_does_not_stall_its_worker() {
+    // One worker: every flow shares it with the calls that wait.
+    let mut t = Topology::network();
+    let mut cfg = t.demo_config();
+    cfg.set("dataplane.workers", 1);
+    t.start(&cfg);
+    // Python's time.sleep(20) on port 669; Rust's wasi:io/poll on a 20 s clock on port 670.
+    for (file, port) in [("sleepy_python.wasm", 669u16), ("blocking_egress.wasm", 670)] {
+        t.admin().policy_swap(Hook::Egress, policy(file), None, Some(FailMode::Closed), false).expect("swap");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // cli2 opens a new flow towards the waiting port every 5 ms (each a policy call).
+        let load = {
+            let (cli2, stop) = (t.cli2.clone(), stop.clone());
+            std::thread::spawn(move || {
+                cli2.enter(|| {
+                    let mut sent = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                        let _ = s.send_to(b"wait for me", ("203.0.113.80", port));
+                        sent += 1;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    sent
+                })
+            })
+        };
+        // Meanwhile cli1's requests are served, each at once.
+        let mut slowest = Duration::ZERO;
+        for i in 0..20 {
+            let t0 = Instant::now();
+            let code = curl_code(&t.cli1, &["-m", "2", "-o", "/dev/null", "http://203.0.113.80/ip"]);
+            slowest = slowest.max(t0.elapsed());
+            assert_eq!(code, Some(0), "{file}: request {i} failed beside waiting calls");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = load.join().expect("load");
+        let list = t.admin().policy_list().expect("list");
+        let eg = list.iter().find(|h| h.hook == Hook::Egress).expect("egress");
+        eprintln!(
+            "{file}: {sent} waiting flows opened; policy calls {}, timeouts {}; slowest request {slowest:?}",
+            eg.calls, eg.timeouts
+        );
+        assert!(eg.timeouts >= 100, "{file}: only {} calls waited (of {sent} flows)", eg.timeouts);
+        assert!(slowest < Duration::from_secs(1), "{file}: a request took {slowest:?}");
+    }
+    assert!(t.log().contains("blocked in a host call"), "the log does not say why the calls failed");
+}
+
+#[test]
+fn preempted_policy_calls_are_not_timeouts() {
+    // Two spinning competitors on the CPU the bench runs on: its calls are preempted, often
+    // mid-call, past their 1 ms deadline in wall time. None may be cut for it.
+    let spinner = || {
+        std::process::Command::new("taskset")
+            .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .expect("taskset")
+    };
+    let mut spinners = [spinner(), spinner()];
+    let out = std::process::Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(natgw_e2e::natgw_bin())
+        .args(["policy", "bench", "--hook", "egress", "--calls", "200000", "--call-timeout-us", "1000"])
+        .arg(policy("egress_allowlist.wasm"))
+        .arg("--config")
+        .arg(demo_policy_config("egress-allowlist.toml"))
+        .output()
+        .expect("natgw policy bench");
+    for s in &mut spinners {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "bench failed");
+    assert!(text.contains(", 0 errors,"), "false timeouts under CPU load: {text}");
+    // The test proves something only if some call did pass its deadline in wall time.
+    let max_us: f64 = text
+        .split("max ")
+        .nth(1)
+        .and_then(|r| r.split(" us").next())
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the bench reports its slowest call");
+    assert!(max_us > 1000.0, "no call was preempted past its deadline (slowest {max_us} us): the load did not compete");
+}
+
+#[test]
+fn the_watchdog_counts_and_logs_a_worker_that_stops_turning() {
+    // A one-second budget (the most the config allows) and the loop fixture: the call holds
+    // the only worker for a second of CPU, well past the watchdog's 500 ms.
+    let mut t = Topology::network();
+    let mut cfg = t.demo_config();
+    cfg.set("dataplane.workers", 1);
+    cfg.set("policy.call_timeout_us", 1_000_000);
+    t.start(&cfg);
+    t.admin()
+        .policy_swap(Hook::Egress, policy("misbehaving_egress.wasm"), None, Some(FailMode::Closed), false)
+        .expect("swap");
+    assert_eq!(t.counter("WorkerStalls"), 0, "a stall before the loop ran");
+    // One datagram, one call (a TCP client's SYN retries would make more).
+    t.cli1.enter(|| UdpSocket::bind("0.0.0.0:0").expect("bind").send_to(b"loop", ("203.0.113.80", 667)).expect("send"));
+    eventually(secs(5), "the watchdog to count the stall", || t.counter("WorkerStalls") >= 1);
+    eventually(secs(5), "the watchdog to log the stall and the recovery", || {
+        let log = t.log();
+        log.contains("watchdog: worker 0 has not turned its loop") && log.contains("watchdog: worker 0 turns again")
+    });
+    // Once the call is cut, the worker serves again (the trapped instance is replaced).
+    eventually(secs(5), "traffic after the stall", || {
+        curl_code(&t.cli1, &["-m", "2", "-o", "/dev/null", "http://203.0.113.80/ip"]) == Some(0)
+    });
+    assert_eq!(t.counter("WorkerStalls"), 1, "one stall counted once");
+}
