@@ -19,7 +19,13 @@ pub struct L2Thread {
     /// Next hops to resolve as soon as the thread starts and to keep resolved (the
     /// upstream router).
     prime: Vec<(u8, std::net::Ipv4Addr)>,
+    /// Per worker: since when (ms) the watchdog has seen it stalled.
+    stalled: Vec<Option<u64>>,
 }
+
+/// A worker that has not turned its loop for this long is stalled (it turns at least every
+/// 10 ms; only something that should never happen on a worker holds it longer).
+pub const WORKER_STALL_MS: u64 = 500;
 
 /// ARP frames read per link per round; the rest waits in the socket (whose overflow the
 /// kernel counts: `rx-queue-full`), so that no link or flood starves the others or the
@@ -33,6 +39,29 @@ const PUBLISH_SMALL: usize = 1024;
 const PUBLISH_LARGE_MS: u64 = 100;
 
 impl L2Thread {
+    /// The watchdog: counts (`WorkerStalls`) and logs a worker that stops turning its loop,
+    /// once per stall, and logs when it turns again.
+    fn watch_workers(&mut self, now: u64) {
+        for (w, beat) in self.shared.heartbeat.iter().enumerate() {
+            let last = beat.load(Ordering::Relaxed);
+            let Some(seen) = self.stalled.get_mut(w) else { continue };
+            // 0: not started yet (a worker stores at least 1).
+            let late = last > 0 && now.saturating_sub(last) >= WORKER_STALL_MS;
+            match (*seen, late) {
+                (None, true) => {
+                    *seen = Some(last);
+                    self.counters.inc(Counter::WorkerStalls);
+                    tracing::warn!("natgw: watchdog: worker {w} has not turned its loop for {} ms", now - last);
+                }
+                (Some(since), false) => {
+                    *seen = None;
+                    tracing::warn!("natgw: watchdog: worker {w} turns again after {} ms", last.saturating_sub(since));
+                }
+                _ => {}
+            }
+        }
+    }
+
     pub fn new(
         links: Vec<L2Link>,
         shared: Arc<Shared>,
@@ -45,7 +74,8 @@ impl L2Thread {
             arp.pin(link, a);
         }
         let counters = shared.l2_counters();
-        Ok(L2Thread { sockets, arp, shared, counters, prime })
+        let stalled = vec![None; shared.heartbeat.len()];
+        Ok(L2Thread { sockets, arp, shared, counters, prime, stalled })
     }
 
     fn publish(&self) {
@@ -145,6 +175,7 @@ impl L2Thread {
                 self.counters.add(Counter::DropRxQueueFull, drops);
             }
             self.count_events();
+            self.watch_workers(now);
             let small = self.arp.table().len() < PUBLISH_SMALL;
             if unpublished && (small || now >= last_publish + PUBLISH_LARGE_MS) {
                 self.publish();

@@ -73,6 +73,9 @@ pub struct Shared {
     pub flow_ends: Arc<ArrayQueue<FlowEnd>>,
     /// Whether workers record finished flows at all.
     pub flow_log_enabled: bool,
+    /// Per worker: `now_ms` at its last loop turn (it turns at least every 10 ms), which
+    /// the L2 thread's watchdog reads.
+    pub heartbeat: Vec<AtomicU64>,
 }
 
 impl Shared {
@@ -99,6 +102,7 @@ impl Shared {
             start: std::time::Instant::now(),
             flow_ends: Arc::new(ArrayQueue::new(1 << 16)),
             flow_log_enabled,
+            heartbeat: (0..workers).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 

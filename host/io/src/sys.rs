@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::IoError;
 use natgw_wire::MacAddr;
 
+/// `open(2)` flag: refuse a path whose last component is a symbolic link.
+pub const O_NOFOLLOW: i32 = libc::O_NOFOLLOW;
+
 // <linux/if_packet.h> socket options (SOL_PACKET).
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;

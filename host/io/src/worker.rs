@@ -172,7 +172,7 @@ impl Worker {
             };
             if let Err(e) = r {
                 if !matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)) {
-                    eprintln!("natgw: worker {}: io_uring_enter: {e}", self.index);
+                    tracing::warn!("natgw: worker {}: io_uring_enter: {e}", self.index);
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
@@ -182,6 +182,9 @@ impl Worker {
                 idle_since = std::time::Instant::now();
             }
             let now = self.shared.now_ms();
+            if let Some(h) = self.shared.heartbeat.get(self.index) {
+                h.store(now.max(1), Ordering::Relaxed);
+            }
             for &(data, res, flags) in &completions {
                 self.complete(data, res, flags, now);
             }
@@ -247,7 +250,7 @@ impl Worker {
                     // ENOBUFS: every buffer is in flight; the receive is re-armed once
                     // buffers come back. Anything else is unexpected but not fatal.
                     if -res != libc::ENOBUFS {
-                        eprintln!(
+                        tracing::warn!(
                             "natgw: worker {}: receive on link {link}: {}",
                             self.index,
                             std::io::Error::from_raw_os_error(-res)
@@ -447,7 +450,10 @@ impl Worker {
     }
 
     fn park(&mut self, b: BufRef, len: usize, link: LinkId, next_hop: Ipv4Addr, now: u64) {
-        let _ = self.shared.resolve_requests.push((link, next_hop));
+        if self.shared.resolve_requests.push((link, next_hop)).is_err() {
+            // The L2 thread's queue is full: asked again at the next retry.
+            self.translator.counters().inc(Counter::NeighbourResolutionsRefused);
+        }
         if self.pending.len() >= MAX_PENDING {
             self.translator.counters().inc(Counter::DropNeighbourUnresolved);
         } else {
@@ -471,7 +477,9 @@ impl Worker {
             } else if now >= p.since_ms + PENDING_TIMEOUT_MS {
                 self.translator.counters().inc(Counter::DropNeighbourUnresolved);
             } else {
-                let _ = self.shared.resolve_requests.push((p.link, p.next_hop));
+                if self.shared.resolve_requests.push((p.link, p.next_hop)).is_err() {
+                    self.translator.counters().inc(Counter::NeighbourResolutionsRefused);
+                }
                 self.pending.push(p);
             }
         }

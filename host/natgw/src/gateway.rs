@@ -46,8 +46,14 @@ pub enum ControlError {
     AddressInUse { addr: std::net::Ipv4Addr, interface: String },
     #[error("another natgw is already running: its admin socket {0} answers")]
     AlreadyRunning(String),
+    #[error("another natgw is already running on interface {interface} (pid {holder}; lock {lock})")]
+    InterfaceTaken { interface: String, holder: String, lock: String },
+    #[error("interface lock {lock}: {source}")]
+    InterfaceLock { lock: String, source: std::io::Error },
     #[error("admin socket {path}: {source}")]
     AdminSocket { path: String, source: std::io::Error },
+    #[error("admin.socket = {path:?}: the path is {what}; natgw replaces only a stale socket there (remove it, or choose another path)")]
+    AdminSocketOccupied { path: String, what: &'static str },
     #[error(transparent)]
     Admin(#[from] AdminError),
     #[error("natgw run needs root (CAP_NET_RAW, CAP_NET_ADMIN); effective uid is {0}")]
@@ -103,9 +109,14 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
             return Err(ControlError::AddressInUse { addr: a, interface: ifname });
         }
     }
+    // One gateway per interface: held until the process exits (or hands the files over).
+    let _interface_locks = lock_interfaces(
+        Path::new(INTERFACE_LOCK_DIR),
+        cfg.inside.iter().map(|c| c.interface.as_str()).chain(std::iter::once(cfg.outside.interface.as_str())),
+    )?;
     if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1") {
         // The kernel would forward the same frames natgw translates, untranslated.
-        eprintln!("natgw: warning: net.ipv4.ip_forward=1 in this namespace; set it to 0 so only natgw forwards");
+        tracing::warn!("natgw: warning: net.ipv4.ip_forward=1 in this namespace; set it to 0 so only natgw forwards");
     }
 
     let workers = cfg.worker_count();
@@ -276,7 +287,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
                 all: shared.counters.clone(),
             };
             let stop = otlp_stop.clone();
-            eprintln!(
+            tracing::info!(
                 "natgw: otlp: exporting {} to {} over {}",
                 match (o.logs && cfg.flow_log.enabled, o.metrics_interval_ms > 0) {
                     (true, true) => "flow records and metrics",
@@ -295,7 +306,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
                     .name("natgw-otlp".into())
                     .spawn(move || {
                         if let Err(e) = exporter.run(stop) {
-                            eprintln!("natgw: {e}; nothing is exported over OTLP");
+                            tracing::warn!("natgw: {e}; nothing is exported over OTLP");
                         }
                     })
                     .map_err(|e| IoError::Os("spawn", e))?,
@@ -308,7 +319,11 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         threads.push(
             std::thread::Builder::new()
                 .name("natgw-metrics".into())
-                .spawn(move || prometheus::serve(l, counters, sys::stop_requested))
+                .spawn(move || {
+                    if let Err(e) = prometheus::serve(l, counters, sys::stop_requested) {
+                        tracing::warn!("natgw: metrics endpoint stopped: {e}");
+                    }
+                })
                 .map_err(|e| IoError::Os("spawn", e))?,
         );
     }
@@ -339,7 +354,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
             .spawn(move || serve_admin(admin, admin_shared, admin_rt, status, admin_followers))
             .map_err(|e| IoError::Os("spawn", e))?,
     );
-    eprintln!(
+    tracing::info!(
         "natgw: running with {workers} worker(s); inside {}; outside {} ({}); admin socket {}",
         cfg.inside.iter().map(|c| c.interface.as_str()).collect::<Vec<_>>().join(","),
         cfg.outside.interface,
@@ -351,11 +366,11 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         if sys::take_reload_request() {
             match &config_path {
                 Some(p) => reload_policies(p, &cfg, &rt, &shared),
-                None => eprintln!("natgw: SIGHUP: no config file to reload"),
+                None => tracing::warn!("natgw: SIGHUP: no config file to reload"),
             }
         }
     }
-    eprintln!("natgw: stopping");
+    tracing::info!("natgw: stopping");
     // Wake the admin thread's accept().
     let _ = UnixStream::connect(&admin_path);
     for t in threads {
@@ -369,7 +384,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         let _ = t.join();
     }
     let _ = std::fs::remove_file(&admin_path);
-    eprintln!("natgw: stopped");
+    tracing::info!("natgw: stopped");
     Ok(())
 }
 
@@ -382,14 +397,78 @@ struct StatusInfo {
     max_flows: usize,
 }
 
+/// Where the per-interface locks live.
+pub const INTERFACE_LOCK_DIR: &str = "/run/natgw";
+
+/// Takes an exclusive lock per interface (in this network namespace), so a second natgw on
+/// the same interfaces is refused whatever its admin socket. The lock is the open file
+/// description (`flock`): it goes when the process does, and a restart handoff passes it on
+/// by handing the files to the new process.
+pub fn lock_interfaces<'a>(
+    dir: &Path,
+    interfaces: impl Iterator<Item = &'a str>,
+) -> Result<Vec<std::fs::File>, ControlError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    let lock_err = |lock: &Path, source| ControlError::InterfaceLock { lock: lock.display().to_string(), source };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| lock_err(dir, e))?;
+    // Interface names are per network namespace: so is the lock.
+    let netns = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0);
+    let mut held = Vec::new();
+    for name in interfaces {
+        let lock = dir.join(format!("netns-{netns}-{name}.lock"));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(sys::O_NOFOLLOW)
+            .open(&lock)
+            .map_err(|e| lock_err(&lock, e))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = f.read_to_string(&mut holder);
+                let holder = holder.trim().chars().take(16).collect::<String>();
+                return Err(ControlError::InterfaceTaken {
+                    interface: name.to_string(),
+                    holder: if holder.is_empty() { "unknown".into() } else { holder },
+                    lock: lock.display().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(&lock, e)),
+        }
+        let _ = f.set_len(0).and_then(|()| f.rewind()).and_then(|()| writeln!(f, "{}", std::process::id()));
+        held.push(f);
+    }
+    Ok(held)
+}
+
 fn bind_admin(path: &str) -> Result<UnixListener, ControlError> {
+    use std::os::unix::fs::FileTypeExt;
     let p = Path::new(path);
-    if p.exists() {
+    // Never follow a link here, and never remove anything but a socket nobody answers on.
+    if let Ok(meta) = std::fs::symlink_metadata(p) {
+        let kind = meta.file_type();
+        if !kind.is_socket() {
+            let what = if kind.is_symlink() {
+                "a symbolic link"
+            } else if kind.is_dir() {
+                "a directory"
+            } else if kind.is_file() {
+                "a regular file"
+            } else {
+                "not a socket"
+            };
+            return Err(ControlError::AdminSocketOccupied { path: path.to_string(), what });
+        }
         if UnixStream::connect(p).is_ok() {
             return Err(ControlError::AlreadyRunning(path.to_string()));
         }
         // A stale socket from a process that died: take it over.
-        let _ = std::fs::remove_file(p);
+        std::fs::remove_file(p).map_err(|e| ControlError::AdminSocket { path: path.into(), source: e })?;
     }
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir).map_err(|e| ControlError::AdminSocket { path: path.into(), source: e })?;
@@ -405,12 +484,12 @@ fn reload_policies(path: &Path, running: &Config, rt: &Runtime, shared: &Shared)
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("natgw: SIGHUP: config not reloaded, every policy keeps serving: {e}");
+            tracing::warn!("natgw: SIGHUP: config not reloaded, every policy keeps serving: {e}");
             return;
         }
     };
     if cfg.pools != running.pools {
-        eprintln!("natgw: SIGHUP: [[pool]] changes need a restart; only [policy] hooks are reloaded");
+        tracing::warn!("natgw: SIGHUP: [[pool]] changes need a restart; only [policy] hooks are reloaded");
     }
     for h in Hook::ALL {
         let want = &cfg.policy.hooks[h.index()];
@@ -419,7 +498,7 @@ fn reload_policies(path: &Path, running: &Config, rt: &Runtime, shared: &Shared)
             (None, None) => {}
             (None, Some(g)) => {
                 rt.clear(h);
-                eprintln!("natgw: SIGHUP: {h} policy #{} removed", g.id);
+                tracing::info!("natgw: SIGHUP: {h} policy #{} removed", g.id);
             }
             (Some(w), have) => {
                 let same = have.as_ref().is_some_and(|g| {
@@ -433,8 +512,8 @@ fn reload_policies(path: &Path, running: &Config, rt: &Runtime, shared: &Shared)
                     continue;
                 }
                 match swap_and_wait(rt, shared, h, &w.component, w.config.as_deref(), Some(w.fail), false) {
-                    Ok(report) => eprintln!("natgw: SIGHUP: {}", report::swap_text(&report)),
-                    Err(e) => eprintln!("natgw: SIGHUP: {h} not swapped, the previous policy keeps serving: {e}"),
+                    Ok(report) => tracing::info!("natgw: SIGHUP: {}", report::swap_text(&report)),
+                    Err(e) => tracing::warn!("natgw: SIGHUP: {h} not swapped, the previous policy keeps serving: {e}"),
                 }
             }
         }
@@ -561,7 +640,7 @@ fn serve_admin(
                     let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
                 });
                 if let Err(e) = spawned {
-                    eprintln!("natgw: admin: cannot start a thread for a policy swap: {e}");
+                    tracing::warn!("natgw: admin: cannot start a thread for a policy swap: {e}");
                 }
                 continue;
             }
@@ -656,5 +735,80 @@ fn flow_entry(worker: usize, f: &FlowSummary) -> FlowEntry {
         expires_in_s: f.expires_in_ms / 1000,
         packets: f.packets,
         bytes: f.bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("natgw-admin-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_admin_socket_replaces_only_a_stale_socket() {
+        let d = scratch("occupied");
+        // Whatever else sits at the path stays, and the error names the key and the path.
+        let file = d.join("file");
+        std::fs::write(&file, b"precious").unwrap();
+        let target = d.join("target");
+        std::fs::write(&target, b"also precious").unwrap();
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let dir = d.join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        for (p, what) in [(&file, "a regular file"), (&link, "a symbolic link"), (&dir, "a directory")] {
+            let e = bind_admin(p.to_str().unwrap()).unwrap_err().to_string();
+            assert!(e.contains("admin.socket") && e.contains(p.to_str().unwrap()) && e.contains(what), "{e}");
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&link).unwrap(), b"also precious", "the link and its target stay");
+        assert!(dir.is_dir());
+
+        // A socket somebody answers on: another gateway runs.
+        let live = d.join("live.sock");
+        let _other = UnixListener::bind(&live).unwrap();
+        let e = bind_admin(live.to_str().unwrap()).unwrap_err();
+        assert!(matches!(e, ControlError::AlreadyRunning(_)), "{e}");
+
+        // A socket nobody answers on (its process died): taken over, root-only.
+        let stale = d.join("stale.sock");
+        drop(UnixListener::bind(&stale).unwrap());
+        let l = bind_admin(stale.to_str().unwrap()).unwrap();
+        assert!(UnixStream::connect(&stale).is_ok());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&stale).unwrap().permissions().mode() & 0o777, 0o600);
+        drop(l);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn one_gateway_per_interface() {
+        let d = scratch("locks");
+        let first = lock_interfaces(&d, ["in0", "out0"].into_iter()).unwrap();
+        // Another instance on an interface already served: refused, naming it and the holder,
+        // whichever admin socket it would use; an instance on other interfaces runs.
+        let e = lock_interfaces(&d, ["in1", "out0"].into_iter()).unwrap_err().to_string();
+        assert!(e.contains("out0") && e.contains(&std::process::id().to_string()), "{e}");
+        let other = lock_interfaces(&d, ["in1", "out1"].into_iter()).unwrap();
+        assert_eq!(other.len(), 2);
+        // The lock goes with the process (here: the files): the next start takes it over.
+        drop(first);
+        assert_eq!(lock_interfaces(&d, ["in0", "out0"].into_iter()).unwrap().len(), 2);
+        // A lock path that is a symbolic link is not followed.
+        let netns = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+        };
+        let target = d.join("elsewhere");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, d.join(format!("netns-{netns}-in9.lock"))).unwrap();
+        assert!(lock_interfaces(&d, ["in9"].into_iter()).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -10,6 +10,15 @@ use natgw::{report, ControlError};
 
 const DEFAULT_ADMIN: &str = "/run/natgw/admin.sock";
 
+/// `print!` and `println!` that never panic: a reader that went away (`natgw flows | head`)
+/// drops the rest of the text.
+macro_rules! out {
+    ($($t:tt)*) => { natgw::logging::stdout_text(&format!($($t)*)) };
+}
+macro_rules! outln {
+    ($($t:tt)*) => { natgw::logging::stdout_text(&format!("{}\n", format_args!($($t)*))) };
+}
+
 #[derive(Parser)]
 #[command(name = "natgw", version, about = "A programmable NAT gateway")]
 struct Cli {
@@ -178,7 +187,7 @@ fn absolute(p: &std::path::Path) -> Result<PathBuf, ControlError> {
 fn print_json(v: &impl serde::Serialize) -> Result<(), ControlError> {
     let text = serde_json::to_string_pretty(v)
         .map_err(|e| ControlError::Admin(AdminError::BadReply { path: String::new(), reason: e.to_string() }))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 
@@ -192,12 +201,12 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
                 fail,
                 revalidate,
             )?;
-            println!("{}", report::swap_text(&report));
+            outln!("{}", report::swap_text(&report));
             Ok(())
         }
         PolicyCommand::Remove { hook, socket } => {
             AdminClient::new(socket).policy_remove(hook)?;
-            println!("{hook} policy removed; the built-in behaviour applies to new flows");
+            outln!("{hook} policy removed; the built-in behaviour applies to new flows");
             Ok(())
         }
         PolicyCommand::List { socket, json } => {
@@ -205,21 +214,21 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
             if json {
                 return print_json(&hooks);
             }
-            print!("{}", report::policy_list_text(&hooks));
+            out!("{}", report::policy_list_text(&hooks));
             Ok(())
         }
         PolicyCommand::Check { hook, file, config } => {
             let msg = natgw::policy_check(hook, &file, config.as_deref())?;
-            println!("{msg}");
+            outln!("{msg}");
             Ok(())
         }
         PolicyCommand::Bench { hook, file, config, calls, call_timeout_us, memory_limit_mb } => {
             let limits = natgw::BenchLimits { call_timeout_us, memory_limit_mb };
-            print!("{}", natgw::policy_bench(hook, &file, config.as_deref(), calls, limits)?);
+            out!("{}", natgw::policy_bench(hook, &file, config.as_deref(), calls, limits)?);
             Ok(())
         }
         PolicyCommand::Test { file, vectors } => {
-            print!("{}", natgw_policy::vectors::policy_test(&file, &vectors)?);
+            out!("{}", natgw_policy::vectors::policy_test(&file, &vectors)?);
             Ok(())
         }
     }
@@ -240,6 +249,7 @@ fn follow_flows(socket: String) -> Result<(), ControlError> {
 }
 
 fn main() -> ExitCode {
+    natgw::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => {
@@ -251,7 +261,7 @@ fn main() -> ExitCode {
                     .iter()
                     .filter_map(|h| c.policy.hooks[h.index()].as_ref().map(|p| format!("{h}={}", p.component.display())))
                     .collect();
-                println!(
+                outln!(
                     "{}: ok ({} inside interface(s), {} external address(es), ports {}-{}, pools {}, {} worker(s), policies: {})",
                     file.display(),
                     c.inside.len(),
@@ -268,7 +278,7 @@ fn main() -> ExitCode {
             if json {
                 print_json(&s)
             } else {
-                print!("{}", report::status_text(&s));
+                out!("{}", report::status_text(&s));
                 Ok(())
             }
         }),
@@ -276,7 +286,7 @@ fn main() -> ExitCode {
             if json {
                 print_json(&s)
             } else {
-                print!("{}", report::stats_text(&s));
+                out!("{}", report::stats_text(&s));
                 Ok(())
             }
         }),
@@ -285,19 +295,19 @@ fn main() -> ExitCode {
             if json {
                 print_json(&f)
             } else {
-                print!("{}", report::flows_text(&f));
+                out!("{}", report::flows_text(&f));
                 Ok(())
             }
         }),
         Command::Policy { command } => policy(command),
         Command::Otlp { command: OtlpCommand::Bench { endpoint, protocol, records, batch, gzip } } => {
-            natgw::otlp_bench(&endpoint, &protocol, records, batch, gzip).map(|s| print!("{s}"))
+            natgw::otlp_bench(&endpoint, &protocol, records, batch, gzip).map(|s| out!("{s}"))
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("natgw: error: {e}");
+            natgw::logging::stderr_line(&format!("natgw: error: {e}"));
             ExitCode::FAILURE
         }
     }

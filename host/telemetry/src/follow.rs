@@ -56,7 +56,7 @@ impl Followers {
                 }
             }
             if f.pending.len() > MAX_PENDING {
-                eprintln!("natgw: flows --follow: a reader fell {} bytes behind; disconnected", f.pending.len());
+                tracing::warn!("natgw: flows --follow: a reader fell {} bytes behind; disconnected", f.pending.len());
                 return false;
             }
             true

@@ -291,12 +291,15 @@ impl Health {
         self.failing_since.get_or_insert_with(Instant::now);
         if self.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             self.last_log = Some(Instant::now());
-            eprintln!("natgw: otlp: {what} to {url} failed ({} failures so far): {reason}; retrying", self.failures);
+            tracing::warn!(
+                "natgw: otlp: {what} to {url} failed ({} failures so far): {reason}; retrying",
+                self.failures
+            );
         }
     }
     fn ok(&mut self, url: &str, waiting: usize) {
         if let Some(since) = self.failing_since.take() {
-            eprintln!(
+            tracing::warn!(
                 "natgw: otlp: {url} accepts exports again after {:.1} s and {} failed attempts; {waiting} records were waiting",
                 since.elapsed().as_secs_f64(),
                 self.failures
@@ -433,7 +436,7 @@ impl OtlpExporter {
                     let lost = inflight.len() + self.queue.len();
                     if lost > 0 {
                         self.counters.add(Counter::OtlpRecordsDropped, lost as u64);
-                        eprintln!("natgw: otlp: stopping with {lost} flow records the collector did not take");
+                        tracing::warn!("natgw: otlp: stopping with {lost} flow records the collector did not take");
                     }
                     self.counters.set(Counter::OtlpRecordsQueued, 0);
                     break;

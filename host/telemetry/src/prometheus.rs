@@ -3,12 +3,23 @@
 //! Names are the AWS NAT gateway metric names operators know, prefixed `natgw_`;
 //! running totals end in `_total`, drop reasons are a `reason` label:
 //! `natgw_PacketsDropCount_total{reason="bad-ihl"} 0`. The endpoint listens on loopback
-//! unless configured otherwise; a request is answered and the connection closed.
+//! unless configured otherwise.
+//!
+//! HTTP/1.1 by hyper on a current-thread tokio runtime of its own thread: clients are served
+//! concurrently, each request's headers must arrive within `HEADER_TIMEOUT` and a whole
+//! connection ends after `CONNECTION_TIMEOUT`, so a client that trickles its request (or
+//! reads its answer slowly) holds only its own connection, never the endpoint; at most
+//! `MAX_CONNECTIONS` are open at once (more are closed at accept).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
 
 use natgw_core::counters::{self, Counters};
 
@@ -37,50 +48,62 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
 }
 
-/// Serves until `stop` says so (checked between connections and every 200 ms).
-pub fn serve(listener: TcpListener, counters: Vec<Arc<Counters>>, stop: impl Fn() -> bool) {
-    let _ = listener.set_nonblocking(true);
-    while !stop() {
-        let conn = match listener.accept() {
-            Ok((c, _)) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(200));
+/// A request's headers must arrive within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection (keep-alive included) ends after this.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed as they are accepted.
+pub const MAX_CONNECTIONS: usize = 128;
+
+fn respond(req: &Request<hyper::body::Incoming>, counters: &[Arc<Counters>]) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", render(counters)),
+        (&Method::GET, _) => (StatusCode::NOT_FOUND, "text/plain", "natgw serves /metrics only\n".to_string()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".to_string()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Serves until `stop` says so (checked every 200 ms). Returns early only if the runtime
+/// cannot start (then the endpoint is off; the gateway runs on).
+pub fn serve(listener: TcpListener, counters: Vec<Arc<Counters>>, stop: impl Fn() -> bool) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let counters = Arc::new(counters);
+    rt.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let open = Arc::new(AtomicUsize::new(0));
+        while !stop() {
+            let Ok(accepted) = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await else {
+                continue;
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                drop(stream);
                 continue;
             }
-            Err(_) => continue,
-        };
-        let _ = conn.set_nonblocking(false);
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
-        let mut reader = BufReader::new(&conn);
-        let mut request = String::new();
-        if reader.by_ref().take(8192).read_line(&mut request).is_err() {
-            continue;
+            open.fetch_add(1, Ordering::Relaxed);
+            let (counters, open) = (Arc::clone(&counters), Arc::clone(&open));
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let r = respond(&req, &counters);
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+                open.fetch_sub(1, Ordering::Relaxed);
+            });
         }
-        // Skip the headers (bounded), so the client sees its request fully read.
-        let mut header = String::new();
-        for _ in 0..100 {
-            header.clear();
-            match reader.by_ref().take(8192).read_line(&mut header) {
-                Ok(0) | Err(_) => break,
-                Ok(_) if header.trim().is_empty() => break,
-                Ok(_) => {}
-            }
-        }
-        let mut parts = request.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
-            ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(&counters)),
-            ("GET", _) => ("404 Not Found", "text/plain", "natgw serves /metrics only\n".to_string()),
-            _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_string()),
-        };
-        let mut w = &conn;
-        let _ = write!(
-            w,
-            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-    }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -109,26 +132,74 @@ mod tests {
         }
     }
 
-    #[test]
-    fn serves_metrics_over_http_and_refuses_other_paths() {
+    fn start() -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<std::io::Result<()>>) {
         let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = l.local_addr().unwrap();
         let c = Arc::new(Counters::default());
         c.add(Counter::PacketsInFromSource, 3);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s2 = stop.clone();
-        let t = std::thread::spawn(move || serve(l, vec![c], move || s2.load(std::sync::atomic::Ordering::Relaxed)));
-        let get = |path: &str| {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-            let mut out = String::new();
-            std::io::Read::read_to_string(&mut s, &mut out).unwrap();
-            out
-        };
-        let r = get("/metrics");
+        let t = std::thread::spawn(move || serve(l, vec![c], move || s2.load(Ordering::Relaxed)));
+        (addr, stop, t)
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn serves_metrics_over_http_and_refuses_other_paths() {
+        let (addr, stop, t) = start();
+        let r = get(addr, "/metrics");
         assert!(r.starts_with("HTTP/1.1 200 OK") && r.contains("natgw_PacketsInFromSource_total 3\n"), "{r}");
-        assert!(get("/other").starts_with("HTTP/1.1 404"));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        t.join().unwrap();
+        assert!(r.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{r}");
+        assert!(get(addr, "/other").starts_with("HTTP/1.1 404"));
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_slow_client_holds_only_its_own_connection() {
+        use std::io::{Read, Write};
+        let (addr, stop, t) = start();
+        // Slow clients: each sends its request a byte at a time, 300 ms apart (slowloris);
+        // one sends nothing at all.
+        let mut slow: Vec<std::net::TcpStream> = (0..4).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let silent = std::net::TcpStream::connect(addr).unwrap();
+        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let began = std::time::Instant::now();
+        let mut sent = 0;
+        let mut normal_served = Vec::new();
+        while began.elapsed() < Duration::from_millis(1500) {
+            for s in &mut slow {
+                let _ = s.write_all(&request[sent..sent + 1]);
+            }
+            sent += 1;
+            // Meanwhile, a normal client is served at once, every time.
+            let t0 = std::time::Instant::now();
+            let r = get(addr, "/metrics");
+            normal_served.push(t0.elapsed());
+            assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let worst = normal_served.iter().max().unwrap();
+        assert!(*worst < Duration::from_millis(500), "a normal client waited {worst:?} beside slow ones");
+        // The slow ones are cut once their headers are late: the server closes them.
+        for mut s in slow.into_iter().chain(std::iter::once(silent)) {
+            s.set_read_timeout(Some(HEADER_TIMEOUT + Duration::from_secs(3))).unwrap();
+            let mut buf = Vec::new();
+            let r = s.read_to_end(&mut buf);
+            assert!(r.is_ok(), "the server did not close a slow client: {r:?}");
+            assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "a slow client was answered");
+        }
+        assert!(began.elapsed() < HEADER_TIMEOUT + Duration::from_secs(4));
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap().unwrap();
     }
 }

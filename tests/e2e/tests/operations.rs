@@ -5,8 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use natgw::admin::{FlowEntry, HookStatus, Stats, Status, PROTOCOL_VERSION};
+use natgw::admin::{FlowEntry, Hook, HookStatus, Stats, Status, PROTOCOL_VERSION};
 use natgw_e2e::topology::assert_nothing_runs_in;
 use natgw_e2e::{natgw_bin, netns, process, Topology};
 
@@ -178,6 +179,15 @@ fn bad_config_and_startup_errors() {
     let out = run(running);
     assert!(!out.status.success(), "a second instance started");
     assert!(text(&out).contains("already running"), "second-instance message: {}", text(&out));
+    // A second natgw on the same interfaces with an admin socket of its own: the interface
+    // lock refuses it, naming the interface.
+    let out = run(dup_path.clone());
+    assert!(
+        !out.status.success() && text(&out).contains("already running on interface"),
+        "a second instance on the same interfaces started: {}",
+        text(&out)
+    );
+    assert!(!t.path("y.sock").exists(), "the refused instance left its admin socket");
     // Not root.
     let _ = std::fs::set_permissions(&dup_path, std::os::unix::fs::PermissionsExt::from_mode(0o644));
     let out = as_nobody(&t, &["run", "--config", &s(&dup_path)]);
@@ -220,4 +230,50 @@ fn teardown_removes_namespaces_and_processes() {
     let ours = rx.recv().expect("names");
     let left: Vec<String> = netns::list().into_iter().filter(|n| ours.contains(n)).collect();
     assert!(left.is_empty(), "namespaces left after a panic: {left:?}");
+}
+
+#[test]
+fn a_dead_stderr_costs_log_lines_not_the_gateway() {
+    let t = Topology::network();
+    let mut cfg = t.demo_config();
+    let path = cfg.write(&t.path("dead-stderr.toml"));
+    // natgw's stderr is a pipe whose reader is gone before natgw writes its first line:
+    // every log line meets EPIPE.
+    let mut child =
+        t.gw.cmd(natgw_bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("natgw");
+    drop(child.stderr.take());
+    let admin = natgw::admin::AdminClient::new(cfg.admin_socket());
+    let alive = |c: &mut std::process::Child| c.try_wait().expect("wait").is_none();
+    natgw_e2e::eventually(Duration::from_secs(60), "natgw to answer on its admin socket", || {
+        assert!(alive(&mut child), "natgw died writing to a dead stderr");
+        admin.status().is_ok()
+    });
+    // Things that log: SIGHUP reloads that swap the egress policy, a few lines each.
+    let pid = child.id() as i32;
+    let generation = || admin.policy_list().ok()?.into_iter().find(|h| h.hook == Hook::Egress).map(|h| h.generation);
+    for variant in ["egress-allowlist-b.toml", "egress-allowlist.toml", "egress-allowlist-b.toml"] {
+        let before = generation();
+        cfg.set("policy.egress.config", natgw_e2e::demo_policy_config(variant).display().to_string()).write(&path);
+        natgw_e2e::process::kill(pid, libc::SIGHUP);
+        natgw_e2e::eventually(Duration::from_secs(10), "the SIGHUP reload", || {
+            assert!(alive(&mut child), "natgw died logging to a dead stderr");
+            generation() != before
+        });
+    }
+    t.cli1.run("curl", &["-s", "-m", "5", "-o", "/dev/null", "http://203.0.113.80/ip"]).expect("traffic through natgw");
+    // And it still stops cleanly, logging as it goes.
+    natgw_e2e::process::kill(pid, libc::SIGTERM);
+    let mut status = None;
+    natgw_e2e::wait_until(Duration::from_secs(10), || {
+        status = child.try_wait().expect("wait");
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "natgw did not stop cleanly: {status:?}");
 }
