@@ -698,12 +698,13 @@ fn status_report(shared: &Shared, s: &StatusInfo) -> Status {
 }
 
 fn stats_report(shared: &Shared) -> Stats {
-    Stats {
-        counters: counters::total(&shared.counters)
-            .into_iter()
-            .map(|(c, value)| CounterValue { name: c.name().into(), value })
-            .collect(),
-    }
+    let mut counters: Vec<CounterValue> = counters::total(&shared.counters)
+        .into_iter()
+        .map(|(c, value)| CounterValue { name: c.name().into(), value })
+        .collect();
+    // Log lines a stderr nobody reads any more did not take (`logging`).
+    counters.push(CounterValue { name: "LogLinesLost".into(), value: crate::logging::lines_lost() });
+    Stats { counters }
 }
 
 fn flow_entries(shared: &Shared) -> Vec<FlowEntry> {

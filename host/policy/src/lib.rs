@@ -8,7 +8,7 @@
 //! publishes the generation with `arc-swap`; each worker picks up its instance at its next
 //! batch boundary and the old generation is dropped when the last worker lets go.
 //!
-//! Every call runs under a CPU-time budget and every store under a memory cap; a trap, a
+//! Every call runs under a CPU-time budget and every instance under one memory budget; a trap, a
 //! timeout, a memory blow-up or an invalid answer applies the hook's fail mode and is
 //! counted (`PolicyErrors`) and logged, and never stops the gateway.
 //!

@@ -268,6 +268,9 @@ fn a_dead_stderr_costs_log_lines_not_the_gateway() {
         });
     }
     t.cli1.run("curl", &["-s", "-m", "5", "-o", "/dev/null", "http://203.0.113.80/ip"]).expect("traffic through natgw");
+    // The lines were written and lost, and the loss is counted.
+    let lost = admin.stats().expect("stats").counters.iter().find(|c| c.name == "LogLinesLost").map(|c| c.value);
+    assert!(lost.is_some_and(|n| n >= 4), "lost log lines not counted: {lost:?}");
     // And it still stops cleanly, logging as it goes.
     natgw_e2e::process::kill(pid, libc::SIGTERM);
     let mut status = None;
