@@ -91,6 +91,12 @@ counters! {
     /// its spare was not ready yet (spares are made off the data plane, at most one per
     /// 100 ms per caller and hook); also counted in `PolicyErrors`.
     PolicySpareMisses => "PolicySpareMisses",
+    /// New-flow packets refused from the refusal cache (`policy.refusal_cache_ms`): the
+    /// policy's answer for the same tuple a moment ago, without a call.
+    PolicyRefusalsCached => "PolicyRefusalsCached",
+    /// Refused packets counted into a summary REJECT record (one per tuple and interval)
+    /// instead of a record each.
+    FlowLogRefusalsSummarized => "FlowLogRefusalsSummarized",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
     DropUnknownEthertype => "PacketsDropCount{reason=\"unknown-ethertype\"}",
     DropBadIhl => "PacketsDropCount{reason=\"bad-ihl\"}",

@@ -1122,3 +1122,92 @@ fn a_flood_of_fragments_from_random_sources_does_not_stop_real_fragmented_traffi
     t.tick(1000);
     assert!(t.counters().get(Counter::FragmentEvictionCount) > 50_000, "the flood overran the budget");
 }
+
+/// Refuses every flow; the test moves its generation and says whether it "failed".
+struct Refuser {
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlowPolicy for Refuser {
+    fn egress(&mut self, _: &NewFlow) -> EgressDecision {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        EgressDecision::Deny
+    }
+    fn egress_generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn egress_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn port_pool(&mut self, _: &NewFlow) -> PoolDecision {
+        policy::DEFAULT_POOL
+    }
+}
+
+#[test]
+fn a_flood_on_a_refused_tuple_costs_one_call_and_one_record_per_interval() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = Arc::new(Counters::default());
+    let mut t = Translator::new(NatConfig { refusal_cache_ms: 1000, ..demo_config() }, counters.clone(), 0);
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let generation = Arc::new(std::sync::atomic::AtomicU64::new(7));
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    t.set_policy(Box::new(Refuser { calls: calls.clone(), generation: generation.clone(), failed: failed.clone() }));
+    t.record_flow_ends(true, true, 0);
+    let mut out = [0u8; 2048];
+    let mut send = |t: &mut Translator, sport: u16, now: u64| {
+        let mut f = udp("10.10.1.10", sport, "203.0.113.80", 53, b"flood");
+        t.process(&mut f, FrameMeta::plain(Side::Inside, 0), now, &mut out)
+    };
+    let mut ends = Vec::new();
+    // 500 packets on one tuple within the interval: one call, one record at once.
+    for now in 0..500 {
+        assert_eq!(send(&mut t, 5000, now), Verdict::Drop(Counter::DropPolicyDenied), "every packet refused");
+    }
+    assert_eq!(calls.load(Relaxed), 1);
+    assert_eq!(counters.get(Counter::PolicyRefusalsCached), 499);
+    assert_eq!(counters.get(Counter::DropPolicyDenied), 500, "each refused packet still counted as dropped");
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 1);
+    assert_eq!((ends[0].packets, ends[0].policy_generation), ([1, 0], 7));
+    // When the interval ends, the other 499 arrive as one summary record.
+    ends.clear();
+    t.tick(1000);
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.len(), 1, "one summary");
+    let s = &ends[0];
+    assert_eq!((s.reason, s.verdict, s.src.port, s.dst.port), (EndReason::Refused, EgressDecision::Deny, 5000, 53));
+    assert_eq!((s.packets, s.bytes, s.start_ms, s.end_ms), ([499, 0], [499 * 33, 0], 1, 499));
+    assert_eq!(counters.get(Counter::FlowLogRefusalsSummarized), 499);
+
+    // Another source port is another question; the first tuple, its answer expired, is
+    // asked again and gets no second first-record.
+    ends.clear();
+    send(&mut t, 5001, 1001);
+    send(&mut t, 5000, 1002);
+    assert_eq!(calls.load(Relaxed), 3);
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.iter().map(|e| e.src.port).collect::<Vec<_>>(), [5001], "{ends:?}");
+    // That packet is in the first tuple's next summary.
+    ends.clear();
+    t.tick(2100);
+    t.take_flow_ends(&mut ends);
+    let summary: Vec<_> = ends.iter().filter(|e| e.src.port == 5000).map(|e| (e.packets, e.start_ms)).collect();
+    assert_eq!(summary, [([1, 0], 1002)]);
+    // A new generation (a swap) asks again at once, and records its first refusal.
+    ends.clear();
+    generation.store(8, Relaxed);
+    send(&mut t, 5000, 2101);
+    send(&mut t, 5000, 2102);
+    assert_eq!(calls.load(Relaxed), 4);
+    t.take_flow_ends(&mut ends);
+    assert_eq!(ends.iter().map(|e| e.policy_generation).collect::<Vec<_>>(), [8]);
+    // The fail mode answers for a failed policy, not for the tuple: never remembered.
+    failed.store(true, Relaxed);
+    for now in 3000..3010 {
+        send(&mut t, 6000, now);
+    }
+    assert_eq!(calls.load(Relaxed), 14, "a failed policy is asked again for every packet");
+}

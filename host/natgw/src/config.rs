@@ -69,8 +69,10 @@ pub struct RawPool {
 pub struct RawPolicy {
     /// Deadline of one policy call, in microseconds.
     pub call_timeout_us: u64,
-    /// Linear memory cap per policy instance, MiB.
+    /// Memory budget of one policy instance (all its memories and tables), MiB.
     pub memory_limit_mb: u64,
+    /// How long the egress policy's refusal holds for the same full tuple, ms (0: off).
+    pub refusal_cache_ms: u64,
     /// Where compiled components are cached (by content hash). "" = no cache.
     pub cache_dir: String,
     pub egress: Option<RawHook>,
@@ -83,6 +85,7 @@ impl Default for RawPolicy {
         RawPolicy {
             call_timeout_us: 1000,
             memory_limit_mb: 64,
+            refusal_cache_ms: 1000,
             cache_dir: "/var/cache/natgw".into(),
             egress: None,
             port_pool: None,
@@ -304,6 +307,8 @@ pub struct Config {
     /// Fragment state (entries and early fragments) the gateway may hold, in bytes.
     pub fragment_memory: usize,
     pub icmp_error_rate: u32,
+    /// How long an egress refusal holds for its full tuple, ms (0: off).
+    pub refusal_cache_ms: u64,
     pub timeouts: Timeouts,
     pub workers: usize,
     pub rx_buffers: u16,
@@ -551,6 +556,7 @@ impl Config {
             high_water_percent: hw,
             fragment_memory: fm * 1024,
             icmp_error_rate: raw.nat.icmp_error_rate,
+            refusal_cache_ms: raw.policy.refusal_cache_ms,
             timeouts: raw.timeouts,
             workers: raw.dataplane.workers,
             rx_buffers: rb,
@@ -753,6 +759,9 @@ fn validate_policy(raw: &RawPolicy, base: &Path) -> Result<PolicyConfig, ConfigE
     }
     if !(1..=4096).contains(&raw.memory_limit_mb) {
         return Err(invalid("policy.memory_limit_mb", raw.memory_limit_mb, "must be 1 to 4096"));
+    }
+    if raw.refusal_cache_ms > 60_000 {
+        return Err(invalid("policy.refusal_cache_ms", raw.refusal_cache_ms, "must be 0 (off) to 60000 milliseconds"));
     }
     let hook = |h: Hook, r: &Option<RawHook>| -> Result<Option<HookConfig>, ConfigError> {
         let Some(r) = r else { return Ok(None) };

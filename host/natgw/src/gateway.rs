@@ -181,6 +181,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         worker: w,
         workers,
         icmp_error_rate: cfg.icmp_error_rate,
+        refusal_cache_ms: cfg.refusal_cache_ms,
     };
 
     // Every worker opens its own socket per link; with several workers they join one

@@ -167,6 +167,8 @@ pub struct WorkerPolicy {
     counters: Arc<Counters>,
     egress: HookSlot,
     port_pool: HookSlot,
+    /// Whether the last egress answer was the fail mode.
+    egress_failed: bool,
 }
 
 impl WorkerPolicy {
@@ -177,6 +179,7 @@ impl WorkerPolicy {
             counters,
             egress: HookSlot::new(Hook::Egress),
             port_pool: HookSlot::new(Hook::PortPool),
+            egress_failed: false,
         };
         w.batch_boundary();
         w
@@ -192,6 +195,10 @@ impl FlowPolicy for WorkerPolicy {
         self.egress.generation_id()
     }
 
+    fn egress_failed(&self) -> bool {
+        self.egress_failed
+    }
+
     fn egress(&mut self, flow: &NewFlow) -> EgressDecision {
         let wf = wit_flow(flow);
         let r = self.egress.call(&self.rt, &self.counters, |inst| match &inst.exports {
@@ -201,6 +208,7 @@ impl FlowPolicy for WorkerPolicy {
             }
             _ => Err("instance does not export egress".into()),
         });
+        self.egress_failed = matches!(r, Called::Failed(_));
         match r {
             Called::NoPolicy => EgressDecision::Allow,
             Called::Answer(Verdict::Allow) => EgressDecision::Allow,

@@ -385,3 +385,40 @@ fn the_watchdog_counts_and_logs_a_worker_that_stops_turning() {
     });
     assert_eq!(t.counter("WorkerStalls"), 1, "one stall counted once");
 }
+
+#[test]
+fn a_flood_to_a_refused_destination_costs_one_call_and_a_few_records() {
+    // The demo allow-list rejects UDP to 203.0.113.80:9999. 3000 datagrams from one
+    // socket over about 1.5 s: one tuple, refused from the cache after the first call.
+    let t = Topology::demo();
+    let egress_calls = || {
+        let list = t.admin().policy_list().expect("list");
+        list.iter().find(|h| h.hook == Hook::Egress).map(|h| h.calls).expect("egress")
+    };
+    let (calls0, records0) = (egress_calls(), t.counter("FlowLogRecords"));
+    t.cli1.enter(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for i in 0..3000u32 {
+            let _ = s.send_to(b"flood", ("203.0.113.80", 9999));
+            if i % 100 == 99 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    eventually(secs(10), "every refused datagram to be in a record", || {
+        t.counter("PacketsDropCount{reason=\"policy-rejected\"}") >= 3000
+            && t.counter("PolicyRefusalsCached") + (egress_calls() - calls0) >= 3000
+            && t.counter("FlowLogRefusalsSummarized") + (t.counter("FlowLogRecords") - records0) >= 3000
+    });
+    let calls = egress_calls() - calls0;
+    let records = t.counter("FlowLogRecords") - records0;
+    eprintln!(
+        "3000 refused datagrams: {calls} policy calls, {} answered from the cache, {records} records ({} packets summarized)",
+        t.counter("PolicyRefusalsCached"),
+        t.counter("FlowLogRefusalsSummarized")
+    );
+    // One call per second of flood (the answer holds 1 s), a first record and one summary
+    // per interval.
+    assert!(calls <= 4, "{calls} policy calls for one refused tuple");
+    assert!(records <= 8, "{records} records for one refused tuple");
+}

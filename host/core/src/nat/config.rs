@@ -60,4 +60,7 @@ pub struct NatConfig {
     pub fragment_memory: usize,
     /// ICMP errors natgw may generate per second (per worker).
     pub icmp_error_rate: u32,
+    /// How long a refusal of the egress policy holds for its full tuple (0: never
+    /// remembered; `refusals`).
+    pub refusal_cache_ms: u64,
 }

@@ -148,7 +148,31 @@ impl Translator {
     pub fn record_flow_ends(&mut self, on: bool, refused: bool, active_interval_s: u64) {
         self.record_flow_ends = on;
         self.record_refused = on && refused;
+        self.refusals.set_summarize(self.record_refused);
         self.active_interval_ms = if on { active_interval_s * 1000 } else { 0 };
+    }
+
+    /// One REJECT record for the packets of one tuple the refusal cache answered in an
+    /// interval (`refusals`).
+    pub(super) fn push_refusal_summary(&mut self, s: super::refusals::Summary) {
+        let mut e = FlowEnd::refused(&s.flow, s.direction, s.verdict, s.generation, s.bytes, s.last_ms);
+        e.packets = match s.direction {
+            FlowDirection::Egress => [s.packets, 0],
+            FlowDirection::Ingress => [0, s.packets],
+        };
+        e.start_ms = s.first_ms;
+        e.created_ms = s.first_ms;
+        self.counters.add(Counter::FlowLogRefusalsSummarized, s.packets);
+        self.push_record(e);
+    }
+
+    /// Summaries of refusals whose interval has ended.
+    pub(super) fn due_refusal_summaries(&mut self, now_ms: u64) {
+        let mut due = Vec::new();
+        self.refusals.due(now_ms, false, |s| due.push(s));
+        for s in due {
+            self.push_refusal_summary(s);
+        }
     }
 
     pub(super) fn push_record(&mut self, e: FlowEnd) {

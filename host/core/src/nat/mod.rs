@@ -23,6 +23,7 @@ mod icmp_errors;
 mod own_packets;
 pub mod policy;
 pub mod pool;
+pub mod refusals;
 mod slow_path;
 mod steering;
 
@@ -201,6 +202,8 @@ pub struct Translator {
     packet_len: u64,
     /// Time of the packet being translated.
     packet_ms: u64,
+    /// Refusals of the egress policy, remembered per tuple for a moment.
+    refusals: refusals::RefusalCache,
 }
 
 impl Translator {
@@ -218,6 +221,7 @@ impl Translator {
             interim_checks: Default::default(),
             packet_len: 0,
             packet_ms: now_ms,
+            refusals: refusals::RefusalCache::new(cfg.refusal_cache_ms),
             flows: FlowTable::new(cfg.max_flows, now_ms),
             frags: FragTable::new(cfg.fragment_memory, now_ms),
             icmp_tokens: cfg.icmp_error_rate,
@@ -272,6 +276,7 @@ impl Translator {
         self.relieve_pressure(now_ms, PRESSURE_DROPS_PER_TICK);
         self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
         self.due_records(now_ms);
+        self.due_refusal_summaries(now_ms);
         self.frags.expire(now_ms);
         let frag = self.frags.take_events();
         self.counters.add(Counter::DropFragment, frag.held_dropped);

@@ -56,6 +56,11 @@ pub trait FlowPolicy: Send {
     fn egress_generation(&self) -> u64 {
         0
     }
+    /// Whether the last `egress` answer was the hook's fail mode (the policy failed), not
+    /// the policy's own: such an answer is not remembered for the tuple.
+    fn egress_failed(&self) -> bool {
+        false
+    }
 }
 
 /// No policy installed: every flow may leave, from the default pool.

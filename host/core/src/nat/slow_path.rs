@@ -227,12 +227,32 @@ impl Translator {
         Ok((id, ORIGINAL))
     }
 
-    /// The egress question, recorded as a REJECT flow record when the answer is no.
+    /// The egress question, recorded as a REJECT flow record when the answer is no. A
+    /// refusal is remembered for its tuple for a moment (`refusals`): the packets that
+    /// follow get it without a call, and one summary record per interval.
     fn ask_egress(&mut self, nf: &NewFlow, direction: FlowDirection) -> EgressDecision {
+        let generation = self.policy.egress_generation();
+        let (len, now) = (self.packet_len, self.packet_ms);
+        if let Some(verdict) = self.refusals.lookup(nf, direction, generation, len, now) {
+            self.counters.inc(Counter::PolicyRefusalsCached);
+            return verdict;
+        }
         let verdict = self.policy.egress(nf);
-        if verdict != EgressDecision::Allow && self.record_refused {
-            let generation = self.policy.egress_generation();
-            self.push_record(FlowEnd::refused(nf, direction, verdict, generation, self.packet_len, self.packet_ms));
+        if verdict == EgressDecision::Allow {
+            return verdict;
+        }
+        // The fail mode answers for a failed policy, not for the tuple: never remembered.
+        let first = if self.policy.egress_failed() {
+            true
+        } else {
+            let r = self.refusals.remember(nf, direction, verdict, generation, len, now);
+            if let Some(s) = r.summary.filter(|_| self.record_refused) {
+                self.push_refusal_summary(s);
+            }
+            r.first
+        };
+        if first && self.record_refused {
+            self.push_record(FlowEnd::refused(nf, direction, verdict, generation, len, now));
         }
         verdict
     }
