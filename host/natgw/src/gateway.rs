@@ -172,10 +172,12 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         filtering: cfg.filtering,
         timeouts: cfg.timeouts,
         max_flows: (cfg.max_flows / workers).max(1),
-        // The worker's share of the mark and of each source's limit (a source's flows
-        // spread over the workers by the steering hash).
+        // The worker's share of the mark. A source's limit holds whole on every worker:
+        // its flows need not spread (Linux's connect() prefers even ports, and the
+        // inside steering is by source port, so with 2 workers one host's connections all
+        // land on one).
         high_water_flows: (cfg.max_flows / workers).max(1) * usize::from(cfg.high_water_percent) / 100,
-        max_flows_per_source: cfg.max_flows_per_source.div_ceil(workers),
+        max_flows_per_source: cfg.max_flows_per_source,
         max_inbound_per_mapping: cfg.max_inbound_flows_per_mapping,
         fragment_memory: cfg.fragment_memory / workers,
         worker: w,

@@ -32,6 +32,11 @@ fn one_inside_host_scanning_does_not_stop_another_subnet() {
     let mut t = plain(4096);
     let o = hostile::scan_while_another_subnet_connects(&t, 40_000);
     eprintln!("per-source limit: {}", o.text);
+    if !o.held {
+        for c in t.stats().counters.iter().filter(|c| c.value > 0) {
+            eprintln!("  {} {}", c.name, c.value);
+        }
+    }
     assert!(o.held, "{}", o.text);
     assert!(t.counter(r#"PacketsDropCount{reason="source-flow-limit"}"#) > 10_000);
     // Without it, the table fills, and early drop of unanswered flows keeps room.
