@@ -1,9 +1,10 @@
 //! Spare instances, made off the data plane. Every caller of a hook (a worker, the flow-log
 //! thread) keeps one spare beside the instance it calls, in its generation's slot for it.
 //! When a caller takes its instance (at a swap) or loses one (a trap leaves an instance
-//! unusable), it asks this thread for the next, which instantiates it and runs `init` (a
-//! fraction of a millisecond in Rust, tens of milliseconds for the Python and JavaScript
-//! runtimes): a trapped instance is replaced at once, and a worker never instantiates. The
+//! unusable), it asks this thread for the next, which instantiates it and runs `init`
+//! (`natgw policy bench`: 0.06 ms for the Rust allow-list, 1 ms for Go, 1.5 ms for
+//! JavaScript, 2 ms for Python; up to 5 s allowed): a trapped instance is replaced at
+//! once, and a worker never instantiates. The
 //! hook's fail mode applies only while no spare is ready (`PolicySpareMisses`).
 //!
 //! A slot is refilled at most once per `SPARE_BACKOFF`, so a policy that traps on every

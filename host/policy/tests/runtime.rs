@@ -494,3 +494,30 @@ fn a_component_over_its_memory_budget_is_refused_at_load_with_the_reason() {
     assert!(text.contains("memory budget") && text.contains("policy.memory_limit_mb = 4 MiB"), "{text}");
     assert_eq!(rt.current(Hook::Egress).unwrap().id, serving, "the previous policy keeps serving");
 }
+
+#[test]
+fn a_component_importing_what_natgw_does_not_provide_is_refused_naming_the_import() {
+    // wasi:http would let a policy reach the network; natgw links no such thing. The
+    // component is written in the component text format and assembled by wasm-tools
+    // (scripts/setup.sh installs it).
+    let dir = tempdir::Dir::new("imports");
+    let wat = write(
+        &dir,
+        "http.wat",
+        r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func)))))"#,
+    );
+    let wasm = dir.0.join("http.wasm");
+    let tool = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/wasm-tools"));
+    let tool = tool.filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from("wasm-tools"));
+    let st = std::process::Command::new(tool).arg("parse").arg(&wat).arg("-o").arg(&wasm).status().unwrap();
+    assert!(st.success(), "wasm-tools parse");
+    let rt = runtime(1);
+    rt.swap(Hook::Egress, &component("egress_allowlist"), None, None).unwrap();
+    let serving = rt.current(Hook::Egress).unwrap().id;
+    let e = rt.swap(Hook::Egress, &wasm, None, None).unwrap_err();
+    assert!(matches!(e, PolicyError::Link { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("http.wasm") && text.contains("wasi:http/outgoing-handler@0.2.0"), "{text}");
+    eprintln!("{text}");
+    assert_eq!(rt.current(Hook::Egress).unwrap().id, serving, "the previous policy keeps serving");
+}
