@@ -8,12 +8,14 @@
 //! HTTP/1.1 by hyper on a current-thread tokio runtime of its own thread: clients are served
 //! concurrently, each request's headers must arrive within `HEADER_TIMEOUT` and a whole
 //! connection ends after `CONNECTION_TIMEOUT`, so a client that trickles its request (or
-//! reads its answer slowly) holds only its own connection, never the endpoint; at most
-//! `MAX_CONNECTIONS` are open at once (more are closed at accept).
+//! reads its answer slowly) holds only its own connection, never the endpoint. At most
+//! `MAX_CONNECTIONS` are open at once; a new one beyond closes the oldest, so a local user
+//! holding them all cannot keep a scraper out (it would have to open 128 connections in
+//! the milliseconds a scrape takes).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +54,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection (keep-alive included) ends after this.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more are closed as they are accepted.
+/// Connections served at once; a new one beyond closes the oldest.
 pub const MAX_CONNECTIONS: usize = 128;
 
 fn respond(req: &Request<hyper::body::Incoming>, counters: &[Arc<Counters>]) -> Response<Full<Bytes>> {
@@ -77,19 +79,21 @@ pub fn serve(listener: TcpListener, counters: Vec<Arc<Counters>>, stop: impl Fn(
     rt.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let open = Arc::new(AtomicUsize::new(0));
+        // The connections being served, oldest first.
+        let mut open: VecDeque<tokio::task::JoinHandle<()>> = VecDeque::new();
         while !stop() {
             let Ok(accepted) = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await else {
                 continue;
             };
             let Ok((stream, _)) = accepted else { continue };
-            if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                drop(stream);
-                continue;
+            open.retain(|c| !c.is_finished());
+            while open.len() >= MAX_CONNECTIONS {
+                if let Some(oldest) = open.pop_front() {
+                    oldest.abort();
+                }
             }
-            open.fetch_add(1, Ordering::Relaxed);
-            let (counters, open) = (Arc::clone(&counters), Arc::clone(&open));
-            tokio::spawn(async move {
+            let counters = Arc::clone(&counters);
+            open.push_back(tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let r = respond(&req, &counters);
                     async move { Ok::<_, Infallible>(r) }
@@ -99,8 +103,7 @@ pub fn serve(listener: TcpListener, counters: Vec<Arc<Counters>>, stop: impl Fn(
                     .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                 let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
-                open.fetch_sub(1, Ordering::Relaxed);
-            });
+            }));
         }
         Ok(())
     })
@@ -109,6 +112,7 @@ pub fn serve(listener: TcpListener, counters: Vec<Arc<Counters>>, stop: impl Fn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use natgw_core::counters::Counter;
 
     #[test]
@@ -199,6 +203,22 @@ mod tests {
             assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "a slow client was answered");
         }
         assert!(began.elapsed() < HEADER_TIMEOUT + Duration::from_secs(4));
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn clients_holding_every_connection_cannot_keep_a_scraper_out() {
+        let (addr, stop, t) = start();
+        // Twice the connections the endpoint serves, all silent, opened in a burst.
+        let hogs: Vec<std::net::TcpStream> =
+            (0..2 * MAX_CONNECTIONS).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        // A scraper arriving now is served (the oldest hogs are closed to make room).
+        let t0 = std::time::Instant::now();
+        let r = get(addr, "/metrics");
+        assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+        assert!(t0.elapsed() < Duration::from_secs(1), "the scraper waited {:?}", t0.elapsed());
+        drop(hogs);
         stop.store(true, Ordering::Relaxed);
         t.join().unwrap().unwrap();
     }
