@@ -112,8 +112,8 @@ pub fn serve(listener: TcpListener, counters: Vec<Arc<Counters>>, stop: impl Fn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
     use natgw_core::counters::Counter;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn every_counter_is_rendered_with_its_type() {
