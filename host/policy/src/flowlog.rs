@@ -335,7 +335,7 @@ pub struct FlowLogExporter {
 
 impl FlowLogExporter {
     pub fn run(self, stop: impl Fn() -> bool) {
-        let mut slot = HookSlot::new(Hook::FlowLog);
+        let mut slot = HookSlot::new(Hook::FlowLog, self.rt.flow_log_caller());
         let mut out = self.sinks.file.as_ref().and_then(|p| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -347,7 +347,7 @@ impl FlowLogExporter {
         let mut last = std::time::Instant::now();
         loop {
             let stopping = stop();
-            slot.refresh(&self.rt, self.rt.flow_log_caller());
+            slot.refresh(&self.rt);
             let due = stopping || self.queue.len() >= self.batch || last.elapsed() >= self.interval;
             if due {
                 last = std::time::Instant::now();

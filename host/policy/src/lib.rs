@@ -165,6 +165,13 @@ struct CallBudget {
     blocked: Option<Duration>,
 }
 
+impl CallBudget {
+    /// A call starting now with `cpu` to use.
+    fn starting_now(cpu: Duration) -> CallBudget {
+        CallBudget { cpu, mark: None, host_deadline: Instant::now() + cpu, blocked: None }
+    }
+}
+
 /// The WASI interface whose subscriptions natgw replaces with ones that end by the call's
 /// deadline (the version wasmtime-wasi links; components importing older 0.2 versions
 /// resolve to it).
@@ -366,7 +373,7 @@ fn blocked_text(asked: Duration) -> String {
 }
 
 fn arm(store: &mut Store<StoreData>, cpu: Duration) {
-    store.data_mut().budget = CallBudget { cpu, mark: None, host_deadline: Instant::now() + cpu, blocked: None };
+    store.data_mut().budget = CallBudget::starting_now(cpu);
     // Woken at the next tick, which marks the CPU time used so far.
     store.set_epoch_deadline(1);
 }
@@ -707,7 +714,8 @@ impl Runtime {
             clock,
             log_window: Instant::now(),
             log_lines: 0,
-            budget: CallBudget { cpu: deadline, mark: None, host_deadline: clock + deadline, blocked: None },
+            // Armed below, once the store exists.
+            budget: CallBudget::starting_now(deadline),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -1086,8 +1094,7 @@ mod tests {
     #[test]
     fn the_budget_counts_cpu_time_not_time_off_the_cpu() {
         let tick = Duration::from_millis(2);
-        let mut b =
-            CallBudget { cpu: Duration::from_millis(10), mark: None, host_deadline: Instant::now(), blocked: None };
+        let mut b = CallBudget::starting_now(Duration::from_millis(10));
         // The first tick marks the CPU time and gives the whole budget.
         assert!(matches!(on_epoch_deadline(&mut b, tick), wasmtime::UpdateDeadline::Continue(5)));
         // Off the CPU (preempted, or here: asleep) for three budgets: not cut.

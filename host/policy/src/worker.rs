@@ -38,8 +38,8 @@ pub enum Called<R> {
 }
 
 impl HookSlot {
-    pub fn new(hook: Hook) -> Self {
-        HookSlot { hook, caller: 0, generation: None, instance: None, last_log: None, calls: 0 }
+    pub fn new(hook: Hook, caller: usize) -> Self {
+        HookSlot { hook, caller, generation: None, instance: None, last_log: None, calls: 0 }
     }
 
     pub fn generation_id(&self) -> u64 {
@@ -47,13 +47,13 @@ impl HookSlot {
     }
 
     /// Takes over the current generation if it changed.
-    pub fn refresh(&mut self, rt: &Runtime, caller: usize) {
+    pub fn refresh(&mut self, rt: &Runtime) {
         self.publish_calls();
         let id = rt.current_id(self.hook);
         if id == self.generation_id() {
             return;
         }
-        self.caller = caller;
+        let caller = self.caller;
         self.instance = None;
         self.generation = rt.current(self.hook);
         if let Some(g) = &self.generation {
@@ -163,7 +163,6 @@ pub fn wit_flow(f: &NewFlow) -> Flow {
 /// One worker's policies: the slow path's `FlowPolicy`, backed by Wasm instances.
 pub struct WorkerPolicy {
     rt: Arc<Runtime>,
-    caller: usize,
     counters: Arc<Counters>,
     egress: HookSlot,
     port_pool: HookSlot,
@@ -175,10 +174,9 @@ impl WorkerPolicy {
     pub fn new(rt: Arc<Runtime>, worker: usize, counters: Arc<Counters>) -> Self {
         let mut w = WorkerPolicy {
             rt,
-            caller: worker,
             counters,
-            egress: HookSlot::new(Hook::Egress),
-            port_pool: HookSlot::new(Hook::PortPool),
+            egress: HookSlot::new(Hook::Egress, worker),
+            port_pool: HookSlot::new(Hook::PortPool, worker),
             egress_failed: false,
         };
         w.batch_boundary();
@@ -249,7 +247,7 @@ impl FlowPolicy for WorkerPolicy {
     }
 
     fn batch_boundary(&mut self) {
-        self.egress.refresh(&self.rt, self.caller);
-        self.port_pool.refresh(&self.rt, self.caller);
+        self.egress.refresh(&self.rt);
+        self.port_pool.refresh(&self.rt);
     }
 }

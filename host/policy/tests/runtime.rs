@@ -284,8 +284,8 @@ fn flow_log_filter_samples_redacts_and_annotates() {
     );
     rt.swap(Hook::FlowLog, &component("flow_log_filter"), Some(&cfg), None).unwrap();
     let counters = Counters::default();
-    let mut slot = HookSlot::new(Hook::FlowLog);
-    slot.refresh(&rt, rt.flow_log_caller());
+    let mut slot = HookSlot::new(Hook::FlowLog, rt.flow_log_caller());
+    slot.refresh(&rt);
     let end = |i: u8| FlowEnd {
         proto: PROTO_TCP,
         src: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(10, 10, 1, 10 + i), port: 40000 },

@@ -148,7 +148,6 @@ impl Translator {
     pub fn record_flow_ends(&mut self, on: bool, refused: bool, active_interval_s: u64) {
         self.record_flow_ends = on;
         self.record_refused = on && refused;
-        self.refusals.set_summarize(self.record_refused);
         self.active_interval_ms = if on { active_interval_s * 1000 } else { 0 };
     }
 
@@ -166,12 +165,15 @@ impl Translator {
         self.push_record(e);
     }
 
-    /// Summaries of refusals whose interval has ended.
+    /// Summaries of refusals whose interval has ended: recorded when refused flows are,
+    /// else let go.
     pub(super) fn due_refusal_summaries(&mut self, now_ms: u64) {
         let mut due = Vec::new();
-        self.refusals.due(now_ms, false, |s| due.push(s));
-        for s in due {
-            self.push_refusal_summary(s);
+        self.refusals.due(now_ms, |s| due.push(s));
+        if self.record_refused {
+            for s in due {
+                self.push_refusal_summary(s);
+            }
         }
     }
 

@@ -47,7 +47,7 @@ struct Slot {
     verdict: EgressDecision,
     generation: u64,
     until_ms: u64,
-    /// Packets refused from this entry not yet recorded (counted only when `summarize`).
+    /// Packets refused from this entry not yet recorded.
     packets: u64,
     bytes: u64,
     first_ms: u64,
@@ -57,6 +57,21 @@ struct Slot {
 }
 
 impl Slot {
+    /// Counts a refused packet into the summary the slot (index `i`) holds, listing the
+    /// slot in `dirty` the first time.
+    fn count(&mut self, i: usize, dirty: &mut Vec<usize>, packet_len: u64, now_ms: u64) {
+        if self.packets == 0 {
+            self.first_ms = now_ms;
+        }
+        self.packets += 1;
+        self.bytes += packet_len;
+        self.last_ms = now_ms;
+        if !self.listed {
+            self.listed = true;
+            dirty.push(i);
+        }
+    }
+
     fn take_summary(&mut self) -> Option<Summary> {
         if self.packets == 0 {
             return None;
@@ -90,8 +105,6 @@ pub struct Remembered {
 
 pub struct RefusalCache {
     ttl_ms: u64,
-    /// Whether refusals from the cache are summed for records (refused flows are logged).
-    summarize: bool,
     /// Allocated at the first refusal.
     slots: Vec<Option<Slot>>,
     hasher: RandomState,
@@ -102,11 +115,7 @@ pub struct RefusalCache {
 impl RefusalCache {
     /// `ttl_ms` 0: nothing is remembered.
     pub fn new(ttl_ms: u64) -> Self {
-        RefusalCache { ttl_ms, summarize: false, slots: Vec::new(), hasher: RandomState::new(), dirty: Vec::new() }
-    }
-
-    pub fn set_summarize(&mut self, on: bool) {
-        self.summarize = on;
+        RefusalCache { ttl_ms, slots: Vec::new(), hasher: RandomState::new(), dirty: Vec::new() }
     }
 
     fn index(&self, k: &Key) -> usize {
@@ -137,23 +146,11 @@ impl RefusalCache {
         }
         let key = Key { flow: *flow, direction };
         let i = self.index(&key);
-        let summarize = self.summarize;
         let slot = self.slots.get_mut(i)?.as_mut()?;
         if slot.key != key || slot.generation != generation || now_ms >= slot.until_ms {
             return None;
         }
-        if summarize {
-            if slot.packets == 0 {
-                slot.first_ms = now_ms;
-            }
-            slot.packets += 1;
-            slot.bytes += packet_len;
-            slot.last_ms = now_ms;
-            if !slot.listed {
-                slot.listed = true;
-                self.dirty.push(i);
-            }
-        }
+        slot.count(i, &mut self.dirty, packet_len, now_ms);
         Some(slot.verdict)
     }
 
@@ -195,13 +192,7 @@ impl RefusalCache {
             Some(old) if old.key == key && old.generation == generation && old.verdict == verdict => {
                 let summary = old.take_summary();
                 old.until_ms = until_ms;
-                if self.summarize {
-                    (old.packets, old.bytes, old.first_ms, old.last_ms) = (1, packet_len, now_ms, now_ms);
-                    if !old.listed {
-                        old.listed = true;
-                        self.dirty.push(i);
-                    }
-                }
+                old.count(i, &mut self.dirty, packet_len, now_ms);
                 Remembered { first: false, summary }
             }
             Some(old) => {
@@ -217,8 +208,8 @@ impl RefusalCache {
         }
     }
 
-    /// Summaries whose interval has ended by `now_ms` (or all of them, `flush_all`).
-    pub fn due(&mut self, now_ms: u64, flush_all: bool, mut out: impl FnMut(Summary)) {
+    /// Summaries whose interval has ended by `now_ms` (`u64::MAX`: all of them).
+    pub fn due(&mut self, now_ms: u64, mut out: impl FnMut(Summary)) {
         let slots = &mut self.slots;
         self.dirty.retain(|&i| {
             let Some(Some(slot)) = slots.get_mut(i) else { return false };
@@ -226,7 +217,7 @@ impl RefusalCache {
                 slot.listed = false;
                 return false;
             }
-            if flush_all || now_ms >= slot.until_ms {
+            if now_ms >= slot.until_ms {
                 if let Some(s) = slot.take_summary() {
                     out(s);
                 }
@@ -257,7 +248,6 @@ mod tests {
     #[test]
     fn a_refusal_holds_for_its_tuple_generation_and_time_only() {
         let mut c = RefusalCache::new(1000);
-        c.set_summarize(true);
         let f = flow(4000);
         assert_eq!(c.lookup(&f, FlowDirection::Egress, 7, 60, 0), None, "nothing remembered yet");
         let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Reject, 7, 60, 0);
@@ -272,7 +262,7 @@ mod tests {
         // Expired: asked again.
         assert_eq!(c.lookup(&f, FlowDirection::Egress, 7, 60, 1000), None);
         let mut due = Vec::new();
-        c.due(1000, false, |s| due.push(s));
+        c.due(1000, |s| due.push(s));
         assert_eq!(due.len(), 1, "one summary for the interval");
         assert_eq!((due[0].packets, due[0].bytes, due[0].first_ms, due[0].last_ms), (10, 600, 10, 100));
         // The same answer again: a new interval whose summary counts this packet too, not a
@@ -281,14 +271,13 @@ mod tests {
         assert_eq!(r, Remembered { first: false, summary: None });
         assert_eq!(c.lookup(&f, FlowDirection::Egress, 7, 60, 1500), Some(EgressDecision::Reject));
         let mut due = Vec::new();
-        c.due(1500, true, |s| due.push(s));
+        c.due(u64::MAX, |s| due.push(s));
         assert_eq!(due.iter().map(|s| (s.packets, s.first_ms, s.last_ms)).collect::<Vec<_>>(), [(2, 1000, 1500)]);
     }
 
     #[test]
     fn many_tuples_stay_within_the_slots_and_evictions_keep_their_counts() {
         let mut c = RefusalCache::new(60_000);
-        c.set_summarize(true);
         let mut refused = 0u64;
         let mut summarized = 0u64;
         let mut firsts = 0u64;
@@ -305,7 +294,7 @@ mod tests {
                 }
             }
         }
-        c.due(0, true, |s| summarized += s.packets);
+        c.due(u64::MAX, |s| summarized += s.packets);
         assert!(c.slots.len() == SLOTS && c.dirty.len() <= SLOTS);
         assert_eq!(firsts, 50_000, "each tuple's first refusal is recorded");
         assert_eq!(firsts + summarized, refused, "every refused packet is in a record");
