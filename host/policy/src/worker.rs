@@ -102,6 +102,9 @@ impl HookSlot {
                     rt.request_spare(g, self.caller);
                 }
                 None => {
+                    // Asked again: a request the spare thread's full queue dropped must
+                    // not leave this caller without spares (it ignores duplicates).
+                    rt.request_spare(g, self.caller);
                     counters.inc(Counter::PolicyErrors);
                     counters.inc(Counter::PolicySpareMisses);
                     g.stats.errors.fetch_add(1, Ordering::Relaxed);
