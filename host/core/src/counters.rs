@@ -97,6 +97,12 @@ counters! {
     /// Refused packets counted into a summary REJECT record (one per tuple and interval)
     /// instead of a record each.
     FlowLogRefusalsSummarized => "FlowLogRefusalsSummarized",
+    /// Flows taken over from the process before this one (`natgw upgrade`), with their
+    /// mappings, state and counters.
+    HandoffFlowsImported => "HandoffFlowsImported",
+    /// Flows in handed-over state that were refused: records that did not parse or that
+    /// natgw would never build, collisions with a flow or mapping already held, no room.
+    HandoffFlowsRefused => "HandoffFlowsRefused",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
     DropUnknownEthertype => "PacketsDropCount{reason=\"unknown-ethertype\"}",
     DropBadIhl => "PacketsDropCount{reason=\"bad-ihl\"}",

@@ -159,6 +159,20 @@ impl Arp {
         std::mem::take(&mut self.events)
     }
 
+    /// Takes over neighbours another natgw process resolved (`natgw upgrade`), as fresh
+    /// entries: only for links and on-link addresses this gateway has, at most
+    /// `NEIGHBOUR_MAX`. The workers then need no resolution after the handoff.
+    pub fn seed(&mut self, entries: impl IntoIterator<Item = (LinkId, Ipv4Addr, MacAddr)>, now_ms: u64) {
+        for (link, a, mac) in entries {
+            if self.table.entries.len() >= NEIGHBOUR_MAX {
+                break;
+            }
+            if self.links.get(usize::from(link)).is_some_and(|l| l.on_link(a)) {
+                self.table.entries.insert((link, a), Neighbour { mac, updated_ms: now_ms });
+            }
+        }
+    }
+
     /// Keeps `a` on `link` resolved and refreshed (the upstream router).
     pub fn pin(&mut self, link: LinkId, a: Ipv4Addr) {
         if !self.pinned.contains(&(link, a)) {

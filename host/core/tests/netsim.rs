@@ -533,3 +533,141 @@ fn above_the_high_water_mark_unanswered_flows_go_after_thirty_seconds_not_before
     net.advance_s(100);
     assert_eq!(net.flows(), 1, "the connection");
 }
+
+/// The gateway's flows handed to a new translator (as `natgw upgrade` does between two
+/// processes): exported at this network's now, imported into a translator whose clock
+/// reads `new_now_ms`.
+fn hand_over(old: &SimNet, new_now_ms: u64, change: impl FnOnce(&mut NatConfig)) -> (SimNet, Vec<u8>) {
+    let mut state = Vec::new();
+    old.gw.export_state(old.now_ms, &mut state);
+    let mut new = SimNet::with_config(change);
+    new.now_ms = new_now_ms;
+    new.gw = Translator::new(new.gw.config().clone(), Arc::new(Counters::default()), new_now_ms);
+    let report = new.gw.import_state(&state, new_now_ms).expect("the section is accepted");
+    assert_eq!(report.refused(), 0, "{report:?}");
+    (new, state)
+}
+
+#[test]
+fn handed_over_flows_keep_their_mapping_state_window_and_deadline() {
+    let mut old = SimNet::new(Timeouts { udp: 60, ..Timeouts::default() });
+    old.advance_s(5000);
+    let mut c = old.connect(40000);
+    assert!(old.client_sends(&mut c, tcp::ACK | tcp::PSH, 100));
+    assert!(old.server_sends(&mut c, tcp::ACK | tcp::PSH, 200));
+    // An answered UDP flow, an unanswered one, a ping.
+    assert!(old.send(Side::Inside, udp("10.10.1.10", 5353, "203.0.113.7", 7, b"q")));
+    let udp_ext = src_of(&old.outside_rx.pop_back().unwrap()).1;
+    assert!(old.send(Side::Outside, udp("203.0.113.7", 7, "198.51.100.10", udp_ext, b"a")));
+    assert!(old.send(Side::Inside, udp("10.10.2.10", 6000, "203.0.113.7", 9, b"never answered")));
+    assert!(old.send(Side::Inside, ping("10.10.1.10", "203.0.113.80", 8, 77)));
+    old.advance_s(20);
+    let before: Vec<_> = old.gw.flows().iter().map(|(_, f)| (f.keys, f.rewrite, f.state, f.packets)).collect();
+
+    // The new process's clock started later: ages and deadlines carry over as durations.
+    let (mut new, _) = hand_over(&old, 1_000, |cfg| cfg.timeouts = Timeouts { udp: 60, ..Timeouts::default() });
+    let mut after: Vec<_> = new.gw.flows().iter().map(|(_, f)| (f.keys, f.rewrite, f.state, f.packets)).collect();
+    let mut before = before;
+    before.sort_by_key(|f| format!("{:?}", f.0));
+    after.sort_by_key(|f| format!("{:?}", f.0));
+    assert_eq!(before, after, "every flow, with its keys, rewrites, state and counters");
+    assert_eq!(new.gw.flows().unanswered(), 2, "the UDP flow and the ping nobody answered");
+    assert_eq!(new.gw.flows().flows_of_source(a("10.10.1.10")), 3);
+    assert_eq!(new.gw.mappings().len(), old.gw.mappings().len());
+    assert_eq!(new.counter(Counter::HandoffFlowsImported), 4);
+
+    // The connection goes on, both ways, from the same external port.
+    assert!(new.server_sends(&mut c, tcp::ACK | tcp::PSH, 300), "the server's data reaches the client");
+    assert!(new.client_sends(&mut c, tcp::ACK, 0));
+    assert_eq!(src_of(new.outside_rx.back().unwrap()).1, c.ext);
+    // Window tracking came along: a reset far outside the window is still dropped.
+    let blind = tcp_at("203.0.113.80", 80, "198.51.100.10", c.ext, tcp::RST, (c.server.wrapping_add(1 << 30), 0), 0);
+    assert!(!new.send(Side::Outside, blind));
+    assert_eq!(new.state(), Some(FlowState::Tcp(TcpState::Established)));
+    // Endpoint-independent mapping: the same inside endpoint to another server keeps its port.
+    assert!(new.send(Side::Inside, udp("10.10.1.10", 5353, "203.0.113.80", 53, b"q2")));
+    assert_eq!(src_of(&new.outside_rx.pop_back().unwrap()).1, udp_ext);
+    // Another host asking for a port a handed-over mapping holds gets a different one.
+    assert!(new.send(Side::Inside, udp("10.10.2.10", 5353, "203.0.113.7", 7, b"x")));
+    assert_ne!(src_of(&new.outside_rx.pop_back().unwrap()), ("198.51.100.10".parse().unwrap(), udp_ext));
+    // Deadlines count on: the answered UDP flow (idle 20 s of 60) goes 40 s later, not 60.
+    let udp_key = |net: &SimNet| {
+        net.gw
+            .flows()
+            .iter()
+            .any(|(_, f)| f.keys[0].src_port == 5353 && f.keys[0].dst_port == 7 && f.keys[0].src == a("10.10.1.10"))
+    };
+    new.advance_s(39);
+    assert!(udp_key(&new), "still there before its deadline");
+    new.advance_s(2);
+    assert!(!udp_key(&new), "gone at the deadline it had");
+}
+
+#[test]
+fn handed_over_state_is_refused_whole_for_another_config_and_per_record_when_hostile() {
+    let mut old = SimNet::new(Timeouts::default());
+    for p in 0..50u16 {
+        assert!(old.send(Side::Inside, udp("10.10.1.10", 20_000 + p, "203.0.113.7", 7, b"x")));
+    }
+    let mut state = Vec::new();
+    old.gw.export_state(old.now_ms, &mut state);
+
+    // Another pool layout or worker count: nothing is taken, and the error says why.
+    let mut other = SimNet::with_config(|cfg| cfg.pools[0].lo = 30_000);
+    let e = other.gw.import_state(&state, 0).unwrap_err().to_string();
+    assert!(e.contains("fingerprint") && e.contains("pools"), "{e}");
+    let mut two = SimNet::with_config(|cfg| cfg.workers = 2);
+    assert!(two.gw.import_state(&state, 0).unwrap_err().to_string().contains("worker 0 of 1"));
+    assert_eq!(other.flows() + two.flows(), 0);
+    // Cut short or from the future: refused, never a panic.
+    let mut fresh = SimNet::new(Timeouts::default());
+    assert!(fresh.gw.import_state(&state[..state.len() - 1], 0).is_err());
+    let mut future = state.clone();
+    future[5] = 2;
+    assert!(fresh.gw.import_state(&future, 0).unwrap_err().to_string().contains("format 2"));
+
+    // Imported twice: the second copy collides with every flow and mapping.
+    let (mut new, _) = hand_over(&old, 0, |_| {});
+    let again = new.gw.import_state(&state, 0).unwrap();
+    assert_eq!((again.imported, again.conflicting), (0, 50));
+
+    // A record that would send from a private address out of the outside, or claim an
+    // external endpoint natgw does not own, is refused; its neighbours are taken.
+    let mut tampered = state.clone();
+    let rec = |i: usize| natgw_core::nat::handoff::HEADER_LEN + i * natgw_core::nat::handoff::RECORD_LEN;
+    // Record 0: the original direction's new source (offset 32) becomes the inside host.
+    tampered[rec(0) + 32..rec(0) + 36].copy_from_slice(&[10, 10, 1, 10]);
+    // Record 1: its mapping's external address (offset 168) becomes someone else's.
+    tampered[rec(1) + 168..rec(1) + 172].copy_from_slice(&[192, 0, 2, 1]);
+    // Record 2: an unknown protocol.
+    tampered[rec(2)] = 47;
+    let mut fresh = SimNet::new(Timeouts::default());
+    let r = fresh.gw.import_state(&tampered, 0).unwrap();
+    assert_eq!((r.imported, r.invalid), (47, 3), "{r:?}");
+    assert_eq!(fresh.counter(Counter::HandoffFlowsRefused), 3);
+
+    // Any byte of any record changed: never a panic, and whatever is taken sends nothing
+    // out of the outside from an address other than an external one.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..2000 {
+        let mut s = state.clone();
+        for _ in 0..1 + round % 8 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = natgw_core::nat::handoff::HEADER_LEN
+                + (rng as usize) % (s.len() - natgw_core::nat::handoff::HEADER_LEN);
+            s[at] = (rng >> 32) as u8;
+        }
+        let mut net = SimNet::new(Timeouts::default());
+        let _ = net.gw.import_state(&s, 0);
+        for (_, f) in net.gw.flows().iter() {
+            for d in 0..2 {
+                if f.egress[d] == Egress::Outside {
+                    assert!(net.gw.mappings().is_external(f.rewrite[d].src.addr), "round {round}: {f:?}");
+                }
+            }
+        }
+        assert!(net.flows() <= 50);
+    }
+}

@@ -18,6 +18,8 @@ use natgw_wire::{tcp, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 pub enum ConntrackError {
     #[error("flow table full ({0} flows)")]
     TableFull(usize),
+    #[error("a flow with one of these keys is already in the table")]
+    KeyTaken,
 }
 
 /// Which side of the gateway a packet arrived on; part of every key so that a spoofed
@@ -459,6 +461,20 @@ impl FlowTable {
     #[inline]
     pub fn get_mut(&mut self, id: FlowId) -> Option<&mut Flow> {
         self.slots.get_mut(id as usize).and_then(|s| s.flow.as_mut())
+    }
+
+    /// Whether the flow is still in the list of flows never answered.
+    pub fn is_unanswered(&self, id: FlowId) -> bool {
+        self.slots.get(id as usize).is_some_and(|s| s.flow.is_some() && s.unanswered.is_some())
+    }
+
+    /// Inserts a flow whose keys may already be taken (one taken from another process or
+    /// node): refused then, rather than shadowing the flow that holds them.
+    pub fn insert_new(&mut self, flow: Flow) -> Result<FlowId, ConntrackError> {
+        if flow.keys.iter().any(|k| self.index.contains_key(k)) || flow.keys[ORIGINAL] == flow.keys[REPLY] {
+            return Err(ConntrackError::KeyTaken);
+        }
+        self.insert(flow)
     }
 
     pub fn insert(&mut self, flow: Flow) -> Result<FlowId, ConntrackError> {

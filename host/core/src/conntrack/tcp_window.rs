@@ -58,9 +58,42 @@ pub struct TcpWindow {
     flags: u8,
 }
 
+/// Bytes of one direction's window state in a flow's handoff record (`nat::handoff`).
+pub const WINDOW_STATE_LEN: usize = 18;
+
 impl TcpWindow {
     pub fn is_initialised(&self) -> bool {
         self.flags & INITIALISED != 0
+    }
+
+    /// The state as bytes (network order), for handing a flow to another process or node.
+    pub fn to_bytes(&self) -> [u8; WINDOW_STATE_LEN] {
+        let mut b = [0u8; WINDOW_STATE_LEN];
+        b[0..4].copy_from_slice(&self.end.to_be_bytes());
+        b[4..8].copy_from_slice(&self.max_end.to_be_bytes());
+        b[8..12].copy_from_slice(&self.max_win.to_be_bytes());
+        b[12..16].copy_from_slice(&self.max_ack.to_be_bytes());
+        b[16] = self.scale;
+        b[17] = self.flags;
+        b
+    }
+
+    /// The state `to_bytes` wrote. A scale above RFC 7323's 14 or unknown flags make it
+    /// `None`: the caller picks the direction up afresh instead.
+    pub fn from_bytes(b: &[u8; WINDOW_STATE_LEN]) -> Option<TcpWindow> {
+        let word = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let known = INITIALISED | WINDOW_SCALE | SACK_PERMITTED | MAX_ACK_SET;
+        if b[16] > 14 || b[17] & !known != 0 {
+            return None;
+        }
+        Some(TcpWindow {
+            end: word(0),
+            max_end: word(4),
+            max_win: word(8).max(1),
+            max_ack: word(12),
+            scale: b[16],
+            flags: b[17],
+        })
     }
 }
 

@@ -64,3 +64,41 @@ pub struct NatConfig {
     /// remembered; `refusals`).
     pub refusal_cache_ms: u64,
 }
+
+impl NatConfig {
+    /// What handed-over flow state depends on (`handoff`): the worker count, the inside
+    /// links (names and addresses), the external addresses and the pools. FNV-1a over a
+    /// fixed encoding, so every natgw binary computes the same value for the same config.
+    pub fn state_fingerprint(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: &[u8]| {
+            for &x in b {
+                h ^= u64::from(x);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        eat(&(self.workers as u64).to_be_bytes());
+        for l in &self.inside {
+            eat(l.name.as_bytes());
+            eat(&[0]);
+            for n in &l.addresses {
+                eat(&n.addr.octets());
+                eat(&[n.prefix]);
+            }
+            eat(&[0xff]);
+        }
+        for a in &self.external_addrs {
+            eat(&a.octets());
+        }
+        for p in &self.pools {
+            eat(p.name.as_bytes());
+            eat(&[0]);
+            for a in &p.addrs {
+                eat(&a.octets());
+            }
+            eat(&p.lo.to_be_bytes());
+            eat(&p.hi.to_be_bytes());
+        }
+        h
+    }
+}

@@ -19,6 +19,7 @@ mod fast_path;
 mod flow_records;
 mod frag_table;
 mod fragments;
+pub mod handoff;
 mod icmp_errors;
 mod own_packets;
 pub mod policy;

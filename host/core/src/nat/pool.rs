@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::conntrack::Endpoint;
 use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum PoolError {
     #[error("no free port on {addr} for protocol {proto} in this worker's slice of {lo}-{hi}")]
     Exhausted { addr: Ipv4Addr, proto: u8, lo: u16, hi: u16 },
@@ -20,6 +20,10 @@ pub enum PoolError {
     OverBudget { inside: Ipv4Addr, pool: String, budget: u32 },
     #[error("no pool with index {0}")]
     UnknownPool(PoolId),
+    #[error("{addr}:{port} ({proto}) is not this worker's to hold in pool {pool}")]
+    NotOurs { addr: Ipv4Addr, port: u16, proto: u8, pool: PoolId },
+    #[error("{addr}:{port} ({proto}) already maps another inside endpoint")]
+    Conflict { addr: Ipv4Addr, port: u16, proto: u8 },
 }
 
 /// Paired pooling (RFC 4787 REQ-2): an inside host always leaves from the same external
@@ -305,6 +309,61 @@ impl Mappings {
         };
         self.by_inside.insert((pool, proto, inside.addr, inside.port), id);
         self.by_external.insert((proto, addr, port), id);
+        Ok(id)
+    }
+
+    /// Takes a reference on the mapping of `inside` in `pool` to exactly `external`,
+    /// creating it when needed: how a flow taken over from another process or node brings
+    /// its mapping along. Refused when the endpoint is not one this worker may hold (another
+    /// pool's address, outside the range, another worker's slice) or already maps another
+    /// inside endpoint: no external endpoint ever names two inside ones. Budgets are not
+    /// checked (the mapping exists already); it counts towards them.
+    pub fn import(
+        &mut self,
+        pool: PoolId,
+        proto: u8,
+        inside: Endpoint,
+        inside_if: u8,
+        external: Endpoint,
+    ) -> Result<MappingId, PoolError> {
+        let conflict = PoolError::Conflict { addr: external.addr, port: external.port, proto };
+        if let Some(&id) = self.by_inside.get(&(pool, proto, inside.addr, inside.port)) {
+            let m = self.slots.get_mut(id as usize).and_then(|m| m.as_mut()).ok_or(conflict.clone())?;
+            if m.external != external {
+                return Err(conflict);
+            }
+            m.refs += 1;
+            return Ok(id);
+        }
+        if self.by_external.contains_key(&(proto, external.addr, external.port)) {
+            return Err(conflict);
+        }
+        let not_ours = PoolError::NotOurs { addr: external.addr, port: external.port, proto, pool };
+        let (worker, workers) = (self.worker, self.workers);
+        let pp = self.pools.get_mut(usize::from(pool)).ok_or(PoolError::UnknownPool(pool))?;
+        let ai = pp.spec.addrs.iter().position(|a| *a == external.addr).ok_or(not_ours.clone())?;
+        let (lo, hi) = if proto == PROTO_ICMP { (1, u16::MAX) } else { (pp.spec.lo, pp.spec.hi) };
+        let bitmap = &mut pp.used[proto_index(proto)][ai];
+        if external.port < lo || external.port > hi || external.port % workers != worker || bitmap.is_set(external.port)
+        {
+            return Err(not_ours);
+        }
+        bitmap.set(external.port, true);
+        self.per_source.try_take(pool, inside.addr, None);
+        let m = Mapping { proto, inside, inside_if, external, pool, refs: 1 };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(m);
+                id
+            }
+            None => {
+                let id = MappingId::try_from(self.slots.len()).unwrap_or(MappingId::MAX);
+                self.slots.push(Some(m));
+                id
+            }
+        };
+        self.by_inside.insert((pool, proto, inside.addr, inside.port), id);
+        self.by_external.insert((proto, external.addr, external.port), id);
         Ok(id)
     }
 
