@@ -3,7 +3,10 @@
 //! a sequence of records: [side+flags byte][length, 2 bytes big-endian][frame bytes]. Invariants: no panic;
 //! every forwarded or emitted frame is a well-formed IPv4 packet with a valid header
 //! checksum; what natgw builds itself has valid checksums throughout; and nothing leaves
-//! on the outside with a source other than one of the external addresses.
+//! on the outside with a source other than one of the external addresses. A record with
+//! control byte 0xff hands the translator's flows over (`export_state` → a new translator
+//! → `import_state`, as `natgw upgrade` does) after XOR-ing the record's bytes into the
+//! exported records: the import never panics, and what it takes keeps the invariants.
 #![no_main]
 use std::sync::Arc;
 
@@ -65,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
     if data.first().is_some_and(|b| b & 0x40 != 0) {
         cfg.workers = 2;
     }
-    let mut t = Translator::new(cfg, Arc::new(Counters::default()), 0);
+    let mut t = Translator::new(cfg.clone(), Arc::new(Counters::default()), 0);
     let mut rest = data.get(1..).unwrap_or(&[]);
     let mut now = 0u64;
     let mut out = vec![0u8; 2048];
@@ -75,6 +78,21 @@ fuzz_target!(|data: &[u8]| {
         let n = len.min(body.len());
         let mut frame = body[..n].to_vec();
         rest = &body[n..];
+        if ctl == 0xff {
+            let mut state = Vec::new();
+            t.export_state(now, &mut state);
+            let records = state.len() - natgw_core::nat::handoff::HEADER_LEN;
+            for (i, b) in frame.iter().enumerate() {
+                if records > 0 {
+                    state[natgw_core::nat::handoff::HEADER_LEN + i % records] ^= b;
+                }
+            }
+            let mut next = Translator::new(cfg.clone(), Arc::new(Counters::default()), now);
+            let _ = next.import_state(&state, now);
+            assert!(next.flows().len() <= t.flows().len(), "an import made flows up");
+            t = next;
+            continue;
+        }
         let side = if ctl & 1 == 0 { Side::Inside } else { Side::Outside };
         let meta = FrameMeta {
             side,

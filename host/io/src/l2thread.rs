@@ -62,13 +62,20 @@ impl L2Thread {
         }
     }
 
+    /// The ARP sockets, one per link, opened before the thread (binding a packet socket
+    /// waits for the kernel, about 14 ms each here: a process taking over from another
+    /// opens them before the flows stop).
+    pub fn open_sockets(links: &[L2Link]) -> Result<Vec<PacketSocket>, IoError> {
+        let opts = PacketSocketOptions { protocol: ETHERTYPE_ARP, vnet_hdr: false, fanout: None, rcvbuf: 1 << 20 };
+        links.iter().map(|l| PacketSocket::open(&l.name, &opts)).collect()
+    }
+
     pub fn new(
         links: Vec<L2Link>,
+        sockets: Vec<PacketSocket>,
         shared: Arc<Shared>,
         prime: Vec<(u8, std::net::Ipv4Addr)>,
     ) -> Result<L2Thread, IoError> {
-        let opts = PacketSocketOptions { protocol: ETHERTYPE_ARP, vnet_hdr: false, fanout: None, rcvbuf: 1 << 20 };
-        let sockets = links.iter().map(|l| PacketSocket::open(&l.name, &opts)).collect::<Result<Vec<_>, _>>()?;
         let mut arp = Arp::new(links);
         for &(link, a) in &prime {
             arp.pin(link, a);
@@ -76,6 +83,13 @@ impl L2Thread {
         let counters = shared.l2_counters();
         let stalled = vec![None; shared.heartbeat.len()];
         Ok(L2Thread { sockets, arp, shared, counters, prime, stalled })
+    }
+
+    /// Neighbours the process before this one resolved (`natgw upgrade`), published to
+    /// the workers before they start.
+    pub fn seed(&mut self, entries: Vec<(LinkId, std::net::Ipv4Addr, natgw_wire::MacAddr)>) {
+        self.arp.seed(entries, self.shared.now_ms());
+        self.publish();
     }
 
     fn publish(&self) {

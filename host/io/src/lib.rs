@@ -51,6 +51,30 @@ pub enum ControlRequest {
     /// Switch to the current policy generation, re-check existing flows against the
     /// egress policy and revoke the denied ones; answers how many were revoked.
     Revalidate(std::sync::mpsc::Sender<usize>),
+    /// Stop at this batch boundary and hand the worker's flows over (`natgw upgrade`): it
+    /// stops receiving, finishes the frames it has, queues its last flow records, answers
+    /// with its flow state and its sockets, then waits for the outcome. `Commit` ends the
+    /// worker (its flows live on in the next process); `Resume`, or no word within
+    /// `HANDOVER_WAIT`, carries on as before: the export changed nothing.
+    HandOver(std::sync::mpsc::Sender<WorkerHandover>, std::sync::mpsc::Receiver<HandoverOutcome>),
+}
+
+/// How long a worker that handed its state over waits for the outcome before it resumes.
+pub const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A worker's part of a handoff.
+pub struct WorkerHandover {
+    /// One section of flow state (`natgw_core::nat::handoff`).
+    pub state: Vec<u8>,
+    /// Its packet sockets, one per link in config order (inside links, then outside),
+    /// open until the outcome is known.
+    pub sockets: Vec<std::os::fd::RawFd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoverOutcome {
+    Commit,
+    Resume,
 }
 
 /// State shared by all threads of a running gateway.

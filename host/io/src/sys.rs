@@ -239,6 +239,28 @@ impl PacketSocket {
         Ok(PacketSocket { fd, info })
     }
 
+    /// A packet socket another natgw process opened and handed over (`natgw upgrade`):
+    /// its options, binding and fanout membership come with it. Checked to be an AF_PACKET
+    /// socket bound to `ifname`.
+    pub fn adopt(fd: OwnedFd, ifname: &str) -> Result<PacketSocket, IoError> {
+        let info = interface_info(ifname)?;
+        // SAFETY: sockaddr_ll is plain data; zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        let mut len = socklen_of::<libc::sockaddr_ll>();
+        // SAFETY: sll is writable for `len` bytes, which getsockname writes at most.
+        let r = unsafe { libc::getsockname(fd.as_raw_fd(), &mut sll as *mut _ as *mut libc::sockaddr, &mut len) };
+        if r != 0 {
+            return Err(IoError::Os("getsockname(handed-over socket)", io::Error::last_os_error()));
+        }
+        if sll.sll_family != AF_PACKET_FAMILY || sll.sll_ifindex != info.index {
+            return Err(IoError::Os(
+                "handed-over socket",
+                io::Error::other(format!("not a packet socket on {ifname}")),
+            ));
+        }
+        Ok(PacketSocket { fd, info })
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -471,4 +493,169 @@ pub fn eventfd_drain(fd: RawFd) {
     let mut v: u64 = 0;
     // SAFETY: reads 8 bytes into a live u64; non-blocking, so it returns at once.
     let _ = unsafe { libc::read(fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+}
+
+/// A connected pair of Unix sequenced-packet sockets (message boundaries kept, file
+/// descriptors passed with SCM_RIGHTS): how an old natgw process talks to its successor.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: socketpair writes two descriptors into the array it is given.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Lets `fd` pass to a program this process executes (clears FD_CLOEXEC).
+pub fn inherit_on_exec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns, with plain integer arguments.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes ownership of a descriptor number a parent process passed (`--takeover-fd`),
+/// after checking that it is an open descriptor, and marks it close-on-exec again.
+pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; any integer is safe to ask about.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: as above; sets FD_CLOEXEC on a descriptor that is open.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open and nothing else in this process owns it: the parent
+    // passed it for this purpose alone, and it is adopted once, at start.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The most descriptors one message carries (the kernel's SCM_MAX_FD is 253).
+pub const MAX_FDS_PER_MESSAGE: usize = 250;
+
+/// Sends one message with `fds` attached (at most `MAX_FDS_PER_MESSAGE`).
+pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let fd_bytes = mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE computes a size from an integer.
+    let space = unsafe { libc::CMSG_SPACE(u32::try_from(fd_bytes).unwrap_or(0)) } as usize;
+    let mut control = vec![0u8; space.max(1)];
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    // SAFETY: msghdr is plain data; zero is valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space;
+        // SAFETY: the control buffer is CMSG_SPACE(fd_bytes) long, so the first header and
+        // its data (fd_bytes) fit; CMSG_FIRSTHDR/CMSG_DATA point inside it.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(u32::try_from(fd_bytes).unwrap_or(0)) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr() as *const u8, libc::CMSG_DATA(c), fd_bytes);
+        }
+    }
+    // SAFETY: msg points at live buffers (iov over `data`, the control buffer) for the call.
+    let r = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receives one message (up to `buf.len()` bytes) and the descriptors attached to it,
+/// waiting at most `timeout_ms`. `Ok(None)` on timeout; a message of length 0 with no
+/// descriptors means the peer closed its end.
+pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    if !poll_readable(&[sock], timeout_ms)?.first().copied().unwrap_or(false) {
+        return Ok(None);
+    }
+    let fd_bytes = MAX_FDS_PER_MESSAGE * mem::size_of::<RawFd>();
+    // SAFETY: CMSG_SPACE computes a size from an integer.
+    let space = unsafe { libc::CMSG_SPACE(u32::try_from(fd_bytes).unwrap_or(0)) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; zero is valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = space;
+    // SAFETY: msg points at live, writable buffers of the sizes it names.
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsg headers;
+    // CMSG_FIRSTHDR/NXTHDR walk only within them, and an SCM_RIGHTS header's data holds
+    // (cmsg_len - CMSG_LEN(0)) / 4 descriptors, each now ours.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let count = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / mem::size_of::<RawFd>();
+                for i in 0..count {
+                    let mut fd: RawFd = -1;
+                    std::ptr::copy_nonoverlapping(
+                        data.add(i * mem::size_of::<RawFd>()),
+                        &mut fd as *mut RawFd as *mut u8,
+                        mem::size_of::<RawFd>(),
+                    );
+                    if fd >= 0 {
+                        fds.push(OwnedFd::from_raw_fd(fd));
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("descriptors were cut off (MSG_CTRUNC)"));
+    }
+    Ok(Some((n as usize, fds)))
+}
+
+/// An anonymous memory file holding `data` (memfd_create), sealed against change: the
+/// flow table on its way to the next process.
+pub fn sealed_memfd(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
+    use std::io::Write;
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: c is a valid NUL-terminated name; the result is checked and owned below.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut f = std::fs::File::from(fd);
+    f.write_all(data)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on our descriptor with integer arguments.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(OwnedFd::from(f))
+}
+
+/// The whole content of a memory file another process wrote (read from offset 0, whatever
+/// the shared file offset says), refusing more than `max` bytes.
+pub fn read_memfd(fd: OwnedFd, max: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::from(fd);
+    let len = f.metadata()?.len();
+    if len > max {
+        return Err(io::Error::other(format!("{len} bytes of flow state, more than the {max} this gateway holds")));
+    }
+    let mut buf = vec![0u8; usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?];
+    f.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
 }

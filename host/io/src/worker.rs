@@ -12,7 +12,10 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::bufring::{BufRing, BUF_SIZE};
 use super::sys::{self, PacketSocket};
-use super::{ControlRequest, HandoffFrame, IoError, Shared, VnetHdr, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use super::{
+    ControlRequest, HandoffFrame, HandoverOutcome, IoError, Shared, VnetHdr, WorkerHandover, HANDOVER_WAIT,
+    VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
+};
 use natgw_core::conntrack::{Egress, FlowSummary, Side};
 use natgw_core::counters::Counter;
 use natgw_core::l2::{LinkId, NeighbourTable};
@@ -23,6 +26,7 @@ const OP_RECV: u64 = 1;
 const OP_SEND_RX: u64 = 2;
 const OP_SEND_TX: u64 = 3;
 const OP_WAKE: u64 = 4;
+const OP_CANCEL: u64 = 5;
 
 fn ud(op: u64, arg: u64) -> u64 {
     op << 56 | arg
@@ -78,15 +82,17 @@ pub struct Worker {
     busy_poll_us: u64,
 }
 
-impl Worker {
-    pub fn new(
-        index: usize,
-        links: Vec<WorkerLink>,
-        translator: Translator,
-        shared: Arc<Shared>,
-        rx_buffers: u16,
-        busy_poll_us: u64,
-    ) -> Result<Worker, IoError> {
+/// A worker's io_uring and its provided-buffer ring, made before the worker: setting
+/// them up waits for the kernel (about 10 ms each here), so a process taking over from
+/// another (`natgw upgrade`) makes them before the flows stop.
+pub struct Rings {
+    // Field order matters: the ring is dropped before the buffer memory it refers to.
+    ring: IoUring,
+    bufs: BufRing,
+}
+
+impl Rings {
+    pub fn new(rx_buffers: u16) -> Result<Rings, IoError> {
         // The completion queue must be larger than the submission queue (EINVAL otherwise),
         // and large enough for a burst of multishot completions plus send completions.
         let ring = IoUring::builder()
@@ -95,8 +101,22 @@ impl Worker {
             .build(u32::from(rx_buffers))
             .map_err(IoError::Uring)?;
         let bufs = BufRing::new(&ring, rx_buffers, 0)?;
+        Ok(Rings { ring, bufs })
+    }
+}
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        links: Vec<WorkerLink>,
+        translator: Translator,
+        shared: Arc<Shared>,
+        rings: Rings,
+        busy_poll_us: u64,
+    ) -> Worker {
         let n = links.len();
-        Ok(Worker {
+        let Rings { ring, bufs } = rings;
+        Worker {
             ring,
             bufs,
             tx: (0..TX_SLOTS).map(|_| vec![0u8; BUF_SIZE].into_boxed_slice()).collect(),
@@ -114,7 +134,7 @@ impl Worker {
             wake_armed: false,
             mtus: vec![0; n],
             busy_poll_us,
-        })
+        }
     }
 
     fn link_for(&self, egress: Egress) -> usize {
@@ -216,7 +236,10 @@ impl Worker {
             }
             // A batch boundary: a new policy generation takes over here.
             self.translator.policy_batch_boundary();
-            self.serve_control(now);
+            if self.serve_control(now) {
+                // Handed over: the flows live on in the next process; no final records.
+                return;
+            }
             self.bufs.publish();
         }
         let now = self.shared.now_ms();
@@ -249,7 +272,7 @@ impl Worker {
                 if res < 0 {
                     // ENOBUFS: every buffer is in flight; the receive is re-armed once
                     // buffers come back. Anything else is unexpected but not fatal.
-                    if -res != libc::ENOBUFS {
+                    if -res != libc::ENOBUFS && -res != libc::ECANCELED {
                         tracing::warn!(
                             "natgw: worker {}: receive on link {link}: {}",
                             self.index,
@@ -500,9 +523,15 @@ impl Worker {
         }
     }
 
-    fn serve_control(&mut self, now: u64) {
+    /// Answers control requests; true when the worker handed its flows over and ends.
+    fn serve_control(&mut self, now: u64) -> bool {
         while let Some(req) = self.shared.control[self.index].pop() {
             match req {
+                ControlRequest::HandOver(reply, outcome) => {
+                    if self.hand_over(reply, outcome) {
+                        return true;
+                    }
+                }
                 ControlRequest::Flows(reply) => {
                     let _ = reply.send(self.flow_summaries(now));
                 }
@@ -512,6 +541,52 @@ impl Worker {
                 }
             }
         }
+        false
+    }
+
+    /// Stops receiving (cancels every multishot receive and translates what they still
+    /// deliver), forwards what other workers handed over, queues the last flow records,
+    /// and gives its flow state and sockets to the handoff. True when it is committed.
+    fn hand_over(
+        &mut self,
+        reply: std::sync::mpsc::Sender<WorkerHandover>,
+        outcome: std::sync::mpsc::Receiver<HandoverOutcome>,
+    ) -> bool {
+        for l in 0..self.links.len() {
+            if self.recv_armed[l] {
+                let e = opcode::AsyncCancel::new(ud(OP_RECV, l as u64)).build().user_data(ud(OP_CANCEL, 0));
+                self.push_sqe(e);
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_millis(200);
+        let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(256);
+        while self.recv_armed.iter().any(|&a| a) && std::time::Instant::now() < deadline {
+            let ts = types::Timespec::new().nsec(1_000_000);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            completions.clear();
+            completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            let now = self.shared.now_ms();
+            for &(data, res, flags) in &completions {
+                self.complete(data, res, flags, now);
+            }
+            self.bufs.publish();
+        }
+        let now = self.shared.now_ms();
+        self.drain_handoffs(now);
+        let _ = self.ring.submit();
+        self.export_flow_ends();
+        let mut state = Vec::new();
+        self.translator.export_state(now, &mut state);
+        let sockets = self.links.iter().map(|l| l.socket.raw_fd()).collect();
+        if reply.send(WorkerHandover { state, sockets }).is_err() {
+            return false;
+        }
+        let committed = outcome.recv_timeout(HANDOVER_WAIT) == Ok(HandoverOutcome::Commit);
+        if !committed {
+            tracing::warn!("natgw: worker {}: handoff not completed; forwarding again", self.index);
+        }
+        committed
     }
 
     fn flow_summaries(&self, now: u64) -> Vec<FlowSummary> {

@@ -68,6 +68,13 @@ pub enum Request {
     PolicyRemove {
         hook: Hook,
     },
+    /// Start `binary` (`run` with the running gateway's config file) and hand it every
+    /// flow, socket and lock; answered when the new process forwards, or with why not
+    /// (the running gateway then goes on).
+    Upgrade {
+        /// Absolute path of the natgw binary to run.
+        binary: PathBuf,
+    },
 }
 
 /// A gateway's answer to one request.
@@ -92,6 +99,22 @@ pub enum Reply {
     PolicyRemoved {
         hook: Hook,
     },
+    Upgraded(UpgradeReport),
+}
+
+/// What `natgw upgrade` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    pub old_pid: u32,
+    pub new_pid: u32,
+    pub binary: String,
+    /// Flows the new process took over, and those it refused (`HandoffFlowsRefused`).
+    pub flows: u64,
+    pub flows_refused: u64,
+    /// From the moment the workers stopped receiving to the new process forwarding.
+    pub pause_us: u64,
+    /// How long the new process took to get ready (config, policies compiled).
+    pub prepare_ms: u64,
 }
 
 /// Why a request failed, on either side of the socket.
@@ -111,6 +134,9 @@ pub enum AdminError {
     PolicyRefused { hook: Hook, reason: String },
     #[error("flow records are off (flow_log.enabled = false)")]
     FlowLogOff,
+    /// The upgrade did not happen; the running gateway goes on.
+    #[error("upgrade refused, the running gateway goes on: {reason}")]
+    UpgradeRefused { reason: String },
     #[error("cannot reach natgw at {path}: {reason} (is `natgw run` running, and are you root?)")]
     Connect { path: String, reason: String },
     #[error("admin socket {path}: {reason}")]
@@ -160,6 +186,9 @@ pub struct LinkStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// The gateway process (it changes with `natgw upgrade`).
+    #[serde(default)]
+    pub pid: u32,
     pub uptime_s: u64,
     pub workers: usize,
     pub inside: Vec<LinkStatus>,
@@ -357,6 +386,15 @@ impl AdminClient {
         let req = Request::PolicySwap { hook, component, config, fail, revalidate };
         match self.call_within(&req, SWAP_ANSWER_TIMEOUT)? {
             Reply::PolicySwapped(r) => Ok(r),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    /// Asks the gateway to hand over to `binary`; answered once the new process forwards.
+    pub fn upgrade(&self, binary: PathBuf) -> Result<UpgradeReport, AdminError> {
+        // The new process compiles the policies first (minutes for a large one, once).
+        match self.call_within(&Request::Upgrade { binary }, SWAP_ANSWER_TIMEOUT * 2)? {
+            Reply::Upgraded(r) => Ok(r),
             other => Err(unexpected(&self.path, &other)),
         }
     }

@@ -12,9 +12,10 @@ use thiserror::Error;
 
 use crate::admin::{
     self, AdminError, CounterValue, Envelope, FlowEntry, HookStatus, LinkStatus, Reply, Request, Stats, Status,
-    SwapReport,
+    SwapReport, UpgradeReport,
 };
 use crate::config::{self, Config};
+use crate::handoff;
 use crate::report;
 use crossbeam_queue::ArrayQueue;
 use natgw_core::conntrack::{proto_name, FlowSummary};
@@ -23,7 +24,7 @@ use natgw_core::l2::L2Link;
 use natgw_core::nat::{InsideLink, NatConfig, Translator};
 use natgw_io::l2thread::L2Thread;
 use natgw_io::sys::{self, PacketSocket, PacketSocketOptions};
-use natgw_io::worker::{Worker, WorkerLink};
+use natgw_io::worker::{Rings, Worker, WorkerLink};
 use natgw_io::{ControlRequest, IoError, Shared};
 use natgw_policy::config::{FailMode, Hook};
 use natgw_policy::flowlog::{FlowLogExporter, Sinks, WallClock};
@@ -74,15 +75,23 @@ pub enum ControlError {
     OtlpBench { reason: String },
     #[error("{key} = \"{addr}\": cannot listen: {source}")]
     Listen { key: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("--takeover-fd: {0}")]
+    Takeover(String),
 }
 
 /// Starts the gateway and blocks until SIGINT/SIGTERM. On SIGHUP the policy hooks are
-/// reloaded from `config_path`.
-pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError> {
+/// reloaded from `config_path`. With `takeover_fd` (`natgw upgrade` passes it) the
+/// gateway takes its flows, sockets and locks from the process that started it.
+pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) -> Result<(), ControlError> {
+    let started = Instant::now();
     let uid = sys::effective_uid();
     if uid != 0 {
         return Err(ControlError::NotRoot(uid));
     }
+    let takeover = takeover_fd
+        .map(sys::adopt_inherited_fd)
+        .transpose()
+        .map_err(|e| ControlError::Takeover(format!("not an open descriptor: {e}")))?;
     // Interfaces exist and are up; natgw's addresses are not the kernel's.
     let mut inside_info = Vec::new();
     for (i, c) in cfg.inside.iter().enumerate() {
@@ -109,11 +118,14 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
             return Err(ControlError::AddressInUse { addr: a, interface: ifname });
         }
     }
-    // One gateway per interface: held until the process exits (or hands the files over).
-    let _interface_locks = lock_interfaces(
-        Path::new(INTERFACE_LOCK_DIR),
-        cfg.inside.iter().map(|c| c.interface.as_str()).chain(std::iter::once(cfg.outside.interface.as_str())),
-    )?;
+    // One gateway per interface: held until the process exits (or hands the files over;
+    // a successor receives them from its predecessor).
+    let interface_names: Vec<String> =
+        cfg.inside.iter().map(|c| c.interface.clone()).chain(std::iter::once(cfg.outside.interface.clone())).collect();
+    let mut interface_locks = match takeover {
+        None => lock_interfaces(Path::new(INTERFACE_LOCK_DIR), interface_names.iter().map(String::as_str))?,
+        Some(_) => Vec::new(),
+    };
     if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1") {
         // The kernel would forward the same frames natgw translates, untranslated.
         tracing::warn!("natgw: warning: net.ipv4.ip_forward=1 in this namespace; set it to 0 so only natgw forwards");
@@ -121,7 +133,6 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
 
     let workers = cfg.worker_count();
     let mtus: Vec<u32> = inside_info.iter().chain(std::iter::once(&outside_info)).map(|i| i.mtu).collect();
-    let shared = Arc::new(Shared::new(workers, &mtus, cfg.flow_log.enabled)?);
     sys::install_signal_handlers();
 
     // Policies: compiled, validated and instantiated before any packet moves; a bad one
@@ -129,27 +140,6 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
     let pool_names: Vec<String> = cfg.pools.iter().map(|p| p.name.clone()).collect();
     let rt = Runtime::new(cfg.policy.clone(), workers, pool_names)?;
     rt.load_configured()?;
-
-    let l2_links: Vec<L2Link> = cfg
-        .inside
-        .iter()
-        .zip(&inside_info)
-        .map(|(c, info)| L2Link { name: c.interface.clone(), mac: info.mac, addresses: c.addresses.clone() })
-        .chain(std::iter::once(L2Link {
-            name: cfg.outside.interface.clone(),
-            mac: outside_info.mac,
-            addresses: cfg
-                .outside
-                .addresses
-                .iter()
-                .map(|a| natgw_wire::Ipv4Net { addr: *a, prefix: cfg.outside.subnet.prefix })
-                .collect(),
-        }))
-        .collect();
-    // The config allows at most 64 inside links: every link index fits a LinkId.
-    let link_id = |i: usize| natgw_core::l2::LinkId::try_from(i).unwrap_or(natgw_core::l2::LinkId::MAX);
-    let outside_link = link_id(cfg.inside.len());
-    let l2 = L2Thread::new(l2_links, shared.clone(), vec![(outside_link, cfg.outside.gateway)])?;
 
     let source_ports = Arc::new(natgw_core::nat::pool::SourcePorts::default());
     let nat_cfg = |w: usize| NatConfig {
@@ -186,12 +176,83 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         refusal_cache_ms: cfg.refusal_cache_ms,
     };
 
+    let l2_links: Vec<L2Link> = cfg
+        .inside
+        .iter()
+        .zip(&inside_info)
+        .map(|(c, info)| L2Link { name: c.interface.clone(), mac: info.mac, addresses: c.addresses.clone() })
+        .chain(std::iter::once(L2Link {
+            name: cfg.outside.interface.clone(),
+            mac: outside_info.mac,
+            addresses: cfg
+                .outside
+                .addresses
+                .iter()
+                .map(|a| natgw_wire::Ipv4Net { addr: *a, prefix: cfg.outside.subnet.prefix })
+                .collect(),
+        }))
+        .collect();
+    // The config allows at most 64 inside links: every link index fits a LinkId.
+    let link_id = |i: usize| natgw_core::l2::LinkId::try_from(i).unwrap_or(natgw_core::l2::LinkId::MAX);
+    let outside_link = link_id(cfg.inside.len());
+    // What waits for the kernel (binding packet sockets, setting up rings: milliseconds
+    // each) is made now, before a predecessor's workers stop for the handoff.
+    let arp_sockets = L2Thread::open_sockets(&l2_links)?;
+    let mut rings = (0..workers).map(|_| Rings::new(cfg.rx_buffers)).collect::<Result<Vec<_>, _>>()?.into_iter();
+    let terms = handoff::Terms {
+        version: env!("CARGO_PKG_VERSION").into(),
+        workers,
+        interfaces: interface_names.clone(),
+        fingerprint: nat_cfg(0).state_fingerprint(),
+    };
+    // A successor: ready now; from here the predecessor's workers are paused.
+    let inherited = match takeover {
+        Some(channel) => {
+            let prepare_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let links = interface_names.len();
+            let i = handoff::take_over(channel, terms.clone(), links, prepare_ms)
+                .map_err(|e| ControlError::Takeover(e.to_string()))?;
+            Some((i, Instant::now()))
+        }
+        None => None,
+    };
+    let state_received = inherited.as_ref().map(|i| i.1);
+    let mut inherited = inherited.map(|i| i.0);
+    let mut shared = Shared::new(workers, &mtus, cfg.flow_log.enabled)?;
+    if let Some(i) = &inherited {
+        // The predecessor's clock origin: every time in the handed-over table keeps its meaning.
+        shared.start = Instant::now().checked_sub(Duration::from_millis(i.now_ms)).unwrap_or(shared.start);
+    }
+    let shared = Arc::new(shared);
+    let state = inherited.as_mut().map(|i| std::mem::take(&mut i.state)).unwrap_or_default();
+    let (sections, neighbours) = match &inherited {
+        Some(_) => handoff::decode_state(&state).map_err(|e| ControlError::Takeover(e.to_string()))?,
+        None => (Vec::new(), Vec::new()),
+    };
+    if inherited.is_some() && sections.len() != workers {
+        let e = format!("{} sections of flow state for {workers} workers", sections.len());
+        if let Some(i) = &inherited {
+            i.failed(&e);
+        }
+        return Err(ControlError::Takeover(e));
+    }
+
+    let mut l2 = L2Thread::new(l2_links, arp_sockets, shared.clone(), vec![(outside_link, cfg.outside.gateway)])?;
+    if !neighbours.is_empty() {
+        l2.seed(neighbours.into_iter().collect());
+    }
+
     // Every worker opens its own socket per link; with several workers they join one
     // fanout group per link whose steering program keeps each flow on its owner.
     // 1024 groups of 64 links: a process's groups do not meet another natgw's.
     let group_base = u16::try_from(std::process::id() % 1024).unwrap_or(0) * 64;
+    let workers_from = Instant::now();
     let mut built = Vec::new();
+    let mut inherited_sockets =
+        inherited.as_mut().map(|i| std::mem::take(&mut i.sockets)).unwrap_or_default().into_iter();
+    let (mut imported, mut import_refused) = (0u64, 0u64);
     for w in 0..workers {
+        let mut adopted = inherited_sockets.next().unwrap_or_default().into_iter();
         let mut links = Vec::new();
         let all = cfg
             .inside
@@ -202,7 +263,10 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
             let fanout =
                 (workers > 1).then(|| (group_base.wrapping_add(u16::from(link_id(li))), sys::steering_program(inside)));
             let opts = PacketSocketOptions { protocol: ETHERTYPE_IPV4, vnet_hdr: true, fanout, rcvbuf: 8 << 20 };
-            let socket = PacketSocket::open(&name, &opts)?;
+            let socket = match (&inherited, adopted.next()) {
+                (Some(_), Some(fd)) => PacketSocket::adopt(fd, &name)?,
+                _ => PacketSocket::open(&name, &opts)?,
+            };
             let (side, index) = if inside {
                 (natgw_core::conntrack::Side::Inside, link_id(li))
             } else {
@@ -213,17 +277,51 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         let mut translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
         translator.set_policy(Box::new(WorkerPolicy::new(rt.clone(), w, shared.counters[w].clone())));
         translator.record_flow_ends(shared.flow_log_enabled, cfg.flow_log.refused, cfg.flow_log.active_interval_s);
-        built.push(Worker::new(w, links, translator, shared.clone(), cfg.rx_buffers, cfg.busy_poll_us)?);
+        if let (Some(i), Some(section)) = (&inherited, sections.get(w)) {
+            match translator.import_state(section, shared.now_ms()) {
+                Ok(r) => {
+                    imported += r.imported;
+                    import_refused += r.refused();
+                }
+                Err(e) => {
+                    i.failed(&e.to_string());
+                    return Err(ControlError::Takeover(e.to_string()));
+                }
+            }
+        }
+        let Some(worker_rings) = rings.next() else {
+            return Err(IoError::Uring(std::io::ErrorKind::NotFound.into()).into());
+        };
+        built.push(Worker::new(w, links, translator, shared.clone(), worker_rings, cfg.busy_poll_us));
     }
 
     // Last steps that can fail: nothing is left on disk when an earlier one does. The admin
     // socket first, so a second instance is reported as such.
-    let admin = bind_admin(&cfg.admin_socket)?;
+    let (admin, inherited_metrics) = match inherited.as_mut() {
+        Some(i) => {
+            interface_locks = std::mem::take(&mut i.locks);
+            for f in &mut interface_locks {
+                use std::io::Seek;
+                let _ = f.set_len(0).and_then(|()| f.rewind()).and_then(|()| writeln!(f, "{}", std::process::id()));
+            }
+            (
+                i.admin
+                    .try_clone()
+                    .map_err(|e| ControlError::AdminSocket { path: cfg.admin_socket.clone(), source: e })?,
+                i.metrics.take(),
+            )
+        }
+        None => (bind_admin(&cfg.admin_socket)?, None),
+    };
+    admin.set_nonblocking(true).map_err(|e| ControlError::AdminSocket { path: cfg.admin_socket.clone(), source: e })?;
     let prometheus_listener = match cfg.metrics_listen {
+        Some(_) if inherited_metrics.is_some() => inherited_metrics,
         Some(a) => match prometheus::bind(a) {
             Ok(l) => Some(l),
             Err(e) => {
-                let _ = std::fs::remove_file(&cfg.admin_socket);
+                if inherited.is_none() {
+                    let _ = std::fs::remove_file(&cfg.admin_socket);
+                }
                 return Err(ControlError::Listen { key: "metrics.listen", addr: a, source: e });
             }
         },
@@ -317,6 +415,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         }
         None => None,
     };
+    let metrics_fd = prometheus_listener.as_ref().map(AsRawFd::as_raw_fd);
     if let Some(l) = prometheus_listener {
         let counters = shared.counters.clone();
         threads.push(
@@ -351,12 +450,36 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
     let admin_rt = rt.clone();
     let admin_followers = cfg.flow_log.enabled.then(|| followers.clone());
     let admin_path = cfg.admin_socket.clone();
+    let upgrades = Arc::new(UpgradeContext {
+        config_path: config_path.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
+        terms,
+        lock_fds: interface_locks.iter().map(AsRawFd::as_raw_fd).collect(),
+        admin_fd: admin.as_raw_fd(),
+        metrics_fd,
+        handing_over: Default::default(),
+        handed_over: Default::default(),
+        one_at_a_time: Default::default(),
+    });
+    let admin_upgrades = upgrades.clone();
     threads.push(
         std::thread::Builder::new()
             .name("natgw-admin".into())
-            .spawn(move || serve_admin(admin, admin_shared, admin_rt, status, admin_followers))
+            .spawn(move || serve_admin(admin, admin_shared, admin_rt, status, admin_followers, admin_upgrades))
             .map_err(|e| IoError::Os("spawn", e))?,
     );
+    if let Some(i) = &inherited {
+        // The workers run: the predecessor's end.
+        if let Err(e) = i.running(imported, import_refused) {
+            tracing::warn!("natgw: the process handing over did not hear that this one runs: {e}");
+        }
+        let since = |t: Option<Instant>| t.map_or(0, |t| t.elapsed().as_micros());
+        tracing::info!(
+            "natgw: took over {imported} flow(s) from the previous process ({import_refused} refused): forwarding {} us after the state arrived (workers and flows {} us); started {} ms ago",
+            since(state_received),
+            since(Some(workers_from)),
+            started.elapsed().as_millis()
+        );
+    }
     tracing::info!(
         "natgw: running with {workers} worker(s); inside {}; outside {} ({}); admin socket {}",
         cfg.inside.iter().map(|c| c.interface.as_str()).collect::<Vec<_>>().join(","),
@@ -374,8 +497,6 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
         }
     }
     tracing::info!("natgw: stopping");
-    // Wake the admin thread's accept().
-    let _ = UnixStream::connect(&admin_path);
     for t in threads {
         let _ = t.join();
     }
@@ -386,9 +507,122 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), ControlError
     if let Some(t) = otlp_thread {
         let _ = t.join();
     }
-    let _ = std::fs::remove_file(&admin_path);
+    let handed_over = upgrades.handed_over.load(std::sync::atomic::Ordering::Acquire);
+    if handed_over {
+        tracing::info!("natgw: handed over; the new process serves {admin_path}");
+    } else {
+        let _ = std::fs::remove_file(&admin_path);
+    }
+    drop(interface_locks);
     tracing::info!("natgw: stopped");
     Ok(())
+}
+
+/// What `natgw upgrade` needs of the running gateway.
+struct UpgradeContext {
+    /// The config file the successor is started with (absolute).
+    config_path: Option<PathBuf>,
+    terms: handoff::Terms,
+    lock_fds: Vec<std::os::fd::RawFd>,
+    admin_fd: std::os::fd::RawFd,
+    metrics_fd: Option<std::os::fd::RawFd>,
+    /// The admin thread accepts nothing while set (the successor holds the listener too).
+    handing_over: std::sync::atomic::AtomicBool,
+    /// The successor runs: this process ends without removing the admin socket.
+    handed_over: std::sync::atomic::AtomicBool,
+    one_at_a_time: std::sync::Mutex<()>,
+}
+
+/// Hands everything to a new process running `binary`; see `handoff`. On any failure the
+/// workers resume and the successor is stopped: the gateway goes on as before.
+fn upgrade(ctx: &UpgradeContext, shared: &Shared, binary: &Path) -> Result<UpgradeReport, AdminError> {
+    use natgw_io::{HandoverOutcome, WorkerHandover};
+    use std::sync::atomic::Ordering;
+    let refuse = |reason: String| AdminError::UpgradeRefused { reason };
+    let Ok(_one) = ctx.one_at_a_time.try_lock() else { return Err(refuse("another upgrade is under way".into())) };
+    let Some(config) = &ctx.config_path else {
+        return Err(refuse("the gateway was not started from a config file".into()));
+    };
+    if !binary.is_absolute() {
+        return Err(refuse(format!("{}: give the binary's absolute path", binary.display())));
+    }
+    tracing::info!("natgw: upgrade: starting {} with {}", binary.display(), config.display());
+    let mut successor = handoff::Successor::start(binary, config, &ctx.terms, Duration::from_secs(600))
+        .map_err(|e| refuse(e.to_string()))?;
+    ctx.handing_over.store(true, Ordering::Release);
+    let paused = Instant::now();
+    let mut outcomes = Vec::new();
+    let mut answers = Vec::new();
+    for (w, q) in shared.control.iter().enumerate() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (outcome_tx, outcome_rx) = std::sync::mpsc::channel();
+        if q.push(ControlRequest::HandOver(tx, outcome_rx)).is_ok() {
+            outcomes.push(outcome_tx);
+            answers.push(rx);
+        }
+        shared.wake(w);
+    }
+    let parts: Vec<WorkerHandover> =
+        answers.iter().filter_map(|rx| rx.recv_timeout(Duration::from_secs(2)).ok()).collect();
+    let resume = |successor: &mut handoff::Successor, why: String| {
+        successor.abandon();
+        for o in &outcomes {
+            let _ = o.send(HandoverOutcome::Resume);
+        }
+        ctx.handing_over.store(false, Ordering::Release);
+        tracing::warn!("natgw: upgrade: {why}; forwarding on");
+        refuse(why)
+    };
+    if parts.len() != shared.control.len() {
+        return Err(resume(&mut successor, "a worker did not stop within 2 s".into()));
+    }
+    let neighbours: Vec<handoff::NeighbourEntry> =
+        shared.neighbours.load().iter().map(|(&(link, a), n)| (link, a, n.mac)).collect();
+    let sections: Vec<Vec<u8>> = parts.iter().map(|p| p.state.clone()).collect();
+    let memfd = match sys::sealed_memfd("natgw-flows", &handoff::encode_state(&sections, &neighbours)) {
+        Ok(m) => m,
+        Err(e) => return Err(resume(&mut successor, format!("flow state file: {e}"))),
+    };
+    let mut fds = ctx.lock_fds.clone();
+    fds.push(ctx.admin_fd);
+    fds.extend(ctx.metrics_fd);
+    fds.push(memfd.as_raw_fd());
+    for p in &parts {
+        fds.extend(&p.sockets);
+    }
+    let layout = handoff::Layout {
+        locks: ctx.lock_fds.len(),
+        metrics: ctx.metrics_fd.is_some(),
+        sockets: parts.iter().map(|p| p.sockets.len()).sum(),
+    };
+    if let Err(e) = successor.hand(shared.now_ms(), layout, &fds) {
+        return Err(resume(&mut successor, e.to_string()));
+    }
+    // Shorter than a worker's own wait (`HANDOVER_WAIT`), so that it never resumes alone.
+    match successor.wait_running(Duration::from_secs(5)) {
+        Ok((flows, flows_refused)) => {
+            for o in &outcomes {
+                let _ = o.send(HandoverOutcome::Commit);
+            }
+            ctx.handed_over.store(true, Ordering::Release);
+            let pause_us = u64::try_from(paused.elapsed().as_micros()).unwrap_or(u64::MAX);
+            tracing::info!(
+                "natgw: upgrade: pid {} took over {flows} flow(s) after a pause of {} us; this process ends",
+                successor.pid,
+                pause_us
+            );
+            Ok(UpgradeReport {
+                old_pid: std::process::id(),
+                new_pid: successor.pid,
+                binary: binary.display().to_string(),
+                flows,
+                flows_refused,
+                pause_us,
+                prepare_ms: successor.prepare_ms,
+            })
+        }
+        Err(e) => Err(resume(&mut successor, e.to_string())),
+    }
 }
 
 /// What `natgw status` says about the configuration, fixed at start.
@@ -579,13 +813,23 @@ fn serve_admin(
     rt: Arc<Runtime>,
     status: StatusInfo,
     followers: Option<Arc<Followers>>,
+    upgrades: Arc<UpgradeContext>,
 ) {
     let swap_lock = Arc::new(std::sync::Mutex::new(()));
-    for conn in listener.incoming() {
+    // Non-blocking, polled: the thread notices a stop, and during a handoff (when the
+    // successor holds the same listener) it accepts nothing.
+    loop {
         if sys::stop_requested() {
             break;
         }
-        let Ok(mut conn) = conn else { continue };
+        let ready = sys::poll_readable(&[listener.as_raw_fd()], 100).map(|r| r.first().copied().unwrap_or(false));
+        if !ready.unwrap_or(false) || upgrades.handing_over.load(std::sync::atomic::Ordering::Acquire) {
+            if upgrades.handed_over.load(std::sync::atomic::Ordering::Acquire) {
+                break;
+            }
+            continue;
+        }
+        let Ok((mut conn, _)) = listener.accept() else { continue };
         // Root only, whatever the socket's file mode says.
         if sys::peer_uid(conn.as_raw_fd()).ok() != Some(0) {
             let _ = conn.write_all(Envelope::from(Err(AdminError::NotRoot)).line().as_bytes());
@@ -629,6 +873,22 @@ fn serve_admin(
                 }
                 None => Err(AdminError::FlowLogOff),
             },
+            Request::Upgrade { binary } => {
+                // Minutes when the successor compiles large policies: on a thread of its own.
+                let (shared, upgrades) = (shared.clone(), upgrades.clone());
+                let spawned = std::thread::Builder::new().name("natgw-upgrade".into()).spawn(move || {
+                    let reply = upgrade(&upgrades, &shared, &binary).map(Reply::Upgraded);
+                    let ok = reply.is_ok();
+                    let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
+                    if ok {
+                        sys::request_stop();
+                    }
+                });
+                if let Err(e) = spawned {
+                    tracing::warn!("natgw: admin: cannot start a thread for an upgrade: {e}");
+                }
+                continue;
+            }
             Request::PolicySwap { hook, component, config, fail, revalidate } => {
                 // Compiling a large component (an interpreter in Python or JavaScript) takes
                 // tens of seconds: the swap runs on its own thread so that status, stats and
@@ -679,6 +939,7 @@ fn status_report(shared: &Shared, s: &StatusInfo) -> Status {
     };
     let inside = s.inside.iter().enumerate().map(|(i, l)| link(i, l)).collect();
     Status {
+        pid: std::process::id(),
         uptime_s: shared.start.elapsed().as_secs(),
         workers: s.workers,
         inside,

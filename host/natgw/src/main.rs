@@ -32,6 +32,23 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Take flows, sockets and locks from the natgw that started this one (set by
+        /// `natgw upgrade`, not by hand).
+        #[arg(long, hide = true)]
+        takeover_fd: Option<i32>,
+    },
+    /// Hand the running gateway over to another natgw binary (or the same one, for a
+    /// restart) without dropping a flow: the new process starts with the gateway's config,
+    /// compiles its policies, then takes every flow, socket and lock at a batch boundary.
+    /// Refused, with the reason, when the configs' workers, interfaces, addresses or pools
+    /// differ; the running gateway goes on then.
+    Upgrade {
+        /// The natgw binary to run.
+        binary: PathBuf,
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Validate a config file and exit (0 when valid).
     CheckConfig { file: PathBuf },
@@ -252,9 +269,20 @@ fn main() -> ExitCode {
     natgw::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => {
-            Config::load(&config).map_err(ControlError::from).and_then(|c| natgw::run(c, Some(config)))
+        Command::Run { config, takeover_fd } => {
+            Config::load(&config).map_err(ControlError::from).and_then(|c| natgw::run(c, Some(config), takeover_fd))
         }
+        Command::Upgrade { binary, socket, json } => std::path::absolute(&binary)
+            .map_err(|e| ControlError::Path { path: binary.display().to_string(), source: e })
+            .and_then(|b| AdminClient::new(socket).upgrade(b).map_err(ControlError::from))
+            .and_then(|r| {
+                if json {
+                    print_json(&r)
+                } else {
+                    outln!("{}", report::upgrade_text(&r));
+                    Ok(())
+                }
+            }),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|c| {
                 let hooks: Vec<String> = Hook::ALL

@@ -8,6 +8,7 @@ use natgw_core::counters::Counter;
 
 pub fn status_text(s: &Status) -> String {
     let mut out = String::new();
+    let _ = writeln!(out, "pid: {}", s.pid);
     let _ = writeln!(out, "uptime: {}s", s.uptime_s);
     let _ = writeln!(out, "workers: {}", s.workers);
     for l in &s.inside {
@@ -125,6 +126,19 @@ pub fn swap_text(r: &SwapReport) -> String {
         let _ = write!(msg, "; revalidated existing flows: {n} revoked");
     }
     msg
+}
+
+pub fn upgrade_text(r: &crate::admin::UpgradeReport) -> String {
+    format!(
+        "upgraded: pid {} -> {} ({}): {} flow(s) handed over{}, forwarding paused {:.1} ms (the new process was ready after {} ms)",
+        r.old_pid,
+        r.new_pid,
+        r.binary,
+        r.flows,
+        if r.flows_refused > 0 { format!(", {} refused", r.flows_refused) } else { String::new() },
+        r.pause_us as f64 / 1000.0,
+        r.prepare_ms
+    )
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod hostile;
+pub mod load;
 pub mod net;
 pub mod netns;
 pub mod process;

@@ -185,7 +185,38 @@ http {{
 
     /// Stops natgw (SIGTERM, as the service manager would) and waits for it to exit.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        self.gateway.take().and_then(|mut g| g.daemon.stop())
+        let mut g = self.gateway.take()?;
+        match g.successor {
+            None => g.daemon.stop(),
+            Some(pid) => {
+                // Not our child (its parent was the process it took over from): its exit
+                // status is not ours to read. 0 when SIGTERM stopped it within 5 s.
+                use std::os::unix::process::ExitStatusExt;
+                crate::process::kill(pid, libc::SIGTERM);
+                let stopped = wait_until(Duration::from_secs(5), || !alive(pid));
+                if !stopped {
+                    crate::process::kill(pid, libc::SIGKILL);
+                    wait_until(Duration::from_secs(5), || !alive(pid));
+                }
+                Some(std::process::ExitStatus::from_raw(if stopped { 0 } else { libc::SIGKILL }))
+            }
+        }
+    }
+
+    /// `natgw upgrade BINARY`: once the answer came and the old process exited, the
+    /// harness follows the new one (stopping it at the end as it would the first).
+    pub fn upgrade(&mut self, binary: &Path) -> Result<natgw::admin::UpgradeReport, natgw::admin::AdminError> {
+        let r = self.admin().upgrade(binary.to_path_buf())?;
+        let g = self.gateway();
+        match g.successor {
+            None => {
+                let status = g.daemon.wait_exit(Duration::from_secs(15));
+                assert!(status.is_some_and(|s| s.success()), "the old natgw did not exit cleanly: {status:?}");
+            }
+            Some(old) => assert!(wait_until(Duration::from_secs(15), || !alive(old)), "the old natgw still runs"),
+        }
+        g.successor = Some(i32::try_from(r.new_pid).expect("a pid"));
+        Ok(r)
     }
 
     /// Stops natgw and starts it again with `cfg`.
@@ -317,6 +348,8 @@ pub struct Gateway {
     pub daemon: Daemon,
     pub config: PathBuf,
     pub admin: AdminClient,
+    /// The process that took over after `Topology::upgrade`.
+    successor: Option<i32>,
 }
 
 impl Gateway {
@@ -328,15 +361,18 @@ impl Gateway {
         // Up when its admin socket answers (it is bound last, once the data plane runs).
         let up = wait_until(Duration::from_secs(60), || !daemon.running() || admin.status().is_ok());
         assert!(up && daemon.running(), "natgw did not start with {}:\n{}", config.display(), daemon.log_text());
-        Gateway { daemon, config: config.to_path_buf(), admin }
+        Gateway { daemon, config: config.to_path_buf(), admin, successor: None }
     }
 
     pub fn pid(&self) -> i32 {
-        self.daemon.pid()
+        self.successor.unwrap_or_else(|| self.daemon.pid())
     }
 
     pub fn running(&mut self) -> bool {
-        self.daemon.running()
+        match self.successor {
+            Some(pid) => alive(pid),
+            None => self.daemon.running(),
+        }
     }
 }
 

@@ -2,27 +2,17 @@
 //! ping, with the loss of a run without swaps as the bar; and the same allow-list in five
 //! languages swapped in turn during one TCP upload.
 
-use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use natgw::admin::Hook;
+use natgw_e2e::load::{start_iperf3_server, start_tcp_echo, udp_stream};
 use natgw_e2e::net::{sa, tcp_echo_probe, Probe};
 use natgw_e2e::wait::secs;
-use natgw_e2e::{demo_policy_config, eventually, policy, wait_until, Netns, Topology};
-
-fn start_echo_8081(t: &mut Topology) {
-    let mut cmd = t.inet.cmd("socat");
-    cmd.args(["TCP-LISTEN:8081,bind=203.0.113.80,fork,reuseaddr", "EXEC:cat"]);
-    t.daemon("socat-8081", cmd);
-    let inet = t.inet.clone();
-    eventually(secs(5), "socat to listen on 203.0.113.80:8081", || {
-        inet.enter(|| TcpStream::connect_timeout(&sa("203.0.113.80:8081"), Duration::from_millis(200)).is_ok())
-    });
-}
+use natgw_e2e::{demo_policy_config, eventually, policy, Netns, Topology};
 
 /// The demo allow-list, variant A or B, built from `file` (any of the five languages).
 fn swap_egress(t: &Topology, file: &str, variant: char) -> natgw::admin::SwapReport {
@@ -30,42 +20,6 @@ fn swap_egress(t: &Topology, file: &str, variant: char) -> natgw::admin::SwapRep
     t.admin()
         .policy_swap(Hook::Egress, policy(file), Some(demo_policy_config(cfg)), None, false)
         .unwrap_or_else(|e| panic!("swap to {file} ({variant}): {e}"))
-}
-
-/// A steady UDP echo stream, 100 datagrams a second for `seconds` from `ns`: returns
-/// (sent, lost), waiting up to a second after the last for the stragglers.
-fn udp_stream(ns: &Netns, seconds: u64) -> std::thread::JoinHandle<(u64, u64)> {
-    ns.spawn(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
-        s.connect("203.0.113.7:7").expect("connect");
-        s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
-        let rx = s.try_clone().expect("clone");
-        let stop = Arc::new(AtomicBool::new(false));
-        let got = Arc::new(std::sync::Mutex::new(HashSet::new()));
-        let (stop2, got2) = (stop.clone(), got.clone());
-        let reader = std::thread::spawn(move || {
-            let mut b = [0u8; 64];
-            while !stop2.load(Ordering::Relaxed) {
-                if let Ok(n) = rx.recv(&mut b) {
-                    if let Some(i) = std::str::from_utf8(&b[..n]).ok().and_then(|t| t.parse::<u64>().ok()) {
-                        got2.lock().expect("lock").insert(i);
-                    }
-                }
-            }
-        });
-        let n = seconds * 100;
-        let start = Instant::now();
-        for i in 0..n {
-            let _ = s.send(i.to_string().as_bytes());
-            let next = start + Duration::from_millis((i + 1) * 10);
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        }
-        wait_until(secs(1), || got.lock().expect("lock").len() as u64 == n);
-        stop.store(true, Ordering::Relaxed);
-        let _ = reader.join();
-        let received = got.lock().expect("lock").len() as u64;
-        (n, n - received)
-    })
 }
 
 /// Ping from `ns` at 20/s for `seconds`: the loss in percent.
@@ -83,14 +37,8 @@ fn ping_loss(ns: &Netns, seconds: u64) -> std::thread::JoinHandle<f64> {
 #[test]
 fn hundred_swaps_under_load() {
     let mut t = Topology::demo();
-    start_echo_8081(&mut t);
-    let mut cmd = t.inet.cmd("iperf3");
-    cmd.args(["-s", "-B", "203.0.113.80", "-p", "5201"]);
-    t.daemon("iperf3-server", cmd);
-    let inet = t.inet.clone();
-    eventually(secs(5), "iperf3 to listen", || {
-        inet.enter(|| TcpStream::connect_timeout(&sa("203.0.113.80:5201"), Duration::from_millis(200)).is_ok())
-    });
+    start_tcp_echo(&mut t, 8081);
+    start_iperf3_server(&mut t);
     let iperf = |seconds: &str, json: bool| {
         let mut args = vec!["-c", "203.0.113.80", "-p", "5201", "-t", seconds, "-b", "300M"];
         if json {
@@ -163,7 +111,7 @@ fn across_five_languages_during_one_upload() {
     // The same allow-list in five languages, swapped in turn while one TCP upload runs.
     // Each swap alternates the config: B refuses new connections to 8081, A lets them.
     let mut t = Topology::demo();
-    start_echo_8081(&mut t);
+    start_tcp_echo(&mut t, 8081);
     let listener = t.inet.enter(|| TcpListener::bind("203.0.113.80:5201")).expect("listen");
     let server = t.inet.spawn(move || {
         let (mut c, _) = listener.accept().expect("accept");

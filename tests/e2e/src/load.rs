@@ -1,0 +1,71 @@
+//! Load a test runs through the gateway while something happens to it (a policy swap, an
+//! upgrade): a TCP echo service, an iperf3 server, a steady UDP echo stream.
+
+use std::collections::HashSet;
+use std::net::{TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::net::sa;
+use crate::wait::secs;
+use crate::{eventually, wait_until, Netns, Topology};
+
+/// socat echoing TCP on 203.0.113.80:`port` in the internet namespace, once it listens.
+pub fn start_tcp_echo(t: &mut Topology, port: u16) {
+    let mut cmd = t.inet.cmd("socat");
+    cmd.args([format!("TCP-LISTEN:{port},bind=203.0.113.80,fork,reuseaddr"), "EXEC:cat".into()]);
+    t.daemon(&format!("socat-{port}"), cmd);
+    let inet = t.inet.clone();
+    let addr = format!("203.0.113.80:{port}");
+    eventually(secs(5), &format!("socat to listen on {addr}"), || {
+        inet.enter(|| TcpStream::connect_timeout(&sa(&addr), Duration::from_millis(200)).is_ok())
+    });
+}
+
+/// An iperf3 server on 203.0.113.80:5201, once it listens.
+pub fn start_iperf3_server(t: &mut Topology) {
+    let mut cmd = t.inet.cmd("iperf3");
+    cmd.args(["-s", "-B", "203.0.113.80", "-p", "5201"]);
+    t.daemon("iperf3-server", cmd);
+    let inet = t.inet.clone();
+    eventually(secs(5), "iperf3 to listen", || {
+        inet.enter(|| TcpStream::connect_timeout(&sa("203.0.113.80:5201"), Duration::from_millis(200)).is_ok())
+    });
+}
+
+/// A steady UDP echo stream, 100 datagrams a second for `seconds` from `ns`: returns
+/// (sent, lost), waiting up to a second after the last for the stragglers.
+pub fn udp_stream(ns: &Netns, seconds: u64) -> std::thread::JoinHandle<(u64, u64)> {
+    ns.spawn(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
+        s.connect("203.0.113.7:7").expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        let rx = s.try_clone().expect("clone");
+        let stop = Arc::new(AtomicBool::new(false));
+        let got = Arc::new(std::sync::Mutex::new(HashSet::new()));
+        let (stop2, got2) = (stop.clone(), got.clone());
+        let reader = std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            while !stop2.load(Ordering::Relaxed) {
+                if let Ok(n) = rx.recv(&mut b) {
+                    if let Some(i) = std::str::from_utf8(&b[..n]).ok().and_then(|t| t.parse::<u64>().ok()) {
+                        got2.lock().expect("lock").insert(i);
+                    }
+                }
+            }
+        });
+        let n = seconds * 100;
+        let start = Instant::now();
+        for i in 0..n {
+            let _ = s.send(i.to_string().as_bytes());
+            let next = start + Duration::from_millis((i + 1) * 10);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        wait_until(secs(1), || got.lock().expect("lock").len() as u64 == n);
+        stop.store(true, Ordering::Relaxed);
+        let _ = reader.join();
+        let received = got.lock().expect("lock").len() as u64;
+        (n, n - received)
+    })
+}
