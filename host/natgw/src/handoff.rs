@@ -134,7 +134,7 @@ pub type NeighbourEntry = (u8, Ipv4Addr, [u8; 6]);
 
 /// The state file: `u32` section count, each section as `u64` length + bytes, then `u32`
 /// neighbour count and 11 bytes each (link, address, MAC). Big-endian.
-pub fn encode_state(sections: &[Vec<u8>], neighbours: &[NeighbourEntry]) -> Vec<u8> {
+pub fn encode_state(sections: &[&[u8]], neighbours: &[NeighbourEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(sections.iter().map(|s| s.len() + 8).sum::<usize>() + 8 + neighbours.len() * 11);
     out.extend_from_slice(&u32::try_from(sections.len()).unwrap_or(u32::MAX).to_be_bytes());
     for s in sections {
@@ -341,9 +341,10 @@ mod tests {
 
     #[test]
     fn the_state_file_reads_back_and_refuses_damage() {
-        let sections = vec![vec![1u8, 2, 3], vec![], vec![9u8; 1000]];
+        let sections = [vec![1u8, 2, 3], vec![], vec![9u8; 1000]];
         let neighbours = vec![(2u8, Ipv4Addr::new(198, 51, 100, 1), [2, 0, 0, 0, 0, 1])];
-        let b = encode_state(&sections, &neighbours);
+        let slices: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+        let b = encode_state(&slices, &neighbours);
         let (s, n) = decode_state(&b).unwrap();
         assert_eq!(s, sections.iter().map(|v| v.as_slice()).collect::<Vec<_>>());
         assert_eq!(n, neighbours);

@@ -463,6 +463,14 @@ impl FlowTable {
         self.slots.get_mut(id as usize).and_then(|s| s.flow.as_mut())
     }
 
+    /// Room for `n` more flows without growing the index on the way (a handoff's import),
+    /// up to the table's limit.
+    pub fn reserve(&mut self, n: usize) {
+        let n = n.min(self.max_flows.saturating_sub(self.len));
+        self.index.reserve(2 * n);
+        self.slots.reserve(n.saturating_sub(self.free.len()));
+    }
+
     /// Whether the flow is still in the list of flows never answered.
     pub fn is_unanswered(&self, id: FlowId) -> bool {
         self.slots.get(id as usize).is_some_and(|s| s.flow.is_some() && s.unanswered.is_some())

@@ -50,6 +50,8 @@ pub enum HandoffError {
     Truncated { have: usize, records: u32 },
     #[error("flow state of worker {found} of {found_workers} given to worker {worker} of {workers}")]
     Worker { found: u16, found_workers: u16, worker: usize, workers: usize },
+    #[error("importing the flow state failed on its thread")]
+    Panicked,
     #[error("flow state of another configuration (fingerprint {found:016x}, this gateway's {expected:016x}): workers, links, external addresses and pools must match")]
     Fingerprint { found: u64, expected: u64 },
 }
@@ -462,6 +464,7 @@ impl Translator {
             return Err(HandoffError::Fingerprint { found: header.fingerprint, expected });
         }
         let mut report = ImportReport::default();
+        self.flows.reserve(usize::try_from(header.records).unwrap_or(0));
         let mut records: Vec<FlowRecord> = Vec::with_capacity(body.len() / RECORD_LEN);
         for chunk in body.chunks_exact(RECORD_LEN) {
             match FlowRecord::parse(chunk) {
@@ -470,9 +473,13 @@ impl Translator {
             }
         }
         // Answered flows first; the unanswered ones oldest first, so that the list of
-        // flows to give up under pressure keeps its order.
-        records.sort_by_key(|r| (!r.answered, std::cmp::Reverse(r.created_ago_ms)));
-        for r in records {
+        // flows to give up under pressure keeps its order. (An order of indexes: moving
+        // the records themselves costs more than the import.)
+        let mut order: Vec<(bool, std::cmp::Reverse<u64>, usize)> =
+            records.iter().enumerate().map(|(i, r)| (!r.answered, std::cmp::Reverse(r.created_ago_ms), i)).collect();
+        order.sort_unstable();
+        let mut records: Vec<Option<FlowRecord>> = records.into_iter().map(Some).collect();
+        for r in order.iter().filter_map(|&(_, _, i)| records.get_mut(i).and_then(Option::take)) {
             match self.import_flow(r, now_ms) {
                 Ok(()) => report.imported += 1,
                 Err(ImportRefusal::Invalid) => report.invalid += 1,
@@ -511,9 +518,6 @@ impl Translator {
         }
         if self.flows.len() >= self.flows.max_flows() {
             return Err(ImportRefusal::NoRoom);
-        }
-        if r.keys.iter().any(|k| self.flows.lookup(k).is_some()) {
-            return Err(ImportRefusal::Conflict);
         }
         let m = r.mapping;
         let proto = r.keys[ORIGINAL].proto;
