@@ -217,11 +217,9 @@ pub fn take_over(channel: OwnedFd, terms: Terms, links: usize, prepare_ms: u64) 
     let memfd = it.next().ok_or(HandoffError::Closed)?;
     // At most 64 sections of 2^20 flows each is far beyond any table; refuse more.
     let state = sys::read_memfd(memfd, 64 << 30)?;
-    let rest: Vec<OwnedFd> = it.collect();
     let mut sockets = Vec::new();
-    let mut rest = rest.into_iter();
     for _ in 0..layout.sockets / links {
-        sockets.push(rest.by_ref().take(links).collect());
+        sockets.push(it.by_ref().take(links).collect());
     }
     Ok(Inherited { now_ms, locks, admin, metrics, sockets, state, channel })
 }

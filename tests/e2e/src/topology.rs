@@ -255,6 +255,16 @@ http {{
         self.echo.as_ref().map(|e| e.seen()).unwrap_or_default()
     }
 
+    /// The records natgw wrote to its flow log file (`flow_log.file`), one JSON object each.
+    pub fn flow_log(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        std::fs::read_to_string(self.dir.join("flows.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.as_object().cloned())
+            .collect()
+    }
+
     pub fn nginx_access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("nginx.access.log")).unwrap_or_default()
     }

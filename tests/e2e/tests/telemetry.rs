@@ -28,15 +28,6 @@ fn curl(ns: &natgw_e2e::Netns, port: u16, url: &str) -> Result<String, String> {
 }
 
 /// Lines of the flow-log file, parsed.
-fn flow_log(t: &Topology) -> Vec<Record> {
-    std::fs::read_to_string(t.path("flows.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v.as_object().cloned())
-        .collect()
-}
-
 #[test]
 fn flow_log_records_finished_flows() {
     let mut t = Topology::demo();
@@ -45,11 +36,11 @@ fn flow_log_records_finished_flows() {
     t.cli2.enter(|| udp_exchange(46202, "203.0.113.7:7", b"hi", secs(2))).expect("udp");
     // A closed connection is recorded once it has been quiet for a second.
     eventually(secs(10), "the curl's record in the flow log", || {
-        flow_log(&t).iter().any(|r| string(r, "network.transport") == "tcp" && int(r, "source.port") == 46201)
+        t.flow_log().iter().any(|r| string(r, "network.transport") == "tcp" && int(r, "source.port") == 46201)
     });
     // Stopping ends every other flow; the flow-log thread writes them before natgw exits.
     t.stop();
-    let recs = flow_log(&t);
+    let recs = t.flow_log();
     assert!(!recs.is_empty(), "no records");
     let tcp: Vec<&Record> =
         recs.iter().filter(|r| string(r, "network.transport") == "tcp" && int(r, "source.port") == 46201).collect();

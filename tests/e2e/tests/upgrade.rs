@@ -14,15 +14,6 @@ use serde_json::Value;
 
 type Record = serde_json::Map<String, Value>;
 
-fn flow_log(t: &Topology) -> Vec<Record> {
-    std::fs::read_to_string(t.path("flows.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v.as_object().cloned())
-        .collect()
-}
-
 /// One byte out and back on each connection.
 fn echo_all(conns: &mut [TcpStream], byte: u8) -> Vec<String> {
     let mut failures = Vec::new();
@@ -128,7 +119,7 @@ fn an_upgrade_under_load_resets_nothing_and_loses_only_the_pause() {
     assert_eq!(back.old_pid, r.new_pid);
     assert_eq!(echo_all(&mut idle, b'c'), Vec::<String>::new(), "idle connections after the second upgrade");
     t.stop();
-    let records = flow_log(&t);
+    let records = t.flow_log();
     for p in &ports {
         let mine: Vec<&Record> = records
             .iter()

@@ -39,6 +39,16 @@ pub fn paired_address_index(inside: Ipv4Addr, n_addrs: usize) -> usize {
     (h as usize) % n_addrs.max(1)
 }
 
+/// The external ports (or ICMP identifiers) a pool hands out for `proto`. ICMP identifiers
+/// are not ports: any value is fine, so the host's is kept when it can be.
+fn port_range(spec: &PoolSpec, proto: u8) -> (u16, u16) {
+    if proto == PROTO_ICMP {
+        (1, u16::MAX)
+    } else {
+        (spec.lo, spec.hi)
+    }
+}
+
 fn proto_index(proto: u8) -> usize {
     match proto {
         PROTO_TCP => 0,
@@ -294,7 +304,13 @@ impl Mappings {
             self.per_source.give_back(pool, inside.addr);
             return Err(PoolError::Exhausted { addr, proto, lo, hi });
         };
-        let m = Mapping { proto, inside, inside_if, external: Endpoint { addr, port }, pool, refs: 1 };
+        Ok(self.store(Mapping { proto, inside, inside_if, external: Endpoint { addr, port }, pool, refs: 1 }))
+    }
+
+    /// Files a new mapping (its port already marked used) in a free slot and both indexes.
+    fn store(&mut self, m: Mapping) -> MappingId {
+        let (inside_key, external_key) =
+            ((m.pool, m.proto, m.inside.addr, m.inside.port), (m.proto, m.external.addr, m.external.port));
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize] = Some(m);
@@ -307,9 +323,9 @@ impl Mappings {
                 id
             }
         };
-        self.by_inside.insert((pool, proto, inside.addr, inside.port), id);
-        self.by_external.insert((proto, addr, port), id);
-        Ok(id)
+        self.by_inside.insert(inside_key, id);
+        self.by_external.insert(external_key, id);
+        id
     }
 
     /// Takes a reference on the mapping of `inside` in `pool` to exactly `external`,
@@ -342,7 +358,7 @@ impl Mappings {
         let (worker, workers) = (self.worker, self.workers);
         let pp = self.pools.get_mut(usize::from(pool)).ok_or(PoolError::UnknownPool(pool))?;
         let ai = pp.spec.addrs.iter().position(|a| *a == external.addr).ok_or(not_ours.clone())?;
-        let (lo, hi) = if proto == PROTO_ICMP { (1, u16::MAX) } else { (pp.spec.lo, pp.spec.hi) };
+        let (lo, hi) = port_range(&pp.spec, proto);
         let bitmap = &mut pp.used[proto_index(proto)][ai];
         if external.port < lo || external.port > hi || external.port % workers != worker || bitmap.is_set(external.port)
         {
@@ -350,21 +366,7 @@ impl Mappings {
         }
         bitmap.set(external.port, true);
         self.per_source.try_take(pool, inside.addr, None);
-        let m = Mapping { proto, inside, inside_if, external, pool, refs: 1 };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = Some(m);
-                id
-            }
-            None => {
-                let id = MappingId::try_from(self.slots.len()).unwrap_or(MappingId::MAX);
-                self.slots.push(Some(m));
-                id
-            }
-        };
-        self.by_inside.insert((pool, proto, inside.addr, inside.port), id);
-        self.by_external.insert((proto, external.addr, external.port), id);
-        Ok(id)
+        Ok(self.store(Mapping { proto, inside, inside_if, external, pool, refs: 1 }))
     }
 
     /// Takes another reference on an existing mapping (a flow initiated from outside).
@@ -400,8 +402,7 @@ impl Mappings {
         let owns = |p: u16| p % workers == worker;
         let pp = &mut self.pools[pool];
         let pi = proto_index(proto);
-        // ICMP identifiers are not ports: any value is fine, so keep the host's when we can.
-        let (lo, hi) = if proto == PROTO_ICMP { (1, u16::MAX) } else { (pp.spec.lo, pp.spec.hi) };
+        let (lo, hi) = port_range(&pp.spec, proto);
         if preferred >= lo && preferred <= hi && owns(preferred) && !pp.used[pi][ai].is_set(preferred) {
             pp.used[pi][ai].set(preferred, true);
             return Some(preferred);
