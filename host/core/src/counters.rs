@@ -103,6 +103,28 @@ counters! {
     /// Flows in handed-over state that were refused: records that did not parse or that
     /// natgw would never build, collisions with a flow or mapping already held, no room.
     HandoffFlowsRefused => "HandoffFlowsRefused",
+    /// Replication events a standby was sent (`[ha]`): flows created or changed, ended,
+    /// and every record of a bulk resync.
+    HaSyncSent => "HaSyncSent",
+    /// Events the standby acknowledged having applied.
+    HaSyncAcked => "HaSyncAcked",
+    /// Events sent and not yet acknowledged (a gauge: the standby's lag).
+    HaSyncLagEvents => "HaSyncLagEvents",
+    /// Bulk resyncs: sent by the active (a standby joined, rejoined or lost events),
+    /// received by the standby.
+    HaResyncs => "HaResyncs",
+    /// Batches of events lost because the sync thread fell behind (each calls for a resync).
+    HaSyncOverflow => "HaSyncOverflow",
+    /// Sync connections and messages refused: from an address other than the peer, a bad
+    /// HMAC, a format this natgw does not read, or a peer of another configuration.
+    HaSyncRejectedPeer => "HaSyncRejected{reason=\"peer\"}",
+    HaSyncRejectedAuth => "HaSyncRejected{reason=\"auth\"}",
+    HaSyncRejectedFormat => "HaSyncRejected{reason=\"format\"}",
+    HaSyncRejectedConfig => "HaSyncRejected{reason=\"config\"}",
+    /// Flows the standby holds for the active (a gauge).
+    HaReplicaFlows => "HaReplicaFlows",
+    /// Replicated flows the standby had no room for.
+    HaReplicaFull => "HaReplicaFull",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
     DropUnknownEthertype => "PacketsDropCount{reason=\"unknown-ethertype\"}",
     DropBadIhl => "PacketsDropCount{reason=\"bad-ihl\"}",
@@ -114,6 +136,8 @@ counters! {
     DropBadIcmp => "PacketsDropCount{reason=\"bad-icmp\"}",
     DropBadIcmpQuote => "PacketsDropCount{reason=\"bad-icmp-quote\"}",
     DropUnsupportedProtocol => "PacketsDropCount{reason=\"unsupported-protocol\"}",
+    /// Frames a standby received: it forwards nothing until promoted.
+    DropStandby => "PacketsDropCount{reason=\"standby\"}",
     DropUnsolicitedInbound => "PacketsDropCount{reason=\"unsolicited-inbound\"}",
     DropToPrivateAddress => "PacketsDropCount{reason=\"to-private-address\"}",
     DropTcpNoFlow => "PacketsDropCount{reason=\"tcp-not-syn\"}",

@@ -671,3 +671,153 @@ fn handed_over_state_is_refused_whole_for_another_config_and_per_record_when_hos
         assert!(net.flows() <= 50);
     }
 }
+
+/// Takes the active's replication events into the standby's replica, as the sync link does.
+fn replicate(active: &mut SimNet, replica: &mut natgw_core::nat::replication::ReplicaTable, standby_now: u64) -> u64 {
+    let mut events = Vec::new();
+    let taken = active.gw.take_replication(active.now_ms, &mut events);
+    assert!(!taken.overflowed);
+    let r = replica.apply_events(0, &events, standby_now).expect("the active's events parse");
+    assert_eq!(r.invalid + r.full, 0, "{r:?}");
+    taken.events
+}
+
+/// Promotes a standby: a fresh translator imports the replica's sections.
+fn promote(replica: &natgw_core::nat::replication::ReplicaTable, now_ms: u64, timeouts: Timeouts) -> SimNet {
+    let mut standby = SimNet::with_config(|cfg| {
+        cfg.timeouts = timeouts;
+        cfg.node_slice = (1, 2);
+    });
+    standby.now_ms = now_ms;
+    standby.gw = Translator::new(standby.gw.config().clone(), Arc::new(Counters::default()), now_ms);
+    for section in replica.sections(now_ms) {
+        let report = standby.gw.import_state(&section, now_ms).expect("the replica's sections are accepted");
+        assert_eq!(report.refused(), 0, "{report:?}");
+    }
+    standby
+}
+
+#[test]
+fn replicated_flows_carry_on_at_the_promoted_standby_and_ended_ones_do_not() {
+    use natgw_core::nat::replication::ReplicaTable;
+    let timeouts = Timeouts { udp: 60, ..Timeouts::default() };
+    let mut active = SimNet::with_config(|cfg| {
+        cfg.timeouts = timeouts;
+        cfg.node_slice = (0, 2);
+    });
+    active.gw.enable_replication();
+    let fp = active.gw.config().state_fingerprint();
+    let mut replica = ReplicaTable::new(1, 100_000, fp);
+    active.advance_s(100);
+
+    // A connection through its handshake and some data: its state changes are replicated,
+    // its data packets are not (no event per packet).
+    let mut c = active.connect(40000);
+    assert!(replicate(&mut active, &mut replica, 0) >= 1);
+    for _ in 0..50 {
+        assert!(active.client_sends(&mut c, tcp::ACK | tcp::PSH, 100));
+        assert!(active.server_sends(&mut c, tcp::ACK, 0));
+    }
+    assert_eq!(replicate(&mut active, &mut replica, 10), 0, "data on an established connection is not an event");
+    // An answered UDP flow and a connection that closes and ends.
+    assert!(active.send(Side::Inside, udp("10.10.1.10", 5353, "203.0.113.7", 7, b"q")));
+    let udp_ext = src_of(&active.outside_rx.pop_back().unwrap()).1;
+    assert!(active.send(Side::Outside, udp("203.0.113.7", 7, "198.51.100.10", udp_ext, b"a")));
+    let mut gone = active.connect(40002);
+    assert!(active.client_sends(&mut gone, tcp::RST | tcp::ACK, 0));
+    replicate(&mut active, &mut replica, 20);
+    assert_eq!(replica.len(), 3, "the connection, the UDP flow and the reset one until it ends");
+    active.advance_s(timeouts.tcp_closed + 1);
+    replicate(&mut active, &mut replica, 30);
+    assert_eq!(replica.len(), 2, "the end of the reset connection reached the standby");
+    // Every port the active allocated is in its slice; the standby's are in the other.
+    assert!(c.ext.is_multiple_of(2) && udp_ext.is_multiple_of(2), "{} {udp_ext}", c.ext);
+
+    // The active dies here. The standby promoted 5 s of its clock later carries on.
+    let mut promoted = promote(&replica, 5_030, timeouts);
+    assert_eq!(promoted.flows(), 2);
+    assert!(promoted.server_sends(&mut c, tcp::ACK | tcp::PSH, 300), "the server's data reaches the client");
+    assert!(promoted.client_sends(&mut c, tcp::ACK | tcp::PSH, 10));
+    assert_eq!(src_of(promoted.outside_rx.back().unwrap()).1, c.ext, "same external port");
+    assert_eq!(promoted.state(), Some(FlowState::Tcp(TcpState::Established)));
+    // The windows were picked up from those segments: a blind reset is dropped.
+    let blind = tcp_at("203.0.113.80", 80, "198.51.100.10", c.ext, tcp::RST, (c.server.wrapping_add(1 << 30), 0), 0);
+    assert!(!promoted.send(Side::Outside, blind));
+    // The UDP mapping holds: the same inside endpoint keeps its external port.
+    assert!(promoted.send(Side::Inside, udp("10.10.1.10", 5353, "203.0.113.80", 53, b"q2")));
+    assert_eq!(src_of(&promoted.outside_rx.pop_back().unwrap()).1, udp_ext);
+    // New flows at the promoted node come from its own slice.
+    assert!(promoted.send(Side::Inside, udp("10.10.2.10", 7000, "203.0.113.7", 7, b"new")));
+    let new_port = src_of(&promoted.outside_rx.pop_back().unwrap()).1;
+    assert_eq!(new_port % 2, 1, "port {new_port} is from node 1's slice");
+    // Deadlines: the replicated UDP flow gets its full timeout from the promotion.
+    promoted.advance_s(timeouts.udp + 1);
+    assert_eq!(promoted.flows(), 1, "only the TCP connection is left (established: hours)");
+}
+
+#[test]
+fn replica_refuses_hostile_batches_whole_and_stays_bounded() {
+    use natgw_core::nat::replication::{ReplicaTable, EVENT_UPSERT};
+    let mut active = SimNet::new(Timeouts::default());
+    active.gw.enable_replication();
+    for p in 0..100u16 {
+        assert!(active.send(Side::Inside, udp("10.10.1.10", 20_000 + p, "203.0.113.7", 7, b"x")));
+    }
+    let mut events = Vec::new();
+    assert_eq!(active.gw.take_replication(0, &mut events).events, 100);
+    let fp = active.gw.config().state_fingerprint();
+
+    // Bounded: a replica of 60 flows per worker keeps 60 and counts the rest.
+    let mut small = ReplicaTable::new(1, 60, fp);
+    let r = small.apply_events(0, &events, 0).unwrap();
+    assert_eq!((r.upserts, r.full, small.len()), (60, 40, 60));
+    // Truncated, an unknown event, a worker this gateway does not have: refused whole.
+    let mut replica = ReplicaTable::new(1, 1000, fp);
+    assert!(replica.apply_events(0, &events[..events.len() - 1], 0).is_err());
+    let mut unknown = events.clone();
+    unknown[1 + natgw_core::nat::handoff::RECORD_LEN] = 9;
+    assert!(replica.apply_events(0, &unknown, 0).is_err());
+    assert!(replica.apply_events(3, &events, 0).is_err());
+    assert_eq!(replica.len(), 0, "nothing of a refused batch is applied");
+    // A bulk resync replaces the worker's set: flows the replica held that the active no
+    // longer has are gone.
+    let ghost = udp("10.10.2.99", 999, "203.0.113.7", 7, b"g");
+    let mut other = SimNet::new(Timeouts::default());
+    other.gw.enable_replication();
+    assert!(other.send(Side::Inside, ghost));
+    let mut ghost_events = Vec::new();
+    other.gw.take_replication(0, &mut ghost_events);
+    replica.apply_events(0, &ghost_events, 0).unwrap();
+    let mut snapshot = Vec::new();
+    assert_eq!(active.gw.replication_snapshot(0, &mut snapshot), 100);
+    let r = replica.apply_events(0, &snapshot, 0).unwrap();
+    assert_eq!((r.resets, r.upserts, replica.len()), (1, 100, 100));
+
+    // Any byte changed: never a panic; whatever is kept imports without sending anything
+    // out of the outside from an address other than an external one.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..500 {
+        let mut e = events.clone();
+        for _ in 0..1 + round % 6 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = (rng as usize) % e.len();
+            e[at] = (rng >> 32) as u8;
+        }
+        let mut r = ReplicaTable::new(1, 1000, fp);
+        let _ = r.apply_events(0, &e, 0);
+        let mut net = SimNet::new(Timeouts::default());
+        for s in r.sections(0) {
+            let _ = net.gw.import_state(&s, 0);
+        }
+        for (_, f) in net.gw.flows().iter() {
+            for d in 0..2 {
+                if f.egress[d] == Egress::Outside {
+                    assert!(net.gw.mappings().is_external(f.rewrite[d].src.addr), "round {round}: {f:?}");
+                }
+            }
+        }
+    }
+    assert_eq!(events[0], EVENT_UPSERT);
+}

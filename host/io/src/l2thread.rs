@@ -102,6 +102,10 @@ impl L2Thread {
     }
 
     fn announce(&self) {
+        if !self.shared.is_active() {
+            // A standby's addresses are the active's: it stays silent until promoted.
+            return;
+        }
         for (link, frame) in self.arp.announcements() {
             let _ = self.sockets[usize::from(link)].send(&frame);
         }
@@ -138,7 +142,18 @@ impl L2Thread {
         }
         let mut last_age = 0;
         let (mut unpublished, mut last_publish) = (false, 0u64);
+        let announce_generation =
+            |s: &Shared| s.ha.as_ref().map_or(0, |h| h.announce_generation.load(Ordering::Acquire));
+        let mut announced = announce_generation(&self.shared);
         while !sys::stop_requested() {
+            let generation = announce_generation(&self.shared);
+            if generation != announced {
+                // Promoted: every address moves here now (and again a second later).
+                announced = generation;
+                self.announce();
+                announced_twice = false;
+                last_age = self.shared.now_ms();
+            }
             let ready = sys::poll_readable(&fds, 10).unwrap_or_else(|_| vec![false; fds.len()]);
             let now = self.shared.now_ms();
             for (link, r) in ready.iter().enumerate() {
@@ -150,10 +165,11 @@ impl L2Thread {
                 for _ in 0..RECV_BATCH {
                     let Ok(Some(n)) = self.sockets[link].recv(&mut buf) else { break };
                     let o = self.arp.receive(link_id, &buf[..n], now, &mut out);
-                    if let Some(len) = o.reply_len {
+                    let active = self.shared.is_active();
+                    if let (Some(len), true) = (o.reply_len, active) {
                         let _ = self.sockets[link].send(&out[..len]);
                     }
-                    if let Some(a) = o.confirm {
+                    if let (Some(a), true) = (o.confirm, active) {
                         if let Some(len) = self.arp.confirm_request(link_id, a, &mut out) {
                             let _ = self.sockets[link].send(&out[..len]);
                         }

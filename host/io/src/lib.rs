@@ -24,6 +24,7 @@ use thiserror::Error;
 use natgw_core::conntrack::FlowSummary;
 use natgw_core::counters::Counters;
 use natgw_core::l2::{LinkId, NeighbourTable};
+use natgw_core::nat::handoff::{HandoffError, ImportReport};
 use natgw_core::nat::{FlowEnd, FrameMeta};
 
 #[derive(Debug, Error)]
@@ -57,6 +58,46 @@ pub enum ControlRequest {
     /// worker (its flows live on in the next process); `Resume`, or no word within
     /// `HANDOVER_WAIT`, carries on as before: the export changed nothing.
     HandOver(std::sync::mpsc::Sender<WorkerHandover>, std::sync::mpsc::Receiver<HandoverOutcome>),
+    /// Take over the flows a standby holds for this worker (`[ha]` promotion): one section
+    /// of flow state.
+    Import(Vec<u8>, std::sync::mpsc::Sender<Result<ImportReport, HandoffError>>),
+    /// Forget every flow without a record (stepping down to standby); answers how many.
+    Discard(std::sync::mpsc::Sender<usize>),
+}
+
+/// A pair of gateways (`[ha]`): what the workers, the L2 thread and the sync thread share.
+pub struct HaShared {
+    /// This node forwards and answers ARP; a standby drops every frame and stays silent.
+    pub active: std::sync::atomic::AtomicBool,
+    /// Per worker: batches of replication events (`natgw_core::nat::replication`) for
+    /// the sync thread. Bounded; a full queue loses the batch, which calls for a resync.
+    pub events: Vec<ArrayQueue<Vec<u8>>>,
+    /// Bumped by the sync thread when the standby needs every flow (it joined, or events
+    /// were lost): each worker then sends a bulk resync of its table.
+    pub resync_generation: AtomicU64,
+    /// Set by a worker that lost events.
+    pub resync_needed: std::sync::atomic::AtomicBool,
+    /// Bumped on promotion: the L2 thread announces every address (gratuitous ARP).
+    pub announce_generation: AtomicU64,
+}
+
+/// Batches of events a worker may have queued for the sync thread.
+pub const HA_EVENT_BATCHES: usize = 1024;
+
+impl HaShared {
+    pub fn new(workers: usize, active: bool) -> HaShared {
+        HaShared {
+            active: std::sync::atomic::AtomicBool::new(active),
+            events: (0..workers).map(|_| ArrayQueue::new(HA_EVENT_BATCHES)).collect(),
+            resync_generation: AtomicU64::new(0),
+            resync_needed: std::sync::atomic::AtomicBool::new(false),
+            announce_generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// How long a worker that handed its state over waits for the outcome before it resumes.
@@ -100,6 +141,8 @@ pub struct Shared {
     /// Per worker: `now_ms` at its last loop turn (it turns at least every 10 ms), which
     /// the L2 thread's watchdog reads.
     pub heartbeat: Vec<AtomicU64>,
+    /// With a standby or an active peer (`[ha]`); `None`: a single gateway, always active.
+    pub ha: Option<HaShared>,
 }
 
 impl Shared {
@@ -109,9 +152,9 @@ impl Shared {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| IoError::Os("eventfd", e))?;
         Ok(Shared {
-            // One per worker, then one each for the flow-log thread, the OTLP exporter and
-            // the L2 thread.
-            counters: (0..workers + 3).map(|_| Arc::new(Counters::default())).collect(),
+            // One per worker, then one each for the sync thread, the flow-log thread, the
+            // OTLP exporter and the L2 thread.
+            counters: (0..workers + 4).map(|_| Arc::new(Counters::default())).collect(),
             neighbours: ArcSwap::from_pointee(NeighbourTable::default()),
             neighbour_version: AtomicU64::new(0),
             resolve_requests: ArrayQueue::new(1024),
@@ -127,6 +170,7 @@ impl Shared {
             flow_ends: Arc::new(ArrayQueue::new(1 << 16)),
             flow_log_enabled,
             heartbeat: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            ha: None,
         })
     }
 
@@ -145,6 +189,16 @@ impl Shared {
         if let Some(fd) = self.wake.get(worker) {
             sys::eventfd_signal(std::os::fd::AsRawFd::as_raw_fd(fd));
         }
+    }
+
+    /// Whether this node forwards: always, without `[ha]`.
+    pub fn is_active(&self) -> bool {
+        self.ha.as_ref().is_none_or(HaShared::is_active)
+    }
+
+    /// The sync thread's counters (it is their only writer).
+    pub fn ha_counters(&self) -> Arc<Counters> {
+        self.counters[self.counters.len() - 4].clone()
     }
 
     /// The flow-log thread's counters (it is their only writer).

@@ -80,6 +80,8 @@ pub struct Worker {
     /// The link MTUs the translator was last told.
     mtus: Vec<u16>,
     busy_poll_us: u64,
+    /// The resync the sync thread asked for last that this worker has sent (`HaShared`).
+    resync_generation: u64,
 }
 
 /// A worker's io_uring and its provided-buffer ring, made before the worker: setting
@@ -116,6 +118,7 @@ impl Worker {
     ) -> Worker {
         let n = links.len();
         let Rings { ring, bufs } = rings;
+        let resync_generation = shared.ha.as_ref().map_or(0, |h| h.resync_generation.load(Ordering::Acquire));
         Worker {
             ring,
             bufs,
@@ -133,6 +136,7 @@ impl Worker {
             recv_armed: vec![false; n],
             wake_armed: false,
             mtus: vec![0; n],
+            resync_generation,
             busy_poll_us,
         }
     }
@@ -234,6 +238,7 @@ impl Worker {
                 self.retry_pending(now);
                 self.export_flow_ends();
             }
+            self.export_replication(now);
             // A batch boundary: a new policy generation takes over here.
             self.translator.policy_batch_boundary();
             if self.serve_control(now) {
@@ -245,6 +250,36 @@ impl Worker {
         let now = self.shared.now_ms();
         self.translator.shutdown(now);
         self.export_flow_ends();
+    }
+
+    /// Hands this turn's replication events (or a bulk resync, when the sync thread asks
+    /// for one) to the sync thread; never blocks: a full queue loses the batch, is counted
+    /// and calls for a resync.
+    fn export_replication(&mut self, now: u64) {
+        let Some(ha) = self.shared.ha.as_ref() else { return };
+        let mut batch = Vec::new();
+        let generation = ha.resync_generation.load(Ordering::Acquire);
+        if generation != self.resync_generation {
+            self.resync_generation = generation;
+            // Everything before is superseded: the events since the last turn go too.
+            let _ = self.translator.take_replication(now, &mut Vec::new());
+            self.translator.replication_snapshot(now, &mut batch);
+        } else {
+            let taken = self.translator.take_replication(now, &mut batch);
+            if taken.overflowed {
+                self.translator.counters().inc(Counter::HaSyncOverflow);
+                ha.resync_needed.store(true, Ordering::Release);
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        if let Some(q) = ha.events.get(self.index) {
+            if q.push(batch).is_err() {
+                self.translator.counters().inc(Counter::HaSyncOverflow);
+                ha.resync_needed.store(true, Ordering::Release);
+            }
+        }
     }
 
     /// Hands finished flows to the flow-log thread; never blocks (overflow is counted).
@@ -335,6 +370,12 @@ impl Worker {
     }
 
     fn translate(&mut self, b: BufRef, len: usize, mut meta: FrameMeta, now: u64) {
+        if !self.shared.is_active() {
+            // A standby holds the active's flows but answers nothing.
+            self.translator.counters().inc(Counter::DropStandby);
+            self.release(b);
+            return;
+        }
         if len <= VNET_HDR_LEN {
             self.translator.counters().inc(Counter::DropTruncated);
             self.release(b);
@@ -538,6 +579,13 @@ impl Worker {
                 ControlRequest::Revalidate(reply) => {
                     self.translator.policy_batch_boundary();
                     let _ = reply.send(self.translator.revalidate(now));
+                }
+                ControlRequest::Import(section, reply) => {
+                    let r = self.translator.import_state(&section, now);
+                    let _ = reply.send(r);
+                }
+                ControlRequest::Discard(reply) => {
+                    let _ = reply.send(self.translator.discard_flows());
                 }
             }
         }

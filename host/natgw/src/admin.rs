@@ -75,6 +75,10 @@ pub enum Request {
         /// Absolute path of the natgw binary to run.
         binary: PathBuf,
     },
+    /// `[ha]`: become the active node (keepalived's MASTER notify).
+    HaPromote,
+    /// `[ha]`: become the standby (keepalived's BACKUP or FAULT notify).
+    HaDemote,
 }
 
 /// A gateway's answer to one request.
@@ -100,6 +104,7 @@ pub enum Reply {
         hook: Hook,
     },
     Upgraded(UpgradeReport),
+    Ha(crate::ha::HaReport),
 }
 
 /// What `natgw upgrade` did.
@@ -134,6 +139,8 @@ pub enum AdminError {
     PolicyRefused { hook: Hook, reason: String },
     #[error("flow records are off (flow_log.enabled = false)")]
     FlowLogOff,
+    #[error("this gateway has no [ha] section: it is not one of a pair")]
+    NoHa,
     /// The upgrade did not happen; the running gateway goes on.
     #[error("upgrade refused, the running gateway goes on: {reason}")]
     UpgradeRefused { reason: String },
@@ -146,6 +153,8 @@ pub enum AdminError {
 }
 
 /// One line on the wire from the gateway: a reply or an error.
+// One per admin request, built and written at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Envelope {
@@ -211,6 +220,9 @@ pub struct Status {
     pub packets_to_source: u64,
     /// Every `PacketsDropCount` reason together.
     pub packets_dropped: u64,
+    /// The pair this node belongs to (`[ha]`); absent for a single gateway.
+    #[serde(default)]
+    pub ha: Option<Box<crate::ha::HaStatus>>,
 }
 
 /// One counter's total over every worker, by its operator-facing name.
@@ -395,6 +407,15 @@ impl AdminClient {
         // The new process compiles the policies first (minutes for a large one, once).
         match self.call_within(&Request::Upgrade { binary }, SWAP_ANSWER_TIMEOUT * 2)? {
             Reply::Upgraded(r) => Ok(r),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    /// `[ha]`: promote (true) or demote this node.
+    pub fn ha(&self, promote: bool) -> Result<crate::ha::HaReport, AdminError> {
+        let request = if promote { Request::HaPromote } else { Request::HaDemote };
+        match self.call_within(&request, SWAP_ANSWER_TIMEOUT)? {
+            Reply::Ha(r) => Ok(r),
             other => Err(unexpected(&self.path, &other)),
         }
     }

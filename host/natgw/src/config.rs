@@ -52,6 +52,25 @@ pub struct RawConfig {
     pub otlp: RawOtlp,
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// A pair of gateways: this node's sync link and its peer. Absent: a single gateway.
+    #[serde(default)]
+    pub ha: Option<RawHa>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHa {
+    /// The dedicated sync link's interface.
+    pub interface: String,
+    /// This node's sync address and port (an address of `interface`).
+    pub address: String,
+    /// The peer's sync address and port.
+    pub peer: String,
+    /// The pre-shared key (at least 16 bytes), or `key_file`.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -324,6 +343,37 @@ pub struct Config {
     pub otlp: Option<OtlpConfig>,
     /// The Prometheus endpoint's address; None: off.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// None: a single gateway.
+    pub ha: Option<HaConfig>,
+}
+
+/// A validated `[ha]` section.
+#[derive(Clone)]
+pub struct HaConfig {
+    pub interface: String,
+    pub address: std::net::SocketAddrV4,
+    pub peer: std::net::SocketAddrV4,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for HaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HaConfig")
+            .field("interface", &self.interface)
+            .field("address", &self.address)
+            .field("peer", &self.peer)
+            .field("key", &"<hidden>")
+            .finish()
+    }
+}
+
+impl HaConfig {
+    /// Which half of each worker's ports this node allocates from (`NatConfig::node_slice`):
+    /// the node with the lower sync address takes slice 0. Both nodes compute the same
+    /// split from the same two addresses, so no setting can make them overlap.
+    pub fn node_slice(&self) -> u16 {
+        u16::from((self.address.ip(), self.address.port()) > (self.peer.ip(), self.peer.port()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -544,6 +594,14 @@ impl Config {
                 invalid("metrics.listen", l, "is not an address:port like 127.0.0.1:9108 (\"\" turns it off)")
             })?),
         };
+        let ha = raw.ha.as_ref().map(|h| validate_ha(h, base)).transpose()?;
+        if ha.is_some() && raw.dataplane.workers == 0 {
+            return Err(invalid(
+                "dataplane.workers",
+                0,
+                "must be set explicitly with [ha]: both nodes of a pair must run the same number of workers",
+            ));
+        }
         Ok(Config {
             inside,
             outside: OutsideConfig { interface: o.interface.clone(), addresses, subnet, gateway },
@@ -568,6 +626,7 @@ impl Config {
             flow_log,
             otlp,
             metrics_listen,
+            ha,
         })
     }
 
@@ -787,6 +846,37 @@ fn validate_policy(raw: &RawPolicy, base: &Path) -> Result<PolicyConfig, ConfigE
     })
 }
 
+fn validate_ha(raw: &RawHa, base: &Path) -> Result<HaConfig, ConfigError> {
+    check_ifname("ha.interface", &raw.interface)?;
+    let addr = |key: &str, v: &str| {
+        v.parse::<std::net::SocketAddrV4>()
+            .map_err(|_| invalid(key, v, "is not an IPv4 address and port like 10.99.0.1:7801"))
+    };
+    let address = addr("ha.address", &raw.address)?;
+    let peer = addr("ha.peer", &raw.peer)?;
+    if address.ip() == peer.ip() {
+        return Err(invalid("ha.peer", &raw.peer, "is this node's own sync address (ha.address)"));
+    }
+    let key = match (&raw.key, &raw.key_file) {
+        (Some(k), None) => k.as_bytes().to_vec(),
+        (None, Some(f)) => {
+            let path = base.join(f);
+            let mut k = std::fs::read(&path)
+                .map_err(|e| invalid("ha.key_file", path.display(), format!("cannot be read: {e}")))?;
+            while k.last().is_some_and(u8::is_ascii_whitespace) {
+                k.pop();
+            }
+            k
+        }
+        _ => return Err(invalid("ha.key", "", "give exactly one of ha.key and ha.key_file")),
+    };
+    if key.len() < 16 {
+        let what = if raw.key.is_some() { "ha.key" } else { "ha.key_file" };
+        return Err(invalid(what, format!("{} bytes", key.len()), "must hold at least 16 bytes (a pre-shared key)"));
+    }
+    Ok(HaConfig { interface: raw.interface.clone(), address, peer, key })
+}
+
 fn check_ifname(key: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || name.len() > 15 || name.contains('/') || name.contains(char::is_whitespace) {
         return Err(invalid(key, name, "is not a valid interface name (1-15 characters, no '/' or spaces)"));
@@ -865,6 +955,28 @@ udp = 30
         assert!(e.contains("policy.call_timeout_us") && e.contains('0'), "{e}");
         let e = err(&format!("{GOOD}\n[policy.egress]\ncomponent = \"a.wasm\"\nfail = \"sometimes\"\n"));
         assert!(e.contains("sometimes") && e.contains("fail"), "{e}");
+    }
+
+    #[test]
+    fn ha_section_and_its_errors() {
+        let ha = "[dataplane]\nworkers = 2\n[ha]\ninterface = \"sync0\"\naddress = \"10.99.0.2:7801\"\n\
+                  peer = \"10.99.0.1:7801\"\nkey = \"0123456789abcdef\"\n";
+        let c = Config::parse(&format!("{GOOD}{ha}")).unwrap();
+        let h = c.ha.unwrap();
+        assert_eq!((h.interface.as_str(), h.peer.to_string().as_str()), ("sync0", "10.99.0.1:7801"));
+        assert_eq!(h.node_slice(), 1, "the higher sync address takes slice 1");
+        assert!(!format!("{h:?}").contains("0123456789abcdef"), "the key is not printed");
+        for (from, to, key, value) in [
+            ("address = \"10.99.0.2:7801\"", "address = \"10.99.0.2\"", "ha.address", "10.99.0.2"),
+            ("peer = \"10.99.0.1:7801\"", "peer = \"10.99.0.2:7801\"", "ha.peer", "10.99.0.2:7801"),
+            ("key = \"0123456789abcdef\"", "key = \"short\"", "ha.key", "5 bytes"),
+            ("key = \"0123456789abcdef\"", "key_file = \"/nonexistent/key\"", "ha.key_file", "/nonexistent/key"),
+            ("interface = \"sync0\"", "interface = \"a/b\"", "ha.interface", "a/b"),
+            ("workers = 2", "workers = 0", "dataplane.workers", "0"),
+        ] {
+            let e = Config::parse(&format!("{GOOD}{}", ha.replace(from, to))).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(value), "{to}: {e}");
+        }
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub enum ControlError {
     AdminSocketOccupied { path: String, what: &'static str },
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Ha(crate::ha::HaError),
     #[error("natgw run needs root (CAP_NET_RAW, CAP_NET_ADMIN); effective uid is {0}")]
     NotRoot(u32),
     #[error(transparent)]
@@ -174,6 +176,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         workers,
         icmp_error_rate: cfg.icmp_error_rate,
         refusal_cache_ms: cfg.refusal_cache_ms,
+        node_slice: cfg.ha.as_ref().map_or((0, 1), |ha| (ha.node_slice(), 2)),
     };
 
     let l2_links: Vec<L2Link> = cfg
@@ -222,6 +225,10 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     if let Some(i) = &inherited {
         // The predecessor's clock origin: every time in the handed-over table keeps its meaning.
         shared.start = Instant::now().checked_sub(Duration::from_millis(i.now_ms)).unwrap_or(shared.start);
+    }
+    if cfg.ha.is_some() {
+        // A pair starts as standby (keepalived promotes); a successor keeps its predecessor's role.
+        shared.ha = Some(natgw_io::HaShared::new(workers, inherited.as_ref().is_some_and(|i| i.active)));
     }
     let shared = Arc::new(shared);
     let state = inherited.as_mut().map(|i| std::mem::take(&mut i.state)).unwrap_or_default();
@@ -278,6 +285,9 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         let mut translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
         translator.set_policy(Box::new(WorkerPolicy::new(rt.clone(), w, shared.counters[w].clone())));
         translator.record_flow_ends(shared.flow_log_enabled, cfg.flow_log.refused, cfg.flow_log.active_interval_s);
+        if cfg.ha.is_some() {
+            translator.enable_replication();
+        }
         parts.push((links, translator));
     }
     // The handed-over flows: each worker's section on a thread of its own (the pause of
@@ -315,6 +325,16 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         built.push(Worker::new(w, links, translator, shared.clone(), worker_rings, cfg.busy_poll_us));
     }
 
+    // The pair's sync listener: a bad `ha.address` stops the start here. A successor binds
+    // it once its predecessor has let go (the sync link then reconnects and resyncs).
+    let ha = cfg.ha.clone().map(|h| {
+        let per_worker = (cfg.max_flows / workers).max(1);
+        Arc::new(crate::ha::Ha::new(h, shared.clone(), workers, terms.fingerprint, per_worker))
+    });
+    let ha_listener = match (&ha, &inherited) {
+        (Some(h), None) => Some(h.bind(Duration::ZERO).map_err(ControlError::Ha)?),
+        _ => None,
+    };
     // Last steps that can fail: nothing is left on disk when an earlier one does. The admin
     // socket first, so a second instance is reported as such.
     let (admin, inherited_metrics) = match inherited.as_mut() {
@@ -369,7 +389,17 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
                 .map_err(|e| IoError::Os("spawn", e))?,
         );
     }
+    if let Some(h) = &ha {
+        let h = h.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("natgw-ha".into())
+                .spawn(move || h.run(ha_listener))
+                .map_err(|e| IoError::Os("spawn", e))?,
+        );
+    }
     let status = StatusInfo {
+        ha,
         workers,
         inside: cfg
             .inside
@@ -615,7 +645,7 @@ fn upgrade(ctx: &UpgradeContext, shared: &Shared, binary: &Path) -> Result<Upgra
         metrics: ctx.metrics_fd.is_some(),
         sockets: parts.iter().map(|p| p.sockets.len()).sum(),
     };
-    if let Err(e) = successor.hand(shared.now_ms(), layout, &fds) {
+    if let Err(e) = successor.hand(shared.now_ms(), shared.is_active(), layout, &fds) {
         return Err(resume(&mut successor, e.to_string()));
     }
     // Shorter than a worker's own wait (`HANDOVER_WAIT`), so that it never resumes alone.
@@ -647,6 +677,7 @@ fn upgrade(ctx: &UpgradeContext, shared: &Shared, binary: &Path) -> Result<Upgra
 
 /// What `natgw status` says about the configuration, fixed at start.
 struct StatusInfo {
+    ha: Option<Arc<crate::ha::Ha>>,
     workers: usize,
     inside: Vec<LinkStatus>,
     outside: LinkStatus,
@@ -893,6 +924,11 @@ fn serve_admin(
                 }
                 None => Err(AdminError::FlowLogOff),
             },
+            Request::HaPromote | Request::HaDemote => match &status.ha {
+                Some(h) if matches!(request, Request::HaPromote) => Ok(Reply::Ha(h.promote())),
+                Some(h) => Ok(Reply::Ha(h.demote())),
+                None => Err(AdminError::NoHa),
+            },
             Request::Upgrade { binary } => {
                 // Minutes when the successor compiles large policies: on a thread of its own.
                 let (shared, upgrades) = (shared.clone(), upgrades.clone());
@@ -978,6 +1014,7 @@ fn status_report(shared: &Shared, s: &StatusInfo) -> Status {
         packets_from_destination: get(Counter::PacketsInFromDestination),
         packets_to_source: get(Counter::PacketsOutToSource),
         packets_dropped: t.iter().filter(|(c, _)| c.metric().0 == "PacketsDropCount").map(|x| x.1).sum(),
+        ha: s.ha.as_ref().map(|h| Box::new(h.status())),
     }
 }
 

@@ -102,12 +102,29 @@ impl Layout {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "kebab-case")]
 enum Message {
-    Ready { pid: u32, terms: Terms, prepare_ms: u64 },
-    Refused { reason: String },
-    State { now_ms: u64, layout: Layout },
+    Ready {
+        pid: u32,
+        terms: Terms,
+        prepare_ms: u64,
+    },
+    Refused {
+        reason: String,
+    },
+    State {
+        now_ms: u64,
+        layout: Layout,
+        /// `[ha]`: the predecessor was the active node (a standby's successor stays one).
+        #[serde(default)]
+        active: bool,
+    },
     Fds,
-    Running { flows: u64, refused: u64 },
-    Failed { reason: String },
+    Running {
+        flows: u64,
+        refused: u64,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 fn send(sock: RawFd, m: &Message, fds: &[RawFd]) -> Result<(), HandoffError> {
@@ -182,6 +199,8 @@ pub fn decode_state(b: &[u8]) -> Result<(Vec<&[u8]>, Vec<NeighbourEntry>), Hando
 /// What the new process receives.
 pub struct Inherited {
     pub now_ms: u64,
+    /// `[ha]`: the predecessor was the active node.
+    pub active: bool,
     pub locks: Vec<std::fs::File>,
     pub admin: std::os::unix::net::UnixListener,
     pub metrics: Option<std::net::TcpListener>,
@@ -196,8 +215,8 @@ pub fn take_over(channel: OwnedFd, terms: Terms, links: usize, prepare_ms: u64) 
     let sock = channel.as_raw_fd();
     send(sock, &Message::Ready { pid: std::process::id(), terms, prepare_ms }, &[])?;
     let (m, mut fds) = recv(sock, Duration::from_secs(30))?;
-    let (now_ms, layout) = match m {
-        Message::State { now_ms, layout } => (now_ms, layout),
+    let (now_ms, layout, active) = match m {
+        Message::State { now_ms, layout, active } => (now_ms, layout, active),
         Message::Refused { reason } => return Err(HandoffError::Refused(reason)),
         other => return Err(HandoffError::Unexpected(format!("{other:?}"))),
     };
@@ -221,7 +240,7 @@ pub fn take_over(channel: OwnedFd, terms: Terms, links: usize, prepare_ms: u64) 
     for _ in 0..layout.sockets / links {
         sockets.push(it.by_ref().take(links).collect());
     }
-    Ok(Inherited { now_ms, locks, admin, metrics, sockets, state, channel })
+    Ok(Inherited { now_ms, active, locks, admin, metrics, sockets, state, channel })
 }
 
 impl Inherited {
@@ -307,10 +326,10 @@ impl Successor {
     }
 
     /// Sends the state and the descriptors (`layout` says which is which).
-    pub fn hand(&self, now_ms: u64, layout: Layout, fds: &[RawFd]) -> Result<(), HandoffError> {
+    pub fn hand(&self, now_ms: u64, active: bool, layout: Layout, fds: &[RawFd]) -> Result<(), HandoffError> {
         let sock = self.channel.as_raw_fd();
         let mut chunks = fds.chunks(sys::MAX_FDS_PER_MESSAGE);
-        send(sock, &Message::State { now_ms, layout }, chunks.next().unwrap_or(&[]))?;
+        send(sock, &Message::State { now_ms, layout, active }, chunks.next().unwrap_or(&[]))?;
         for c in chunks {
             send(sock, &Message::Fds, c)?;
         }

@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod config;
 mod gateway;
+pub mod ha;
 mod handoff;
 pub mod logging;
 mod policy_cli;

@@ -19,6 +19,15 @@ macro_rules! outln {
     ($($t:tt)*) => { natgw::logging::stdout_text(&format!("{}\n", format_args!($($t)*))) };
 }
 
+/// What `natgw ha` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HaAction {
+    /// Take over every replicated flow and address (gratuitous ARP) and forward.
+    Promote,
+    /// Stop forwarding and answering ARP; let the flows go to the new active.
+    Demote,
+}
+
 #[derive(Parser)]
 #[command(name = "natgw", version, about = "A programmable NAT gateway")]
 struct Cli {
@@ -45,6 +54,16 @@ enum Command {
     Upgrade {
         /// The natgw binary to run.
         binary: PathBuf,
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        socket: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A gateway pair (`[ha]`): make this node the active one or the standby; what
+    /// keepalived's notify scripts call.
+    Ha {
+        #[arg(value_enum)]
+        action: HaAction,
         #[arg(long, default_value = DEFAULT_ADMIN)]
         socket: String,
         #[arg(long)]
@@ -283,6 +302,16 @@ fn main() -> ExitCode {
                     Ok(())
                 }
             }),
+        Command::Ha { action, socket, json } => {
+            AdminClient::new(socket).ha(action == HaAction::Promote).map_err(ControlError::from).and_then(|r| {
+                if json {
+                    print_json(&r)
+                } else {
+                    outln!("{}", report::ha_text(&r));
+                    Ok(())
+                }
+            })
+        }
         Command::CheckConfig { file } => Config::load(&file)
             .map(|c| {
                 let hooks: Vec<String> = Hook::ALL

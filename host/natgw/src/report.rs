@@ -22,6 +22,21 @@ pub fn status_text(s: &Status) -> String {
         s.gateway,
         s.outside.mtu
     );
+    if let Some(h) = &s.ha {
+        let role = match h.role {
+            crate::ha::Role::Active => "active",
+            crate::ha::Role::Standby => "standby",
+        };
+        let link = match (h.connected, h.role) {
+            (true, crate::ha::Role::Active) => format!("streaming, lag {} event(s)", h.lag_events),
+            (true, crate::ha::Role::Standby) => format!("receiving, {} replicated flow(s)", h.replica_flows),
+            (false, _) => format!("down, {} replicated flow(s)", h.replica_flows),
+        };
+        let _ = writeln!(out, "ha: {role}; sync {} -> peer {}: {link}", h.address, h.peer);
+        if !h.last_error.is_empty() {
+            let _ = writeln!(out, "ha: last sync error: {}", h.last_error);
+        }
+    }
     let _ = writeln!(out, "flows: {} (limit {}, early-dropped {})", s.flows, s.max_flows, s.early_drops);
     let _ = writeln!(out, "neighbours: {}", s.neighbours);
     let _ = writeln!(
@@ -126,6 +141,27 @@ pub fn swap_text(r: &SwapReport) -> String {
         let _ = write!(msg, "; revalidated existing flows: {n} revoked");
     }
     msg
+}
+
+pub fn ha_text(r: &crate::ha::HaReport) -> String {
+    use crate::ha::Role;
+    match (r.role, r.unchanged) {
+        (Role::Active, true) => "active already: nothing changed".into(),
+        (Role::Standby, true) => "standby already: nothing changed".into(),
+        (Role::Active, false) => format!(
+            "promoted to active: {} replicated flow(s) taken over{}, addresses announced, in {:.1} ms",
+            r.flows,
+            if r.flows_refused > 0 { format!(", {} refused", r.flows_refused) } else { String::new() },
+            r.took_us as f64 / 1000.0
+        ),
+        (Role::Standby, false) => {
+            format!(
+                "demoted to standby: {} flow(s) let go to the new active, in {:.1} ms",
+                r.flows,
+                r.took_us as f64 / 1000.0
+            )
+        }
+    }
 }
 
 pub fn upgrade_text(r: &crate::admin::UpgradeReport) -> String {

@@ -49,6 +49,7 @@ pub fn demo_config() -> NatConfig {
         icmp_error_rate: 1000,
         // Off: the translator tests count one policy call and record per packet.
         refusal_cache_ms: 0,
+        node_slice: (0, 1),
     }
 }
 

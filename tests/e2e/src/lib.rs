@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod ha;
 pub mod hostile;
 pub mod load;
 pub mod net;

@@ -363,7 +363,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    fn start(gw: &Netns, config: &Path, socket: String, log: &Path) -> Gateway {
+    pub fn start(gw: &Netns, config: &Path, socket: String, log: &Path) -> Gateway {
         let mut cmd = gw.cmd(crate::natgw_bin());
         cmd.arg("run").arg("--config").arg(config);
         let mut daemon = Daemon::start("natgw", cmd, log);

@@ -63,6 +63,12 @@ pub struct NatConfig {
     /// How long a refusal of the egress policy holds for its full tuple (0: never
     /// remembered; `refusals`).
     pub refusal_cache_ms: u64,
+    /// `(node, nodes)`: with a standby (`[ha]`), this node allocates new external ports
+    /// only from its slice, `(port / workers) % nodes == node`, so that two nodes both
+    /// active (a cut sync link) never map one external port to two inside endpoints.
+    /// Flows imported from the peer keep their ports. Not in the fingerprint: the two
+    /// nodes of a pair differ here.
+    pub node_slice: (u16, u16),
 }
 
 impl NatConfig {

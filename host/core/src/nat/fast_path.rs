@@ -111,10 +111,15 @@ impl Translator {
             _ => {}
         }
         flow.refresh(now_ms, &timeouts);
-        if flow.state != state_before {
+        let (created_ms, state_changed) = (flow.created_ms, flow.state != state_before);
+        if state_changed {
             // A shorter timeout (a close, a reset) brings the deadline forward: file it
             // there, so that the entry and its port go at the deadline, not at the old one.
             self.flows.reschedule(id);
+        }
+        if let (Some(log), true) = (self.replication.as_mut(), state_changed || answered) {
+            // The standby learns of every state change (not of every packet).
+            log.changed(id, created_ms);
         }
         if answered {
             // No longer among the flows to give up first under pressure.

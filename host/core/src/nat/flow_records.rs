@@ -220,6 +220,7 @@ impl Translator {
             let record = FlowEnd::of(flow, pool, now_ms, reason);
             flow.reported = Reported { packets: flow.packets, bytes: flow.bytes, at_ms: now_ms, closed: true };
             self.push_record(record);
+            self.replicate_changed(id);
         }
         let interval = self.active_interval_ms;
         while let Some(&(due, id, created)) = self.interim_checks.front() {
@@ -235,6 +236,7 @@ impl Translator {
             let record = FlowEnd::of(flow, pool, now_ms, EndReason::Active);
             flow.reported = Reported { packets: flow.packets, bytes: flow.bytes, at_ms: now_ms, closed: false };
             self.push_record(record);
+            self.replicate_changed(id);
             self.interim_checks.push_back((now_ms + interval, id, created));
         }
         self.compact_checks();
@@ -275,6 +277,10 @@ impl Translator {
         }
         if let Some(m) = flow.mapping {
             self.mappings.release(m);
+        }
+        // A stopping gateway's flows live on at the standby: no deletes for them.
+        if let (Some(log), false) = (self.replication.as_mut(), reason == EndReason::Shutdown) {
+            log.ended(&flow.keys[crate::conntrack::ORIGINAL]);
         }
     }
 

@@ -25,6 +25,7 @@ mod own_packets;
 pub mod policy;
 pub mod pool;
 pub mod refusals;
+pub mod replication;
 mod slow_path;
 mod steering;
 
@@ -205,13 +206,16 @@ pub struct Translator {
     packet_ms: u64,
     /// Refusals of the egress policy, remembered per tuple for a moment.
     refusals: refusals::RefusalCache,
+    /// Flow events for a standby (`[ha]`), when replicating.
+    replication: Option<replication::ReplicationLog>,
 }
 
 impl Translator {
     pub fn new(cfg: NatConfig, counters: Arc<Counters>, now_ms: u64) -> Self {
         // The config bounds workers (`dataplane.workers`: at most 64).
         let (worker, workers) = (u16::try_from(cfg.worker).unwrap_or(0), u16::try_from(cfg.workers).unwrap_or(1));
-        let mappings = Mappings::with_pools(cfg.pools.clone(), worker, workers, cfg.source_ports.clone());
+        let mut mappings = Mappings::with_pools(cfg.pools.clone(), worker, workers, cfg.source_ports.clone());
+        mappings.set_node_slice(cfg.node_slice.0, cfg.node_slice.1);
         Translator {
             policy: Box::new(AllowAll),
             ended: Vec::new(),
@@ -223,6 +227,7 @@ impl Translator {
             packet_len: 0,
             packet_ms: now_ms,
             refusals: refusals::RefusalCache::new(cfg.refusal_cache_ms),
+            replication: None,
             flows: FlowTable::new(cfg.max_flows, now_ms),
             frags: FragTable::new(cfg.fragment_memory, now_ms),
             icmp_tokens: cfg.icmp_error_rate,

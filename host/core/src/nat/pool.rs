@@ -180,6 +180,9 @@ pub struct Mappings {
     external_addrs: Vec<Ipv4Addr>,
     worker: u16,
     workers: u16,
+    /// `(node, nodes)`: the slice of this worker's ports new mappings come from
+    /// (`NatConfig::node_slice`).
+    node_slice: (u16, u16),
     slots: Vec<Option<Mapping>>,
     free: Vec<MappingId>,
     /// Endpoint-independent mapping holds per pool: (pool, proto, inside addr, inside port).
@@ -225,6 +228,7 @@ impl Mappings {
             external_addrs,
             worker,
             workers: workers.max(1),
+            node_slice: (0, 1),
             slots: Vec::new(),
             free: Vec::new(),
             by_inside: HashMap::with_hasher(ahash::RandomState::new()),
@@ -234,6 +238,12 @@ impl Mappings {
     }
 
     /// Every external address of every pool.
+    /// New mappings take ports only from this node's slice (`NatConfig::node_slice`).
+    pub fn set_node_slice(&mut self, node: u16, nodes: u16) {
+        let nodes = nodes.max(1);
+        self.node_slice = (node % nodes, nodes);
+    }
+
     pub fn external_addrs(&self) -> &[Ipv4Addr] {
         &self.external_addrs
     }
@@ -399,7 +409,8 @@ impl Mappings {
     /// the port is free and ours), then the next free port of this worker's slice.
     fn allocate_port(&mut self, pool: usize, proto: u8, ai: usize, preferred: u16) -> Option<u16> {
         let (worker, workers) = (self.worker, self.workers);
-        let owns = |p: u16| p % workers == worker;
+        let (node, nodes) = self.node_slice;
+        let owns = |p: u16| p % workers == worker && (p / workers) % nodes == node;
         let pp = &mut self.pools[pool];
         let pi = proto_index(proto);
         let (lo, hi) = port_range(&pp.spec, proto);
@@ -499,6 +510,37 @@ mod tests {
             assert_eq!(w0.get(a).unwrap().external.port % 2, 0);
             assert_eq!(w1.get(b).unwrap().external.port % 2, 1);
         }
+    }
+
+    #[test]
+    fn node_slices_never_share_a_port_and_imports_cross_them() {
+        // Two HA nodes, two workers each, the same inside hosts and ports (both active
+        // during a cut sync link): no external port is handed out twice.
+        let addr = vec![Ipv4Addr::new(198, 51, 100, 10)];
+        let mut taken = std::collections::HashMap::new();
+        for node in 0..2u16 {
+            for worker in 0..2u16 {
+                let mut m = Mappings::new(addr.clone(), 1024, 65535, worker, 2);
+                m.set_node_slice(node, 2);
+                // Preferred ports of every residue, and then exhaustion of the slice.
+                let mut got = 0;
+                for p in 1024..=65535u16 {
+                    let Ok(id) = m.acquire(PROTO_UDP, ep([10, 0, 0, 1], p), 0) else { break };
+                    let port = m.get(id).unwrap().external.port;
+                    assert_eq!(port % 2, worker);
+                    assert_eq!((port / 2) % 2, node);
+                    assert!(taken.insert(port, (node, worker)).is_none(), "port {port} handed out twice");
+                    got += 1;
+                }
+                assert_eq!(got, (65536 - 1024) / 4, "node {node} worker {worker} gets a quarter of the range");
+            }
+        }
+        // A flow imported from the peer keeps the peer's port.
+        let mut m = Mappings::new(addr.clone(), 1024, 65535, 0, 2);
+        m.set_node_slice(0, 2);
+        let peer_port = (1024..).find(|p: &u16| p.is_multiple_of(2) && (p / 2) % 2 == 1).unwrap();
+        let ext = Endpoint { addr: addr[0], port: peer_port };
+        assert!(m.import(0, PROTO_UDP, ep([10, 0, 0, 9], 5000), 0, ext).is_ok());
     }
 
     #[test]

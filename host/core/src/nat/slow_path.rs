@@ -76,6 +76,7 @@ impl Translator {
                 }
                 self.counters.inc(Counter::ConnectionAttemptCount);
                 self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
+                self.replicate_changed(id);
                 Ok(id)
             }
             Err(_) => {
@@ -371,6 +372,9 @@ impl Translator {
         for &id in &revoke {
             let Some(flow) = self.flows.get_mut(id) else { continue };
             flow.revoked = true;
+            if let Some(log) = self.replication.as_mut() {
+                log.changed(id, flow.created_ms);
+            }
             if flow.keys[ORIGINAL].proto == PROTO_TCP {
                 flow.state = FlowState::Tcp(TcpState::Closed);
                 flow.expires_ms = now_ms + closed * 1000;
