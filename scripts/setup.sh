@@ -17,6 +17,8 @@ APT_PACKAGES=(
   rustc-web cargo-web rust-web-src lld-16
   # C policies: clang for wasm32 with Debian's wasi-libc (examples/policies/c).
   clang-16 wasi-libc libclang-rt-16-dev-wasm32
+  # A gateway pair: keepalived elects the active node (examples/ha, tests/e2e/tests/ha.rs).
+  keepalived
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -7,6 +7,10 @@
 //! control byte 0xff hands the translator's flows over (`export_state` → a new translator
 //! → `import_state`, as `natgw upgrade` does) after XOR-ing the record's bytes into the
 //! exported records: the import never panics, and what it takes keeps the invariants.
+//! Control byte 0xfe fails over to a standby instead: the events replicated since the
+//! start (`take_replication`, XOR-ed the same way) go into a `ReplicaTable`, whose sections
+//! a new translator imports: never a panic, never more flows than were replicated, and the
+//! same invariants after.
 #![no_main]
 use std::sync::Arc;
 
@@ -69,6 +73,8 @@ fuzz_target!(|data: &[u8]| {
         cfg.workers = 2;
     }
     let mut t = Translator::new(cfg.clone(), Arc::new(Counters::default()), 0);
+    t.enable_replication();
+    let mut replicated = Vec::new();
     let mut rest = data.get(1..).unwrap_or(&[]);
     let mut now = 0u64;
     let mut out = vec![0u8; 2048];
@@ -91,6 +97,32 @@ fuzz_target!(|data: &[u8]| {
             let _ = next.import_state(&state, now);
             assert!(next.flows().len() <= t.flows().len(), "an import made flows up");
             t = next;
+            t.enable_replication();
+            continue;
+        }
+        if ctl == 0xfe {
+            let _ = t.take_replication(now, &mut replicated);
+            for (i, b) in frame.iter().enumerate() {
+                if !replicated.is_empty() {
+                    let at = i % replicated.len();
+                    replicated[at] ^= b;
+                }
+            }
+            let workers = cfg.workers;
+            let mut replica = natgw_core::nat::replication::ReplicaTable::new(
+                workers,
+                cfg.max_flows,
+                cfg.state_fingerprint(),
+            );
+            let _ = replica.apply_events(u16::try_from(cfg.worker).unwrap_or(0), &replicated, now);
+            let mut next = Translator::new(cfg.clone(), Arc::new(Counters::default()), now);
+            for section in replica.sections(now) {
+                let _ = next.import_state(&section, now);
+            }
+            assert!(next.flows().len() <= replica.len(), "a promotion made flows up");
+            t = next;
+            t.enable_replication();
+            replicated.clear();
             continue;
         }
         let side = if ctl & 1 == 0 { Side::Inside } else { Side::Outside };
@@ -110,5 +142,8 @@ fuzz_target!(|data: &[u8]| {
             check(&t, v, &f, &out);
         }
         t.tick(now);
+        if replicated.len() < 1 << 20 {
+            let _ = t.take_replication(now, &mut replicated);
+        }
     }
 });

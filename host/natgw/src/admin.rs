@@ -79,6 +79,9 @@ pub enum Request {
     HaPromote,
     /// `[ha]`: become the standby (keepalived's BACKUP or FAULT notify).
     HaDemote,
+    /// Holds the connection open, never answering further, until the process ends: a
+    /// watcher (`natgw ha watch`) learns of natgw's death the moment the kernel closes it.
+    Watch,
 }
 
 /// A gateway's answer to one request.
@@ -105,6 +108,8 @@ pub enum Reply {
     },
     Upgraded(UpgradeReport),
     Ha(crate::ha::HaReport),
+    /// The connection is held (`Request::Watch`) until this process ends.
+    Watching,
 }
 
 /// What `natgw upgrade` did.
@@ -418,6 +423,22 @@ impl AdminClient {
             Reply::Ha(r) => Ok(r),
             other => Err(unexpected(&self.path, &other)),
         }
+    }
+
+    /// A connection held by the gateway until its process ends (`Request::Watch`):
+    /// reading it returns end-of-file at that moment.
+    pub fn watch(&self) -> Result<std::os::unix::net::UnixStream, AdminError> {
+        let mut conn = self.open(ANSWER_TIMEOUT)?;
+        send(&mut conn, &Request::Watch, &self.path)?;
+        match receive(&mut conn, &self.path)? {
+            Reply::Watching => {}
+            other => return Err(unexpected(&self.path, &other)),
+        }
+        let stream = conn.into_inner();
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| AdminError::Transport { path: self.path.clone(), reason: e.to_string() })?;
+        Ok(stream)
     }
 
     pub fn policy_remove(&self, hook: Hook) -> Result<(), AdminError> {

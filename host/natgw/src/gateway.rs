@@ -59,6 +59,8 @@ pub enum ControlError {
     Admin(#[from] AdminError),
     #[error(transparent)]
     Ha(crate::ha::HaError),
+    #[error("{0}")]
+    Usage(String),
     #[error("natgw run needs root (CAP_NET_RAW, CAP_NET_ADMIN); effective uid is {0}")]
     NotRoot(u32),
     #[error(transparent)]
@@ -858,6 +860,9 @@ fn swap_and_wait(
 
 /// The admin thread: one connection at a time, each a hello and one request. A policy
 /// swap is answered from a thread of its own (compiles take seconds), one swap at a time.
+/// Watchers (`natgw ha watch`) one gateway holds at most.
+const MAX_WATCHERS: usize = 64;
+
 fn serve_admin(
     listener: UnixListener,
     shared: Arc<Shared>,
@@ -867,6 +872,8 @@ fn serve_admin(
     upgrades: Arc<UpgradeContext>,
 ) {
     let swap_lock = Arc::new(std::sync::Mutex::new(()));
+    // Connections held open until this process ends (`Request::Watch`), bounded.
+    let mut watchers: Vec<std::os::unix::net::UnixStream> = Vec::new();
     // Non-blocking, polled: the thread notices a stop, and during a handoff (when the
     // successor holds the same listener) it accepts nothing.
     loop {
@@ -924,6 +931,15 @@ fn serve_admin(
                 }
                 None => Err(AdminError::FlowLogOff),
             },
+            Request::Watch if watchers.len() >= MAX_WATCHERS => {
+                Err(AdminError::BadRequest { reason: format!("{MAX_WATCHERS} watchers are connected already") })
+            }
+            Request::Watch => {
+                if conn.write_all(Envelope::Ok(Reply::Watching).line().as_bytes()).is_ok() {
+                    watchers.push(conn);
+                }
+                continue;
+            }
             Request::HaPromote | Request::HaDemote => match &status.ha {
                 Some(h) if matches!(request, Request::HaPromote) => Ok(Reply::Ha(h.promote())),
                 Some(h) => Ok(Reply::Ha(h.demote())),

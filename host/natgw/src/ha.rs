@@ -801,6 +801,37 @@ impl Ha {
     }
 }
 
+/// `natgw ha watch`: keeps `track_file` saying whether natgw runs, for keepalived's
+/// `track_file` (0: up; 1: down). It holds a connection natgw keeps open until its process
+/// ends (`Request::Watch`), so a crash or `kill -9` is in the file at once (keepalived
+/// reads it on change, through inotify), where a check run every second would take up to
+/// that second. An upgrade is not a death: the admin socket's listener lives on in the
+/// successor, so the watcher reconnects and the file stays 0.
+pub fn watch(client: &crate::admin::AdminClient, track_file: &std::path::Path) -> Result<(), std::io::Error> {
+    let mut up: Option<bool> = None;
+    loop {
+        match client.watch() {
+            Ok(mut held) => {
+                if up != Some(true) {
+                    std::fs::write(track_file, "0\n")?;
+                    tracing::info!("natgw ha watch: natgw runs ({} = 0)", track_file.display());
+                    up = Some(true);
+                }
+                let mut b = [0u8; 64];
+                while matches!(held.read(&mut b), Ok(n) if n > 0) {}
+            }
+            Err(e) => {
+                if up != Some(false) {
+                    std::fs::write(track_file, "1\n")?;
+                    tracing::warn!("natgw ha watch: natgw is gone ({} = 1): {e}", track_file.display());
+                    up = Some(false);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

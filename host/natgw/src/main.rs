@@ -26,6 +26,9 @@ enum HaAction {
     Promote,
     /// Stop forwarding and answering ARP; let the flows go to the new active.
     Demote,
+    /// Keep a keepalived track file saying whether natgw runs (0) or not (1), updated the
+    /// moment natgw's process ends.
+    Watch,
 }
 
 #[derive(Parser)]
@@ -68,6 +71,9 @@ enum Command {
         socket: String,
         #[arg(long)]
         json: bool,
+        /// For `watch`: the file keepalived's `track_file` reads (0: natgw runs, 1: not).
+        #[arg(long)]
+        track_file: Option<PathBuf>,
     },
     /// Validate a config file and exit (0 when valid).
     CheckConfig { file: PathBuf },
@@ -302,7 +308,12 @@ fn main() -> ExitCode {
                     Ok(())
                 }
             }),
-        Command::Ha { action, socket, json } => {
+        Command::Ha { action: HaAction::Watch, socket, track_file, .. } => match track_file {
+            Some(f) => natgw::ha::watch(&AdminClient::new(socket), &f)
+                .map_err(|e| ControlError::Path { path: f.display().to_string(), source: e }),
+            None => Err(ControlError::Usage("natgw ha watch needs --track-file FILE".into())),
+        },
+        Command::Ha { action, socket, json, .. } => {
             AdminClient::new(socket).ha(action == HaAction::Promote).map_err(ControlError::from).and_then(|r| {
                 if json {
                     print_json(&r)

@@ -80,3 +80,90 @@ pub fn wait_replica(node: &natgw::admin::AdminClient, flows: u64, within: Durati
         node.status().ok().and_then(|s| s.ha).is_some_and(|h| h.connected && h.replica_flows >= flows)
     })
 }
+
+/// A node's config file. Fixed per node: keepalived's `track_process` matches natgw's
+/// command line, config path included.
+pub fn config_path(t: &Topology, b: bool) -> std::path::PathBuf {
+    t.path(if b { "natgw-b.toml" } else { "natgw-a.toml" })
+}
+
+/// Starts a node's natgw with `cfg` at the node's fixed config path.
+pub fn start_node(t: &Topology, ns: &Netns, b: bool, cfg: &GatewayConfig) -> Gateway {
+    let path = cfg.write(&config_path(t, b));
+    Gateway::start(ns, &path, cfg.admin_socket(), &t.path(if b { "natgw-b.log" } else { "natgw-a.log" }))
+}
+
+/// `examples/ha/keepalived.conf` for one node of this topology: the shipped settings with
+/// this test's paths (and node B's addresses and lower priority). Script security is off:
+/// the test's files live under /tmp, which any user may write.
+pub fn keepalived_config(t: &Topology, b: bool, socket: &str) -> String {
+    let shipped = std::fs::read_to_string(crate::root().join("examples/ha/keepalived.conf")).expect("keepalived.conf");
+    let notify = crate::root().join("examples/ha/notify");
+    let mut c = shipped
+        .replace("/usr/sbin/natgw", &crate::natgw_bin().display().to_string())
+        .replace("/etc/natgw/natgw.toml", &config_path(t, b).display().to_string())
+        .replace("/usr/lib/natgw/ha/notify", &notify.display().to_string())
+        .replace("/run/natgw/admin.sock", socket)
+        .replace("/run/natgw/ha-up", &t.path(if b { "ha-up-b" } else { "ha-up-a" }).display().to_string())
+        .replace("    enable_script_security\n    script_user root\n", "");
+    if b {
+        c = c
+            .replace("unicast_src_ip 10.99.0.1", "unicast_src_ip 10.99.0.X")
+            .replace("        10.99.0.2\n", "        10.99.0.1\n")
+            .replace("unicast_src_ip 10.99.0.X", "unicast_src_ip 10.99.0.2")
+            .replace("priority 150", "priority 100");
+    }
+    c
+}
+
+/// keepalived (VRRP only, in the foreground) beside a node, and `natgw ha watch` feeding
+/// its track file, as daemons of the topology.
+pub fn start_keepalived(t: &mut Topology, ns: &Netns, b: bool, socket: &str) {
+    let tag = if b { "b" } else { "a" };
+    let mut watch = ns.cmd(crate::natgw_bin());
+    watch.args(["ha", "watch", "--socket", socket, "--track-file"]).arg(t.path(&format!("ha-up-{tag}")));
+    t.daemon(&format!("natgw-ha-watch-{tag}"), watch);
+    let conf = t.path(&format!("keepalived-{tag}.conf"));
+    std::fs::write(&conf, keepalived_config(t, b, socket)).expect("keepalived.conf");
+    let mut cmd = ns.cmd("keepalived");
+    cmd.args(["--dont-fork", "--log-console", "--log-detail", "--vrrp", "--no-syslog", "-f"]).arg(&conf);
+    cmd.arg("-p").arg(t.path(&format!("keepalived-{tag}.pid")));
+    cmd.arg("-r").arg(t.path(&format!("keepalived-{tag}-vrrp.pid")));
+    t.daemon(&format!("keepalived-{tag}"), cmd);
+}
+
+/// The node's role as its natgw says (None: not answering).
+pub fn role(node: &natgw::admin::AdminClient) -> Option<natgw::ha::Role> {
+    node.status().ok().and_then(|s| s.ha).map(|h| h.role)
+}
+
+/// Node A and node B with keepalived beside each; A (priority 150) is active once this
+/// returns. `change` adjusts both nodes' configs.
+pub struct Pair {
+    pub t: Topology,
+    pub b_ns: Netns,
+    /// Node B's natgw (node A's is `t.gateway`).
+    pub b: Gateway,
+    pub cfg_a: GatewayConfig,
+    pub cfg_b: GatewayConfig,
+}
+
+impl Pair {
+    pub fn with_keepalived(change: impl Fn(&mut GatewayConfig)) -> Pair {
+        let mut t = Topology::network();
+        let b_ns = wire_pair(&mut t);
+        let (mut cfg_a, mut cfg_b) = (node_config(&t, false), node_config(&t, true));
+        change(&mut cfg_a);
+        change(&mut cfg_b);
+        let a_ns = t.gw.clone();
+        t.gateway = Some(start_node(&t, &a_ns, false, &cfg_a));
+        let b = start_node(&t, &b_ns, true, &cfg_b);
+        start_keepalived(&mut t, &a_ns, false, &cfg_a.admin_socket());
+        start_keepalived(&mut t, &b_ns, true, &cfg_b.admin_socket());
+        let a = t.admin();
+        crate::eventually(Duration::from_secs(10), "keepalived to make A active and B standby", || {
+            role(&a) == Some(natgw::ha::Role::Active) && role(&b.admin) == Some(natgw::ha::Role::Standby)
+        });
+        Pair { t, b_ns, b, cfg_a, cfg_b }
+    }
+}
