@@ -61,6 +61,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A write the standby does not take within this is a dead link (reconnect and resync).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const RECONNECT: Duration = Duration::from_millis(200);
+/// How often the active sends what its workers queued (events wait at most this long).
+const SYNC_INTERVAL: Duration = Duration::from_millis(2);
+/// The standby acknowledges every this many frames (and every heartbeat).
+const ACK_EVERY: u64 = 16;
 
 const KIND_HELLO: u8 = 1;
 const KIND_EVENTS: u8 = 2;
@@ -286,6 +290,54 @@ fn read_frame(s: &mut TcpStream) -> Result<Vec<u8>, HaError> {
     let mut f = vec![0u8; len];
     s.read_exact(&mut f)?;
     Ok(f)
+}
+
+/// Frames from a stream read with a timeout: bytes are kept across timeouts, so a frame
+/// that arrives in pieces is never cut.
+#[derive(Default)]
+struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    /// The next whole frame (without its length), or `None` when the read timed out first.
+    fn next(&mut self, s: &mut impl Read) -> Result<Option<Vec<u8>>, HaError> {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                if len > MAX_FRAME {
+                    return Err(HaError::TooLong(len));
+                }
+                if self.buf.len() >= 4 + len {
+                    let f = self.buf[4..4 + len].to_vec();
+                    self.buf.drain(..4 + len);
+                    return Ok(Some(f));
+                }
+            }
+            let at = self.buf.len();
+            self.buf.resize(at + (64 << 10), 0);
+            match s.read(&mut self.buf[at..]) {
+                Ok(0) => {
+                    self.buf.truncate(at);
+                    return Err(HaError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(n) => self.buf.truncate(at + n),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    self.buf.truncate(at);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.buf.truncate(at);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// Part of a frame or more is waiting here already.
+    fn holds_more(&self) -> bool {
+        !self.buf.is_empty()
+    }
 }
 
 fn nonce() -> [u8; 16] {
@@ -550,8 +602,10 @@ impl Ha {
             let (alive, acked) = (alive.clone(), acked.clone());
             let counters = self.counters.clone();
             std::thread::Builder::new().name("natgw-ha-acks".into()).spawn(move || {
+                let mut frames = FrameReader::default();
                 while alive.load(Ordering::Acquire) {
-                    let Ok(f) = read_frame(&mut reader) else { break };
+                    // Nothing for LINK_TIMEOUT (acks come at least every heartbeat): dead.
+                    let Ok(Some(f)) = frames.next(&mut reader) else { break };
                     match acks.open(&f) {
                         Ok((KIND_ACK, body)) if body.len() == 16 => {
                             let mut e = [0u8; 8];
@@ -583,6 +637,7 @@ impl Ha {
         }
         tracing::info!("natgw: ha: streaming flows to the standby at {peer}");
         let (mut sent, mut last_frame) = (0u64, Instant::now());
+        let (mut out, mut pending) = (Vec::new(), Vec::new());
         let result = loop {
             if !alive.load(Ordering::Acquire) {
                 break Err(HaError::Io(std::io::ErrorKind::ConnectionReset.into()));
@@ -595,22 +650,27 @@ impl Ha {
                 ha.resync_generation.fetch_add(1, Ordering::AcqRel);
                 self.counters.inc(Counter::HaResyncs);
             }
-            let mut wrote = false;
+            // Everything the workers queued since the last turn, one buffer per worker,
+            // in as few frames as fit, in one write: a few hundred writes a second
+            // however many connections come and go.
+            out.clear();
             for (w, q) in ha.events.iter().enumerate() {
+                pending.clear();
                 while let Some(batch) = q.pop() {
-                    let worker = u16::try_from(w).unwrap_or(u16::MAX);
-                    for body in chunks(worker, &batch) {
-                        let n = count_events(&body[2..]);
-                        if let Err(e) = s.write_all(&channel.seal(KIND_EVENTS, &body)) {
-                            alive.store(false, Ordering::Release);
-                            let _ = s.shutdown(std::net::Shutdown::Both);
-                            let _ = reader_thread.join();
-                            return Err(e.into());
-                        }
-                        sent += n;
-                        self.counters.add(Counter::HaSyncSent, n);
-                        wrote = true;
-                    }
+                    pending.extend_from_slice(&batch);
+                }
+                let worker = u16::try_from(w).unwrap_or(u16::MAX);
+                for body in chunks(worker, &pending) {
+                    let n = count_events(&body[2..]);
+                    out.extend_from_slice(&channel.seal(KIND_EVENTS, &body));
+                    sent += n;
+                    self.counters.add(Counter::HaSyncSent, n);
+                }
+            }
+            let wrote = !out.is_empty();
+            if wrote {
+                if let Err(e) = s.write_all(&out) {
+                    break Err(e.into());
                 }
             }
             let now = Instant::now();
@@ -626,9 +686,8 @@ impl Ha {
             let before = self.link.acked_events.swap(a, Ordering::AcqRel);
             self.counters.add(Counter::HaSyncAcked, a.saturating_sub(before));
             self.counters.set(Counter::HaSyncLagEvents, sent.saturating_sub(a));
-            if !wrote {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            // The batching window: at most this much is added to an event's way.
+            std::thread::sleep(SYNC_INTERVAL);
         };
         alive.store(false, Ordering::Release);
         let _ = s.shutdown(std::net::Shutdown::Both);
@@ -672,21 +731,16 @@ impl Ha {
         }
         tracing::info!("natgw: ha: receiving flows from the active at {from}");
         let (mut frames, mut events, mut last_heard) = (0u64, 0u64, Instant::now());
+        let mut incoming = FrameReader::default();
         loop {
             if self.shared.is_active() || natgw_io::sys::stop_requested() {
                 return Ok(());
             }
-            let f = match read_frame(&mut s) {
-                Ok(f) => f,
-                Err(HaError::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-                {
-                    if last_heard.elapsed() > LINK_TIMEOUT {
-                        return Err(HaError::Io(std::io::ErrorKind::TimedOut.into()));
-                    }
-                    continue;
+            let Some(f) = incoming.next(&mut s)? else {
+                if last_heard.elapsed() > LINK_TIMEOUT {
+                    return Err(HaError::Io(std::io::ErrorKind::TimedOut.into()));
                 }
-                Err(e) => return Err(e),
+                continue;
             };
             last_heard = Instant::now();
             let (kind, body) = channel.open(&f)?;
@@ -707,6 +761,10 @@ impl Ha {
                 k => return Err(HaError::UnexpectedKind(k, "events or heartbeat")),
             }
             frames += 1;
+            if kind != KIND_HEARTBEAT && frames % ACK_EVERY != 0 && incoming.holds_more() {
+                // More is waiting: acknowledge it all together.
+                continue;
+            }
             let mut ack = [0u8; 16];
             ack[..8].copy_from_slice(&frames.to_be_bytes());
             ack[8..].copy_from_slice(&events.to_be_bytes());
@@ -872,6 +930,56 @@ mod tests {
             assert!(rx.open(&vec![0u8; n]).is_err());
             assert!(open_hello(psk, End::Dialer, &vec![0u8; n]).is_err());
         }
+    }
+
+    /// Delivers its bytes a few at a time, with a timeout between every piece.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        timed_out: bool,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.timed_out = !self.timed_out;
+            if self.timed_out {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(3).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn frames_cut_by_timeouts_arrive_whole_and_oversized_ones_are_refused_unread() {
+        let (d, a) = (hello(2, 7), hello(2, 7));
+        let mut tx = Channel::new(b"0123456789abcdef", End::Dialer, &d, &a);
+        let mut rx = Channel::new(b"0123456789abcdef", End::Acceptor, &d, &a);
+        let mut data = Vec::new();
+        for i in 0..5u8 {
+            data.extend(tx.seal(KIND_EVENTS, &[0, 0, 3, i]));
+        }
+        let mut stream = Trickle { data, at: 0, timed_out: false };
+        let mut reader = FrameReader::default();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            if let Some(f) = reader.next(&mut stream).unwrap() {
+                got.push(rx.open(&f).unwrap().1.to_vec());
+            }
+        }
+        assert_eq!(got, (0..5u8).map(|i| vec![0, 0, 3, i]).collect::<Vec<_>>());
+        let huge = u32::try_from(MAX_FRAME + 1).unwrap().to_be_bytes();
+        let mut stream = Trickle { data: huge.to_vec(), at: 0, timed_out: false };
+        let mut reader = FrameReader::default();
+        let r = loop {
+            match reader.next(&mut stream) {
+                Ok(None) => continue,
+                other => break other,
+            }
+        };
+        assert!(matches!(r, Err(HaError::TooLong(_))), "{:?}", r.map(|_| ()));
     }
 
     #[test]

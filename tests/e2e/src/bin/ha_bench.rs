@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use natgw::ha::Role;
-use natgw_e2e::ha::{role, start_node, Pair};
+use natgw_e2e::ha::{role, start_node};
 use natgw_e2e::wait::secs;
 use natgw_e2e::{wait_until, GatewayConfig, Netns, Topology};
 
@@ -29,6 +29,16 @@ fn allow_everything(cfg: &mut GatewayConfig) {
 fn wrk_cps(t: &Topology) -> f64 {
     let out = t.cli1.output("wrk", &["-t1", "-c32", "-d5s", "-H", "Connection: close", "http://203.0.113.80/ip"]);
     let text = String::from_utf8_lossy(&out.stdout);
+    if !text.contains("Requests/sec:") || text.contains("Socket errors") {
+        eprintln!("wrk: {text}{}", String::from_utf8_lossy(&out.stderr));
+        if let Ok(s) = t.admin().stats() {
+            for c in s.counters.iter().filter(|c| c.value > 0) {
+                eprintln!("A: {} = {}", c.name, c.value);
+            }
+        }
+        eprintln!("cli1 neigh: {}", t.cli1.ip_output(&["neigh", "show"]));
+        eprintln!("A log: {}", t.log().lines().rev().take(8).collect::<Vec<_>>().join("\n"));
+    }
     text.lines()
         .find(|l| l.starts_with("Requests/sec:"))
         .and_then(|l| l.split_whitespace().nth(1))
@@ -122,28 +132,63 @@ fn main() {
     let kills: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
     let flows: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
 
-    // The sync's cost on new connections: one gateway without [ha], then a pair's active.
-    let mut single = Vec::new();
-    {
+    // The sync's cost on new connections, on the pair's network (bridged segments): node A
+    // alone without [ha], then A active with B standing by (promoted through the admin
+    // socket). Each run on a fresh network: the server's TIME-WAIT entries from a run
+    // before would meet the next run's reused external ports.
+    let (mut single, mut paired) = (Vec::new(), Vec::new());
+    let mut sent = 0;
+    for round in 0..6 {
+        let ha = round % 2 == 1;
         let mut t = Topology::network();
-        let mut cfg = t.demo_config();
-        cfg.set("dataplane.workers", 2i64);
-        t.start(&cfg);
-        for _ in 0..3 {
-            single.push(wrk_cps(&t));
+        let b_ns = natgw_e2e::ha::wire_pair(&mut t);
+        let a_ns = t.gw.clone();
+        let (mut cfg_a, mut cfg_b) = (natgw_e2e::ha::node_config(&t, false), natgw_e2e::ha::node_config(&t, true));
+        allow_everything(&mut cfg_a);
+        allow_everything(&mut cfg_b);
+        if !ha {
+            cfg_a.remove("ha");
+        }
+        t.gateway = Some(start_node(&t, &a_ns, false, &cfg_a));
+        let mut b = ha.then(|| start_node(&t, &b_ns, true, &cfg_b));
+        if let Some(b) = &b {
+            t.admin().ha(true).expect("promote A");
+            assert!(wait_until(secs(10), || b.admin.status().ok().and_then(|s| s.ha).is_some_and(|h| h.connected)));
+        }
+        let cps = wrk_cps(&t);
+        if ha {
+            paired.push(cps);
+            sent += t.counter("HaSyncSent");
+        } else {
+            single.push(cps);
+        }
+        if let Some(b) = b.as_mut() {
+            b.daemon.stop();
         }
     }
-    let Pair { mut t, b_ns, b, cfg_a, cfg_b } = Pair::with_keepalived(allow_everything);
-    let mut paired = Vec::new();
-    for _ in 0..3 {
-        paired.push(wrk_cps(&t));
-    }
-    let sent = t.counter("HaSyncSent");
     println!(
-        "cps: single gateway {:.0}/s, active of a pair {:.0}/s ({:.2}x); {sent} events replicated (wrk -t1 -c32 -d5s, Connection: close, medians of 3)",
-        median(&mut single),
-        median(&mut paired),
-        median(&mut paired) / median(&mut single).max(1.0)
+        "cps: node A alone without [ha] {:.0}/s, A active with B standing by {:.0}/s ({:.2}x); {sent} events replicated (bridged network, wrk -t1 -c32 -d5s, Connection: close, alternating runs on fresh networks, medians of 3: {single:.0?} / {paired:.0?})",
+        median(&mut single.clone()),
+        median(&mut paired.clone()),
+        median(&mut paired.clone()) / median(&mut single.clone()).max(1.0)
+    );
+
+    // Replication and failover, keepalived electing.
+    let mut t = Topology::network();
+    let b_ns = natgw_e2e::ha::wire_pair(&mut t);
+    let a_ns = t.gw.clone();
+    let (mut cfg_a, mut cfg_b) = (natgw_e2e::ha::node_config(&t, false), natgw_e2e::ha::node_config(&t, true));
+    allow_everything(&mut cfg_a);
+    allow_everything(&mut cfg_b);
+    let b = start_node(&t, &b_ns, true, &cfg_b);
+    // keepalived from here on: A starts standby as keepalived does, and is promoted by it.
+    t.gateway = Some(start_node(&t, &a_ns, false, &cfg_a));
+    natgw_e2e::ha::start_keepalived(&mut t, &a_ns, false, &cfg_a.admin_socket());
+    natgw_e2e::ha::start_keepalived(&mut t, &b_ns, true, &cfg_b.admin_socket());
+    let a = t.admin();
+    assert!(
+        wait_until(secs(10), || role(&a) == Some(Role::Active) && role(&b.admin) == Some(Role::Standby)),
+        "keepalived makes A active"
     );
 
     // Replication: a standby joining an active with N flows, then N new flows.
@@ -220,12 +265,15 @@ fn main() {
         eprintln!("kill {k}: first datagram forwarded {ms:.1} ms after the kill, {} lost", lost[k]);
     }
     drop(probe);
+    if times.is_empty() {
+        return;
+    }
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     // The nearest rank: index (len - 1) * percent / 100.
     let pct = |p: usize| sorted[(sorted.len() - 1) * p / 100];
     println!(
-        "failover over {kills} kills (kill -9 of the active natgw, keepalived track_process, 1000/s UDP echo): min {:.1} / median {:.1} / p90 {:.1} / max {:.1} ms; datagrams lost per failover: median {}, max {}",
+        "failover over {kills} kills (kill -9 of the active natgw, natgw ha watch and keepalived, 1000/s UDP echo): min {:.1} / median {:.1} / p90 {:.1} / max {:.1} ms; datagrams lost per failover: median {}, max {}",
         pct(0),
         pct(50),
         pct(90),
