@@ -101,13 +101,35 @@ impl L2Thread {
         }
     }
 
+    /// Sends an ARP frame natgw built. A standby sends none: every one carries one of the
+    /// active's addresses as its sender, and would move the neighbours' caches to this node.
+    fn send(&self, link: usize, frame: &[u8]) {
+        if self.shared.is_active() {
+            if let Some(s) = self.sockets.get(link) {
+                let _ = s.send(frame);
+            }
+        }
+    }
+
+    /// Asks for the neighbours every gateway needs (the upstream router) unless known.
+    fn resolve_prime(&mut self, out: &mut [u8; 64]) {
+        for (link, a) in self.prime.clone() {
+            if self.arp.table().get(link, a).is_some() {
+                continue;
+            }
+            if let Some(n) = self.arp.resolve(link, a, self.shared.now_ms(), out) {
+                self.send(usize::from(link), &out[..n]);
+            }
+        }
+    }
+
     fn announce(&self) {
         if !self.shared.is_active() {
             // A standby's addresses are the active's: it stays silent until promoted.
             return;
         }
         for (link, frame) in self.arp.announcements() {
-            let _ = self.sockets[usize::from(link)].send(&frame);
+            self.send(usize::from(link), &frame);
         }
     }
 
@@ -135,10 +157,8 @@ impl L2Thread {
         let mut out = [0u8; 64];
         self.announce();
         let mut announced_twice = false;
-        for (link, a) in std::mem::take(&mut self.prime) {
-            if let Some(n) = self.arp.resolve(link, a, self.shared.now_ms(), &mut out) {
-                let _ = self.sockets[usize::from(link)].send(&out[..n]);
-            }
+        if self.shared.is_active() {
+            self.resolve_prime(&mut out);
         }
         let mut last_age = 0;
         let (mut unpublished, mut last_publish) = (false, 0u64);
@@ -151,6 +171,8 @@ impl L2Thread {
                 // Promoted: every address moves here now (and again a second later).
                 announced = generation;
                 self.announce();
+                // What a standby never asked for: the upstream router, now.
+                self.resolve_prime(&mut out);
                 announced_twice = false;
                 last_age = self.shared.now_ms();
             }
@@ -167,11 +189,11 @@ impl L2Thread {
                     let o = self.arp.receive(link_id, &buf[..n], now, &mut out);
                     let active = self.shared.is_active();
                     if let (Some(len), true) = (o.reply_len, active) {
-                        let _ = self.sockets[link].send(&out[..len]);
+                        self.send(link, &out[..len]);
                     }
                     if let (Some(a), true) = (o.confirm, active) {
                         if let Some(len) = self.arp.confirm_request(link_id, a, &mut out) {
-                            let _ = self.sockets[link].send(&out[..len]);
+                            self.send(link, &out[..len]);
                         }
                     }
                     unpublished |= o.learned;
@@ -181,7 +203,7 @@ impl L2Thread {
                 let Some((link, a)) = self.shared.resolve_requests.pop() else { break };
                 if usize::from(link) < self.sockets.len() && self.arp.table().get(link, a).is_none() {
                     if let Some(n) = self.arp.resolve(link, a, now, &mut out) {
-                        let _ = self.sockets[usize::from(link)].send(&out[..n]);
+                        self.send(usize::from(link), &out[..n]);
                     }
                 }
             }
@@ -198,7 +220,7 @@ impl L2Thread {
                 unpublished |= forgot;
                 for (link, a) in due {
                     if let Some(n) = self.arp.resolve(link, a, now, &mut out) {
-                        let _ = self.sockets[usize::from(link)].send(&out[..n]);
+                        self.send(usize::from(link), &out[..n]);
                     }
                 }
                 let drops: u64 = self.sockets.iter().map(|s| u64::from(s.take_drops())).sum();

@@ -79,6 +79,9 @@ pub struct HaShared {
     pub resync_needed: std::sync::atomic::AtomicBool,
     /// Bumped on promotion: the L2 thread announces every address (gratuitous ARP).
     pub announce_generation: AtomicU64,
+    /// The sync thread streams to a standby now; without one, workers drop their events
+    /// (the standby gets a bulk resync when it connects).
+    pub streaming: std::sync::atomic::AtomicBool,
 }
 
 /// Batches of events a worker may have queued for the sync thread.
@@ -92,6 +95,7 @@ impl HaShared {
             resync_generation: AtomicU64::new(0),
             resync_needed: std::sync::atomic::AtomicBool::new(false),
             announce_generation: AtomicU64::new(0),
+            streaming: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -260,10 +260,13 @@ impl Worker {
         let mut batch = Vec::new();
         let generation = ha.resync_generation.load(Ordering::Acquire);
         if generation != self.resync_generation {
+            // Everything before is superseded (the snapshot starts the log over).
             self.resync_generation = generation;
-            // Everything before is superseded: the events since the last turn go too.
-            let _ = self.translator.take_replication(now, &mut Vec::new());
             self.translator.replication_snapshot(now, &mut batch);
+        } else if !ha.streaming.load(Ordering::Acquire) {
+            // No standby to send to: it gets a bulk resync when it connects.
+            self.translator.take_replication(now, &mut batch);
+            return;
         } else {
             let taken = self.translator.take_replication(now, &mut batch);
             if taken.overflowed {

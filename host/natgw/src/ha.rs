@@ -626,6 +626,7 @@ impl Ha {
             })?
         };
         // The standby knows nothing of this session's past: every worker sends its table.
+        ha.streaming.store(true, Ordering::Release);
         ha.resync_generation.fetch_add(1, Ordering::AcqRel);
         self.counters.inc(Counter::HaResyncs);
         for w in 0..self.shared.control.len() {
@@ -689,6 +690,7 @@ impl Ha {
             // The batching window: at most this much is added to an event's way.
             std::thread::sleep(SYNC_INTERVAL);
         };
+        ha.streaming.store(false, Ordering::Release);
         alive.store(false, Ordering::Release);
         let _ = s.shutdown(std::net::Shutdown::Both);
         let _ = reader_thread.join();

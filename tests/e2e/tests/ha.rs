@@ -238,3 +238,55 @@ fn a_peer_with_another_key_or_worker_count_gets_nothing() {
     assert!(a.status().unwrap().ha.unwrap().last_error.contains("dataplane.workers"), "A says why too");
     b.daemon.stop();
 }
+
+#[test]
+fn an_upgrade_in_a_pair_keeps_each_role_and_fails_nothing_over() {
+    let Pair { mut t, b, .. } = Pair::with_keepalived(|_| {});
+    let a = t.admin();
+    start_tcp_echo(&mut t, 8081);
+    let mut idle: Vec<TcpStream> = t.cli1.enter(|| {
+        (0..3)
+            .map(|_| {
+                let s = TcpStream::connect_timeout(&sa("203.0.113.80:8081"), secs(2)).expect("connect through A");
+                s.set_read_timeout(Some(secs(3))).expect("timeout");
+                s
+            })
+            .collect()
+    });
+    assert_eq!(echo_all(&mut idle, b'a'), Vec::<String>::new());
+    assert!(wait_replica(&b.admin, 3, secs(5)));
+    // The active and then the standby upgrade: each keeps its role, keepalived sees no
+    // fault (the watcher finds the successor), and B never takes over.
+    let r = t.upgrade(&natgw_e2e::natgw_bin()).expect("upgrade A");
+    assert!(r.flows >= 3, "{r:?}");
+    assert_eq!(role(&a), Some(Role::Active));
+    assert_eq!(echo_all(&mut idle, b'b'), Vec::<String>::new(), "through A's successor");
+    let b_up = b.admin.upgrade(natgw_e2e::natgw_bin()).expect("upgrade B");
+    assert_ne!(b_up.new_pid, b_up.old_pid);
+    assert_eq!(role(&b.admin), Some(Role::Standby), "the standby's successor stays standby");
+    assert!(wait_replica(&b.admin, 3, secs(10)), "B's successor resynced from A");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(role(&a), Some(Role::Active), "no failover");
+    assert!(!b.daemon.log_text().contains("promoted to active"), "B was never promoted");
+    assert_eq!(std::fs::read_to_string(t.path("ha-up-a")).unwrap_or_default().trim(), "0");
+    assert_eq!(echo_all(&mut idle, b'c'), Vec::<String>::new());
+}
+
+#[test]
+fn an_ha_section_naming_a_missing_interface_or_an_address_not_owned_stops_the_start() {
+    let mut t = Topology::network();
+    let b_ns = wire_pair(&mut t);
+    for (key, value, expect) in [
+        ("ha.interface", "nosuch0", "ha.interface = \"nosuch0\""),
+        ("ha.address", "10.99.0.9:7801", "ha.address = 10.99.0.9:7801"),
+    ] {
+        let mut cfg = node_config(&t, true);
+        cfg.set(key, value);
+        let path = cfg.write(&t.path("bad-ha.toml"));
+        let out = b_ns.cmd(natgw_e2e::natgw_bin()).arg("run").arg("--config").arg(&path).output().expect("natgw runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key} = {value}: natgw started");
+        assert!(err.contains(expect), "{key} = {value}: {err}");
+        assert!(!std::path::Path::new(&cfg.admin_socket()).exists(), "nothing left behind");
+    }
+}
