@@ -278,20 +278,6 @@ impl Channel {
     }
 }
 
-/// Reads one frame (without its length prefix); refuses a length beyond `MAX_FRAME`
-/// before reading it.
-fn read_frame(s: &mut TcpStream) -> Result<Vec<u8>, HaError> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(HaError::TooLong(len));
-    }
-    let mut f = vec![0u8; len];
-    s.read_exact(&mut f)?;
-    Ok(f)
-}
-
 /// Frames from a stream read with a timeout: bytes are kept across timeouts, so a frame
 /// that arrives in pieces is never cut.
 #[derive(Default)]
@@ -332,6 +318,11 @@ impl FrameReader {
                 }
             }
         }
+    }
+
+    /// The next whole frame, a read timeout being an error (the handshake's).
+    fn next_within(&mut self, s: &mut impl Read) -> Result<Vec<u8>, HaError> {
+        self.next(s)?.ok_or(HaError::Io(std::io::ErrorKind::TimedOut.into()))
     }
 
     /// Part of a frame or more is waiting here already.
@@ -585,7 +576,9 @@ impl Ha {
         s.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let mine = Hello { nonce: nonce(), ..self.hello };
         s.write_all(&seal_hello(&self.cfg.key, End::Dialer, &mine))?;
-        let theirs = open_hello(&self.cfg.key, End::Acceptor, &read_frame(&mut s)?)?;
+        // The acknowledgements' reader after the hello (whatever it read ahead stays there).
+        let mut frames = FrameReader::default();
+        let theirs = open_hello(&self.cfg.key, End::Acceptor, &frames.next_within(&mut s)?)?;
         if let Some(why) = mine.refusal(&theirs) {
             let _ = s.write_all(&seal_refusal(&self.cfg.key, End::Dialer, &why));
             return Err(HaError::Mismatch(why));
@@ -602,7 +595,6 @@ impl Ha {
             let (alive, acked) = (alive.clone(), acked.clone());
             let counters = self.counters.clone();
             std::thread::Builder::new().name("natgw-ha-acks".into()).spawn(move || {
-                let mut frames = FrameReader::default();
                 while alive.load(Ordering::Acquire) {
                     // Nothing for LINK_TIMEOUT (acks come at least every heartbeat): dead.
                     let Ok(Some(f)) = frames.next(&mut reader) else { break };
@@ -718,7 +710,8 @@ impl Ha {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         s.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        let theirs = open_hello(&self.cfg.key, End::Dialer, &read_frame(&mut s)?)?;
+        let mut incoming = FrameReader::default();
+        let theirs = open_hello(&self.cfg.key, End::Dialer, &incoming.next_within(&mut s)?)?;
         let mine = Hello { nonce: nonce(), ..self.hello };
         if let Some(why) = mine.refusal(&theirs) {
             let _ = s.write_all(&seal_refusal(&self.cfg.key, End::Acceptor, &why));
@@ -733,7 +726,6 @@ impl Ha {
         }
         tracing::info!("natgw: ha: receiving flows from the active at {from}");
         let (mut frames, mut events, mut last_heard) = (0u64, 0u64, Instant::now());
-        let mut incoming = FrameReader::default();
         loop {
             if self.shared.is_active() || natgw_io::sys::stop_requested() {
                 return Ok(());
@@ -774,7 +766,10 @@ impl Ha {
         }
     }
 
-    fn ask_workers<T>(&self, make: impl Fn(usize, std::sync::mpsc::Sender<T>) -> ControlRequest) -> Vec<Option<T>> {
+    fn ask_workers<T>(
+        &self,
+        mut make: impl FnMut(usize, std::sync::mpsc::Sender<T>) -> ControlRequest,
+    ) -> Vec<Option<T>> {
         let mut waiting = Vec::new();
         for (w, q) in self.shared.control.iter().enumerate() {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -802,12 +797,8 @@ impl Ha {
             Err(_) => Vec::new(),
         };
         self.counters.set(Counter::HaReplicaFlows, 0);
-        let sections = std::sync::Mutex::new(sections.into_iter().map(Some).collect::<Vec<_>>());
-        let results = self.ask_workers(|w, tx| {
-            let section =
-                sections.lock().ok().and_then(|mut s| s.get_mut(w).and_then(Option::take)).unwrap_or_default();
-            ControlRequest::Import(section, tx)
-        });
+        let mut sections = sections.into_iter();
+        let results = self.ask_workers(|_, tx| ControlRequest::Import(sections.next().unwrap_or_default(), tx));
         let (mut flows, mut refused) = (0, 0);
         for r in results {
             match r {

@@ -1,5 +1,6 @@
 //! Load a test runs through the gateway while something happens to it (a policy swap, an
-//! upgrade): a TCP echo service, an iperf3 server, a steady UDP echo stream.
+//! upgrade, a failover): a TCP echo service and idle connections to it, an iperf3 server,
+//! a steady UDP echo stream.
 
 use std::collections::HashSet;
 use std::net::{TcpStream, UdpSocket};
@@ -21,6 +22,37 @@ pub fn start_tcp_echo(t: &mut Topology, port: u16) {
     eventually(secs(5), &format!("socat to listen on {addr}"), || {
         inet.enter(|| TcpStream::connect_timeout(&sa(&addr), Duration::from_millis(200)).is_ok())
     });
+}
+
+/// `n` idle connections from `ns` to the TCP echo service on `port` (an SSH session, a
+/// database pool), each with a 3 s read timeout.
+pub fn idle_connections(ns: &Netns, port: u16, n: usize) -> Vec<TcpStream> {
+    let addr = format!("203.0.113.80:{port}");
+    ns.enter(|| {
+        (0..n)
+            .map(|i| {
+                let s = TcpStream::connect_timeout(&sa(&addr), secs(2))
+                    .unwrap_or_else(|e| panic!("idle connection {i} to {addr}: {e}"));
+                s.set_read_timeout(Some(secs(3))).expect("timeout");
+                s
+            })
+            .collect()
+    })
+}
+
+/// One byte out and back on each connection: what failed, by connection.
+pub fn echo_all(conns: &mut [TcpStream], byte: u8) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut failures = Vec::new();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let mut b = [0u8; 1];
+        if let Err(e) = c.write_all(&[byte]).and_then(|()| c.read_exact(&mut b)) {
+            failures.push(format!("connection {i}: {e}"));
+        } else if b[0] != byte {
+            failures.push(format!("connection {i}: echoed {b:?}"));
+        }
+    }
+    failures
 }
 
 /// An iperf3 server on 203.0.113.80:5201, once it listens.

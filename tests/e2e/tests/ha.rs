@@ -6,31 +6,15 @@
 //! external port to two inside endpoints and heals to one owner per flow. A peer with the
 //! wrong key or worker count gets nothing.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use natgw::ha::Role;
 use natgw_e2e::ha::{node_config, role, start_b, start_node, wait_replica, wire_pair, Pair};
-use natgw_e2e::load::{start_iperf3_server, start_tcp_echo, udp_stream};
-use natgw_e2e::net::sa;
+use natgw_e2e::load::{echo_all, idle_connections, start_iperf3_server, start_tcp_echo, udp_stream};
 use natgw_e2e::wait::secs;
 use natgw_e2e::{eventually, Topology};
 use serde_json::Value;
-
-/// One byte out and back on each connection.
-fn echo_all(conns: &mut [TcpStream], byte: u8) -> Vec<String> {
-    let mut failures = Vec::new();
-    for (i, c) in conns.iter_mut().enumerate() {
-        let mut b = [0u8; 1];
-        if let Err(e) = c.write_all(&[byte]).and_then(|()| c.read_exact(&mut b)) {
-            failures.push(format!("connection {i}: {e}"));
-        } else if b[0] != byte {
-            failures.push(format!("connection {i}: echoed {b:?}"));
-        }
-    }
-    failures
-}
 
 /// The external endpoint each idle connection leaves with, as `node` shows it.
 fn translated(node: &natgw::admin::AdminClient, ports: &[u16]) -> Vec<Option<String>> {
@@ -59,15 +43,7 @@ fn killing_the_active_natgw_fails_over_through_keepalived_and_back() {
     start_tcp_echo(&mut t, 8081);
     start_iperf3_server(&mut t);
 
-    let mut idle: Vec<TcpStream> = t.cli1.enter(|| {
-        (0..10)
-            .map(|_| {
-                let s = TcpStream::connect_timeout(&sa("203.0.113.80:8081"), secs(2)).expect("connect through A");
-                s.set_read_timeout(Some(secs(3))).expect("timeout");
-                s
-            })
-            .collect()
-    });
+    let mut idle: Vec<TcpStream> = idle_connections(&t.cli1, 8081, 10);
     assert_eq!(echo_all(&mut idle, b'a'), Vec::<String>::new());
     let ports: Vec<u16> = idle.iter().map(|s| s.local_addr().expect("local").port()).collect();
     let before = translated(&a, &ports);
@@ -244,15 +220,7 @@ fn an_upgrade_in_a_pair_keeps_each_role_and_fails_nothing_over() {
     let Pair { mut t, b, .. } = Pair::with_keepalived(|_| {});
     let a = t.admin();
     start_tcp_echo(&mut t, 8081);
-    let mut idle: Vec<TcpStream> = t.cli1.enter(|| {
-        (0..3)
-            .map(|_| {
-                let s = TcpStream::connect_timeout(&sa("203.0.113.80:8081"), secs(2)).expect("connect through A");
-                s.set_read_timeout(Some(secs(3))).expect("timeout");
-                s
-            })
-            .collect()
-    });
+    let mut idle: Vec<TcpStream> = idle_connections(&t.cli1, 8081, 3);
     assert_eq!(echo_all(&mut idle, b'a'), Vec::<String>::new());
     assert!(wait_replica(&b.admin, 3, secs(5)));
     // The active and then the standby upgrade: each keeps its role, keepalived sees no

@@ -2,31 +2,15 @@
 //! under load, and nothing a user relies on breaks; an upgrade that cannot happen leaves
 //! the running gateway as it was.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use natgw_e2e::load::{start_iperf3_server, start_tcp_echo, udp_stream};
-use natgw_e2e::net::sa;
+use natgw_e2e::load::{echo_all, idle_connections, start_iperf3_server, start_tcp_echo, udp_stream};
 use natgw_e2e::wait::secs;
 use natgw_e2e::{eventually, natgw_bin, Topology};
 use serde_json::Value;
 
 type Record = serde_json::Map<String, Value>;
-
-/// One byte out and back on each connection.
-fn echo_all(conns: &mut [TcpStream], byte: u8) -> Vec<String> {
-    let mut failures = Vec::new();
-    for (i, c) in conns.iter_mut().enumerate() {
-        let mut b = [0u8; 1];
-        if let Err(e) = c.write_all(&[byte]).and_then(|()| c.read_exact(&mut b)) {
-            failures.push(format!("connection {i}: {e}"));
-        } else if b[0] != byte {
-            failures.push(format!("connection {i}: echoed {b:?}"));
-        }
-    }
-    failures
-}
 
 fn transfer_running(t: &Topology) -> bool {
     t.admin()
@@ -42,15 +26,7 @@ fn an_upgrade_under_load_resets_nothing_and_loses_only_the_pause() {
     start_tcp_echo(&mut t, 8081);
     start_iperf3_server(&mut t);
     // Ten idle connections (an SSH session, a database pool), each echoed once.
-    let mut idle: Vec<TcpStream> = t.cli1.enter(|| {
-        (0..10)
-            .map(|_| {
-                let s = TcpStream::connect_timeout(&sa("203.0.113.80:8081"), secs(2)).expect("connect");
-                s.set_read_timeout(Some(secs(3))).expect("timeout");
-                s
-            })
-            .collect()
-    });
+    let mut idle: Vec<TcpStream> = idle_connections(&t.cli1, 8081, 10);
     assert_eq!(echo_all(&mut idle, b'a'), Vec::<String>::new());
     let ports: Vec<u16> = idle.iter().map(|s| s.local_addr().expect("local").port()).collect();
     let translated_of = |t: &Topology| {

@@ -31,7 +31,7 @@ use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use super::Translator;
 use crate::conntrack::tcp_window::{TcpWindow, TcpWindows, WINDOW_STATE_LEN};
 use crate::conntrack::{
-    Egress, Endpoint, Flow, FlowKey, FlowState, Reported, Rewrite, Side, TcpState, ORIGINAL, REPLY,
+    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, Reported, Rewrite, Side, TcpState, ORIGINAL, REPLY,
 };
 use crate::counters::Counter;
 
@@ -407,6 +407,14 @@ impl FlowRecord {
 }
 
 impl Translator {
+    /// The record of one flow as of `now_ms` (`None` for a flow without a mapping, which
+    /// natgw never builds): what a handoff and the replication stream both send.
+    pub(super) fn record_of(&self, id: FlowId, flow: &Flow, now_ms: u64) -> Option<FlowRecord> {
+        let m = flow.mapping.and_then(|m| self.mappings.get(m))?;
+        let identity = MappingIdentity { pool: m.pool, inside: m.inside, inside_if: m.inside_if, external: m.external };
+        Some(FlowRecord::of(flow, identity, !self.flows.is_unanswered(id), now_ms))
+    }
+
     /// Every flow of this worker as one section of flow state (see the module text).
     /// Reads only: the translator goes on unchanged, so a handoff that fails resumes.
     pub fn export_state(&self, now_ms: u64, out: &mut Vec<u8>) {
@@ -428,10 +436,8 @@ impl Translator {
             if written == records {
                 break;
             }
-            let Some(m) = flow.mapping.and_then(|m| self.mappings.get(m)) else { continue };
-            let identity =
-                MappingIdentity { pool: m.pool, inside: m.inside, inside_if: m.inside_if, external: m.external };
-            FlowRecord::of(flow, identity, !self.flows.is_unanswered(id), now_ms).emit(&mut buf);
+            let Some(record) = self.record_of(id, flow, now_ms) else { continue };
+            record.emit(&mut buf);
             out.extend_from_slice(&buf);
             written += 1;
         }

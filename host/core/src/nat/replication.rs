@@ -152,14 +152,8 @@ impl Translator {
         let mut buf = [0u8; RECORD_LEN];
         for &(id, created) in &dirty {
             let Some(flow) = self.flows.get(id).filter(|f| f.created_ms == created) else { continue };
-            let Some(m) = flow.mapping.and_then(|m| self.mappings.get(m)) else { continue };
-            let identity = super::handoff::MappingIdentity {
-                pool: m.pool,
-                inside: m.inside,
-                inside_if: m.inside_if,
-                external: m.external,
-            };
-            FlowRecord::of(flow, identity, !self.flows.is_unanswered(id), now_ms).emit(&mut buf);
+            let Some(record) = self.record_of(id, flow, now_ms) else { continue };
+            record.emit(&mut buf);
             out.push(EVENT_UPSERT);
             out.extend_from_slice(&buf);
             taken.events += 1;
@@ -183,14 +177,8 @@ impl Translator {
         let mut buf = [0u8; RECORD_LEN];
         let mut n = 0;
         for (id, flow) in self.flows.iter() {
-            let Some(m) = flow.mapping.and_then(|m| self.mappings.get(m)) else { continue };
-            let identity = super::handoff::MappingIdentity {
-                pool: m.pool,
-                inside: m.inside,
-                inside_if: m.inside_if,
-                external: m.external,
-            };
-            FlowRecord::of(flow, identity, !self.flows.is_unanswered(id), now_ms).emit(&mut buf);
+            let Some(record) = self.record_of(id, flow, now_ms) else { continue };
+            record.emit(&mut buf);
             out.push(EVENT_UPSERT);
             out.extend_from_slice(&buf);
             n += 1;

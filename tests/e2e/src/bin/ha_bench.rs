@@ -22,8 +22,19 @@ use natgw_e2e::ha::{role, start_node};
 use natgw_e2e::wait::secs;
 use natgw_e2e::{wait_until, GatewayConfig, Netns, Topology};
 
-fn allow_everything(cfg: &mut GatewayConfig) {
-    cfg.set("nat.max_flows_per_source", 0i64).remove("policy.egress");
+/// The pair's network (node A's namespace, node B's) and both nodes' configs, with every
+/// destination allowed (the demo's allow-list would refuse most of the bench's flows).
+fn pair_network() -> (Topology, Netns, Netns, GatewayConfig, GatewayConfig) {
+    let mut t = Topology::network();
+    let b_ns = natgw_e2e::ha::wire_pair(&mut t);
+    let a_ns = t.gw.clone();
+    let configs = [false, true].map(|b| {
+        let mut c = natgw_e2e::ha::node_config(&t, b);
+        c.set("nat.max_flows_per_source", 0i64).remove("policy.egress");
+        c
+    });
+    let [cfg_a, cfg_b] = configs;
+    (t, a_ns, b_ns, cfg_a, cfg_b)
 }
 
 fn wrk_cps(t: &Topology) -> f64 {
@@ -140,12 +151,7 @@ fn main() {
     let mut sent = 0;
     for round in 0..6 {
         let ha = round % 2 == 1;
-        let mut t = Topology::network();
-        let b_ns = natgw_e2e::ha::wire_pair(&mut t);
-        let a_ns = t.gw.clone();
-        let (mut cfg_a, mut cfg_b) = (natgw_e2e::ha::node_config(&t, false), natgw_e2e::ha::node_config(&t, true));
-        allow_everything(&mut cfg_a);
-        allow_everything(&mut cfg_b);
+        let (mut t, a_ns, b_ns, mut cfg_a, cfg_b) = pair_network();
         if !ha {
             cfg_a.remove("ha");
         }
@@ -174,12 +180,7 @@ fn main() {
     );
 
     // Replication and failover, keepalived electing.
-    let mut t = Topology::network();
-    let b_ns = natgw_e2e::ha::wire_pair(&mut t);
-    let a_ns = t.gw.clone();
-    let (mut cfg_a, mut cfg_b) = (natgw_e2e::ha::node_config(&t, false), natgw_e2e::ha::node_config(&t, true));
-    allow_everything(&mut cfg_a);
-    allow_everything(&mut cfg_b);
+    let (mut t, a_ns, b_ns, cfg_a, cfg_b) = pair_network();
     let b = start_node(&t, &b_ns, true, &cfg_b);
     // keepalived from here on: A starts standby as keepalived does, and is promoted by it.
     t.gateway = Some(start_node(&t, &a_ns, false, &cfg_a));
