@@ -821,3 +821,24 @@ fn replica_refuses_hostile_batches_whole_and_stays_bounded() {
     }
     assert_eq!(events[0], EVENT_UPSERT);
 }
+
+#[test]
+fn a_replication_log_past_its_bound_says_so_and_stays_bounded() {
+    use natgw_core::nat::replication::MAX_LOGGED_EVENTS;
+    let mut active = SimNet::new(Timeouts::default());
+    active.gw.enable_replication();
+    // More new flows between two takes than the log holds (a worker that did not turn its
+    // loop): the take says events were lost (the sync thread then resyncs the standby).
+    let n = MAX_LOGGED_EVENTS + 4000;
+    for i in 0..n {
+        let (port, host) = (1024 + (i % 50_000) as u16, 7 + (i / 50_000) as u8);
+        assert!(active.send(Side::Inside, udp("10.10.1.10", port, &format!("203.0.113.{host}"), 9, b"x")));
+    }
+    let mut events = Vec::new();
+    let taken = active.gw.take_replication(0, &mut events);
+    assert!(taken.overflowed);
+    assert_eq!(taken.events, MAX_LOGGED_EVENTS as u64, "the log kept its bound");
+    // The next take starts clean; a snapshot carries every flow.
+    assert!(!active.gw.take_replication(0, &mut Vec::new()).overflowed);
+    assert_eq!(active.gw.replication_snapshot(0, &mut Vec::new()), n as u64);
+}
