@@ -19,6 +19,8 @@ APT_PACKAGES=(
   clang-16 wasi-libc libclang-rt-16-dev-wasm32
   # A gateway pair: keepalived elects the active node (examples/ha, tests/e2e/tests/ha.rs).
   keepalived
+  # natgw as a service: a real systemd booted in namespaces (tests/e2e/tests/restart.rs).
+  systemd
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -10,13 +10,18 @@
 //! Control byte 0xfe fails over to a standby instead: the events replicated since the
 //! start (`take_replication`, XOR-ed the same way) go into a `ReplicaTable`, whose sections
 //! a new translator imports: never a panic, never more flows than were replicated, and the
-//! same invariants after.
+//! same invariants after. The flow journal is written in the same takes: at a failover its
+//! flows are exactly the replica's (before the XOR), and after an upgrade's import a scan
+//! writes it afresh. Control byte 0xfd restarts from the journal as a crashed natgw's
+//! successor does, after XOR-ing the record's bytes into it (header and slots alike): the
+//! read never panics, and what it takes is imported with the same invariants after.
 #![no_main]
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use natgw_core::conntrack::{Egress, Side};
 use natgw_core::counters::Counters;
+use natgw_core::nat::journal::{self, JournalHeader, JournalRegion};
 use natgw_core::nat::{Filtering, FrameMeta, Translator, Verdict};
 use natgw_testkit::demo_config;
 use natgw_wire::{checksum, Ipv4Packet};
@@ -31,6 +36,20 @@ fn header_ok(frame: &[u8]) -> bool {
 /// The IPv4 source of a frame natgw put out.
 fn source(frame: &[u8]) -> std::net::Ipv4Addr {
     Ipv4Packet::new_checked(&frame[14..]).map_or(std::net::Ipv4Addr::UNSPECIFIED, |ip| ip.src_addr())
+}
+
+/// A formatted one-worker journal for `t`.
+fn new_journal(t: &Translator) -> Vec<u8> {
+    let capacity = t.journal_capacity();
+    let mut file = vec![0u8; journal::file_len(1, capacity)];
+    let h = JournalHeader { workers: 1, capacity, fingerprint: 0, origin_ms: 0, epoch: 0, complete: false };
+    h.format(&mut file).expect("a journal formats");
+    file
+}
+
+fn journal_region(file: &mut [u8]) -> JournalRegion<'_> {
+    let capacity = JournalHeader::parse(file).expect("a formatted journal").capacity;
+    JournalRegion::new(&mut file[journal::region_range(capacity, 0)]).expect("a formatted region")
 }
 
 /// The invariants of one verdict on `frame` (rewritten in place) or `out` (built).
@@ -75,6 +94,7 @@ fuzz_target!(|data: &[u8]| {
     let mut t = Translator::new(cfg.clone(), Arc::new(Counters::default()), 0);
     t.enable_replication();
     let mut replicated = Vec::new();
+    let mut journal = new_journal(&t);
     let mut rest = data.get(1..).unwrap_or(&[]);
     let mut now = 0u64;
     let mut out = vec![0u8; 2048];
@@ -98,10 +118,63 @@ fuzz_target!(|data: &[u8]| {
             assert!(next.flows().len() <= t.flows().len(), "an import made flows up");
             t = next;
             t.enable_replication();
+            // The new translator's flows sit in other slots: the journal is written afresh,
+            // and the stream starts over with them.
+            journal = new_journal(&t);
+            let mut from = Some(0);
+            while let Some(f) = from {
+                from = t.journal_scan(&mut journal_region(&mut journal), f, 1000, now);
+            }
+            replicated.clear();
+            t.replication_snapshot(now, &mut replicated);
+            continue;
+        }
+        if ctl == 0xfd {
+            let _ = t.take_replication(now, Some(&mut replicated), Some(&mut journal_region(&mut journal)));
+            let used = journal.len();
+            for (i, b) in frame.iter().enumerate() {
+                // Spread over the header page and the slots that hold flows.
+                let at = if i % 2 == 0 { i % journal::PAGE } else { (i * 977) % used };
+                journal[at] ^= b;
+            }
+            let mut next = Translator::new(cfg.clone(), Arc::new(Counters::default()), now);
+            if let Ok((_, kept)) = journal::read(&journal) {
+                let mut replica = natgw_core::nat::replication::ReplicaTable::new(
+                    cfg.workers,
+                    cfg.max_flows,
+                    cfg.state_fingerprint(),
+                );
+                let worker = u16::try_from(cfg.worker).unwrap_or(0);
+                for (stamp, record) in kept.flows.into_iter().flatten() {
+                    let _ = replica.insert(worker, record, stamp.min(now));
+                }
+                for section in replica.sections(now) {
+                    let _ = next.import_state(&section, now);
+                }
+                assert!(next.flows().len() <= replica.len(), "a restart made flows up");
+            }
+            t = next;
+            t.enable_replication();
+            journal = new_journal(&t);
+            replicated.clear();
             continue;
         }
         if ctl == 0xfe {
-            let _ = t.take_replication(now, &mut replicated);
+            let _ = t.take_replication(now, Some(&mut replicated), Some(&mut journal_region(&mut journal)));
+            if replicated.len() < 1 << 20 {
+                let mut clean = natgw_core::nat::replication::ReplicaTable::new(
+                    cfg.workers,
+                    cfg.max_flows,
+                    cfg.state_fingerprint(),
+                );
+                let _ = clean.apply_events(u16::try_from(cfg.worker).unwrap_or(0), &replicated, now);
+                let (_, kept) = journal::read(&journal).expect("the journal reads back");
+                assert_eq!(kept.torn, 0, "a slot written whole fails its check");
+                let journaled: Vec<_> = kept.flows.iter().flatten().map(|(_, r)| r.keys[0]).collect();
+                assert_eq!(journaled.len(), clean.len(), "the journal and the replica disagree");
+                let distinct: std::collections::HashSet<_> = journaled.iter().collect();
+                assert_eq!(distinct.len(), journaled.len(), "a flow is twice in the journal");
+            }
             for (i, b) in frame.iter().enumerate() {
                 if !replicated.is_empty() {
                     let at = i % replicated.len();
@@ -123,6 +196,7 @@ fuzz_target!(|data: &[u8]| {
             t = next;
             t.enable_replication();
             replicated.clear();
+            journal = new_journal(&t);
             continue;
         }
         let side = if ctl & 1 == 0 { Side::Inside } else { Side::Outside };
@@ -143,7 +217,7 @@ fuzz_target!(|data: &[u8]| {
         }
         t.tick(now);
         if replicated.len() < 1 << 20 {
-            let _ = t.take_replication(now, &mut replicated);
+            let _ = t.take_replication(now, Some(&mut replicated), Some(&mut journal_region(&mut journal)));
         }
     }
 });

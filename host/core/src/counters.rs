@@ -97,8 +97,9 @@ counters! {
     /// Refused packets counted into a summary REJECT record (one per tuple and interval)
     /// instead of a record each.
     FlowLogRefusalsSummarized => "FlowLogRefusalsSummarized",
-    /// Flows taken over from the process before this one (`natgw upgrade`), with their
-    /// mappings, state and counters.
+    /// Flows taken over from the process before this one (`natgw upgrade`), a standby's
+    /// replica at promotion or the flow journal at a restart, with their mappings, state
+    /// and counters.
     HandoffFlowsImported => "HandoffFlowsImported",
     /// Flows in handed-over state that were refused: records that did not parse or that
     /// natgw would never build, collisions with a flow or mapping already held, no room.
@@ -125,6 +126,14 @@ counters! {
     HaReplicaFlows => "HaReplicaFlows",
     /// Replicated flows the standby had no room for.
     HaReplicaFull => "HaReplicaFull",
+    /// Flows a start took from the flow journal a stopped or crashed natgw left in
+    /// systemd's file-descriptor store.
+    JournalFlowsRestored => "JournalFlowsRestored",
+    /// Journal slots a start skipped: torn by a crash in the middle of their write, or
+    /// refused by the import.
+    JournalFlowsRefused => "JournalFlowsRefused",
+    /// Times a worker rewrote its whole journal because its log overflowed between turns.
+    JournalRescans => "JournalRescans",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
     DropUnknownEthertype => "PacketsDropCount{reason=\"unknown-ethertype\"}",
     DropBadIhl => "PacketsDropCount{reason=\"bad-ihl\"}",

@@ -675,7 +675,7 @@ fn handed_over_state_is_refused_whole_for_another_config_and_per_record_when_hos
 /// Takes the active's replication events into the standby's replica, as the sync link does.
 fn replicate(active: &mut SimNet, replica: &mut natgw_core::nat::replication::ReplicaTable, standby_now: u64) -> u64 {
     let mut events = Vec::new();
-    let taken = active.gw.take_replication(active.now_ms, &mut events);
+    let taken = active.gw.take_replication(active.now_ms, Some(&mut events), None);
     assert!(!taken.overflowed);
     let r = replica.apply_events(0, &events, standby_now).expect("the active's events parse");
     assert_eq!(r.invalid + r.full, 0, "{r:?}");
@@ -764,7 +764,7 @@ fn replica_refuses_hostile_batches_whole_and_stays_bounded() {
         assert!(active.send(Side::Inside, udp("10.10.1.10", 20_000 + p, "203.0.113.7", 7, b"x")));
     }
     let mut events = Vec::new();
-    assert_eq!(active.gw.take_replication(0, &mut events).events, 100);
+    assert_eq!(active.gw.take_replication(0, Some(&mut events), None).events, 100);
     let fp = active.gw.config().state_fingerprint();
 
     // Bounded: a replica of 60 flows per worker keeps 60 and counts the rest.
@@ -786,7 +786,7 @@ fn replica_refuses_hostile_batches_whole_and_stays_bounded() {
     other.gw.enable_replication();
     assert!(other.send(Side::Inside, ghost));
     let mut ghost_events = Vec::new();
-    other.gw.take_replication(0, &mut ghost_events);
+    other.gw.take_replication(0, Some(&mut ghost_events), None);
     replica.apply_events(0, &ghost_events, 0).unwrap();
     let mut snapshot = Vec::new();
     assert_eq!(active.gw.replication_snapshot(0, &mut snapshot), 100);
@@ -835,10 +835,94 @@ fn a_replication_log_past_its_bound_says_so_and_stays_bounded() {
         assert!(active.send(Side::Inside, udp("10.10.1.10", port, &format!("203.0.113.{host}"), 9, b"x")));
     }
     let mut events = Vec::new();
-    let taken = active.gw.take_replication(0, &mut events);
+    let taken = active.gw.take_replication(0, Some(&mut events), None);
     assert!(taken.overflowed);
     assert_eq!(taken.events, MAX_LOGGED_EVENTS as u64, "the log kept its bound");
     // The next take starts clean; a snapshot carries every flow.
-    assert!(!active.gw.take_replication(0, &mut Vec::new()).overflowed);
+    assert!(!active.gw.take_replication(0, Some(&mut Vec::new()), None).overflowed);
     assert_eq!(active.gw.replication_snapshot(0, &mut Vec::new()), n as u64);
+}
+
+/// One worker's journal file, formatted for `gw`.
+fn journal_for(gw: &Translator) -> Vec<u8> {
+    use natgw_core::nat::journal::{self, JournalHeader};
+    let capacity = gw.journal_capacity();
+    let mut file = vec![0u8; journal::file_len(1, capacity)];
+    JournalHeader {
+        workers: 1,
+        capacity,
+        fingerprint: gw.config().state_fingerprint(),
+        origin_ms: 0,
+        epoch: 1,
+        complete: true,
+    }
+    .format(&mut file)
+    .unwrap();
+    file
+}
+
+fn write_journal(gw: &mut Translator, now_ms: u64, file: &mut [u8]) {
+    use natgw_core::nat::journal::{self, JournalRegion};
+    let capacity = gw.journal_capacity();
+    let mut region = JournalRegion::new(&mut file[journal::region_range(capacity, 0)]).unwrap();
+    gw.take_replication(now_ms, None, Some(&mut region));
+}
+
+#[test]
+fn a_gateway_that_dies_restarts_from_its_journal_with_every_flow_but_the_ended() {
+    use natgw_core::nat::journal::{self, JournalRegion};
+    use natgw_core::nat::replication::ReplicaTable;
+    let timeouts = Timeouts { udp: 60, ..Timeouts::default() };
+    let mut gw = SimNet::with_config(|cfg| cfg.timeouts = timeouts);
+    gw.gw.enable_replication();
+    let mut file = journal_for(&gw.gw);
+    gw.advance_s(100);
+    let mut c = gw.connect(40000);
+    for _ in 0..20 {
+        assert!(gw.client_sends(&mut c, tcp::ACK | tcp::PSH, 100));
+        assert!(gw.server_sends(&mut c, tcp::ACK, 0));
+    }
+    assert!(gw.send(Side::Inside, udp("10.10.1.10", 5353, "203.0.113.7", 7, b"q")));
+    let udp_ext = src_of(&gw.outside_rx.pop_back().unwrap()).1;
+    let mut gone = gw.connect(40002);
+    assert!(gw.client_sends(&mut gone, tcp::RST | tcp::ACK, 0));
+    write_journal(&mut gw.gw, gw.now_ms, &mut file);
+    gw.advance_s(timeouts.tcp_closed + 1);
+    write_journal(&mut gw.gw, gw.now_ms, &mut file);
+    // A flow the last turn before the crash created but never wrote: lost (the journal
+    // is as of the last loop turn).
+    assert!(gw.send(Side::Inside, udp("10.10.1.11", 6000, "203.0.113.7", 7, b"late")));
+
+    // The process dies; its successor reads the journal 3 s later on the same clock.
+    let (header, kept) = journal::read(&file).unwrap();
+    assert_eq!((header.workers, kept.torn, kept.flows[0].len()), (1, 0, 2), "the connection and the UDP flow");
+    let mut replica = ReplicaTable::new(1, 100_000, header.fingerprint);
+    for (stamp, record) in kept.flows[0].iter().cloned() {
+        assert!(replica.insert(0, record, stamp));
+    }
+    let now = gw.now_ms + 3_000;
+    let mut next = SimNet::with_config(|cfg| cfg.timeouts = timeouts);
+    next.now_ms = now;
+    next.gw = Translator::new(next.gw.config().clone(), Arc::new(Counters::default()), now);
+    for section in replica.sections(now) {
+        assert_eq!(next.gw.import_state(&section, now).unwrap().refused(), 0);
+    }
+    assert_eq!(next.flows(), 2);
+    assert!(next.server_sends(&mut c, tcp::ACK | tcp::PSH, 300), "the server's data reaches the client");
+    assert!(next.client_sends(&mut c, tcp::ACK | tcp::PSH, 10));
+    assert_eq!(src_of(next.outside_rx.back().unwrap()).1, c.ext, "same external port");
+    assert!(next.send(Side::Inside, udp("10.10.1.10", 5353, "203.0.113.80", 53, b"q2")));
+    assert_eq!(src_of(&next.outside_rx.pop_back().unwrap()).1, udp_ext, "the UDP mapping holds");
+
+    // The successor writes a journal of its own from scratch: exactly its flows.
+    next.gw.enable_replication();
+    let mut own = journal_for(&next.gw);
+    let capacity = next.gw.journal_capacity();
+    let mut from = Some(0);
+    while let Some(f) = from {
+        let mut region = JournalRegion::new(&mut own[journal::region_range(capacity, 0)]).unwrap();
+        from = next.gw.journal_scan(&mut region, f, 7, now);
+    }
+    assert_eq!(next.flows(), 3, "the two taken over and the new query");
+    assert_eq!(journal::read(&own).unwrap().1.flows[0].len(), 3);
 }

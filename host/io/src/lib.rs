@@ -147,6 +147,8 @@ pub struct Shared {
     pub heartbeat: Vec<AtomicU64>,
     /// With a standby or an active peer (`[ha]`); `None`: a single gateway, always active.
     pub ha: Option<HaShared>,
+    /// Workers that have written their whole flow journal (it is complete when all have).
+    pub journals_written: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -175,6 +177,7 @@ impl Shared {
             flow_log_enabled,
             heartbeat: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             ha: None,
+            journals_written: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

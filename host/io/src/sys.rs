@@ -537,6 +537,16 @@ pub const MAX_FDS_PER_MESSAGE: usize = 250;
 
 /// Sends one message with `fds` attached (at most `MAX_FDS_PER_MESSAGE`).
 pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    send_to_with_fds(sock, None, data, fds)
+}
+
+/// `send_with_fds` to an address (a datagram socket that is not connected).
+fn send_to_with_fds(
+    sock: RawFd,
+    to: Option<&(libc::sockaddr_un, libc::socklen_t)>,
+    data: &[u8],
+    fds: &[RawFd],
+) -> io::Result<()> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(io::ErrorKind::InvalidInput.into());
     }
@@ -549,6 +559,10 @@ pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> 
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
+    if let Some((addr, len)) = to {
+        msg.msg_name = addr as *const libc::sockaddr_un as *mut libc::c_void;
+        msg.msg_namelen = *len;
+    }
     if !fds.is_empty() {
         msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = space;
@@ -562,7 +576,8 @@ pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> 
             std::ptr::copy_nonoverlapping(fds.as_ptr() as *const u8, libc::CMSG_DATA(c), fd_bytes);
         }
     }
-    // SAFETY: msg points at live buffers (iov over `data`, the control buffer) for the call.
+    // SAFETY: msg points at live buffers (iov over `data`, the control buffer, the
+    // address `to` borrows) for the call.
     let r = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
     if r < 0 {
         return Err(io::Error::last_os_error());
@@ -658,4 +673,191 @@ pub fn read_memfd(fd: OwnedFd, max: u64) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?];
     f.read_exact_at(&mut buf, 0)?;
     Ok(buf)
+}
+
+/// Sends `text` (and `fds`) to the service manager's notification socket
+/// (`$NOTIFY_SOCKET`, sd_notify(3)): `READY=1`, `STATUS=…`, `FDSTORE=1` with descriptors
+/// for its file-descriptor store. `Ok(false)` when natgw runs without one.
+pub fn notify(text: &str, fds: &[RawFd]) -> io::Result<bool> {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return Ok(false) };
+    let path = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    // SAFETY: sockaddr_un is plain data; zero is valid.
+    let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
+    addr.sun_family = libc::sa_family_t::try_from(libc::AF_UNIX).unwrap_or(1);
+    if path.is_empty() || path.len() >= addr.sun_path.len() {
+        return Err(io::Error::other("NOTIFY_SOCKET is empty or too long"));
+    }
+    for (d, &b) in addr.sun_path.iter_mut().zip(&path) {
+        *d = b as libc::c_char;
+    }
+    // `@name`: an abstract socket (a leading NUL, no terminator).
+    if path[0] == b'@' {
+        addr.sun_path[0] = 0;
+    }
+    let terminator = usize::from(path[0] != b'@');
+    let len = mem::size_of::<libc::sa_family_t>() + path.len() + terminator;
+    // SAFETY: a plain socket call; the result is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and ours.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let to = (addr, libc::socklen_t::try_from(len).unwrap_or(0));
+    send_to_with_fds(sock.as_raw_fd(), Some(&to), text.as_bytes(), fds)?;
+    Ok(true)
+}
+
+/// The descriptors the service manager passed this process (`$LISTEN_FDS` from fd 3 on,
+/// named by `$LISTEN_FDNAMES`, for `$LISTEN_PID`: sd_listen_fds(3)); close-on-exec from
+/// here on. Empty when there are none or they are another process's.
+pub fn listen_fds() -> Vec<(String, OwnedFd)> {
+    let var = |k: &str| std::env::var(k).ok();
+    let for_us = var("LISTEN_PID").and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let Some(n) = var("LISTEN_FDS").and_then(|n| n.parse::<i32>().ok()).filter(|_| for_us) else { return Vec::new() };
+    let names = var("LISTEN_FDNAMES").unwrap_or_default();
+    let mut names = names.split(':');
+    let mut out = Vec::new();
+    for fd in 3..3 + n.clamp(0, 4096) {
+        let name = names.next().unwrap_or("unknown").to_string();
+        // SAFETY: fcntl with integer arguments; F_GETFD only asks whether fd is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            continue;
+        }
+        // SAFETY: as above, on an open descriptor.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: the manager handed this descriptor to this process (LISTEN_PID): nothing
+        // else in it owns fd, and it is open (checked above).
+        out.push((name, unsafe { OwnedFd::from_raw_fd(fd) }));
+    }
+    out
+}
+
+/// A memory file mapped shared (`memfd_create`, `mmap(MAP_SHARED)`): its pages outlive
+/// the process as long as someone holds the descriptor (systemd's file-descriptor store).
+pub struct SharedMapping {
+    ptr: *mut u8,
+    len: usize,
+    fd: OwnedFd,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; who may write where is decided
+// by `split`, which hands out disjoint regions.
+unsafe impl Send for SharedMapping {}
+// SAFETY: through `&SharedMapping` nothing can be written (`bytes` is only reachable
+// before `split`, which takes the mapping by value).
+unsafe impl Sync for SharedMapping {}
+
+impl SharedMapping {
+    /// A new memory file of `len` bytes, zeroed (the kernel gives pages only as they are
+    /// written), mapped read-write.
+    pub fn create(name: &str, len: usize) -> io::Result<SharedMapping> {
+        let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: c is a valid NUL-terminated name; the result is checked and owned below.
+        let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is fresh and ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        std::fs::File::from(fd.try_clone()?).set_len(len as u64)?;
+        SharedMapping::map(fd, len)
+    }
+
+    /// Maps a memory file another process left (its whole length, at most `max` bytes).
+    pub fn open(fd: OwnedFd, max: usize) -> io::Result<SharedMapping> {
+        let len = std::fs::File::from(fd.try_clone()?).metadata()?.len();
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l > 0 && l <= max)
+            .ok_or_else(|| io::Error::other(format!("a memory file of {len} bytes (at most {max} are read)")))?;
+        SharedMapping::map(fd, len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<SharedMapping> {
+        // SAFETY: a fresh shared mapping of `len` bytes of our own file; the result is
+        // checked, and unmapped once in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedMapping { ptr: ptr.cast(), len, fd })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The whole file, to read (before it is split among writers).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len is our live mapping; no `&mut` to it exists (regions are
+        // only made by `split`, which consumes self).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The whole file, to format it.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as `bytes`, and `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Hands the mapping out as disjoint writable regions (one per writer thread).
+    /// Refused when two ranges overlap or one goes past the end.
+    pub fn split(self, ranges: &[std::ops::Range<usize>]) -> io::Result<Vec<MappedRegion>> {
+        let mut sorted: Vec<_> = ranges.to_vec();
+        sorted.sort_by_key(|r| r.start);
+        let overlaps = sorted.windows(2).any(|w| w[0].end > w[1].start);
+        if overlaps || sorted.iter().any(|r| r.start > r.end || r.end > self.len) {
+            return Err(io::Error::other("memory regions overlap or run past the file"));
+        }
+        let map = std::sync::Arc::new(self);
+        Ok(ranges.iter().map(|r| MappedRegion { map: map.clone(), start: r.start, len: r.end - r.start }).collect())
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`, once; no region outlives it
+        // (each holds an Arc of this value).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// One writer's part of a `SharedMapping`.
+pub struct MappedRegion {
+    map: std::sync::Arc<SharedMapping>,
+    start: usize,
+    len: usize,
+}
+
+impl MappedRegion {
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: start..start+len lies inside the live mapping (checked by `split`, and
+        // the Arc keeps it mapped); regions never overlap and this one is borrowed mutably
+        // here, so no other reference to these bytes exists.
+        unsafe { std::slice::from_raw_parts_mut(self.map.ptr.add(self.start), self.len) }
+    }
+
+    /// The memory file's descriptor (to store it).
+    pub fn fd(&self) -> RawFd {
+        self.map.fd()
+    }
+}
+
+/// The system's monotonic clock (`CLOCK_MONOTONIC`, what `Instant` reads), in ms: the same
+/// for every process on this boot.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which ts is.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1000 + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000
 }

@@ -19,6 +19,7 @@ use super::{
 use natgw_core::conntrack::{Egress, FlowSummary, Side};
 use natgw_core::counters::Counter;
 use natgw_core::l2::{LinkId, NeighbourTable};
+use natgw_core::nat::journal::JournalRegion;
 use natgw_core::nat::{FrameMeta, Translator, Verdict};
 use natgw_wire::{ethernet, ipv4, EthernetFrame, MacAddr};
 
@@ -27,6 +28,24 @@ const OP_SEND_RX: u64 = 2;
 const OP_SEND_TX: u64 = 3;
 const OP_WAKE: u64 = 4;
 const OP_CANCEL: u64 = 5;
+
+/// A worker's part of the flow journal: its region, and how far writing it whole has come
+/// (a new journal is written whole from the flows the worker holds, a few thousand slots a
+/// loop turn, beside the turn's own changes).
+struct WorkerJournal {
+    region: sys::MappedRegion,
+    fill: JournalFill,
+}
+
+struct JournalFill {
+    /// The next slot to write afresh; `None`: the journal is whole.
+    scan: Option<u32>,
+    /// Counted in `Shared::journals_written` once.
+    written: bool,
+}
+
+/// Journal slots a worker writes afresh per loop turn while it fills a new journal.
+const JOURNAL_SCAN_SLOTS: u32 = 4096;
 
 fn ud(op: u64, arg: u64) -> u64 {
     op << 56 | arg
@@ -82,6 +101,8 @@ pub struct Worker {
     busy_poll_us: u64,
     /// The resync the sync thread asked for last that this worker has sent (`HaShared`).
     resync_generation: u64,
+    /// This worker's region of the flow journal (`natgw_core::nat::journal`).
+    journal: Option<WorkerJournal>,
 }
 
 /// A worker's io_uring and its provided-buffer ring, made before the worker: setting
@@ -115,6 +136,7 @@ impl Worker {
         shared: Arc<Shared>,
         rings: Rings,
         busy_poll_us: u64,
+        journal: Option<sys::MappedRegion>,
     ) -> Worker {
         let n = links.len();
         let Rings { ring, bufs } = rings;
@@ -138,6 +160,8 @@ impl Worker {
             mtus: vec![0; n],
             resync_generation,
             busy_poll_us,
+            journal: journal
+                .map(|region| WorkerJournal { region, fill: JournalFill { scan: Some(0), written: false } }),
         }
     }
 
@@ -247,32 +271,66 @@ impl Worker {
             }
             self.bufs.publish();
         }
+        if self.journal.is_some() {
+            // The flows live on in the journal for the next start (systemd restarts natgw
+            // with it): they have not ended, so no final records. The records of flows
+            // that ended before are out already. Frames already received are forwarded;
+            // the rest wait in the sockets, which stay in systemd's store.
+            self.stop_receiving();
+            let now = self.shared.now_ms();
+            self.drain_handoffs(now);
+            let _ = self.ring.submit();
+            self.export_replication(now);
+            self.export_flow_ends();
+            return;
+        }
         let now = self.shared.now_ms();
         self.translator.shutdown(now);
         self.export_flow_ends();
     }
 
-    /// Hands this turn's replication events (or a bulk resync, when the sync thread asks
-    /// for one) to the sync thread; never blocks: a full queue loses the batch, is counted
-    /// and calls for a resync.
+    /// Writes this turn's flow events into the journal, and hands them (or a bulk
+    /// resync, when the sync thread asks for one) to the sync thread; never blocks: a full
+    /// queue loses the batch, is counted and calls for a resync. A journal that lost
+    /// events (the log overflowed) is written afresh.
     fn export_replication(&mut self, now: u64) {
-        let Some(ha) = self.shared.ha.as_ref() else { return };
+        let ha = self.shared.ha.as_ref();
+        if ha.is_none() && self.journal.is_none() {
+            return;
+        }
         let mut batch = Vec::new();
-        let generation = ha.resync_generation.load(Ordering::Acquire);
-        if generation != self.resync_generation {
+        let generation = ha.map_or(0, |ha| ha.resync_generation.load(Ordering::Acquire));
+        let resync = ha.is_some() && generation != self.resync_generation;
+        // No standby to send to: it gets a bulk resync when it connects.
+        let streaming = ha.is_some_and(|ha| ha.streaming.load(Ordering::Acquire));
+        let (region, j) = match self.journal.as_mut() {
+            Some(WorkerJournal { region, fill }) => (JournalRegion::new(region.bytes_mut()).ok(), Some(fill)),
+            None => (None, None),
+        };
+        let mut region = region;
+        let taken =
+            self.translator.take_replication(now, (streaming && !resync).then_some(&mut batch), region.as_mut());
+        if let (Some(j), Some(region)) = (j, region.as_mut()) {
+            if taken.overflowed {
+                self.translator.counters().inc(Counter::JournalRescans);
+                j.scan = Some(0);
+            }
+            if let Some(from) = j.scan {
+                j.scan = self.translator.journal_scan(region, from, JOURNAL_SCAN_SLOTS, now);
+                if j.scan.is_none() && !j.written {
+                    j.written = true;
+                    self.shared.journals_written.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+        }
+        let Some(ha) = ha else { return };
+        if resync {
             // Everything before is superseded (the snapshot starts the log over).
             self.resync_generation = generation;
             self.translator.replication_snapshot(now, &mut batch);
-        } else if !ha.streaming.load(Ordering::Acquire) {
-            // No standby to send to: it gets a bulk resync when it connects.
-            self.translator.take_replication(now, &mut batch);
-            return;
-        } else {
-            let taken = self.translator.take_replication(now, &mut batch);
-            if taken.overflowed {
-                self.translator.counters().inc(Counter::HaSyncOverflow);
-                ha.resync_needed.store(true, Ordering::Release);
-            }
+        } else if taken.overflowed && streaming {
+            self.translator.counters().inc(Counter::HaSyncOverflow);
+            ha.resync_needed.store(true, Ordering::Release);
         }
         if batch.is_empty() {
             return;
@@ -603,6 +661,27 @@ impl Worker {
         reply: std::sync::mpsc::Sender<WorkerHandover>,
         outcome: std::sync::mpsc::Receiver<HandoverOutcome>,
     ) -> bool {
+        self.stop_receiving();
+        let now = self.shared.now_ms();
+        self.drain_handoffs(now);
+        let _ = self.ring.submit();
+        self.export_flow_ends();
+        let mut state = Vec::new();
+        self.translator.export_state(now, &mut state);
+        let sockets = self.links.iter().map(|l| l.socket.raw_fd()).collect();
+        if reply.send(WorkerHandover { state, sockets }).is_err() {
+            return false;
+        }
+        let committed = outcome.recv_timeout(HANDOVER_WAIT) == Ok(HandoverOutcome::Commit);
+        if !committed {
+            tracing::warn!("natgw: worker {}: handoff not completed; forwarding again", self.index);
+        }
+        committed
+    }
+
+    /// Cancels every multishot receive and translates what they still deliver (up to
+    /// 200 ms): what the kernel queued after stays in the sockets for the next process.
+    fn stop_receiving(&mut self) {
         for l in 0..self.links.len() {
             if self.recv_armed[l] {
                 let e = opcode::AsyncCancel::new(ud(OP_RECV, l as u64)).build().user_data(ud(OP_CANCEL, 0));
@@ -623,21 +702,6 @@ impl Worker {
             }
             self.bufs.publish();
         }
-        let now = self.shared.now_ms();
-        self.drain_handoffs(now);
-        let _ = self.ring.submit();
-        self.export_flow_ends();
-        let mut state = Vec::new();
-        self.translator.export_state(now, &mut state);
-        let sockets = self.links.iter().map(|l| l.socket.raw_fd()).collect();
-        if reply.send(WorkerHandover { state, sockets }).is_err() {
-            return false;
-        }
-        let committed = outcome.recv_timeout(HANDOVER_WAIT) == Ok(HandoverOutcome::Commit);
-        if !committed {
-            tracing::warn!("natgw: worker {}: handoff not completed; forwarding again", self.index);
-        }
-        committed
     }
 
     fn flow_summaries(&self, now: u64) -> Vec<FlowSummary> {

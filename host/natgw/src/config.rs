@@ -287,11 +287,14 @@ pub struct RawDataplane {
     pub pin_workers: bool,
     /// Spin on an empty ring this many microseconds before sleeping (lower latency, more CPU).
     pub busy_poll_us: u64,
+    /// Under systemd (`$NOTIFY_SOCKET`): keep the flows in a journal in its
+    /// file-descriptor store, so that a restart or a crash of natgw keeps them.
+    pub keep_flows: bool,
 }
 
 impl Default for RawDataplane {
     fn default() -> Self {
-        RawDataplane { workers: 0, rx_buffers: 512, pin_workers: false, busy_poll_us: 0 }
+        RawDataplane { workers: 0, rx_buffers: 512, pin_workers: false, busy_poll_us: 0, keep_flows: true }
     }
 }
 
@@ -333,6 +336,7 @@ pub struct Config {
     pub rx_buffers: u16,
     pub pin_workers: bool,
     pub busy_poll_us: u64,
+    pub keep_flows: bool,
     pub admin_socket: String,
     /// Pool 0 is the default pool: the one named "default", else the first `[[pool]]`,
     /// else (no `[[pool]]`) every outside address with `nat.port_range`.
@@ -620,6 +624,7 @@ impl Config {
             rx_buffers: rb,
             pin_workers: raw.dataplane.pin_workers,
             busy_poll_us: raw.dataplane.busy_poll_us,
+            keep_flows: raw.dataplane.keep_flows,
             admin_socket: raw.admin.socket,
             pools,
             policy,

@@ -96,6 +96,22 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         .map(sys::adopt_inherited_fd)
         .transpose()
         .map_err(|e| ControlError::Takeover(format!("not an open descriptor: {e}")))?;
+    // Under systemd: the flow journal and packet sockets a stopped or crashed natgw left in
+    // its file-descriptor store (see `restart`).
+    // In a pair (`[ha]`) the peer keeps the flows: a restarted node comes back as the
+    // standby and takes its state from the active.
+    let keep_flows = cfg.keep_flows && cfg.ha.is_none() && std::env::var_os("NOTIFY_SOCKET").is_some();
+    let mut stored = match takeover {
+        None => crate::restart::Stored::take(),
+        Some(_) => crate::restart::Stored::default(),
+    };
+    if !keep_flows {
+        for n in stored.names() {
+            crate::restart::unstore(&n);
+        }
+        stored = crate::restart::Stored::default();
+    }
+    let stored_journals: Vec<String> = stored.names().into_iter().filter(|n| n.starts_with("natgw-journal-")).collect();
     // Interfaces exist and are up; natgw's addresses are not the kernel's.
     let mut inside_info = Vec::new();
     for (i, c) in cfg.inside.iter().enumerate() {
@@ -223,10 +239,32 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     };
     let state_received = inherited.as_ref().map(|i| i.1);
     let mut inherited = inherited.map(|i| i.0);
+    let per_worker_flows = (cfg.max_flows / workers).max(1);
+    let restored = stored.restore(workers, per_worker_flows, terms.fingerprint);
+    let links = interface_names.len();
+    let stored_names = stored.names();
+    // The stored sockets, all adopted or none (a socket left in the store would take its
+    // share of the frames in its fanout group).
+    let stored_sockets: Option<Vec<Vec<PacketSocket>>> = stored.take_sockets(workers, links).and_then(|all| {
+        let adopted: Result<Vec<Vec<PacketSocket>>, IoError> = all
+            .into_iter()
+            .map(|fds| fds.into_iter().zip(&interface_names).map(|(fd, name)| PacketSocket::adopt(fd, name)).collect())
+            .collect();
+        adopted.map_err(|e| tracing::warn!("natgw: the stored packet sockets are not taken: {e}")).ok()
+    });
+    if stored_sockets.is_none() {
+        for n in stored_names.iter().filter(|n| n.starts_with("natgw-packet-")) {
+            crate::restart::unstore(n);
+        }
+    }
     let mut shared = Shared::new(workers, &mtus, cfg.flow_log.enabled)?;
     if let Some(i) = &inherited {
         // The predecessor's clock origin: every time in the handed-over table keeps its meaning.
         shared.start = Instant::now().checked_sub(Duration::from_millis(i.now_ms)).unwrap_or(shared.start);
+    } else if let Some(r) = &restored {
+        // The journal's writer's clock (the same monotonic clock, another process).
+        let then = sys::monotonic_ms().saturating_sub(r.origin_ms);
+        shared.start = Instant::now().checked_sub(Duration::from_millis(then)).unwrap_or(shared.start);
     }
     if cfg.ha.is_some() {
         // A pair starts as standby (keepalived promotes); a successor keeps its predecessor's role.
@@ -260,9 +298,13 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     let mut parts = Vec::new();
     let mut inherited_sockets =
         inherited.as_mut().map(|i| std::mem::take(&mut i.sockets)).unwrap_or_default().into_iter();
+    let reuse_stored = stored_sockets.is_some();
+    let mut stored_sockets = stored_sockets.unwrap_or_default().into_iter();
+    let mut to_store = Vec::new();
     let (mut imported, mut import_refused) = (0u64, 0u64);
     for w in 0..workers {
         let mut adopted = inherited_sockets.next().unwrap_or_default().into_iter();
+        let mut from_store = stored_sockets.next().unwrap_or_default().into_iter();
         let mut links = Vec::new();
         let all = cfg
             .inside
@@ -273,9 +315,16 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
             let fanout =
                 (workers > 1).then(|| (group_base.wrapping_add(u16::from(link_id(li))), sys::steering_program(inside)));
             let opts = PacketSocketOptions { protocol: ETHERTYPE_IPV4, vnet_hdr: true, fanout, rcvbuf: 8 << 20 };
-            let socket = match (&inherited, adopted.next()) {
-                (Some(_), Some(fd)) => PacketSocket::adopt(fd, &name)?,
-                _ => PacketSocket::open(&name, &opts)?,
+            let socket = match (&inherited, adopted.next(), from_store.next()) {
+                (Some(_), Some(fd), _) => PacketSocket::adopt(fd, &name)?,
+                (_, _, Some(socket)) => socket,
+                _ => {
+                    let socket = PacketSocket::open(&name, &opts)?;
+                    if keep_flows && inherited.is_none() && !reuse_stored {
+                        to_store.push((crate::restart::packet_name(w, li), socket.raw_fd()));
+                    }
+                    socket
+                }
             };
             let (side, index) = if inside {
                 (natgw_core::conntrack::Side::Inside, link_id(li))
@@ -287,13 +336,47 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         let mut translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
         translator.set_policy(Box::new(WorkerPolicy::new(rt.clone(), w, shared.counters[w].clone())));
         translator.record_flow_ends(shared.flow_log_enabled, cfg.flow_log.refused, cfg.flow_log.active_interval_s);
-        if cfg.ha.is_some() {
+        if cfg.ha.is_some() || keep_flows {
             translator.enable_replication();
         }
         parts.push((links, translator));
     }
-    // The handed-over flows: each worker's section on a thread of its own (the pause of
-    // an upgrade is mostly this, about a microsecond a flow).
+    // The handed-over (or journaled) flows: each worker's section on a thread of its own
+    // (the pause of an upgrade is mostly this, about a microsecond a flow).
+    let journaled: Vec<Vec<u8>> = match (&inherited, &restored) {
+        (None, Some(r)) => r.replica.sections(shared.now_ms()),
+        _ => Vec::new(),
+    };
+    if let Some(r) = restored.as_ref().filter(|_| inherited.is_none()) {
+        let now = shared.now_ms();
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .iter_mut()
+                .zip(&journaled)
+                .map(|((_, t), section)| scope.spawn(move || t.import_state(section, now)))
+                .collect();
+            handles.into_iter().map(|h| h.join().ok()).collect()
+        });
+        let (mut taken, mut refused) = (0, r.refused);
+        for (w, result) in results.into_iter().enumerate() {
+            match result {
+                Some(Ok(report)) => {
+                    shared.counters[w].add(Counter::JournalFlowsRestored, report.imported);
+                    shared.counters[w].add(Counter::JournalFlowsRefused, report.refused());
+                    taken += report.imported;
+                    refused += report.refused();
+                }
+                Some(Err(e)) => tracing::warn!("natgw: worker {w}: the flow journal's flows are not taken: {e}"),
+                None => tracing::warn!("natgw: worker {w}: taking the flow journal's flows failed"),
+            }
+        }
+        shared.counters[0].add(Counter::JournalFlowsRefused, r.refused);
+        tracing::info!(
+            "natgw: took {taken} flow(s) from the flow journal {} ({refused} refused), {} ms after start",
+            r.name,
+            started.elapsed().as_millis()
+        );
+    }
     if let Some(i) = &inherited {
         let now = shared.now_ms();
         let results: Vec<_> = std::thread::scope(|scope| {
@@ -320,11 +403,30 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
             }
         }
     }
+    // This process's own journal, written whole by the workers from the flows they hold.
+    let mut own_journal = None;
+    let mut regions = Vec::new().into_iter();
+    if let (true, Some((_, t))) = (keep_flows, parts.first()) {
+        let origin = sys::monotonic_ms().saturating_sub(shared.now_ms());
+        match crate::restart::OwnJournal::create(
+            workers,
+            t.journal_capacity(),
+            terms.fingerprint,
+            origin,
+            stored_journals.clone(),
+        ) {
+            Ok((j, r)) => {
+                own_journal = Some(j);
+                regions = r.into_iter();
+            }
+            Err(e) => tracing::warn!("natgw: no flow journal ({e}): a restart will not keep the flows"),
+        }
+    }
     for (w, (links, translator)) in parts.into_iter().enumerate() {
         let Some(worker_rings) = rings.next() else {
             return Err(IoError::Uring(std::io::ErrorKind::NotFound.into()).into());
         };
-        built.push(Worker::new(w, links, translator, shared.clone(), worker_rings, cfg.busy_poll_us));
+        built.push(Worker::new(w, links, translator, shared.clone(), worker_rings, cfg.busy_poll_us, regions.next()));
     }
 
     // The pair's sync listener: a bad `ha.address` stops the start here. A successor binds
@@ -511,6 +613,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         handing_over: Default::default(),
         handed_over: Default::default(),
         one_at_a_time: Default::default(),
+        journal: own_journal.as_ref().map(|j| j.name.clone()),
     });
     let admin_upgrades = upgrades.clone();
     threads.push(
@@ -539,8 +642,25 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         cfg.outside.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
         cfg.admin_socket
     );
+    if let Some(j) = &own_journal {
+        crate::restart::store(&j.name, j.fd());
+    }
+    for (name, fd) in &to_store {
+        crate::restart::store(name, *fd);
+    }
+    match sys::notify(&format!("READY=1\nMAINPID={}", std::process::id()), &[]) {
+        Ok(true) => tracing::info!("natgw: told systemd it is ready, {} ms after start", started.elapsed().as_millis()),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("natgw: telling systemd natgw is ready: {e}"),
+    }
     while !sys::stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(j) = own_journal.as_mut() {
+            let written = shared.journals_written.load(std::sync::atomic::Ordering::Acquire);
+            if j.complete_when(written, workers) {
+                tracing::info!("natgw: flow journal {} written whole; a restart keeps the flows", j.name);
+            }
+        }
         if sys::take_reload_request() {
             match &config_path {
                 Some(p) => reload_policies(p, &cfg, &rt, &shared),
@@ -583,6 +703,8 @@ struct UpgradeContext {
     /// The successor runs: this process ends without removing the admin socket.
     handed_over: std::sync::atomic::AtomicBool,
     one_at_a_time: std::sync::Mutex<()>,
+    /// This process's flow journal in systemd's store: the successor writes its own.
+    journal: Option<String>,
 }
 
 /// Hands everything to a new process running `binary`; see `handoff`. On any failure the
@@ -657,6 +779,12 @@ fn upgrade(ctx: &UpgradeContext, shared: &Shared, binary: &Path) -> Result<Upgra
                 let _ = o.send(HandoverOutcome::Commit);
             }
             ctx.handed_over.store(true, Ordering::Release);
+            // Under systemd: the successor is the service's main process now, and keeps a
+            // journal of its own.
+            let _ = sys::notify(&format!("MAINPID={}", successor.pid), &[]);
+            if let Some(j) = &ctx.journal {
+                crate::restart::unstore(j);
+            }
             let pause_us = u64::try_from(paused.elapsed().as_micros()).unwrap_or(u64::MAX);
             tracing::info!(
                 "natgw: upgrade: pid {} took over {flows} flow(s) after a pause of {} us; this process ends",

@@ -20,6 +20,7 @@ mod handoff;
 pub mod logging;
 mod policy_cli;
 pub mod report;
+mod restart;
 mod telemetry_cli;
 
 pub use gateway::{run, ControlError};

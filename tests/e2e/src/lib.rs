@@ -28,6 +28,7 @@ pub mod load;
 pub mod net;
 pub mod netns;
 pub mod process;
+pub mod systemd;
 pub mod topology;
 pub mod wait;
 

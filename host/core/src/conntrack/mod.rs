@@ -365,6 +365,12 @@ impl FlowTable {
         self.max_flows
     }
 
+    /// One past the highest `FlowId` this table has ever given out (slots are reused, so
+    /// every flow's id is below it).
+    pub fn id_bound(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Entries in the expiry wheel: one per flow.
     pub fn wheel_entries(&self) -> usize {
         self.wheel.iter().map(Vec::len).sum()

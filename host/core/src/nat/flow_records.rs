@@ -267,7 +267,7 @@ impl Translator {
         into.append(&mut self.ended);
     }
 
-    pub(super) fn flow_ended(&mut self, flow: &Flow, end_ms: u64, reason: EndReason) {
+    pub(super) fn flow_ended(&mut self, id: FlowId, flow: &Flow, end_ms: u64, reason: EndReason) {
         // A closed connection's final record went out already; a later one only if
         // packets (a retransmitted FIN, say) came after it.
         let reported_all = flow.reported.closed && flow.reported.packets == flow.packets;
@@ -280,7 +280,7 @@ impl Translator {
         }
         // A stopping gateway's flows live on at the standby: no deletes for them.
         if let (Some(log), false) = (self.replication.as_mut(), reason == EndReason::Shutdown) {
-            log.ended(&flow.keys[crate::conntrack::ORIGINAL]);
+            log.ended(id, &flow.keys[crate::conntrack::ORIGINAL]);
         }
     }
 
@@ -289,7 +289,7 @@ impl Translator {
         let ids: Vec<FlowId> = self.flows.iter().map(|(id, _)| id).collect();
         for id in ids {
             if let Some(flow) = self.flows.remove(id) {
-                self.flow_ended(&flow, now_ms, EndReason::Shutdown);
+                self.flow_ended(id, &flow, now_ms, EndReason::Shutdown);
             }
         }
     }

@@ -21,6 +21,7 @@ mod frag_table;
 mod fragments;
 pub mod handoff;
 mod icmp_errors;
+pub mod journal;
 mod own_packets;
 pub mod policy;
 pub mod pool;
@@ -266,8 +267,8 @@ impl Translator {
     pub fn tick(&mut self, now_ms: u64) {
         let counters = Arc::clone(&self.counters);
         let mut expired = Vec::new();
-        self.flows.expire(now_ms, |_, flow| expired.push(flow));
-        for flow in expired {
+        self.flows.expire(now_ms, |id, flow| expired.push((id, flow)));
+        for (id, flow) in expired {
             let reason = match flow.state {
                 _ if flow.revoked => EndReason::Revalidated,
                 FlowState::Tcp(TcpState::TimeWait) => EndReason::Closed,
@@ -277,7 +278,7 @@ impl Translator {
             if reason == EndReason::IdleTimeout {
                 counters.inc(Counter::IdleTimeoutCount);
             }
-            self.flow_ended(&flow, now_ms, reason);
+            self.flow_ended(id, &flow, now_ms, reason);
         }
         self.relieve_pressure(now_ms, PRESSURE_DROPS_PER_TICK);
         self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);

@@ -31,6 +31,7 @@ use std::net::Ipv4Addr;
 use thiserror::Error;
 
 use super::handoff::{FlowRecord, SectionHeader, HEADER_LEN, RECORD_LEN};
+use super::journal::JournalRegion;
 use super::Translator;
 use crate::conntrack::{FlowId, FlowKey, Side, ORIGINAL};
 
@@ -67,6 +68,8 @@ pub(super) struct ReplicationLog {
     dirty: Vec<(FlowId, u64)>,
     /// Deletes, already encoded.
     deletes: Vec<u8>,
+    /// The slots the deleted flows held (for the journal).
+    ended_ids: Vec<FlowId>,
     /// Events were lost because the log was full: the standby needs a bulk resync.
     overflowed: bool,
 }
@@ -84,13 +87,14 @@ impl ReplicationLog {
         self.dirty.push((id, created_ms));
     }
 
-    pub(super) fn ended(&mut self, key: &FlowKey) {
-        if self.deletes.len() >= MAX_LOGGED_EVENTS * (1 + KEY_LEN) {
+    pub(super) fn ended(&mut self, id: FlowId, key: &FlowKey) {
+        if self.ended_ids.len() >= MAX_LOGGED_EVENTS {
             self.overflowed = true;
             return;
         }
         self.deletes.push(EVENT_DELETE);
         emit_key(key, &mut self.deletes);
+        self.ended_ids.push(id);
     }
 }
 
@@ -136,13 +140,28 @@ impl Translator {
         self.replication.is_some()
     }
 
-    /// Appends the events since the last call to `out` (deletes first, then the current
-    /// record of each flow created or changed and still alive).
-    pub fn take_replication(&mut self, now_ms: u64, out: &mut Vec<u8>) -> TakenEvents {
+    /// Takes the events since the last call: appends them to `out` (deletes first, then
+    /// the current record of each flow created or changed and still alive) and writes
+    /// them into `journal` (the ended flows' slots cleared, the changed ones written).
+    pub fn take_replication(
+        &mut self,
+        now_ms: u64,
+        mut out: Option<&mut Vec<u8>>,
+        mut journal: Option<&mut JournalRegion<'_>>,
+    ) -> TakenEvents {
         let Some(log) = self.replication.as_mut() else { return TakenEvents::default() };
         let mut taken = TakenEvents { events: 0, overflowed: std::mem::take(&mut log.overflowed) };
-        taken.events += (log.deletes.len() / (1 + KEY_LEN)) as u64;
-        out.append(&mut log.deletes);
+        taken.events += log.ended_ids.len() as u64;
+        match out.as_deref_mut() {
+            Some(out) => out.append(&mut log.deletes),
+            None => log.deletes.clear(),
+        }
+        if let Some(j) = journal.as_deref_mut() {
+            for &id in &log.ended_ids {
+                j.clear(id);
+            }
+        }
+        log.ended_ids.clear();
         if log.dirty.is_empty() {
             return taken;
         }
@@ -153,9 +172,14 @@ impl Translator {
         for &(id, created) in &dirty {
             let Some(flow) = self.flows.get(id).filter(|f| f.created_ms == created) else { continue };
             let Some(record) = self.record_of(id, flow, now_ms) else { continue };
-            record.emit(&mut buf);
-            out.push(EVENT_UPSERT);
-            out.extend_from_slice(&buf);
+            if let Some(j) = journal.as_deref_mut() {
+                j.write(id, now_ms, &record);
+            }
+            if let Some(out) = out.as_deref_mut() {
+                record.emit(&mut buf);
+                out.push(EVENT_UPSERT);
+                out.extend_from_slice(&buf);
+            }
             taken.events += 1;
         }
         // Keep the allocation for the next turn.
@@ -201,6 +225,7 @@ impl Translator {
         self.close_checks.clear();
         self.interim_checks.clear();
         if let Some(log) = self.replication.as_mut() {
+            // No journal in a pair (`[ha]`): nothing else reads these events.
             *log = ReplicationLog::default();
         }
         self.counters.set(crate::counters::Counter::ActiveConnectionCount, 0);
@@ -272,6 +297,14 @@ impl ReplicaTable {
     ) -> Result<&mut HashMap<FlowKey, Replica, ahash::RandomState>, ReplicationError> {
         let workers = self.workers.len();
         self.workers.get_mut(usize::from(worker)).ok_or(ReplicationError::Worker { worker, workers })
+    }
+
+    /// Adds (or replaces) one flow's record, received at `received_ms`; false when the
+    /// worker's table is full or there is no such worker.
+    pub fn insert(&mut self, worker: u16, record: FlowRecord, received_ms: u64) -> bool {
+        let mut report = ApplyReport::default();
+        self.upsert(worker, record, received_ms, &mut report);
+        report.upserts == 1
     }
 
     fn upsert(&mut self, worker: u16, record: FlowRecord, now_ms: u64, report: &mut ApplyReport) {

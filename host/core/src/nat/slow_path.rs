@@ -113,7 +113,7 @@ impl Translator {
     pub(super) fn early_drop(&mut self, id: FlowId, now_ms: u64) {
         if let Some(flow) = self.flows.remove(id) {
             self.counters.inc(Counter::EarlyDropCount);
-            self.flow_ended(&flow, now_ms, EndReason::EarlyDrop);
+            self.flow_ended(id, &flow, now_ms, EndReason::EarlyDrop);
         }
     }
 
@@ -380,7 +380,7 @@ impl Translator {
                 flow.expires_ms = now_ms + closed * 1000;
                 self.flows.reschedule(id);
             } else if let Some(flow) = self.flows.remove(id) {
-                self.flow_ended(&flow, now_ms, EndReason::Revalidated);
+                self.flow_ended(id, &flow, now_ms, EndReason::Revalidated);
             }
         }
         self.counters.add(Counter::PolicyRevokedFlows, revoke.len() as u64);

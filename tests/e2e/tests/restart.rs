@@ -1,0 +1,82 @@
+//! natgw as a systemd service (a real systemd as PID 1 of its own namespaces, the shipped
+//! unit): `systemctl restart` and a `kill -9` of the gateway keep every connection, the
+//! flow journal and the packet sockets passing through systemd's file-descriptor store.
+
+use std::time::{Duration, Instant};
+
+use natgw::admin::AdminClient;
+use natgw_e2e::load::{echo_all, idle_connections, start_tcp_echo, udp_stream};
+use natgw_e2e::systemd::{natgw_unit, Manager};
+use natgw_e2e::wait::secs;
+use natgw_e2e::{eventually, natgw_bin, Topology};
+
+fn log_has(log: &std::path::Path, from: usize, text: &str) -> bool {
+    std::fs::read_to_string(log).unwrap_or_default().get(from..).is_some_and(|l| l.contains(text))
+}
+
+fn stat(admin: &AdminClient, name: &str) -> u64 {
+    admin.stats().map(|s| s.get(name)).unwrap_or(0)
+}
+
+#[test]
+fn a_restart_and_a_crash_under_systemd_keep_every_connection() {
+    let mut t = Topology::network();
+    start_tcp_echo(&mut t, 8081);
+    let cfg = t.demo_config();
+    let config = cfg.write(&t.path("natgw-systemd.toml"));
+    let log = t.path("natgw.log");
+    let unit = natgw_unit(&t.gw.name, &natgw_bin(), &config, &log);
+    let dir = t.path("systemd");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let m = Manager::boot(&dir, &[("natgw.service", unit)]);
+    // Type=notify: `start` returns once natgw said READY=1 (its data plane is up).
+    m.run(&["start", "natgw.service"]);
+    let admin = AdminClient::new(cfg.admin_socket());
+    eventually(secs(5), "the first flow journal to be whole", || log_has(&log, 0, "written whole"));
+
+    let mut idle = idle_connections(&t.cli1, 8081, 10);
+    assert_eq!(echo_all(&mut idle, b'a'), Vec::<String>::new());
+    let stored: u64 = m.show("natgw.service", "NFileDescriptorStore").parse().expect("a count");
+    // The journal and a packet socket per worker and interface (2 workers here, 3 links).
+    assert!(stored > 3, "{stored} descriptors in systemd's store");
+
+    for (round, (how, byte)) in [("systemctl restart", b'b'), ("kill -9", b'c')].into_iter().enumerate() {
+        let udp = udp_stream(&t.cli2, 4);
+        std::thread::sleep(Duration::from_millis(1000));
+        let before = std::fs::read_to_string(t.path("natgw.log")).unwrap_or_default().len();
+        let pids = m.pids("natgw.service");
+        let began = Instant::now();
+        if round == 0 {
+            m.run(&["restart", "natgw.service"]);
+        } else {
+            assert_eq!(pids.len(), 1, "{pids:?}");
+            natgw_e2e::process::kill(pids[0], libc::SIGKILL);
+            eventually(secs(10), "systemd to restart natgw", || {
+                m.show("natgw.service", "NRestarts") == "1" && m.show("natgw.service", "ActiveState") == "active"
+            });
+        }
+        eventually(secs(10), "the new natgw to answer", || admin.stats().is_ok());
+        let back = began.elapsed();
+        assert_ne!(m.pids("natgw.service"), pids, "a new process");
+        let restored = stat(&admin, "JournalFlowsRestored");
+        assert!(restored >= 10, "{how}: {restored} flows restored from the journal\n{}", t.log());
+        // Every idle connection still echoes, through the same translation.
+        assert_eq!(echo_all(&mut idle, byte), Vec::<String>::new(), "{how}");
+        let (sent, lost) = udp.join().expect("udp stream");
+        for l in std::fs::read_to_string(&log).unwrap_or_default()[before..].lines() {
+            if l.contains("after start") {
+                eprintln!("  {l}");
+            }
+        }
+        eprintln!(
+            "{how}: natgw back {:.0} ms after the command; {restored} flows restored; UDP {lost}/{sent} lost",
+            back.as_secs_f64() * 1000.0
+        );
+        // The stored sockets queue what arrives while no natgw runs: a restart loses
+        // nothing; a killed natgw at most what it had read and not yet sent.
+        let most = if round == 0 { 0 } else { 5 };
+        assert!(lost <= most, "{how}: {lost} of {sent} datagrams lost");
+        eventually(secs(5), "the new process's journal to be whole", || log_has(&log, before, "written whole"));
+    }
+    m.run(&["stop", "natgw.service"]);
+}
