@@ -991,6 +991,25 @@ fn swap_and_wait(
 /// Watchers (`natgw ha watch`) one gateway holds at most.
 const MAX_WATCHERS: usize = 64;
 
+/// Drops the watchers whose other end has gone (a restarted `natgw ha watch`); the count
+/// left.
+fn prune_watchers(watchers: &mut Vec<UnixStream>) -> usize {
+    use std::io::Read;
+    watchers.retain_mut(|w| {
+        if w.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut b = [0u8; 64];
+        match w.read(&mut b) {
+            // End of file: the watcher closed its end.
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    });
+    watchers.len()
+}
+
 fn serve_admin(
     listener: UnixListener,
     shared: Arc<Shared>,
@@ -1059,7 +1078,7 @@ fn serve_admin(
                 }
                 None => Err(AdminError::FlowLogOff),
             },
-            Request::Watch if watchers.len() >= MAX_WATCHERS => {
+            Request::Watch if prune_watchers(&mut watchers) >= MAX_WATCHERS => {
                 Err(AdminError::BadRequest { reason: format!("{MAX_WATCHERS} watchers are connected already") })
             }
             Request::Watch => {

@@ -280,3 +280,27 @@ fn a_dead_stderr_costs_log_lines_not_the_gateway() {
     });
     assert_eq!(status.and_then(|s| s.code()), Some(0), "natgw did not stop cleanly: {status:?}");
 }
+
+#[test]
+fn watchers_are_bounded_and_the_gone_ones_make_room() {
+    let t = Topology::demo();
+    let admin = t.admin();
+    // The bound (64) holds: the next watcher is refused, naming it; the gateway answers on.
+    let mut held: Vec<UnixStream> =
+        (0..64).map(|i| admin.watch().unwrap_or_else(|e| panic!("watcher {i}: {e}"))).collect();
+    let refused = admin.watch().map(|_| ()).expect_err("a 65th watcher");
+    assert!(refused.to_string().contains("64 watchers"), "{refused}");
+    assert!(admin.status().is_ok());
+    // Watchers that went away (a restarted `natgw ha watch`) leave room for as many new ones.
+    held.truncate(54);
+    for i in 0..10 {
+        held.push(admin.watch().unwrap_or_else(|e| panic!("new watcher {i}: {e}")));
+    }
+    assert!(admin.watch().is_err(), "64 live watchers again");
+    // A watcher learns of the gateway's end: its connection closes.
+    let mut w = held.pop().expect("a watcher");
+    w.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    drop(t);
+    let mut b = [0u8; 1];
+    assert_eq!(std::io::Read::read(&mut w, &mut b).unwrap_or(0), 0, "end of file when natgw stops");
+}
