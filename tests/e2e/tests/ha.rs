@@ -258,3 +258,59 @@ fn an_ha_section_naming_a_missing_interface_or_an_address_not_owned_stops_the_st
         assert!(!std::path::Path::new(&cfg.admin_socket()).exists(), "nothing left behind");
     }
 }
+
+#[test]
+fn a_frozen_standby_is_counted_not_waited_for_and_catches_up_when_it_thaws() {
+    let mut t = Topology::network();
+    let b_ns = wire_pair(&mut t);
+    let mut cfg_a = node_config(&t, false);
+    // Every destination allowed: the flows below go to thousands of ports.
+    cfg_a.set("nat.max_flows_per_source", 0i64).remove("policy.egress");
+    let mut cfg_b = node_config(&t, true);
+    cfg_b.set("nat.max_flows_per_source", 0i64).remove("policy.egress");
+    t.start(&cfg_a);
+    let a = t.admin();
+    a.ha(true).expect("promote A");
+    let b = start_b(&t, &b_ns, &cfg_b, 0);
+    assert!(wait_replica(&b.admin, 0, secs(10)), "B connected");
+    let link_up = |n: &natgw::admin::AdminClient| n.status().ok().and_then(|s| s.ha).is_some_and(|h| h.connected);
+
+    // B stops reading (SIGSTOP: a standby swapping, a stuck box) while A creates 40 000
+    // flows, megabytes of events.
+    natgw_e2e::process::kill(b.pid(), libc::SIGSTOP);
+    let made = Instant::now();
+    t.cli1.enter(|| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+        for i in 0..40_000u32 {
+            let _ = s.send_to(b"x", format!("203.0.113.7:{}", 1024 + i % 40_000).as_str());
+            if i % 500 == 499 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    // A forwards on, never waiting for its standby: its table fills and an echo answers.
+    eventually(secs(20), "A to hold the flows", || counter(&a, "ActiveConnectionCount") >= 40_000);
+    let (sent, lost) = udp_stream(&t.cli2, 1).join().expect("udp");
+    assert_eq!(lost, 0, "A answered every echo while its standby was frozen ({sent} sent)");
+    eprintln!("A held 40 000 flows {:.1} s after the first, B frozen", made.elapsed().as_secs_f64());
+    // The standby's lag is counted (events sent and not acknowledged, or lost to a full
+    // queue), and the link is given up once nothing came back for its timeout (3 s).
+    let mut lag = 0;
+    eventually(secs(10), "A to give the link up", || {
+        lag = lag.max(counter(&a, "HaSyncLagEvents"));
+        !link_up(&a)
+    });
+    let overflow = counter(&a, "HaSyncOverflow");
+    assert!(lag > 0 || overflow > 0, "A counted its frozen standby's lag");
+    eprintln!("A: standby lag up to {lag} events, HaSyncOverflow {overflow}");
+    let resyncs = counter(&a, "HaResyncs");
+    natgw_e2e::process::kill(b.pid(), libc::SIGCONT);
+    // Thawed, B catches up by bulk resync: every flow A holds.
+    let table = counter(&a, "ActiveConnectionCount");
+    assert!(
+        wait_replica(&b.admin, table, secs(30)),
+        "B holds {:?} of {table}",
+        b.admin.status().ok().and_then(|s| s.ha)
+    );
+    assert!(counter(&a, "HaResyncs") > resyncs, "the thawed standby got a bulk resync");
+}
