@@ -72,6 +72,10 @@ seeds = {
     "restarted": rec(0, syn) + rec(1, tcp(S, 80, E, 1024, 0x12, 5000, 1001)) + rec(0, udp(C, 5000, S, 7))
     + rec(0xfd, b"") + rec(0, tcp(C, 40000, S, 80, 0x10, 1001, 5001)) + rec(1, udp(S, 7, E, 5000))
     + rec(0xfd, bytes([0, 0, 0, 0, 0, 0, 0, 0, 10])) + rec(1, tcp(S, 80, E, 1024, 0x10, 5001, 1001)),
+    # A pre-copy (0xfc), traffic meanwhile, then the cutover's delta (0xff).
+    "precopied": rec(0, syn) + rec(1, tcp(S, 80, E, 1024, 0x12, 5000, 1001)) + rec(0, udp(C, 5000, S, 7))
+    + rec(0xfc, b"") + rec(0, tcp(C, 40000, S, 80, 0x10, 1001, 5001)) + rec(0, udp(C, 5001, S, 7))
+    + rec(0xff, b"") + rec(1, udp(S, 7, E, 5000)) + rec(1, tcp(S, 80, E, 1024, 0x10, 5001, 1001)),
     "ping": rec(0, icmp(C, S, 8, 0, b"\x03\x09\0\1", b"abcdefgh")) + rec(1, icmp(S, E, 0, 0, b"\x03\x09\0\1", b"abcdefgh")),
     "frag_needed": rec(0, syn) + rec(1, icmp([198, 51, 100, 1], E, 3, 4, b"\0\0\x05\0", tcp(E, 1024, S, 80, 0x02)[14:44])),
     "ttl1": rec(0, icmp(C, S, 8, 0, b"\0\1\0\1", b"x", ttl=1)),

@@ -15,6 +15,9 @@
 //! writes it afresh. Control byte 0xfd restarts from the journal as a crashed natgw's
 //! successor does, after XOR-ing the record's bytes into it (header and slots alike): the
 //! read never panics, and what it takes is imported with the same invariants after.
+//! Control byte 0xfc begins an upgrade's pre-copy (a successor imports the export at
+//! once); the next 0xff then hands over only the delta, XOR-ed the same way: never a
+//! panic, and without damage the successor holds exactly the flows a whole export gives.
 #![no_main]
 use std::sync::Arc;
 
@@ -36,6 +39,16 @@ fn header_ok(frame: &[u8]) -> bool {
 /// The IPv4 source of a frame natgw put out.
 fn source(frame: &[u8]) -> std::net::Ipv4Addr {
     Ipv4Packet::new_checked(&frame[14..]).map_or(std::net::Ipv4Addr::UNSPECIFIED, |ip| ip.src_addr())
+}
+
+/// Every record of `t` as of `now`, sorted.
+fn records(t: &Translator, now: u64) -> Vec<Vec<u8>> {
+    let mut state = Vec::new();
+    t.export_state(now, &mut state);
+    let mut r: Vec<Vec<u8>> =
+        state[natgw_core::nat::handoff::HEADER_LEN..].chunks(natgw_core::nat::handoff::RECORD_LEN).map(<[u8]>::to_vec).collect();
+    r.sort();
+    r
 }
 
 /// A formatted one-worker journal for `t`.
@@ -95,6 +108,8 @@ fuzz_target!(|data: &[u8]| {
     t.enable_replication();
     let mut replicated = Vec::new();
     let mut journal = new_journal(&t);
+    // A successor holding a pre-copy (0xfc), until the next handoff (0xff).
+    let mut successor: Option<Translator> = None;
     let mut rest = data.get(1..).unwrap_or(&[]);
     let mut now = 0u64;
     let mut out = vec![0u8; 2048];
@@ -104,6 +119,37 @@ fuzz_target!(|data: &[u8]| {
         let n = len.min(body.len());
         let mut frame = body[..n].to_vec();
         rest = &body[n..];
+        if ctl == 0xfc && successor.is_none() {
+            let mut snapshot = Vec::new();
+            t.begin_precopy(now, &mut snapshot);
+            let mut next = Translator::new(cfg.clone(), Arc::new(Counters::default()), now);
+            let _ = next.import_state(&snapshot, now);
+            successor = Some(next);
+            continue;
+        }
+        if let (0xff, Some(mut next)) = (ctl, successor.take()) {
+            if let Some(mut delta) = t.precopy_delta(now) {
+                let body = delta.section.len() - natgw_core::nat::handoff::HEADER_LEN;
+                for (i, b) in frame.iter().enumerate() {
+                    if body > 0 && i % 2 == 0 {
+                        delta.section[natgw_core::nat::handoff::HEADER_LEN + i % body] ^= b;
+                    } else if !delta.ended.is_empty() {
+                        let at = i % delta.ended.len();
+                        delta.ended[at] ^= b;
+                    }
+                }
+                let _ = next.apply_delta(&delta, now);
+                if frame.is_empty() {
+                    assert_eq!(records(&next, now), records(&t, now), "a pre-copy and its delta differ from the table");
+                }
+                t = next;
+                t.enable_replication();
+                journal = new_journal(&t);
+                replicated.clear();
+                t.replication_snapshot(now, &mut replicated);
+                continue;
+            }
+        }
         if ctl == 0xff {
             let mut state = Vec::new();
             t.export_state(now, &mut state);

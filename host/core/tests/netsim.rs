@@ -926,3 +926,68 @@ fn a_gateway_that_dies_restarts_from_its_journal_with_every_flow_but_the_ended()
     assert_eq!(next.flows(), 3, "the two taken over and the new query");
     assert_eq!(journal::read(&own).unwrap().1.flows[0].len(), 3);
 }
+
+/// Every record of `gw` as of `now_ms`, sorted: two tables hold the same flows exactly
+/// when these are equal.
+fn records(gw: &Translator, now_ms: u64) -> Vec<Vec<u8>> {
+    let mut state = Vec::new();
+    gw.export_state(now_ms, &mut state);
+    let mut r: Vec<Vec<u8>> = state[natgw_core::nat::handoff::HEADER_LEN..]
+        .chunks(natgw_core::nat::handoff::RECORD_LEN)
+        .map(<[u8]>::to_vec)
+        .collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn a_precopy_and_its_delta_bring_exactly_the_flows_a_whole_export_would() {
+    let timeouts = Timeouts { udp: 60, ..Timeouts::default() };
+    let mut old = SimNet::with_config(|cfg| cfg.timeouts = timeouts);
+    old.advance_s(100);
+    let mut idle = old.connect(40000);
+    let mut busy = old.connect(40001);
+    let mut reset = old.connect(40002);
+    let mut closing = old.connect(40003);
+    assert!(old.send(Side::Inside, udp("10.10.1.10", 5353, "203.0.113.7", 7, b"q")));
+    // (A flow seen in the export's own millisecond counts as changed: the clock here
+    // stands still between packets.)
+    old.advance_s(1);
+    // The pre-copy: exported while forwarding, imported by the successor at once.
+    let mut snapshot = Vec::new();
+    old.gw.begin_precopy(old.now_ms, &mut snapshot);
+    let mut new = SimNet::with_config(|cfg| cfg.timeouts = timeouts);
+    new.gw = Translator::new(new.gw.config().clone(), Arc::new(Counters::default()), old.now_ms);
+    assert_eq!(new.gw.import_state(&snapshot, old.now_ms).unwrap().imported, 5);
+    // Meanwhile at the old process: data on one connection, a reset of another, one that
+    // closes and expires, a new flow; the idle connection and the UDP flow see nothing.
+    old.advance_s(2);
+    for _ in 0..10 {
+        assert!(old.client_sends(&mut busy, tcp::ACK | tcp::PSH, 100));
+        assert!(old.server_sends(&mut busy, tcp::ACK, 0));
+    }
+    assert!(old.client_sends(&mut reset, tcp::RST | tcp::ACK, 0));
+    assert!(old.client_sends(&mut closing, tcp::RST | tcp::ACK, 0));
+    old.advance_s(timeouts.tcp_closed + 1);
+    assert!(old.client_sends(&mut reset, tcp::SYN, 0), "a new connection on the reset one's tuple");
+    assert!(old.send(Side::Inside, udp("10.10.2.10", 7000, "203.0.113.7", 7, b"new")));
+    // The cutover: only what changed goes across.
+    let now = old.now_ms;
+    let delta = old.gw.precopy_delta(now).expect("a delta");
+    let changed = (delta.section.len() - natgw_core::nat::handoff::HEADER_LEN) / natgw_core::nat::handoff::RECORD_LEN;
+    let keys: Vec<_> = delta.section[natgw_core::nat::handoff::HEADER_LEN..]
+        .chunks(natgw_core::nat::handoff::RECORD_LEN)
+        .filter_map(natgw_core::nat::handoff::FlowRecord::parse)
+        .map(|r| (r.keys[0], r.last_seen_ago_ms, r.created_ago_ms, r.reported_ago_ms))
+        .collect();
+    assert_eq!(changed, 3, "the busy connection, the reopened one and the new UDP flow: {keys:#?}");
+    assert_eq!(delta.ended.len() / natgw_core::nat::replication::KEY_LEN, 2, "the reset and the closed one ended");
+    let report = new.gw.apply_delta(&delta, now).unwrap();
+    assert_eq!(report.refused(), 0, "{report:?}");
+    assert_eq!(records(&new.gw, now), records(&old.gw, now), "the same flows, field for field");
+    // And the successor forwards them: the idle connection from its pre-copied record.
+    new.now_ms = now;
+    assert!(new.server_sends(&mut idle, tcp::ACK | tcp::PSH, 10));
+    assert!(new.client_sends(&mut busy, tcp::ACK | tcp::PSH, 10));
+    assert!(old.gw.precopy_delta(now).is_none(), "the pre-copy ended with its delta");
+}

@@ -63,6 +63,11 @@ pub enum ControlRequest {
     Import(Vec<u8>, std::sync::mpsc::Sender<Result<ImportReport, HandoffError>>),
     /// Forget every flow without a record (stepping down to standby); answers how many.
     Discard(std::sync::mpsc::Sender<usize>),
+    /// An upgrade's pre-copy: export every flow now and note what changes from here on
+    /// (`natgw_core::nat::precopy`).
+    PreCopy(std::sync::mpsc::Sender<Vec<u8>>),
+    /// The upgrade failed before its cutover: stop noting.
+    EndPreCopy,
 }
 
 /// A pair of gateways (`[ha]`): what the workers, the L2 thread and the sync thread share.
@@ -109,8 +114,12 @@ pub const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 
 /// A worker's part of a handoff.
 pub struct WorkerHandover {
-    /// One section of flow state (`natgw_core::nat::handoff`).
+    /// One section of flow state (`natgw_core::nat::handoff`): after a pre-copy, the
+    /// flows changed since.
     pub state: Vec<u8>,
+    /// After a pre-copy: the original keys of the flows that ended since (`None`: the
+    /// section holds every flow).
+    pub ended: Option<Vec<u8>>,
     /// Its packet sockets, one per link in config order (inside links, then outside),
     /// open until the outcome is known.
     pub sockets: Vec<std::os::fd::RawFd>,

@@ -648,6 +648,12 @@ impl Worker {
                 ControlRequest::Discard(reply) => {
                     let _ = reply.send(self.translator.discard_flows());
                 }
+                ControlRequest::PreCopy(reply) => {
+                    let mut state = Vec::new();
+                    self.translator.begin_precopy(now, &mut state);
+                    let _ = reply.send(state);
+                }
+                ControlRequest::EndPreCopy => self.translator.end_precopy(),
             }
         }
         false
@@ -666,10 +672,16 @@ impl Worker {
         self.drain_handoffs(now);
         let _ = self.ring.submit();
         self.export_flow_ends();
-        let mut state = Vec::new();
-        self.translator.export_state(now, &mut state);
+        let (state, ended) = match self.translator.precopy_delta(now) {
+            Some(delta) => (delta.section, Some(delta.ended)),
+            None => {
+                let mut state = Vec::new();
+                self.translator.export_state(now, &mut state);
+                (state, None)
+            }
+        };
         let sockets = self.links.iter().map(|l| l.socket.raw_fd()).collect();
-        if reply.send(WorkerHandover { state, sockets }).is_err() {
+        if reply.send(WorkerHandover { state, ended, sockets }).is_err() {
             return false;
         }
         let committed = outcome.recv_timeout(HANDOVER_WAIT) == Ok(HandoverOutcome::Commit);

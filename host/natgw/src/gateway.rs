@@ -226,19 +226,25 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         interfaces: interface_names.clone(),
         fingerprint: nat_cfg(0).state_fingerprint(),
     };
-    // A successor: ready now; from here the predecessor's workers are paused.
-    let inherited = match takeover {
+    // A successor: ready now. The predecessor sends a pre-copy of its flows while it
+    // forwards on, or (an older natgw) pauses its workers and sends everything.
+    let arrival = match takeover {
         Some(channel) => {
             let prepare_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let links = interface_names.len();
-            let i = handoff::take_over(channel, terms.clone(), links, prepare_ms)
-                .map_err(|e| ControlError::Takeover(e.to_string()))?;
-            Some((i, Instant::now()))
+            Some(
+                handoff::take_over(channel, terms.clone(), links, prepare_ms)
+                    .map_err(|e| ControlError::Takeover(e.to_string()))?,
+            )
         }
         None => None,
     };
-    let state_received = inherited.as_ref().map(|i| i.1);
-    let mut inherited = inherited.map(|i| i.0);
+    let (mut inherited, precopy) = match arrival {
+        Some(handoff::Arrival::State(i)) => (Some(i), None),
+        Some(handoff::Arrival::PreCopy { now_ms, state, handover }) => (None, Some((now_ms, state, handover))),
+        None => (None, None),
+    };
+    let mut state_received = inherited.as_ref().map(|_| Instant::now());
     let per_worker_flows = (cfg.max_flows / workers).max(1);
     let restored = stored.restore(workers, per_worker_flows, terms.fingerprint);
     let links = interface_names.len();
@@ -258,9 +264,10 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         }
     }
     let mut shared = Shared::new(workers, &mtus, cfg.flow_log.enabled)?;
-    if let Some(i) = &inherited {
+    let predecessor_now = inherited.as_ref().map(|i| i.now_ms).or(precopy.as_ref().map(|p| p.0));
+    if let Some(now_ms) = predecessor_now {
         // The predecessor's clock origin: every time in the handed-over table keeps its meaning.
-        shared.start = Instant::now().checked_sub(Duration::from_millis(i.now_ms)).unwrap_or(shared.start);
+        shared.start = Instant::now().checked_sub(Duration::from_millis(now_ms)).unwrap_or(shared.start);
     } else if let Some(r) = &restored {
         // The journal's writer's clock (the same monotonic clock, another process).
         let then = sys::monotonic_ms().saturating_sub(r.origin_ms);
@@ -271,20 +278,52 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         shared.ha = Some(natgw_io::HaShared::new(workers, inherited.as_ref().is_some_and(|i| i.active)));
     }
     let shared = Arc::new(shared);
+    let mut l2 = L2Thread::new(l2_links, arp_sockets, shared.clone(), vec![(outside_link, cfg.outside.gateway)])?;
+
+    let mut translators = Vec::new();
+    for w in 0..workers {
+        let mut translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
+        translator.set_policy(Box::new(WorkerPolicy::new(rt.clone(), w, shared.counters[w].clone())));
+        translator.record_flow_ends(shared.flow_log_enabled, cfg.flow_log.refused, cfg.flow_log.active_interval_s);
+        if cfg.ha.is_some() || keep_flows {
+            translator.enable_replication();
+        }
+        translators.push(translator);
+    }
+    // The pre-copy: imported while the predecessor forwards on (each section as of its
+    // worker's export), then the cutover's state.
+    let precopied = precopy.is_some();
+    let mut precopy_refused = 0;
+    if let Some((_, state, handover)) = precopy {
+        let (flows, refused) = match import_precopy(&mut translators, &state, workers) {
+            Ok(r) => r,
+            Err(e) => {
+                handover.failed(&e);
+                return Err(ControlError::Takeover(e));
+            }
+        };
+        tracing::info!("natgw: took a pre-copy of {flows} flow(s) ({refused} refused) while the predecessor forwards");
+        precopy_refused = refused;
+        inherited = Some(handover.copied(flows, refused).map_err(|e| ControlError::Takeover(e.to_string()))?);
+        state_received = Some(Instant::now());
+        if let (Some(ha), Some(i)) = (&shared.ha, &inherited) {
+            ha.active.store(i.active, std::sync::atomic::Ordering::Release);
+        }
+    }
     let state = inherited.as_mut().map(|i| std::mem::take(&mut i.state)).unwrap_or_default();
     let (sections, neighbours) = match &inherited {
         Some(_) => handoff::decode_state(&state).map_err(|e| ControlError::Takeover(e.to_string()))?,
         None => (Vec::new(), Vec::new()),
     };
-    if inherited.is_some() && sections.len() != workers {
+    let deltas = inherited.as_ref().map(|i| i.delta.clone()).unwrap_or_default();
+    let expected_sections = if deltas.is_empty() { workers } else { 2 * workers };
+    if inherited.is_some() && (sections.len() != expected_sections || (!deltas.is_empty() && deltas.len() != workers)) {
         let e = format!("{} sections of flow state for {workers} workers", sections.len());
         if let Some(i) = &inherited {
             i.failed(&e);
         }
         return Err(ControlError::Takeover(e));
     }
-
-    let mut l2 = L2Thread::new(l2_links, arp_sockets, shared.clone(), vec![(outside_link, cfg.outside.gateway)])?;
     if !neighbours.is_empty() {
         l2.seed(neighbours.into_iter().collect());
     }
@@ -302,6 +341,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     let mut stored_sockets = stored_sockets.unwrap_or_default().into_iter();
     let mut to_store = Vec::new();
     let (mut imported, mut import_refused) = (0u64, 0u64);
+    let mut translators = translators.into_iter();
     for w in 0..workers {
         let mut adopted = inherited_sockets.next().unwrap_or_default().into_iter();
         let mut from_store = stored_sockets.next().unwrap_or_default().into_iter();
@@ -333,12 +373,9 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
             };
             links.push(WorkerLink { socket, side, index });
         }
-        let mut translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
-        translator.set_policy(Box::new(WorkerPolicy::new(rt.clone(), w, shared.counters[w].clone())));
-        translator.record_flow_ends(shared.flow_log_enabled, cfg.flow_log.refused, cfg.flow_log.active_interval_s);
-        if cfg.ha.is_some() || keep_flows {
-            translator.enable_replication();
-        }
+        let Some(translator) = translators.next() else {
+            return Err(IoError::Uring(std::io::ErrorKind::NotFound.into()).into());
+        };
         parts.push((links, translator));
     }
     // The handed-over (or journaled) flows: each worker's section on a thread of its own
@@ -379,11 +416,28 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     }
     if let Some(i) = &inherited {
         let now = shared.now_ms();
+        let (sections, ended) = sections.split_at(workers.min(sections.len()));
         let results: Vec<_> = std::thread::scope(|scope| {
             let handles: Vec<_> = parts
                 .iter_mut()
-                .zip(&sections)
-                .map(|((_, t), section)| scope.spawn(move || t.import_state(section, now)))
+                .zip(sections)
+                .enumerate()
+                .map(|(w, ((_, t), section))| {
+                    let delta = (deltas.get(w) == Some(&true)).then(|| natgw_core::nat::precopy::Delta {
+                        section: section.to_vec(),
+                        ended: ended.get(w).map(|e| e.to_vec()).unwrap_or_default(),
+                    });
+                    scope.spawn(move || match delta {
+                        Some(d) => t.apply_delta(&d, now),
+                        None => {
+                            // No delta after a pre-copy: the whole table replaces it.
+                            if precopied {
+                                t.discard_flows();
+                            }
+                            t.import_state(section, now)
+                        }
+                    })
+                })
                 .collect();
             handles
                 .into_iter()
@@ -401,6 +455,11 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
                     return Err(ControlError::Takeover(e.to_string()));
                 }
             }
+        }
+        if precopied {
+            // Taken over: every flow the tables hold now, from the pre-copy or its delta.
+            imported = parts.iter().map(|(_, t)| t.flows().len() as u64).sum();
+            import_refused += precopy_refused;
         }
     }
     // This process's own journal, written whole by the workers from the flows they hold.
@@ -690,6 +749,71 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     Ok(())
 }
 
+/// The old side of a pre-copy: every worker's flows, exported between two of its batches,
+/// to the successor, which imports them (up to a minute for a large table).
+fn precopy(shared: &Shared, successor: &mut handoff::Successor) -> Result<(), String> {
+    let began = Instant::now();
+    let mut answers = Vec::new();
+    for (w, q) in shared.control.iter().enumerate() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if q.push(ControlRequest::PreCopy(tx)).is_err() {
+            return Err(format!("worker {w} has no room for the pre-copy request"));
+        }
+        shared.wake(w);
+        answers.push(rx);
+    }
+    let mut sections = Vec::new();
+    for (w, rx) in answers.iter().enumerate() {
+        sections.push(
+            rx.recv_timeout(Duration::from_secs(5))
+                .map_err(|_| format!("worker {w} did not export its flows within 5 s"))?,
+        );
+    }
+    let slices: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+    let memfd = sys::sealed_memfd("natgw-precopy", &handoff::encode_state(&slices, &[]))
+        .map_err(|e| format!("pre-copy state file: {e}"))?;
+    let exported = began.elapsed();
+    let (flows, refused) = successor
+        .precopy(shared.now_ms(), memfd.as_raw_fd(), Duration::from_secs(60))
+        .map_err(|e| format!("pre-copy: {e}"))?;
+    tracing::info!(
+        "natgw: upgrade: pre-copied {flows} flow(s) ({refused} refused): exported in {} ms, imported by pid {} {} ms later",
+        exported.as_millis(),
+        successor.pid,
+        (began.elapsed() - exported).as_millis()
+    );
+    Ok(())
+}
+
+/// Imports a pre-copy (`handoff::encode_state` of one section per worker) into the
+/// workers' translators, each section as of its own export: `(flows, refused)`.
+fn import_precopy(translators: &mut [Translator], state: &[u8], workers: usize) -> Result<(u64, u64), String> {
+    let (sections, _) = handoff::decode_state(state).map_err(|e| e.to_string())?;
+    if sections.len() != workers || translators.len() != workers {
+        return Err(format!("a pre-copy of {} sections for {workers} workers", sections.len()));
+    }
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = translators
+            .iter_mut()
+            .zip(&sections)
+            .map(|(t, section)| {
+                scope.spawn(move || {
+                    let at = natgw_core::nat::handoff::SectionHeader::parse(section)?.0.now_ms;
+                    t.import_state(section, at)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(natgw_core::nat::handoff::HandoffError::Panicked))).collect()
+    });
+    let (mut flows, mut refused) = (0, 0);
+    for r in results {
+        let r = r.map_err(|e| e.to_string())?;
+        flows += r.imported;
+        refused += r.refused();
+    }
+    Ok((flows, refused))
+}
+
 /// What `natgw upgrade` needs of the running gateway.
 struct UpgradeContext {
     /// The config file the successor is started with (absolute).
@@ -723,6 +847,20 @@ fn upgrade(ctx: &UpgradeContext, shared: &Shared, binary: &Path) -> Result<Upgra
     tracing::info!("natgw: upgrade: starting {} with {}", binary.display(), config.display());
     let mut successor = handoff::Successor::start(binary, config, &ctx.terms, Duration::from_secs(600))
         .map_err(|e| refuse(e.to_string()))?;
+    // The pre-copy: every worker exports its flows between two batches and forwards on,
+    // noting what changes; the successor imports them meanwhile.
+    let precopied = successor.takes_precopy;
+    if precopied {
+        if let Err(why) = precopy(shared, &mut successor) {
+            successor.abandon();
+            for (w, q) in shared.control.iter().enumerate() {
+                let _ = q.push(ControlRequest::EndPreCopy);
+                shared.wake(w);
+            }
+            tracing::warn!("natgw: upgrade: {why}; forwarding on");
+            return Err(refuse(why));
+        }
+    }
     ctx.handing_over.store(true, Ordering::Release);
     let paused = Instant::now();
     let mut outcomes = Vec::new();
@@ -752,7 +890,12 @@ fn upgrade(ctx: &UpgradeContext, shared: &Shared, binary: &Path) -> Result<Upgra
     }
     let neighbours: Vec<handoff::NeighbourEntry> =
         shared.neighbours.load().iter().map(|(&(link, a), n)| (link, a, n.mac)).collect();
-    let sections: Vec<&[u8]> = parts.iter().map(|p| p.state.as_slice()).collect();
+    // After a pre-copy: each worker's delta (or whole table), then each one's ended keys.
+    let mut sections: Vec<&[u8]> = parts.iter().map(|p| p.state.as_slice()).collect();
+    let delta: Vec<bool> = if precopied { parts.iter().map(|p| p.ended.is_some()).collect() } else { Vec::new() };
+    if precopied {
+        sections.extend(parts.iter().map(|p| p.ended.as_deref().unwrap_or_default()));
+    }
     let memfd = match sys::sealed_memfd("natgw-flows", &handoff::encode_state(&sections, &neighbours)) {
         Ok(m) => m,
         Err(e) => return Err(resume(&mut successor, format!("flow state file: {e}"))),
@@ -769,7 +912,7 @@ fn upgrade(ctx: &UpgradeContext, shared: &Shared, binary: &Path) -> Result<Upgra
         metrics: ctx.metrics_fd.is_some(),
         sockets: parts.iter().map(|p| p.sockets.len()).sum(),
     };
-    if let Err(e) = successor.hand(shared.now_ms(), shared.is_active(), layout, &fds) {
+    if let Err(e) = successor.hand(shared.now_ms(), shared.is_active(), delta, layout, &fds) {
         return Err(resume(&mut successor, e.to_string()));
     }
     // Shorter than a worker's own wait (`HANDOVER_WAIT`), so that it never resumes alone.

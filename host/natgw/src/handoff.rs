@@ -7,18 +7,24 @@
 //! at a time:
 //!
 //! ```text
-//! new → old  ready    {pid, terms}         terms: version, workers, interfaces, fingerprint
+//! new → old  ready    {pid, terms, precopy} terms: version, workers, interfaces, fingerprint
 //! old → new  refused  {reason}             terms differ: the new process exits, the old goes on
-//!     (old: every worker stops at a batch boundary, exports its flows, keeps its sockets)
-//! old → new  state    {now_ms, layout} + descriptors (locks, admin, metrics, state memfd,
-//!                     packet sockets), more in `fds` messages of at most 250
+//! old → new  precopy  {now_ms} + a memfd   every worker's flows, exported while it forwards
+//!                                          (`natgw_core::nat::precopy`); the new process
+//! new → old  copied   {flows, refused}     imports them while the old one forwards on
+//!     (old: every worker stops at a batch boundary, exports what changed since the
+//!     pre-copy, or all its flows without one, and keeps its sockets)
+//! old → new  state    {now_ms, layout, delta} + descriptors (locks, admin, metrics, state
+//!                     memfd, packet sockets), more in `fds` messages of at most 250
 //! new → old  running  {flows, refused}     the new workers forward: the old ones end
 //! new → old  failed   {reason}             the old workers resume; so they do on silence
 //! ```
 //!
 //! The flow state is one sealed memfd: per worker one section of `natgw_core::nat::handoff`
 //! (each worker's flows stay on the worker with the same index: the port slices are the
-//! same), then the neighbour table. The new process takes the old one's clock origin, so
+//! same), then the neighbour table. After a pre-copy, worker w's section holds only the
+//! flows changed since (`delta[w]`), and section `workers + w` the keys of those that
+//! ended; a worker whose pre-copy gave up sends its whole table instead. The new process takes the old one's clock origin, so
 //! every time in the table keeps its meaning. Flow records continue: each flow carries what
 //! the flow log has reported of it; the old process writes the records it had queued.
 //!
@@ -106,6 +112,16 @@ enum Message {
         pid: u32,
         terms: Terms,
         prepare_ms: u64,
+        /// The new process takes a pre-copy (older ones do not say so).
+        #[serde(default)]
+        precopy: bool,
+    },
+    PreCopy {
+        now_ms: u64,
+    },
+    Copied {
+        flows: u64,
+        refused: u64,
     },
     Refused {
         reason: String,
@@ -116,6 +132,9 @@ enum Message {
         /// `[ha]`: the predecessor was the active node (a standby's successor stays one).
         #[serde(default)]
         active: bool,
+        /// Per worker: its section is a delta to its pre-copy (empty: no pre-copy).
+        #[serde(default)]
+        delta: Vec<bool>,
     },
     Fds,
     Running {
@@ -177,8 +196,8 @@ pub fn decode_state(b: &[u8]) -> Result<(Vec<&[u8]>, Vec<NeighbourEntry>), Hando
         Ok(s)
     };
     let count = u32::from_be_bytes(take(4)?.try_into().map_err(|_| bad("truncated"))?);
-    if count > 64 {
-        return Err(bad("more than 64 sections"));
+    if count > 128 {
+        return Err(bad("more than 128 sections"));
     }
     let mut sections = Vec::new();
     for _ in 0..count {
@@ -201,6 +220,8 @@ pub struct Inherited {
     pub now_ms: u64,
     /// `[ha]`: the predecessor was the active node.
     pub active: bool,
+    /// Per worker: its section is a delta to the pre-copy (empty: no pre-copy).
+    pub delta: Vec<bool>,
     pub locks: Vec<std::fs::File>,
     pub admin: std::os::unix::net::UnixListener,
     pub metrics: Option<std::net::TcpListener>,
@@ -210,13 +231,55 @@ pub struct Inherited {
     channel: OwnedFd,
 }
 
-/// The new process's side, up to the moment it must start forwarding.
-pub fn take_over(channel: OwnedFd, terms: Terms, links: usize, prepare_ms: u64) -> Result<Inherited, HandoffError> {
+/// What the new process hears first after `ready`.
+pub enum Arrival {
+    /// The flows of every worker as of `now_ms` (`encode_state`), while the old process
+    /// forwards on: import them, then `Handover::copied`.
+    PreCopy { now_ms: u64, state: Vec<u8>, handover: Handover },
+    /// Everything, without a pre-copy.
+    State(Inherited),
+}
+
+/// The new process's end of the handoff between the pre-copy and the state.
+pub struct Handover {
+    channel: OwnedFd,
+    links: usize,
+}
+
+/// The new process's side, up to the pre-copy or the moment it must start forwarding.
+pub fn take_over(channel: OwnedFd, terms: Terms, links: usize, prepare_ms: u64) -> Result<Arrival, HandoffError> {
     let sock = channel.as_raw_fd();
-    send(sock, &Message::Ready { pid: std::process::id(), terms, prepare_ms }, &[])?;
+    send(sock, &Message::Ready { pid: std::process::id(), terms, prepare_ms, precopy: true }, &[])?;
     let (m, mut fds) = recv(sock, Duration::from_secs(30))?;
-    let (now_ms, layout, active) = match m {
-        Message::State { now_ms, layout, active } => (now_ms, layout, active),
+    match m {
+        Message::PreCopy { now_ms } => {
+            let memfd = fds.pop().ok_or(HandoffError::Closed)?;
+            let state = sys::read_memfd(memfd, 64 << 30)?;
+            Ok(Arrival::PreCopy { now_ms, state, handover: Handover { channel, links } })
+        }
+        m => Ok(Arrival::State(state_arrived(Handover { channel, links }, m, fds)?)),
+    }
+}
+
+impl Handover {
+    /// Tells the old process the pre-copy is in and waits for the state.
+    pub fn copied(self, flows: u64, refused: u64) -> Result<Inherited, HandoffError> {
+        send(self.channel.as_raw_fd(), &Message::Copied { flows, refused }, &[])?;
+        let (m, fds) = recv(self.channel.as_raw_fd(), Duration::from_secs(30))?;
+        state_arrived(self, m, fds)
+    }
+
+    /// Tells the old process to go on alone.
+    pub fn failed(&self, reason: &str) {
+        let _ = send(self.channel.as_raw_fd(), &Message::Failed { reason: reason.into() }, &[]);
+    }
+}
+
+fn state_arrived(h: Handover, m: Message, mut fds: Vec<OwnedFd>) -> Result<Inherited, HandoffError> {
+    let sock = h.channel.as_raw_fd();
+    let links = h.links;
+    let (now_ms, layout, active, delta) = match m {
+        Message::State { now_ms, layout, active, delta } => (now_ms, layout, active, delta),
         Message::Refused { reason } => return Err(HandoffError::Refused(reason)),
         other => return Err(HandoffError::Unexpected(format!("{other:?}"))),
     };
@@ -234,13 +297,13 @@ pub fn take_over(channel: OwnedFd, terms: Terms, links: usize, prepare_ms: u64) 
     let admin = it.next().map(std::os::unix::net::UnixListener::from).ok_or(HandoffError::Closed)?;
     let metrics = if layout.metrics { it.next().map(std::net::TcpListener::from) } else { None };
     let memfd = it.next().ok_or(HandoffError::Closed)?;
-    // At most 64 sections of 2^20 flows each is far beyond any table; refuse more.
+    // At most 128 sections of 2^20 flows each is far beyond any table; refuse more.
     let state = sys::read_memfd(memfd, 64 << 30)?;
     let mut sockets = Vec::new();
     for _ in 0..layout.sockets / links {
         sockets.push(it.by_ref().take(links).collect());
     }
-    Ok(Inherited { now_ms, active, locks, admin, metrics, sockets, state, channel })
+    Ok(Inherited { now_ms, active, delta, locks, admin, metrics, sockets, state, channel: h.channel })
 }
 
 impl Inherited {
@@ -261,6 +324,8 @@ pub struct Successor {
     channel: OwnedFd,
     pub pid: u32,
     pub prepare_ms: u64,
+    /// The new process takes a pre-copy.
+    pub takes_precopy: bool,
 }
 
 impl Successor {
@@ -287,7 +352,7 @@ impl Successor {
             .spawn()
             .map_err(|e| HandoffError::Refused(format!("{}: {e}", binary.display())))?;
         drop(theirs);
-        let mut s = Successor { pid: child.id(), child, channel: mine, prepare_ms: 0 };
+        let mut s = Successor { pid: child.id(), child, channel: mine, prepare_ms: 0, takes_precopy: false };
         let deadline = Instant::now() + wait;
         let ready = loop {
             if let Ok(Some(status)) = s.child.try_wait() {
@@ -311,7 +376,7 @@ impl Successor {
                 }
             }
         };
-        let Message::Ready { pid, terms, prepare_ms } = ready else {
+        let Message::Ready { pid, terms, prepare_ms, precopy } = ready else {
             s.abandon();
             return Err(HandoffError::Unexpected(format!("{ready:?} instead of ready")));
         };
@@ -322,14 +387,33 @@ impl Successor {
         }
         s.pid = pid;
         s.prepare_ms = prepare_ms;
+        s.takes_precopy = precopy;
         Ok(s)
     }
 
+    /// Sends the pre-copy (a memfd of `encode_state`) and waits (up to `wait`) until the
+    /// new process has imported it: `(flows, refused)`.
+    pub fn precopy(&mut self, now_ms: u64, memfd: RawFd, wait: Duration) -> Result<(u64, u64), HandoffError> {
+        send(self.channel.as_raw_fd(), &Message::PreCopy { now_ms }, &[memfd])?;
+        match recv(self.channel.as_raw_fd(), wait)? {
+            (Message::Copied { flows, refused }, _) => Ok((flows, refused)),
+            (Message::Failed { reason }, _) => Err(HandoffError::Refused(reason)),
+            (other, _) => Err(HandoffError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Sends the state and the descriptors (`layout` says which is which).
-    pub fn hand(&self, now_ms: u64, active: bool, layout: Layout, fds: &[RawFd]) -> Result<(), HandoffError> {
+    pub fn hand(
+        &self,
+        now_ms: u64,
+        active: bool,
+        delta: Vec<bool>,
+        layout: Layout,
+        fds: &[RawFd],
+    ) -> Result<(), HandoffError> {
         let sock = self.channel.as_raw_fd();
         let mut chunks = fds.chunks(sys::MAX_FDS_PER_MESSAGE);
-        send(sock, &Message::State { now_ms, layout, active }, chunks.next().unwrap_or(&[]))?;
+        send(sock, &Message::State { now_ms, layout, active, delta }, chunks.next().unwrap_or(&[]))?;
         for c in chunks {
             send(sock, &Message::Fds, c)?;
         }

@@ -47,6 +47,7 @@ impl Translator {
             _ => false,
         };
         if p.ttl <= 1 {
+            self.precopy_changed(id);
             return Ok(self.icmp_error_reply(
                 frame,
                 p,
@@ -58,6 +59,9 @@ impl Translator {
         }
         let fragment_to = self.fragment_to(p, meta, egress);
         if let Some(mtu) = fragment_to {
+            if p.dont_fragment || meta.gso_size != 0 {
+                self.precopy_changed(id);
+            }
             if p.dont_fragment {
                 let kind = IcmpErrorKind::FragmentationNeeded { mtu };
                 return Ok(self.icmp_error_reply(frame, p, meta, kind, out, Counter::DropNeedsFragmentation));

@@ -278,6 +278,9 @@ impl Translator {
         if let Some(m) = flow.mapping {
             self.mappings.release(m);
         }
+        if let Some(p) = self.precopy.as_mut() {
+            p.ended(&flow.keys[crate::conntrack::ORIGINAL]);
+        }
         // A stopping gateway's flows live on at the standby: no deletes for them.
         if let (Some(log), false) = (self.replication.as_mut(), reason == EndReason::Shutdown) {
             log.ended(id, &flow.keys[crate::conntrack::ORIGINAL]);

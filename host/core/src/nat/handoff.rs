@@ -518,7 +518,7 @@ impl Translator {
             && r.keys[ORIGINAL] != r.keys[REPLY]
     }
 
-    fn import_flow(&mut self, r: FlowRecord, now_ms: u64) -> Result<(), ImportRefusal> {
+    pub(super) fn import_flow(&mut self, r: FlowRecord, now_ms: u64) -> Result<(), ImportRefusal> {
         if !self.plausible(&r) {
             return Err(ImportRefusal::Invalid);
         }
@@ -581,7 +581,7 @@ impl Translator {
 
     /// After an import: the flow-log checks of every flow, in due order (interim records
     /// for long flows, the final record of a closed TCP connection).
-    fn requeue_record_checks(&mut self) {
+    pub(super) fn requeue_record_checks(&mut self) {
         if !self.record_flow_ends {
             return;
         }
@@ -609,7 +609,7 @@ impl Translator {
     }
 }
 
-enum ImportRefusal {
+pub(super) enum ImportRefusal {
     Invalid,
     Conflict,
     NoRoom,

@@ -9,9 +9,9 @@
 //! Layout (network byte order), a file of `file_len(workers, capacity)` bytes:
 //!
 //! ```text
-//! file header (one page):  "NGWF" | version u16 | workers u16 | capacity u32 |
+//! file header (one page):  "NGJF" | version u16 | workers u16 | capacity u32 |
 //!                          fingerprint u64 | clock origin u64 | epoch u64 | complete u8
-//! per worker (page-aligned region): "NGWJ" | version u16 | worker u16 | capacity u32,
+//! per worker (page-aligned region): "NGJR" | version u16 | worker u16 | capacity u32,
 //!                          padded to 64 bytes, then `capacity` slots of `SLOT_LEN`:
 //!     used u32 | reserved u32 | stamp u64 | check u64 | a `handoff::FlowRecord`
 //! ```
@@ -29,8 +29,8 @@ use thiserror::Error;
 use super::handoff::{FlowRecord, RECORD_LEN};
 use crate::conntrack::FlowId;
 
-pub const FILE_MAGIC: [u8; 4] = *b"NGWF";
-pub const REGION_MAGIC: [u8; 4] = *b"NGWJ";
+pub const FILE_MAGIC: [u8; 4] = *b"NGJF";
+pub const REGION_MAGIC: [u8; 4] = *b"NGJR";
 pub const JOURNAL_VERSION: u16 = 1;
 pub const PAGE: usize = 4096;
 pub const REGION_HEADER_LEN: usize = 64;

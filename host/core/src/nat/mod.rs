@@ -25,6 +25,7 @@ pub mod journal;
 mod own_packets;
 pub mod policy;
 pub mod pool;
+pub mod precopy;
 pub mod refusals;
 pub mod replication;
 mod slow_path;
@@ -209,6 +210,8 @@ pub struct Translator {
     refusals: refusals::RefusalCache,
     /// Flow events for a standby (`[ha]`), when replicating.
     replication: Option<replication::ReplicationLog>,
+    /// An upgrade's pre-copy under way: what changed since the flows were exported.
+    precopy: Option<precopy::PreCopy>,
 }
 
 impl Translator {
@@ -229,6 +232,7 @@ impl Translator {
             packet_ms: now_ms,
             refusals: refusals::RefusalCache::new(cfg.refusal_cache_ms),
             replication: None,
+            precopy: None,
             flows: FlowTable::new(cfg.max_flows, now_ms),
             frags: FragTable::new(cfg.fragment_memory, now_ms),
             icmp_tokens: cfg.icmp_error_rate,

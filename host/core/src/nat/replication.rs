@@ -98,7 +98,7 @@ impl ReplicationLog {
     }
 }
 
-fn emit_key(k: &FlowKey, out: &mut Vec<u8>) {
+pub(super) fn emit_key(k: &FlowKey, out: &mut Vec<u8>) {
     out.push(k.proto);
     out.push(match k.side {
         Side::Inside => 0,
@@ -110,7 +110,7 @@ fn emit_key(k: &FlowKey, out: &mut Vec<u8>) {
     out.extend_from_slice(&k.dst_port.to_be_bytes());
 }
 
-fn parse_key(b: &[u8]) -> Option<FlowKey> {
+pub(super) fn parse_key(b: &[u8]) -> Option<FlowKey> {
     let b = b.get(..KEY_LEN)?;
     let side = match b[1] {
         0 => Side::Inside,

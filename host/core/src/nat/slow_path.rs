@@ -375,6 +375,9 @@ impl Translator {
             if let Some(log) = self.replication.as_mut() {
                 log.changed(id, flow.created_ms);
             }
+            if let Some(p) = self.precopy.as_mut() {
+                p.changed(id);
+            }
             if flow.keys[ORIGINAL].proto == PROTO_TCP {
                 flow.state = FlowState::Tcp(TcpState::Closed);
                 flow.expires_ms = now_ms + closed * 1000;
