@@ -326,6 +326,9 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     }
     if !neighbours.is_empty() {
         l2.seed(neighbours.into_iter().collect());
+    } else if let Some(r) = restored.as_ref().filter(|r| !r.neighbours.is_empty()) {
+        // The journal's writer's neighbours: the first packets need no ARP.
+        l2.seed(r.neighbours.clone());
     }
 
     // Every worker opens its own socket per link; with several workers they join one
@@ -712,9 +715,16 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         Ok(false) => {}
         Err(e) => tracing::warn!("natgw: telling systemd natgw is ready: {e}"),
     }
+    let mut journal_neighbours = u64::MAX;
     while !sys::stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(j) = own_journal.as_mut() {
+            let version = shared.neighbour_version.load(std::sync::atomic::Ordering::Acquire);
+            if version != journal_neighbours {
+                journal_neighbours = version;
+                let table: Vec<_> = shared.neighbours.load().iter().map(|(&(link, a), n)| (link, a, n.mac)).collect();
+                j.write_neighbours(&table);
+            }
             let written = shared.journals_written.load(std::sync::atomic::Ordering::Acquire);
             if j.complete_when(written, workers) {
                 tracing::info!("natgw: flow journal {} written whole; a restart keeps the flows", j.name);

@@ -53,6 +53,8 @@ pub struct Restored {
     /// Slots skipped: torn by a crash, or beyond this gateway's table.
     pub refused: u64,
     pub name: String,
+    /// The writer's neighbour table.
+    pub neighbours: Vec<journal::Neighbour>,
 }
 
 impl Stored {
@@ -102,6 +104,7 @@ impl Stored {
                 return None;
             }
         };
+        let neighbours = journal::read_neighbours(map.bytes());
         let count: usize = contents.flows.iter().map(Vec::len).sum();
         if usize::from(header.workers) != workers {
             tracing::warn!(
@@ -127,7 +130,7 @@ impl Stored {
                 }
             }
         }
-        Some(Restored { origin_ms: header.origin_ms, replica, refused, name })
+        Some(Restored { origin_ms: header.origin_ms, replica, refused, name, neighbours })
     }
 
     /// The stored socket of `worker` on `link`, when every one of `workers` × `links` is
@@ -195,6 +198,11 @@ impl OwnJournal {
 
     pub fn fd(&self) -> RawFd {
         self.header.fd()
+    }
+
+    /// Keeps the neighbour table in the journal (a restart then needs no ARP to forward).
+    pub fn write_neighbours(&mut self, neighbours: &[journal::Neighbour]) {
+        journal::write_neighbours(self.header.bytes_mut(), neighbours);
     }
 
     /// Once every worker has written its region whole: marks the journal complete and

@@ -59,6 +59,9 @@ impl Manager {
         let log_reader = Command::new("sh")
             .arg("-c")
             .arg(format!("exec 3<>{}; exec cat <&3 >> {}", fifo.display(), dir.join("manager.log").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("log reader");
         let cgroup = cgroup2_root().join(format!("natgw-e2e-{}", std::process::id()));

@@ -16,6 +16,10 @@
 //!     used u32 | reserved u32 | stamp u64 | check u64 | a `handoff::FlowRecord`
 //! ```
 //!
+//! The header page also holds the neighbour table (at byte 64: count u32, check u64, then
+//! link u8 | address | MAC per entry, at most `MAX_NEIGHBOURS`), so that a restarted
+//! natgw forwards its first packets without waiting for ARP.
+//!
 //! The clock origin is the writer's time zero on the system's monotonic clock (ms), so a
 //! reader on the same boot knows how old each slot's stamp is. The epoch orders journals
 //! (a new process writes a new journal, epoch + 1, and keeps the old one until its own is
@@ -158,6 +162,49 @@ impl JournalHeader {
         }
         Ok(header)
     }
+}
+
+const NEIGHBOURS_AT: usize = 64;
+const NEIGHBOUR_LEN: usize = 11;
+/// Neighbour entries the header page holds.
+pub const MAX_NEIGHBOURS: usize = (PAGE - NEIGHBOURS_AT - 12) / NEIGHBOUR_LEN;
+
+/// One neighbour: link, address, MAC.
+pub type Neighbour = (u8, std::net::Ipv4Addr, [u8; 6]);
+
+/// Writes the neighbour table into a journal's header page (the first `MAX_NEIGHBOURS`).
+/// The count goes last: a crash in the middle leaves the old count and a check that fails.
+pub fn write_neighbours(header: &mut [u8], neighbours: &[Neighbour]) {
+    let Some(area) = header.get_mut(NEIGHBOURS_AT..PAGE) else { return };
+    let n = neighbours.len().min(MAX_NEIGHBOURS);
+    let mut body = [0u8; MAX_NEIGHBOURS * NEIGHBOUR_LEN];
+    for (e, (link, addr, mac)) in body.chunks_exact_mut(NEIGHBOUR_LEN).zip(&neighbours[..n]) {
+        e[0] = *link;
+        e[1..5].copy_from_slice(&addr.octets());
+        e[5..11].copy_from_slice(mac);
+    }
+    let body = &body[..n * NEIGHBOUR_LEN];
+    area[12..12 + body.len()].copy_from_slice(body);
+    area[4..12].copy_from_slice(&slot_check(n as u64, body).to_be_bytes());
+    area[0..4].copy_from_slice(&u32::try_from(n).unwrap_or(0).to_be_bytes());
+}
+
+/// The neighbour table a journal's header page holds (none when its check fails).
+pub fn read_neighbours(file: &[u8]) -> Vec<Neighbour> {
+    let Some(area) = file.get(NEIGHBOURS_AT..PAGE) else { return Vec::new() };
+    let n = (u32::from_be_bytes([area[0], area[1], area[2], area[3]]) as usize).min(MAX_NEIGHBOURS);
+    let check = u64::from_be_bytes(area[4..12].try_into().unwrap_or([0; 8]));
+    let body = &area[12..12 + n * NEIGHBOUR_LEN];
+    if slot_check(n as u64, body) != check {
+        return Vec::new();
+    }
+    body.chunks_exact(NEIGHBOUR_LEN)
+        .map(|e| {
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&e[5..11]);
+            (e[0], std::net::Ipv4Addr::new(e[1], e[2], e[3], e[4]), mac)
+        })
+        .collect()
 }
 
 /// A word-at-a-time hash with fixed constants (the same in every natgw version): a slot
@@ -367,6 +414,26 @@ mod tests {
             let (_, c) = read(&torn).unwrap();
             assert_eq!((c.flows[0].len(), c.torn), (1, 1), "a change at byte {at} of the slot went unseen");
         }
+    }
+
+    #[test]
+    fn the_neighbour_table_reads_back_and_a_torn_one_is_dropped() {
+        let mut file = vec![0u8; file_len(1, 4)];
+        header(1, 4).format(&mut file).unwrap();
+        assert!(read_neighbours(&file).is_empty(), "a new journal has none");
+        let n: Vec<Neighbour> = (0..400u32)
+            .map(|i| (u8::try_from(i % 3).unwrap(), std::net::Ipv4Addr::from(0x0a00_0000 + i), [2, 0, 0, 0, 0, 1]))
+            .collect();
+        write_neighbours(&mut file, &n[..2]);
+        assert_eq!(read_neighbours(&file), n[..2].to_vec());
+        // More than the page holds: the first MAX_NEIGHBOURS.
+        write_neighbours(&mut file, &n);
+        assert_eq!(read_neighbours(&file), n[..MAX_NEIGHBOURS].to_vec());
+        // A crash in the middle of rewriting them: none, rather than wrong ones.
+        file[NEIGHBOURS_AT + 12 + 5] ^= 1;
+        assert!(read_neighbours(&file).is_empty());
+        // The header itself still reads.
+        assert!(JournalHeader::parse(&file).is_ok());
     }
 
     #[test]

@@ -82,6 +82,8 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let mut results: Vec<(&str, f64, usize, u64)> = Vec::new();
     for k in 0..rounds {
+        // systemd refuses a sixth start within 10 s (StartLimitBurst=5): rounds 2.5 s apart.
+        std::thread::sleep(Duration::from_millis(2500));
         let kind = if k % 2 == 0 { "systemctl restart" } else { "kill -9" };
         let journals = journal_lines(&log);
         let began = Instant::now();
