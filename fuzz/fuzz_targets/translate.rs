@@ -60,6 +60,16 @@ fn new_journal(t: &Translator) -> Vec<u8> {
     file
 }
 
+/// A new journal for `t`, written whole from its flows (as a new process's workers do).
+fn written_journal(t: &Translator, now: u64) -> Vec<u8> {
+    let mut journal = new_journal(t);
+    let mut from = Some(0);
+    while let Some(f) = from {
+        from = t.journal_scan(&mut journal_region(&mut journal), f, 1000, now);
+    }
+    journal
+}
+
 fn journal_region(file: &mut [u8]) -> JournalRegion<'_> {
     let capacity = JournalHeader::parse(file).expect("a formatted journal").capacity;
     JournalRegion::new(&mut file[journal::region_range(capacity, 0)]).expect("a formatted region")
@@ -144,7 +154,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 t = next;
                 t.enable_replication();
-                journal = new_journal(&t);
+                journal = written_journal(&t, now);
                 replicated.clear();
                 t.replication_snapshot(now, &mut replicated);
                 continue;
@@ -166,11 +176,7 @@ fuzz_target!(|data: &[u8]| {
             t.enable_replication();
             // The new translator's flows sit in other slots: the journal is written afresh,
             // and the stream starts over with them.
-            journal = new_journal(&t);
-            let mut from = Some(0);
-            while let Some(f) = from {
-                from = t.journal_scan(&mut journal_region(&mut journal), f, 1000, now);
-            }
+            journal = written_journal(&t, now);
             replicated.clear();
             t.replication_snapshot(now, &mut replicated);
             continue;
