@@ -101,3 +101,20 @@ pub fn udp_stream(ns: &Netns, seconds: u64) -> std::thread::JoinHandle<(u64, u64
         (n, n - received)
     })
 }
+
+/// `n` UDP flows from one socket of `ns` (one mapping): to ports 1024.. of 203.0.113.7,
+/// then of the next server addresses, about 200 000 a second. The servers' answers
+/// (port unreachable) go back through natgw.
+pub fn udp_flows(ns: &Netns, n: u64) {
+    ns.enter(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
+        for i in 0..n {
+            let port = 1024 + (i % 60_000) as u16;
+            let host = format!("203.0.113.{}:{port}", 7 + (i / 60_000) * 73);
+            let _ = s.send_to(b"x", host.as_str());
+            if i % 1000 == 999 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+}

@@ -69,6 +69,16 @@ pub struct ImportReport {
 }
 
 impl ImportReport {
+    /// Counts one record's import.
+    pub(super) fn count(&mut self, outcome: Result<(), ImportRefusal>) {
+        match outcome {
+            Ok(()) => self.imported += 1,
+            Err(ImportRefusal::Invalid) => self.invalid += 1,
+            Err(ImportRefusal::Conflict) => self.conflicting += 1,
+            Err(ImportRefusal::NoRoom) => self.no_room += 1,
+        }
+    }
+
     pub fn refused(&self) -> u64 {
         self.invalid + self.conflicting + self.no_room
     }
@@ -419,14 +429,7 @@ impl Translator {
     /// Reads only: the translator goes on unchanged, so a handoff that fails resumes.
     pub fn export_state(&self, now_ms: u64, out: &mut Vec<u8>) {
         let records = u32::try_from(self.flows.len()).unwrap_or(u32::MAX);
-        let header = SectionHeader {
-            // The config bounds workers (at most 64).
-            worker: u16::try_from(self.cfg.worker).unwrap_or(u16::MAX),
-            workers: u16::try_from(self.cfg.workers).unwrap_or(u16::MAX),
-            records,
-            now_ms,
-            fingerprint: self.cfg.state_fingerprint(),
-        };
+        let header = self.section_header(records, now_ms);
         out.reserve(HEADER_LEN + self.flows.len() * RECORD_LEN);
         let start = out.len();
         header.emit(out);
@@ -456,19 +459,7 @@ impl Translator {
     /// endpoints, state, window tracking, counters and flow-log position; their deadlines
     /// count from `now_ms` as they did from the exporter's now.
     pub fn import_state(&mut self, section: &[u8], now_ms: u64) -> Result<ImportReport, HandoffError> {
-        let (header, body) = SectionHeader::parse(section)?;
-        if usize::from(header.worker) != self.cfg.worker || usize::from(header.workers) != self.cfg.workers {
-            return Err(HandoffError::Worker {
-                found: header.worker,
-                found_workers: header.workers,
-                worker: self.cfg.worker,
-                workers: self.cfg.workers,
-            });
-        }
-        let expected = self.cfg.state_fingerprint();
-        if header.fingerprint != expected {
-            return Err(HandoffError::Fingerprint { found: header.fingerprint, expected });
-        }
+        let (header, body) = self.own_section(section)?;
         let mut report = ImportReport::default();
         self.flows.reserve(usize::try_from(header.records).unwrap_or(0));
         let mut records: Vec<FlowRecord> = Vec::with_capacity(body.len() / RECORD_LEN);
@@ -486,18 +477,45 @@ impl Translator {
         order.sort_unstable();
         let mut records: Vec<Option<FlowRecord>> = records.into_iter().map(Some).collect();
         for r in order.iter().filter_map(|&(_, _, i)| records.get_mut(i).and_then(Option::take)) {
-            match self.import_flow(r, now_ms) {
-                Ok(()) => report.imported += 1,
-                Err(ImportRefusal::Invalid) => report.invalid += 1,
-                Err(ImportRefusal::Conflict) => report.conflicting += 1,
-                Err(ImportRefusal::NoRoom) => report.no_room += 1,
-            }
+            let outcome = self.import_flow(r, now_ms);
+            report.count(outcome);
         }
         self.requeue_record_checks();
         self.counters.add(Counter::HandoffFlowsImported, report.imported);
         self.counters.add(Counter::HandoffFlowsRefused, report.refused());
         self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
         Ok(report)
+    }
+
+    /// The header of a section of this worker's flows.
+    pub(super) fn section_header(&self, records: u32, now_ms: u64) -> SectionHeader {
+        SectionHeader {
+            // The config bounds workers (at most 64).
+            worker: u16::try_from(self.cfg.worker).unwrap_or(u16::MAX),
+            workers: u16::try_from(self.cfg.workers).unwrap_or(u16::MAX),
+            records,
+            now_ms,
+            fingerprint: self.cfg.state_fingerprint(),
+        }
+    }
+
+    /// A section's header and records, refused whole when it is another worker's or
+    /// another configuration's.
+    pub(super) fn own_section<'a>(&self, section: &'a [u8]) -> Result<(SectionHeader, &'a [u8]), HandoffError> {
+        let (header, body) = SectionHeader::parse(section)?;
+        if usize::from(header.worker) != self.cfg.worker || usize::from(header.workers) != self.cfg.workers {
+            return Err(HandoffError::Worker {
+                found: header.worker,
+                found_workers: header.workers,
+                worker: self.cfg.worker,
+                workers: self.cfg.workers,
+            });
+        }
+        let expected = self.cfg.state_fingerprint();
+        if header.fingerprint != expected {
+            return Err(HandoffError::Fingerprint { found: header.fingerprint, expected });
+        }
+        Ok((header, body))
     }
 
     /// Whether a record describes a flow this translator would have built: links that

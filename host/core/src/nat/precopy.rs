@@ -15,7 +15,7 @@
 //! changed records as `import_state` does (the same validation), and requeues the
 //! flow-log checks of the whole table.
 
-use super::handoff::{FlowRecord, HandoffError, ImportRefusal, ImportReport, SectionHeader, HEADER_LEN, RECORD_LEN};
+use super::handoff::{FlowRecord, HandoffError, ImportReport, HEADER_LEN, RECORD_LEN};
 use super::replication::{emit_key, parse_key, KEY_LEN};
 use super::Translator;
 use crate::conntrack::{FlowId, FlowKey, ORIGINAL};
@@ -106,14 +106,7 @@ impl Translator {
             records = records.saturating_add(1);
         }
         let mut section = Vec::with_capacity(HEADER_LEN + body.len());
-        SectionHeader {
-            worker: u16::try_from(self.cfg.worker).unwrap_or(u16::MAX),
-            workers: u16::try_from(self.cfg.workers).unwrap_or(u16::MAX),
-            records,
-            now_ms,
-            fingerprint: self.cfg.state_fingerprint(),
-        }
-        .emit(&mut section);
+        self.section_header(records, now_ms).emit(&mut section);
         section.extend_from_slice(&body);
         let mut ended = Vec::with_capacity(p.ended.len() * KEY_LEN);
         for k in &p.ended {
@@ -125,19 +118,7 @@ impl Translator {
     /// Applies a cutover's delta to the flows a pre-copy brought: the ended ones go, the
     /// changed ones are replaced by their records (validated as `import_state` does).
     pub fn apply_delta(&mut self, delta: &Delta, now_ms: u64) -> Result<ImportReport, HandoffError> {
-        let (header, body) = SectionHeader::parse(&delta.section)?;
-        if usize::from(header.worker) != self.cfg.worker || usize::from(header.workers) != self.cfg.workers {
-            return Err(HandoffError::Worker {
-                found: header.worker,
-                found_workers: header.workers,
-                worker: self.cfg.worker,
-                workers: self.cfg.workers,
-            });
-        }
-        let expected = self.cfg.state_fingerprint();
-        if header.fingerprint != expected {
-            return Err(HandoffError::Fingerprint { found: header.fingerprint, expected });
-        }
+        let (_, body) = self.own_section(&delta.section)?;
         if !delta.ended.len().is_multiple_of(KEY_LEN) {
             return Err(HandoffError::Truncated { have: delta.ended.len(), records: 0 });
         }
@@ -151,12 +132,8 @@ impl Translator {
                 continue;
             };
             self.forget_flow(&r.keys[ORIGINAL]);
-            match self.import_flow(r, now_ms) {
-                Ok(()) => report.imported += 1,
-                Err(ImportRefusal::Invalid) => report.invalid += 1,
-                Err(ImportRefusal::Conflict) => report.conflicting += 1,
-                Err(ImportRefusal::NoRoom) => report.no_room += 1,
-            }
+            let outcome = self.import_flow(r, now_ms);
+            report.count(outcome);
         }
         // Every flow's flow-log checks anew (the replaced flows' entries point nowhere).
         self.close_checks.clear();

@@ -39,18 +39,7 @@ fn main() {
     let m = Manager::boot(&dir, &[("natgw.service", natgw_unit(&t.gw.name, &natgw_bin(), &config, &log))]);
     m.run(&["start", "natgw.service"]);
     let admin = AdminClient::new(cfg.admin_socket());
-    let n = flows;
-    t.cli1.enter(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
-        for i in 0..n {
-            let port = 1024 + (i % 60_000) as u16;
-            let host = format!("203.0.113.{}:{port}", 7 + (i / 60_000) * 73);
-            let _ = s.send_to(b"x", host.as_str());
-            if i % 1000 == 999 {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    });
+    natgw_e2e::load::udp_flows(&t.cli1, flows);
     assert!(wait_until(secs(60), || stat(&admin, "ActiveConnectionCount") >= flows), "the table never filled");
     let table = stat(&admin, "ActiveConnectionCount");
 

@@ -24,18 +24,7 @@ fn main() {
     t.start(&cfg);
     // N flows from one socket to N destination ports (one mapping, N flows; the servers'
     // port-unreachable answers go back through natgw).
-    let n = flows;
-    t.cli1.enter(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
-        for i in 0..n {
-            let port = 1024 + (i % 60_000) as u16;
-            let host = format!("203.0.113.{}:{port}", 7 + (i / 60_000) * 73);
-            let _ = s.send_to(b"x", host.as_str());
-            if i % 1000 == 999 {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    });
+    natgw_e2e::load::udp_flows(&t.cli1, flows);
     let filled = wait_until(secs(60), || t.counter("ActiveConnectionCount") >= flows);
     let table = t.counter("ActiveConnectionCount");
     assert!(filled, "the table holds {table} flows, not {flows}");
