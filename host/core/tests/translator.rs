@@ -642,14 +642,16 @@ fn workers_hand_off_what_they_do_not_own() {
     cfg.workers = 2;
     cfg.worker = 0;
     let mut t = translator(cfg);
-    let mut odd = udp("10.10.1.10", 5001, "203.0.113.7", 7, b"a");
+    let theirs = (5000..).find(|&p| natgw_core::nat::owner_of_port(p, 2) == 1).unwrap();
+    let ours = (5000..).find(|&p| natgw_core::nat::owner_of_port(p, 2) == 0).unwrap();
+    let mut odd = udp("10.10.1.10", theirs, "203.0.113.7", 7, b"a");
     assert_eq!(run(&mut t, &mut odd, Side::Inside, 0), Verdict::HandOff { worker: 1 });
     assert_eq!(t.counters().get(Counter::HandoffFrames), 1);
-    let mut even = udp("10.10.1.10", 5002, "203.0.113.7", 7, b"a");
+    let mut even = udp("10.10.1.10", ours, "203.0.113.7", 7, b"a");
     assert_eq!(run(&mut t, &mut even, Side::Inside, 0), OUT);
-    assert_eq!(src_of(&even).1 % 2, 0);
+    assert_eq!(natgw_core::nat::owner_of_port(src_of(&even).1, 2), 0);
     // A hand-off is processed by its receiver without asking again.
-    let mut odd = udp("10.10.1.10", 5001, "203.0.113.7", 7, b"a");
+    let mut odd = udp("10.10.1.10", theirs, "203.0.113.7", 7, b"a");
     let meta = FrameMeta { handed_off: true, ..FrameMeta::plain(Side::Inside, 0) };
     assert_eq!(t.process(&mut odd, meta, 0, &mut [0u8; 2048]), OUT);
 }

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::IoError;
+use natgw_core::nat::PORT_SPREAD_MULTIPLIER;
 use natgw_wire::MacAddr;
 
 /// `open(2)` flag: refuse a path whose last component is a symbolic link.
@@ -151,6 +152,27 @@ pub struct SockFilter {
     pub k: u32,
 }
 
+/// Sets a fanout group's classic-BPF program (`PACKET_FANOUT_DATA`).
+fn set_fanout_program(raw: RawFd, prog: &[SockFilter]) -> Result<(), IoError> {
+    let len =
+        u16::try_from(prog.len()).map_err(|_| IoError::Os("steering program", io::ErrorKind::InvalidInput.into()))?;
+    let fprog = SockFprog { len, filter: prog.as_ptr() };
+    // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
+    let r = unsafe {
+        libc::setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            PACKET_FANOUT_DATA,
+            &fprog as *const _ as *const libc::c_void,
+            socklen_of::<SockFprog>(),
+        )
+    };
+    if r < 0 {
+        return Err(IoError::Os("setsockopt(PACKET_FANOUT_DATA)", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 #[repr(C)]
 struct SockFprog {
     len: u16,
@@ -219,24 +241,17 @@ impl PacketSocket {
             // read as those bits.
             let arg = i32::from(*group) | (PACKET_FANOUT_CBPF << 16);
             setsockopt_int(raw, libc::SOL_PACKET, PACKET_FANOUT, arg, "setsockopt(PACKET_FANOUT)")?;
-            let len = u16::try_from(prog.len())
-                .map_err(|_| IoError::Os("steering program", io::ErrorKind::InvalidInput.into()))?;
-            let fprog = SockFprog { len, filter: prog.as_ptr() };
-            // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
-            let r = unsafe {
-                libc::setsockopt(
-                    raw,
-                    libc::SOL_PACKET,
-                    PACKET_FANOUT_DATA,
-                    &fprog as *const _ as *const libc::c_void,
-                    socklen_of::<SockFprog>(),
-                )
-            };
-            if r < 0 {
-                return Err(IoError::Os("setsockopt(PACKET_FANOUT_DATA)", io::Error::last_os_error()));
-            }
+            set_fanout_program(raw, prog)?;
         }
         Ok(PacketSocket { fd, info })
+    }
+
+    /// Installs `prog` as the steering program of the fanout group this socket is in (the
+    /// whole group's: the kernel keeps one per group). A socket handed over from another
+    /// process (`adopt`) keeps the program that process installed, which may be an older
+    /// build's: a new process installs its own.
+    pub fn set_steering(&self, prog: &[SockFilter]) -> Result<(), IoError> {
+        set_fanout_program(self.fd.as_raw_fd(), prog)
     }
 
     /// A packet socket another natgw process opened and handed over (`natgw upgrade`):
@@ -345,6 +360,9 @@ const BPF_H: u16 = 0x08;
 const BPF_B: u16 = 0x10;
 const BPF_ABS: u16 = 0x20;
 const BPF_XOR: u16 = 0xa0;
+const BPF_MUL: u16 = 0x20;
+const BPF_RSH: u16 = 0x70;
+const BPF_JA: u16 = 0x00;
 const BPF_JEQ: u16 = 0x10;
 const BPF_JSET: u16 = 0x40;
 const BPF_K: u16 = 0x00;
@@ -363,30 +381,34 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
 
 /// The steering program for a fanout group (the kernel takes its result modulo the number
 /// of workers). It mirrors `nat::owner_of_port`: inside frames go by TCP/UDP source port or
-/// ICMP identifier, outside frames by destination port or identifier; fragments by source
-/// address XOR IP ID so that all fragments of a datagram meet on one worker. Frames it
-/// cannot classify go to worker 0; the translator hands off anything that landed wrong.
+/// ICMP identifier, outside frames by destination port or identifier, each mixed the same
+/// way (`nat::port_spread`: multiplied by `PORT_SPREAD_MULTIPLIER`, the top 16 bits kept);
+/// fragments by source address XOR IP ID so that all fragments of a datagram meet on one
+/// worker. Frames it cannot classify go to worker 0; the translator hands off anything that
+/// landed wrong.
 pub fn steering_program(inside: bool) -> Vec<SockFilter> {
     let port_off = if inside { 20 } else { 22 };
     vec![
         /* 0 */ stmt(BPF_LD | BPF_H | BPF_ABS, SKF_NET_OFF + 6),
-        /* 1 */ jump(BPF_JMP | BPF_JSET | BPF_K, 0x3fff, 10, 0), // MF or offset: FRAG (12)
+        /* 1 */ jump(BPF_JMP | BPF_JSET | BPF_K, 0x3fff, 12, 0), // MF or offset: FRAG (14)
         /* 2 */ stmt(BPF_LD | BPF_B | BPF_ABS, SKF_NET_OFF),
-        /* 3 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 0x45, 0, 13), // options: RET0 (17)
+        /* 3 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 0x45, 0, 15), // options: RET0 (19)
         /* 4 */ stmt(BPF_LD | BPF_B | BPF_ABS, SKF_NET_OFF + 9),
         /* 5 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 2, 0), // tcp: PORT (8)
         /* 6 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 17, 1, 0), // udp: PORT (8)
-        /* 7 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 2, 9), // icmp: ICMP (10), else RET0 (17)
+        /* 7 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 2, 11), // icmp: ICMP (10), else RET0 (19)
         /* 8 PORT */ stmt(BPF_LD | BPF_H | BPF_ABS, SKF_NET_OFF + port_off),
-        /* 9 */ stmt(BPF_RET | BPF_A, 0),
+        /* 9 */ stmt(BPF_JMP | BPF_JA, 1), // MIX (11)
         /* 10 ICMP */ stmt(BPF_LD | BPF_H | BPF_ABS, SKF_NET_OFF + 24),
-        /* 11 */ stmt(BPF_RET | BPF_A, 0),
-        /* 12 FRAG */ stmt(BPF_LD | BPF_W | BPF_ABS, SKF_NET_OFF + 12),
-        /* 13 */ stmt(BPF_MISC | BPF_TAX, 0),
-        /* 14 */ stmt(BPF_LD | BPF_H | BPF_ABS, SKF_NET_OFF + 4),
-        /* 15 */ stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
-        /* 16 */ stmt(BPF_RET | BPF_A, 0),
-        /* 17 RET0 */ stmt(BPF_RET | BPF_K, 0),
+        /* 11 MIX */ stmt(BPF_ALU | BPF_MUL | BPF_K, PORT_SPREAD_MULTIPLIER),
+        /* 12 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
+        /* 13 */ stmt(BPF_RET | BPF_A, 0),
+        /* 14 FRAG */ stmt(BPF_LD | BPF_W | BPF_ABS, SKF_NET_OFF + 12),
+        /* 15 */ stmt(BPF_MISC | BPF_TAX, 0),
+        /* 16 */ stmt(BPF_LD | BPF_H | BPF_ABS, SKF_NET_OFF + 4),
+        /* 17 */ stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
+        /* 18 */ stmt(BPF_RET | BPF_A, 0),
+        /* 19 RET0 */ stmt(BPF_RET | BPF_K, 0),
     ]
 }
 
@@ -860,4 +882,92 @@ pub fn monotonic_ms() -> u64 {
     // SAFETY: clock_gettime writes one timespec, which ts is.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1000 + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natgw_core::nat::owner_of_port;
+
+    /// Runs a classic BPF program the way the kernel runs a fanout program: loads relative
+    /// to the network header, the result taken modulo the group's size. Only the opcodes the
+    /// steering program uses; anything else fails the test.
+    fn run(prog: &[SockFilter], ip: &[u8], workers: u32) -> u32 {
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        let load = |k: u32, n: usize| -> u32 {
+            let off = k.wrapping_sub(SKF_NET_OFF) as usize;
+            ip[off..off + n].iter().fold(0u32, |v, b| v << 8 | u32::from(*b))
+        };
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            match i.code {
+                c if c == BPF_LD | BPF_H | BPF_ABS => a = load(i.k, 2),
+                c if c == BPF_LD | BPF_B | BPF_ABS => a = load(i.k, 1),
+                c if c == BPF_LD | BPF_W | BPF_ABS => a = load(i.k, 4),
+                c if c == BPF_JMP | BPF_JSET | BPF_K => pc += usize::from(if a & i.k != 0 { i.jt } else { i.jf }),
+                c if c == BPF_JMP | BPF_JEQ | BPF_K => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
+                c if c == BPF_JMP | BPF_JA => pc += i.k as usize,
+                c if c == BPF_ALU | BPF_MUL | BPF_K => a = a.wrapping_mul(i.k),
+                c if c == BPF_ALU | BPF_RSH | BPF_K => a >>= i.k,
+                c if c == BPF_ALU | BPF_XOR | BPF_X => a ^= x,
+                c if c == BPF_MISC | BPF_TAX => x = a,
+                c if c == BPF_RET | BPF_A => return a % workers,
+                c if c == BPF_RET | BPF_K => return i.k % workers,
+                c => panic!("opcode {c:#x} not modelled"),
+            }
+        }
+    }
+
+    /// An IPv4 header (no options) and the first 8 bytes of its payload.
+    fn packet(proto: u8, frag: u16, sport: u16, dport: u16, icmp_ident: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 28, 0x12, 0x34];
+        p.extend_from_slice(&frag.to_be_bytes());
+        p.extend_from_slice(&[64, proto, 0, 0, 10, 0, 0, 7, 198, 51, 100, 9]);
+        if proto == 1 {
+            p.extend_from_slice(&[8, 0, 0, 0]);
+            p.extend_from_slice(&icmp_ident.to_be_bytes());
+            p.extend_from_slice(&[0, 1]);
+        } else {
+            p.extend_from_slice(&sport.to_be_bytes());
+            p.extend_from_slice(&dport.to_be_bytes());
+            p.extend_from_slice(&[0; 4]);
+        }
+        p
+    }
+
+    /// The kernel puts every TCP/UDP frame and ICMP query on the worker the translator
+    /// says owns it (inside: source port; outside: destination port; both: ICMP
+    /// identifier), for every port and worker count; fragments go by source XOR IP ID and
+    /// unclassified frames to worker 0.
+    #[test]
+    fn steering_program_agrees_with_owner_of_port() {
+        for workers in 2..=4u32 {
+            let n = workers as usize;
+            for inside in [true, false] {
+                let prog = steering_program(inside);
+                for port in (0..=u16::MAX).step_by(7).chain([0, 1, 2, 40_000, 40_002, u16::MAX]) {
+                    let other = port.rotate_left(5) ^ 0x5a5a;
+                    let (sport, dport) = if inside { (port, other) } else { (other, port) };
+                    for proto in [6u8, 17] {
+                        let got = run(&prog, &packet(proto, 0, sport, dport, 0), workers);
+                        assert_eq!(
+                            got as usize,
+                            owner_of_port(port, n),
+                            "{workers} workers, inside={inside}, proto {proto}, port {port}"
+                        );
+                    }
+                    let got = run(&prog, &packet(1, 0, 0, 0, port), workers);
+                    assert_eq!(got as usize, owner_of_port(port, n), "icmp ident {port}");
+                }
+                let frag = packet(17, 0x2000, 1, 2, 0);
+                let expect = (u32::from_be_bytes([10, 0, 0, 7]) ^ 0x1234) % workers;
+                assert_eq!(run(&prog, &frag, workers), expect);
+                assert_eq!(run(&prog, &packet(47, 0, 1, 2, 0), workers), 0, "GRE goes to worker 0");
+                let mut options = packet(6, 0, 1, 2, 0);
+                options[0] = 0x46;
+                assert_eq!(run(&prog, &options, workers), 0, "IP options go to worker 0");
+            }
+        }
+    }
 }

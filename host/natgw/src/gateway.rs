@@ -183,9 +183,8 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         timeouts: cfg.timeouts,
         max_flows: (cfg.max_flows / workers).max(1),
         // The worker's share of the mark. A source's limit holds whole on every worker:
-        // its flows need not spread (Linux's connect() prefers even ports, and the
-        // inside steering is by source port, so with 2 workers one host's connections all
-        // land on one).
+        // its flows need not spread evenly (the inside steering is by a mix of the source
+        // port, and one host's ports may mostly fall to one worker).
         high_water_flows: (cfg.max_flows / workers).max(1) * usize::from(cfg.high_water_percent) / 100,
         max_flows_per_source: cfg.max_flows_per_source,
         max_inbound_per_mapping: cfg.max_inbound_flows_per_mapping,
@@ -359,8 +358,8 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
                 (workers > 1).then(|| (group_base.wrapping_add(u16::from(link_id(li))), sys::steering_program(inside)));
             let opts = PacketSocketOptions { protocol: ETHERTYPE_IPV4, vnet_hdr: true, fanout, rcvbuf: 8 << 20 };
             let socket = match (&inherited, adopted.next(), from_store.next()) {
-                (Some(_), Some(fd), _) => PacketSocket::adopt(fd, &name)?,
-                (_, _, Some(socket)) => socket,
+                (Some(_), Some(fd), _) => steered(PacketSocket::adopt(fd, &name)?, &opts)?,
+                (_, _, Some(socket)) => steered(socket, &opts)?,
                 _ => {
                     let socket = PacketSocket::open(&name, &opts)?;
                     if keep_flows && inherited.is_none() && !reuse_stored {
@@ -1374,6 +1373,15 @@ fn flow_entry(worker: usize, f: &FlowSummary) -> FlowEntry {
         packets: f.packets,
         bytes: f.bytes,
     }
+}
+
+/// A socket from the process before (handed over, or kept in systemd's store) steers
+/// with the program that process installed, perhaps an older build's: install this one's.
+fn steered(socket: PacketSocket, opts: &PacketSocketOptions) -> Result<PacketSocket, IoError> {
+    if let Some((_, prog)) = &opts.fanout {
+        socket.set_steering(prog)?;
+    }
+    Ok(socket)
 }
 
 #[cfg(test)]

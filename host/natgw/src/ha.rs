@@ -174,7 +174,7 @@ impl Hello {
         }
         if peer.fingerprint != self.fingerprint {
             return Some(format!(
-                "configuration fingerprint {:016x} on the peer, {:016x} here: inside interfaces and addresses, outside addresses and [[pool]]s must match",
+                "configuration fingerprint {:016x} on the peer, {:016x} here: inside interfaces and addresses, outside addresses, [[pool]]s and the natgw version's port steering must match",
                 peer.fingerprint, self.fingerprint
             ));
         }

@@ -62,7 +62,7 @@ pub struct Terms {
     pub workers: usize,
     /// Inside interfaces in order, then the outside one.
     pub interfaces: Vec<String>,
-    /// `NatConfig::state_fingerprint`: workers, links, external addresses, pools.
+    /// `NatConfig::state_fingerprint`: workers, links, external addresses, pools, port steering.
     pub fingerprint: u64,
 }
 
@@ -83,7 +83,7 @@ impl Terms {
             ));
         }
         if new.fingerprint != self.fingerprint {
-            return Some("inside addresses, outside addresses or [[pool]] differ from the running gateway's: its mappings would not be valid".into());
+            return Some("inside addresses, outside addresses or [[pool]] differ from the running gateway's, or its natgw build steers ports to workers differently: its mappings would not be valid".into());
         }
         None
     }

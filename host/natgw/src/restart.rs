@@ -116,7 +116,7 @@ impl Stored {
         }
         if header.fingerprint != fingerprint {
             tracing::warn!(
-                "natgw: inside addresses, outside addresses or [[pool]] differ from those of the stored flow journal: its {count} flow(s) are dropped (their mappings would not be valid)"
+                "natgw: inside addresses, outside addresses or [[pool]] differ from those of the stored flow journal, or the natgw build that wrote it steered ports to workers differently: its {count} flow(s) are dropped (their mappings would not be valid)"
             );
             return None;
         }

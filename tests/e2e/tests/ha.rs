@@ -157,8 +157,8 @@ fn a_cut_sync_link_never_maps_one_external_port_twice_and_heals_to_one_owner() {
             let split_flow = if node == "A" { "10.10.1.10:410" } else { "10.10.2.10:410" };
             if inside.starts_with(split_flow) {
                 // A new flow of the split: from this node's slice (the lower sync address
-                // takes 0), with two workers: (port / 2) % 2.
-                assert_eq!((port / 2) % 2, slice, "{node}: {inside} left from {source}");
+                // takes 0), with two workers.
+                assert_eq!(natgw_core::nat::node_of_port(port, 2, 2), slice, "{node}: {inside} left from {source}");
             }
             if let Some(other) = owner.insert(external.clone(), inside.clone()) {
                 assert_eq!(other, inside, "{external} maps to {other} and (at {node}) to {inside}");

@@ -64,7 +64,7 @@ pub struct NatConfig {
     /// remembered; `refusals`).
     pub refusal_cache_ms: u64,
     /// `(node, nodes)`: with a standby (`[ha]`), this node allocates new external ports
-    /// only from its slice, `(port / workers) % nodes == node`, so that two nodes both
+    /// only from its slice, `nat::node_of_port(port, workers, nodes) == node`, so that two nodes both
     /// active (a cut sync link) never map one external port to two inside endpoints.
     /// Flows imported from the peer keep their ports. Not in the fingerprint: the two
     /// nodes of a pair differ here.
@@ -73,8 +73,10 @@ pub struct NatConfig {
 
 impl NatConfig {
     /// What handed-over flow state depends on (`handoff`): the worker count, the inside
-    /// links (names and addresses), the external addresses and the pools. FNV-1a over a
-    /// fixed encoding, so every natgw binary computes the same value for the same config.
+    /// links (names and addresses), the external addresses, the pools, and, where ports are
+    /// split over workers or HA nodes, how they are (`steering::port_spread`; earlier builds
+    /// used `port % workers`, so their flows would land on the wrong workers). FNV-1a over a fixed encoding, so every natgw
+    /// binary with the same steering computes the same value for the same config.
     pub fn state_fingerprint(&self) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut eat = |b: &[u8]| {
@@ -84,6 +86,12 @@ impl NatConfig {
             }
         };
         eat(&(self.workers as u64).to_be_bytes());
+        // Only where ports are split (over workers, or HA nodes): a single worker without
+        // a standby keeps its flows across builds that steer differently.
+        if self.workers > 1 || self.node_slice.1 > 1 {
+            eat(b"port-spread");
+            eat(&super::PORT_SPREAD_MULTIPLIER.to_be_bytes());
+        }
         for l in &self.inside {
             eat(l.name.as_bytes());
             eat(&[0]);

@@ -52,7 +52,7 @@ pub enum HandoffError {
     Worker { found: u16, found_workers: u16, worker: usize, workers: usize },
     #[error("importing the flow state failed on its thread")]
     Panicked,
-    #[error("flow state of another configuration (fingerprint {found:016x}, this gateway's {expected:016x}): workers, links, external addresses and pools must match")]
+    #[error("flow state of another configuration (fingerprint {found:016x}, this gateway's {expected:016x}): workers, links, external addresses, pools and the natgw version's port steering must match")]
     Fingerprint { found: u64, expected: u64 },
 }
 

@@ -33,7 +33,7 @@ mod steering;
 
 pub use config::{Filtering, InsideLink, NatConfig};
 pub use flow_records::{EndReason, FlowDirection, FlowEnd, MAX_PENDING_FLOW_ENDS};
-pub use steering::owner_of_port;
+pub use steering::{node_of_port, owner_of_port, port_spread, PORT_SPREAD_MULTIPLIER};
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! External addresses and ports: paired address pooling, endpoint-independent mappings
 //! (RFC 4787 REQ-1, RFC 5382 REQ-1) with port preservation, and per-worker port slices.
 //!
-//! A worker owns the ports `p` with `p % workers == worker`: the port of an inbound packet
+//! A worker owns the ports `p` with `owner_of_port(p) == worker`: the port of an inbound packet
 //! names the worker that owns its mapping (VPP's `port_per_thread`), so steering needs no
 //! shared state.
 
@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use thiserror::Error;
 
+use super::steering::{node_of_port, owner_of_port};
 use crate::conntrack::Endpoint;
 use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
@@ -370,7 +371,10 @@ impl Mappings {
         let ai = pp.spec.addrs.iter().position(|a| *a == external.addr).ok_or(not_ours.clone())?;
         let (lo, hi) = port_range(&pp.spec, proto);
         let bitmap = &mut pp.used[proto_index(proto)][ai];
-        if external.port < lo || external.port > hi || external.port % workers != worker || bitmap.is_set(external.port)
+        if external.port < lo
+            || external.port > hi
+            || owner_of_port(external.port, usize::from(workers)) != usize::from(worker)
+            || bitmap.is_set(external.port)
         {
             return Err(not_ours);
         }
@@ -410,7 +414,9 @@ impl Mappings {
     fn allocate_port(&mut self, pool: usize, proto: u8, ai: usize, preferred: u16) -> Option<u16> {
         let (worker, workers) = (self.worker, self.workers);
         let (node, nodes) = self.node_slice;
-        let owns = |p: u16| p % workers == worker && (p / workers) % nodes == node;
+        let owns = |p: u16| {
+            usize::from(worker) == owner_of_port(p, usize::from(workers)) && node_of_port(p, workers, nodes) == node
+        };
         let pp = &mut self.pools[pool];
         let pi = proto_index(proto);
         let (lo, hi) = port_range(&pp.spec, proto);
@@ -507,8 +513,8 @@ mod tests {
         for p in 0..1000u16 {
             let a = w0.acquire(PROTO_UDP, ep([10, 0, 0, 1], 30000 + p), 0).unwrap();
             let b = w1.acquire(PROTO_UDP, ep([10, 0, 0, 2], 30000 + p), 0).unwrap();
-            assert_eq!(w0.get(a).unwrap().external.port % 2, 0);
-            assert_eq!(w1.get(b).unwrap().external.port % 2, 1);
+            assert_eq!(owner_of_port(w0.get(a).unwrap().external.port, 2), 0);
+            assert_eq!(owner_of_port(w1.get(b).unwrap().external.port, 2), 1);
         }
     }
 
@@ -527,18 +533,22 @@ mod tests {
                 for p in 1024..=65535u16 {
                     let Ok(id) = m.acquire(PROTO_UDP, ep([10, 0, 0, 1], p), 0) else { break };
                     let port = m.get(id).unwrap().external.port;
-                    assert_eq!(port % 2, worker);
-                    assert_eq!((port / 2) % 2, node);
+                    assert_eq!(owner_of_port(port, 2), usize::from(worker));
+                    assert_eq!(node_of_port(port, 2, 2), node);
                     assert!(taken.insert(port, (node, worker)).is_none(), "port {port} handed out twice");
                     got += 1;
                 }
-                assert_eq!(got, (65536 - 1024) / 4, "node {node} worker {worker} gets a quarter of the range");
+                let slice = (1024..=65535u16)
+                    .filter(|&p| owner_of_port(p, 2) == usize::from(worker) && node_of_port(p, 2, 2) == node)
+                    .count();
+                assert_eq!(got, slice, "node {node} worker {worker} gets its whole slice");
+                assert!(slice.abs_diff((65536 - 1024) / 4) < 200, "a quarter of the range: {slice}");
             }
         }
         // A flow imported from the peer keeps the peer's port.
         let mut m = Mappings::new(addr.clone(), 1024, 65535, 0, 2);
         m.set_node_slice(0, 2);
-        let peer_port = (1024..).find(|p: &u16| p.is_multiple_of(2) && (p / 2) % 2 == 1).unwrap();
+        let peer_port = (1024..).find(|&p: &u16| owner_of_port(p, 2) == 0 && node_of_port(p, 2, 2) == 1).unwrap();
         let ext = Endpoint { addr: addr[0], port: peer_port };
         assert!(m.import(0, PROTO_UDP, ep([10, 0, 0, 9], 5000), 0, ext).is_ok());
     }

@@ -1,6 +1,11 @@
 //! Which worker owns a packet's flow: each worker owns the external ports `p` with
-//! `p % workers == worker` (VPP's `port_per_thread`), mirrored by the kernel's steering
-//! program; what the program cannot classify is handed off here.
+//! `spread(p) % workers == worker` (VPP's `port_per_thread`, with the port mixed first),
+//! mirrored by the kernel's steering program; what the program cannot classify is handed
+//! off here.
+//!
+//! The mix matters: Linux's `connect()` picks even source ports, and an inside flow goes to
+//! the worker owning its source port (so that the port can be preserved), so with a plain
+//! `p % workers` every connection of one host lands on one worker of two.
 
 use natgw_wire::L4Header;
 
@@ -37,7 +42,64 @@ impl Translator {
     }
 }
 
+/// The multiplier of the port mix (Knuth's multiplicative hash, the golden ratio in 32
+/// bits). The kernel steering program multiplies by the same constant.
+pub const PORT_SPREAD_MULTIPLIER: u32 = 0x9E37_79B1;
+
+/// A port mixed so that any run of ports (consecutive, or only the even ones) spreads
+/// evenly over workers and HA nodes: the top 16 bits of `port * PORT_SPREAD_MULTIPLIER`
+/// in 32-bit arithmetic.
+pub fn port_spread(port: u16) -> u32 {
+    u32::from(port).wrapping_mul(PORT_SPREAD_MULTIPLIER) >> 16
+}
+
 /// Which worker owns a port (or ICMP identifier). Mirrored by the kernel steering program.
 pub fn owner_of_port(port: u16, workers: usize) -> usize {
-    usize::from(port) % workers.max(1)
+    port_spread(port) as usize % workers.max(1)
+}
+
+/// Which HA node's slice of its worker's ports a port is in (`NatConfig::node_slice`).
+pub fn node_of_port(port: u16, workers: u16, nodes: u16) -> u16 {
+    // Below `nodes`, so it fits.
+    u16::try_from((port_spread(port) / u32::from(workers.max(1))) % u32::from(nodes.max(1))).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every worker count up to 8 gets its share (within 1 %) of the whole port range, of
+    /// the even ports Linux's connect() picks, and of a short run of them; HA node slices
+    /// split each worker's share in two.
+    #[test]
+    fn ports_spread_evenly_over_workers_and_nodes() {
+        for workers in 1..=8usize {
+            let mut all = vec![0u32; workers];
+            let mut even = vec![0u32; workers];
+            for p in 1024..=u16::MAX {
+                all[owner_of_port(p, workers)] += 1;
+                if p % 2 == 0 {
+                    even[owner_of_port(p, workers)] += 1;
+                }
+            }
+            for (counts, total) in [(&all, 64512f64), (&even, 32256f64)] {
+                let share = total / workers as f64;
+                for &c in counts.iter() {
+                    assert!((f64::from(c) - share).abs() < share * 0.01, "{workers} workers: {counts:?}");
+                }
+            }
+            // 4 * workers consecutive connect() ports: no worker gets none.
+            let mut run = vec![0u32; workers];
+            for p in (40_000u16..).step_by(2).take(4 * workers) {
+                run[owner_of_port(p, workers)] += 1;
+            }
+            assert!(run.iter().all(|&c| c > 0), "{workers} workers, 40000 + 2k: {run:?}");
+        }
+        let mut slices = [[0u32; 2]; 2];
+        for p in 1024..=u16::MAX {
+            slices[owner_of_port(p, 2)][usize::from(node_of_port(p, 2, 2))] += 1;
+        }
+        let flat: Vec<u32> = slices.iter().flatten().copied().collect();
+        assert!(flat.iter().all(|&c| (f64::from(c) - 16128.0).abs() < 161.0), "{flat:?}");
+    }
 }
