@@ -196,6 +196,9 @@ pub struct LinkStatus {
     pub mtu: u32,
     /// The MTU each worker applies to the link now (they follow `mtu` within 100 ms).
     pub workers_mtu: Vec<u32>,
+    /// How frames move between the link and the workers (`gateway::PACKET_PATH`).
+    #[serde(default)]
+    pub packet_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

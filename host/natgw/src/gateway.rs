@@ -574,6 +574,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
                 addresses: c.addresses.iter().map(|n| n.to_string()).collect(),
                 mtu: 0,
                 workers_mtu: Vec::new(),
+                packet_path: PACKET_PATH.into(),
             })
             .collect(),
         outside: LinkStatus {
@@ -581,6 +582,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
             addresses: cfg.outside.addresses.iter().map(|a| a.to_string()).collect(),
             mtu: 0,
             workers_mtu: Vec::new(),
+            packet_path: PACKET_PATH.into(),
         },
         gateway: cfg.outside.gateway.to_string(),
         max_flows: cfg.max_flows,
@@ -1374,6 +1376,14 @@ fn flow_entry(worker: usize, f: &FlowSummary) -> FlowEntry {
         bytes: f.bytes,
     }
 }
+
+/// How frames move between a link and the workers, as `natgw status` shows it: one packet
+/// socket per worker and link, each worker receiving with one io_uring multishot receive
+/// into a provided-buffer ring and sending from the same buffers, virtio-net headers on
+/// (GSO super-frames and partial checksums pass whole), the qdisc bypassed. The other
+/// paths issue 15 names (PACKET_MMAP rings, AF_XDP) copy as much or more on veth, checked
+/// against the kernel's source, and are not built: README, "Benchmarks".
+pub const PACKET_PATH: &str = "af_packet (io_uring multishot recv, vnet header, qdisc bypass)";
 
 /// A socket from the process before (handed over, or kept in systemd's store) steers
 /// with the program that process installed, perhaps an older build's: install this one's.

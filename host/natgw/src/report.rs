@@ -12,15 +12,16 @@ pub fn status_text(s: &Status) -> String {
     let _ = writeln!(out, "uptime: {}s", s.uptime_s);
     let _ = writeln!(out, "workers: {}", s.workers);
     for l in &s.inside {
-        let _ = writeln!(out, "inside: {} {} mtu {}", l.interface, l.addresses.join(","), l.mtu);
+        let _ = writeln!(out, "inside: {} {} mtu {} path {}", l.interface, l.addresses.join(","), l.mtu, l.packet_path);
     }
     let _ = writeln!(
         out,
-        "outside: {} {} via {} mtu {}",
+        "outside: {} {} via {} mtu {} path {}",
         s.outside.interface,
         s.outside.addresses.join(","),
         s.gateway,
-        s.outside.mtu
+        s.outside.mtu,
+        s.outside.packet_path
     );
     if let Some(h) = &s.ha {
         let role = match h.role {

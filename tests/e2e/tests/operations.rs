@@ -76,6 +76,9 @@ fn the_cli_prints_the_admin_apis_replies() {
     assert!(out.status.success(), "{s}");
     assert!(s.lines().any(|l| l.starts_with("workers: ")), "status has no workers line: {s}");
     assert!(s.lines().any(|l| l.starts_with("outside: out0 198.51.100.10,198.51.100.11 via 198.51.100.1")), "{s}");
+    // Every link names its packet path.
+    let links: Vec<&str> = s.lines().filter(|l| l.starts_with("inside: ") || l.starts_with("outside: ")).collect();
+    assert!(links.len() == 3 && links.iter().all(|l| l.contains(" path af_packet (")), "{s}");
     let stats = text(&natgw(&["stats", "--socket", &socket]));
     assert!(stats.lines().any(|l| l.starts_with("ConnectionEstablishedCount ")), "{stats}");
     assert!(stats.lines().any(|l| l.starts_with("otlp: queued ")), "{stats}");
