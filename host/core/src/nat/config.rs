@@ -64,10 +64,10 @@ pub struct NatConfig {
     /// remembered; `refusals`).
     pub refusal_cache_ms: u64,
     /// `(node, nodes)`: with a standby (`[ha]`), this node allocates new external ports
-    /// only from its slice, `nat::node_of_port(port, workers, nodes) == node`, so that two nodes both
-    /// active (a cut sync link) never map one external port to two inside endpoints.
-    /// Flows imported from the peer keep their ports. Not in the fingerprint: the two
-    /// nodes of a pair differ here.
+    /// only from its slice, `nat::node_of_port(port, workers, nodes) == node`, so that two
+    /// nodes both active (a cut sync link) never map one external port to two inside
+    /// endpoints. Flows imported from the peer keep their ports. Not in the fingerprint:
+    /// the two nodes of a pair differ here (the mix they share is).
     pub node_slice: (u16, u16),
 }
 
@@ -75,8 +75,9 @@ impl NatConfig {
     /// What handed-over flow state depends on (`handoff`): the worker count, the inside
     /// links (names and addresses), the external addresses, the pools, and, where ports are
     /// split over workers or HA nodes, how they are (`steering::port_spread`; earlier builds
-    /// used `port % workers`, so their flows would land on the wrong workers). FNV-1a over a fixed encoding, so every natgw
-    /// binary with the same steering computes the same value for the same config.
+    /// used `port % workers`, so their flows would land on the wrong workers). FNV-1a over
+    /// a fixed encoding, so every natgw binary with the same steering computes the same
+    /// value for the same config.
     pub fn state_fingerprint(&self) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut eat = |b: &[u8]| {
