@@ -757,6 +757,55 @@ fn replicated_flows_carry_on_at_the_promoted_standby_and_ended_ones_do_not() {
 }
 
 #[test]
+fn a_taken_over_connection_shrugs_off_forged_first_segments_and_carries_bulk_data_to_its_close() {
+    use natgw_core::nat::replication::ReplicaTable;
+    let timeouts = Timeouts::default();
+    let mut active = SimNet::with_config(|cfg| {
+        cfg.timeouts = timeouts;
+        cfg.node_slice = (0, 2);
+    });
+    active.gw.enable_replication();
+    let mut replica = ReplicaTable::new(1, 1000, active.gw.config().state_fingerprint());
+    let mut c = active.connect(40000);
+    for _ in 0..10 {
+        assert!(active.client_sends(&mut c, tcp::ACK | tcp::PSH, 100));
+        assert!(active.server_sends(&mut c, tcp::ACK, 0));
+    }
+    replicate(&mut active, &mut replica, 0);
+    let mut promoted = promote(&replica, 1_000, timeouts);
+    // The first segments the promoted node sees are an off-path sender's: random classes
+    // and numbers, at the connection's external port. Nothing of them may stick.
+    let mut x = 0x2545_f491u32;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    for _ in 0..500 {
+        let flags = [tcp::RST, tcp::RST | tcp::ACK, tcp::FIN | tcp::ACK, tcp::ACK | tcp::PSH][(next() % 4) as usize];
+        let forged =
+            tcp_at("203.0.113.80", 80, "198.51.100.10", c.ext, flags, (next(), next()), (next() % 64) as usize);
+        promoted.send(Side::Outside, forged);
+    }
+    assert_eq!(promoted.state(), Some(FlowState::Tcp(TcpState::Established)), "no forged segment moved it");
+    // The real connection: a download with 100 segments (145 KB) in flight before each
+    // acknowledgment, more than any window natgw could take unscaled: not one is refused.
+    for round in 0..20 {
+        for i in 0..100 {
+            assert!(promoted.server_sends(&mut c, tcp::ACK, 1448), "round {round}, segment {i} refused");
+        }
+        assert!(promoted.client_sends(&mut c, tcp::ACK, 0), "round {round}: the client's ACK refused");
+    }
+    // Once picked up, a blind reset is still refused, and the endpoints' own FINs close it.
+    let blind = tcp_at("203.0.113.80", 80, "198.51.100.10", c.ext, tcp::RST, (c.server.wrapping_add(1 << 30), 0), 0);
+    assert!(!promoted.send(Side::Outside, blind));
+    assert!(promoted.client_sends(&mut c, tcp::FIN | tcp::ACK, 0));
+    assert!(promoted.server_sends(&mut c, tcp::FIN | tcp::ACK, 0));
+    assert_eq!(promoted.state(), Some(FlowState::Tcp(TcpState::TimeWait)), "the close was tracked");
+}
+
+#[test]
 fn replica_refuses_hostile_batches_whole_and_stays_bounded() {
     use natgw_core::nat::replication::{ReplicaTable, EVENT_UPSERT};
     let mut active = SimNet::new(Timeouts::default());
