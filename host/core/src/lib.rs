@@ -13,3 +13,4 @@ pub mod conntrack;
 pub mod counters;
 pub mod l2;
 pub mod nat;
+pub mod shared_counts;

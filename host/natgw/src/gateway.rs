@@ -162,8 +162,10 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     rt.load_configured()?;
 
     let source_ports = Arc::new(natgw_core::nat::pool::SourcePorts::default());
+    let source_flows = Arc::new(natgw_core::shared_counts::SharedCounts::default());
     let nat_cfg = |w: usize| NatConfig {
         source_ports: source_ports.clone(),
+        source_flows: source_flows.clone(),
         inside: cfg
             .inside
             .iter()
@@ -182,9 +184,8 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         filtering: cfg.filtering,
         timeouts: cfg.timeouts,
         max_flows: (cfg.max_flows / workers).max(1),
-        // The worker's share of the mark. A source's limit holds whole on every worker:
-        // its flows need not spread evenly (the inside steering is by a mix of the source
-        // port, and one host's ports may mostly fall to one worker).
+        // The worker's share of the mark. A source's limit holds for the gateway: its
+        // flows are counted over every worker (`source_flows`), however they spread.
         high_water_flows: (cfg.max_flows / workers).max(1) * usize::from(cfg.high_water_percent) / 100,
         max_flows_per_source: cfg.max_flows_per_source,
         max_inbound_per_mapping: cfg.max_inbound_flows_per_mapping,

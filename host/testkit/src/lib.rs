@@ -33,6 +33,7 @@ pub fn demo_config() -> NatConfig {
         ],
         external_addrs: vec![a("198.51.100.10")],
         source_ports: Default::default(),
+        source_flows: Default::default(),
         pools: vec![PoolSpec { name: "default".into(), addrs: vec![a("198.51.100.10")], lo: 1024, hi: 65535 }],
         outside_net: Ipv4Net { addr: a("198.51.100.0"), prefix: 24 },
         outside_gateway: a("198.51.100.1"),

@@ -10,7 +10,10 @@ pub mod tcp_window;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use thiserror::Error;
+
+use crate::shared_counts::SharedCounts;
 
 use natgw_wire::{tcp, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
@@ -331,14 +334,20 @@ pub struct FlowTable {
     unanswered_head: FlowId,
     unanswered_tail: FlowId,
     unanswered_len: usize,
-    /// Flows opened from the inside, per inside source (entries only while non-zero).
-    per_source: HashMap<Ipv4Addr, u32, ahash::RandomState>,
+    /// Flows opened from the inside, per inside source, over every worker's table (the
+    /// per-source limit holds for the gateway).
+    per_source: Arc<SharedCounts<Ipv4Addr>>,
     /// Flows opened from outside, per mapping they reach (entries only while non-zero).
     inbound_per_mapping: HashMap<u32, u32, ahash::RandomState>,
 }
 
 impl FlowTable {
     pub fn new(max_flows: usize, now_ms: u64) -> Self {
+        Self::with_source_counts(max_flows, now_ms, Arc::default())
+    }
+
+    /// A table whose flows count towards `per_source`, which other workers' tables share.
+    pub fn with_source_counts(max_flows: usize, now_ms: u64, per_source: Arc<SharedCounts<Ipv4Addr>>) -> Self {
         FlowTable {
             slots: Vec::new(),
             free: Vec::new(),
@@ -350,7 +359,7 @@ impl FlowTable {
             unanswered_head: NO_FLOW,
             unanswered_tail: NO_FLOW,
             unanswered_len: 0,
-            per_source: HashMap::with_hasher(ahash::RandomState::new()),
+            per_source,
             inbound_per_mapping: HashMap::with_hasher(ahash::RandomState::new()),
         }
     }
@@ -387,9 +396,9 @@ impl FlowTable {
         self.get(id).map(|f| (id, f))
     }
 
-    /// Flows the inside host `addr` opened that are in the table.
+    /// Flows the inside host `addr` opened that are in this table or another worker's.
     pub fn flows_of_source(&self, addr: Ipv4Addr) -> u32 {
-        self.per_source.get(&addr).copied().unwrap_or(0)
+        self.per_source.held(&addr)
     }
 
     /// Flows opened from outside towards mapping `mapping` that are in the table.
@@ -449,7 +458,10 @@ impl FlowTable {
         }
         let original = &flow.keys[ORIGINAL];
         match (original.side, flow.mapping) {
-            (Side::Inside, _) => step(&mut self.per_source, original.src, add),
+            (Side::Inside, _) if add => {
+                self.per_source.try_take(original.src, None);
+            }
+            (Side::Inside, _) => self.per_source.give_back(&original.src),
             (Side::Outside, Some(m)) => step(&mut self.inbound_per_mapping, m, add),
             (Side::Outside, None) => {}
         }
@@ -620,6 +632,19 @@ impl FlowTable {
     }
 }
 
+impl Drop for FlowTable {
+    /// Its flows stop counting towards their sources on every worker.
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.per_source) > 1 {
+            for slot in &self.slots {
+                if let Some(f) = slot.flow.as_ref().filter(|f| f.keys[ORIGINAL].side == Side::Inside) {
+                    self.per_source.give_back(&f.keys[ORIGINAL].src);
+                }
+            }
+        }
+    }
+}
+
 pub fn proto_name(p: u8) -> &'static str {
     match p {
         PROTO_TCP => "tcp",
@@ -719,7 +744,7 @@ mod tests {
         table.remove(again);
         table.remove(ids[1]);
         assert_eq!(table.flows_of_source(Ipv4Addr::new(10, 0, 0, 1)), 0);
-        assert!(table.per_source.is_empty(), "no entry left for a source without flows");
+        assert_eq!(table.per_source.keys(), 0, "no entry left for a source without flows");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use natgw_wire::Ipv4Net;
 
 use super::pool::{PoolSpec, SourcePorts};
 use crate::conntrack::Timeouts;
+use crate::shared_counts::SharedCounts;
 
 /// Endpoint filtering for inbound packets (RFC 4787 section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -39,6 +40,9 @@ pub struct NatConfig {
     /// Live mappings per inside source and pool, shared by every worker's translator
     /// (per-source port budgets hold for the whole gateway).
     pub source_ports: Arc<SourcePorts>,
+    /// Flows each inside source holds, over every worker's table, for
+    /// `max_flows_per_source`; shared like `source_ports`.
+    pub source_flows: Arc<SharedCounts<Ipv4Addr>>,
     pub outside_net: Ipv4Net,
     pub outside_gateway: Ipv4Addr,
     pub outside_mtu: u16,
@@ -49,7 +53,9 @@ pub struct NatConfig {
     /// Above this many flows (this worker's high-water mark) flows never answered go
     /// after `timeouts.unanswered_under_pressure`, oldest first.
     pub high_water_flows: usize,
-    /// Flows one inside source may hold in this worker's table (0: no limit).
+    /// Flows one inside source may hold over the whole gateway, every worker's table
+    /// together (0: no limit). Checked before a flow is made and counted when it is, so
+    /// workers making a source's flows at the same instant may pass it by one each.
     pub max_flows_per_source: usize,
     /// Under endpoint-independent filtering: flows the outside may open towards one
     /// mapping (0: no limit).

@@ -233,7 +233,7 @@ impl Translator {
             refusals: refusals::RefusalCache::new(cfg.refusal_cache_ms),
             replication: None,
             precopy: None,
-            flows: FlowTable::new(cfg.max_flows, now_ms),
+            flows: FlowTable::with_source_counts(cfg.max_flows, now_ms, cfg.source_flows.clone()),
             frags: FragTable::new(cfg.fragment_memory, now_ms),
             icmp_tokens: cfg.icmp_error_rate,
             icmp_refill_ms: now_ms,

@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use super::steering::{node_of_port, owner_of_port};
 use crate::conntrack::Endpoint;
+use crate::shared_counts::SharedCounts;
 use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -93,64 +94,9 @@ pub struct PoolSpec {
 /// Index of a pool in the config's list.
 pub type PoolId = u16;
 
-const SOURCE_SHARDS: usize = 64;
-
-/// Live mappings per (pool, inside address).
-type SourceCounts = HashMap<(PoolId, Ipv4Addr), u32, ahash::RandomState>;
-
 /// Live mappings per (pool, inside address), shared by every worker so that a per-source
-/// port budget holds for the gateway, not per worker. Touched only when a mapping is
-/// created or released (the slow path), in one of 64 shards.
-#[derive(Debug)]
-pub struct SourcePorts {
-    shards: Vec<std::sync::Mutex<SourceCounts>>,
-}
-
-impl Default for SourcePorts {
-    fn default() -> Self {
-        SourcePorts {
-            shards: (0..SOURCE_SHARDS)
-                .map(|_| std::sync::Mutex::new(HashMap::with_hasher(ahash::RandomState::new())))
-                .collect(),
-        }
-    }
-}
-
-impl SourcePorts {
-    fn shard(&self, a: Ipv4Addr) -> std::sync::MutexGuard<'_, SourceCounts> {
-        let i = (u32::from(a) as usize).wrapping_mul(0x9e37_79b9) >> 7;
-        self.shards[i % SOURCE_SHARDS].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes one more port for `a` in `pool` unless it already holds `budget`.
-    fn try_take(&self, pool: PoolId, a: Ipv4Addr, budget: Option<u32>) -> bool {
-        let mut m = self.shard(a);
-        let n = m.entry((pool, a)).or_insert(0);
-        if budget.is_some_and(|b| *n >= b) {
-            if *n == 0 {
-                m.remove(&(pool, a));
-            }
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    fn give_back(&self, pool: PoolId, a: Ipv4Addr) {
-        let mut m = self.shard(a);
-        if let std::collections::hash_map::Entry::Occupied(mut e) = m.entry((pool, a)) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
-        }
-    }
-
-    /// Live mappings of `a` in `pool`, over all workers.
-    pub fn held(&self, pool: PoolId, a: Ipv4Addr) -> u32 {
-        self.shard(a).get(&(pool, a)).copied().unwrap_or(0)
-    }
-}
+/// port budget holds for the gateway, not per worker.
+pub type SourcePorts = SharedCounts<(PoolId, Ipv4Addr)>;
 
 #[derive(Debug, Clone)]
 pub struct Mapping {
@@ -304,7 +250,7 @@ impl Mappings {
         if pp.spec.addrs.is_empty() {
             return Err(PoolError::UnknownPool(pool));
         }
-        if !self.per_source.try_take(pool, inside.addr, budget) {
+        if !self.per_source.try_take((pool, inside.addr), budget) {
             let budget = budget.unwrap_or(0);
             return Err(PoolError::OverBudget { inside: inside.addr, pool: pp.spec.name.clone(), budget });
         }
@@ -312,7 +258,7 @@ impl Mappings {
         let addr = pp.spec.addrs[ai];
         let (lo, hi) = (pp.spec.lo, pp.spec.hi);
         let Some(port) = self.allocate_port(pi, proto, ai, inside.port) else {
-            self.per_source.give_back(pool, inside.addr);
+            self.per_source.give_back(&(pool, inside.addr));
             return Err(PoolError::Exhausted { addr, proto, lo, hi });
         };
         Ok(self.store(Mapping { proto, inside, inside_if, external: Endpoint { addr, port }, pool, refs: 1 }))
@@ -379,7 +325,7 @@ impl Mappings {
             return Err(not_ours);
         }
         bitmap.set(external.port, true);
-        self.per_source.try_take(pool, inside.addr, None);
+        self.per_source.try_take((pool, inside.addr), None);
         Ok(self.store(Mapping { proto, inside, inside_if, external, pool, refs: 1 }))
     }
 
@@ -400,7 +346,7 @@ impl Mappings {
         let m = slot.take().expect("checked above");
         self.by_inside.remove(&(m.pool, m.proto, m.inside.addr, m.inside.port));
         self.by_external.remove(&(m.proto, m.external.addr, m.external.port));
-        self.per_source.give_back(m.pool, m.inside.addr);
+        self.per_source.give_back(&(m.pool, m.inside.addr));
         if let Some(pp) = self.pools.get_mut(usize::from(m.pool)) {
             if let Some(ai) = pp.spec.addrs.iter().position(|a| *a == m.external.addr) {
                 pp.used[proto_index(m.proto)][ai].set(m.external.port, false);
@@ -592,7 +538,7 @@ mod tests {
         assert!(matches!(err, PoolError::OverBudget { budget: 2, .. }), "{err}");
         let err = other.acquire_in(1, Some(2), PROTO_UDP, ep([10, 10, 2, 10], 7000), 0).unwrap_err();
         assert!(matches!(err, PoolError::OverBudget { .. }), "the budget is per gateway, not per worker");
-        assert_eq!(shared.held(1, Ipv4Addr::new(10, 10, 2, 10)), 2);
+        assert_eq!(shared.held(&(1, Ipv4Addr::new(10, 10, 2, 10))), 2);
         // Another source has its own budget.
         m.acquire_in(1, Some(2), PROTO_UDP, ep([10, 10, 2, 11], 5002), 0).unwrap();
         // Releasing gives the budget back.
