@@ -74,6 +74,10 @@ counters! {
     /// Fragment state (one datagram's) given up, oldest first, because the fragment
     /// memory budget (`nat.fragment_memory_kib`) was reached.
     FragmentEvictionCount => "FragmentEvictionCount",
+    /// First fragments passed on whose datagram natgw could not track, because their
+    /// source holds its share of the fragment memory: the rest of that datagram is
+    /// dropped as unmatched.
+    FragmentTrackingRefused => "FragmentTrackingRefused",
     /// A neighbour's MAC address changed after natgw's own request confirmed it (a
     /// router's failover), and changes refused: the old address still answered, or none.
     NeighbourChangesConfirmed => "NeighbourChangesConfirmed",
@@ -94,6 +98,9 @@ counters! {
     /// New-flow packets refused from the refusal cache (`policy.refusal_cache_ms`): the
     /// policy's answer for the same tuple a moment ago, without a call.
     PolicyRefusalsCached => "PolicyRefusalsCached",
+    /// Refusals the cache gave up while they still held, for another tuple's in the same
+    /// slot (it holds 4096 per worker): that tuple's next packet asks the policy again.
+    PolicyRefusalsEvicted => "PolicyRefusalsEvicted",
     /// Refused packets counted into a summary REJECT record (one per tuple and interval)
     /// instead of a record each.
     FlowLogRefusalsSummarized => "FlowLogRefusalsSummarized",
@@ -171,6 +178,9 @@ counters! {
     DropSourceNotInside => "PacketsDropCount{reason=\"source-not-inside\"}",
     DropNotForUs => "PacketsDropCount{reason=\"not-for-us\"}",
     DropTxFull => "PacketsDropCount{reason=\"tx-queue-full\"}",
+    /// A frame for another worker (a fragment, a hairpin) found that worker's hand-off
+    /// queue full (1024 frames).
+    DropHandoffFull => "PacketsDropCount{reason=\"handoff-queue-full\"}",
     /// Frames the kernel dropped before natgw read them: a socket's receive queue was
     /// full (natgw reads a bounded batch per round; the rest waits or is dropped here).
     DropRxQueueFull => "PacketsDropCount{reason=\"rx-queue-full\"}",

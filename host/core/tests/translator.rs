@@ -1125,6 +1125,29 @@ fn a_flood_of_fragments_from_random_sources_does_not_stop_real_fragmented_traffi
     assert!(t.counters().get(Counter::FragmentEvictionCount) > 50_000, "the flood overran the budget");
 }
 
+#[test]
+fn a_source_past_its_fragment_share_is_counted_and_crowds_out_nobody() {
+    let mut cfg = demo_config();
+    cfg.fragment_memory = 32 << 10; // a share of 2 KiB: 16 entries a source
+    let mut t = translator(cfg);
+    let (noisy, quiet, server) = (a("10.10.1.10"), a("10.10.1.11"), a("203.0.113.7"));
+    // The noisy host sends 100 datagrams whose later fragments never come: only its
+    // share of them is tracked, each refusal counted.
+    for ident in 0..100u16 {
+        let d = udp_datagram(noisy, 4000, server, 7, &[0x11; 3000], true);
+        let mut first = fragments(noisy, server, PROTO_UDP, ident, &d, 1480).remove(0);
+        assert_eq!(run(&mut t, &mut first, Side::Inside, 0), OUT, "a first fragment goes out");
+    }
+    t.tick(0);
+    let refused = t.counters().get(Counter::FragmentTrackingRefused);
+    assert!((80..=90).contains(&refused), "{refused} first fragments untracked past the share of 16");
+    // Another host's fragmented datagram passes whole.
+    let d = udp_datagram(quiet, 4001, server, 7, &[0x22; 3000], true);
+    for mut f in fragments(quiet, server, PROTO_UDP, 7, &d, 1480) {
+        assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT);
+    }
+}
+
 /// Refuses every flow; the test moves its generation and says whether it "failed".
 struct Refuser {
     calls: Arc<std::sync::atomic::AtomicUsize>,
@@ -1212,4 +1235,12 @@ fn a_flood_on_a_refused_tuple_costs_one_call_and_one_record_per_interval() {
         send(&mut t, 6000, now);
     }
     assert_eq!(calls.load(Relaxed), 14, "a failed policy is asked again for every packet");
+    // More refused tuples than the cache holds (4096 a worker): the ones given up while
+    // they still held are counted.
+    failed.store(false, Relaxed);
+    for sport in 0..10_000u16 {
+        send(&mut t, 10_000 + sport, 4000);
+    }
+    let evicted = counters.get(Counter::PolicyRefusalsEvicted);
+    assert!((5_000..10_000).contains(&evicted), "{evicted} refusals evicted");
 }

@@ -472,7 +472,7 @@ impl Worker {
                 self.release(b);
                 let frame = HandoffFrame { data, meta: FrameMeta { handed_off: true, ..meta } };
                 if !self.shared.hand_off(worker, frame) {
-                    self.translator.counters().inc(Counter::DropTxFull);
+                    self.translator.counters().inc(Counter::DropHandoffFull);
                 }
             }
             Verdict::Held | Verdict::Drop(_) => self.release(b),

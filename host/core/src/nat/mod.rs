@@ -292,6 +292,7 @@ impl Translator {
         let frag = self.frags.take_events();
         self.counters.add(Counter::DropFragment, frag.held_dropped);
         self.counters.add(Counter::FragmentEvictionCount, frag.evicted);
+        self.counters.add(Counter::FragmentTrackingRefused, frag.refused_source_share);
         if now_ms >= self.icmp_refill_ms + 1000 {
             self.icmp_tokens = self.cfg.icmp_error_rate;
             self.icmp_refill_ms = now_ms;

@@ -11,7 +11,13 @@
 //!
 //! Bounded: a direct-mapped table of `SLOTS` per worker, indexed by a keyed hash (a sender
 //! choosing tuples cannot aim at a slot better than at random); a collision evicts (its
-//! summary is recorded) and costs a call, never memory.
+//! summary is recorded, the eviction counted) and costs a call, never memory.
+//!
+//! How long an answer holds is the operator's choice today (`policy.refusal_cache_ms`,
+//! at most 60 s). The 0.2.0 contract is to let a verdict say how long it holds; that
+//! lifetime will take the place of `ttl_ms` for its tuple, capped by the same bound, and
+//! an allow will stay uncached (it becomes a flow), so this table stays the one place a
+//! verdict is reused.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -101,6 +107,9 @@ pub struct Remembered {
     /// What the slot held that was not recorded yet (an expired interval of this tuple,
     /// or another tuple evicted).
     pub summary: Option<Summary>,
+    /// Another tuple's refusal, still holding, was given up for this one (its next packet
+    /// costs a call again).
+    pub evicted: bool,
 }
 
 pub struct RefusalCache {
@@ -167,7 +176,7 @@ impl RefusalCache {
         now_ms: u64,
     ) -> Remembered {
         if self.ttl_ms == 0 {
-            return Remembered { first: true, summary: None };
+            return Remembered { first: true, summary: None, evicted: false };
         }
         if self.slots.is_empty() {
             self.slots = vec![None; SLOTS];
@@ -186,24 +195,27 @@ impl RefusalCache {
             last_ms: now_ms,
             listed: false,
         };
-        let Some(cell) = self.slots.get_mut(i) else { return Remembered { first: true, summary: None } };
+        let Some(cell) = self.slots.get_mut(i) else {
+            return Remembered { first: true, summary: None, evicted: false };
+        };
         match cell {
             // The same tuple asked again (its answer expired): a new interval, no new record.
             Some(old) if old.key == key && old.generation == generation && old.verdict == verdict => {
                 let summary = old.take_summary();
                 old.until_ms = until_ms;
                 old.count(i, &mut self.dirty, packet_len, now_ms);
-                Remembered { first: false, summary }
+                Remembered { first: false, summary, evicted: false }
             }
             Some(old) => {
                 let summary = old.take_summary();
+                let evicted = old.key != key && now_ms < old.until_ms;
                 let listed = old.listed;
                 *old = Slot { listed, ..fresh };
-                Remembered { first: true, summary }
+                Remembered { first: true, summary, evicted }
             }
             None => {
                 *cell = Some(fresh);
-                Remembered { first: true, summary: None }
+                Remembered { first: true, summary: None, evicted: false }
             }
         }
     }
@@ -251,7 +263,7 @@ mod tests {
         let f = flow(4000);
         assert_eq!(c.lookup(&f, FlowDirection::Egress, 7, 60, 0), None, "nothing remembered yet");
         let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Reject, 7, 60, 0);
-        assert_eq!(r, Remembered { first: true, summary: None });
+        assert_eq!(r, Remembered { first: true, summary: None, evicted: false });
         for t in 1..=10 {
             assert_eq!(c.lookup(&f, FlowDirection::Egress, 7, 60, t * 10), Some(EgressDecision::Reject));
         }
@@ -268,7 +280,7 @@ mod tests {
         // The same answer again: a new interval whose summary counts this packet too, not a
         // new first record.
         let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Reject, 7, 60, 1000);
-        assert_eq!(r, Remembered { first: false, summary: None });
+        assert_eq!(r, Remembered { first: false, summary: None, evicted: false });
         assert_eq!(c.lookup(&f, FlowDirection::Egress, 7, 60, 1500), Some(EgressDecision::Reject));
         let mut due = Vec::new();
         c.due(u64::MAX, |s| due.push(s));
@@ -281,6 +293,7 @@ mod tests {
         let mut refused = 0u64;
         let mut summarized = 0u64;
         let mut firsts = 0u64;
+        let mut evicted = 0u64;
         // 50 000 tuples, three packets each: every packet is either a first refusal, a
         // cache hit counted in some summary, or (after a collision) asked again.
         for p in 0..50_000u32 {
@@ -290,6 +303,7 @@ mod tests {
                 if c.lookup(&f, FlowDirection::Egress, 1, 40, u64::from(p)).is_none() {
                     let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Deny, 1, 40, u64::from(p));
                     firsts += u64::from(r.first);
+                    evicted += u64::from(r.evicted);
                     summarized += r.summary.map_or(0, |s| s.packets);
                 }
             }
@@ -298,6 +312,8 @@ mod tests {
         assert!(c.slots.len() == SLOTS && c.dirty.len() <= SLOTS);
         assert_eq!(firsts, 50_000, "each tuple's first refusal is recorded");
         assert_eq!(firsts + summarized, refused, "every refused packet is in a record");
+        // 50 000 live refusals in 4096 slots: nearly every new one gives up another.
+        assert!((40_000..50_000).contains(&evicted), "{evicted} evictions counted");
     }
 
     #[test]

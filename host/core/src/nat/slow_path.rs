@@ -247,6 +247,9 @@ impl Translator {
             true
         } else {
             let r = self.refusals.remember(nf, direction, verdict, generation, len, now);
+            if r.evicted {
+                self.counters.inc(Counter::PolicyRefusalsEvicted);
+            }
             if let Some(s) = r.summary.filter(|_| self.record_refused) {
                 self.push_refusal_summary(s);
             }
