@@ -4,9 +4,11 @@
 //!
 //! Owns: sockets, rings, buffers and threads. Must never: make translation decisions —
 //! it hands each frame to `natgw_core::nat::Translator` and carries out the verdict. Every
-//! system call natgw makes is here (the control plane's few too: `sys`), and with them
-//! nearly all of natgw's `unsafe`, each block with a SAFETY comment; the only other
-//! `unsafe` is the compiled-component cache's one call (`natgw-policy`).
+//! system call natgw makes through `unsafe` is here (the control plane's few too: `sys`),
+//! with nearly all of natgw's `unsafe`, each block with a SAFETY comment; the only other
+//! `unsafe` is the compiled-component cache's one call (`natgw-policy`). Elsewhere, calls
+//! go through safe wrappers only: the policy runtime reads its thread's CPU clock
+//! (`rustix`) for call deadlines, the control plane uses the standard library.
 
 pub mod bufring;
 pub mod l2thread;

@@ -100,7 +100,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn options(&self) -> &[u8] {
-        &self.buffer.as_ref()[MIN_HEADER_LEN..self.header_len()]
+        &self.buffer.as_ref()[self.options_range()]
+    }
+
+    /// Where the options lie in the segment: for a caller that keeps the range and slices
+    /// the packet again later (`options` borrows the view).
+    pub fn options_range(&self) -> std::ops::Range<usize> {
+        MIN_HEADER_LEN..self.header_len()
     }
 
     pub fn payload(&self) -> &[u8] {

@@ -39,7 +39,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use natgw_wire::{
-    ethernet, icmpv4, ipv4, tcp, EthernetFrame, Ipv4Packet, L4Header, TcpPacket, WireError, ETHERTYPE_IPV4, PROTO_ICMP,
+    ethernet, icmpv4, ipv4, EthernetFrame, Ipv4Packet, L4Header, TcpPacket, WireError, ETHERTYPE_IPV4, PROTO_ICMP,
 };
 
 use crate::conntrack::tcp_window::Segment;
@@ -355,16 +355,17 @@ impl Translator {
             return Err(WireError::BadIpChecksum);
         }
         let tcp = match l4 {
-            L4Header::Tcp { header_len, .. } => {
+            L4Header::Tcp { .. } => {
                 let t = TcpPacket::new_checked(ip.payload())?;
                 let at = ethernet::HEADER_LEN + ip.header_len();
+                let options = t.options_range();
                 TcpFields {
                     seq: t.seq_number(),
                     ack: t.ack_number(),
                     window: t.window_len(),
                     // Within an IPv4 packet: far below u32.
                     payload_len: u32::try_from(t.payload().len()).unwrap_or(u32::MAX),
-                    options: (at + tcp::MIN_HEADER_LEN, at + header_len),
+                    options: (at + options.start, at + options.end),
                 }
             }
             _ => TcpFields::default(),

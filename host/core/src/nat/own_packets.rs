@@ -1,6 +1,8 @@
 //! Packets natgw builds itself: echo replies for its own addresses, TCP resets and ICMP
 //! errors (time exceeded, fragmentation needed, administratively prohibited), rate-limited
-//! by the ICMP error budget. Every one is emitted by the wire crate's `Repr`s.
+//! by the ICMP error budget. Resets and ICMP errors are emitted by the wire crate's `Repr`s;
+//! an echo reply is the request turned round in place through the views' setters (its
+//! payload must come back as it came).
 
 use std::net::Ipv4Addr;
 
