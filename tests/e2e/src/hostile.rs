@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,29 +88,103 @@ fn echoes_exactly(c: &mut TcpStream, line: &[u8], wait: Duration) -> Result<(), 
     }
 }
 
-/// Blind segments at an idle connection: `count` RSTs, FINs and data segments with
-/// random sequence and acknowledgment numbers, spoofed from the server to the external
-/// address and port the server saw. It must stay open, with nothing injected.
-pub fn blind_segments(t: &Topology, count: u32) -> Outcome {
+/// Which side of the gateway a blind sender is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// Off path on the internet, spoofing the server (the external address and port the
+    /// server saw are all it needs).
+    Outside,
+    /// A careless or compromised host on the inside link, spoofing the client.
+    Inside,
+}
+
+/// Sends `count` blind TCP segments as Ethernet frames on `iface` of `ns` to `gw_mac`,
+/// `src` to `dst`: each a random class (RST, RST+ACK, FIN+ACK, or ACK with 8 bytes of
+/// data) with random sequence, acknowledgment and window over the whole 32-bit space
+/// (seeded: every run sends the same). `per_ms`: frames each millisecond, or as fast as
+/// the link takes them (`None`). Returns the frames sent and the rate achieved.
+pub fn spray_blind(
+    ns: &Netns,
+    iface: &'static str,
+    gw_mac: [u8; 6],
+    (src, dst): (SocketAddr, SocketAddr),
+    count: u32,
+    per_ms: Option<u32>,
+) -> (u32, f64) {
+    let src_mac = mac_of(ns, iface);
+    ns.enter(move || {
+        let link = RawLink::open(iface).expect("raw socket");
+        let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (src, dst) else { panic!("IPv4 only") };
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut sent, t0) = (0u32, Instant::now());
+        for i in 0..count {
+            let r = next();
+            let [s0, s1, s2, s3, a0, a1, a2, a3] = r.to_be_bytes();
+            let flags = [0x04, 0x14, 0x11, 0x18][(next() % 4) as usize];
+            let payload: &[u8] = if flags == 0x18 { b"INJECTED" } else { b"" };
+            let seg = natgw_testkit::tcp_segment_at(
+                *src.ip(),
+                src.port(),
+                *dst.ip(),
+                dst.port(),
+                flags,
+                (u32::from_be_bytes([s0, s1, s2, s3]), u32::from_be_bytes([a0, a1, a2, a3])),
+                payload,
+            );
+            let mut frame =
+                natgw_testkit::ipv4_frame(*src.ip(), *dst.ip(), 6, 64, u16::from_be_bytes([s2, a2]), 0, &seg);
+            frame[..6].copy_from_slice(&gw_mac);
+            frame[6..12].copy_from_slice(&src_mac);
+            if link.send(&frame).is_ok() {
+                sent += 1;
+            }
+            if let Some(n) = per_ms {
+                if i % n.max(1) == n.max(1) - 1 {
+                    let due = t0 + Duration::from_micros(u64::from(i / n.max(1) + 1) * 1000);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                }
+            }
+        }
+        (sent, f64::from(sent) / t0.elapsed().as_secs_f64())
+    })
+}
+
+/// Blind segments at an idle connection (cli1 to an echo server), `count` of them from
+/// `from` at `per_ms` a millisecond (or flat out): it must stay open, nothing injected.
+pub fn blind_segments(t: &Topology, count: u32, from: From, per_ms: Option<u32>) -> Outcome {
     let (server, peer) = echo_server(&t.inet, "203.0.113.80:9000");
     let mut c =
         t.cli1.enter(|| TcpStream::connect_timeout(&sa("203.0.113.80:9000"), Duration::from_secs(5))).expect("connect");
     echoes_exactly(&mut c, b"before\n", Duration::from_secs(3)).expect("the connection works");
     let ext = peer.recv_timeout(Duration::from_secs(5)).expect("the server saw the connection");
-    let gw_mac = fmt_mac(mac_of(&t.gw, "out0"));
-    let (ip, port) = (ext.ip().to_string(), ext.port().to_string());
-    let n = count.to_string();
-    let t0 = Instant::now();
-    scapy(&t.inet, "spray_segments.py", &["i0", &gw_mac, "203.0.113.80", "9000", &ip, &port, &n, "1"]);
-    let rate = f64::from(count) / t0.elapsed().as_secs_f64();
+    let (sent, rate) = match from {
+        From::Outside => {
+            spray_blind(&t.inet, "i0", mac_of(&t.gw, "out0"), (sa("203.0.113.80:9000"), ext), count, per_ms)
+        }
+        From::Inside => {
+            let client = c.local_addr().expect("the client's address");
+            spray_blind(&t.cli1, "c1", mac_of(&t.gw, "in1"), (client, sa("203.0.113.80:9000")), count, per_ms)
+        }
+    };
     let after = echoes_exactly(&mut c, b"after\n", Duration::from_secs(3));
     drop(c);
     let _ = server.join();
+    let side = if from == From::Outside { "outside" } else { "inside" };
     match after {
-        Ok(()) => {
-            Outcome { held: true, measured: 1, text: format!("kept open, nothing injected ({count} at {rate:.0}/s)") }
+        Ok(()) => Outcome {
+            held: true,
+            measured: u64::from(sent),
+            text: format!("kept open, nothing injected ({sent} from the {side} at {rate:.0}/s)"),
+        },
+        Err(e) => {
+            Outcome { held: false, measured: 0, text: format!("lost: {e} ({sent} from the {side} at {rate:.0}/s)") }
         }
-        Err(e) => Outcome { held: false, measured: 0, text: format!("lost: {e} ({count} at {rate:.0}/s)") },
     }
 }
 
@@ -123,9 +197,12 @@ pub fn scan_while_another_subnet_connects(t: &Topology, probes: u32) -> Outcome 
         .args(["--udp", "--rand-dest", "-I", "c1", "-i", "u50", "-c", &probes.to_string(), "-p", "++1", "203.0.113.x"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    let sent_before = tx_packets(&t.cli1, "c1");
     let mut scan = hping.spawn().expect("hping3 runs");
-    // Let the scan fill what it can first.
-    std::thread::sleep(Duration::from_millis(500));
+    // The connections start once the scan is well under way: its first 8000 probes are
+    // out (on the scanner's own link, whatever the gateway did with them).
+    let scanning = crate::wait_until(Duration::from_secs(10), || tx_packets(&t.cli1, "c1") >= sent_before + 8000);
+    assert!(scanning, "hping3 never sent 8000 probes");
     let (mut ok, mut tried) = (0u32, 0u32);
     let t0 = Instant::now();
     while tried < 50 || (scan.try_wait().ok().flatten().is_none() && t0.elapsed() < Duration::from_secs(30)) {
@@ -152,6 +229,7 @@ fn fragment_flood(
     dst: Ipv4Addr,
     rate: u32,
     stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
 ) -> std::thread::JoinHandle<u64> {
     let src_mac = mac_of(inet, "i0");
     inet.spawn(move || {
@@ -177,6 +255,7 @@ fn fragment_flood(
                     sent += 1;
                 }
             }
+            progress.store(sent, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(1));
         }
         sent
@@ -188,9 +267,13 @@ fn fragment_flood(
 /// echo service. Every one must come back.
 pub fn fragment_flood_while_fragmented_traffic(t: &Topology, rate: u32) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
-    let flood = fragment_flood(&t.inet, mac_of(&t.gw, "out0"), Ipv4Addr::new(198, 51, 100, 10), rate, stop.clone());
-    // Let it fill what it can first.
-    std::thread::sleep(Duration::from_secs(1));
+    let progress = Arc::new(AtomicU64::new(0));
+    let gw_mac = mac_of(&t.gw, "out0");
+    let flood = fragment_flood(&t.inet, gw_mac, Ipv4Addr::new(198, 51, 100, 10), rate, stop.clone(), progress.clone());
+    // The real traffic starts once the flood has sent 5000 fragments: far more than a
+    // 4 MiB budget of 128-byte entries holds, twice over for natgw's small test budget.
+    let flooding = crate::wait_until(Duration::from_secs(10), || progress.load(Ordering::Relaxed) >= 5000);
+    assert!(flooding, "the flood never sent 5000 fragments");
     let ping = t.cli1.output("ping", &["-n", "-q", "-c", "10", "-i", "0.2", "-W", "2", "-s", "3000", "203.0.113.80"]);
     let text = String::from_utf8_lossy(&ping.stdout);
     let pings: u32 = text
@@ -242,7 +325,8 @@ pub fn icmp_errors_from_inside_routers(t: &Topology, count: u16) -> Outcome {
         }
         sent
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Every error that is coming is at the remote within moments; stop once all are.
+    capture.wait_for(usize::from(sent), Duration::from_secs(2));
     let lines = capture.stop();
     let private = lines.iter().filter(|l| l.contains(" IP 10.")).count();
     let external = lines.iter().filter(|l| l.contains(" IP 198.51.100.")).count();
@@ -260,10 +344,14 @@ pub fn spoofed_router_arp(t: &Topology) -> Outcome {
     // Resolved and in use before the spoofing starts.
     t.cli1.run("curl", &["-s", "-m", "2", "-o", "/dev/null", "http://203.0.113.80/ip"]).expect("curl before");
     let inet = t.inet.clone();
+    let seen = Capture::start(&t.gw, "out0", "arp and ether src 02:66:66:66:66:66", &t.path("spoof.pcap"));
     let spoof = std::thread::spawn(move || {
         scapy(&inet, "arp.py", &["i0", "spoof", "198.51.100.1", "02:66:66:66:66:66", "20", "0.2"])
     });
-    std::thread::sleep(Duration::from_millis(700));
+    // The fetches start once the gateway has had both forms of the lie (a request and a
+    // reply claiming the router).
+    assert!(seen.wait_for(2, Duration::from_secs(5)) >= 2, "the spoofed ARP never reached the gateway");
+    drop(seen.stop());
     let ok = (0..10)
         .filter(|_| t.cli1.run("curl", &["-s", "-m", "1", "-o", "/dev/null", "http://203.0.113.80/ip"]).is_ok())
         .count();
@@ -301,10 +389,20 @@ pub fn router_failover(t: &Topology) -> Outcome {
 /// the neighbour entries that cost, as `entries()` reports them before and after.
 pub fn arp_askers(t: &Topology, entries: impl Fn() -> usize) -> Outcome {
     let before = entries();
+    // The answers, to the askers' own MACs (02:a5:00:00:…).
+    let answers =
+        Capture::start(&t.cli1, "c1", "arp[6:2] = 2 and ether[0:4] = 0x02a50000", &t.path("arp-answers.pcap"));
     scapy(&t.cli1, "arp.py", &["c1", "askers", "10.10.1.1", "11", "254"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // An entry, if one is made, is made as the question is answered: count once every
+    // asker has its answer.
+    let answered = answers.wait_for(244, Duration::from_secs(5));
+    drop(answers.stop());
     let grew = entries().saturating_sub(before);
-    Outcome { held: grew == 0, measured: grew as u64, text: format!("{grew} neighbour entries for 244 askers") }
+    Outcome {
+        held: grew == 0 && answered >= 244,
+        measured: grew as u64,
+        text: format!("{grew} neighbour entries for 244 askers ({answered} answered)"),
+    }
 }
 
 /// The gateway namespace kernel's neighbour entries on the inside link (the kernel NAT's
@@ -314,8 +412,13 @@ pub fn kernel_neighbours(gw: &Netns) -> usize {
     serde_json::from_str::<serde_json::Value>(&out).ok().and_then(|v| v.as_array().map(Vec::len)).unwrap_or(0)
 }
 
-fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+/// Packets `dev` in `ns` has sent (its kernel counter).
+fn tx_packets(ns: &Netns, dev: &str) -> u64 {
+    let out = ns.ip_output(&["-s", "-j", "link", "show", "dev", dev]);
+    serde_json::from_str::<serde_json::Value>(&out)
+        .ok()
+        .and_then(|v| v.get(0)?.get("stats64")?.get("tx")?.get("packets")?.as_u64())
+        .unwrap_or(0)
 }
 
 /// The config the hostile scenarios run natgw with: the demo's addresses without its

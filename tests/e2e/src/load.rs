@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::{TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,10 +66,34 @@ pub fn start_iperf3_server(t: &mut Topology) {
     });
 }
 
-/// A steady UDP echo stream, 100 datagrams a second for `seconds` from `ns`: returns
-/// (sent, lost), waiting up to a second after the last for the stragglers.
-pub fn udp_stream(ns: &Netns, seconds: u64) -> std::thread::JoinHandle<(u64, u64)> {
-    ns.spawn(move || {
+/// A steady UDP echo stream, 100 datagrams a second for `seconds` from `ns`: `join`
+/// returns (sent, lost), waiting up to a second after the last for the stragglers;
+/// `echoed` says how many have come back so far (to wait for it to be flowing).
+pub struct UdpStream {
+    handle: std::thread::JoinHandle<(u64, u64)>,
+    echoed: Arc<AtomicU64>,
+}
+
+impl UdpStream {
+    pub fn echoed(&self) -> u64 {
+        self.echoed.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` datagrams have come back (the stream is flowing through).
+    #[track_caller]
+    pub fn wait_echoed(&self, n: u64) {
+        eventually(secs(5), &format!("{n} datagrams of the UDP stream to echo"), || self.echoed() >= n);
+    }
+
+    pub fn join(self) -> std::thread::Result<(u64, u64)> {
+        self.handle.join()
+    }
+}
+
+pub fn udp_stream(ns: &Netns, seconds: u64) -> UdpStream {
+    let echoed = Arc::new(AtomicU64::new(0));
+    let echoed2 = echoed.clone();
+    let handle = ns.spawn(move || {
         let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
         s.connect("203.0.113.7:7").expect("connect");
         s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
@@ -82,7 +106,9 @@ pub fn udp_stream(ns: &Netns, seconds: u64) -> std::thread::JoinHandle<(u64, u64
             while !stop2.load(Ordering::Relaxed) {
                 if let Ok(n) = rx.recv(&mut b) {
                     if let Some(i) = std::str::from_utf8(&b[..n]).ok().and_then(|t| t.parse::<u64>().ok()) {
-                        got2.lock().expect("lock").insert(i);
+                        let mut got = got2.lock().expect("lock");
+                        got.insert(i);
+                        echoed2.store(got.len() as u64, Ordering::Relaxed);
                     }
                 }
             }
@@ -99,7 +125,8 @@ pub fn udp_stream(ns: &Netns, seconds: u64) -> std::thread::JoinHandle<(u64, u64
         let _ = reader.join();
         let received = got.lock().expect("lock").len() as u64;
         (n, n - received)
-    })
+    });
+    UdpStream { handle, echoed }
 }
 
 /// `n` UDP flows from one socket of `ns` (one mapping): to ports 1024.. of 203.0.113.7,

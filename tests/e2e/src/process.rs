@@ -127,6 +127,21 @@ impl Capture {
         Capture { daemon, file: file.to_path_buf() }
     }
 
+    /// Packets captured so far (tcpdump writes each one as it comes: `-U`).
+    pub fn packets_so_far(&self) -> usize {
+        read_pcap(&self.file, false).len()
+    }
+
+    /// Waits up to `timeout` for `n` packets; how many there were.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> usize {
+        let mut seen = 0;
+        wait_until(timeout, || {
+            seen = self.packets_so_far();
+            seen >= n
+        });
+        seen
+    }
+
     /// Stops the capture and returns one text line per packet (`tcpdump -r -nn -v`).
     pub fn stop(mut self) -> Vec<String> {
         self.daemon.signal(libc::SIGINT);

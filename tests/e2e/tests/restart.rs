@@ -2,7 +2,7 @@
 //! unit): `systemctl restart` and a `kill -9` of the gateway keep every connection, the
 //! flow journal and the packet sockets passing through systemd's file-descriptor store.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use natgw::admin::AdminClient;
 use natgw_e2e::load::{echo_all, idle_connections, start_tcp_echo, udp_stream};
@@ -42,7 +42,7 @@ fn a_restart_and_a_crash_under_systemd_keep_every_connection() {
 
     for (round, (how, byte)) in [("systemctl restart", b'b'), ("kill -9", b'c')].into_iter().enumerate() {
         let udp = udp_stream(&t.cli2, 4);
-        std::thread::sleep(Duration::from_millis(1000));
+        udp.wait_echoed(50);
         let before = std::fs::read_to_string(t.path("natgw.log")).unwrap_or_default().len();
         let pids = m.pids("natgw.service");
         let began = Instant::now();

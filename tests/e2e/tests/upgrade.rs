@@ -3,7 +3,6 @@
 //! the running gateway as it was.
 
 use std::net::TcpStream;
-use std::time::Duration;
 
 use natgw_e2e::load::{echo_all, idle_connections, start_iperf3_server, start_tcp_echo, udp_stream};
 use natgw_e2e::wait::secs;
@@ -48,7 +47,7 @@ fn an_upgrade_under_load_resets_nothing_and_loses_only_the_pause() {
     });
     eventually(secs(5), "the transfer to start", || transfer_running(&t));
     let udp = udp_stream(&t.cli2, 6);
-    std::thread::sleep(Duration::from_millis(1500));
+    udp.wait_echoed(50);
 
     let old_pid = t.gateway().pid();
     let r = t.upgrade(&natgw_bin()).expect("natgw upgrade");

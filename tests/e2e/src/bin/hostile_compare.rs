@@ -8,7 +8,7 @@
 //! cannot be set inside a namespace, so the kernel column sets the machine's for its run
 //! and puts the old value back (also when a scenario panics).
 
-use natgw_e2e::hostile::{self, plain_config, Outcome};
+use natgw_e2e::hostile::{self, plain_config, From, Outcome};
 use natgw_e2e::Topology;
 
 const TABLE: u32 = 4096;
@@ -67,8 +67,12 @@ fn main() {
     // The conntrack module must be there before the limit can be set.
     drop(kernel());
     let rows = vec![
-        both("10 000 blind RST / FIN / data segments, random seq and ack, at an idle connection", |t| {
-            hostile::blind_segments(t, 10_000)
+        both(
+            "100 000 blind RST / FIN / data segments from outside, random seq and ack, flat out, at an idle connection",
+            |t| hostile::blind_segments(t, 100_000, From::Outside, None),
+        ),
+        both("10 000 blind segments from a host on the inside link, spoofing the client, 2000/s", |t| {
+            hostile::blind_segments(t, 10_000, From::Inside, Some(2))
         }),
         both("An inside host scans: 40 000 unanswered UDP probes at ~20 000/s, table of 4096", |t| {
             hostile::scan_while_another_subnet_connects(t, 40_000)
