@@ -103,7 +103,11 @@ pub fn policy_bench(
         t.elapsed()
     };
     run(calls / 10 + 1, &mut each);
+    let checks_before = natgw_policy::deadline_checks();
     let elapsed = run(calls, &mut each);
+    let checks = natgw_policy::deadline_checks() - checks_before;
+    let (wall_ns, cpu_ns) = natgw_policy::deadline_clock_costs();
+    let per_call = checks as f64 / calls.max(1) as f64;
     each.sort_unstable();
     // In parts per ten thousand: 5000 is the median, 10000 the maximum.
     let quantile = |per_10k: usize| f64::from(each[(each.len() - 1) * per_10k / 10_000]) / 1e3;
@@ -115,7 +119,9 @@ pub fn policy_bench(
          per call: median {:.2} us, 99th percentile {:.2} us, 99.99th {:.1} us, max {:.1} us \
          (deadline {call_timeout_us} us, memory budget {memory_limit_mb} MiB an instance)\n\
          load (compile, validate, first instance): {:.1} ms; new instance with init: median {:.2} ms of {}; \
-         linear memory per instance: {:.1} MiB; size {:.1} KiB\n",
+         linear memory per instance: {:.1} MiB; size {:.1} KiB\n\
+         deadline bookkeeping: {:.1} ns a call (a wall-clock read at each call's start, {wall_ns:.1} ns; \
+         {checks} CPU-time checks in {calls} calls, {per_call:.4} a call, {cpu_ns:.0} ns each)\n",
         elapsed.as_secs_f64() * 1e3,
         elapsed.as_nanos() as f64 / calls as f64,
         file.display(),
@@ -129,5 +135,6 @@ pub fn policy_bench(
         starts.len(),
         memory as f64 / (1 << 20) as f64,
         std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) as f64 / 1024.0,
+        wall_ns + per_call * cpu_ns,
     ))
 }

@@ -223,6 +223,34 @@ impl StoreData {
     }
 }
 
+/// Epoch callbacks run in this process: each reads its thread's CPU clock once.
+static DEADLINE_CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Deadline checks (epoch callbacks, one CPU-clock read each) this process has made.
+pub fn deadline_checks() -> u64 {
+    DEADLINE_CHECKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// What keeping a call's deadline costs, measured now on this thread, in nanoseconds:
+/// the wall-clock read every call makes at its start (for waits in host calls), and the
+/// CPU-clock read each deadline check makes (only when an epoch tick falls in a call).
+pub fn deadline_clock_costs() -> (f64, f64) {
+    const N: u32 = 100_000;
+    let t = Instant::now();
+    let mut sink = Duration::ZERO;
+    for _ in 0..N {
+        sink += std::hint::black_box(Instant::now()).elapsed();
+    }
+    let wall = t.elapsed().as_nanos() as f64 / f64::from(N) / 2.0;
+    let t = Instant::now();
+    for _ in 0..N {
+        sink += std::hint::black_box(thread_cpu_time()).unwrap_or_default();
+    }
+    let cpu = t.elapsed().as_nanos() as f64 / f64::from(N);
+    std::hint::black_box(sink);
+    (wall, cpu)
+}
+
 /// CPU time the calling thread has used, or `None` where the clock is unavailable.
 fn thread_cpu_time() -> Option<Duration> {
     use rustix::time::{clock_gettime_dynamic, ClockId, DynamicClockId};
@@ -237,6 +265,7 @@ fn ticks_covering(d: Duration, tick: Duration) -> u64 {
 
 /// The epoch callback: cut the call only once its thread has spent its budget in it.
 fn on_epoch_deadline(b: &mut CallBudget, tick: Duration) -> wasmtime::UpdateDeadline {
+    DEADLINE_CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(now) = thread_cpu_time() else {
         // No CPU clock: the budget becomes wall time, counted from the first tick.
         return match b.mark {

@@ -327,7 +327,9 @@ pub fn policy_test(component: &Path, vectors: &Path) -> Result<String, VectorErr
     if out.mismatches.is_empty() {
         Ok(summary)
     } else {
-        print!("{}", mismatch_table(&out.mismatches));
+        // Never print!: a reader gone (`| head`) must cost output, not the process.
+        use std::io::Write;
+        let _ = std::io::stdout().lock().write_all(mismatch_table(&out.mismatches).as_bytes());
         Err(VectorError::Mismatches { summary: summary.trim_end().to_string() })
     }
 }

@@ -9,9 +9,11 @@
 //! concurrently, each request's headers must arrive within `HEADER_TIMEOUT` and a whole
 //! connection ends after `CONNECTION_TIMEOUT`, so a client that trickles its request (or
 //! reads its answer slowly) holds only its own connection, never the endpoint. At most
-//! `MAX_CONNECTIONS` are open at once; a new one beyond closes the oldest, so a local user
-//! holding them all cannot keep a scraper out (it would have to open 128 connections in
-//! the milliseconds a scrape takes).
+//! `MAX_CONNECTIONS` are open at once; a new one beyond closes the oldest connection of
+//! the peer address that holds the most, so clients holding them all, or opening new ones
+//! as fast as they can, cannot keep a scraper on another address out: only their own
+//! connections are closed. The limit of that: a flood from the scraper's own address (a
+//! local user beside a Prometheus on the same host, both on 127.0.0.1) competes with it.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -79,34 +81,51 @@ pub fn serve(listener: TcpListener, counters: Vec<Arc<Counters>>, stop: impl Fn(
     rt.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        // The connections being served, oldest first.
-        let mut open: VecDeque<tokio::task::JoinHandle<()>> = VecDeque::new();
+        // The connections being served, oldest first, with their peers.
+        let mut open: VecDeque<(std::net::IpAddr, tokio::task::JoinHandle<()>)> = VecDeque::new();
         while !stop() {
             let Ok(accepted) = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await else {
                 continue;
             };
-            let Ok((stream, _)) = accepted else { continue };
-            open.retain(|c| !c.is_finished());
+            let Ok((stream, peer)) = accepted else { continue };
+            open.retain(|(_, c)| !c.is_finished());
             while open.len() >= MAX_CONNECTIONS {
-                if let Some(oldest) = open.pop_front() {
-                    oldest.abort();
+                let Some(i) = oldest_of_busiest_peer(&open, peer.ip()) else { break };
+                if let Some((_, c)) = open.remove(i) {
+                    c.abort();
                 }
             }
             let counters = Arc::clone(&counters);
-            open.push_back(tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let r = respond(&req, &counters);
-                    async move { Ok::<_, Infallible>(r) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
-            }));
+            open.push_back((
+                peer.ip(),
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let r = respond(&req, &counters);
+                        async move { Ok::<_, Infallible>(r) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+                }),
+            ));
         }
         Ok(())
     })
+}
+
+/// Which connection a full endpoint closes for one from `arriving`: the oldest of the
+/// peer address that holds the most (the arriving one counted as one more of its own).
+fn oldest_of_busiest_peer<T>(open: &VecDeque<(std::net::IpAddr, T)>, arriving: std::net::IpAddr) -> Option<usize> {
+    let mut held: std::collections::HashMap<std::net::IpAddr, usize> = std::collections::HashMap::new();
+    for (ip, _) in open {
+        *held.entry(*ip).or_insert(0) += 1;
+    }
+    *held.entry(arriving).or_insert(0) += 1;
+    // Ties go to the peer whose connection is oldest (the first in `open`).
+    let most = held.values().copied().max()?;
+    open.iter().position(|(ip, _)| held.get(ip) == Some(&most)).or_else(|| (!open.is_empty()).then_some(0))
 }
 
 #[cfg(test)]
@@ -221,5 +240,61 @@ mod tests {
         drop(hogs);
         stop.store(true, Ordering::Relaxed);
         t.join().unwrap().unwrap();
+    }
+
+    /// A connection to `addr` from the loopback address `from`.
+    fn connect_from(from: [u8; 4], addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.bind(&SocketAddr::from((from, 0)).into())?;
+        s.connect(&addr.into())?;
+        Ok(s.into())
+    }
+
+    #[test]
+    fn a_client_opening_connections_as_fast_as_it_can_closes_only_its_own() {
+        use std::io::{Read, Write};
+        let (addr, stop, t) = start();
+        // A local flood from 127.0.0.3: connections opened and held as fast as it can.
+        let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let f2 = flooding.clone();
+        let flood = std::thread::spawn(move || {
+            let mut held = VecDeque::new();
+            let mut opened = 0u64;
+            while f2.load(Ordering::Relaxed) {
+                if let Ok(s) = connect_from([127, 0, 0, 3], addr) {
+                    held.push_back(s);
+                    opened += 1;
+                }
+                if held.len() > 4 * MAX_CONNECTIONS {
+                    held.pop_front();
+                }
+            }
+            opened
+        });
+        // Meanwhile a scraper on 127.0.0.2 is answered, every time.
+        for i in 0..50 {
+            let mut s = connect_from([127, 0, 0, 2], addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut r = String::new();
+            let _ = s.read_to_string(&mut r);
+            assert!(r.starts_with("HTTP/1.1 200 OK"), "scrape {i} beside the flood: {r:?}");
+        }
+        flooding.store(false, Ordering::Relaxed);
+        let opened = flood.join().unwrap();
+        assert!(opened > 2 * MAX_CONNECTIONS as u64, "the flood opened only {opened}");
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_full_endpoint_closes_the_busiest_peers_oldest() {
+        let ip = |b: u8| std::net::IpAddr::from([127, 0, 0, b]);
+        let open: VecDeque<(std::net::IpAddr, ())> = [2, 3, 3, 2, 3].iter().map(|b| (ip(*b), ())).collect();
+        assert_eq!(oldest_of_busiest_peer(&open, ip(4)), Some(1), "127.0.0.3 holds 3: its oldest");
+        assert_eq!(oldest_of_busiest_peer(&open, ip(3)), Some(1));
+        assert_eq!(oldest_of_busiest_peer(&open, ip(2)), Some(0), "a tie: the peer holding the oldest");
+        let open: VecDeque<(std::net::IpAddr, ())> = [2, 3].iter().map(|b| (ip(*b), ())).collect();
+        assert_eq!(oldest_of_busiest_peer(&open, ip(2)), Some(0), "the arriving peer's own oldest");
     }
 }

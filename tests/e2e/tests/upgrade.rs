@@ -69,6 +69,19 @@ fn an_upgrade_under_load_resets_nothing_and_loses_only_the_pause() {
     assert!(r.flows >= 13, "10 idle connections, iperf3's two, the UDP stream: {} flows", r.flows);
     let status = t.admin().status().expect("the new process answers on the same admin socket");
     assert_eq!(status.pid, r.new_pid);
+    // The interface locks came along: a second natgw on the same interfaces (with an
+    // admin socket of its own) is refused, naming the successor as the holder.
+    let mut second = t.demo_config();
+    second.set("admin.socket", t.path("second.sock").display().to_string());
+    let second_cfg = t.path("second.toml");
+    second.write(&second_cfg);
+    let out = t.gw.output(&natgw_bin().display().to_string(), &["run", "--config", &second_cfg.display().to_string()]);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a second natgw started beside the successor");
+    assert!(
+        text.contains("already running on interface") && text.contains(&format!("pid {}", r.new_pid)),
+        "the lock did not pass to the successor: {text}"
+    );
 
     // The transfer completes without a reset, the idle connections still echo from the
     // same external ports, the UDP stream loses at most the pause.
