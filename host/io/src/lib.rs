@@ -148,7 +148,9 @@ pub struct Shared {
     pub link_mtu: Vec<std::sync::atomic::AtomicU32>,
     /// The MTU each worker applies to each link (`[worker][link]`), for `natgw status`.
     pub applied_mtu: Vec<Vec<std::sync::atomic::AtomicU32>>,
-    pub start: std::time::Instant,
+    /// When the gateway clock read `base_ms` (see `now_ms`).
+    start: std::time::Instant,
+    base_ms: u64,
     /// Finished flows on their way to the flow log (bounded; overflow is counted).
     pub flow_ends: Arc<ArrayQueue<FlowEnd>>,
     /// Whether workers record finished flows at all.
@@ -184,6 +186,7 @@ impl Shared {
                 .map(|_| link_mtu.iter().map(|_| std::sync::atomic::AtomicU32::new(0)).collect())
                 .collect(),
             start: std::time::Instant::now(),
+            base_ms: CLOCK_BASE_MS,
             flow_ends: Arc::new(ArrayQueue::new(1 << 16)),
             flow_log_enabled,
             heartbeat: (0..workers).map(|_| AtomicU64::new(0)).collect(),
@@ -234,11 +237,46 @@ impl Shared {
         self.counters[self.counters.len() - 1].clone()
     }
 
-    /// Milliseconds since the gateway started: the clock every core function is given.
+    /// The gateway clock, in milliseconds: the clock every core function is given. It
+    /// reads `CLOCK_BASE_MS` when the gateway starts (or its predecessor's reading, when it
+    /// takes over from one: `adopt_clock`).
     pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.base_ms.saturating_add(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Carries on from `now_ms`, another process's reading of its gateway clock now (the
+    /// process this one takes over from, or the writer of a flow journal): every time in
+    /// the state it hands over keeps its meaning.
+    pub fn adopt_clock(&mut self, now_ms: u64) {
+        self.start = std::time::Instant::now();
+        self.base_ms = now_ms;
+    }
+
+    /// Seconds the gateway has run, across the processes that handed it on.
+    pub fn uptime_s(&self) -> u64 {
+        self.now_ms().saturating_sub(CLOCK_BASE_MS) / 1000
+    }
+
+    /// Workers that have not turned their loop for `l2thread::WORKER_STALL_MS` (the
+    /// watchdog's test), by index.
+    pub fn stalled_workers(&self) -> Vec<usize> {
+        let now = self.now_ms();
+        self.heartbeat
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| {
+                let last = b.load(std::sync::atomic::Ordering::Relaxed);
+                last > 0 && now.saturating_sub(last) >= l2thread::WORKER_STALL_MS
+            })
+            .map(|(w, _)| w)
+            .collect()
     }
 }
+
+/// What the gateway clock reads when a gateway starts, instead of 0: a flow taken over
+/// from another node or process may be older than the process holding it, and its
+/// creation must still be a time of this clock (a `u64`). 2^32 ms is 49 days of headroom.
+pub const CLOCK_BASE_MS: u64 = 1 << 32;
 
 /// virtio_net_hdr (10 bytes, host byte order) that precedes every frame on our sockets.
 pub const VNET_HDR_LEN: usize = 10;

@@ -92,7 +92,8 @@ pub enum Reply {
         protocol: u32,
         server: String,
     },
-    Status(Status),
+    /// Boxed: the largest reply by far.
+    Status(Box<Status>),
     Stats(Stats),
     Flows {
         flows: Vec<FlowEntry>,
@@ -231,6 +232,10 @@ pub struct Status {
     /// The pair this node belongs to (`[ha]`); absent for a single gateway.
     #[serde(default)]
     pub ha: Option<Box<crate::ha::HaStatus>>,
+    /// Workers that have not turned their loop for half a second (the watchdog's view:
+    /// `natgw ha check` fails while any is).
+    #[serde(default)]
+    pub stalled_workers: Vec<usize>,
 }
 
 /// One counter's total over every worker, by its operator-facing name.
@@ -368,7 +373,7 @@ impl AdminClient {
 
     pub fn status(&self) -> Result<Status, AdminError> {
         match self.call(&Request::Status)? {
-            Reply::Status(s) => Ok(s),
+            Reply::Status(s) => Ok(*s),
             other => Err(unexpected(&self.path, &other)),
         }
     }

@@ -61,6 +61,8 @@ pub enum ControlError {
     Ha(crate::ha::HaError),
     #[error("{0}")]
     Usage(String),
+    #[error("natgw ha check: {0}")]
+    Unhealthy(String),
     #[error("natgw run needs root (CAP_NET_RAW, CAP_NET_ADMIN); effective uid is {0}")]
     NotRoot(u32),
     #[error(transparent)]
@@ -266,12 +268,13 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     let mut shared = Shared::new(workers, &mtus, cfg.flow_log.enabled)?;
     let predecessor_now = inherited.as_ref().map(|i| i.now_ms).or(precopy.as_ref().map(|p| p.0));
     if let Some(now_ms) = predecessor_now {
-        // The predecessor's clock origin: every time in the handed-over table keeps its meaning.
-        shared.start = Instant::now().checked_sub(Duration::from_millis(now_ms)).unwrap_or(shared.start);
+        // The predecessor's clock: every time in the handed-over table keeps its meaning.
+        shared.adopt_clock(now_ms);
     } else if let Some(r) = &restored {
-        // The journal's writer's clock (the same monotonic clock, another process).
-        let then = sys::monotonic_ms().saturating_sub(r.origin_ms);
-        shared.start = Instant::now().checked_sub(Duration::from_millis(then)).unwrap_or(shared.start);
+        // The journal's writer's clock (the same monotonic clock, another process): its
+        // zero lies `origin_ms` into the system's clock (wrapping: it starts at
+        // `CLOCK_BASE_MS`, before the machine booted).
+        shared.adopt_clock(sys::monotonic_ms().wrapping_sub(r.origin_ms));
     }
     if cfg.ha.is_some() {
         // A pair starts as standby (keepalived promotes); a successor keeps its predecessor's role.
@@ -469,7 +472,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     let mut own_journal = None;
     let mut regions = Vec::new().into_iter();
     if let (true, Some((_, t))) = (keep_flows, parts.first()) {
-        let origin = sys::monotonic_ms().saturating_sub(shared.now_ms());
+        let origin = sys::monotonic_ms().wrapping_sub(shared.now_ms());
         match crate::restart::OwnJournal::create(
             workers,
             t.journal_capacity(),
@@ -654,7 +657,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         sinks: Sinks { file: cfg.flow_log.file.clone(), followers: followers.clone(), otlp: otlp_queue },
         interval: Duration::from_millis(cfg.flow_log.interval_ms),
         batch: cfg.flow_log.batch,
-        clock: WallClock::new(shared.start),
+        clock: WallClock::new(shared.now_ms()),
         interfaces: cfg.inside.iter().map(|c| c.interface.clone()).collect(),
     };
     // The flow-log thread outlives the workers long enough to write their last records.
@@ -1215,7 +1218,7 @@ fn serve_admin(
         };
         let reply = match request {
             Request::Hello { .. } => Err(AdminError::BadRequest { reason: "a second hello".into() }),
-            Request::Status => Ok(Reply::Status(status_report(&shared, &status))),
+            Request::Status => Ok(Reply::Status(Box::new(status_report(&shared, &status)))),
             Request::Stats => Ok(Reply::Stats(stats_report(&shared))),
             Request::Flows => Ok(Reply::Flows { flows: flow_entries(&shared) }),
             Request::PolicyList => Ok(Reply::PolicyList { hooks: rt.status().into_iter().map(hook_status).collect() }),
@@ -1314,7 +1317,7 @@ fn status_report(shared: &Shared, s: &StatusInfo) -> Status {
     let inside = s.inside.iter().enumerate().map(|(i, l)| link(i, l)).collect();
     Status {
         pid: std::process::id(),
-        uptime_s: shared.start.elapsed().as_secs(),
+        uptime_s: shared.uptime_s(),
         workers: s.workers,
         inside,
         outside: link(s.inside.len(), &s.outside),
@@ -1333,6 +1336,7 @@ fn status_report(shared: &Shared, s: &StatusInfo) -> Status {
         packets_to_source: get(Counter::PacketsOutToSource),
         packets_dropped: t.iter().filter(|(c, _)| c.metric().0 == "PacketsDropCount").map(|x| x.1).sum(),
         ha: s.ha.as_ref().map(|h| Box::new(h.status())),
+        stalled_workers: shared.stalled_workers(),
     }
 }
 

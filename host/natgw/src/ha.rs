@@ -80,6 +80,10 @@ pub enum HaError {
     TooLong(usize),
     #[error("sync frame too short ({0} bytes)")]
     TooShort(usize),
+    #[error("sync link closed in the middle of a frame ({0} bytes of it read)")]
+    Truncated(usize),
+    #[error("sync format {peer} on the peer, {here} here: run the same natgw version")]
+    Version { peer: u16, here: u16 },
     #[error("sync frame with a bad HMAC (wrong ha.key on one node, or not from the peer)")]
     BadMac,
     #[error("sync frame of kind {0} where {1} was expected")]
@@ -94,6 +98,8 @@ pub enum HaError {
     Events(#[from] natgw_core::nat::replication::ReplicationError),
     #[error("ha.address = {addr}: {source} (the address must be one of this machine's, on ha.interface)")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("ha.address = {addr}: not an address of ha.interface = {interface:?} (the sync link's own interface)")]
+    NotOnInterface { addr: SocketAddr, interface: String },
     #[error("ha.interface = {name:?}: {source}")]
     Interface { name: String, source: natgw_io::IoError },
 }
@@ -305,7 +311,12 @@ impl FrameReader {
             match s.read(&mut self.buf[at..]) {
                 Ok(0) => {
                     self.buf.truncate(at);
-                    return Err(HaError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                    // Closed between frames is a link that ended; within one, a frame cut short.
+                    return Err(if at == 0 {
+                        HaError::Io(std::io::ErrorKind::UnexpectedEof.into())
+                    } else {
+                        HaError::Truncated(at)
+                    });
                 }
                 Ok(n) => self.buf.truncate(at + n),
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
@@ -328,6 +339,16 @@ impl FrameReader {
     /// Part of a frame or more is waiting here already.
     fn holds_more(&self) -> bool {
         !self.buf.is_empty()
+    }
+}
+
+/// The error for a peer `refusal` turned away: a format this natgw does not read, or a
+/// configuration that cannot pair.
+fn mismatch(theirs: &Hello, mine: &Hello, why: String) -> HaError {
+    if theirs.version == mine.version {
+        HaError::Mismatch(why)
+    } else {
+        HaError::Version { peer: theirs.version, here: mine.version }
     }
 }
 
@@ -477,6 +498,14 @@ impl Ha {
         natgw_io::sys::interface_info(&self.cfg.interface)
             .map_err(|source| HaError::Interface { name: self.cfg.interface.clone(), source })?;
         let addr = SocketAddr::V4(self.cfg.address);
+        // The sync link is the dedicated interface: an address the machine has elsewhere
+        // would carry the sync stream over a data link.
+        let on_interface = natgw_io::sys::kernel_ipv4_addresses()
+            .map(|all| all.iter().any(|(name, a)| *name == self.cfg.interface && a == self.cfg.address.ip()))
+            .unwrap_or(true);
+        if !on_interface {
+            return Err(HaError::NotOnInterface { addr, interface: self.cfg.interface.clone() });
+        }
         let deadline = Instant::now() + wait;
         loop {
             match TcpListener::bind(addr) {
@@ -508,6 +537,8 @@ impl Ha {
             HaError::Mismatch(_) | HaError::Refused(_) => Counter::HaSyncRejectedConfig,
             HaError::TooLong(_)
             | HaError::TooShort(_)
+            | HaError::Truncated(_)
+            | HaError::Version { .. }
             | HaError::UnexpectedKind(..)
             | HaError::BadMagic(_)
             | HaError::Events(_) => Counter::HaSyncRejectedFormat,
@@ -581,7 +612,7 @@ impl Ha {
         let theirs = open_hello(&self.cfg.key, End::Acceptor, &frames.next_within(&mut s)?)?;
         if let Some(why) = mine.refusal(&theirs) {
             let _ = s.write_all(&seal_refusal(&self.cfg.key, End::Dialer, &why));
-            return Err(HaError::Mismatch(why));
+            return Err(mismatch(&theirs, &mine, why));
         }
         let mut channel = Channel::new(&self.cfg.key, End::Dialer, &mine, &theirs);
         // Acknowledgements arrive on a thread of their own, opened with the acceptor's
@@ -715,7 +746,7 @@ impl Ha {
         let mine = Hello { nonce: nonce(), ..self.hello };
         if let Some(why) = mine.refusal(&theirs) {
             let _ = s.write_all(&seal_refusal(&self.cfg.key, End::Acceptor, &why));
-            return Err(HaError::Mismatch(why));
+            return Err(mismatch(&theirs, &mine, why));
         }
         s.write_all(&seal_hello(&self.cfg.key, End::Acceptor, &mine))?;
         let mut channel = Channel::new(&self.cfg.key, End::Acceptor, &theirs, &mine);
@@ -881,6 +912,24 @@ pub fn watch(client: &crate::admin::AdminClient, track_file: &std::path::Path) -
             }
         }
     }
+}
+
+/// How long `check` waits for natgw's answer.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `natgw ha check`, keepalived's `vrrp_script` beside `watch`: natgw answers within
+/// `CHECK_TIMEOUT` and every worker turns its loop. `watch` sees a process that ends; this
+/// sees one that lives on but no longer works (frozen, a worker stuck). Why not, as text.
+pub fn check(client: &crate::admin::AdminClient) -> Result<String, String> {
+    let status = match client.call_within(&crate::admin::Request::Status, CHECK_TIMEOUT) {
+        Ok(crate::admin::Reply::Status(s)) => s,
+        Ok(other) => return Err(format!("natgw answered {other:?} to a status request")),
+        Err(e) => return Err(format!("natgw did not answer within {CHECK_TIMEOUT:?}: {e}")),
+    };
+    if !status.stalled_workers.is_empty() {
+        return Err(format!("worker(s) {:?} have not turned their loop for half a second", status.stalled_workers));
+    }
+    Ok(format!("natgw (pid {}) answers and its {} worker(s) turn", status.pid, status.workers))
 }
 
 #[cfg(test)]

@@ -29,6 +29,9 @@ enum HaAction {
     /// Keep a keepalived track file saying whether natgw runs (0) or not (1), updated the
     /// moment natgw's process ends.
     Watch,
+    /// Exit 0 when natgw answers within a second and every worker turns its loop, 1 when
+    /// not, saying why (keepalived's vrrp_script: a natgw alive but hung fails it).
+    Check,
 }
 
 #[derive(Parser)]
@@ -308,6 +311,9 @@ fn main() -> ExitCode {
                     Ok(())
                 }
             }),
+        Command::Ha { action: HaAction::Check, socket, .. } => natgw::ha::check(&AdminClient::new(socket))
+            .map(|ok| outln!("{ok}"))
+            .map_err(ControlError::Unhealthy),
         Command::Ha { action: HaAction::Watch, socket, track_file, .. } => match track_file {
             Some(f) => natgw::ha::watch(&AdminClient::new(socket), &f)
                 .map_err(|e| ControlError::Path { path: f.display().to_string(), source: e }),

@@ -33,10 +33,11 @@ pub struct WallClock {
 }
 
 impl WallClock {
-    pub fn new(start: std::time::Instant) -> Self {
+    /// The wall clock of a gateway clock reading `gateway_now_ms` now.
+    pub fn new(gateway_now_ms: u64) -> Self {
         let now_unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        let since_start = start.elapsed();
-        WallClock { epoch_ns: u64::try_from(now_unix.saturating_sub(since_start).as_nanos()).unwrap_or(u64::MAX) }
+        let now_ns = u64::try_from(now_unix.as_nanos()).unwrap_or(u64::MAX);
+        WallClock { epoch_ns: now_ns.saturating_sub(gateway_now_ms.saturating_mul(1_000_000)) }
     }
     pub fn ns(&self, gateway_ms: u64) -> u64 {
         self.epoch_ns + gateway_ms * 1_000_000

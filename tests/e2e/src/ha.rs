@@ -132,6 +132,16 @@ pub fn start_keepalived(t: &mut Topology, ns: &Netns, b: bool, socket: &str) {
     t.daemon(&format!("keepalived-{tag}"), cmd);
 }
 
+/// The state keepalived beside node A (`b` false) or B last entered (MASTER, BACKUP,
+/// FAULT), from its log.
+pub fn keepalived_state(t: &Topology, b: bool) -> Option<String> {
+    let log = t.daemon_log(if b { "keepalived-b" } else { "keepalived-a" })?;
+    log.lines().rev().find_map(|l| {
+        let state = l.split("Entering ").nth(1)?.split(' ').next()?;
+        Some(state.to_string())
+    })
+}
+
 /// The node's role as its natgw says (None: not answering).
 pub fn role(node: &natgw::admin::AdminClient) -> Option<natgw::ha::Role> {
     node.status().ok().and_then(|s| s.ha).map(|h| h.role)

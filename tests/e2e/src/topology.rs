@@ -257,7 +257,13 @@ http {{
 
     /// The records natgw wrote to its flow log file (`flow_log.file`), one JSON object each.
     pub fn flow_log(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
-        std::fs::read_to_string(self.dir.join("flows.jsonl"))
+        self.flow_log_at("flows.jsonl")
+    }
+
+    /// The records of the flow log at `name` in the topology's directory (a node of a pair
+    /// writes its own).
+    pub fn flow_log_at(&self, name: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        std::fs::read_to_string(self.dir.join(name))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -274,6 +280,11 @@ http {{
         let log = self.dir.join(format!("{name}-{}.log", self.daemons.len()));
         self.daemons.push(Daemon::start(name, cmd, &log));
         self.daemons.last_mut().expect("just pushed")
+    }
+
+    /// The log of the daemon started as `name` (the latest one of that name), if any.
+    pub fn daemon_log(&self, name: &str) -> Option<String> {
+        self.daemons.iter().rev().find(|d| d.name == name).map(Daemon::log_text)
     }
 
     /// A further namespace, removed with the topology.

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use natgw::ha::Role;
-use natgw_e2e::ha::{node_config, role, start_b, start_node, wait_replica, wire_pair, Pair};
+use natgw_e2e::ha::{keepalived_state, node_config, role, start_b, start_node, wait_replica, wire_pair, Pair};
 use natgw_e2e::load::{echo_all, idle_connections, start_iperf3_server, start_tcp_echo, udp_stream};
 use natgw_e2e::wait::secs;
 use natgw_e2e::{eventually, Topology};
@@ -38,7 +38,11 @@ fn mac_text(m: [u8; 6]) -> String {
 
 #[test]
 fn killing_the_active_natgw_fails_over_through_keepalived_and_back() {
-    let Pair { mut t, b_ns, mut b, cfg_a, cfg_b } = Pair::with_keepalived(|_| {});
+    // Interim flow records every 2 s, so that each node reports the idle connections
+    // during its turn: the flow log must carry on across both failovers.
+    let Pair { mut t, b_ns, mut b, cfg_a, cfg_b } = Pair::with_keepalived(|c| {
+        c.set("flow_log.active_interval_s", 2i64);
+    });
     let a = t.admin();
     start_tcp_echo(&mut t, 8081);
     start_iperf3_server(&mut t);
@@ -58,7 +62,7 @@ fn killing_the_active_natgw_fails_over_through_keepalived_and_back() {
     assert!(wait_replica(&b.admin, 12, secs(5)), "the transfer's two connections reached B");
     let udp = udp_stream(&t.cli2, 6);
     assert!(wait_replica(&b.admin, 13, secs(5)), "the UDP stream's flow reached B");
-    std::thread::sleep(Duration::from_millis(1000));
+    udp.wait_echoed(50);
 
     // A's natgw dies. keepalived on A sees it go (track_process), gives up mastership at
     // once; keepalived on B becomes master and runs the notify script: natgw ha promote.
@@ -83,6 +87,9 @@ fn killing_the_active_natgw_fails_over_through_keepalived_and_back() {
     eprintln!("failover: iperf3 completed without a reset; UDP echo lost {lost} of {sent} datagrams (100/s)");
     assert!(lost * 10 < sent, "the UDP stream lost {lost} of {sent}");
     assert_eq!(echo_all(&mut idle, b'b'), Vec::<String>::new(), "idle connections after the failover");
+    // B picked every connection's windows up from its segments (liberally): none of the
+    // endpoints' own segments was refused, the bulk transfer's scaled windows included.
+    assert_eq!(counter(&b.admin, r#"PacketsDropCount{reason="tcp-out-of-window"}"#), 0);
     assert_eq!(translated(&b.admin, &ports), before, "same external address and port at B");
 
     // A's natgw comes back: keepalived keeps it standby (nopreempt); it catches up by
@@ -93,6 +100,11 @@ fn killing_the_active_natgw_fails_over_through_keepalived_and_back() {
     let a = t.admin();
     assert!(wait_replica(&a, 10, secs(10)), "A caught up: {:?}", a.status().ok().and_then(|s| s.ha));
     assert_eq!(role(&a), Some(Role::Standby));
+    // A is eligible again once keepalived's check of the new natgw passes (it runs every
+    // second): BACKUP, out of the FAULT the kill put it in.
+    eventually(secs(5), "keepalived on A to be BACKUP again", || {
+        keepalived_state(&t, false).as_deref() == Some("BACKUP")
+    });
     assert!(counter(&b.admin, "HaResyncs") >= 1);
     let acked = counter(&b.admin, "HaSyncAcked");
     assert!(acked > 0 && counter(&b.admin, "HaSyncSent") >= acked);
@@ -107,7 +119,49 @@ fn killing_the_active_natgw_fails_over_through_keepalived_and_back() {
     b.daemon.stop();
     let b = start_node(&t, &b_ns, true, &cfg_b);
     assert!(wait_replica(&b.admin, 10, secs(10)), "B rejoined as standby and caught up");
+
+    // The connections close through A. Over both nodes' flow logs (four processes, two of
+    // them killed), each connection has exactly one final record, is reported as new at
+    // most once, keeps its identity, and no window is counted twice. (What a killed
+    // process had reported but not yet written is lost: a gap, never a double.)
     drop(idle);
+    let finals = |t: &Topology| {
+        t.flow_log_at("flows-a.jsonl")
+            .iter()
+            .filter(|r| r.get("natgw.flow.end_reason").and_then(Value::as_str) == Some("closed"))
+            .filter(|r| {
+                r.get("source.port").and_then(Value::as_u64).is_some_and(|p| ports.iter().any(|q| u64::from(*q) == p))
+            })
+            .count()
+    };
+    eventually(secs(10), "A to record every connection's close", || finals(&t) == ports.len());
+    let records: Vec<_> = ["flows-a.jsonl", "flows-b.jsonl"].iter().flat_map(|f| t.flow_log_at(f)).collect();
+    let field = |r: &serde_json::Map<String, Value>, k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+    for p in &ports {
+        let mut mine: Vec<_> = records
+            .iter()
+            .filter(|r| field(r, "source.port") == u64::from(*p) && field(r, "destination.port") == 8081)
+            .collect();
+        mine.sort_by_key(|r| field(r, "natgw.flow.start"));
+        let finals: Vec<_> =
+            mine.iter().filter(|r| r.get("natgw.flow.end_reason").and_then(Value::as_str) != Some("active")).collect();
+        assert_eq!(finals.len(), 1, "port {p}: one final record: {mine:#?}");
+        // One flow: the same creation time in every record, to within what carrying an
+        // age across the sync link costs (milliseconds), and the same external port.
+        const SLACK_NS: u64 = 100_000_000;
+        let created = field(mine[0], "natgw.flow.created");
+        for r in &mine {
+            assert!(field(r, "natgw.flow.created").abs_diff(created) < SLACK_NS, "port {p}: one flow: {mine:#?}");
+            assert_eq!(r.get("natgw.nat.source.port"), mine[0].get("natgw.nat.source.port"), "port {p}");
+        }
+        let new = mine.iter().filter(|r| field(r, "natgw.flow.start") == field(r, "natgw.flow.created")).count();
+        assert!(new <= 1, "port {p}: reported as new {new} times: {mine:#?}");
+        for w in mine.windows(2) {
+            let (end, next) = (field(w[0], "natgw.flow.end"), field(w[1], "natgw.flow.start"));
+            assert!(next + SLACK_NS >= end, "port {p}: windows overlap ({end} > {next}): counted twice: {mine:#?}");
+        }
+        assert!(mine.len() >= 3, "port {p}: interim records from both nodes: {mine:#?}");
+    }
 }
 
 #[test]
@@ -215,6 +269,117 @@ fn a_peer_with_another_key_or_worker_count_gets_nothing() {
     b.daemon.stop();
 }
 
+/// A TCP connection to the standby's sync address from `from` in `ns` (a forger on the
+/// sync link, or a host there that is not the peer).
+fn sync_connection(ns: &natgw_e2e::Netns, from: [u8; 4]) -> std::net::TcpStream {
+    ns.enter(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.bind(&std::net::SocketAddr::from((from, 0)).into())?;
+        s.connect(&natgw_e2e::net::sa(natgw_e2e::ha::SYNC_B).into())?;
+        Ok::<_, std::io::Error>(std::net::TcpStream::from(s))
+    })
+    .unwrap_or_else(|e| panic!("connect to the sync link from {from:?}: {e}"))
+}
+
+/// Sends `bytes` (then closes) and waits until the standby has closed its end.
+fn send_and_wait_closed(mut s: std::net::TcpStream, bytes: &[u8]) {
+    use std::io::{Read, Write};
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    s.set_read_timeout(Some(secs(5))).expect("timeout");
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn garbage_on_the_sync_link_is_refused_counted_and_never_held() {
+    let mut t = Topology::network();
+    let b_ns = wire_pair(&mut t);
+    // B alone, a standby listening on the sync link; A's namespace plays the forger, from
+    // A's own address and from another one on the link.
+    let b = start_b(&t, &b_ns, &node_config(&t, true), 0);
+    t.gw.ip(&["addr", "add", "10.99.0.3/24", "dev", "sync0"]);
+    let count = |reason: &str| counter(&b.admin, &format!(r#"HaSyncRejected{{reason="{reason}"}}"#));
+    let rss_before = rss_kib(b.pid());
+
+    // Not the peer's address: closed unread, counted.
+    send_and_wait_closed(sync_connection(&t.gw, [10, 99, 0, 3]), b"hello?");
+    eventually(secs(5), "a stranger counted", || count("peer") >= 1);
+    // From the peer's address: random bytes (no valid HMAC), a frame that claims 100 MB
+    // (refused before it is read: never allocated), a frame cut off by a close, and a
+    // hello with the right key from a natgw of a future sync format.
+    let mut x = 0x1234_5678_9abc_def0u64;
+    let junk: Vec<u8> = std::iter::once([0u8, 0, 0, 40])
+        .flatten()
+        .chain((0..40).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_be_bytes()[0]
+        }))
+        .collect();
+    send_and_wait_closed(sync_connection(&t.gw, [10, 99, 0, 1]), &junk);
+    eventually(secs(5), "forged bytes counted", || count("auth") >= 1);
+    send_and_wait_closed(sync_connection(&t.gw, [10, 99, 0, 1]), &(100u32 << 20).to_be_bytes());
+    send_and_wait_closed(sync_connection(&t.gw, [10, 99, 0, 1]), &[0, 0, 0, 200, 1, 2, 3]);
+    let future = natgw::ha::Hello { version: 9, workers: 2, fingerprint: 0, nonce: [7; 16] };
+    let hello = natgw::ha::seal_hello(natgw_e2e::ha::KEY.as_bytes(), natgw::ha::End::Dialer, &future);
+    send_and_wait_closed(sync_connection(&t.gw, [10, 99, 0, 1]), &hello);
+    eventually(secs(5), "a long, a cut and a future frame counted", || count("format") >= 3);
+    let s = b.admin.status().expect("B answers").ha.expect("ha status");
+    assert!(!s.connected && s.replica_flows == 0, "nothing was held: {s:?}");
+    assert!(s.last_error.contains("sync format 9 on the peer"), "{s:?}");
+    let grew = rss_kib(b.pid()).saturating_sub(rss_before);
+    assert!(grew < 16 << 10, "B grew by {grew} KiB for garbage");
+
+    // The real peer then pairs at once: A, active, resyncs its flows to B.
+    let cfg_a = node_config(&t, false);
+    t.start(&cfg_a);
+    t.admin().ha(true).expect("promote A");
+    t.cli1.run("curl", &["-s", "-m", "5", "-o", "/dev/null", "http://203.0.113.80/ip"]).expect("through A");
+    assert!(wait_replica(&b.admin, 1, secs(10)), "B took A's flows after the garbage");
+    assert!(counter(&b.admin, "HaResyncs") >= 1, "a bulk resync");
+}
+
+#[test]
+fn a_frozen_active_natgw_fails_the_check_and_the_standby_takes_over() {
+    // A natgw that lives on but works no more (SIGSTOP: a hung process): its watcher sees
+    // nothing (the process is there), `natgw ha check` in keepalived's vrrp_script fails.
+    let Pair { mut t, b, .. } = Pair::with_keepalived(|_| {});
+    let a = t.admin();
+    start_tcp_echo(&mut t, 8081);
+    let mut idle: Vec<TcpStream> = idle_connections(&t.cli1, 8081, 3);
+    assert_eq!(echo_all(&mut idle, b'a'), Vec::<String>::new());
+    assert!(wait_replica(&b.admin, 3, secs(5)));
+    let pid = t.gateway().pid();
+    natgw_e2e::process::kill(pid, libc::SIGSTOP);
+    let frozen = Instant::now();
+    eventually(secs(8), "keepalived to promote B over the frozen A", || role(&b.admin) == Some(Role::Active));
+    eprintln!("a frozen active: B active {:.1} s after SIGSTOP", frozen.elapsed().as_secs_f64());
+    assert_eq!(echo_all(&mut idle, b'b'), Vec::<String>::new(), "the connections carry on through B");
+    assert_eq!(
+        std::fs::read_to_string(t.path("ha-up-a")).unwrap_or_default().trim(),
+        "0",
+        "the watcher saw a live process"
+    );
+    // A thaws: keepalived demotes it (B keeps the role: nopreempt), it resyncs from B, and
+    // nothing breaks.
+    natgw_e2e::process::kill(pid, libc::SIGCONT);
+    eventually(secs(8), "the thawed A to be demoted", || role(&a) == Some(Role::Standby));
+    assert!(wait_replica(&a, 3, secs(10)), "A caught up from B");
+    assert_eq!(role(&b.admin), Some(Role::Active));
+    assert_eq!(echo_all(&mut idle, b'c'), Vec::<String>::new());
+}
+
 #[test]
 fn an_upgrade_in_a_pair_keeps_each_role_and_fails_nothing_over() {
     let Pair { mut t, b, .. } = Pair::with_keepalived(|_| {});
@@ -233,6 +398,8 @@ fn an_upgrade_in_a_pair_keeps_each_role_and_fails_nothing_over() {
     assert_ne!(b_up.new_pid, b_up.old_pid);
     assert_eq!(role(&b.admin), Some(Role::Standby), "the standby's successor stays standby");
     assert!(wait_replica(&b.admin, 3, secs(10)), "B's successor resynced from A");
+    // What must not happen (a failover) gets half a second to happen: keepalived's
+    // advert interval is 100 ms and its fault timer 3 of them.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(role(&a), Some(Role::Active), "no failover");
     assert!(!b.daemon.log_text().contains("promoted to active"), "B was never promoted");
@@ -244,9 +411,12 @@ fn an_upgrade_in_a_pair_keeps_each_role_and_fails_nothing_over() {
 fn an_ha_section_naming_a_missing_interface_or_an_address_not_owned_stops_the_start() {
     let mut t = Topology::network();
     let b_ns = wire_pair(&mut t);
+    // An address B has, but on another interface than the sync link.
+    b_ns.ip(&["addr", "add", "10.99.1.5/32", "dev", "lo"]);
     for (key, value, expect) in [
         ("ha.interface", "nosuch0", "ha.interface = \"nosuch0\""),
         ("ha.address", "10.99.0.9:7801", "ha.address = 10.99.0.9:7801"),
+        ("ha.address", "10.99.1.5:7801", "ha.address = 10.99.1.5:7801: not an address of ha.interface = \"sync0\""),
     ] {
         let mut cfg = node_config(&t, true);
         cfg.set(key, value);

@@ -20,7 +20,8 @@
 //! link u8 | address | MAC per entry, at most `MAX_NEIGHBOURS`), so that a restarted
 //! natgw forwards its first packets without waiting for ARP.
 //!
-//! The clock origin is the writer's time zero on the system's monotonic clock (ms), so a
+//! The clock origin is the writer's time zero on the system's monotonic clock (ms, modulo
+//! 2^64: the gateway clock starts well above zero, so its zero may lie before boot), so a
 //! reader on the same boot knows how old each slot's stamp is. The epoch orders journals
 //! (a new process writes a new journal, epoch + 1, and keeps the old one until its own is
 //! complete: every worker has written every flow it took over).
