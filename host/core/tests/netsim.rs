@@ -893,6 +893,56 @@ fn a_replication_log_past_its_bound_says_so_and_stays_bounded() {
     assert_eq!(active.gw.replication_snapshot(0, &mut Vec::new()), n as u64);
 }
 
+#[test]
+fn a_resync_sent_in_chunks_while_flows_come_and_go_leaves_the_standby_exact() {
+    use natgw_core::nat::replication::ReplicaTable;
+    // UDP flows go after 7 s: the first ones end while the resync is under way.
+    let timeouts = Timeouts { udp: 7, tcp_closed: 3, ..Timeouts::default() };
+    let mut active = SimNet::with_config(|cfg| cfg.timeouts = timeouts);
+    active.gw.enable_replication();
+    let mut replica = ReplicaTable::new(1, 100_000, active.gw.config().state_fingerprint());
+    let udp_from = |port: u16| udp("10.10.1.10", port, "203.0.113.7", 7, b"x");
+    for p in 0..3000u16 {
+        assert!(active.send(Side::Inside, udp_from(10_000 + p)));
+    }
+    let mut conns: Vec<Conn> = (0..20).map(|i| active.connect(40_000 + i)).collect();
+    // The standby joins: a reset, then the table 500 slots a turn, while every turn new
+    // flows come, connections close, and older flows time out.
+    let mut batch = Vec::new();
+    active.gw.replication_snapshot_begin(&mut batch);
+    let mut at = Some(0);
+    let mut turn = 0u16;
+    while let Some(from) = at {
+        for p in 0..50u16 {
+            assert!(active.send(Side::Inside, udp_from(20_000 + turn * 50 + p)));
+        }
+        if let Some(mut c) = conns.pop() {
+            assert!(active.client_sends(&mut c, tcp::RST | tcp::ACK, 0));
+        }
+        active.advance_s(2);
+        active.gw.take_replication(active.now_ms, Some(&mut batch), None);
+        at = active.gw.replication_snapshot_chunk(from, 500, active.now_ms, &mut batch).0;
+        replica.apply_events(0, &std::mem::take(&mut batch), 0).expect("the events parse");
+        turn += 1;
+    }
+    assert!(turn > 4, "the resync took several turns ({turn})");
+    assert!(active.gw.flows().len() < 3000 + 20 + usize::from(turn) * 50, "flows ended meanwhile");
+    active.gw.take_replication(active.now_ms, Some(&mut batch), None);
+    replica.apply_events(0, &batch, 0).expect("the last events parse");
+    // The standby holds exactly the active's flows: none missing, none that ended.
+    let mut held: Vec<String> = Vec::new();
+    for section in replica.sections(active.now_ms) {
+        let mut net = SimNet::with_config(|cfg| cfg.timeouts = timeouts);
+        net.gw.import_state(&section, active.now_ms).expect("imports");
+        held.extend(net.gw.flows().iter().map(|(_, f)| format!("{:?}", f.keys)));
+    }
+    let mut live: Vec<String> = active.gw.flows().iter().map(|(_, f)| format!("{:?}", f.keys)).collect();
+    held.sort();
+    live.sort();
+    assert_eq!(held.len(), live.len(), "the standby holds {} flows, the active {}", held.len(), live.len());
+    assert_eq!(held, live);
+}
+
 /// One worker's journal file, formatted for `gw`.
 fn journal_for(gw: &Translator) -> Vec<u8> {
     use natgw_core::nat::journal::{self, JournalHeader};

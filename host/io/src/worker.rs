@@ -99,8 +99,10 @@ pub struct Worker {
     /// The link MTUs the translator was last told.
     mtus: Vec<u16>,
     busy_poll_us: u64,
-    /// The resync the sync thread asked for last that this worker has sent (`HaShared`).
+    /// The resync the sync thread asked for last that this worker has begun (`HaShared`).
     resync_generation: u64,
+    /// A bulk resync under way: the next flow slot to send (`SNAPSHOT_SLOTS` a turn).
+    snapshot_at: Option<usize>,
     /// This worker's region of the flow journal (`natgw_core::nat::journal`).
     journal: Option<WorkerJournal>,
 }
@@ -127,6 +129,11 @@ impl Rings {
         Ok(Rings { ring, bufs })
     }
 }
+
+/// Flow slots a bulk resync sends per loop turn: a turn stays well under a millisecond
+/// of it (about 100 ns a flow), where a whole table at once paused forwarding for tens of
+/// milliseconds per 100 000 flows each time a standby joined.
+const SNAPSHOT_SLOTS: usize = 4096;
 
 impl Worker {
     pub fn new(
@@ -159,6 +166,7 @@ impl Worker {
             wake_armed: false,
             mtus: vec![0; n],
             resync_generation,
+            snapshot_at: None,
             busy_poll_us,
             journal: journal
                 .map(|region| WorkerJournal { region, fill: JournalFill { scan: Some(0), written: false } }),
@@ -308,8 +316,14 @@ impl Worker {
             None => (None, None),
         };
         let mut region = region;
-        let taken =
-            self.translator.take_replication(now, (streaming && !resync).then_some(&mut batch), region.as_mut());
+        if resync {
+            // Everything before is superseded: the standby starts over from a reset, and
+            // the flows follow a chunk a turn while the log streams on.
+            self.resync_generation = generation;
+            self.translator.replication_snapshot_begin(&mut batch);
+            self.snapshot_at = Some(0);
+        }
+        let taken = self.translator.take_replication(now, streaming.then_some(&mut batch), region.as_mut());
         if let (Some(j), Some(region)) = (j, region.as_mut()) {
             if taken.overflowed {
                 self.translator.counters().inc(Counter::JournalRescans);
@@ -324,11 +338,10 @@ impl Worker {
             }
         }
         let Some(ha) = ha else { return };
-        if resync {
-            // Everything before is superseded (the snapshot starts the log over).
-            self.resync_generation = generation;
-            self.translator.replication_snapshot(now, &mut batch);
-        } else if taken.overflowed && streaming {
+        if let Some(from) = self.snapshot_at {
+            self.snapshot_at = self.translator.replication_snapshot_chunk(from, SNAPSHOT_SLOTS, now, &mut batch).0;
+        }
+        if taken.overflowed && streaming {
             self.translator.counters().inc(Counter::HaSyncOverflow);
             ha.resync_needed.store(true, Ordering::Release);
         }

@@ -190,24 +190,57 @@ impl Translator {
         taken
     }
 
-    /// A bulk resync: a reset, then every flow's record. The log starts over (what it held
-    /// is in the records).
+    /// A bulk resync at once: a reset, then every flow's record. The log starts over
+    /// (what it held is in the records). A worker spreads it over its loop turns instead
+    /// (`replication_snapshot_begin`, `replication_snapshot_chunk`).
     pub fn replication_snapshot(&mut self, now_ms: u64, out: &mut Vec<u8>) -> u64 {
+        self.replication_snapshot_begin(out);
+        let mut n = 0;
+        let mut at = Some(0);
+        while let Some(from) = at {
+            let (next, written) = self.replication_snapshot_chunk(from, usize::MAX, now_ms, out);
+            n += written;
+            at = next;
+        }
+        n
+    }
+
+    /// Starts a bulk resync: a reset for the standby, and the log starts over. The
+    /// records follow chunk by chunk (`replication_snapshot_chunk` from slot 0) while the
+    /// log goes on being taken as usual: an event about a flow the snapshot has not
+    /// reached yet repeats what it will say (an upsert) or removes what the standby does
+    /// not hold (a delete); one about a flow it has passed is news.
+    pub fn replication_snapshot_begin(&mut self, out: &mut Vec<u8>) {
         if let Some(log) = self.replication.as_mut() {
             *log = ReplicationLog::default();
         }
-        out.reserve(1 + self.flows.len() * (1 + RECORD_LEN));
         out.push(EVENT_RESET);
+    }
+
+    /// The records of the flows in slots `from..from + max`; where to go on from (`None`:
+    /// every slot is done) and how many records were written.
+    pub fn replication_snapshot_chunk(
+        &mut self,
+        from: usize,
+        max: usize,
+        now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> (Option<usize>, u64) {
+        let end = from.saturating_add(max).min(self.flows.id_bound());
+        out.reserve(end.saturating_sub(from).min(self.flows.len()) * (1 + RECORD_LEN));
         let mut buf = [0u8; RECORD_LEN];
         let mut n = 0;
-        for (id, flow) in self.flows.iter() {
+        for slot in from..end {
+            // Slots are FlowIds: below id_bound, each fits.
+            let Ok(id) = FlowId::try_from(slot) else { break };
+            let Some(flow) = self.flows.get(id) else { continue };
             let Some(record) = self.record_of(id, flow, now_ms) else { continue };
             record.emit(&mut buf);
             out.push(EVENT_UPSERT);
             out.extend_from_slice(&buf);
             n += 1;
         }
-        n
+        ((end < self.flows.id_bound()).then_some(end), n)
     }
 
     /// Forgets every flow without a flow-log record (a node that steps down to standby:
