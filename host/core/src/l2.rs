@@ -264,6 +264,12 @@ impl Arp {
         self.request(link, a, out)
     }
 
+    /// Forgets every resolution under way, so that the next `resolve` of each address asks
+    /// at once: a standby just promoted asks now for what it could not ask while silent.
+    pub fn forget_pending(&mut self) {
+        self.pending.clear();
+    }
+
     /// Decides the confirmations whose window has passed. True when the table changed.
     pub fn poll(&mut self, now_ms: u64) -> bool {
         let mut changed = false;
@@ -427,7 +433,11 @@ mod tests {
         let target = Ipv4Addr::new(10, 10, 1, 10);
         assert!(a.resolve(0, target, 0, &mut out).is_some());
         assert!(a.resolve(0, target, 500, &mut out).is_none());
-        assert!(a.resolve(0, target, 1500, &mut out).is_some());
+        // Forgetting what is under way (a standby's promotion) asks again at once.
+        a.forget_pending();
+        assert!(a.resolve(0, target, 600, &mut out).is_some());
+        assert!(a.resolve(0, target, 1500, &mut out).is_none());
+        assert!(a.resolve(0, target, 1600, &mut out).is_some());
         assert!(a.receive(0, &reply_from(HOST_MAC, target), 1600, &mut out).learned);
         assert_eq!(a.table().get(0, target), Some(HOST_MAC));
         // Not for another subnet.

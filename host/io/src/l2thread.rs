@@ -171,7 +171,9 @@ impl L2Thread {
                 // Promoted: every address moves here now (and again a second later).
                 announced = generation;
                 self.announce();
-                // What a standby never asked for: the upstream router, now.
+                // What a standby never asked for: the upstream router, now (no retry
+                // window left from the silence: a standby never marks a resolution).
+                self.arp.forget_pending();
                 self.resolve_prime(&mut out);
                 announced_twice = false;
                 last_age = self.shared.now_ms();
@@ -199,9 +201,13 @@ impl L2Thread {
                     unpublished |= o.learned;
                 }
             }
+            // A standby asks nothing (its requests would carry the active's addresses): it
+            // must not mark a resolution under way either, or its promotion would wait out
+            // the retry window before it could ask.
+            let active = self.shared.is_active();
             for _ in 0..RESOLVE_BATCH {
                 let Some((link, a)) = self.shared.resolve_requests.pop() else { break };
-                if usize::from(link) < self.sockets.len() && self.arp.table().get(link, a).is_none() {
+                if active && usize::from(link) < self.sockets.len() && self.arp.table().get(link, a).is_none() {
                     if let Some(n) = self.arp.resolve(link, a, now, &mut out) {
                         self.send(usize::from(link), &out[..n]);
                     }
@@ -218,7 +224,7 @@ impl L2Thread {
                 self.refresh_mtus();
                 let (due, forgot) = self.arp.age(now);
                 unpublished |= forgot;
-                for (link, a) in due {
+                for (link, a) in due.into_iter().filter(|_| active) {
                     if let Some(n) = self.arp.resolve(link, a, now, &mut out) {
                         self.send(usize::from(link), &out[..n]);
                     }

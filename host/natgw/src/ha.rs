@@ -883,34 +883,90 @@ impl Ha {
     }
 }
 
-/// `natgw ha watch`: keeps `track_file` saying whether natgw runs, for keepalived's
+/// `natgw ha watch`: keeps `track_file` saying whether natgw works, for keepalived's
 /// `track_file` (0: up; 1: down). It holds a connection natgw keeps open until its process
 /// ends (`Request::Watch`), so a crash or `kill -9` is in the file at once (keepalived
 /// reads it on change, through inotify), where a check run every second would take up to
-/// that second. An upgrade is not a death: the admin socket's listener lives on in the
-/// successor, so the watcher reconnects and the file stays 0.
+/// that second. Beside it, every `WATCH_CHECK_EVERY`, it runs `check`: a natgw that lives
+/// on but no longer works (frozen, a worker stuck) fails it, and after two failures in a
+/// row the file says 1 too. The file says 0 again once both hold. An upgrade is neither:
+/// the admin socket's listener lives on in the successor, so the watcher reconnects and
+/// the file stays 0.
+///
+/// Both in one process, rather than the check as keepalived's own `vrrp_script`: a
+/// script's failures outlive a restart until its next run passes, so a node that just
+/// restarted stayed FAULT for up to a second, and a failover in that second waited for it
+/// (measured: median 1.06 s over 20 kills against 0.31 s without the script).
 pub fn watch(client: &crate::admin::AdminClient, track_file: &std::path::Path) -> Result<(), std::io::Error> {
-    let mut up: Option<bool> = None;
+    let state = Arc::new(Mutex::new(WatchState::default()));
+    {
+        let (state, client, file) = (state.clone(), client.clone(), track_file.to_path_buf());
+        std::thread::Builder::new().name("natgw-ha-check".into()).spawn(move || loop {
+            let result = check(&client);
+            let failed = result.is_err();
+            if let Err(why) = result {
+                tracing::warn!("natgw ha watch: {why}");
+            }
+            if let Err(e) = WatchState::update(&state, &file, |s| {
+                s.failures = if failed { s.failures.saturating_add(1) } else { 0 };
+            }) {
+                tracing::warn!("natgw ha watch: {}: {e}", file.display());
+            }
+            std::thread::sleep(WATCH_CHECK_EVERY);
+        })?;
+    }
     loop {
         match client.watch() {
             Ok(mut held) => {
-                if up != Some(true) {
-                    std::fs::write(track_file, "0\n")?;
-                    tracing::info!("natgw ha watch: natgw runs ({} = 0)", track_file.display());
-                    up = Some(true);
-                }
+                WatchState::update(&state, track_file, |s| s.connected = true)?;
                 let mut b = [0u8; 64];
                 while matches!(held.read(&mut b), Ok(n) if n > 0) {}
+                // Gone, or handed over: a successor answers on the same socket at once,
+                // so only a failed reconnection says natgw is gone.
             }
-            Err(e) => {
-                if up != Some(false) {
-                    std::fs::write(track_file, "1\n")?;
-                    tracing::warn!("natgw ha watch: natgw is gone ({} = 1): {e}", track_file.display());
-                    up = Some(false);
-                }
+            Err(_) => {
+                WatchState::update(&state, track_file, |s| s.connected = false)?;
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+/// How often `watch` checks that natgw works.
+pub const WATCH_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// What `watch` knows, and what it last wrote.
+#[derive(Debug, Default)]
+struct WatchState {
+    connected: bool,
+    /// Checks failed in a row.
+    failures: u32,
+    written: Option<bool>,
+}
+
+impl WatchState {
+    /// Applies `change` and writes the file when natgw's standing changed (up: its
+    /// process holds the watch connection and the last two checks did not both fail).
+    fn update(
+        state: &Mutex<WatchState>,
+        track_file: &std::path::Path,
+        change: impl FnOnce(&mut WatchState),
+    ) -> Result<(), std::io::Error> {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut s);
+        let up = s.connected && s.failures < 2;
+        if s.written != Some(up) {
+            std::fs::write(track_file, if up { "0\n" } else { "1\n" })?;
+            if up {
+                tracing::info!("natgw ha watch: natgw works ({} = 0)", track_file.display());
+            } else if !s.connected {
+                tracing::warn!("natgw ha watch: natgw is gone ({} = 1)", track_file.display());
+            } else {
+                tracing::warn!("natgw ha watch: natgw runs but does not work ({} = 1)", track_file.display());
+            }
+            s.written = Some(up);
+        }
+        Ok(())
     }
 }
 

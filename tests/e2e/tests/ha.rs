@@ -352,8 +352,8 @@ fn garbage_on_the_sync_link_is_refused_counted_and_never_held() {
 
 #[test]
 fn a_frozen_active_natgw_fails_the_check_and_the_standby_takes_over() {
-    // A natgw that lives on but works no more (SIGSTOP: a hung process): its watcher sees
-    // nothing (the process is there), `natgw ha check` in keepalived's vrrp_script fails.
+    // A natgw that lives on but works no more (SIGSTOP: a hung process): the watcher's
+    // connection stays (the process is there), but its checks (`natgw ha check`) fail.
     let Pair { mut t, b, .. } = Pair::with_keepalived(|_| {});
     let a = t.admin();
     start_tcp_echo(&mut t, 8081);
@@ -368,13 +368,16 @@ fn a_frozen_active_natgw_fails_the_check_and_the_standby_takes_over() {
     assert_eq!(echo_all(&mut idle, b'b'), Vec::<String>::new(), "the connections carry on through B");
     assert_eq!(
         std::fs::read_to_string(t.path("ha-up-a")).unwrap_or_default().trim(),
-        "0",
-        "the watcher saw a live process"
+        "1",
+        "the watcher saw it not work"
     );
     // A thaws: keepalived demotes it (B keeps the role: nopreempt), it resyncs from B, and
     // nothing breaks.
     natgw_e2e::process::kill(pid, libc::SIGCONT);
     eventually(secs(8), "the thawed A to be demoted", || role(&a) == Some(Role::Standby));
+    eventually(secs(5), "the watcher to see A work again", || {
+        std::fs::read_to_string(t.path("ha-up-a")).unwrap_or_default().trim() == "0"
+    });
     assert!(wait_replica(&a, 3, secs(10)), "A caught up from B");
     assert_eq!(role(&b.admin), Some(Role::Active));
     assert_eq!(echo_all(&mut idle, b'c'), Vec::<String>::new());
