@@ -161,9 +161,11 @@ fn main() {
     }
     println!(
         "flow table, {flows} UDP flows on one worker, each with its own endpoint-independent mapping: \
-         heap {:.0} bytes/flow (counted), resident set +{:.0} bytes/flow; fill {:.0} new flows/s ({:.0} ns each)",
+         heap {:.0} bytes/flow (counted), resident set +{:.0} bytes/flow (a Flow is {} bytes); \
+         fill {:.0} new flows/s ({:.0} ns each)",
         held as f64 / f64::from(flows),
         rss as f64 / f64::from(flows),
+        std::mem::size_of::<natgw_core::conntrack::Flow>(),
         f64::from(flows) / (fill_ns as f64 / 1e9),
         fill_ns as f64 / f64::from(flows),
     );

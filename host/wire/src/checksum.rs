@@ -68,6 +68,47 @@ pub fn update_partial32(partial: u16, old: u32, new: u32) -> u16 {
     fold(u32::from(partial) + words32(!old) + words32(new))
 }
 
+/// A change to a checksummed header, summed once (RFC 1624 eqn. 3 over several fields):
+/// the one's-complement sum of `~old + new` of every field that changes. A rewrite whose
+/// old and new values are known in advance (a flow's) is computed once, and a packet pays
+/// one addition per checksum instead of one per field (VPP's `nat_6t_flow_t` deltas).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta(u16);
+
+impl Delta {
+    /// A TTL decremented by one, in the 16-bit word it shares with the protocol: constant
+    /// (`~old + old - 0x100`) whenever the TTL was at least 1, which natgw checks first.
+    pub const TTL_DECREMENT: Delta = Delta(0xfeff);
+
+    /// A 16-bit field changing from `old` to `new`.
+    pub fn field16(old: u16, new: u16) -> Delta {
+        Delta(fold(u32::from(!old) + u32::from(new)))
+    }
+
+    /// A 32-bit field (an address) changing from `old` to `new`.
+    pub fn field32(old: u32, new: u32) -> Delta {
+        Delta(fold(words32(!old) + words32(new)))
+    }
+
+    /// Both changes.
+    pub fn plus(self, other: Delta) -> Delta {
+        Delta(fold(u32::from(self.0) + u32::from(other.0)))
+    }
+
+    /// Applies the change to a complete checksum field.
+    #[inline]
+    pub fn apply(self, check: u16) -> u16 {
+        !fold(u32::from(!check) + u32::from(self.0))
+    }
+
+    /// Applies the change to a CHECKSUM_PARTIAL pseudo-header sum (only address changes
+    /// belong in such a delta: the device sums the ports itself).
+    #[inline]
+    pub fn apply_partial(self, partial: u16) -> u16 {
+        fold(u32::from(partial) + u32::from(self.0))
+    }
+}
+
 /// Sum of the IPv4 pseudo-header for a transport checksum.
 pub fn pseudo_header_sum(src: u32, dst: u32, proto: u8, len: u16) -> u32 {
     words32(src) + words32(dst) + u32::from(proto) + u32::from(len)
@@ -76,6 +117,54 @@ pub fn pseudo_header_sum(src: u32, dst: u32, proto: u8, len: u16) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::cast_possible_truncation)] // random words cut from random u64s
+    fn a_delta_summed_once_equals_the_updates_one_by_one() {
+        // Random headers and rewrites: the aggregate change and the field-by-field
+        // updates give the same checksum, up to the two forms of zero (0x0000 and 0xffff
+        // verify alike), and both verify against a checksum computed afresh.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..100_000 {
+            let r = next();
+            let (src, dst, nsrc, ndst) = (r as u32, (r >> 32) as u32, next() as u32, next() as u32);
+            let (sp, dp, nsp, ndp) = (r as u16, (r >> 16) as u16, (r >> 32) as u16, (r >> 48) as u16);
+            let body = next().to_be_bytes();
+            let header = |s: u32, d: u32, a: u16, b: u16, c: u16| {
+                let mut h = Vec::new();
+                h.extend_from_slice(&s.to_be_bytes());
+                h.extend_from_slice(&d.to_be_bytes());
+                h.extend_from_slice(&a.to_be_bytes());
+                h.extend_from_slice(&b.to_be_bytes());
+                h.extend_from_slice(&c.to_be_bytes());
+                h.extend_from_slice(&body);
+                h
+            };
+            let check = compute(&header(src, dst, sp, dp, 0));
+            let one_by_one = update16(update16(update32(update32(check, src, nsrc), dst, ndst), sp, nsp), dp, ndp);
+            let d = Delta::field32(src, nsrc)
+                .plus(Delta::field32(dst, ndst))
+                .plus(Delta::field16(sp, nsp))
+                .plus(Delta::field16(dp, ndp));
+            let once = d.apply(check);
+            assert!(
+                once == one_by_one || (once | one_by_one == 0xffff && once & one_by_one == 0),
+                "{once:#x} {one_by_one:#x}"
+            );
+            assert_eq!(fold(sum(&header(nsrc, ndst, nsp, ndp, once), 0)), 0xffff, "the result verifies");
+        }
+        // The TTL's decrement is a constant change whenever the TTL was at least 1.
+        for ttl in 1..=255u16 {
+            let (old, new) = ((ttl << 8) | 6, ((ttl - 1) << 8) | 6);
+            assert_eq!(Delta::TTL_DECREMENT, Delta::field16(old, new), "ttl {ttl}");
+        }
+    }
 
     // RFC 1071 section 3 example bytes.
     #[test]

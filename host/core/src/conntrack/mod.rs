@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use crate::shared_counts::SharedCounts;
 
-use natgw_wire::{tcp, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use natgw_wire::{checksum, tcp, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConntrackError {
@@ -55,6 +55,38 @@ pub struct Endpoint {
 pub struct Rewrite {
     pub src: Endpoint,
     pub dst: Endpoint,
+}
+
+/// A rewrite's checksum changes for one direction, computed once when the flow is filed
+/// (VPP's `nat_6t_flow_t` l3/l4 deltas): the fast path adds each in one step instead of
+/// updating field by field. The packets of a direction carry exactly its key's values (that
+/// is how they found the flow), so old and new values are known in advance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewriteDeltas {
+    /// The IPv4 header checksum: both addresses and the TTL's decrement.
+    pub ip: checksum::Delta,
+    /// A CHECKSUM_PARTIAL pseudo-header sum: the addresses alone.
+    pub addresses: checksum::Delta,
+    /// A complete TCP or UDP checksum: addresses and ports; an ICMP query's: its
+    /// identifier (ICMP has no pseudo-header).
+    pub l4: checksum::Delta,
+}
+
+impl RewriteDeltas {
+    /// The changes `rw` makes to a packet arriving as `key`.
+    pub fn of(key: &FlowKey, rw: &Rewrite) -> RewriteDeltas {
+        use checksum::Delta;
+        let addresses = Delta::field32(u32::from(key.src), u32::from(rw.src.addr))
+            .plus(Delta::field32(u32::from(key.dst), u32::from(rw.dst.addr)));
+        let l4 = if key.proto == PROTO_ICMP {
+            // The identifier is the "port" of whichever side is translated.
+            let new_id = if rw.src.addr != key.src { rw.src.port } else { rw.dst.port };
+            Delta::field16(key.src_port, new_id)
+        } else {
+            addresses.plus(Delta::field16(key.src_port, rw.src.port)).plus(Delta::field16(key.dst_port, rw.dst.port))
+        };
+        RewriteDeltas { ip: addresses.plus(Delta::TTL_DECREMENT), addresses, l4 }
+    }
 }
 
 /// Where packets of one direction leave: the outside link, or inside interface `n`.
@@ -200,6 +232,9 @@ pub struct Flow {
     /// keys[ORIGINAL] is how the initiator's packets arrive; keys[REPLY] the responder's.
     pub keys: [FlowKey; 2],
     pub rewrite: [Rewrite; 2],
+    /// `rewrite`'s checksum changes per direction; set when the flow is filed
+    /// (`FlowTable::insert`).
+    pub deltas: [RewriteDeltas; 2],
     pub egress: [Egress; 2],
     pub state: FlowState,
     pub fin_seen: [bool; 2],
@@ -503,7 +538,7 @@ impl FlowTable {
         self.insert(flow)
     }
 
-    pub fn insert(&mut self, flow: Flow) -> Result<FlowId, ConntrackError> {
+    pub fn insert(&mut self, mut flow: Flow) -> Result<FlowId, ConntrackError> {
         if self.len >= self.max_flows {
             return Err(ConntrackError::TableFull(self.max_flows));
         }
@@ -518,6 +553,7 @@ impl FlowTable {
         if self.slots.get(id as usize).is_none() {
             return Err(ConntrackError::TableFull(self.max_flows));
         }
+        flow.deltas = [ORIGINAL, REPLY].map(|d| RewriteDeltas::of(&flow.keys[d], &flow.rewrite[d]));
         self.index.insert(flow.keys[ORIGINAL], (id, false));
         self.index.insert(flow.keys[REPLY], (id, true));
         self.count_share(&flow, true);
@@ -674,6 +710,7 @@ mod tests {
         let mut f = Flow {
             keys: [key(Side::Inside, sp), key(Side::Outside, sp)],
             rewrite: [Rewrite { src: ep, dst: ep }; 2],
+            deltas: Default::default(),
             egress: [Egress::Outside, Egress::Inside(0)],
             state: FlowState::initial(PROTO_UDP),
             fin_seen: [false; 2],

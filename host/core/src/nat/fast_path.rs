@@ -11,7 +11,7 @@ use super::fragments::frag_key;
 use super::own_packets::IcmpErrorKind;
 use super::{FrameMeta, Parsed, Translator, Verdict};
 use crate::conntrack::tcp_window::WindowVerdict;
-use crate::conntrack::{tcp_transition, Egress, FlowId, FlowState, Rewrite, TcpState, ORIGINAL, REPLY};
+use crate::conntrack::{tcp_transition, Egress, FlowId, FlowState, Rewrite, RewriteDeltas, TcpState, ORIGINAL, REPLY};
 use crate::counters::Counter;
 
 impl Translator {
@@ -28,7 +28,7 @@ impl Translator {
         out: &mut [u8],
     ) -> Result<Verdict, WireError> {
         let Some(flow) = self.flows.get(id) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
-        let (rw, egress) = (flow.rewrite[dir], flow.egress[dir]);
+        let (rw, deltas, egress) = (flow.rewrite[dir], flow.deltas[dir], flow.egress[dir]);
         if flow.revoked {
             return Ok(match p.l4 {
                 L4Header::Tcp { flags, .. } if flags & tcp::RST == 0 => {
@@ -71,7 +71,7 @@ impl Translator {
                 return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
             }
         }
-        rewrite_in_place(&mut frame[p.l3()], p, &rw, meta.csum_partial)?;
+        rewrite_in_place(&mut frame[p.l3()], p, &rw, &deltas, meta.csum_partial)?;
         if fragment_to.is_some() && meta.csum_partial {
             // The device would finish the checksum over the whole datagram; once split,
             // nobody can: finish it here.
@@ -182,33 +182,35 @@ pub(super) fn forward(egress: Egress, next_hop: Ipv4Addr, fragment_to: Option<u1
 }
 
 /// Applies a rewrite to an IPv4 packet (IHL 5) in place: addresses, ports or ICMP
-/// identifier, TTL - 1, with every checksum updated incrementally (RFC 1624). With
-/// `partial`, the transport checksum is a pseudo-header sum and only the addresses enter it.
-pub(super) fn rewrite_in_place(l3: &mut [u8], p: &Parsed, rw: &Rewrite, partial: bool) -> Result<(), WireError> {
+/// identifier, TTL - 1, each checksum changed by the flow's precomputed delta in one step
+/// (RFC 1624). With `partial`, the transport checksum is a pseudo-header sum and only the
+/// addresses enter it.
+pub(super) fn rewrite_in_place(
+    l3: &mut [u8],
+    p: &Parsed,
+    rw: &Rewrite,
+    deltas: &RewriteDeltas,
+    partial: bool,
+) -> Result<(), WireError> {
     let mut ip = Ipv4Packet::new_checked(l3)?;
-    let mut c = ip.checksum();
-    c = checksum::update32(c, u32::from(p.src), u32::from(rw.src.addr));
-    c = checksum::update32(c, u32::from(p.dst), u32::from(rw.dst.addr));
-    // TTL shares a 16-bit word with the protocol.
-    let old_word = ip.ttl_protocol_word();
+    ip.set_checksum(deltas.ip.apply(ip.checksum()));
     ip.set_ttl(p.ttl - 1);
-    c = checksum::update16(c, old_word, ip.ttl_protocol_word());
-    ip.set_checksum(c);
     ip.set_src_addr(rw.src.addr);
     ip.set_dst_addr(rw.dst.addr);
     let l4 = ip.payload_mut();
+    let transport = |c: u16| if partial { deltas.addresses.apply_partial(c) } else { deltas.l4.apply(c) };
     match p.l4 {
-        L4Header::Tcp { src_port, dst_port, .. } => {
+        L4Header::Tcp { .. } => {
             let mut t = TcpPacket::new_checked(l4)?;
-            t.set_checksum(ports_checksum(t.checksum(), partial, p, (src_port, dst_port), rw));
+            t.set_checksum(transport(t.checksum()));
             t.set_src_port(rw.src.port);
             t.set_dst_port(rw.dst.port);
         }
-        L4Header::Udp { src_port, dst_port, checksum: old } => {
+        L4Header::Udp { checksum: old, .. } => {
             let mut u = UdpPacket::new_checked_header(l4)?;
             // No UDP checksum (0): only the ports change.
             if old != 0 || partial {
-                let c = ports_checksum(old, partial, p, (src_port, dst_port), rw);
+                let c = transport(old);
                 // A complete checksum that comes out 0 is sent as 0xffff: 0 means "none".
                 u.set_checksum(if c == 0 && !partial { 0xffff } else { c });
             }
@@ -221,29 +223,13 @@ pub(super) fn rewrite_in_place(l3: &mut [u8], p: &Parsed, rw: &Rewrite, partial:
             let new_id = if rw.src.addr != p.src { rw.src.port } else { rw.dst.port };
             if new_id != ident {
                 let mut m = Icmpv4Packet::new_checked(l4)?;
-                m.set_checksum(checksum::update16(m.checksum(), ident, new_id));
+                m.set_checksum(deltas.l4.apply(m.checksum()));
                 m.set_echo_ident(new_id);
             }
         }
         _ => {}
     }
     Ok(())
-}
-
-/// The transport checksum after the rewrite. A complete checksum takes the address and
-/// port changes (RFC 1624); a CHECKSUM_PARTIAL one holds only the pseudo-header sum, so it
-/// takes the addresses alone (the device sums the ports itself).
-fn ports_checksum(c: u16, partial: bool, p: &Parsed, (src_port, dst_port): (u16, u16), rw: &Rewrite) -> u16 {
-    let (old_src, old_dst) = (u32::from(p.src), u32::from(p.dst));
-    let (new_src, new_dst) = (u32::from(rw.src.addr), u32::from(rw.dst.addr));
-    if partial {
-        let c = checksum::update_partial32(c, old_src, new_src);
-        return checksum::update_partial32(c, old_dst, new_dst);
-    }
-    let c = checksum::update32(c, old_src, new_src);
-    let c = checksum::update32(c, old_dst, new_dst);
-    let c = checksum::update16(c, src_port, rw.src.port);
-    checksum::update16(c, dst_port, rw.dst.port)
 }
 
 /// Turns a CHECKSUM_PARTIAL TCP/UDP checksum into the complete one, as the device would

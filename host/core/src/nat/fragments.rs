@@ -56,7 +56,7 @@ impl Translator {
             }
             FragLookup::Target(t) => {
                 let Some(flow) = self.flows.get(t.flow) else { return Ok(Verdict::Drop(Counter::DropFragment)) };
-                let (rw, egress) = (flow.rewrite[t.dir], flow.egress[t.dir]);
+                let (rw, deltas, egress) = (flow.rewrite[t.dir], flow.deltas[t.dir], flow.egress[t.dir]);
                 if p.ttl <= 1 {
                     return Ok(Verdict::Drop(Counter::DropTtlExpired));
                 }
@@ -64,7 +64,7 @@ impl Translator {
                 if fragment_to.is_some() && p.dont_fragment {
                     return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
                 }
-                rewrite_in_place(&mut frame[p.l3()], p, &rw, false)?;
+                rewrite_in_place(&mut frame[p.l3()], p, &rw, &deltas, false)?;
                 if let Some(f) = self.flows.get_mut(t.flow) {
                     f.packets[t.dir] += 1;
                     f.bytes[t.dir] += p.total as u64;

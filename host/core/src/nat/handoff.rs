@@ -560,6 +560,7 @@ impl Translator {
         let flow = Flow {
             keys: r.keys,
             rewrite: r.rewrite,
+            deltas: Default::default(),
             egress: r.egress,
             state: r.state,
             fin_seen: r.fin_seen,

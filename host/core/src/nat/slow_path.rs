@@ -144,6 +144,7 @@ impl Translator {
         let mut f = Flow {
             keys,
             rewrite,
+            deltas: Default::default(),
             egress,
             state: FlowState::initial(keys[ORIGINAL].proto),
             fin_seen: [false; 2],
