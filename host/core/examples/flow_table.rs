@@ -191,7 +191,7 @@ fn main() {
     let (_, in_chunk) = t.replication_snapshot_chunk(0, 4096, now + 3, &mut chunk);
     let one = start.elapsed();
     println!(
-        "bulk resync records: {sent} flows in {:.1} ms at once ({:.0} ns a flow, {} bytes);          one loop turn's chunk of 4096 slots ({in_chunk} flows): {:.2} ms",
+        "bulk resync records: {sent} flows in {:.1} ms at once ({:.0} ns a flow, {} bytes); one loop turn's chunk of 4096 slots ({in_chunk} flows): {:.2} ms",
         whole.as_secs_f64() * 1e3,
         whole.as_nanos() as f64 / sent.max(1) as f64,
         out.len(),

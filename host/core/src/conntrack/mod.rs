@@ -308,12 +308,41 @@ impl Flow {
     }
 }
 
-/// Where a flow is filed in the expiry wheel: slot, index in it, and the second filed.
+/// A key's entry in the index: the flow's id in the upper 31 bits, its direction in the
+/// lowest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexEntry(u32);
+
+impl IndexEntry {
+    const MAX_ID: FlowId = FlowId::MAX >> 1;
+
+    fn new(id: FlowId, dir: usize) -> IndexEntry {
+        IndexEntry(id << 1 | u32::from(dir == REPLY))
+    }
+    fn id(self) -> FlowId {
+        self.0 >> 1
+    }
+    fn dir(self) -> usize {
+        if self.0 & 1 == 1 {
+            REPLY
+        } else {
+            ORIGINAL
+        }
+    }
+}
+
+/// Where a flow is filed in the expiry wheel: the second filed (its slot follows from
+/// it) and the index in that slot. Seconds of the gateway clock fit 32 bits for 136 years.
 #[derive(Debug, Clone, Copy, Default)]
 struct WheelPos {
-    slot: u16,
+    sec: u32,
     index: u32,
-    sec: u64,
+}
+
+impl WheelPos {
+    fn slot(self) -> u16 {
+        wheel_slot(u64::from(self.sec))
+    }
 }
 
 struct Slot {
@@ -322,15 +351,27 @@ struct Slot {
     /// holds its slot's entries).
     wheel: WheelPos,
     /// Its place in the list of flows never answered, oldest first (None: answered).
-    unanswered: Option<Link>,
+    unanswered: Link,
 }
 
-/// Neighbours in the unanswered list (`NO_FLOW` at either end).
+/// Neighbours in the unanswered list (`NO_FLOW` at either end; `prev` is `NOT_LISTED`
+/// for a flow not in it: 8 bytes where an `Option` took 12).
 #[derive(Debug, Clone, Copy)]
 struct Link {
     prev: FlowId,
     next: FlowId,
 }
+
+impl Link {
+    const NONE: Link = Link { prev: NOT_LISTED, next: NO_FLOW };
+
+    fn listed(self) -> Option<Link> {
+        (self.prev != NOT_LISTED).then_some(self)
+    }
+}
+
+/// No flow has this id (ids fit 31 bits): a `Link` of a flow not in the list.
+const NOT_LISTED: FlowId = FlowId::MAX - 1;
 
 const NO_FLOW: FlowId = FlowId::MAX;
 
@@ -359,8 +400,9 @@ fn wheel_slot(sec: u64) -> u16 {
 pub struct FlowTable {
     slots: Vec<Slot>,
     free: Vec<FlowId>,
-    /// Both keys of every flow: (flow, whether the key is its reply direction's).
-    index: HashMap<FlowKey, (FlowId, bool), ahash::RandomState>,
+    /// Both keys of every flow: the flow's id and the key's direction in one word
+    /// (`IndexEntry`: 4 bytes a key where an (id, bool) pair took 8).
+    index: HashMap<FlowKey, IndexEntry, ahash::RandomState>,
     wheel: Vec<Vec<FlowId>>,
     /// The wheel has been processed up to (excluding) this second.
     wheel_sec: u64,
@@ -444,19 +486,22 @@ impl FlowTable {
     /// The flow has been answered (a UDP or ICMP reply, a TCP handshake completed): it
     /// leaves the unanswered list. Idempotent.
     pub fn answered(&mut self, id: FlowId) {
-        let Some(link) = self.slots.get_mut(id as usize).and_then(|s| s.unanswered.take()) else { return };
+        let Some(link) = self.slots.get(id as usize).and_then(|s| s.unanswered.listed()) else { return };
+        if let Some(s) = self.slots.get_mut(id as usize) {
+            s.unanswered = Link::NONE;
+        }
         match self.slots.get_mut(link.prev as usize) {
             Some(prev) => {
-                if let Some(l) = prev.unanswered.as_mut() {
-                    l.next = link.next;
+                if prev.unanswered.listed().is_some() {
+                    prev.unanswered.next = link.next;
                 }
             }
             None => self.unanswered_head = link.next,
         }
         match self.slots.get_mut(link.next as usize) {
             Some(next) => {
-                if let Some(l) = next.unanswered.as_mut() {
-                    l.prev = link.prev;
+                if next.unanswered.listed().is_some() {
+                    next.unanswered.prev = link.prev;
                 }
             }
             None => self.unanswered_tail = link.prev,
@@ -467,13 +512,12 @@ impl FlowTable {
     /// Appends a new flow to the unanswered list.
     fn link_unanswered(&mut self, id: FlowId) {
         let tail = self.unanswered_tail;
-        if let Some(t) = self.slots.get_mut(tail as usize).and_then(|s| s.unanswered.as_mut()) {
-            t.next = id;
-        } else {
-            self.unanswered_head = id;
+        match self.slots.get_mut(tail as usize).filter(|s| s.unanswered.listed().is_some()) {
+            Some(t) => t.unanswered.next = id,
+            None => self.unanswered_head = id,
         }
         if let Some(s) = self.slots.get_mut(id as usize) {
-            s.unanswered = Some(Link { prev: tail, next: NO_FLOW });
+            s.unanswered = Link { prev: tail, next: NO_FLOW };
         }
         self.unanswered_tail = id;
         self.unanswered_len += 1;
@@ -504,7 +548,7 @@ impl FlowTable {
 
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<(FlowId, usize)> {
-        self.index.get(key).map(|&(id, reply)| (id, if reply { REPLY } else { ORIGINAL }))
+        self.index.get(key).map(|e| (e.id(), e.dir()))
     }
 
     #[inline]
@@ -526,7 +570,7 @@ impl FlowTable {
 
     /// Whether the flow is still in the list of flows never answered.
     pub fn is_unanswered(&self, id: FlowId) -> bool {
-        self.slots.get(id as usize).is_some_and(|s| s.flow.is_some() && s.unanswered.is_some())
+        self.slots.get(id as usize).is_some_and(|s| s.flow.is_some() && s.unanswered.listed().is_some())
     }
 
     /// Inserts a flow whose keys may already be taken (one taken from another process or
@@ -545,8 +589,12 @@ impl FlowTable {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
-                let id = FlowId::try_from(self.slots.len()).map_err(|_| ConntrackError::TableFull(self.max_flows))?;
-                self.slots.push(Slot { flow: None, wheel: WheelPos::default(), unanswered: None });
+                // An index entry keeps the id in 31 bits.
+                let id = FlowId::try_from(self.slots.len())
+                    .ok()
+                    .filter(|&id| id <= IndexEntry::MAX_ID)
+                    .ok_or(ConntrackError::TableFull(self.max_flows))?;
+                self.slots.push(Slot { flow: None, wheel: WheelPos::default(), unanswered: Link::NONE });
                 id
             }
         };
@@ -554,8 +602,8 @@ impl FlowTable {
             return Err(ConntrackError::TableFull(self.max_flows));
         }
         flow.deltas = [ORIGINAL, REPLY].map(|d| RewriteDeltas::of(&flow.keys[d], &flow.rewrite[d]));
-        self.index.insert(flow.keys[ORIGINAL], (id, false));
-        self.index.insert(flow.keys[REPLY], (id, true));
+        self.index.insert(flow.keys[ORIGINAL], IndexEntry::new(id, ORIGINAL));
+        self.index.insert(flow.keys[REPLY], IndexEntry::new(id, REPLY));
         self.count_share(&flow, true);
         let sec = flow.expires_ms / 1000;
         if let Some(slot) = self.slots.get_mut(id as usize) {
@@ -570,20 +618,20 @@ impl FlowTable {
     /// Files a flow in the slot of second `sec` (or, when that has passed, the next slot
     /// to be processed) and records where.
     fn file(&mut self, id: FlowId, sec: u64) {
-        let sec = sec.max(self.wheel_sec);
-        let slot = wheel_slot(sec);
+        let sec = u32::try_from(sec.max(self.wheel_sec)).unwrap_or(u32::MAX);
+        let slot = wheel_slot(u64::from(sec));
         let entries = &mut self.wheel[usize::from(slot)];
         let index = u32::try_from(entries.len()).unwrap_or(u32::MAX);
         entries.push(id);
         if let Some(s) = self.slots.get_mut(id as usize) {
-            s.wheel = WheelPos { slot, index, sec };
+            s.wheel = WheelPos { sec, index };
         }
     }
 
     /// Takes a flow's entry out of its wheel slot (the slot's last entry takes its place).
     fn unfile(&mut self, id: FlowId) {
         let Some(pos) = self.slots.get(id as usize).map(|s| s.wheel) else { return };
-        let entries = &mut self.wheel[usize::from(pos.slot)];
+        let entries = &mut self.wheel[usize::from(pos.slot())];
         let at = pos.index as usize;
         if entries.get(at) != Some(&id) {
             return;
@@ -603,7 +651,7 @@ impl FlowTable {
         let Some(slot) = self.slots.get(id as usize) else { return };
         let Some(flow) = slot.flow.as_ref() else { return };
         let sec = (flow.expires_ms / 1000).max(self.wheel_sec);
-        if sec < slot.wheel.sec {
+        if sec < u64::from(slot.wheel.sec) {
             self.unfile(id);
             self.file(id, sec);
         }
@@ -622,7 +670,7 @@ impl FlowTable {
         let flow = slot.flow.take()?;
         self.count_share(&flow, false);
         for k in &flow.keys {
-            if self.index.get(k).map(|e| e.0) == Some(id) {
+            if self.index.get(k).map(|e| e.id()) == Some(id) {
                 self.index.remove(k);
             }
         }

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use natgw_wire::{checksum, tcp, Icmpv4Packet, Ipv4Packet, L4Header, TcpPacket, UdpPacket, WireError};
 
+use super::flow_records::RecordCheck;
 use super::frag_table::FragTarget;
 use super::fragments::frag_key;
 use super::own_packets::IcmpErrorKind;
@@ -104,7 +105,7 @@ impl Translator {
                     // Its final record goes out once it has been quiet for a second; one
                     // check per flow however often it closes and reopens.
                     flow.close_check_queued = true;
-                    self.close_checks.push_back((now_ms + 1000, id, flow.created_ms));
+                    self.close_checks.push_back(RecordCheck::new(now_ms + 1000, id, flow.created_ms));
                 }
             }
             (_, FlowState::Udp { replied: false }) if dir == REPLY => {

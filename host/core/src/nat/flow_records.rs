@@ -141,6 +141,34 @@ impl FlowEnd {
     }
 }
 
+/// An entry of the record-check queues (closes, interim records): when, which flow, and
+/// a stamp of that flow's creation, the low 32 bits of its creation time in ms (a slot
+/// reused by another flow fails it, unless the two were created 2^32 ms, 49.7 days,
+/// apart to the millisecond, long after any check of the first is done). 16 bytes an
+/// entry where (due, id, created) took 24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RecordCheck {
+    pub due_ms: u64,
+    pub id: FlowId,
+    stamp: u32,
+}
+
+impl RecordCheck {
+    pub fn new(due_ms: u64, id: FlowId, created_ms: u64) -> RecordCheck {
+        RecordCheck { due_ms, id, stamp: stamp_of(created_ms) }
+    }
+
+    /// The check is for `flow` (not an earlier one in the same slot).
+    pub fn is_of(&self, flow: &Flow) -> bool {
+        self.stamp == stamp_of(flow.created_ms)
+    }
+}
+
+fn stamp_of(created_ms: u64) -> u32 {
+    // Masked to 32 bits: it fits.
+    u32::try_from(created_ms & 0xffff_ffff).unwrap_or(0)
+}
+
 impl Translator {
     /// Keep a `FlowEnd` for every flow that ends, for `take_flow_ends`; with `refused`,
     /// one for every flow the egress policy refuses too; with `active_interval_s` > 0, an
@@ -196,12 +224,13 @@ impl Translator {
             self.interim_checks.clear();
             return;
         }
-        while let Some(&(due, id, created)) = self.close_checks.front() {
-            if due > now_ms {
+        while let Some(&check) = self.close_checks.front() {
+            if check.due_ms > now_ms {
                 break;
             }
             self.close_checks.pop_front();
-            let Some(flow) = self.flows.get_mut(id).filter(|f| f.created_ms == created) else { continue };
+            let id = check.id;
+            let Some(flow) = self.flows.get_mut(id).filter(|f| check.is_of(f)) else { continue };
             flow.close_check_queued = false;
             let reason = match flow.state {
                 FlowState::Tcp(TcpState::TimeWait) => EndReason::Closed,
@@ -213,7 +242,7 @@ impl Translator {
             }
             if now_ms < flow.last_seen_ms + 1000 {
                 flow.close_check_queued = true;
-                self.close_checks.push_back((flow.last_seen_ms + 1000, id, created));
+                self.close_checks.push_back(RecordCheck::new(flow.last_seen_ms + 1000, id, flow.created_ms));
                 continue;
             }
             let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
@@ -223,12 +252,13 @@ impl Translator {
             self.replicate_changed(id);
         }
         let interval = self.active_interval_ms;
-        while let Some(&(due, id, created)) = self.interim_checks.front() {
-            if due > now_ms {
+        while let Some(&check) = self.interim_checks.front() {
+            if check.due_ms > now_ms {
                 break;
             }
             self.interim_checks.pop_front();
-            let Some(flow) = self.flows.get_mut(id).filter(|f| f.created_ms == created) else { continue };
+            let id = check.id;
+            let Some(flow) = self.flows.get_mut(id).filter(|f| check.is_of(f)) else { continue };
             if interval == 0 || flow.reported.closed {
                 continue;
             }
@@ -237,7 +267,7 @@ impl Translator {
             flow.reported = Reported { packets: flow.packets, bytes: flow.bytes, at_ms: now_ms, closed: false };
             self.push_record(record);
             self.replicate_changed(id);
-            self.interim_checks.push_back((now_ms + interval, id, created));
+            self.interim_checks.push_back(RecordCheck { due_ms: now_ms + interval, ..check });
         }
         self.compact_checks();
     }
@@ -253,7 +283,7 @@ impl Translator {
     pub(super) fn compact_checks(&mut self) {
         let bound = 2 * self.flows.len() + 1024;
         let flows = &self.flows;
-        let live = |&(_, id, created): &(u64, FlowId, u64)| flows.get(id).is_some_and(|f| f.created_ms == created);
+        let live = |c: &RecordCheck| flows.get(c.id).is_some_and(|f| c.is_of(f));
         if self.close_checks.len() > bound {
             self.close_checks.retain(live);
         }

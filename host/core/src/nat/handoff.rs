@@ -28,6 +28,7 @@ use thiserror::Error;
 
 use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
+use super::flow_records::RecordCheck;
 use super::Translator;
 use crate::conntrack::tcp_window::{TcpWindow, TcpWindows, WINDOW_STATE_LEN};
 use crate::conntrack::{
@@ -612,17 +613,17 @@ impl Translator {
             let Some(f) = self.flows.get_mut(id) else { continue };
             if interval > 0 && !f.reported.closed {
                 let from = if f.reported.at_ms == 0 { f.created_ms } else { f.reported.at_ms };
-                interim.push((from + interval, id, f.created_ms));
+                interim.push(RecordCheck::new(from + interval, id, f.created_ms));
             }
             let closed = matches!(f.state, FlowState::Tcp(TcpState::TimeWait | TcpState::Closed));
             if closed && !f.reported.closed && !f.close_check_queued {
                 f.close_check_queued = true;
-                close.push((f.last_seen_ms + 1000, id, f.created_ms));
+                close.push(RecordCheck::new(f.last_seen_ms + 1000, id, f.created_ms));
             }
         }
         for (queue, new) in [(&mut self.close_checks, close), (&mut self.interim_checks, interim)] {
             let mut all: Vec<_> = queue.drain(..).chain(new).collect();
-            all.sort_by_key(|e| e.0);
+            all.sort_by_key(|e| e.due_ms);
             queue.extend(all);
         }
     }

@@ -43,7 +43,7 @@ use natgw_wire::{
 };
 
 use crate::conntrack::tcp_window::Segment;
-use crate::conntrack::{Egress, FlowId, FlowKey, FlowState, FlowTable, Side, TcpState};
+use crate::conntrack::{Egress, FlowKey, FlowState, FlowTable, Side, TcpState};
 use crate::counters::{Counter, Counters};
 use frag_table::FragTable;
 use own_packets::IcmpErrorKind;
@@ -200,8 +200,8 @@ pub struct Translator {
     /// Flows to look at for a record that is due without them expiring, in due order
     /// (due, flow, its creation time to tell it from a later flow in the same slot):
     /// TCP connections that closed, and long flows (every `active_interval_ms`).
-    close_checks: std::collections::VecDeque<(u64, FlowId, u64)>,
-    interim_checks: std::collections::VecDeque<(u64, FlowId, u64)>,
+    close_checks: std::collections::VecDeque<flow_records::RecordCheck>,
+    interim_checks: std::collections::VecDeque<flow_records::RecordCheck>,
     /// The IP length of the packet being translated, for a refused flow's record.
     packet_len: u64,
     /// Time of the packet being translated.

@@ -4,7 +4,7 @@
 
 use natgw_wire::{icmpv4, tcp, L4Header, PROTO_ICMP, PROTO_TCP};
 
-use super::flow_records::{EndReason, FlowDirection, FlowEnd};
+use super::flow_records::{EndReason, FlowDirection, FlowEnd, RecordCheck};
 use super::policy::{EgressDecision, NewFlow, PoolDecision};
 use super::pool::{MappingId, PoolId};
 use super::{Filtering, FrameMeta, Parsed, Translator};
@@ -71,7 +71,7 @@ impl Translator {
         match self.flows.insert(flow) {
             Ok(id) => {
                 if self.active_interval_ms > 0 {
-                    self.interim_checks.push_back((created + self.active_interval_ms, id, created));
+                    self.interim_checks.push_back(RecordCheck::new(created + self.active_interval_ms, id, created));
                     self.compact_checks();
                 }
                 self.counters.inc(Counter::ConnectionAttemptCount);
