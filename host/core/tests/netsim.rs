@@ -508,6 +508,41 @@ fn the_per_source_limit_stops_a_scanner_before_the_table_fills() {
 }
 
 #[test]
+fn the_per_source_limit_holds_for_the_gateway_over_every_worker() {
+    // Four workers, each with its own table, one config (the shared counts with it): a
+    // scanner's probes spread over all of them, and together they hold its limit, not
+    // four times it.
+    let mut cfg = demo_config();
+    (cfg.workers, cfg.max_flows, cfg.high_water_flows, cfg.max_flows_per_source) = (4, 2000, 2000, 300);
+    let mut workers: Vec<Translator> = (0..4)
+        .map(|w| Translator::new(NatConfig { worker: w, ..cfg.clone() }, Arc::new(Counters::default()), 0))
+        .collect();
+    let mut rng = 7u64;
+    let mut out = [0u8; 2048];
+    for _ in 0..20_000 {
+        let probe = scan_probe("10.10.1.66", &mut rng);
+        // The worker the kernel's steering would pick (the one that does not hand it on).
+        for t in &mut workers {
+            let mut f = probe.clone();
+            if !matches!(t.process(&mut f, FrameMeta::plain(Side::Inside, 0), 0, &mut out), Verdict::HandOff { .. }) {
+                break;
+            }
+        }
+    }
+    let held: Vec<usize> = workers.iter().map(|t| t.flows().len()).collect();
+    assert_eq!(held.iter().sum::<usize>(), 300, "the scanner holds its limit over the gateway: {held:?}");
+    assert!(held.iter().filter(|&&n| n > 0).count() > 1, "its flows spread over the workers: {held:?}");
+    let refused: u64 = workers.iter().map(|t| t.counters().get(Counter::DropSourceFlowLimit)).sum();
+    assert!(refused >= 19_000, "{refused} refused");
+    // Another host is not counted with it.
+    let f = udp("10.10.1.10", 5000, "203.0.113.7", 7, b"q");
+    let ok = workers.iter_mut().any(|t| {
+        matches!(t.process(&mut f.clone(), FrameMeta::plain(Side::Inside, 0), 0, &mut out), Verdict::Forward { .. })
+    });
+    assert!(ok, "another host connects");
+}
+
+#[test]
 fn above_the_high_water_mark_unanswered_flows_go_after_thirty_seconds_not_before() {
     let mut net = SimNet::with_config(|c| {
         c.max_flows = 2000;
