@@ -6,7 +6,10 @@
 //! fast path — expiry is a lazy timer wheel with one-second slots: the fast path only moves
 //! a flow's deadline; the wheel re-files a flow whose deadline moved when its slot comes up.
 
+mod index;
 pub mod tcp_window;
+
+use index::{FlowIndex, IndexEntry};
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -308,27 +311,10 @@ impl Flow {
     }
 }
 
-/// A key's entry in the index: the flow's id in the upper 31 bits, its direction in the
-/// lowest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IndexEntry(u32);
-
-impl IndexEntry {
-    const MAX_ID: FlowId = FlowId::MAX >> 1;
-
-    fn new(id: FlowId, dir: usize) -> IndexEntry {
-        IndexEntry(id << 1 | u32::from(dir == REPLY))
-    }
-    fn id(self) -> FlowId {
-        self.0 >> 1
-    }
-    fn dir(self) -> usize {
-        if self.0 & 1 == 1 {
-            REPLY
-        } else {
-            ORIGINAL
-        }
-    }
+/// The key an index entry stands for: its flow's key of that direction.
+fn key_of(slots: &[Slot], e: IndexEntry) -> Option<FlowKey> {
+    let flow = slots.get(e.id() as usize)?.flow.as_ref()?;
+    flow.keys.get(e.dir()).copied()
 }
 
 /// Where a flow is filed in the expiry wheel: the second filed (its slot follows from
@@ -400,9 +386,9 @@ fn wheel_slot(sec: u64) -> u16 {
 pub struct FlowTable {
     slots: Vec<Slot>,
     free: Vec<FlowId>,
-    /// Both keys of every flow: the flow's id and the key's direction in one word
-    /// (`IndexEntry`: 4 bytes a key where an (id, bool) pair took 8).
-    index: HashMap<FlowKey, IndexEntry, ahash::RandomState>,
+    /// Both keys of every flow, to the flow's id and the key's direction (`index`: 8
+    /// bytes a key, the key itself read from the flow).
+    index: FlowIndex,
     wheel: Vec<Vec<FlowId>>,
     /// The wheel has been processed up to (excluding) this second.
     wheel_sec: u64,
@@ -428,7 +414,7 @@ impl FlowTable {
         FlowTable {
             slots: Vec::new(),
             free: Vec::new(),
-            index: HashMap::with_hasher(ahash::RandomState::new()),
+            index: FlowIndex::new(),
             wheel: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
             wheel_sec: now_ms / 1000,
             len: 0,
@@ -548,7 +534,8 @@ impl FlowTable {
 
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<(FlowId, usize)> {
-        self.index.get(key).map(|e| (e.id(), e.dir()))
+        let slots = &self.slots;
+        self.index.get(key, |e| key_of(slots, e)).map(|e| (e.id(), e.dir()))
     }
 
     #[inline]
@@ -576,7 +563,7 @@ impl FlowTable {
     /// Inserts a flow whose keys may already be taken (one taken from another process or
     /// node): refused then, rather than shadowing the flow that holds them.
     pub fn insert_new(&mut self, flow: Flow) -> Result<FlowId, ConntrackError> {
-        if flow.keys.iter().any(|k| self.index.contains_key(k)) || flow.keys[ORIGINAL] == flow.keys[REPLY] {
+        if flow.keys.iter().any(|k| self.lookup(k).is_some()) || flow.keys[ORIGINAL] == flow.keys[REPLY] {
             return Err(ConntrackError::KeyTaken);
         }
         self.insert(flow)
@@ -602,12 +589,16 @@ impl FlowTable {
             return Err(ConntrackError::TableFull(self.max_flows));
         }
         flow.deltas = [ORIGINAL, REPLY].map(|d| RewriteDeltas::of(&flow.keys[d], &flow.rewrite[d]));
-        self.index.insert(flow.keys[ORIGINAL], IndexEntry::new(id, ORIGINAL));
-        self.index.insert(flow.keys[REPLY], IndexEntry::new(id, REPLY));
         self.count_share(&flow, true);
         let sec = flow.expires_ms / 1000;
+        let keys = flow.keys;
         if let Some(slot) = self.slots.get_mut(id as usize) {
             slot.flow = Some(flow);
+        }
+        // Filed after the flow: the index reads keys from the flows it points to.
+        let slots = &self.slots;
+        for d in [ORIGINAL, REPLY] {
+            self.index.insert(&keys[d], IndexEntry::new(id, d), |e| key_of(slots, e));
         }
         self.len += 1;
         self.file(id, sec);
@@ -669,10 +660,8 @@ impl FlowTable {
         let slot = self.slots.get_mut(id as usize)?;
         let flow = slot.flow.take()?;
         self.count_share(&flow, false);
-        for k in &flow.keys {
-            if self.index.get(k).map(|e| e.id()) == Some(id) {
-                self.index.remove(k);
-            }
+        for d in [ORIGINAL, REPLY] {
+            self.index.remove(&flow.keys[d], IndexEntry::new(id, d));
         }
         self.free.push(id);
         self.len -= 1;
