@@ -597,11 +597,13 @@ fn handed_over_flows_keep_their_mapping_state_window_and_deadline() {
     assert!(old.send(Side::Inside, udp("10.10.2.10", 6000, "203.0.113.7", 9, b"never answered")));
     assert!(old.send(Side::Inside, ping("10.10.1.10", "203.0.113.80", 8, 77)));
     old.advance_s(20);
-    let before: Vec<_> = old.gw.flows().iter().map(|(_, f)| (f.keys, f.rewrite, f.state, f.packets)).collect();
+    let before: Vec<_> =
+        old.gw.flows().iter().map(|(_, f)| (f.keys, f.rewrite(0), f.rewrite(1), f.state, f.packets)).collect();
 
     // The new process's clock started later: ages and deadlines carry over as durations.
     let (mut new, _) = hand_over(&old, 1_000, |cfg| cfg.timeouts = Timeouts { udp: 60, ..Timeouts::default() });
-    let mut after: Vec<_> = new.gw.flows().iter().map(|(_, f)| (f.keys, f.rewrite, f.state, f.packets)).collect();
+    let mut after: Vec<_> =
+        new.gw.flows().iter().map(|(_, f)| (f.keys, f.rewrite(0), f.rewrite(1), f.state, f.packets)).collect();
     let mut before = before;
     before.sort_by_key(|f| format!("{:?}", f.0));
     after.sort_by_key(|f| format!("{:?}", f.0));
@@ -699,7 +701,7 @@ fn handed_over_state_is_refused_whole_for_another_config_and_per_record_when_hos
         for (_, f) in net.gw.flows().iter() {
             for d in 0..2 {
                 if f.egress[d] == Egress::Outside {
-                    assert!(net.gw.mappings().is_external(f.rewrite[d].src.addr), "round {round}: {f:?}");
+                    assert!(net.gw.mappings().is_external(f.rewrite(d).src.addr), "round {round}: {f:?}");
                 }
             }
         }
@@ -899,7 +901,7 @@ fn replica_refuses_hostile_batches_whole_and_stays_bounded() {
         for (_, f) in net.gw.flows().iter() {
             for d in 0..2 {
                 if f.egress[d] == Egress::Outside {
-                    assert!(net.gw.mappings().is_external(f.rewrite[d].src.addr), "round {round}: {f:?}");
+                    assert!(net.gw.mappings().is_external(f.rewrite(d).src.addr), "round {round}: {f:?}");
                 }
             }
         }

@@ -970,7 +970,7 @@ fn a_full_table_gives_up_the_oldest_unanswered_flow_never_an_answered_one() {
         assert_eq!(run(&mut t, &mut f, Side::Inside, 0), OUT);
     }
     // Flow 2 is answered.
-    let ext2 = t.flows().iter().find(|(_, f)| f.keys[0].src_port == 2).map(|(_, f)| f.rewrite[0].src.port).unwrap();
+    let ext2 = t.flows().iter().find(|(_, f)| f.keys[0].src_port == 2).map(|(_, f)| f.rewrite(0).src.port).unwrap();
     let mut reply = udp("203.0.113.7", 7, "198.51.100.10", ext2, b"a");
     assert!(matches!(run(&mut t, &mut reply, Side::Outside, 0), Verdict::Forward { .. }));
     let ports = |t: &Translator| {
@@ -1022,7 +1022,7 @@ fn per_source_and_per_mapping_limits_refuse_only_the_one_over_its_share() {
     assert_eq!(run(&mut t, &mut other, Side::Inside, 0), OUT, "another host has its own share");
     assert_eq!(t.flows().flows_of_source(a("10.10.1.10")), 2);
     // Flows from outside towards 10.10.1.10:1's mapping: two peers, not a third.
-    let ext = t.flows().iter().find(|(_, f)| f.keys[0].src_port == 1).map(|(_, f)| f.rewrite[0].src.port).unwrap();
+    let ext = t.flows().iter().find(|(_, f)| f.keys[0].src_port == 1).map(|(_, f)| f.rewrite(0).src.port).unwrap();
     for (peer, want) in [("203.0.113.21", true), ("203.0.113.22", true), ("203.0.113.23", false)] {
         let mut f = udp(peer, 9, "198.51.100.10", ext, b"hi");
         let v = run(&mut t, &mut f, Side::Outside, 0);

@@ -92,6 +92,23 @@ impl RewriteDeltas {
     }
 }
 
+/// The rewrites a flow's two keys imply: a packet of one direction leaves as the other
+/// direction's key reversed (what the reply will be addressed from and to). ICMP queries
+/// carry their identifier in both ports of a key: the reply direction's translated
+/// source keeps the translated identifier.
+pub fn rewrites_of(keys: &[FlowKey; 2]) -> [Rewrite; 2] {
+    let (o, r) = (&keys[ORIGINAL], &keys[REPLY]);
+    let reversed = |k: &FlowKey| Rewrite {
+        src: Endpoint { addr: k.dst, port: k.dst_port },
+        dst: Endpoint { addr: k.src, port: k.src_port },
+    };
+    let mut reply = reversed(o);
+    if o.proto == PROTO_ICMP {
+        reply.src.port = r.src_port;
+    }
+    [reversed(r), reply]
+}
+
 /// Where packets of one direction leave: the outside link, or inside interface `n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Egress {
@@ -234,9 +251,8 @@ pub type FlowId = u32;
 pub struct Flow {
     /// keys[ORIGINAL] is how the initiator's packets arrive; keys[REPLY] the responder's.
     pub keys: [FlowKey; 2],
-    pub rewrite: [Rewrite; 2],
-    /// `rewrite`'s checksum changes per direction; set when the flow is filed
-    /// (`FlowTable::insert`).
+    /// The checksum changes of each direction's rewrite (`Flow::rewrite`, which the keys
+    /// say); set when the flow is filed (`FlowTable::insert`).
     pub deltas: [RewriteDeltas; 2],
     pub egress: [Egress; 2],
     pub state: FlowState,
@@ -292,11 +308,23 @@ pub struct FlowSummary {
 }
 
 impl Flow {
+    /// The values a packet of direction `dir` leaves with: what the other direction's key
+    /// says (`rewrites_of`), kept in no field of its own.
+    #[inline]
+    pub fn rewrite(&self, dir: usize) -> Rewrite {
+        let [original, reply] = rewrites_of(&self.keys);
+        if dir == REPLY {
+            reply
+        } else {
+            original
+        }
+    }
+
     pub fn summary(&self, now_ms: u64) -> FlowSummary {
         FlowSummary {
             state: self.state,
             original: self.keys[ORIGINAL],
-            translated: self.rewrite[ORIGINAL],
+            translated: self.rewrite(ORIGINAL),
             reply: self.keys[REPLY],
             age_ms: now_ms.saturating_sub(self.created_ms),
             expires_in_ms: self.expires_ms.saturating_sub(now_ms),
@@ -588,7 +616,8 @@ impl FlowTable {
         if self.slots.get(id as usize).is_none() {
             return Err(ConntrackError::TableFull(self.max_flows));
         }
-        flow.deltas = [ORIGINAL, REPLY].map(|d| RewriteDeltas::of(&flow.keys[d], &flow.rewrite[d]));
+        let rewrites = rewrites_of(&flow.keys);
+        flow.deltas = [ORIGINAL, REPLY].map(|d| RewriteDeltas::of(&flow.keys[d], &rewrites[d]));
         self.count_share(&flow, true);
         let sec = flow.expires_ms / 1000;
         let keys = flow.keys;
@@ -743,10 +772,8 @@ mod tests {
     }
 
     fn flow(sp: u16, now: u64, t: &Timeouts) -> Flow {
-        let ep = Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 };
         let mut f = Flow {
             keys: [key(Side::Inside, sp), key(Side::Outside, sp)],
-            rewrite: [Rewrite { src: ep, dst: ep }; 2],
             deltas: Default::default(),
             egress: [Egress::Outside, Egress::Inside(0)],
             state: FlowState::initial(PROTO_UDP),

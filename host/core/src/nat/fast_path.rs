@@ -29,7 +29,7 @@ impl Translator {
         out: &mut [u8],
     ) -> Result<Verdict, WireError> {
         let Some(flow) = self.flows.get(id) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
-        let (rw, deltas, egress) = (flow.rewrite[dir], flow.deltas[dir], flow.egress[dir]);
+        let (rw, deltas, egress) = (flow.rewrite(dir), flow.deltas[dir], flow.egress[dir]);
         if flow.revoked {
             return Ok(match p.l4 {
                 L4Header::Tcp { flags, .. } if flags & tcp::RST == 0 => {

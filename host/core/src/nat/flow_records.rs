@@ -85,7 +85,7 @@ impl FlowEnd {
                 Egress::Inside(i) => i,
                 Egress::Outside => 0,
             },
-            nat_src: flow.rewrite[d].src,
+            nat_src: flow.rewrite(d).src,
             pool,
             packets: [flow.packets[d] - r.packets[d], flow.packets[1 - d] - r.packets[1 - d]],
             bytes: [flow.bytes[d] - r.bytes[d], flow.bytes[1 - d] - r.bytes[1 - d]],

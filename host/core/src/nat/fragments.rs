@@ -56,7 +56,7 @@ impl Translator {
             }
             FragLookup::Target(t) => {
                 let Some(flow) = self.flows.get(t.flow) else { return Ok(Verdict::Drop(Counter::DropFragment)) };
-                let (rw, deltas, egress) = (flow.rewrite[t.dir], flow.deltas[t.dir], flow.egress[t.dir]);
+                let (rw, deltas, egress) = (flow.rewrite(t.dir), flow.deltas[t.dir], flow.egress[t.dir]);
                 if p.ttl <= 1 {
                     return Ok(Verdict::Drop(Counter::DropTtlExpired));
                 }

@@ -277,7 +277,7 @@ impl FlowRecord {
     pub fn of(flow: &Flow, mapping: MappingIdentity, answered: bool, now_ms: u64) -> FlowRecord {
         FlowRecord {
             keys: flow.keys,
-            rewrite: flow.rewrite,
+            rewrite: crate::conntrack::rewrites_of(&flow.keys),
             egress: flow.egress,
             state: flow.state,
             fin_seen: flow.fin_seen,
@@ -535,6 +535,8 @@ impl Translator {
             && (0..2).all(|d| r.egress[d] != Egress::Outside || r.rewrite[d].src == ext)
             && r.keys.iter().all(|k| k.side != Side::Outside || (k.dst == ext.addr && k.dst_port == ext.port))
             && r.keys[ORIGINAL] != r.keys[REPLY]
+            // natgw never builds a flow whose rewrites are not what its keys say.
+            && r.rewrite == crate::conntrack::rewrites_of(&r.keys)
     }
 
     pub(super) fn import_flow(&mut self, r: FlowRecord, now_ms: u64) -> Result<(), ImportRefusal> {
@@ -560,7 +562,6 @@ impl Translator {
         }
         let flow = Flow {
             keys: r.keys,
-            rewrite: r.rewrite,
             deltas: Default::default(),
             egress: r.egress,
             state: r.state,

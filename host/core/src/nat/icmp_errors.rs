@@ -39,7 +39,7 @@ impl Translator {
             return Ok(Verdict::Drop(Counter::DropTtlExpired));
         }
         let Some(f) = self.flows.get(flow) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
-        let (orig_key, rw, egress, sender_key) = (f.keys[1 - dir], f.rewrite[dir], f.egress[dir], f.keys[dir]);
+        let (orig_key, rw, egress, sender_key) = (f.keys[1 - dir], f.rewrite(dir), f.egress[dir], f.keys[dir]);
         // Inner header: back to what the quoted packet's sender put on the wire.
         let to = QuoteRepr {
             protocol: inner.protocol,

@@ -141,9 +141,11 @@ impl Translator {
         egress: [Egress; 2],
         now_ms: u64,
     ) -> Flow {
+        // What the keys say is what each packet leaves with (`Flow::rewrite`); the
+        // rewrite the caller worked out is the check on that.
+        debug_assert_eq!(rewrite, crate::conntrack::rewrites_of(&keys), "keys {keys:?}");
         let mut f = Flow {
             keys,
-            rewrite,
             deltas: Default::default(),
             egress,
             state: FlowState::initial(keys[ORIGINAL].proto),
