@@ -904,10 +904,11 @@ pub fn watch(client: &crate::admin::AdminClient, track_file: &std::path::Path) -
         std::thread::Builder::new().name("natgw-ha-check".into()).spawn(move || loop {
             let result = check(&client);
             let failed = result.is_err();
-            if let Err(why) = result {
-                tracing::warn!("natgw ha watch: {why}");
-            }
             if let Err(e) = WatchState::update(&state, &file, |s| {
+                if let (Err(why), 0) = (&result, s.failures) {
+                    // Once per run of failures, not four times a second.
+                    tracing::warn!("natgw ha watch: {why}");
+                }
                 s.failures = if failed { s.failures.saturating_add(1) } else { 0 };
             }) {
                 tracing::warn!("natgw ha watch: {}: {e}", file.display());
