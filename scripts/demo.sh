@@ -7,7 +7,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 "$ROOT/scripts/setup.sh"
 TOPO=$ROOT/examples/demo/topology.sh
 NATGW=$ROOT/target/release/natgw
-SOCK=/run/natgw-demo/admin.sock
+# The CLI finds the gateway by --socket, the admin.socket of --config, or $NATGW_SOCKET.
+export NATGW_SOCKET=/run/natgw-demo/admin.sock
 [ "${KEEP:-0}" = 1 ] || trap '"$TOPO" down; echo "demo: cleaned up (namespaces and processes removed)"' EXIT
 "$TOPO" up
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
@@ -28,23 +29,23 @@ ip netns exec natgw-cli1 curl -s -m 3 http://203.0.113.80:8080/ || echo "curl: e
 step "each subnet leaves from its own pool (subnet-port-pools): pool-a 198.51.100.10, pool-b 198.51.100.11 ports 20000-39999"
 echo "cli1 (10.10.1.0/24) seen as $(ip netns exec natgw-cli1 curl -s http://203.0.113.80/ip)"
 echo "cli2 (10.10.2.0/24) seen as $(ip netns exec natgw-cli2 curl -s http://203.0.113.80/ip)"
-run "$NATGW" policy list --socket "$SOCK"
+run "$NATGW" policy list
 step "hot swap: allow-list variant B (rejects 8081) replaces A on the running gateway"
-"$NATGW" policy swap --socket "$SOCK" --hook egress "$ROOT/target/policies/egress_allowlist.wasm" \
+"$NATGW" policy swap --hook egress "$ROOT/target/policies/egress_allowlist.wasm" \
   --config "$ROOT/examples/demo/policies/egress-allowlist-b.toml"
 step "the same allow-list written in Go, C, JavaScript and Python (examples/policies/), each swapped in on the running gateway"
 for lang in go c js py; do
-  "$NATGW" policy swap --socket "$SOCK" --hook egress "$ROOT/target/policies/egress_allowlist_$lang.wasm" \
+  "$NATGW" policy swap --hook egress "$ROOT/target/policies/egress_allowlist_$lang.wasm" \
     --config "$ROOT/examples/demo/policies/egress-allowlist-b.toml"
   printf '  new connection to 8081 (B rejects it): '
   ip netns exec natgw-cli1 curl -s -m 3 http://203.0.113.80:8081/ >/dev/null && echo "answered" || echo "refused (curl exit $?)"
 done
 step "a policy that is not for this hook is refused, and the old one keeps serving"
-"$NATGW" policy swap --socket "$SOCK" --hook egress "$ROOT/target/policies/flow_log_filter.wasm" || true
-"$NATGW" policy swap --socket "$SOCK" --hook egress "$ROOT/target/policies/egress_allowlist.wasm" \
+"$NATGW" policy swap --hook egress "$ROOT/target/policies/flow_log_filter.wasm" || true
+"$NATGW" policy swap --hook egress "$ROOT/target/policies/egress_allowlist.wasm" \
   --config "$ROOT/examples/demo/policies/egress-allowlist.toml" >/dev/null
 step "natgw flows --follow: flow records as they are exported (a refused and a closed connection)"
-"$NATGW" flows --follow --socket "$SOCK" > /run/natgw-demo/follow.jsonl &
+"$NATGW" flows --follow > /run/natgw-demo/follow.jsonl &
 follow=$!
 sleep 0.3
 ip netns exec natgw-cli1 curl -s -m 3 http://203.0.113.80:8080/ >/dev/null || true
@@ -68,10 +69,14 @@ for l in open(sys.argv[1]):
 print("  %d flow records received; the last: %s" % (n, {a["key"]: list(a["value"].values())[0] for a in last["attributes"]}))' /run/natgw-demo/otel/logs.jsonl || echo "  (none yet)"
 step "ip netns exec natgw-gw curl -s http://127.0.0.1:9108/metrics (Prometheus; loopback of the gateway namespace)"
 ip netns exec natgw-gw curl -s http://127.0.0.1:9108/metrics | grep -E '^natgw_(ActiveConnectionCount|BytesOutToDestination_total|ConnectionEstablishedCount_total|OtlpRecordsSent_total|PacketsDropCount_total\{reason="policy-rejected"\}) '
-run "$NATGW" flows --socket "$SOCK"
-run "$NATGW" stats --socket "$SOCK"
-run "$NATGW" status --socket "$SOCK"
+run "$NATGW" flows
+run "$NATGW" flows --src 10.10.2.0/24 --proto tcp
+run "$NATGW" stats
+run "$NATGW" status
 if [ "${KEEP:-0}" = 1 ]; then
+  step "the demo gateway keeps running; talk to it with"
+  echo "  $NATGW status --config $ROOT/examples/demo/natgw.toml"
+  echo "  (or: export NATGW_SOCKET=$NATGW_SOCKET; $NATGW flows --proto tcp)"
   step "the flow log so far (written as flows end): /run/natgw-demo/flows.jsonl"
   head -n 3 /run/natgw-demo/flows.jsonl 2>/dev/null || true
 else

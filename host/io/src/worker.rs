@@ -730,6 +730,6 @@ impl Worker {
     }
 
     fn flow_summaries(&self, now: u64) -> Vec<FlowSummary> {
-        self.translator.flows().iter().map(|(_, f)| f.summary(now)).collect()
+        self.translator.flow_summaries(now)
     }
 }

@@ -23,10 +23,32 @@ use natgw_core::counters::Counter;
 /// The hook and fail-mode names the API uses, re-exported for its clients.
 pub use natgw_policy::config::{FailMode, Hook};
 
-/// The admin protocol this binary speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The admin protocol this binary speaks. 2: `flows` takes a filter. A client says in its
+/// hello the oldest version that carries its request (`Request::protocol`), so that a
+/// newer CLI still talks to an older gateway for everything that gateway understands.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The oldest protocol version this binary still answers.
 pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
+
+/// The admin socket of a gateway whose config does not name one.
+pub const DEFAULT_SOCKET: &str = "/run/natgw/admin.sock";
+
+/// The socket a CLI command talks to: `socket` (`--socket`), else the `admin.socket` of
+/// the config file `config` (`--config`, read and checked as `natgw run` would), else
+/// `env` (`$NATGW_SOCKET`, when not empty), else `DEFAULT_SOCKET`.
+pub fn admin_socket(
+    socket: Option<String>,
+    config: Option<&std::path::Path>,
+    env: Option<String>,
+) -> Result<String, crate::config::ConfigError> {
+    if let Some(s) = socket {
+        return Ok(s);
+    }
+    if let Some(file) = config {
+        return crate::config::Config::load(file).map(|c| c.admin_socket);
+    }
+    Ok(env.filter(|e| !e.is_empty()).unwrap_or_else(|| DEFAULT_SOCKET.to_string()))
+}
 
 /// How long a client waits for an answer to anything but a policy swap.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,7 +70,11 @@ pub enum Request {
     },
     Status,
     Stats,
-    Flows,
+    /// The flows the filter selects (every flow with the default filter).
+    Flows {
+        #[serde(default, skip_serializing_if = "FlowFilter::is_empty")]
+        filter: FlowFilter,
+    },
     /// Every flow record exported from now on, as JSON lines, until the client goes away.
     FollowFlows,
     PolicyList,
@@ -82,6 +108,129 @@ pub enum Request {
     /// Holds the connection open, never answering further, until the process ends: a
     /// watcher (`natgw ha watch`) learns of natgw's death the moment the kernel closes it.
     Watch,
+}
+
+impl Request {
+    /// The oldest admin protocol that carries this request as it is.
+    pub fn protocol(&self) -> u32 {
+        match self {
+            Request::Flows { filter } if !filter.is_empty() => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Which flows `natgw flows` lists, like `conntrack -L -s … -d … -p …`: a flow is listed
+/// when it matches every field given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowFilter {
+    /// The initiator's address (an inside host's, for outbound flows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<Prefix>,
+    /// The destination as the initiator addressed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<Prefix>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<FlowProto>,
+    /// A state as `natgw flows` prints it (`FLOW_STATES`), any case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The name of the pool the flow's external address and port come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+impl FlowFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == FlowFilter::default()
+    }
+
+    /// Refuses a state the gateway has no flows in, naming the field and the states.
+    pub fn check(&self) -> Result<(), AdminError> {
+        match &self.state {
+            Some(st) if !FLOW_STATES.iter().any(|n| n.eq_ignore_ascii_case(st)) => Err(AdminError::BadRequest {
+                reason: format!("state {st:?} is not a flow state (one of {})", FLOW_STATES.join(", ")),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The states `natgw flows` prints and `--state` selects (ICMP flows have none).
+pub const FLOW_STATES: [&str; 8] =
+    ["SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "TIME_WAIT", "CLOSE", "UNREPLIED", "ASSURED"];
+
+/// A transport protocol natgw tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowProto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl FlowProto {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            FlowProto::Tcp => 6,
+            FlowProto::Udp => 17,
+            FlowProto::Icmp => 1,
+        }
+    }
+}
+
+impl std::str::FromStr for FlowProto {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(FlowProto::Tcp),
+            "udp" => Ok(FlowProto::Udp),
+            "icmp" => Ok(FlowProto::Icmp),
+            _ => Err(format!("{s:?} is not tcp, udp or icmp")),
+        }
+    }
+}
+
+/// An IPv4 address or prefix (`10.10.1.10`, `10.10.0.0/16`); a string on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix(pub natgw_wire::Ipv4Net);
+
+impl Prefix {
+    pub fn contains(&self, a: std::net::Ipv4Addr) -> bool {
+        self.0.contains(a)
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, len) = s.split_once('/').unwrap_or((s, "32"));
+        let bad = || format!("{s:?} is not an IPv4 address or prefix (10.10.1.10, 10.10.0.0/16)");
+        let addr = a.parse().map_err(|_| bad())?;
+        let prefix = len.parse::<u8>().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
+        Ok(Prefix(natgw_wire::Ipv4Net { addr, prefix }))
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A gateway's answer to one request.
@@ -284,6 +433,10 @@ pub struct FlowEntry {
     /// Original direction, then reply.
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
+    /// The pool its external address and port come from (none from a gateway before
+    /// protocol 2, or for a flow without a mapping).
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 /// What `natgw policy list` shows for a hook.
@@ -337,8 +490,9 @@ impl AdminClient {
         &self.path
     }
 
-    /// Connects and exchanges hellos; returns the stream, ready for a request.
-    fn open(&self, timeout: Duration) -> Result<BufReader<UnixStream>, AdminError> {
+    /// Connects and exchanges hellos, saying `protocol`; returns the stream, ready for a
+    /// request.
+    fn open(&self, timeout: Duration, protocol: u32) -> Result<BufReader<UnixStream>, AdminError> {
         let path = &self.path;
         let stream =
             UnixStream::connect(path).map_err(|e| AdminError::Connect { path: path.clone(), reason: e.to_string() })?;
@@ -346,7 +500,7 @@ impl AdminClient {
         stream.set_read_timeout(Some(timeout)).map_err(transport)?;
         stream.set_write_timeout(Some(timeout)).map_err(transport)?;
         let mut conn = BufReader::new(stream);
-        send(&mut conn, &Request::Hello { protocol: PROTOCOL_VERSION, client: self.client.clone() }, path)?;
+        send(&mut conn, &Request::Hello { protocol, client: self.client.clone() }, path)?;
         match receive(&mut conn, path)? {
             Reply::Hello { protocol, .. } if (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) => {
                 Ok(conn)
@@ -362,7 +516,7 @@ impl AdminClient {
 
     /// Sends one request and returns the gateway's reply, waiting up to `timeout`.
     pub fn call_within(&self, request: &Request, timeout: Duration) -> Result<Reply, AdminError> {
-        let mut conn = self.open(timeout)?;
+        let mut conn = self.open(timeout, request.protocol())?;
         send(&mut conn, request, &self.path)?;
         receive(&mut conn, &self.path)
     }
@@ -386,7 +540,13 @@ impl AdminClient {
     }
 
     pub fn flows(&self) -> Result<Vec<FlowEntry>, AdminError> {
-        match self.call(&Request::Flows)? {
+        self.flows_matching(FlowFilter::default())
+    }
+
+    /// The flows `filter` selects, filtered by the gateway (a gateway before protocol 2
+    /// refuses a filter, naming the versions).
+    pub fn flows_matching(&self, filter: FlowFilter) -> Result<Vec<FlowEntry>, AdminError> {
+        match self.call(&Request::Flows { filter })? {
             Reply::Flows { flows } => Ok(flows),
             other => Err(unexpected(&self.path, &other)),
         }
@@ -436,7 +596,7 @@ impl AdminClient {
     /// A connection held by the gateway until its process ends (`Request::Watch`):
     /// reading it returns end-of-file at that moment.
     pub fn watch(&self) -> Result<std::os::unix::net::UnixStream, AdminError> {
-        let mut conn = self.open(ANSWER_TIMEOUT)?;
+        let mut conn = self.open(ANSWER_TIMEOUT, Request::Watch.protocol())?;
         send(&mut conn, &Request::Watch, &self.path)?;
         match receive(&mut conn, &self.path)? {
             Reply::Watching => {}
@@ -459,7 +619,7 @@ impl AdminClient {
     /// Follows the flow records: each item is one record, a JSON object, as the gateway
     /// exports it. The iterator ends when the gateway closes the connection.
     pub fn follow_flows(&self) -> Result<impl Iterator<Item = Result<String, AdminError>>, AdminError> {
-        let mut conn = self.open(ANSWER_TIMEOUT)?;
+        let mut conn = self.open(ANSWER_TIMEOUT, Request::FollowFlows.protocol())?;
         send(&mut conn, &Request::FollowFlows, &self.path)?;
         match receive(&mut conn, &self.path)? {
             Reply::Following => {}
@@ -534,6 +694,80 @@ pub fn answer_hello(request: Result<Request, AdminError>) -> Result<Reply, Admin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_finds_its_gateway_by_flag_then_config_then_environment() {
+        let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo/natgw.toml");
+        let env = || Some("/env/admin.sock".to_string());
+        assert_eq!(admin_socket(Some("/flag.sock".into()), Some(&demo), env()).unwrap(), "/flag.sock");
+        assert_eq!(admin_socket(None, Some(&demo), env()).unwrap(), "/run/natgw-demo/admin.sock");
+        assert_eq!(admin_socket(None, None, env()).unwrap(), "/env/admin.sock");
+        assert_eq!(admin_socket(None, None, Some(String::new())).unwrap(), DEFAULT_SOCKET);
+        assert_eq!(admin_socket(None, None, None).unwrap(), DEFAULT_SOCKET);
+        let err = admin_socket(None, Some(std::path::Path::new("/nonexistent/natgw.toml")), env()).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/natgw.toml"), "{err}");
+    }
+
+    #[test]
+    fn flows_asks_for_protocol_2_only_with_a_filter() {
+        let plain = Request::Flows { filter: FlowFilter::default() };
+        // What a protocol-1 gateway reads, and what a protocol-1 client sends.
+        assert_eq!(serde_json::to_string(&plain).unwrap(), r#"{"request":"flows"}"#);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"request":"flows"}"#).unwrap(), plain);
+        assert_eq!(plain.protocol(), 1);
+        let filter = FlowFilter {
+            src: Some("10.10.0.0/16".parse().unwrap()),
+            dst: Some("203.0.113.80".parse().unwrap()),
+            proto: Some(FlowProto::Udp),
+            state: Some("assured".into()),
+            pool: Some("pool-a".into()),
+        };
+        let filtered = Request::Flows { filter: filter.clone() };
+        assert_eq!(filtered.protocol(), 2);
+        let line = serde_json::to_string(&filtered).unwrap();
+        assert_eq!(
+            line,
+            r#"{"request":"flows","filter":{"src":"10.10.0.0/16","dst":"203.0.113.80/32","proto":"udp","state":"assured","pool":"pool-a"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), filtered);
+        // A protocol-1 gateway refuses the hello of a client that needs 2, so a filter is
+        // never silently ignored.
+        assert!(filtered.protocol() > OLDEST_PROTOCOL_VERSION);
+        assert!(filter.check().is_ok());
+        // A field this gateway does not know is refused, not ignored: it would select.
+        assert!(serde_json::from_str::<Request>(r#"{"request":"flows","filter":{"port":80}}"#).is_err());
+    }
+
+    #[test]
+    fn filter_values_are_checked_naming_what_is_wrong() {
+        for bad in ["10.10.1.300", "10.0.0.0/33", "10.0.0.0/", "", "a.b.c.d", "10.0.0.0/-1", "::1"] {
+            let err = bad.parse::<Prefix>().unwrap_err();
+            assert!(err.contains(bad) && err.contains("IPv4"), "{bad}: {err}");
+        }
+        let p: Prefix = "10.10.1.0/24".parse().unwrap();
+        assert!(p.contains("10.10.1.255".parse().unwrap()) && !p.contains("10.10.2.0".parse().unwrap()));
+        let any: Prefix = "0.0.0.0/0".parse().unwrap();
+        assert!(any.contains("203.0.113.80".parse().unwrap()));
+        assert_eq!("icmp".parse::<FlowProto>().unwrap().number(), 1);
+        assert!("sctp".parse::<FlowProto>().unwrap_err().contains("sctp"));
+        let bad_state = FlowFilter { state: Some("LISTEN".into()), ..FlowFilter::default() };
+        let err = bad_state.check().unwrap_err().to_string();
+        assert!(err.contains("LISTEN") && err.contains("ESTABLISHED"), "{err}");
+        // Every state natgw prints is one a filter accepts.
+        use natgw_core::conntrack::{FlowState, TcpState};
+        for st in [
+            FlowState::Tcp(TcpState::SynSent),
+            FlowState::Tcp(TcpState::SynReceived),
+            FlowState::Tcp(TcpState::Established),
+            FlowState::Tcp(TcpState::FinWait),
+            FlowState::Tcp(TcpState::TimeWait),
+            FlowState::Tcp(TcpState::Closed),
+            FlowState::Udp { replied: false },
+            FlowState::Udp { replied: true },
+        ] {
+            assert!(FLOW_STATES.contains(&st.name()), "{}", st.name());
+        }
+    }
 
     #[test]
     fn requests_and_replies_round_trip_as_tagged_json() {

@@ -306,7 +306,7 @@ pub struct RawAdmin {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        RawAdmin { socket: "/run/natgw/admin.sock".into() }
+        RawAdmin { socket: crate::admin::DEFAULT_SOCKET.into() }
     }
 }
 

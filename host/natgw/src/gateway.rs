@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::admin::{
-    self, AdminError, CounterValue, Envelope, FlowEntry, HookStatus, LinkStatus, Reply, Request, Stats, Status,
-    SwapReport, UpgradeReport,
+    self, AdminError, CounterValue, Envelope, FlowEntry, FlowFilter, HookStatus, LinkStatus, Reply, Request, Stats,
+    Status, SwapReport, UpgradeReport,
 };
 use crate::config::{self, Config};
 use crate::handoff;
@@ -590,6 +590,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         },
         gateway: cfg.outside.gateway.to_string(),
         max_flows: cfg.max_flows,
+        pools: cfg.pools.iter().map(|p| p.name.clone()).collect(),
     };
     // Telemetry: the OTLP exporter thread (flow records and metrics), the Prometheus
     // endpoint, the followers of `natgw flows --follow`.
@@ -971,6 +972,8 @@ struct StatusInfo {
     outside: LinkStatus,
     gateway: String,
     max_flows: usize,
+    /// Pool names by `PoolId`.
+    pools: Vec<String>,
 }
 
 /// Where the per-interface locks live.
@@ -1220,7 +1223,9 @@ fn serve_admin(
             Request::Hello { .. } => Err(AdminError::BadRequest { reason: "a second hello".into() }),
             Request::Status => Ok(Reply::Status(Box::new(status_report(&shared, &status)))),
             Request::Stats => Ok(Reply::Stats(stats_report(&shared))),
-            Request::Flows => Ok(Reply::Flows { flows: flow_entries(&shared) }),
+            Request::Flows { filter } => {
+                flow_entries(&shared, &filter, &status.pools).map(|flows| Reply::Flows { flows })
+            }
             Request::PolicyList => Ok(Reply::PolicyList { hooks: rt.status().into_iter().map(hook_status).collect() }),
             Request::PolicyRemove { hook } => {
                 rt.clear(hook);
@@ -1350,7 +1355,23 @@ fn stats_report(shared: &Shared) -> Stats {
     Stats { counters }
 }
 
-fn flow_entries(shared: &Shared) -> Vec<FlowEntry> {
+/// Every worker's flows that `filter` selects; a filter naming a state or pool the gateway
+/// does not have is refused, naming them.
+fn flow_entries(shared: &Shared, filter: &FlowFilter, pools: &[String]) -> Result<Vec<FlowEntry>, AdminError> {
+    filter.check()?;
+    let pool = match &filter.pool {
+        Some(name) => Some(pools.iter().position(|p| p == name).ok_or_else(|| AdminError::BadRequest {
+            reason: format!("pool {name:?} is not configured (pools: {})", pools.join(", ")),
+        })?),
+        None => None,
+    };
+    let selects = |f: &FlowSummary| {
+        filter.src.is_none_or(|p| p.contains(f.original.src))
+            && filter.dst.is_none_or(|p| p.contains(f.original.dst))
+            && filter.proto.is_none_or(|p| p.number() == f.original.proto)
+            && filter.state.as_ref().is_none_or(|s| s.eq_ignore_ascii_case(f.state.name()))
+            && pool.is_none_or(|p| f.pool.map(usize::from) == Some(p))
+    };
     let mut all = Vec::new();
     for (worker, q) in shared.control.iter().enumerate() {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1359,13 +1380,13 @@ fn flow_entries(shared: &Shared) -> Vec<FlowEntry> {
         }
         shared.wake(worker);
         if let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
-            all.extend(v.iter().map(|f| flow_entry(worker, f)));
+            all.extend(v.iter().filter(|f| selects(f)).map(|f| flow_entry(worker, f, pools)));
         }
     }
-    all
+    Ok(all)
 }
 
-fn flow_entry(worker: usize, f: &FlowSummary) -> FlowEntry {
+fn flow_entry(worker: usize, f: &FlowSummary, pools: &[String]) -> FlowEntry {
     let key = |k: &natgw_core::conntrack::FlowKey| format!("{}:{} -> {}:{}", k.src, k.src_port, k.dst, k.dst_port);
     let t = &f.translated;
     FlowEntry {
@@ -1379,6 +1400,7 @@ fn flow_entry(worker: usize, f: &FlowSummary) -> FlowEntry {
         expires_in_s: f.expires_in_ms / 1000,
         packets: f.packets,
         bytes: f.bytes,
+        pool: f.pool.and_then(|p| pools.get(usize::from(p))).cloned(),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod report;
 mod restart;
 mod telemetry_cli;
 
+pub use admin::admin_socket;
 pub use gateway::{run, ControlError};
 pub use policy_cli::{policy_bench, policy_check, BenchLimits};
 pub use telemetry_cli::otlp_bench;

@@ -8,7 +8,46 @@ use natgw::admin::{AdminClient, AdminError, FailMode, Hook};
 use natgw::config::Config;
 use natgw::{report, ControlError};
 
-const DEFAULT_ADMIN: &str = "/run/natgw/admin.sock";
+/// Which gateway a command talks to: `--socket`, else the `admin.socket` of `--config`,
+/// else `$NATGW_SOCKET`, else /run/natgw/admin.sock (`natgw::admin_socket`).
+#[derive(clap::Args, Clone, Debug)]
+struct GatewayArgs {
+    /// The gateway's admin socket [default: the `admin.socket` of --config, else
+    /// $NATGW_SOCKET, else /run/natgw/admin.sock]
+    #[arg(long, conflicts_with = "config")]
+    socket: Option<String>,
+    /// The gateway's config file: its `admin.socket` is the socket.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+}
+
+impl GatewayArgs {
+    fn client(&self) -> Result<AdminClient, ControlError> {
+        let env = std::env::var("NATGW_SOCKET").ok();
+        natgw::admin_socket(self.socket.clone(), self.config.as_deref(), env)
+            .map(AdminClient::new)
+            .map_err(ControlError::from)
+    }
+}
+
+/// `policy swap`'s gateway: its `--config` is the policy's, so the gateway's is
+/// `--gateway-config`.
+#[derive(clap::Args, Clone, Debug)]
+struct SwapGatewayArgs {
+    /// The gateway's admin socket [default: the `admin.socket` of --gateway-config, else
+    /// $NATGW_SOCKET, else /run/natgw/admin.sock]
+    #[arg(long, conflicts_with = "gateway_config")]
+    socket: Option<String>,
+    /// The gateway's config file: its `admin.socket` is the socket.
+    #[arg(long)]
+    gateway_config: Option<PathBuf>,
+}
+
+impl SwapGatewayArgs {
+    fn client(&self) -> Result<AdminClient, ControlError> {
+        GatewayArgs { socket: self.socket.clone(), config: self.gateway_config.clone() }.client()
+    }
+}
 
 /// `print!` and `println!` that never panic: a reader that went away (`natgw flows | head`)
 /// drops the rest of the text.
@@ -60,8 +99,8 @@ enum Command {
     Upgrade {
         /// The natgw binary to run.
         binary: PathBuf,
-        #[arg(long, default_value = DEFAULT_ADMIN)]
-        socket: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         #[arg(long)]
         json: bool,
     },
@@ -70,8 +109,8 @@ enum Command {
     Ha {
         #[arg(value_enum)]
         action: HaAction,
-        #[arg(long, default_value = DEFAULT_ADMIN)]
-        socket: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         #[arg(long)]
         json: bool,
         /// For `watch`: the file keepalived's `track_file` reads (0: natgw runs, 1: not).
@@ -82,28 +121,44 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Uptime, workers, addresses, flow count and the main counters.
     Status {
-        #[arg(long, default_value = DEFAULT_ADMIN)]
-        socket: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Every counter, one per line (AWS NAT gateway metric names).
     Stats {
-        #[arg(long, default_value = DEFAULT_ADMIN)]
-        socket: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// One line per flow: pre- and post-NAT tuples, state, age, packets, bytes. With
-    /// --follow: every flow record as it is exported, one JSON object per line.
+    /// One line per flow: pre- and post-NAT tuples, state, pool, age, packets, bytes; the
+    /// filters select, like `conntrack -L -s … -p …`. With --follow: every flow record as
+    /// it is exported, one JSON object per line.
     Flows {
-        #[arg(long, default_value = DEFAULT_ADMIN)]
-        socket: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Flows from this address or prefix (the initiator, e.g. an inside host).
+        #[arg(long, value_name = "ADDR[/LEN]", conflicts_with = "follow")]
+        src: Option<natgw::admin::Prefix>,
+        /// Flows to this address or prefix, as the initiator addressed it.
+        #[arg(long, value_name = "ADDR[/LEN]", conflicts_with = "follow")]
+        dst: Option<natgw::admin::Prefix>,
+        /// tcp, udp or icmp.
+        #[arg(long, conflicts_with = "follow")]
+        proto: Option<natgw::admin::FlowProto>,
+        /// A state as the list prints it (ESTABLISHED, TIME_WAIT, UNREPLIED, ...).
+        #[arg(long, value_parser = parse_state, conflicts_with = "follow")]
+        state: Option<String>,
+        /// Flows whose external address and port come from this pool.
+        #[arg(long, conflicts_with = "follow")]
+        pool: Option<String>,
         /// Stream flow records (finished, interim, refused flows) as they are emitted,
         /// after the flow-log policy, until interrupted.
         #[arg(long)]
@@ -118,6 +173,17 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Print a shell's completion script for natgw (bash: save it as
+    /// /usr/share/bash-completion/completions/natgw).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (natgw.1 and one per command) into DIR, or print natgw.1.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -142,20 +208,20 @@ enum PolicyCommand {
         /// (TCP with a RST).
         #[arg(long)]
         revalidate: bool,
-        #[arg(long, default_value = DEFAULT_ADMIN)]
-        socket: String,
+        #[command(flatten)]
+        gateway: SwapGatewayArgs,
     },
     /// Remove a hook's policy: the built-in behaviour (allow, default pool, log as is).
     Remove {
         #[arg(long, value_parser = parse_hook)]
         hook: Hook,
-        #[arg(long, default_value = DEFAULT_ADMIN)]
-        socket: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
     },
     /// Each hook's generation, content hash, load time, calls, errors and fail mode.
     List {
-        #[arg(long, default_value = DEFAULT_ADMIN)]
-        socket: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         #[arg(long)]
         json: bool,
     },
@@ -216,6 +282,14 @@ fn parse_hook(s: &str) -> Result<Hook, String> {
     Hook::parse(s).ok_or_else(|| format!("{s:?}: must be egress, port-pool or flow-log"))
 }
 
+fn parse_state(s: &str) -> Result<String, String> {
+    natgw::admin::FLOW_STATES
+        .iter()
+        .find(|n| n.eq_ignore_ascii_case(s))
+        .map(|n| n.to_string())
+        .ok_or_else(|| format!("{s:?} is not a flow state (one of {})", natgw::admin::FLOW_STATES.join(", ")))
+}
+
 fn parse_fail(s: &str) -> Result<FailMode, String> {
     match s {
         "open" => Ok(FailMode::Open),
@@ -238,8 +312,8 @@ fn print_json(v: &impl serde::Serialize) -> Result<(), ControlError> {
 
 fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
     match cmd {
-        PolicyCommand::Swap { hook, file, config, fail, revalidate, socket } => {
-            let report = AdminClient::new(socket).policy_swap(
+        PolicyCommand::Swap { hook, file, config, fail, revalidate, gateway } => {
+            let report = gateway.client()?.policy_swap(
                 hook,
                 absolute(&file)?,
                 config.as_deref().map(absolute).transpose()?,
@@ -249,13 +323,13 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
             outln!("{}", report::swap_text(&report));
             Ok(())
         }
-        PolicyCommand::Remove { hook, socket } => {
-            AdminClient::new(socket).policy_remove(hook)?;
+        PolicyCommand::Remove { hook, gateway } => {
+            gateway.client()?.policy_remove(hook)?;
             outln!("{hook} policy removed; the built-in behaviour applies to new flows");
             Ok(())
         }
-        PolicyCommand::List { socket, json } => {
-            let hooks = AdminClient::new(socket).policy_list()?;
+        PolicyCommand::List { gateway, json } => {
+            let hooks = gateway.client()?.policy_list()?;
             if json {
                 return print_json(&hooks);
             }
@@ -280,10 +354,10 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
 }
 
 /// `natgw flows --follow`: copies the gateway's flow records to stdout as they come.
-fn follow_flows(socket: String) -> Result<(), ControlError> {
+fn follow_flows(client: AdminClient) -> Result<(), ControlError> {
     use std::io::Write;
     let stdout = std::io::stdout();
-    for line in AdminClient::new(socket).follow_flows()? {
+    for line in client.follow_flows()? {
         let line = line?;
         let mut out = stdout.lock();
         if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
@@ -295,14 +369,51 @@ fn follow_flows(socket: String) -> Result<(), ControlError> {
 
 fn main() -> ExitCode {
     natgw::logging::init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    match dispatch(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            natgw::logging::stderr_line(&format!("natgw: error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `natgw completions` and `natgw man`: generated from the definitions above.
+fn generate(command: Command) -> Result<(), ControlError> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    match command {
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "natgw", &mut text);
+            out!("{}", String::from_utf8_lossy(&text));
+            Ok(())
+        }
+        Command::Man { dir: Some(dir) } => {
+            let io = |e| ControlError::Path { path: dir.display().to_string(), source: e };
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            clap_mangen::generate_to(cmd, &dir).map_err(io)
+        }
+        _ => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut text)
+                .map_err(|e| ControlError::Path { path: "natgw.1".into(), source: e })?;
+            out!("{}", String::from_utf8_lossy(&text));
+            Ok(())
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<(), ControlError> {
+    match command {
+        c @ (Command::Completions { .. } | Command::Man { .. }) => generate(c),
         Command::Run { config, takeover_fd } => {
             Config::load(&config).map_err(ControlError::from).and_then(|c| natgw::run(c, Some(config), takeover_fd))
         }
-        Command::Upgrade { binary, socket, json } => std::path::absolute(&binary)
+        Command::Upgrade { binary, gateway, json } => std::path::absolute(&binary)
             .map_err(|e| ControlError::Path { path: binary.display().to_string(), source: e })
-            .and_then(|b| AdminClient::new(socket).upgrade(b).map_err(ControlError::from))
+            .and_then(|b| gateway.client()?.upgrade(b).map_err(ControlError::from))
             .and_then(|r| {
                 if json {
                     print_json(&r)
@@ -311,16 +422,18 @@ fn main() -> ExitCode {
                     Ok(())
                 }
             }),
-        Command::Ha { action: HaAction::Check, socket, .. } => natgw::ha::check(&AdminClient::new(socket))
-            .map(|ok| outln!("{ok}"))
-            .map_err(ControlError::Unhealthy),
-        Command::Ha { action: HaAction::Watch, socket, track_file, .. } => match track_file {
-            Some(f) => natgw::ha::watch(&AdminClient::new(socket), &f)
-                .map_err(|e| ControlError::Path { path: f.display().to_string(), source: e }),
+        Command::Ha { action: HaAction::Check, gateway, .. } => gateway
+            .client()
+            .and_then(|c| natgw::ha::check(&c).map_err(ControlError::Unhealthy))
+            .map(|ok| outln!("{ok}")),
+        Command::Ha { action: HaAction::Watch, gateway, track_file, .. } => match track_file {
+            Some(f) => gateway.client().and_then(|c| {
+                natgw::ha::watch(&c, &f).map_err(|e| ControlError::Path { path: f.display().to_string(), source: e })
+            }),
             None => Err(ControlError::Usage("natgw ha watch needs --track-file FILE".into())),
         },
-        Command::Ha { action, socket, json, .. } => {
-            AdminClient::new(socket).ha(action == HaAction::Promote).map_err(ControlError::from).and_then(|r| {
+        Command::Ha { action, gateway, json, .. } => {
+            gateway.client()?.ha(action == HaAction::Promote).map_err(ControlError::from).and_then(|r| {
                 if json {
                     print_json(&r)
                 } else {
@@ -348,7 +461,7 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(ControlError::from),
-        Command::Status { socket, json } => AdminClient::new(socket).status().map_err(ControlError::from).and_then(|s| {
+        Command::Status { gateway, json } => gateway.client()?.status().map_err(ControlError::from).and_then(|s| {
             if json {
                 print_json(&s)
             } else {
@@ -356,7 +469,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
         }),
-        Command::Stats { socket, json } => AdminClient::new(socket).stats().map_err(ControlError::from).and_then(|s| {
+        Command::Stats { gateway, json } => gateway.client()?.stats().map_err(ControlError::from).and_then(|s| {
             if json {
                 print_json(&s)
             } else {
@@ -364,8 +477,12 @@ fn main() -> ExitCode {
                 Ok(())
             }
         }),
-        Command::Flows { socket, follow: true, .. } => follow_flows(socket),
-        Command::Flows { socket, json, .. } => AdminClient::new(socket).flows().map_err(ControlError::from).and_then(|f| {
+        Command::Flows { gateway, follow: true, .. } => gateway.client().and_then(follow_flows),
+        Command::Flows { gateway, json, src, dst, proto, state, pool, .. } => gateway
+            .client()?
+            .flows_matching(natgw::admin::FlowFilter { src, dst, proto, state, pool })
+            .map_err(ControlError::from)
+            .and_then(|f| {
             if json {
                 print_json(&f)
             } else {
@@ -376,13 +493,6 @@ fn main() -> ExitCode {
         Command::Policy { command } => policy(command),
         Command::Otlp { command: OtlpCommand::Bench { endpoint, protocol, records, batch, gzip } } => {
             natgw::otlp_bench(&endpoint, &protocol, records, batch, gzip).map(|s| out!("{s}"))
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            natgw::logging::stderr_line(&format!("natgw: error: {e}"));
-            ExitCode::FAILURE
         }
     }
 }

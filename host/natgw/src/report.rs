@@ -73,28 +73,78 @@ pub fn stats_text(s: &Stats) -> String {
     out
 }
 
-/// `conntrack -L`-like lines.
+/// `conntrack -L`-like lines under a header; then the count.
 pub fn flows_text(flows: &[FlowEntry]) -> String {
     let mut out = String::new();
-    for f in flows {
+    let row = |out: &mut String, cols: [&str; 10]| {
+        let [proto, state, original, translated, pool, age, expires, packets, bytes, worker] = cols;
         let _ = writeln!(
             out,
-            "{:<4} {:<11} orig {:<43} nat {:<43} age {}s expires {}s packets {}/{} bytes {}/{} worker {}",
-            f.proto,
-            f.state,
-            f.original,
-            f.translated,
-            f.age_s,
-            f.expires_in_s,
-            f.packets[0],
-            f.packets[1],
-            f.bytes[0],
-            f.bytes[1],
-            f.worker
+            "{proto:<5} {state:<11} {original:<45} {translated:<45} {pool:<10} {age:>7} {expires:>7} {packets:>17} {bytes:>23} {worker:>6}"
+        );
+    };
+    row(
+        &mut out,
+        [
+            "PROTO",
+            "STATE",
+            "ORIGINAL (src -> dst)",
+            "TRANSLATED (leaves as)",
+            "POOL",
+            "AGE",
+            "EXPIRES",
+            "PACKETS out/in",
+            "BYTES out/in",
+            "WORKER",
+        ],
+    );
+    for f in flows {
+        row(
+            &mut out,
+            [
+                &f.proto,
+                &f.state,
+                &f.original,
+                &f.translated,
+                f.pool.as_deref().unwrap_or("-"),
+                &duration_text(f.age_s),
+                &duration_text(f.expires_in_s),
+                &format!("{}/{}", f.packets[0], f.packets[1]),
+                &format!("{}/{}", f.bytes[0], f.bytes[1]),
+                &f.worker.to_string(),
+            ],
         );
     }
     let _ = writeln!(out, "natgw: {} flow entries", flows.len());
     out
+}
+
+/// Seconds as an operator reads them: `59s`, `4m05s`, `2h04m`, `3d01h`.
+pub fn duration_text(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// Unix seconds as a UTC date and time, `2026-12-07 06:53:53 UTC`.
+pub fn utc_text(unix_s: u64) -> String {
+    // Howard Hinnant's days-to-civil: proleptic Gregorian, exact for every u64 day count
+    // this can meet (era arithmetic in i64).
+    let days = (unix_s / 86400) as i64;
+    let secs = unix_s % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// `natgw policy list` as a table.
@@ -104,17 +154,17 @@ pub fn policy_list_text(hooks: &[HookStatus]) -> String {
             .into();
     }
     let mut out = format!(
-        "{:<10} {:>4} {:<14} {:>20} {:>10} {:>7} {:>8} {:<6} {:<12} file\n",
-        "hook", "gen", "sha256", "loaded (unix s)", "calls", "errors", "timeouts", "fail", "serving"
+        "{:<10} {:>4} {:<14} {:<23} {:>10} {:>7} {:>8} {:<6} {:<12} file\n",
+        "hook", "gen", "sha256", "loaded", "calls", "errors", "timeouts", "fail", "serving"
     );
     for h in hooks {
         let _ = writeln!(
             out,
-            "{:<10} {:>4} {:<14} {:>20} {:>10} {:>7} {:>8} {:<6} {:<12} {}",
+            "{:<10} {:>4} {:<14} {:<23} {:>10} {:>7} {:>8} {:<6} {:<12} {}",
             h.hook.name(),
             h.generation,
             &h.sha256[..12.min(h.sha256.len())],
-            h.loaded_unix_s,
+            utc_text(h.loaded_unix_s),
             h.calls,
             h.errors,
             h.timeouts,
@@ -182,6 +232,67 @@ pub fn upgrade_text(r: &crate::admin::UpgradeReport) -> String {
 mod tests {
     use super::*;
     use crate::admin::Hook;
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_text(951_782_400), "2000-02-29 00:00:00 UTC"); // a leap day of a 400-year leap year
+        assert_eq!(utc_text(4_107_456_000), "2100-02-28 00:00:00 UTC"); // 2100 is not a leap year ...
+        assert_eq!(utc_text(4_107_542_400), "2100-03-01 00:00:00 UTC"); // ... so March follows
+        assert_eq!(utc_text(1_796_625_233), "2026-12-07 06:33:53 UTC");
+        assert_eq!(utc_text(1_798_761_599), "2026-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(duration_text(0), "0s");
+        assert_eq!(duration_text(59), "59s");
+        assert_eq!(duration_text(245), "4m05s");
+        assert_eq!(duration_text(7440), "2h04m");
+        assert_eq!(duration_text(86400 * 3 + 3600), "3d01h");
+    }
+
+    #[test]
+    fn flows_have_a_header_and_one_row_each() {
+        let f = FlowEntry {
+            worker: 1,
+            proto: "tcp".into(),
+            state: "ESTABLISHED".into(),
+            original: "10.10.1.10:40000 -> 203.0.113.80:443".into(),
+            translated: "198.51.100.10:1050 -> 203.0.113.80:443".into(),
+            reply: "203.0.113.80:443 -> 198.51.100.10:1050".into(),
+            age_s: 65,
+            expires_in_s: 7439,
+            packets: [3, 2],
+            bytes: [180, 120],
+            pool: Some("default".into()),
+        };
+        let text = flows_text(&[f]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("PROTO STATE") && lines[0].contains("POOL"), "{text}");
+        let cols: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "tcp",
+                "ESTABLISHED",
+                "10.10.1.10:40000",
+                "->",
+                "203.0.113.80:443",
+                "198.51.100.10:1050",
+                "->",
+                "203.0.113.80:443",
+                "default",
+                "1m05s",
+                "2h03m",
+                "3/2",
+                "180/120",
+                "1"
+            ]
+        );
+        assert_eq!(lines[2], "natgw: 1 flow entries");
+    }
 
     #[test]
     fn swap_text_says_where_it_serves_and_what_was_revoked() {

@@ -83,9 +83,16 @@ fn the_cli_prints_the_admin_apis_replies() {
     assert!(stats.lines().any(|l| l.starts_with("ConnectionEstablishedCount ")), "{stats}");
     assert!(stats.lines().any(|l| l.starts_with("otlp: queued ")), "{stats}");
     let flows = text(&natgw(&["flows", "--socket", &socket]));
-    assert!(flows.contains("orig 10.10.1.10:") && flows.contains("natgw: "), "{flows}");
+    let first = flows.lines().next().unwrap_or_default();
+    assert!(first.starts_with("PROTO ") && first.contains("ORIGINAL") && first.contains("POOL"), "{flows}");
+    assert!(flows.lines().any(|l| l.starts_with("tcp ") && l.contains(" 10.10.1.10:")), "{flows}");
+    assert!(flows.lines().last().is_some_and(|l| l.starts_with("natgw: ")), "{flows}");
     let list = text(&natgw(&["policy", "list", "--socket", &socket]));
     assert!(list.lines().any(|l| l.starts_with("egress ")) && list.contains("egress_allowlist.wasm"), "{list}");
+    // Load times as dates, not Unix seconds.
+    let year =
+        natgw::report::utc_text(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
+    assert!(list.lines().skip(1).all(|l| l.contains(&year[..4]) && l.contains(" UTC ")), "{list}");
     // --json prints the admin API's own types.
     let json = |args: &[&str]| {
         let o = natgw(args);
@@ -102,6 +109,121 @@ fn the_cli_prints_the_admin_apis_replies() {
     let h: Vec<HookStatus> =
         serde_json::from_str(&json(&["policy", "list", "--json", "--socket", &socket])).expect("policy list --json");
     assert_eq!(h.len(), 3, "the demo loads three hooks: {h:?}");
+}
+
+/// `natgw flows` filters, like `conntrack -L -s … -p …`: each filter lists exactly the
+/// flows of the unfiltered list that it selects; unknown values are refused naming the flag.
+#[test]
+fn flows_filters_select_exactly_their_flows_and_the_cli_finds_its_gateway() {
+    let t = Topology::demo();
+    // TCP from both subnets (two pools), an answered UDP flow from cli1, 20 unanswered ones
+    // (port unreachable; ports the demo's allow-list lets out for traceroute) from cli2.
+    for ns in [&t.cli1, &t.cli2] {
+        ns.run("curl", &["-s", "-m", "5", "http://203.0.113.80/ip"]).expect("curl");
+    }
+    t.cli1
+        .enter(|| natgw_e2e::net::udp_exchange(0, "203.0.113.7:7", b"filtered", Duration::from_secs(2)))
+        .expect("echo");
+    t.cli2.enter(|| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+        for port in 40_000..40_020 {
+            s.send_to(b"x", ("203.0.113.80", port)).expect("send");
+        }
+    });
+    let config = t.gateway.as_ref().expect("running").config.display().to_string();
+    let list = |args: &[&str]| -> Vec<FlowEntry> {
+        let mut a = vec!["flows", "--json", "--config", &config];
+        a.extend_from_slice(args);
+        let o = natgw(&a);
+        assert!(o.status.success(), "natgw {a:?}: {}", text(&o));
+        serde_json::from_slice(&o.stdout).expect("flows --json")
+    };
+    let originals = |v: &[FlowEntry]| {
+        let mut o: Vec<String> = v.iter().map(|f| format!("{} {}", f.proto, f.original)).collect();
+        o.sort();
+        o
+    };
+    let wait = natgw_e2e::wait::wait_until(Duration::from_secs(5), || list(&[]).len() >= 23);
+    let all = list(&[]);
+    assert!(wait, "expected 2 TCP and 21 UDP flows: {all:?}");
+    let src = |f: &FlowEntry| f.original.split(':').next().unwrap_or_default().to_string();
+    let dst = |f: &FlowEntry| {
+        f.original.split(" -> ").nth(1).and_then(|d| d.split(':').next()).unwrap_or_default().to_string()
+    };
+    type Select = Box<dyn Fn(&FlowEntry) -> bool>;
+    let cases: Vec<(Vec<&str>, Select)> = vec![
+        (vec!["--src", "10.10.1.0/24"], Box::new(move |f| src(f).starts_with("10.10.1."))),
+        (vec!["--src", "10.10.2.10"], Box::new(move |f| src(f) == "10.10.2.10")),
+        (vec!["--dst", "203.0.113.80"], Box::new(move |f| dst(f) == "203.0.113.80")),
+        (vec!["--proto", "udp"], Box::new(|f| f.proto == "udp")),
+        (vec!["--proto", "TCP"], Box::new(|f| f.proto == "tcp")),
+        (vec!["--pool", "pool-b"], Box::new(|f| f.pool.as_deref() == Some("pool-b"))),
+        (vec!["--state", "unreplied"], Box::new(|f| f.state == "UNREPLIED")),
+        (
+            vec!["--proto", "udp", "--src", "10.10.1.10", "--state", "ASSURED", "--pool", "pool-a"],
+            Box::new(|f| {
+                f.proto == "udp"
+                    && f.original.starts_with("10.10.1.10:")
+                    && f.state == "ASSURED"
+                    && f.pool.as_deref() == Some("pool-a")
+            }),
+        ),
+    ];
+    for (args, select) in cases {
+        let expected: Vec<FlowEntry> = all.iter().filter(|f| select(f)).cloned().collect();
+        assert!(!expected.is_empty(), "{args:?} selects nothing of {all:?}");
+        assert!(expected.len() < all.len(), "{args:?} selects everything");
+        assert_eq!(originals(&list(&args)), originals(&expected), "natgw flows {args:?}");
+    }
+    // Each subnet's flows leave from its pool, and the list says which.
+    assert!(
+        all.iter().filter(|f| f.original.starts_with("10.10.2.")).all(|f| f.pool.as_deref() == Some("pool-b")),
+        "{all:?}"
+    );
+    // Unknown values are refused naming the flag (the CLI) or the value and what exists (the gateway).
+    for (args, says) in [
+        (vec!["--state", "LISTEN"], "--state"),
+        (vec!["--proto", "sctp"], "--proto"),
+        (vec!["--src", "10.10.1.300"], "--src"),
+        (vec!["--dst", "10.0.0.0/33"], "--dst"),
+        (vec!["--pool", "pool-z"], "pool-a, pool-b"),
+        (vec!["--follow", "--proto", "tcp"], "--follow"),
+    ] {
+        let mut a = vec!["flows", "--config", &config];
+        a.extend_from_slice(&args);
+        let o = natgw(&a);
+        assert!(!o.status.success() && text(&o).contains(says), "natgw {a:?}: {}", text(&o));
+    }
+    // The gateway is found by --config, then $NATGW_SOCKET; --socket wins over both.
+    let socket = t.admin().path().to_string();
+    let status = |args: &[&str], env: Option<&str>| {
+        let mut c = Command::new(natgw_bin());
+        c.arg("status").args(args).env_remove("NATGW_SOCKET");
+        if let Some(e) = env {
+            c.env("NATGW_SOCKET", e);
+        }
+        c.output().expect("natgw runs")
+    };
+    assert!(status(&["--config", &config], None).status.success());
+    assert!(status(&[], Some(&socket)).status.success());
+    assert!(
+        status(&["--config", &config], Some("/nonexistent/admin.sock")).status.success(),
+        "--config comes before $NATGW_SOCKET"
+    );
+    assert!(status(&["--socket", &socket], Some("/nonexistent/admin.sock")).status.success());
+    let o = status(&[], Some("/nonexistent/admin.sock"));
+    assert!(!o.status.success() && text(&o).contains("/nonexistent/admin.sock"), "{}", text(&o));
+    // A config that does not parse names the key, as `natgw run` would.
+    let bad = t.path("bad.toml");
+    let bad_text: Vec<String> = std::fs::read_to_string(&config)
+        .expect("config")
+        .lines()
+        .map(|l| if l.starts_with("socket =") && l.contains(&socket) { "socket = 7".into() } else { l.to_string() })
+        .collect();
+    assert!(bad_text.iter().any(|l| l == "socket = 7"), "no admin socket line in {config}");
+    std::fs::write(&bad, bad_text.join("\n")).expect("bad.toml");
+    let o = status(&["--config", &bad.display().to_string()], Some(&socket));
+    assert!(!o.status.success() && text(&o).contains("socket"), "{}", text(&o));
 }
 
 #[test]

@@ -305,6 +305,9 @@ pub struct FlowSummary {
     pub expires_in_ms: u64,
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
+    /// The pool of the external address it leaves from (`Translator::flow_summaries`);
+    /// `None` for a flow without a mapping of its own (the summary of a lone `Flow`).
+    pub pool: Option<crate::nat::pool::PoolId>,
 }
 
 impl Flow {
@@ -330,6 +333,7 @@ impl Flow {
             expires_in_ms: self.expires_ms.saturating_sub(now_ms),
             packets: self.packets,
             bytes: self.bytes,
+            pool: None,
         }
     }
 

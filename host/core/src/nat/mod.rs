@@ -43,7 +43,7 @@ use natgw_wire::{
 };
 
 use crate::conntrack::tcp_window::Segment;
-use crate::conntrack::{Egress, FlowKey, FlowState, FlowTable, Side, TcpState};
+use crate::conntrack::{Egress, FlowKey, FlowState, FlowSummary, FlowTable, Side, TcpState};
 use crate::counters::{Counter, Counters};
 use frag_table::FragTable;
 use own_packets::IcmpErrorKind;
@@ -255,6 +255,17 @@ impl Translator {
     }
     pub fn mappings(&self) -> &Mappings {
         &self.mappings
+    }
+
+    /// Every flow as `natgw flows` shows it, with the pool its mapping came from.
+    pub fn flow_summaries(&self, now_ms: u64) -> Vec<FlowSummary> {
+        self.flows
+            .iter()
+            .map(|(_, f)| FlowSummary {
+                pool: f.mapping.and_then(|m| self.mappings.get(m)).map(|m| m.pool),
+                ..f.summary(now_ms)
+            })
+            .collect()
     }
 
     /// Installs the slow path's policy (egress check and pool choice for new flows).
