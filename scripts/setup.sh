@@ -21,6 +21,9 @@ APT_PACKAGES=(
   keepalived
   # natgw as a service: a real systemd booted in namespaces (tests/e2e/tests/restart.rs).
   systemd
+  # Alarms and dashboards: promtool and a real Prometheus (examples/monitoring,
+  # tests/e2e/tests/monitoring.rs).
+  prometheus
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -31,8 +34,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# nginx-light's package starts a system nginx on :80; the demo runs its own, in namespaces.
+# nginx-light's package starts a system nginx on :80, prometheus's a Prometheus on :9090;
+# the demo and the tests run their own, in namespaces.
 systemctl disable --now nginx >/dev/null 2>&1 || true
+systemctl disable --now prometheus >/dev/null 2>&1 || true
 
 # Rust: the machine's rustup toolchain if present, else Debian's.
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
