@@ -86,7 +86,7 @@ pub enum ControlError {
 }
 
 /// Starts the gateway and blocks until SIGINT/SIGTERM. On SIGHUP the policy hooks are
-/// reloaded from `config_path`. With `takeover_fd` (`natgw upgrade` passes it) the
+/// reloaded from `config_path` and the flow-log file is opened again (log rotation). With `takeover_fd` (`natgw upgrade` passes it) the
 /// gateway takes its flows, sockets and locks from the process that started it.
 pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) -> Result<(), ControlError> {
     let started = Instant::now();
@@ -651,11 +651,17 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
                 .map_err(|e| IoError::Os("spawn", e))?,
         );
     }
+    let flow_log_reopen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let exporter = FlowLogExporter {
         rt: rt.clone(),
         queue: shared.flow_ends.clone(),
         counters: shared.flow_log_counters(),
-        sinks: Sinks { file: cfg.flow_log.file.clone(), followers: followers.clone(), otlp: otlp_queue },
+        sinks: Sinks {
+            file: cfg.flow_log.file.clone(),
+            reopen: flow_log_reopen.clone(),
+            followers: followers.clone(),
+            otlp: otlp_queue,
+        },
         interval: Duration::from_millis(cfg.flow_log.interval_ms),
         batch: cfg.flow_log.batch,
         clock: WallClock::new(shared.now_ms()),
@@ -737,6 +743,8 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
             }
         }
         if sys::take_reload_request() {
+            // logrotate's postrotate: the flow log is opened again by its path.
+            flow_log_reopen.fetch_add(1, std::sync::atomic::Ordering::Release);
             match &config_path {
                 Some(p) => reload_policies(p, &cfg, &rt, &shared),
                 None => tracing::warn!("natgw: SIGHUP: no config file to reload"),

@@ -317,6 +317,9 @@ pub fn join_host_fields(sent: &[[u64; 7]], host: &[HostFields], entries: &[LogEn
 /// Where exported records go.
 pub struct Sinks {
     pub file: Option<std::path::PathBuf>,
+    /// Bumped on SIGHUP: the file is closed and opened again by its path before the next
+    /// write (logrotate moved it away: `postrotate` sends the SIGHUP).
+    pub reopen: Arc<std::sync::atomic::AtomicU64>,
     pub followers: Arc<Followers>,
     /// The OTLP exporter's queue, when OTLP logs are on.
     pub otlp: Option<Arc<ArrayQueue<ExportRecord>>>,
@@ -337,17 +340,29 @@ pub struct FlowLogExporter {
 impl FlowLogExporter {
     pub fn run(self, stop: impl Fn() -> bool) {
         let mut slot = HookSlot::new(Hook::FlowLog, self.rt.flow_log_caller());
-        let mut out = self.sinks.file.as_ref().and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| tracing::warn!("natgw: flow log {}: {e}; flow records are not written", p.display()))
-                .ok()
-        });
+        let open = || {
+            self.sinks.file.as_ref().and_then(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| tracing::warn!("natgw: flow log {}: {e}; flow records are not written", p.display()))
+                    .ok()
+            })
+        };
+        let mut out = open();
+        let mut opened_for = self.sinks.reopen.load(std::sync::atomic::Ordering::Acquire);
         let mut last = std::time::Instant::now();
         loop {
             let stopping = stop();
+            let reopen = self.sinks.reopen.load(std::sync::atomic::Ordering::Acquire);
+            if reopen != opened_for && self.sinks.file.is_some() {
+                opened_for = reopen;
+                out = open();
+                if out.is_some() {
+                    tracing::info!("natgw: flow log reopened");
+                }
+            }
             slot.refresh(&self.rt);
             let due = stopping || self.queue.len() >= self.batch || last.elapsed() >= self.interval;
             if due {

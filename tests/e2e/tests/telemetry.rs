@@ -171,6 +171,24 @@ fn otlp_grpc_record_matches_the_connection() {
     );
 }
 
+/// Log rotation: the file is moved away, SIGHUP (logrotate's postrotate), and the next
+/// records go to a new file at the configured path, none lost or written to the old one.
+#[test]
+fn sighup_reopens_the_flow_log_for_rotation() {
+    let mut t = Topology::demo();
+    let has = |t: &Topology, name: &str, port: i64| t.flow_log_at(name).iter().any(|r| int(r, "source.port") == port);
+    curl(&t.cli1, 46211, "http://203.0.113.80/ip").expect("curl");
+    eventually(secs(10), "the first curl's record", || has(&t, "flows.jsonl", 46211));
+    std::fs::rename(t.path("flows.jsonl"), t.path("flows.jsonl.1")).expect("rotate");
+    t.gateway().daemon.signal(libc::SIGHUP);
+    eventually(secs(10), "the flow log reopened", || t.log().contains("flow log reopened"));
+    curl(&t.cli1, 46212, "http://203.0.113.80/ip").expect("curl");
+    eventually(secs(10), "the second curl's record in the new file", || has(&t, "flows.jsonl", 46212));
+    assert!(!has(&t, "flows.jsonl.1", 46212), "a record went to the rotated file");
+    assert!(!has(&t, "flows.jsonl", 46211), "the first record was written twice");
+    assert!(has(&t, "flows.jsonl.1", 46211), "the rotated file lost its record");
+}
+
 #[test]
 fn otlp_http_reject_record_and_follow() {
     let mut t = Topology::network();
