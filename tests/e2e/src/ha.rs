@@ -70,7 +70,7 @@ pub fn node_config(t: &Topology, b: bool) -> GatewayConfig {
 /// Starts node B in its namespace.
 pub fn start_b(t: &Topology, b: &Netns, cfg: &GatewayConfig, n: usize) -> Gateway {
     let path = cfg.write(&t.path(&format!("natgw-b-{n}.toml")));
-    Gateway::start(b, &path, cfg.admin_socket(), &t.path(&format!("natgw-b-{n}.log")))
+    Gateway::start(b, &crate::natgw_bin(), &path, cfg.admin_socket(), &t.path(&format!("natgw-b-{n}.log")))
 }
 
 /// Waits until `node` says its sync link is up and it holds at least `flows` replicated
@@ -90,7 +90,13 @@ pub fn config_path(t: &Topology, b: bool) -> std::path::PathBuf {
 /// Starts a node's natgw with `cfg` at the node's fixed config path.
 pub fn start_node(t: &Topology, ns: &Netns, b: bool, cfg: &GatewayConfig) -> Gateway {
     let path = cfg.write(&config_path(t, b));
-    Gateway::start(ns, &path, cfg.admin_socket(), &t.path(if b { "natgw-b.log" } else { "natgw-a.log" }))
+    Gateway::start(
+        ns,
+        &crate::natgw_bin(),
+        &path,
+        cfg.admin_socket(),
+        &t.path(if b { "natgw-b.log" } else { "natgw-a.log" }),
+    )
 }
 
 /// `examples/ha/keepalived.conf` for one node of this topology: the shipped settings with

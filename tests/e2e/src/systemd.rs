@@ -187,6 +187,13 @@ pub fn natgw_unit(netns: &str, natgw: &Path, config: &Path, log: &Path) -> Strin
         if line.starts_with("After=") || line.starts_with("Wants=") || line.starts_with("WantedBy=") {
             continue;
         }
+        // The test's config, flow log and admin socket live in its directory under /tmp:
+        // the one thing of the sandbox this unit relaxes.
+        if line == "PrivateTmp=yes" {
+            let dir = config.parent().unwrap_or(Path::new("/tmp"));
+            out.push_str(&format!("PrivateTmp=no\nReadWritePaths={}\n", dir.display()));
+            continue;
+        }
         if line.starts_with("ExecStart=") {
             out.push_str(&format!("ExecStart={} run --config {}\n", natgw.display(), config.display()));
             out.push_str(&format!("NetworkNamespacePath=/run/netns/{netns}\n"));

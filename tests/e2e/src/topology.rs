@@ -176,10 +176,15 @@ http {{
     /// Starts natgw with `cfg` (written to this topology's directory); panics with its log
     /// when it does not come up.
     pub fn start(&mut self, cfg: &GatewayConfig) -> &mut Gateway {
+        self.start_binary(&crate::natgw_bin(), cfg)
+    }
+
+    /// Starts the natgw binary at `natgw` (an installed one, say) with `cfg`.
+    pub fn start_binary(&mut self, natgw: &Path, cfg: &GatewayConfig) -> &mut Gateway {
         assert!(self.gateway.is_none(), "natgw is already running");
         let n = std::fs::read_dir(&self.dir).map_or(0, |d| d.count());
         let path = cfg.write(&self.dir.join(format!("natgw-{n}.toml")));
-        self.gateway = Some(Gateway::start(&self.gw, &path, cfg.admin_socket(), &self.dir.join("natgw.log")));
+        self.gateway = Some(Gateway::start(&self.gw, natgw, &path, cfg.admin_socket(), &self.dir.join("natgw.log")));
         self.gateway.as_mut().expect("just started")
     }
 
@@ -374,8 +379,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn start(gw: &Netns, config: &Path, socket: String, log: &Path) -> Gateway {
-        let mut cmd = gw.cmd(crate::natgw_bin());
+    pub fn start(gw: &Netns, natgw: &Path, config: &Path, socket: String, log: &Path) -> Gateway {
+        let mut cmd = gw.cmd(natgw);
         cmd.arg("run").arg("--config").arg(config);
         let mut daemon = Daemon::start("natgw", cmd, log);
         let admin = AdminClient::new(socket);

@@ -39,6 +39,13 @@ fn a_restart_and_a_crash_under_systemd_keep_every_connection() {
     let stored: u64 = m.show("natgw.service", "NFileDescriptorStore").parse().expect("a count");
     // The journal and a packet socket per worker and interface (2 workers here, 3 links).
     assert!(stored > 3, "{stored} descriptors in systemd's store");
+    // The shipped sandbox holds: three capabilities (CAP_NET_ADMIN 12, CAP_NET_RAW 13,
+    // CAP_IPC_LOCK 14) and no way to gain more.
+    let pid = m.pids("natgw.service")[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default();
+    assert_eq!(field("CapBnd:"), "0000000000007000", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
 
     for (round, (how, byte)) in [("systemctl restart", b'b'), ("kill -9", b'c')].into_iter().enumerate() {
         let udp = udp_stream(&t.cli2, 4);
