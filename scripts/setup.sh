@@ -75,6 +75,13 @@ if ! "$TOOLS/componentize-py-0.25.1/bin/componentize-py" --version >/dev/null 2>
   python3 -m venv "$TOOLS/componentize-py-0.25.1"
   "$TOOLS/componentize-py-0.25.1/bin/pip" install -q componentize-py==0.25.1
 fi
+# Flow-log queries (examples/flow-log-queries): DuckDB from PyPI.
+if ! "$TOOLS/duckdb-1.4.2/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
+  echo "setup.sh: installing DuckDB 1.4.2 (flow-log queries)"
+  rm -rf "$TOOLS/duckdb-1.4.2"
+  python3 -m venv "$TOOLS/duckdb-1.4.2"
+  "$TOOLS/duckdb-1.4.2/bin/pip" install -q duckdb==1.4.2
+fi
 if ! command -v npm >/dev/null 2>&1; then
   echo "setup.sh: installing Debian's nodejs and npm (JavaScript policies)"
   apt-get update -qq

@@ -173,3 +173,101 @@ fn prometheus_scrapes_the_demo_gateway_and_every_query_names_an_exported_metric(
     assert_eq!(wrong, ["natgw_PacketDropCount_total"]);
     assert!(!exported.contains(&wrong[0]));
 }
+
+/// The flow-log queries (`examples/flow-log-queries/`, DuckDB from PyPI) over the demo's
+/// own flow log: the rows the traffic of this test makes, exactly.
+#[test]
+fn flow_log_queries_answer_from_the_demo_flow_log() {
+    let mut t = Topology::demo();
+    let curl = |ns: &natgw_e2e::Netns, port: u16, url: &str| {
+        ns.run("curl", &["-s", "-m", "3", "--local-port", &port.to_string(), url])
+    };
+    for port in [47001, 47002, 47003] {
+        curl(&t.cli1, port, "http://203.0.113.80/ip").expect("curl");
+    }
+    for port in [47011, 47012] {
+        assert!(curl(&t.cli1, port, "http://203.0.113.80:8080/").is_err(), "8080 is refused");
+    }
+    for port in [47021, 47022] {
+        curl(&t.cli2, port, "http://203.0.113.80/ip").expect("curl");
+    }
+    // Stopping ends every flow: their last records are written before natgw exits.
+    t.stop();
+    let log = t.path("flows.jsonl").display().to_string();
+    let query = |sql: &str| -> Vec<serde_json::Map<String, Value>> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/flow-log-queries");
+        let out = Command::new("/var/cache/natgw/tools/duckdb-1.4.2/bin/python")
+            .arg(dir.join("query.py"))
+            .arg(&log)
+            .arg(dir.join(sql))
+            .arg("--json")
+            .output()
+            .expect("DuckDB's Python (setup.sh installs it)");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        let rows: Value = serde_json::from_slice(&out.stdout).expect("JSON rows");
+        rows.as_array().expect("rows").iter().map(|r| r.as_object().cloned().expect("a row")).collect()
+    };
+    let text = |r: &serde_json::Map<String, Value>, k: &str| match &r[k] {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let num = |r: &serde_json::Map<String, Value>, k: &str| r[k].as_i64().unwrap_or(-1);
+
+    // The seed's query: each connection of this test is its own row, counted once.
+    let top = query("top-talkers.sql");
+    assert!(top.len() <= 10, "{top:?}");
+    let ours: Vec<(String, String, i64, String)> = top
+        .iter()
+        .filter(|r| (47001..=47022).contains(&num(r, "sourceport")))
+        .map(|r| (text(r, "sourceaddress"), text(r, "destinationport"), num(r, "sourceport"), text(r, "action")))
+        .collect();
+    let expected: Vec<(String, String, i64, String)> = [
+        ("10.10.1.0", "80", 47001, "ACCEPT"),
+        ("10.10.1.0", "80", 47002, "ACCEPT"),
+        ("10.10.1.0", "80", 47003, "ACCEPT"),
+        ("10.10.1.0", "8080", 47011, "REJECT"),
+        ("10.10.1.0", "8080", 47012, "REJECT"),
+        ("10.10.2.0", "80", 47021, "ACCEPT"),
+        ("10.10.2.0", "80", 47022, "ACCEPT"),
+    ]
+    .iter()
+    .map(|(a, d, s, x)| (a.to_string(), d.to_string(), *s, x.to_string()))
+    .collect();
+    assert_eq!(ours, expected, "{top:?}");
+    assert!(top.iter().all(|r| num(r, "connection_count") == 1), "{top:?}");
+
+    // Rejected flows by inside host: cli1's two tries at 8080, nobody else.
+    let rejected = query("rejected-by-host.sql");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let r = &rejected[0];
+    assert_eq!(
+        (text(r, "inside_host"), num(r, "rejected_flows"), num(r, "destinations"), text(r, "ports")),
+        ("10.10.1.0".to_string(), 2, 1, "8080".to_string()),
+        "{r:?}"
+    );
+
+    // Bytes per external address: each subnet's pool, its flows, and the bytes its
+    // records carry (summed here from the same file, record by record).
+    let bytes = query("bytes-by-external-address.sql");
+    let records = t.flow_log();
+    for (addr, pool, flows) in [("198.51.100.10", "pool-a", 3), ("198.51.100.11", "pool-b", 2)] {
+        let row =
+            bytes.iter().find(|r| text(r, "external_address") == addr).unwrap_or_else(|| panic!("{addr}: {bytes:?}"));
+        let sum = |k: &str| -> i64 {
+            records
+                .iter()
+                .filter(|r| r.get("natgw.nat.source.address").and_then(Value::as_str) == Some(addr))
+                .filter(|r| r.get("natgw.flow.action").and_then(Value::as_str) == Some("ACCEPT"))
+                .map(|r| r.get(k).and_then(Value::as_i64).unwrap_or(0))
+                .sum()
+        };
+        assert_eq!(text(row, "pool"), pool, "{row:?}");
+        assert_eq!(num(row, "flows"), flows, "{row:?}");
+        assert!(num(row, "bytes_out") > 0 && num(row, "bytes_in") > 0, "{row:?}");
+        assert_eq!(
+            (num(row, "bytes_out"), num(row, "bytes_in")),
+            (sum("natgw.flow.bytes.out"), sum("natgw.flow.bytes.in")),
+            "{row:?}"
+        );
+    }
+}
