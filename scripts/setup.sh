@@ -22,8 +22,8 @@ APT_PACKAGES=(
   # natgw as a service: a real systemd booted in namespaces (tests/e2e/tests/restart.rs).
   systemd
   # Alarms and dashboards: promtool and a real Prometheus (examples/monitoring,
-  # tests/e2e/tests/monitoring.rs).
-  prometheus
+  # tests/e2e/tests/monitoring.rs); `natgw top` is tested under tmux.
+  prometheus tmux
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

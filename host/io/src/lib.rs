@@ -51,6 +51,9 @@ pub struct HandoffFrame {
 pub enum ControlRequest {
     /// Every flow of the worker, as the operator sees it.
     Flows(std::sync::mpsc::Sender<Vec<FlowSummary>>),
+    /// The worker's top talkers (`natgw top`), answered when its scan has walked the whole
+    /// table, `TOP_SCAN_SLOTS` a loop turn; requests that come during a scan share it.
+    Top(std::sync::mpsc::Sender<natgw_core::conntrack::top::TopTalkers>),
     /// Switch to the current policy generation, re-check existing flows against the
     /// egress policy and revoke the denied ones; answers how many were revoked.
     Revalidate(std::sync::mpsc::Sender<usize>),

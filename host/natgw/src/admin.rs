@@ -23,7 +23,7 @@ use natgw_core::counters::Counter;
 /// The hook and fail-mode names the API uses, re-exported for its clients.
 pub use natgw_policy::config::{FailMode, Hook};
 
-/// The admin protocol this binary speaks. 2: `flows` takes a filter. A client says in its
+/// The admin protocol this binary speaks. 2: `flows` takes a filter; `top`. A client says in its
 /// hello the oldest version that carries its request (`Request::protocol`), so that a
 /// newer CLI still talks to an older gateway for everything that gateway understands.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -75,6 +75,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "FlowFilter::is_empty")]
         filter: FlowFilter,
     },
+    /// The `k` inside hosts and destinations with the most bytes in their current flows
+    /// (`natgw top`), from each worker's bounded scan, never a copy of the table.
+    Top {
+        k: u32,
+    },
     /// Every flow record exported from now on, as JSON lines, until the client goes away.
     FollowFlows,
     PolicyList,
@@ -115,6 +120,7 @@ impl Request {
     pub fn protocol(&self) -> u32 {
         match self {
             Request::Flows { filter } if !filter.is_empty() => 2,
+            Request::Top { .. } => 2,
             _ => 1,
         }
     }
@@ -247,6 +253,7 @@ pub enum Reply {
     Flows {
         flows: Vec<FlowEntry>,
     },
+    Top(TopReport),
     /// Flow records follow, one JSON object per line.
     Following,
     PolicyList {
@@ -439,6 +446,30 @@ pub struct FlowEntry {
     pub pool: Option<String>,
 }
 
+/// The top talkers (`natgw top`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopReport {
+    /// Inside hosts, most bytes (both ways) of their current flows first.
+    pub by_host: Vec<Talker>,
+    /// Destinations as the hosts addressed them, most bytes first.
+    pub by_destination: Vec<Talker>,
+    /// Flows the scans saw (opened from inside).
+    pub flows: u64,
+    /// Flows of hosts no worker's tally had room to rank (more than 65 536 hosts).
+    pub unranked_flows: u64,
+    /// How long the workers took to walk their tables.
+    pub scan_ms: u64,
+}
+
+/// One host or destination and its flows' bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Talker {
+    pub address: String,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub flows: u64,
+}
+
 /// What `natgw policy list` shows for a hook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookStatus {
@@ -548,6 +579,13 @@ impl AdminClient {
     pub fn flows_matching(&self, filter: FlowFilter) -> Result<Vec<FlowEntry>, AdminError> {
         match self.call(&Request::Flows { filter })? {
             Reply::Flows { flows } => Ok(flows),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    pub fn top(&self, k: u32) -> Result<TopReport, AdminError> {
+        match self.call(&Request::Top { k })? {
+            Reply::Top(r) => Ok(r),
             other => Err(unexpected(&self.path, &other)),
         }
     }

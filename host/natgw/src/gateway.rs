@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::admin::{
     self, AdminError, CounterValue, Envelope, FlowEntry, FlowFilter, HookStatus, LinkStatus, Reply, Request, Stats,
-    Status, SwapReport, UpgradeReport,
+    Status, SwapReport, TopReport, UpgradeReport,
 };
 use crate::config::{self, Config};
 use crate::handoff;
@@ -1231,6 +1231,7 @@ fn serve_admin(
             Request::Hello { .. } => Err(AdminError::BadRequest { reason: "a second hello".into() }),
             Request::Status => Ok(Reply::Status(Box::new(status_report(&shared, &status)))),
             Request::Stats => Ok(Reply::Stats(stats_report(&shared))),
+            Request::Top { k } => Ok(Reply::Top(top_talkers(&shared, k))),
             Request::Flows { filter } => {
                 flow_entries(&shared, &filter, &status.pools).map(|flows| Reply::Flows { flows })
             }
@@ -1361,6 +1362,43 @@ fn stats_report(shared: &Shared) -> Stats {
     // Log lines a stderr nobody reads any more did not take (`logging`).
     counters.push(CounterValue { name: "LogLinesLost".into(), value: crate::logging::lines_lost() });
     Stats { counters }
+}
+
+/// The top talkers over every worker: each walks its table in chunks between packets
+/// (`natgw_io::worker::TOP_PER_WORKER` of each kind back), the lists are summed per key.
+fn top_talkers(shared: &Shared, k: u32) -> TopReport {
+    use natgw_core::conntrack::top;
+    let began = Instant::now();
+    let k = usize::try_from(k).unwrap_or(usize::MAX).min(natgw_io::worker::TOP_PER_WORKER);
+    let mut parts = Vec::new();
+    for (worker, q) in shared.control.iter().enumerate() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if q.push(ControlRequest::Top(tx)).is_err() {
+            continue;
+        }
+        shared.wake(worker);
+        if let Ok(t) = rx.recv_timeout(Duration::from_secs(5)) {
+            parts.push(t);
+        }
+    }
+    let merged = top::merge(&parts, k);
+    let talkers = |v: &[(std::net::Ipv4Addr, top::Talker)]| {
+        v.iter()
+            .map(|(a, t)| admin::Talker {
+                address: a.to_string(),
+                bytes_out: t.bytes_out,
+                bytes_in: t.bytes_in,
+                flows: t.flows,
+            })
+            .collect()
+    };
+    TopReport {
+        by_host: talkers(&merged.by_host),
+        by_destination: talkers(&merged.by_destination),
+        flows: merged.flows,
+        unranked_flows: merged.hosts_beyond.flows,
+        scan_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
 }
 
 /// Every worker's flows that `filter` selects; a filter naming a state or pool the gateway

@@ -22,6 +22,7 @@ mod policy_cli;
 pub mod report;
 mod restart;
 mod telemetry_cli;
+pub mod top;
 
 pub use admin::admin_socket;
 pub use gateway::{run, ControlError};

@@ -164,6 +164,13 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// A live view, refreshed every second: packets and bytes per second each way, new
+    /// and active flows, drops per reason, policy calls and errors per hook, the exporter,
+    /// and the top inside hosts and destinations. q quits.
+    Top {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
     /// OTLP: benchmark the exporter against a collector.
     Otlp {
         #[command(subcommand)]
@@ -491,6 +498,8 @@ fn dispatch(command: Command) -> Result<(), ControlError> {
             }
         }),
         Command::Policy { command } => policy(command),
+        Command::Top { gateway } => natgw::top::run(gateway.client()?)
+            .map_err(|e| ControlError::Path { path: "the terminal".into(), source: e }),
         Command::Otlp { command: OtlpCommand::Bench { endpoint, protocol, records, batch, gzip } } => {
             natgw::otlp_bench(&endpoint, &protocol, records, batch, gzip).map(|s| out!("{s}"))
         }

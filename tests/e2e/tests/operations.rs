@@ -226,6 +226,79 @@ fn flows_filters_select_exactly_their_flows_and_the_cli_finds_its_gateway() {
     assert!(!o.status.success() && text(&o).contains("socket"), "{}", text(&o));
 }
 
+/// A tmux session, killed when the test ends.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(name: &str, command: &str) -> Tmux {
+        let out = Command::new("tmux")
+            .args(["new-session", "-d", "-s", name, "-x", "200", "-y", "45", command])
+            .output()
+            .expect("tmux (setup.sh installs it)");
+        assert!(out.status.success(), "tmux: {}", text(&out));
+        Tmux(name.to_string())
+    }
+    fn screen(&self) -> String {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]).output().expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn alive(&self) -> bool {
+        Command::new("tmux").args(["has-session", "-t", &self.0]).output().is_ok_and(|o| o.status.success())
+    }
+    #[track_caller]
+    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) {
+        let ok = natgw_e2e::wait_until(Duration::from_secs(15), || cond(&self.screen()));
+        assert!(ok, "natgw top: waited for {what}; the screen:\n{}", self.screen());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+    }
+}
+
+/// `natgw top` under tmux: rates, the top talkers ranked by bytes, "disconnected" while
+/// the gateway is gone and the view back when it returns, q quits.
+#[test]
+fn natgw_top_shows_the_gateway_live_and_survives_its_restart() {
+    let mut t = Topology::demo();
+    let socket = t.admin().path().to_string();
+    let top = Tmux::start(
+        &format!("natgw-top-{}", std::process::id()),
+        &format!("{} top --socket {socket}", natgw_bin().display()),
+    );
+    top.wait_for("the first frame", |s| s.contains("natgw top   pid ") && s.contains("top inside hosts"));
+    // cli1 downloads 10 MB, cli2 asks for a few bytes: cli1 is the top host.
+    t.cli1.run("curl", &["-s", "-o", "/dev/null", "http://203.0.113.80/10M.bin"]).expect("download");
+    t.cli2.run("curl", &["-s", "-m", "5", "http://203.0.113.80/ip"]).expect("curl");
+    top.wait_for("both hosts ranked by bytes, cli1 first", |s| {
+        let hosts: Vec<&str> = s.lines().filter_map(|l| l.split('│').nth(1)).map(str::trim).collect();
+        let first = hosts.iter().position(|l| l.starts_with("10.10.1.10 "));
+        let second = hosts.iter().position(|l| l.starts_with("10.10.2.10 "));
+        matches!((first, second), (Some(a), Some(b)) if a < b) && s.contains("203.0.113.80")
+    });
+    assert!(top.screen().contains("MB"), "cli1's 10 MB: {}", top.screen());
+    // Traffic moves the rates.
+    let udp = natgw_e2e::load::udp_stream(&t.cli2, 4);
+    top.wait_for("packets per second from the source", |s| {
+        s.lines().any(|l| l.starts_with("packets/s: from source ") && !l.starts_with("packets/s: from source 0 "))
+    });
+    let _ = udp.join();
+    // The gateway goes away: the view says so, and comes back with the new process.
+    let old_pid = t.gateway().pid();
+    t.stop();
+    top.wait_for("disconnected", |s| s.contains("disconnected from"));
+    let cfg = t.demo_config();
+    t.start(&cfg);
+    let new_pid = t.gateway().pid();
+    assert_ne!(old_pid, new_pid);
+    top.wait_for("the new gateway", |s| s.contains(&format!("pid {new_pid} ")));
+    Command::new("tmux").args(["send-keys", "-t", &top.0, "q"]).output().expect("send-keys");
+    let quit = natgw_e2e::wait_until(Duration::from_secs(5), || !top.alive());
+    assert!(quit, "q did not quit: {}", top.screen());
+}
+
 #[test]
 fn the_admin_socket_speaks_versioned_json() {
     let t = Topology::demo();

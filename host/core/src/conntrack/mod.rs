@@ -8,6 +8,7 @@
 
 mod index;
 pub mod tcp_window;
+pub mod top;
 
 use index::{FlowIndex, IndexEntry};
 
@@ -776,8 +777,19 @@ mod tests {
     }
 
     fn flow(sp: u16, now: u64, t: &Timeouts) -> Flow {
+        flow_keyed([key(Side::Inside, sp), key(Side::Outside, sp)], now, t)
+    }
+
+    /// A UDP flow from `src:sp` to `dst:53`, leaving as it came (no translation).
+    pub(crate) fn flow_between(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, t: &Timeouts) -> Flow {
+        let original = FlowKey { side: Side::Inside, proto: PROTO_UDP, src, src_port: sp, dst, dst_port: 53 };
+        let reply = FlowKey { side: Side::Outside, proto: PROTO_UDP, src: dst, src_port: 53, dst: src, dst_port: sp };
+        flow_keyed([original, reply], 0, t)
+    }
+
+    fn flow_keyed(keys: [FlowKey; 2], now: u64, t: &Timeouts) -> Flow {
         let mut f = Flow {
-            keys: [key(Side::Inside, sp), key(Side::Outside, sp)],
+            keys,
             deltas: Default::default(),
             egress: [Egress::Outside, Egress::Inside(0)],
             state: FlowState::initial(PROTO_UDP),
