@@ -93,6 +93,31 @@ fn the_package_installs_runs_the_demo_and_purges_clean() {
     let out = bare.output("/usr/sbin/natgw", &["run", "--config", "/etc/natgw/natgw.toml"]);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success() && said.contains("eth1") && said.contains("inside"), "{said}");
+    // The same under systemd, with the installed unit: the service fails (after
+    // Restart=on-failure's tries), `systemctl status` says so, and its log names the key.
+    let installed_unit = std::fs::read_to_string("/lib/systemd/system/natgw.service").expect("installed unit");
+    let shipped = std::fs::read_to_string(root().join("examples/systemd/natgw.service")).expect("shipped unit");
+    assert_eq!(installed_unit, shipped, "the package installs the shipped unit");
+    let log = t.path("natgw-service.log");
+    let unit = natgw_e2e::systemd::natgw_unit(
+        &bare.name,
+        Path::new("/usr/sbin/natgw"),
+        Path::new("/etc/natgw/natgw.toml"),
+        &log,
+    );
+    let dir = t.path("systemd");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let m = natgw_e2e::systemd::Manager::boot(&dir, &[("natgw.service", unit)]);
+    assert!(!m.systemctl(&["start", "natgw.service"]).status.success(), "started without its interfaces");
+    natgw_e2e::eventually(natgw_e2e::wait::secs(20), "the service to fail for good", || {
+        m.show("natgw.service", "ActiveState") == "failed"
+    });
+    let status = m.systemctl(&["status", "--no-pager", "natgw.service"]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("failed") && status.contains("status=1"), "systemctl status: {status}");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(said.contains("eth1") && said.contains("inside"), "the service's log: {said}");
+    drop(m);
 
     // The installed binary with the installed policies and their shipped example configs
     // as the demo's gateway.
