@@ -50,7 +50,7 @@ SRV=198.51.100.2
 [ "$(id -u)" = 0 ] || { echo "bench: needs root"; exit 1; }
 [ -x "$NATGW" ] || { echo "bench: build natgw first (scripts/setup.sh)"; exit 1; }
 case " $MODES " in *" base"[12]" "*) [ -x "${NATGW_BASE:-}" ] || { echo "bench: modes base1/base2 need NATGW_BASE=/path/to/natgw"; exit 1; };; esac
-for t in iperf3 wrk nginx sockperf trafgen nft; do command -v $t >/dev/null || { echo "bench: $t missing (scripts/setup.sh)"; exit 1; }; done
+for t in iperf3 wrk nginx sockperf trafgen nft; do command -v $t >/dev/null || { echo "bench: $t missing (scripts/setup-tests.sh)"; exit 1; }; done
 UDP_PACE=$ROOT/target/release/udp_pace
 [ -x "$UDP_PACE" ] || (cd "$ROOT" && cargo build --release --locked -q -p natgw-e2e --bin udp_pace) || exit 1
 

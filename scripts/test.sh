@@ -1,11 +1,13 @@
 #!/bin/bash
 # Every test: unit tests and the simulated network (cargo test), end-to-end tests in network
 # namespaces with real programs (cargo test -p natgw-e2e), and a short run of each fuzz target.
-# Needs root (namespaces, packet sockets). Installs what it needs via scripts/setup.sh.
+# Needs root (namespaces, packet sockets). Installs what it needs: scripts/setup.sh (what
+# the demo needs) and scripts/setup-tests.sh (what only the tests need).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 "$ROOT/scripts/setup.sh"
+"$ROOT/scripts/setup-tests.sh"
 export PATH="$HOME/.cargo/bin:$PATH:/usr/local/go/bin"
 echo "== style: rustfmt and clippy (warnings are errors)"
 cargo fmt --check

@@ -27,7 +27,7 @@ DEMO=(env NATGW_PREFIX="$P" NATGW_RUN="$RUN/demo" NATGW_BIN="$BIN" "$ROOT/exampl
 
 die() { echo "ha/topology.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-command -v keepalived >/dev/null || die "keepalived is not installed (scripts/setup.sh installs it)"
+command -v keepalived >/dev/null || die "keepalived is not installed (scripts/setup-tests.sh installs it)"
 
 # The demo config as node $1 (a or b): absolute policy paths, this node's admin socket and
 # flow log, two workers (both nodes must agree), the [ha] section.
