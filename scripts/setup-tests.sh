@@ -15,8 +15,8 @@ APT_PACKAGES=(
   # A gateway pair: keepalived elects the active node (examples/ha, tests/e2e/tests/ha.rs).
   keepalived
   # natgw as a service: a real systemd booted in namespaces (tests/e2e/tests/restart.rs,
-  # package.rs).
-  systemd
+  # package.rs, which also reads the packaged man pages).
+  systemd man-db
   # Alarms and dashboards: promtool and a real Prometheus (examples/monitoring,
   # tests/e2e/tests/monitoring.rs); `natgw top` is tested under tmux.
   prometheus tmux
