@@ -449,6 +449,11 @@ pub struct FlowEntry {
 /// The top talkers (`natgw top`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopReport {
+    /// Workers asked, and those that answered within 5 s (the lists are theirs only).
+    #[serde(default)]
+    pub workers: usize,
+    #[serde(default)]
+    pub answered: usize,
     /// Inside hosts, most bytes (both ways) of their current flows first.
     pub by_host: Vec<Talker>,
     /// Destinations as the hosts addressed them, most bytes first.

@@ -86,8 +86,9 @@ pub enum ControlError {
 }
 
 /// Starts the gateway and blocks until SIGINT/SIGTERM. On SIGHUP the policy hooks are
-/// reloaded from `config_path` and the flow-log file is opened again (log rotation). With `takeover_fd` (`natgw upgrade` passes it) the
-/// gateway takes its flows, sockets and locks from the process that started it.
+/// reloaded from `config_path` and the flow-log file is opened again (log rotation). With
+/// `takeover_fd` (`natgw upgrade` passes it) the gateway takes its flows, sockets and
+/// locks from the process that started it.
 pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) -> Result<(), ControlError> {
     let started = Instant::now();
     let uid = sys::effective_uid();
@@ -1393,6 +1394,8 @@ fn top_talkers(shared: &Shared, k: u32) -> TopReport {
             .collect()
     };
     TopReport {
+        workers: shared.control.len(),
+        answered: parts.len(),
         by_host: talkers(&merged.by_host),
         by_destination: talkers(&merged.by_destination),
         flows: merged.flows,

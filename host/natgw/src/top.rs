@@ -150,14 +150,17 @@ impl Frame {
             crate::ha::Role::Active => "   ha active",
             crate::ha::Role::Standby => "   ha standby",
         });
+        let partial = (cur.top.answered < cur.top.workers)
+            .then(|| format!("   talkers from {} of {} workers", cur.top.answered, cur.top.workers));
         let header = format!(
-            "natgw top   pid {}   up {}   {} worker(s)   outside {} {}{}   (q quits)",
+            "natgw top   pid {}   up {}   {} worker(s)   outside {} {}{}{}   (q quits)",
             s.pid,
             crate::report::duration_text(s.uptime_s),
             s.workers,
             s.outside.interface,
             s.outside.addresses.join(","),
-            ha.unwrap_or("")
+            ha.unwrap_or(""),
+            partial.unwrap_or_default()
         );
         let rows = |v: &[crate::admin::Talker]| {
             v.iter()
@@ -314,6 +317,11 @@ mod tests {
         assert!(f.lines[2].contains("to destination 1.5 MB/s"), "{:?}", f.lines);
         assert!(f.lines[3].ends_with("policy-rejected 20   table-full 1"), "{:?}", f.lines);
         assert!(f.header.contains("pid 7") && f.header.contains("up 1h02m"), "{}", f.header);
+        assert!(!f.header.contains("talkers from"), "{}", f.header);
+        let mut partial = b.clone();
+        (partial.top.workers, partial.top.answered) = (2, 1);
+        let f = Frame::between(Some(&a), &partial);
+        assert!(f.header.contains("talkers from 1 of 2 workers"), "{}", f.header);
         assert_eq!(f.hosts, [["10.10.1.10".to_string(), "1.5 KB".into(), "2.5 MB".into(), "3".into()]]);
         // The first sample has no rates; a counter that went back (a restart) reads 0.
         let first = Frame::between(None, &b);

@@ -279,6 +279,10 @@ fn natgw_top_shows_the_gateway_live_and_survives_its_restart() {
         matches!((first, second), (Some(a), Some(b)) if a < b) && s.contains("203.0.113.80")
     });
     assert!(top.screen().contains("MB"), "cli1's 10 MB: {}", top.screen());
+    // The same through the API: every worker answered, cli1 first with its 10 MB.
+    let report = t.admin().top(10).expect("top");
+    assert!(report.workers >= 1 && report.answered == report.workers, "{report:?}");
+    assert!(report.by_host.first().is_some_and(|h| h.address == "10.10.1.10" && h.bytes_in > 10_000_000), "{report:?}");
     // Traffic moves the rates.
     let udp = natgw_e2e::load::udp_stream(&t.cli2, 4);
     top.wait_for("packets per second from the source", |s| {
