@@ -215,6 +215,25 @@ impl Shared {
         }
     }
 
+    /// Puts the request `make` builds for each worker on its control queue and wakes it,
+    /// then waits for every answer, each up to `timeout` (asked all at once, the workers
+    /// work on them together). `None` for a worker whose queue was full or that did not
+    /// answer in time.
+    pub fn ask_workers<T>(
+        &self,
+        mut make: impl FnMut(usize, std::sync::mpsc::Sender<T>) -> ControlRequest,
+        timeout: std::time::Duration,
+    ) -> Vec<Option<T>> {
+        let mut waiting = Vec::new();
+        for (w, q) in self.control.iter().enumerate() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let pushed = q.push(make(w, tx)).is_ok();
+            self.wake(w);
+            waiting.push(pushed.then_some(rx));
+        }
+        waiting.into_iter().map(|rx| rx.and_then(|rx| rx.recv_timeout(timeout).ok())).collect()
+    }
+
     /// Whether this node forwards: always, without `[ha]`.
     pub fn is_active(&self) -> bool {
         self.ha.as_ref().is_none_or(HaShared::is_active)

@@ -1371,17 +1371,8 @@ fn top_talkers(shared: &Shared, k: u32) -> TopReport {
     use natgw_core::conntrack::top;
     let began = Instant::now();
     let k = usize::try_from(k).unwrap_or(usize::MAX).min(natgw_io::worker::TOP_PER_WORKER);
-    let mut parts = Vec::new();
-    for (worker, q) in shared.control.iter().enumerate() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        if q.push(ControlRequest::Top(tx)).is_err() {
-            continue;
-        }
-        shared.wake(worker);
-        if let Ok(t) = rx.recv_timeout(Duration::from_secs(5)) {
-            parts.push(t);
-        }
-    }
+    let parts: Vec<top::TopTalkers> =
+        shared.ask_workers(|_, tx| ControlRequest::Top(tx), Duration::from_secs(5)).into_iter().flatten().collect();
     let merged = top::merge(&parts, k);
     let talkers = |v: &[(std::net::Ipv4Addr, top::Talker)]| {
         v.iter()
@@ -1421,16 +1412,11 @@ fn flow_entries(shared: &Shared, filter: &FlowFilter, pools: &[String]) -> Resul
             && filter.state.as_ref().is_none_or(|s| s.eq_ignore_ascii_case(f.state.name()))
             && pool.is_none_or(|p| f.pool.map(usize::from) == Some(p))
     };
+    let answers = shared.ask_workers(|_, tx| ControlRequest::Flows(tx), Duration::from_secs(2));
     let mut all = Vec::new();
-    for (worker, q) in shared.control.iter().enumerate() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        if q.push(ControlRequest::Flows(tx)).is_err() {
-            continue;
-        }
-        shared.wake(worker);
-        if let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
-            all.extend(v.iter().filter(|f| selects(f)).map(|f| flow_entry(worker, f, pools)));
-        }
+    for (worker, summaries) in answers.iter().enumerate() {
+        let summaries = summaries.iter().flatten();
+        all.extend(summaries.filter(|f| selects(f)).map(|f| flow_entry(worker, f, pools)));
     }
     Ok(all)
 }

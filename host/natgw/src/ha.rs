@@ -797,20 +797,6 @@ impl Ha {
         }
     }
 
-    fn ask_workers<T>(
-        &self,
-        mut make: impl FnMut(usize, std::sync::mpsc::Sender<T>) -> ControlRequest,
-    ) -> Vec<Option<T>> {
-        let mut waiting = Vec::new();
-        for (w, q) in self.shared.control.iter().enumerate() {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let pushed = q.push(make(w, tx)).is_ok();
-            self.shared.wake(w);
-            waiting.push(pushed.then_some(rx));
-        }
-        waiting.into_iter().map(|rx| rx.and_then(|rx| rx.recv_timeout(Duration::from_secs(5)).ok())).collect()
-    }
-
     /// Takes over the replicated flows, then every address (gratuitous ARP on each link).
     pub fn promote(&self) -> HaReport {
         let _one = self.role_change.lock();
@@ -829,7 +815,10 @@ impl Ha {
         };
         self.counters.set(Counter::HaReplicaFlows, 0);
         let mut sections = sections.into_iter();
-        let results = self.ask_workers(|_, tx| ControlRequest::Import(sections.next().unwrap_or_default(), tx));
+        let results = self.shared.ask_workers(
+            |_, tx| ControlRequest::Import(sections.next().unwrap_or_default(), tx),
+            Duration::from_secs(5),
+        );
         let (mut flows, mut refused) = (0, 0);
         for r in results {
             match r {
@@ -861,7 +850,12 @@ impl Ha {
         if let Some(ha) = self.ha() {
             ha.active.store(false, Ordering::Release);
         }
-        let flows: usize = self.ask_workers(|_, tx| ControlRequest::Discard(tx)).into_iter().flatten().sum();
+        let flows: usize = self
+            .shared
+            .ask_workers(|_, tx| ControlRequest::Discard(tx), Duration::from_secs(5))
+            .into_iter()
+            .flatten()
+            .sum();
         if let Ok(mut r) = self.replica.lock() {
             r.clear();
         }
