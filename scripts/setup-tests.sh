@@ -21,15 +21,7 @@ APT_PACKAGES=(
   # tests/e2e/tests/monitoring.rs); `natgw top` is tested under tmux.
   prometheus tmux
 )
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup-tests.sh: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+"$ROOT/scripts/apt-install.sh" setup-tests.sh "${APT_PACKAGES[@]}"
 # prometheus's package starts a system Prometheus on :9090; the tests run their own.
 systemctl disable --now prometheus >/dev/null 2>&1 || true
 export PATH="$HOME/.cargo/bin:$PATH:/usr/local/go/bin"

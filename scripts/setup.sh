@@ -17,15 +17,7 @@ APT_PACKAGES=(
   # C policies: clang for wasm32 with Debian's wasi-libc (examples/policies/c).
   clang-16 wasi-libc libclang-rt-16-dev-wasm32
 )
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup.sh: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+"$ROOT/scripts/apt-install.sh" setup.sh "${APT_PACKAGES[@]}"
 # nginx-light's package starts a system nginx on :80; the demo runs its own, in namespaces.
 systemctl disable --now nginx >/dev/null 2>&1 || true
 
