@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes seed inputs for the fuzz targets: valid frames of every kind natgw translates,
-in the record format of fuzz_targets/translate.rs ([ctl][len, 2 bytes][frame])."""
+in the record format of fuzz_targets/translate.rs ([ctl][len, 2 bytes][frame]); and for
+the dns target, DNS messages (a directory named dns gets only those)."""
 import os, struct, sys
 
 def csum(b):
@@ -87,9 +88,48 @@ seeds = {
     "inside_router_error": rec(0, syn) + rec(1, tcp(S, 80, E, 1024, 0x12))
     + rec(0, icmp([10, 10, 1, 254], S, 11, 0, b"\0\0\0\0", tcp(S, 80, C, 40000, 0x12)[14:44])),
 }
+
+def dname(text):
+    return b"".join(bytes([len(l)]) + l.encode() for l in text.split(".") if l) + b"\0"
+
+def rr(owner, rtype, rdata, ttl=300):
+    # owner: wire bytes (a name, or a compression pointer such as b"\xc0\x0c").
+    return owner + struct.pack("!HHIH", rtype, 1, ttl, len(rdata)) + rdata
+
+def dns(ident, flags, qname, qtype, answers=(), additional=(), ancount=None):
+    an = len(answers) if ancount is None else ancount
+    return (struct.pack("!HHHHHH", ident, flags, 1, an, 0, len(additional)) + dname(qname) + struct.pack("!HH", qtype, 1)
+            + b"".join(answers) + b"".join(additional))
+
+PTR = b"\xc0\x0c"  # the question's name
+OPT = b"\0" + struct.pack("!HHIH", 41, 1232, 0, 0)
+# "www.example.com" is at 12, so "example.com" at 16; the CNAME data below starts at 45.
+dns_seeds = {
+    "query_a": dns(0x1a2b, 0x0120, "github.com", 1, additional=[OPT]),
+    "answer_a": dns(0x1a2b, 0x8180, "github.com", 1, [rr(PTR, 1, bytes([140, 82, 113, 4]), 60)], [OPT]),
+    "answer_aaaa": dns(0x1234, 0x8180, "example.com", 28, [rr(PTR, 28, bytes.fromhex("20010db8000000000000000000000001"), 60)]),
+    "cname_chain": dns(0xbeef, 0x8180, "www.example.com", 1,
+                       [rr(PTR, 5, dname("example.net")), rr(b"\xc0\x2d", 1, bytes([192, 0, 2, 7]), 3600)]),
+    "cname_compressed": dns(0xbeef, 0x8180, "www.Example.COM", 1,
+                            [rr(PTR, 5, b"\x03cdn\xc0\x10"), rr(b"\xc0\x2d", 1, bytes([192, 0, 2, 8]))]),
+    "nxdomain": dns(7, 0x8183, "nope.example", 1),
+    "many": dns(9, 0x8180, "many.example", 1, [rr(PTR, 1, bytes([10, 0, 0, i])) for i in range(70)], ancount=1000),
+    "mx_and_a": dns(3, 0x8180, "example.org", 15, [rr(PTR, 15, b"\x00\x0a\x04mail" + PTR), rr(b"\x04mail" + PTR, 1, bytes([10, 1, 2, 3]))]),
+}
+
+# The translate target binds names from answers of 203.0.113.80 (S): a lookup, its
+# answer, and the SYN to the address it named.
+seeds["dns_binding"] = (rec(0, udp(C, 5353, S, 53, dns_seeds["query_a"])) + rec(1, udp(S, 53, E, 1024, dns_seeds["answer_a"]))
+                        + rec(0, tcp(C, 40001, [140, 82, 113, 4], 443, 0x02)))
+
 for d in sys.argv[1:]:
     target = os.path.basename(d.rstrip("/"))
     os.makedirs(d, exist_ok=True)
+    if target == "dns":
+        for name, data in dns_seeds.items():
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+        continue
     for name, data in seeds.items():
         with open(os.path.join(d, name), "wb") as f:
             # The translate target reads its first byte as options.

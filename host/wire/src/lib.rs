@@ -8,13 +8,15 @@
 //! view panics. Callers never touch a byte offset.
 //!
 //! Owns: Ethernet, ARP, IPv4 (and splitting into fragments), TCP, UDP, ICMPv4, the packet
-//! an ICMP error quotes, and the RFC 1071/1624 checksum arithmetic. Must never: allocate
-//! on a view, perform I/O, or panic on any input.
+//! an ICMP error quotes, DNS messages (the question and the answers), and the RFC
+//! 1071/1624 checksum arithmetic. Must never: allocate on a view, perform I/O, or panic on
+//! any input.
 
 #![deny(unsafe_code)]
 
 pub mod arp;
 pub mod checksum;
+pub mod dns;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
