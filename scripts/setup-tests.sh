@@ -20,6 +20,9 @@ APT_PACKAGES=(
   # Alarms and dashboards: promtool and a real Prometheus (examples/monitoring,
   # tests/e2e/tests/monitoring.rs); `natgw top` is tested under tmux.
   prometheus tmux
+  # A real DNS server for DNS name binding (tests/e2e/tests/names.rs): dnsmasq's binary
+  # only, no service.
+  dnsmasq-base
 )
 "$ROOT/scripts/apt-install.sh" setup-tests.sh "${APT_PACKAGES[@]}"
 # prometheus's package starts a system Prometheus on :9090; the tests run their own.
@@ -43,12 +46,12 @@ if ! "$TOOLS/duckdb-1.4.2/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
 fi
 
 # Test fixtures (host/policy/tests/runtime.rs): the C policy built against a contract version the
-# gateway does not have (0.1.0 renamed 0.2.0), and the Go policy with an init that panics.
-if [ ! "$ROOT/target/policies/egress_wit_0_2_0.wasm" -nt "$ROOT/target/policies/egress_allowlist_c.wasm" ]; then
-  wit020=$(mktemp -d)
-  sed 's/^package natgw:policy@0\.1\.0;/package natgw:policy@0.2.0;/' "$ROOT/wit/natgw-policy-0.1.0/policy.wit" > "$wit020/policy.wit"
-  WIT=$wit020 OUT="$ROOT/target/policies/egress_wit_0_2_0.wasm" "$ROOT/examples/policies/c/build.sh"
-  rm -rf "$wit020"
+# gateway does not have (0.1.0 renamed 0.9.0), and the Go policy with an init that panics.
+if [ ! "$ROOT/target/policies/egress_wit_0_9_0.wasm" -nt "$ROOT/target/policies/egress_allowlist_c.wasm" ]; then
+  wit090=$(mktemp -d)
+  sed 's/^package natgw:policy@0\.1\.0;/package natgw:policy@0.9.0;/' "$ROOT/wit/natgw-policy-0.1.0/policy.wit" > "$wit090/policy.wit"
+  WIT=$wit090 OUT="$ROOT/target/policies/egress_wit_0_9_0.wasm" "$ROOT/examples/policies/c/build.sh"
+  rm -rf "$wit090"
 fi
 # And the Python policy that sleeps (host/policy/tests/runtime.rs, tests/e2e/tests/policies.rs).
 sleepy="$ROOT/target/policies/sleepy_python.wasm"

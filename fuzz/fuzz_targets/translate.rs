@@ -18,16 +18,34 @@
 //! Control byte 0xfc begins an upgrade's pre-copy (a successor imports the export at
 //! once); the next 0xff then hands over only the delta, XOR-ed the same way: never a
 //! panic, and without damage the successor holds exactly the flows a whole export gives.
+//! DNS name binding is on (203.0.113.80 a trusted resolver, 10.10.2.10 an inside one, tiny
+//! bounds): the name table and the outstanding queries never pass their bounds.
 #![no_main]
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use natgw_core::conntrack::{Egress, Side};
 use natgw_core::counters::Counters;
+use natgw_core::dns::{DnsConfig, NameBinder, NameLimits, NameTable};
 use natgw_core::nat::journal::{self, JournalHeader, JournalRegion};
 use natgw_core::nat::{Filtering, FrameMeta, Translator, Verdict};
 use natgw_testkit::demo_config;
 use natgw_wire::{checksum, Ipv4Packet};
+
+/// DNS name binding with 203.0.113.80 (the seeds' server) as the trusted resolver, and
+/// small bounds so that inputs reach them.
+const NAME_LIMITS: NameLimits = NameLimits { min_ttl_s: 1, max_ttl_s: 60, max_bindings: 32, max_bindings_per_host: 8 };
+
+fn bind_names(t: &mut Translator, table: &Arc<NameTable>) {
+    let cfg = DnsConfig {
+        resolvers: vec![std::net::Ipv4Addr::new(203, 0, 113, 80)],
+        inside_resolvers: vec![std::net::Ipv4Addr::new(10, 10, 2, 10)],
+        limits: NAME_LIMITS,
+        max_pending: 16,
+        max_pending_per_host: 4,
+    };
+    t.set_name_binder(NameBinder::new(&cfg, Arc::clone(table)));
+}
 
 fn header_ok(frame: &[u8]) -> bool {
     match Ipv4Packet::new_checked(&frame[14..]) {
@@ -45,8 +63,10 @@ fn source(frame: &[u8]) -> std::net::Ipv4Addr {
 fn records(t: &Translator, now: u64) -> Vec<Vec<u8>> {
     let mut state = Vec::new();
     t.export_state(now, &mut state);
-    let mut r: Vec<Vec<u8>> =
-        state[natgw_core::nat::handoff::HEADER_LEN..].chunks(natgw_core::nat::handoff::RECORD_LEN).map(<[u8]>::to_vec).collect();
+    let mut r: Vec<Vec<u8>> = state[natgw_core::nat::handoff::HEADER_LEN..]
+        .chunks(natgw_core::nat::handoff::RECORD_LEN)
+        .map(<[u8]>::to_vec)
+        .collect();
     r.sort();
     r
 }
@@ -114,7 +134,9 @@ fuzz_target!(|data: &[u8]| {
     if data.first().is_some_and(|b| b & 0x40 != 0) {
         cfg.workers = 2;
     }
+    let names = Arc::new(NameTable::new(NAME_LIMITS));
     let mut t = Translator::new(cfg.clone(), Arc::new(Counters::default()), 0);
+    bind_names(&mut t, &names);
     t.enable_replication();
     let mut replicated = Vec::new();
     let mut journal = new_journal(&t);
@@ -133,6 +155,7 @@ fuzz_target!(|data: &[u8]| {
             let mut snapshot = Vec::new();
             t.begin_precopy(now, &mut snapshot);
             let mut next = Translator::new(cfg.clone(), Arc::new(Counters::default()), now);
+            bind_names(&mut next, &names);
             let _ = next.import_state(&snapshot, now);
             successor = Some(next);
             continue;
@@ -170,6 +193,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             let mut next = Translator::new(cfg.clone(), Arc::new(Counters::default()), now);
+            bind_names(&mut next, &names);
             let _ = next.import_state(&state, now);
             assert!(next.flows().len() <= t.flows().len(), "an import made flows up");
             t = next;
@@ -190,6 +214,7 @@ fuzz_target!(|data: &[u8]| {
                 journal[at] ^= b;
             }
             let mut next = Translator::new(cfg.clone(), Arc::new(Counters::default()), now);
+            bind_names(&mut next, &names);
             if let Ok((_, kept)) = journal::read(&journal) {
                 let mut replica = natgw_core::nat::replication::ReplicaTable::new(
                     cfg.workers,
@@ -234,13 +259,11 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             let workers = cfg.workers;
-            let mut replica = natgw_core::nat::replication::ReplicaTable::new(
-                workers,
-                cfg.max_flows,
-                cfg.state_fingerprint(),
-            );
+            let mut replica =
+                natgw_core::nat::replication::ReplicaTable::new(workers, cfg.max_flows, cfg.state_fingerprint());
             let _ = replica.apply_events(u16::try_from(cfg.worker).unwrap_or(0), &replicated, now);
             let mut next = Translator::new(cfg.clone(), Arc::new(Counters::default()), now);
+            bind_names(&mut next, &names);
             for section in replica.sections(now) {
                 let _ = next.import_state(&section, now);
             }
@@ -268,6 +291,8 @@ fuzz_target!(|data: &[u8]| {
             check(&t, v, &f, &out);
         }
         t.tick(now);
+        assert!(names.len() <= NAME_LIMITS.max_bindings, "the name table passed its bound");
+        assert!(t.name_binder().is_some_and(|b| b.pending().len() <= 16), "outstanding queries passed their bound");
         if replicated.len() < 1 << 20 {
             let _ = t.take_replication(now, Some(&mut replicated), Some(&mut journal_region(&mut journal)));
         }

@@ -1,7 +1,8 @@
 //! # natgw-policy-sdk: natgw policies in Rust
 //!
 //! A natgw policy is a WebAssembly component that implements one hook of the WIT package
-//! `natgw:policy@0.1.0` (in `wit/`): **egress** (may a new flow leave?), **port-pool**
+//! `natgw:policy` (in `wit/`; egress policies are built against 0.2.0, which adds the
+//! destination's names, the others against 0.1.0): **egress** (may a new flow leave?), **port-pool**
 //! (which pool of external addresses and ports does it use?) or **flow-log** (what goes
 //! into the flow log?), or all three. This crate gives you plain Rust types, one trait per
 //! hook, helpers for CIDRs, port ranges and TOML config, and a macro that turns your type
@@ -42,9 +43,11 @@
 #![allow(unused_macros)]
 
 pub mod config;
+pub mod names;
 pub mod net;
 
 pub use config::parse_toml;
+pub use names::{BoundName, NamePattern};
 pub use net::{Cidr, PortRange};
 pub use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -68,7 +71,8 @@ compile_error!("enable one of the features egress, port-pool, flow-log, all: the
 pub mod bindings {
     #[cfg(feature = "egress")]
     pub mod egress_world {
-        wit_bindgen::generate!({ path: "wit/natgw-policy-0.1.0", world: "egress-policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::egress_world", export_macro_name: "export_egress" });
+        // natgw:policy@0.2.0: check receives the destination's names.
+        wit_bindgen::generate!({ path: "wit/natgw-policy-0.2.0", world: "egress-policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::egress_world", export_macro_name: "export_egress" });
     }
     #[cfg(feature = "port-pool")]
     pub mod port_pool_world {
@@ -254,8 +258,20 @@ pub trait Policy: Sized + 'static {
 }
 
 /// The egress hook: runs once per new flow, before a port is allocated.
+///
+/// A policy built with the `egress` feature implements `natgw:policy@0.2.0`, whose check
+/// also receives the names natgw bound to the destination (`check_named`); one that does
+/// not look at names implements only `check`.
 pub trait Egress: Policy {
     fn check(&mut self, flow: &Flow) -> Verdict;
+
+    /// With the names natgw bound to `flow.dst` for `flow.src` from DNS answers (empty
+    /// when there are none: a literal address, DNS-over-HTTPS, a resolver the gateway
+    /// does not trust, DNS binding off). By default the names are ignored.
+    fn check_named(&mut self, flow: &Flow, names: &[BoundName]) -> Verdict {
+        let _ = names;
+        self.check(flow)
+    }
 }
 
 /// The port-pool hook: `None` means the gateway's default pool.
@@ -514,8 +530,22 @@ macro_rules! flow_log_glue {
     };
 }
 
+// 0.2.0's check: with the destination's names.
 #[cfg(feature = "egress")]
-egress_glue!(egress_world);
+impl<T: Egress> crate::bindings::egress_world::exports::natgw::policy::egress::Guest for Glue<T> {
+    fn check(
+        f: crate::bindings::egress_world::natgw::policy::types::Flow,
+        dst_names: Vec<crate::bindings::egress_world::natgw::policy::types::BoundName>,
+    ) -> crate::bindings::egress_world::natgw::policy::types::Verdict {
+        use crate::bindings::egress_world::natgw::policy::types::Verdict as V;
+        let names: Vec<BoundName> = dst_names.into_iter().map(|n| BoundName { name: n.name, ttl_s: n.ttl_s }).collect();
+        match crate::__with::<T, _>(|p| p.check_named(&egress_world::flow_in(f), &names)) {
+            Verdict::Allow => V::Allow,
+            Verdict::Deny => V::Deny,
+            Verdict::Reject => V::Reject,
+        }
+    }
+}
 #[cfg(feature = "all")]
 egress_glue!(all_world);
 #[cfg(feature = "port-pool")]

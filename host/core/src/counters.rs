@@ -141,6 +141,21 @@ counters! {
     JournalFlowsRefused => "JournalFlowsRefused",
     /// Times a worker rewrote its whole journal because its log overflowed between turns.
     JournalRescans => "JournalRescans",
+    /// DNS binding (`[dns]`): queries to a configured resolver filed to be matched by
+    /// their answer, and those not filed (a host's or the worker's outstanding queries
+    /// at their bound): their answers bind nothing.
+    DnsQueriesTracked => "DnsQueriesTracked",
+    DnsQueriesUntracked => "DnsQueriesUntracked",
+    /// Answers that answered a filed query (their names are bound), and answers that
+    /// answered none (spoofed, late, repeated): they bind nothing.
+    DnsAnswersMatched => "DnsAnswersMatched",
+    DnsAnswersUnmatched => "DnsAnswersUnmatched",
+    /// DNS messages that did not parse (compression loops, truncated records, bad labels):
+    /// forwarded untouched, nothing bound.
+    DnsMessagesMalformed => "DnsMessagesMalformed",
+    /// Answers with a name natgw could not bind: the host's, the address's or the whole
+    /// name table's bound was reached (`[dns]` limits).
+    DnsBindingsRefused => "DnsBindingsRefused",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
     DropUnknownEthertype => "PacketsDropCount{reason=\"unknown-ethertype\"}",
     DropBadIhl => "PacketsDropCount{reason=\"bad-ihl\"}",

@@ -55,6 +55,37 @@ pub struct RawConfig {
     /// A pair of gateways: this node's sync link and its peer. Absent: a single gateway.
     #[serde(default)]
     pub ha: Option<RawHa>,
+    /// DNS name binding for name-aware egress policies.
+    #[serde(default)]
+    pub dns: RawDns,
+}
+
+/// `[dns]`: which resolvers' answers bind names, and the name table's bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDns {
+    /// Resolvers whose answers bind names (empty: binding off).
+    pub resolvers: Vec<String>,
+    /// Inside hosts that resolve for the others: what they resolve binds for every host.
+    pub inside_resolvers: Vec<String>,
+    pub min_ttl_s: u32,
+    pub max_ttl_s: u32,
+    pub max_names: usize,
+    pub max_names_per_host: usize,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        let l = natgw_core::dns::NameLimits::default();
+        RawDns {
+            resolvers: Vec::new(),
+            inside_resolvers: Vec::new(),
+            min_ttl_s: l.min_ttl_s,
+            max_ttl_s: l.max_ttl_s,
+            max_names: l.max_bindings,
+            max_names_per_host: l.max_bindings_per_host,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -349,6 +380,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// None: a single gateway.
     pub ha: Option<HaConfig>,
+    /// None: DNS name binding off (no `dns.resolvers`).
+    pub dns: Option<natgw_core::dns::DnsConfig>,
 }
 
 /// A validated `[ha]` section.
@@ -599,6 +632,7 @@ impl Config {
             })?),
         };
         let ha = raw.ha.as_ref().map(|h| validate_ha(h, base)).transpose()?;
+        let dns = validate_dns(&raw.dns, &inside)?;
         if ha.is_some() && raw.dataplane.workers == 0 {
             return Err(invalid(
                 "dataplane.workers",
@@ -632,6 +666,7 @@ impl Config {
             otlp,
             metrics_listen,
             ha,
+            dns,
         })
     }
 
@@ -849,6 +884,52 @@ fn validate_policy(raw: &RawPolicy, base: &Path) -> Result<PolicyConfig, ConfigE
             hook(Hook::FlowLog, &raw.flow_log)?,
         ],
     })
+}
+
+fn validate_dns(raw: &RawDns, inside: &[InsideConfig]) -> Result<Option<natgw_core::dns::DnsConfig>, ConfigError> {
+    let addrs = |key: &str, list: &[String]| -> Result<Vec<Ipv4Addr>, ConfigError> {
+        list.iter().enumerate().map(|(i, a)| parse_ipv4(&format!("{key}[{i}]"), a)).collect()
+    };
+    let resolvers = addrs("dns.resolvers", &raw.resolvers)?;
+    let inside_resolvers = addrs("dns.inside_resolvers", &raw.inside_resolvers)?;
+    for (i, a) in inside_resolvers.iter().enumerate() {
+        if !inside.iter().any(|l| l.addresses.iter().any(|n| n.contains(*a))) {
+            return Err(invalid(format!("dns.inside_resolvers[{i}]"), a, "is in no inside subnet"));
+        }
+    }
+    if resolvers.is_empty() {
+        if !inside_resolvers.is_empty() {
+            return Err(invalid(
+                "dns.resolvers",
+                "[]",
+                "must list the resolvers the inside resolvers ask: only their answers bind names",
+            ));
+        }
+        return Ok(None);
+    }
+    if raw.min_ttl_s > raw.max_ttl_s {
+        return Err(invalid("dns.min_ttl_s", raw.min_ttl_s, format!("is above dns.max_ttl_s = {}", raw.max_ttl_s)));
+    }
+    if raw.max_ttl_s == 0 || raw.max_ttl_s > 7 * 86_400 {
+        return Err(invalid("dns.max_ttl_s", raw.max_ttl_s, "must be 1 to 604800 seconds"));
+    }
+    if raw.max_names == 0 || raw.max_names > 10_000_000 {
+        return Err(invalid("dns.max_names", raw.max_names, "must be 1 to 10000000"));
+    }
+    if raw.max_names_per_host == 0 || raw.max_names_per_host > raw.max_names {
+        return Err(invalid("dns.max_names_per_host", raw.max_names_per_host, "must be 1 to dns.max_names"));
+    }
+    Ok(Some(natgw_core::dns::DnsConfig {
+        resolvers,
+        inside_resolvers,
+        limits: natgw_core::dns::NameLimits {
+            min_ttl_s: raw.min_ttl_s,
+            max_ttl_s: raw.max_ttl_s,
+            max_bindings: raw.max_names,
+            max_bindings_per_host: raw.max_names_per_host,
+        },
+        ..natgw_core::dns::DnsConfig::default()
+    }))
 }
 
 fn validate_ha(raw: &RawHa, base: &Path) -> Result<HaConfig, ConfigError> {

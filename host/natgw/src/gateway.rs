@@ -164,6 +164,9 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     let rt = Runtime::new(cfg.policy.clone(), workers, pool_names)?;
     rt.load_configured()?;
 
+    // DNS name binding: one table for every worker (an answer and the SYN that follows it
+    // may meet different workers).
+    let names = cfg.dns.as_ref().map(|d| Arc::new(natgw_core::dns::NameTable::new(d.limits)));
     let source_ports = Arc::new(natgw_core::nat::pool::SourcePorts::default());
     let source_flows = Arc::new(natgw_core::shared_counts::SharedCounts::default());
     let nat_cfg = |w: usize| NatConfig {
@@ -287,6 +290,9 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     let mut translators = Vec::new();
     for w in 0..workers {
         let mut translator = Translator::new(nat_cfg(w), shared.counters[w].clone(), shared.now_ms());
+        if let (Some(dc), Some(table)) = (&cfg.dns, &names) {
+            translator.set_name_binder(natgw_core::dns::NameBinder::new(dc, table.clone()));
+        }
         translator.set_policy(Box::new(WorkerPolicy::new(rt.clone(), w, shared.counters[w].clone())));
         translator.record_flow_ends(shared.flow_log_enabled, cfg.flow_log.refused, cfg.flow_log.active_interval_s);
         if cfg.ha.is_some() || keep_flows {

@@ -66,12 +66,24 @@ pub mod bindings {
     });
 }
 
+/// Host-side bindings of `natgw:policy@0.2.0` (unreleased; its egress hook so far).
+pub mod bindings_v020 {
+    wasmtime::component::bindgen!({
+        path: "../../wit/natgw-policy-0.2.0",
+        world: "egress-policy",
+        additional_derives: [PartialEq],
+    });
+}
+
 use bindings::exports::natgw::policy::{egress, flow_log, lifecycle, port_pool};
 use bindings::natgw::policy::host::{self as host_iface, LogLevel};
+use bindings::natgw::policy::types::{Flow, Verdict};
+use bindings_v020::exports::natgw::policy::{egress as egress_v020, lifecycle as lifecycle_v020};
+use bindings_v020::natgw::policy::host as host_iface_v020;
+use bindings_v020::natgw::policy::types as types_v020;
 
-/// The WIT package this gateway implements.
-pub const WIT_PACKAGE: &str = "natgw:policy@0.1.0";
-const WIT_PACKAGE_TYPES: &str = "natgw:policy/types@0.1.0";
+/// The WIT packages this gateway implements, oldest first.
+pub const WIT_PACKAGES: [&str; 2] = ["natgw:policy@0.1.0", "natgw:policy@0.2.0"];
 
 /// Names as "`a`, `b`", or "nothing".
 fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
@@ -91,7 +103,7 @@ pub enum PolicyError {
     ReadConfig { path: String, source: std::io::Error },
     #[error("policy file {path}: not a WebAssembly component: {reason}")]
     NotAComponent { path: String, reason: String },
-    #[error("policy file {path}: does not provide the {hook} hook: expected exports `natgw:policy/lifecycle@0.1.0` and `{export}`, found {found} ({reason})")]
+    #[error("policy file {path}: does not provide the {hook} hook: expected exports `natgw:policy/lifecycle@V` and `{export}` for a contract version V this gateway has, found {found} ({reason})")]
     WrongWorld { path: String, hook: Hook, export: String, found: String, reason: String },
     #[error(
         "policy file {path}: cannot be linked: {reason}; it imports {found}, and this gateway provides {provided}"
@@ -445,6 +457,22 @@ impl host_iface::Host for StoreData {
     }
 }
 
+impl host_iface_v020::Host for StoreData {
+    fn log(&mut self, level: host_iface_v020::LogLevel, message: String) {
+        let level = match level {
+            host_iface_v020::LogLevel::Debug => LogLevel::Debug,
+            host_iface_v020::LogLevel::Info => LogLevel::Info,
+            host_iface_v020::LogLevel::Warn => LogLevel::Warn,
+            host_iface_v020::LogLevel::Error => LogLevel::Error,
+        };
+        host_iface::Host::log(self, level, message);
+    }
+
+    fn monotonic_now_ns(&mut self) -> u64 {
+        host_iface::Host::monotonic_now_ns(self)
+    }
+}
+
 /// Counters of one generation, shared by every worker running it.
 #[derive(Debug, Default)]
 pub struct GenerationStats {
@@ -462,9 +490,53 @@ pub struct HookInstance {
 
 pub enum HookExports {
     Egress(egress::Guest),
+    /// An egress policy built against 0.2.0: it reads the destination's names.
+    EgressV020(egress_v020::Guest),
     PortPool(port_pool::Guest),
     FlowLog(flow_log::Guest),
 }
+
+impl HookInstance {
+    /// Calls `egress.check` of whichever contract version the instance was built against
+    /// (a 0.1.0 policy never sees the names). `None`: the instance is not an egress policy.
+    pub fn egress_check(&mut self, flow: Flow, names: &[types_v020::BoundName]) -> Option<wasmtime::Result<Verdict>> {
+        Some(match &self.exports {
+            HookExports::Egress(g) => g.clone().call_check(&mut self.store, flow),
+            HookExports::EgressV020(g) => {
+                g.clone().call_check(&mut self.store, flow_v020(flow), names).map(|v| match v {
+                    types_v020::Verdict::Allow => Verdict::Allow,
+                    types_v020::Verdict::Deny => Verdict::Deny,
+                    types_v020::Verdict::Reject => Verdict::Reject,
+                })
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// A 0.1.0 flow as 0.2.0 spells it (the same record).
+fn flow_v020(f: Flow) -> types_v020::Flow {
+    use bindings::natgw::policy::types::{IpAddress, Protocol};
+    let addr = |a: IpAddress| match a {
+        IpAddress::V4(v) => types_v020::IpAddress::V4(v),
+        IpAddress::V6(v) => types_v020::IpAddress::V6(v),
+    };
+    types_v020::Flow {
+        protocol: match f.protocol {
+            Protocol::Tcp => types_v020::Protocol::Tcp,
+            Protocol::Udp => types_v020::Protocol::Udp,
+            Protocol::Icmp => types_v020::Protocol::Icmp,
+        },
+        src: addr(f.src),
+        src_port: f.src_port,
+        dst: addr(f.dst),
+        dst_port: f.dst_port,
+        ingress: f.ingress,
+    }
+}
+
+/// The names the egress hook of 0.2.0 receives.
+pub use types_v020::BoundName as WitBoundName;
 
 /// A compiled, validated policy for one hook, with one prepared instance for each caller
 /// that runs the hook (`Runtime::callers_of`).
@@ -478,14 +550,22 @@ pub struct Generation {
     pub fail: FailMode,
     pub config_text: String,
     pub stats: GenerationStats,
+    /// The contract version the component was built against (`WIT_PACKAGES`).
+    pub contract: &'static str,
     pre: InstancePre<StoreData>,
-    lifecycle: lifecycle::GuestIndices,
+    lifecycle: LifecycleIndices,
     exports: ExportIndices,
     prepared: Vec<Mutex<Option<HookInstance>>>,
 }
 
+enum LifecycleIndices {
+    V010(lifecycle::GuestIndices),
+    V020(lifecycle_v020::GuestIndices),
+}
+
 enum ExportIndices {
     Egress(egress::GuestIndices),
+    EgressV020(egress_v020::GuestIndices),
     PortPool(port_pool::GuestIndices),
     FlowLog(flow_log::GuestIndices),
 }
@@ -621,8 +701,12 @@ impl Runtime {
         linker.allow_shadowing(false);
         host_iface::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(|e| PolicyError::Engine(error_text(&e)))?;
-        // A type-only interface import: an empty instance satisfies it.
-        linker.instance("natgw:policy/types@0.1.0").map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        host_iface_v020::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        // Type-only interface imports: an empty instance satisfies each.
+        for v in ["0.1.0", "0.2.0"] {
+            linker.instance(&format!("natgw:policy/types@{v}")).map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        }
         // Ticks of a quarter of the call budget: a looping call is cut after between 1 and
         // 1.5 budgets of CPU, at a cost of a few thousand wakeups a second.
         let call_budget = Duration::from_micros(cfg.call_timeout_us.max(1));
@@ -800,7 +884,12 @@ impl Runtime {
         let names: Vec<String> = comp.component_type().exports(&self.engine).map(|(n, _)| n.to_string()).collect();
         Ok(Hook::ALL
             .into_iter()
-            .filter(|h| names.iter().any(|n| *n == format!("natgw:policy/{}@0.1.0", h.name())))
+            .filter(|h| {
+                names.iter().any(|n| {
+                    *n == format!("natgw:policy/{}@0.1.0", h.name())
+                        || (*h == Hook::Egress && *n == "natgw:policy/egress@0.2.0")
+                })
+            })
             .collect())
     }
 
@@ -851,10 +940,14 @@ impl Runtime {
             path: display.clone(),
             reason: error_text(&e),
             found: name_list(ty.imports(&self.engine).map(|(n, _)| n)),
-            provided: format!("`natgw:policy/host@0.1.0`, `{WIT_PACKAGE_TYPES}` and WASI 0.2 (`wasi:*@0.2.x`)"),
+            provided: "`natgw:policy/host` and `natgw:policy/types` of 0.1.0 and 0.2.0, and WASI 0.2 (`wasi:*@0.2.x`)"
+                .into(),
         })?;
+        let exported: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        // Built against 0.2.0 when it exports that version's hook; otherwise 0.1.0's.
+        let v020 = hook == Hook::Egress && exported.iter().any(|n| n == "natgw:policy/egress@0.2.0");
         let hook_export = match hook {
-            Hook::Egress => "natgw:policy/egress@0.1.0",
+            Hook::Egress => "natgw:policy/egress@0.1.0` or `natgw:policy/egress@0.2.0",
             Hook::PortPool => "natgw:policy/port-pool@0.1.0",
             Hook::FlowLog => "natgw:policy/flow-log@0.1.0",
         };
@@ -865,8 +958,13 @@ impl Runtime {
             found: name_list(ty.exports(&self.engine).map(|(n, _)| n)),
             reason: error_text(&e),
         };
-        let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(&wrong)?;
+        let lifecycle = if v020 {
+            LifecycleIndices::V020(lifecycle_v020::GuestIndices::new(&pre).map_err(&wrong)?)
+        } else {
+            LifecycleIndices::V010(lifecycle::GuestIndices::new(&pre).map_err(&wrong)?)
+        };
         let exports = match hook {
+            Hook::Egress if v020 => ExportIndices::EgressV020(egress_v020::GuestIndices::new(&pre).map_err(&wrong)?),
             Hook::Egress => ExportIndices::Egress(egress::GuestIndices::new(&pre).map_err(&wrong)?),
             Hook::PortPool => ExportIndices::PortPool(port_pool::GuestIndices::new(&pre).map_err(&wrong)?),
             Hook::FlowLog => ExportIndices::FlowLog(flow_log::GuestIndices::new(&pre).map_err(&wrong)?),
@@ -880,6 +978,7 @@ impl Runtime {
             fail,
             config_text,
             stats: GenerationStats::default(),
+            contract: if v020 { WIT_PACKAGES[1] } else { WIT_PACKAGES[0] },
             pre,
             lifecycle,
             exports,
@@ -915,8 +1014,14 @@ impl Runtime {
             output: output.quoted(QUOTED_OUTPUT_CHARS),
         };
         let instance = g.pre.instantiate(&mut store).map_err(failed)?;
-        let lc = g.lifecycle.load(&mut store, &instance).map_err(failed)?;
-        let init = lc.call_init(&mut store, &g.config_text);
+        let init = match &g.lifecycle {
+            LifecycleIndices::V010(i) => {
+                i.load(&mut store, &instance).map_err(failed)?.call_init(&mut store, &g.config_text)
+            }
+            LifecycleIndices::V020(i) => {
+                i.load(&mut store, &instance).map_err(failed)?.call_init(&mut store, &g.config_text)
+            }
+        };
         if let Some(asked) = store.data_mut().take_blocked() {
             let output = output.quoted(QUOTED_OUTPUT_CHARS);
             return Err(PolicyError::InitFailed { path, reason: format!("init {}", blocked_text(asked)), output });
@@ -934,6 +1039,7 @@ impl Runtime {
         }
         let exports = match &g.exports {
             ExportIndices::Egress(i) => HookExports::Egress(i.load(&mut store, &instance).map_err(failed)?),
+            ExportIndices::EgressV020(i) => HookExports::EgressV020(i.load(&mut store, &instance).map_err(failed)?),
             ExportIndices::PortPool(i) => HookExports::PortPool(i.load(&mut store, &instance).map_err(failed)?),
             ExportIndices::FlowLog(i) => HookExports::FlowLog(i.load(&mut store, &instance).map_err(failed)?),
         };

@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::bindings::exports::natgw::policy::egress;
 use super::bindings::natgw::policy::types::{Flow, IpAddress, Protocol, Verdict};
-use super::{error_text, Generation, HookExports, HookInstance, Runtime};
+use super::{error_text, Generation, HookExports, HookInstance, Runtime, WitBoundName};
 use crate::config::{FailMode, Hook};
 use natgw_core::counters::{Counter, Counters};
-use natgw_core::nat::policy::{EgressDecision, FlowPolicy, NewFlow, PoolDecision, DEFAULT_POOL};
+use natgw_core::dns::BoundName;
+use natgw_core::nat::policy::{DestinationNames, EgressDecision, FlowPolicy, NewFlow, PoolDecision, DEFAULT_POOL};
 use natgw_core::nat::pool::PoolId;
 use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
@@ -44,6 +44,11 @@ impl HookSlot {
 
     pub fn generation_id(&self) -> u64 {
         self.generation.as_ref().map_or(0, |g| g.id)
+    }
+
+    /// The generation this caller serves.
+    pub fn generation(&self) -> Option<&Arc<Generation>> {
+        self.generation.as_ref()
     }
 
     /// Takes over the current generation if it changed.
@@ -171,6 +176,8 @@ pub struct WorkerPolicy {
     port_pool: HookSlot,
     /// Whether the last egress answer was the fail mode.
     egress_failed: bool,
+    /// Scratch for the destination's names (kept to spare an allocation per flow).
+    names: Vec<BoundName>,
 }
 
 impl WorkerPolicy {
@@ -181,13 +188,15 @@ impl WorkerPolicy {
             egress: HookSlot::new(Hook::Egress, worker),
             port_pool: HookSlot::new(Hook::PortPool, worker),
             egress_failed: false,
+            names: Vec::new(),
         };
         w.batch_boundary();
         w
     }
 
-    fn check(guest: &egress::Guest, inst: &mut HookInstance, flow: Flow) -> Result<Verdict, String> {
-        guest.call_check(&mut inst.store, flow).map_err(|e| error_text(&e))
+    /// Whether the egress policy serving now reads names (built against 0.2.0).
+    fn egress_reads_names(&self) -> bool {
+        self.egress.generation().is_some_and(|g| g.contract != crate::WIT_PACKAGES[0])
     }
 }
 
@@ -201,13 +210,21 @@ impl FlowPolicy for WorkerPolicy {
     }
 
     fn egress(&mut self, flow: &NewFlow) -> EgressDecision {
+        self.egress_named(flow, DestinationNames::none())
+    }
+
+    fn egress_named(&mut self, flow: &NewFlow, names: DestinationNames<'_>) -> EgressDecision {
         let wf = wit_flow(flow);
-        let r = self.egress.call(&self.rt, &self.counters, |inst| match &inst.exports {
-            HookExports::Egress(g) => {
-                let g = g.clone();
-                Self::check(&g, inst, wf)
-            }
-            _ => Err("instance does not export egress".into()),
+        // Looked up only for a policy that reads them.
+        let mut wit_names = Vec::new();
+        if self.egress_reads_names() {
+            self.names.clear();
+            names.collect_into(&mut self.names);
+            wit_names.extend(self.names.drain(..).map(|n| WitBoundName { name: n.name.to_string(), ttl_s: n.ttl_s }));
+        }
+        let r = self.egress.call(&self.rt, &self.counters, |inst| match inst.egress_check(wf, &wit_names) {
+            Some(r) => r.map_err(|e| error_text(&e)),
+            None => Err("instance does not export egress".into()),
         });
         self.egress_failed = matches!(r, Called::Failed(_));
         match r {

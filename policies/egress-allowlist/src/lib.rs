@@ -1,5 +1,6 @@
-//! egress-allowlist: ordered rules of destination CIDR, protocol and port range, each
-//! allow, deny or reject; the first rule that matches decides, else the default.
+//! egress-allowlist: ordered rules of destination CIDR or host name, protocol and port
+//! range, each allow, deny or reject; the first rule that matches decides, else the
+//! default.
 //!
 //! ```toml
 //! default = "reject"          # allow | deny | reject (default: deny)
@@ -10,15 +11,26 @@
 //! protocol = "tcp"            # tcp | udp | icmp | any (default: any)
 //! ports = "80"                # a port or range, destination side, or any (default: any)
 //! src = "10.10.1.0/24"        # optional: the inside source
+//!
+//! [[rule]]
+//! action = "allow"
+//! host = "*.pypi.org"         # a name natgw bound to the destination from a DNS answer
+//! protocol = "tcp"            #   the host received: "github.com" (that name) or
+//! ports = "443"               #   "*.pypi.org" (one or more labels, never the apex)
 //! ```
 //!
 //! Words (allow, tcp, any) are case-insensitive. A CIDR matches IPv4 addresses only, so a
 //! rule written for IPv4 never matches an IPv6 flow; an absent (or `any`) `dst`/`src`
-//! matches every address. ICMP flows have no port, so `ports` does not restrict them.
+//! matches every address. ICMP flows have no port, so `ports` does not restrict them. A
+//! `host` rule matches when any name bound to the destination matches (natgw:policy@0.2.0;
+//! a destination with no bound name never matches one), together with the rule's other
+//! conditions; a pattern that is not a domain name is refused at `init`, naming the rule.
 //! The shared test vectors (`tests/vectors/egress.toml`) pin all of this down for every
 //! language's version of this policy.
 
-use natgw_policy_sdk::{export_policy, parse_toml, Cidr, Egress, Flow, Policy, PortRange, Protocol, Verdict};
+use natgw_policy_sdk::{
+    export_policy, parse_toml, BoundName, Cidr, Egress, Flow, NamePattern, Policy, PortRange, Protocol, Verdict,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -34,6 +46,7 @@ struct RawConfig {
 struct RawRule {
     action: String,
     dst: Option<String>,
+    host: Option<String>,
     src: Option<String>,
     protocol: Option<String>,
     ports: Option<String>,
@@ -44,6 +57,8 @@ pub struct Rule {
     pub action: Verdict,
     /// None: any address, IPv4 or IPv6.
     pub dst: Option<Cidr>,
+    /// None: any destination, named or not.
+    pub host: Option<NamePattern>,
     pub src: Option<Cidr>,
     pub protocol: Option<Protocol>,
     pub ports: PortRange,
@@ -84,6 +99,12 @@ impl Policy for Allowlist {
             rules.push(Rule {
                 action: verdict(&at("action"), &r.action)?,
                 dst: address(&at("dst"), r.dst.as_deref())?,
+                host: r
+                    .host
+                    .as_deref()
+                    .map(NamePattern::parse)
+                    .transpose()
+                    .map_err(|e| format!("{}: {e}", at("host")))?,
                 src: address(&at("src"), r.src.as_deref())?,
                 protocol,
                 ports: r
@@ -101,9 +122,14 @@ impl Policy for Allowlist {
 
 impl Egress for Allowlist {
     fn check(&mut self, f: &Flow) -> Verdict {
+        self.check_named(f, &[])
+    }
+
+    fn check_named(&mut self, f: &Flow, names: &[BoundName]) -> Verdict {
         for r in &self.rules {
             if r.protocol.is_none_or(|p| p == f.protocol)
                 && r.dst.is_none_or(|c| c.contains(f.dst))
+                && r.host.as_ref().is_none_or(|h| h.matches_any(names))
                 && r.src.is_none_or(|c| c.contains(f.src))
                 && (f.protocol == Protocol::Icmp || r.ports.contains(f.dst_port))
             {
@@ -148,8 +174,35 @@ mod tests {
         assert_eq!(p.check(&flow(Protocol::Icmp, [192, 0, 2, 1], 0)), Verdict::Allow);
     }
 
+    fn named(names: &[&str]) -> Vec<BoundName> {
+        names.iter().map(|n| BoundName { name: n.to_string(), ttl_s: 60 }).collect()
+    }
+
+    #[test]
+    fn host_rules_match_the_names_bound_to_the_destination() {
+        let mut p = Allowlist::init(
+            "default = \"reject\"\n\
+             [[rule]]\naction = \"allow\"\nhost = \"github.com\"\nprotocol = \"tcp\"\nports = \"443\"\n\
+             [[rule]]\naction = \"allow\"\nhost = \"*.pypi.org\"\n",
+        )
+        .unwrap();
+        let f = flow(Protocol::Tcp, [203, 0, 113, 80], 443);
+        assert_eq!(p.check_named(&f, &named(&["github.com"])), Verdict::Allow);
+        assert_eq!(p.check_named(&f, &named(&["cdn.example", "github.com"])), Verdict::Allow, "any bound name");
+        assert_eq!(p.check_named(&f, &[]), Verdict::Reject, "no name bound");
+        assert_eq!(p.check(&f), Verdict::Reject);
+        assert_eq!(
+            p.check_named(&flow(Protocol::Tcp, [203, 0, 113, 80], 80), &named(&["github.com"])),
+            Verdict::Reject
+        );
+        assert_eq!(p.check_named(&f, &named(&["files.pypi.org"])), Verdict::Allow);
+        assert_eq!(p.check_named(&f, &named(&["pypi.org"])), Verdict::Reject, "the apex is not in *.pypi.org");
+    }
+
     #[test]
     fn config_errors_name_the_key() {
+        let e = Allowlist::init("[[rule]]\naction = \"allow\"\nhost = \"*.*.org\"\n").err().unwrap();
+        assert!(e.contains("rule[0].host") && e.contains("*.*.org"), "{e}");
         let e = Allowlist::init("[[rule]]\naction = \"allow\"\nports = \"90-80\"\n").err().unwrap();
         assert!(e.contains("rule[0].ports"), "{e}");
         let e = Allowlist::init("[[rule]]\naction = \"perhaps\"\n").err().unwrap();

@@ -29,7 +29,7 @@ impl Translator {
         out: &mut [u8],
     ) -> Result<Verdict, WireError> {
         let Some(flow) = self.flows.get(id) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
-        let (rw, deltas, egress) = (flow.rewrite(dir), flow.deltas[dir], flow.egress[dir]);
+        let (rw, deltas, egress, orig) = (flow.rewrite(dir), flow.deltas[dir], flow.egress[dir], flow.keys[ORIGINAL]);
         if flow.revoked {
             return Ok(match p.l4 {
                 L4Header::Tcp { flags, .. } if flags & tcp::RST == 0 => {
@@ -72,6 +72,7 @@ impl Translator {
                 return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
             }
         }
+        self.watch_dns(frame, p, dir, &orig, now_ms);
         rewrite_in_place(&mut frame[p.l3()], p, &rw, &deltas, meta.csum_partial)?;
         if fragment_to.is_some() && meta.csum_partial {
             // The device would finish the checksum over the whole datagram; once split,

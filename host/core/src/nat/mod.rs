@@ -15,6 +15,7 @@
 //! file parses a frame and dispatches it.
 
 mod config;
+mod dns_watch;
 mod fast_path;
 mod flow_records;
 mod frag_table;
@@ -45,6 +46,7 @@ use natgw_wire::{
 use crate::conntrack::tcp_window::Segment;
 use crate::conntrack::{Egress, FlowKey, FlowState, FlowSummary, FlowTable, Side, TcpState};
 use crate::counters::{Counter, Counters};
+use crate::dns::NameBinder;
 use frag_table::FragTable;
 use own_packets::IcmpErrorKind;
 use policy::{AllowAll, FlowPolicy};
@@ -212,6 +214,8 @@ pub struct Translator {
     replication: Option<replication::ReplicationLog>,
     /// An upgrade's pre-copy under way: what changed since the flows were exported.
     precopy: Option<precopy::PreCopy>,
+    /// DNS name binding (`[dns]`), when configured.
+    dns: Option<NameBinder>,
 }
 
 impl Translator {
@@ -233,6 +237,7 @@ impl Translator {
             refusals: refusals::RefusalCache::new(cfg.refusal_cache_ms),
             replication: None,
             precopy: None,
+            dns: None,
             flows: FlowTable::with_source_counts(cfg.max_flows, now_ms, cfg.source_flows.clone()),
             frags: FragTable::new(cfg.fragment_memory, now_ms),
             icmp_tokens: cfg.icmp_error_rate,
@@ -273,6 +278,15 @@ impl Translator {
         self.policy = policy;
     }
 
+    /// Turns DNS name binding on: this worker's binder, over the table every worker shares.
+    pub fn set_name_binder(&mut self, binder: NameBinder) {
+        self.dns = Some(binder);
+    }
+
+    pub fn name_binder(&self) -> Option<&NameBinder> {
+        self.dns.as_ref()
+    }
+
     /// Between batches of frames: lets a new policy generation take over.
     pub fn policy_batch_boundary(&mut self) {
         self.policy.batch_boundary();
@@ -299,6 +313,9 @@ impl Translator {
         self.counters.set(Counter::ActiveConnectionCount, self.flows.len() as u64);
         self.due_records(now_ms);
         self.due_refusal_summaries(now_ms);
+        if let Some(d) = self.dns.as_mut() {
+            d.tick(now_ms);
+        }
         self.frags.expire(now_ms);
         let frag = self.frags.take_events();
         self.counters.add(Counter::DropFragment, frag.held_dropped);

@@ -6,9 +6,10 @@
 //! nor cares that a policy is WebAssembly, and tests use plain Rust implementations.
 //! Fail modes are applied by the implementation: what comes back here is final.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::pool::PoolId;
+use crate::dns::{BoundName, NameTable};
 
 /// A new flow as the inside host sent it (before translation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +44,43 @@ pub enum PoolDecision {
 /// The default pool, no budget.
 pub const DEFAULT_POOL: PoolDecision = PoolDecision::Pool { pool: 0, budget: None };
 
+/// The names natgw bound to a new flow's destination for its inside host (`crate::dns`),
+/// looked up only when a policy asks for them.
+#[derive(Debug, Clone, Copy)]
+pub struct DestinationNames<'a> {
+    table: Option<&'a NameTable>,
+    host: Ipv4Addr,
+    addr: Ipv4Addr,
+    now_ms: u64,
+}
+
+impl<'a> DestinationNames<'a> {
+    pub fn new(table: Option<&'a NameTable>, host: Ipv4Addr, addr: Ipv4Addr, now_ms: u64) -> Self {
+        DestinationNames { table, host, addr, now_ms }
+    }
+
+    /// No names (DNS binding off, or a caller without a table).
+    pub fn none() -> DestinationNames<'static> {
+        DestinationNames { table: None, host: Ipv4Addr::UNSPECIFIED, addr: Ipv4Addr::UNSPECIFIED, now_ms: 0 }
+    }
+
+    /// Appends every name bound now, each once, with the seconds it still holds.
+    pub fn collect_into(&self, out: &mut Vec<BoundName>) {
+        if let Some(t) = self.table {
+            t.names_for(self.host, IpAddr::V4(self.addr), self.now_ms, out);
+        }
+    }
+}
+
 pub trait FlowPolicy: Send {
     /// May this flow leave?
     fn egress(&mut self, flow: &NewFlow) -> EgressDecision;
+    /// May this flow leave, for a policy that reads the names bound to its destination.
+    /// Those that do not read them answer `egress`.
+    fn egress_named(&mut self, flow: &NewFlow, names: DestinationNames<'_>) -> EgressDecision {
+        let _ = names;
+        self.egress(flow)
+    }
     /// Which pool its mapping comes from.
     fn port_pool(&mut self, flow: &NewFlow) -> PoolDecision;
     /// Called by the worker between batches of frames: the moment a new policy

@@ -5,7 +5,7 @@
 use natgw_wire::{icmpv4, tcp, L4Header, PROTO_ICMP, PROTO_TCP};
 
 use super::flow_records::{EndReason, FlowDirection, FlowEnd, RecordCheck};
-use super::policy::{EgressDecision, NewFlow, PoolDecision};
+use super::policy::{DestinationNames, EgressDecision, NewFlow, PoolDecision};
 use super::pool::{MappingId, PoolId};
 use super::{Filtering, FrameMeta, Parsed, Translator};
 use crate::conntrack::tcp_window::TcpWindows;
@@ -241,7 +241,8 @@ impl Translator {
             self.counters.inc(Counter::PolicyRefusalsCached);
             return verdict;
         }
-        let verdict = self.policy.egress(nf);
+        let names = DestinationNames::new(self.dns.as_ref().map(|d| &**d.table()), nf.src, nf.dst, now);
+        let verdict = self.policy.egress_named(nf, names);
         if verdict == EgressDecision::Allow {
             return verdict;
         }
@@ -370,7 +371,9 @@ impl Translator {
                 Egress::Inside(i) => i,
                 Egress::Outside => 0,
             };
-            if self.policy.egress(&new_flow_of(&flow.keys[inside_dir], ingress)) != EgressDecision::Allow {
+            let nf = new_flow_of(&flow.keys[inside_dir], ingress);
+            let names = DestinationNames::new(self.dns.as_ref().map(|d| &**d.table()), nf.src, nf.dst, now_ms);
+            if self.policy.egress_named(&nf, names) != EgressDecision::Allow {
                 revoke.push(id);
             }
         }

@@ -1,0 +1,450 @@
+//! DNS name binding: natgw reads the DNS answers it forwards to inside hosts and files
+//! which names each host resolved to which addresses (`names::NameTable`), so that an
+//! egress policy can decide by name ("CI may reach github.com and *.pypi.org").
+//!
+//! What binds: an answer (UDP, or TCP whose message starts its segment and fits in it)
+//! from a configured resolver (`DnsConfig::resolvers`, the only servers whose answers are
+//! trusted), on a flow an inside host opened to its port 53, that answers a query natgw
+//! saw leave on that flow (`pending`: same transaction id and question) with rcode 0. It
+//! binds every name of the question's CNAME chain to each A and AAAA address the chain
+//! ends in, for the smallest TTL along the way (within `NameLimits`). A query from one of
+//! the `inside_resolvers` binds for every inside host (`names::EVERY_HOST`): its clients
+//! ask it, not natgw's resolvers, so their own lookups never cross natgw.
+//!
+//! Owns: parsing what the fast path diverts here, the outstanding queries of one worker,
+//! and the outcome counters. Must never: bind from an answer nobody asked for, grow without
+//! bound, or panic on any message.
+
+pub mod names;
+pub mod pending;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use natgw_wire::dns::{self, Message, Name, Question, RecordData};
+use natgw_wire::PROTO_TCP;
+
+pub use names::{BindOutcome, BoundName, NameLimits, NameTable, EVERY_HOST};
+pub use pending::{PendingQueries, QueryKey, Untracked, QUERY_TIMEOUT_MS};
+
+use crate::counters::Counter;
+
+/// The DNS port.
+pub const DNS_PORT: u16 = 53;
+
+/// Names followed from the question through CNAMEs (the question's included).
+pub const MAX_CHAIN: usize = 8;
+
+/// DNS binding as the gateway config sets it (`[dns]`).
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Resolvers whose answers bind names (outside addresses, or inside ones the hosts ask
+    /// through natgw). Answers from any other server bind nothing.
+    pub resolvers: Vec<Ipv4Addr>,
+    /// Inside hosts that resolve for others: names they resolve bind for every host.
+    pub inside_resolvers: Vec<Ipv4Addr>,
+    pub limits: NameLimits,
+    /// Outstanding queries per worker, and per inside host per worker.
+    pub max_pending: usize,
+    pub max_pending_per_host: u32,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            resolvers: Vec::new(),
+            inside_resolvers: Vec::new(),
+            limits: NameLimits::default(),
+            max_pending: 16_384,
+            max_pending_per_host: 256,
+        }
+    }
+}
+
+/// One worker's binder: its outstanding queries and the shared table.
+#[derive(Debug)]
+pub struct NameBinder {
+    table: Arc<NameTable>,
+    pending: PendingQueries,
+    resolvers: Vec<Ipv4Addr>,
+    inside_resolvers: Vec<Ipv4Addr>,
+    sweep_next: usize,
+}
+
+/// What a DNS message on a tracked flow did, for the counters. `None`: nothing to count.
+pub type Outcome = Option<Counter>;
+
+impl NameBinder {
+    pub fn new(cfg: &DnsConfig, table: Arc<NameTable>) -> NameBinder {
+        NameBinder {
+            table,
+            pending: PendingQueries::new(cfg.max_pending, cfg.max_pending_per_host),
+            resolvers: cfg.resolvers.clone(),
+            inside_resolvers: cfg.inside_resolvers.clone(),
+            sweep_next: 0,
+        }
+    }
+
+    pub fn table(&self) -> &Arc<NameTable> {
+        &self.table
+    }
+
+    pub fn pending(&self) -> &PendingQueries {
+        &self.pending
+    }
+
+    /// Whether messages on a flow an inside host opened to `resolver:port` are looked at.
+    pub fn watches(&self, resolver: Ipv4Addr, port: u16) -> bool {
+        port == DNS_PORT && self.resolvers.contains(&resolver)
+    }
+
+    /// A query leaving on the flow `host:host_port -> resolver:53`. `payload` is the UDP
+    /// payload or the TCP segment's.
+    pub fn on_query(
+        &mut self,
+        proto: u8,
+        host: Ipv4Addr,
+        host_port: u16,
+        resolver: Ipv4Addr,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Outcome {
+        let msg = message(proto, payload)?;
+        let Ok(m) = Message::new_checked(msg) else { return Some(Counter::DnsMessagesMalformed) };
+        if m.is_response() || m.opcode() != 0 {
+            return None;
+        }
+        let Ok(question) = m.question() else { return Some(Counter::DnsMessagesMalformed) };
+        let key = QueryKey { proto, host, host_port, resolver, id: m.id() };
+        match self.pending.remember(key, question, now_ms) {
+            Ok(()) => Some(Counter::DnsQueriesTracked),
+            Err(_) => Some(Counter::DnsQueriesUntracked),
+        }
+    }
+
+    /// An answer arriving on that flow, before it is forwarded to the host.
+    pub fn on_answer(
+        &mut self,
+        proto: u8,
+        host: Ipv4Addr,
+        host_port: u16,
+        resolver: Ipv4Addr,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Outcome {
+        let msg = message(proto, payload)?;
+        let Ok(m) = Message::new_checked(msg) else { return Some(Counter::DnsMessagesMalformed) };
+        if !m.is_response() {
+            return None;
+        }
+        let Ok(question) = m.question() else { return Some(Counter::DnsMessagesMalformed) };
+        let key = QueryKey { proto, host, host_port, resolver, id: m.id() };
+        if !self.pending.take(&key, &question, now_ms) {
+            return Some(Counter::DnsAnswersUnmatched);
+        }
+        if m.rcode() != 0 || m.opcode() != 0 {
+            return Some(Counter::DnsAnswersMatched);
+        }
+        let Some(chain) = Chain::follow(&m, &question) else { return Some(Counter::DnsMessagesMalformed) };
+        let bind_for = if self.inside_resolvers.contains(&host) { EVERY_HOST } else { host };
+        let mut refused = false;
+        for r in m.answers(&question) {
+            let Ok(r) = r else { return Some(Counter::DnsMessagesMalformed) };
+            let addr = match r.data {
+                RecordData::A(a) => IpAddr::V4(a),
+                RecordData::Aaaa(a) => IpAddr::V6(a),
+                _ => continue,
+            };
+            if r.class != dns::CLASS_IN || !chain.contains(&r.name) {
+                // Not an answer to what was asked: never bound.
+                continue;
+            }
+            let ttl = r.ttl.min(chain.ttl);
+            for name in chain.names() {
+                match self.table.bind(bind_for, addr, name.as_str(), ttl, now_ms) {
+                    BindOutcome::Bound | BindOutcome::Refreshed => {}
+                    _ => refused = true,
+                }
+            }
+        }
+        Some(if refused { Counter::DnsBindingsRefused } else { Counter::DnsAnswersMatched })
+    }
+
+    /// Periodic work: overdue queries, and one shard of expired bindings.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.pending.expire(now_ms);
+        self.table.sweep(self.sweep_next, now_ms);
+        self.sweep_next = (self.sweep_next + 1) % NameTable::shards();
+    }
+}
+
+/// The DNS message in a payload: all of a UDP payload; for TCP the first message of the
+/// segment when it starts there and fits (`None` otherwise: a segment continuing a
+/// message, or a message split over segments, is not read).
+fn message(proto: u8, payload: &[u8]) -> Option<&[u8]> {
+    if proto != PROTO_TCP {
+        return Some(payload);
+    }
+    let len = usize::from(u16::from_be_bytes([*payload.first()?, *payload.get(1)?]));
+    payload.get(2..2 + len)
+}
+
+/// The question's name and the names its CNAMEs lead to, and the smallest TTL of those
+/// CNAMEs.
+struct Chain {
+    names: [Name; MAX_CHAIN],
+    len: usize,
+    ttl: u32,
+}
+
+impl Chain {
+    /// Follows CNAMEs from the question in any order they appear (one pass per link, at
+    /// most `MAX_CHAIN`). `None` when a record does not parse.
+    fn follow(m: &Message<'_>, q: &Question) -> Option<Chain> {
+        let mut c = Chain { names: [Name::ROOT; MAX_CHAIN], len: 1, ttl: u32::MAX };
+        c.names[0] = q.name;
+        for _ in 1..MAX_CHAIN {
+            let mut grew = false;
+            for r in m.answers(q) {
+                let r = r.ok()?;
+                if let RecordData::Cname(target) = r.data {
+                    if r.class == dns::CLASS_IN && c.contains(&r.name) && !c.contains(&target) && c.len < MAX_CHAIN {
+                        c.names[c.len] = target;
+                        c.len += 1;
+                        c.ttl = c.ttl.min(r.ttl);
+                        grew = true;
+                    }
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        Some(c)
+    }
+
+    fn names(&self) -> &[Name] {
+        &self.names[..self.len]
+    }
+
+    fn contains(&self, n: &Name) -> bool {
+        self.names().contains(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natgw_wire::dns::{Builder, TYPE_A, TYPE_AAAA};
+    use natgw_wire::PROTO_UDP;
+
+    const HOST: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 10);
+    const RESOLVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
+    const INSIDE_RESOLVER: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 53);
+    const GH: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 80);
+
+    fn n(s: &str) -> Name {
+        Name::from_text(s).unwrap()
+    }
+
+    fn binder() -> NameBinder {
+        let cfg = DnsConfig {
+            resolvers: vec![RESOLVER],
+            inside_resolvers: vec![INSIDE_RESOLVER],
+            limits: NameLimits { min_ttl_s: 1, ..NameLimits::default() },
+            ..DnsConfig::default()
+        };
+        NameBinder::new(&cfg, Arc::new(NameTable::new(cfg.limits)))
+    }
+
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut b = vec![0u8; 512];
+        let len = Builder::query(&mut b, id, &n(name), TYPE_A).unwrap().finish();
+        b.truncate(len);
+        b
+    }
+
+    fn answer(id: u16, name: &str, records: &[(&str, u32, RecordData)]) -> Vec<u8> {
+        let mut b = vec![0u8; 1500];
+        let mut w = Builder::response(&mut b, id, &n(name), TYPE_A, 0).unwrap();
+        for (owner, ttl, data) in records {
+            w.answer(&n(owner), *ttl, data).unwrap();
+        }
+        let len = w.finish();
+        b.truncate(len);
+        b
+    }
+
+    fn names_of(b: &NameBinder, host: Ipv4Addr, addr: Ipv4Addr) -> Vec<(String, u32)> {
+        let mut v = Vec::new();
+        b.table().names_for(host, IpAddr::V4(addr), 0, &mut v);
+        let mut v: Vec<_> = v.into_iter().map(|x| (x.name.to_string(), x.ttl_s)).collect();
+        v.sort();
+        v
+    }
+
+    fn exchange(b: &mut NameBinder, host: Ipv4Addr, q: &[u8], a: &[u8]) -> (Outcome, Outcome) {
+        (b.on_query(PROTO_UDP, host, 40000, RESOLVER, q, 0), b.on_answer(PROTO_UDP, host, 40000, RESOLVER, a, 0))
+    }
+
+    #[test]
+    fn an_answer_to_a_query_binds_the_name_for_that_host() {
+        let mut b = binder();
+        let out = exchange(
+            &mut b,
+            HOST,
+            &query(1, "github.com"),
+            &answer(1, "github.com", &[("github.com", 60, RecordData::A(GH))]),
+        );
+        assert_eq!(out, (Some(Counter::DnsQueriesTracked), Some(Counter::DnsAnswersMatched)));
+        assert_eq!(names_of(&b, HOST, GH), vec![("github.com".into(), 60)]);
+        assert!(names_of(&b, Ipv4Addr::new(10, 10, 1, 11), GH).is_empty());
+    }
+
+    #[test]
+    fn spoofed_answers_bind_nothing() {
+        let good = answer(1, "github.com", &[("github.com", 60, RecordData::A(GH))]);
+        let evil = Ipv4Addr::new(198, 51, 100, 66);
+        type Case<'a> = (&'a str, Box<dyn Fn(&mut NameBinder) -> Outcome + 'a>);
+        let cases: Vec<Case<'_>> = vec![
+            ("nobody asked", Box::new(|b: &mut NameBinder| b.on_answer(PROTO_UDP, HOST, 40000, RESOLVER, &good, 0))),
+            (
+                "another transaction id",
+                Box::new(|b: &mut NameBinder| {
+                    b.on_query(PROTO_UDP, HOST, 40000, RESOLVER, &query(2, "github.com"), 0);
+                    b.on_answer(PROTO_UDP, HOST, 40000, RESOLVER, &good, 0)
+                }),
+            ),
+            (
+                "another question",
+                Box::new(|b: &mut NameBinder| {
+                    b.on_query(PROTO_UDP, HOST, 40000, RESOLVER, &query(1, "example.org"), 0);
+                    b.on_answer(PROTO_UDP, HOST, 40000, RESOLVER, &good, 0)
+                }),
+            ),
+            (
+                "another port of the host",
+                Box::new(|b: &mut NameBinder| {
+                    b.on_query(PROTO_UDP, HOST, 40001, RESOLVER, &query(1, "github.com"), 0);
+                    b.on_answer(PROTO_UDP, HOST, 40000, RESOLVER, &good, 0)
+                }),
+            ),
+            (
+                "another server",
+                Box::new(|b: &mut NameBinder| {
+                    b.on_query(PROTO_UDP, HOST, 40000, RESOLVER, &query(1, "github.com"), 0);
+                    b.on_answer(PROTO_UDP, HOST, 40000, evil, &good, 0)
+                }),
+            ),
+            (
+                "too late",
+                Box::new(|b: &mut NameBinder| {
+                    b.on_query(PROTO_UDP, HOST, 40000, RESOLVER, &query(1, "github.com"), 0);
+                    b.on_answer(PROTO_UDP, HOST, 40000, RESOLVER, &good, QUERY_TIMEOUT_MS)
+                }),
+            ),
+        ];
+        for (what, case) in cases {
+            let mut b = binder();
+            assert_eq!(case(&mut b), Some(Counter::DnsAnswersUnmatched), "{what}");
+            assert!(b.table().is_empty(), "{what}: bound nothing");
+        }
+        // An answer record for a name outside the question's chain is never bound.
+        let mut b = binder();
+        let a = answer(
+            3,
+            "github.com",
+            &[("evil.example", 60, RecordData::A(evil)), ("github.com", 60, RecordData::A(GH))],
+        );
+        exchange(&mut b, HOST, &query(3, "github.com"), &a);
+        assert!(names_of(&b, HOST, evil).is_empty());
+        assert_eq!(names_of(&b, HOST, GH).len(), 1);
+        // A second answer to one query binds nothing more.
+        let again = answer(3, "github.com", &[("github.com", 60, RecordData::A(evil))]);
+        assert_eq!(b.on_answer(PROTO_UDP, HOST, 40000, RESOLVER, &again, 0), Some(Counter::DnsAnswersUnmatched));
+    }
+
+    #[test]
+    fn a_cname_chain_binds_every_name_on_it_for_its_smallest_ttl_in_any_record_order() {
+        let mut b = binder();
+        let cdn = Ipv4Addr::new(192, 0, 2, 7);
+        let a = answer(
+            4,
+            "www.example.com",
+            &[
+                ("edge.cdn.example", 300, RecordData::A(cdn)),
+                ("example.net", 120, RecordData::Cname(n("edge.cdn.example"))),
+                ("www.example.com", 30, RecordData::Cname(n("example.net"))),
+            ],
+        );
+        exchange(&mut b, HOST, &query(4, "www.example.com"), &a);
+        assert_eq!(
+            names_of(&b, HOST, cdn),
+            vec![("edge.cdn.example".into(), 30), ("example.net".into(), 30), ("www.example.com".into(), 30)]
+        );
+    }
+
+    #[test]
+    fn an_inside_resolvers_answers_bind_for_every_host() {
+        let mut b = binder();
+        let a = answer(5, "pypi.org", &[("pypi.org", 60, RecordData::A(GH))]);
+        exchange(&mut b, INSIDE_RESOLVER, &query(5, "pypi.org"), &a);
+        assert_eq!(names_of(&b, Ipv4Addr::new(10, 10, 2, 20), GH), vec![("pypi.org".into(), 60)]);
+    }
+
+    #[test]
+    fn aaaa_binds_and_failures_and_errors_bind_nothing() {
+        let mut b = binder();
+        let v6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let mut buf = vec![0u8; 512];
+        let mut w = Builder::response(&mut buf, 6, &n("github.com"), TYPE_AAAA, 0).unwrap();
+        w.answer(&n("github.com"), 60, &RecordData::Aaaa(v6)).unwrap();
+        let len = w.finish();
+        let mut qb = vec![0u8; 512];
+        let ql = Builder::query(&mut qb, 6, &n("github.com"), TYPE_AAAA).unwrap().finish();
+        exchange(&mut b, HOST, &qb[..ql], &buf[..len]);
+        let mut v = Vec::new();
+        b.table().names_for(HOST, IpAddr::V6(v6), 0, &mut v);
+        assert_eq!(v.len(), 1);
+        // NXDOMAIN carrying a record anyway: nothing bound.
+        let mut buf = vec![0u8; 512];
+        let mut w = Builder::response(&mut buf, 7, &n("nx.example"), TYPE_A, 3).unwrap();
+        w.answer(&n("nx.example"), 60, &RecordData::A(GH)).unwrap();
+        let len = w.finish();
+        exchange(&mut b, HOST, &query(7, "nx.example"), &buf[..len]);
+        assert!(!names_of(&b, HOST, GH).iter().any(|(n, _)| n == "nx.example"));
+    }
+
+    #[test]
+    fn tcp_messages_are_read_when_they_start_the_segment_and_fit() {
+        let mut b = binder();
+        let framed = |m: Vec<u8>| {
+            let mut v = u16::try_from(m.len()).expect("a short message").to_be_bytes().to_vec();
+            v.extend(m);
+            v
+        };
+        let q = framed(query(8, "github.com"));
+        let a = framed(answer(8, "github.com", &[("github.com", 60, RecordData::A(GH))]));
+        assert_eq!(b.on_query(PROTO_TCP, HOST, 40000, RESOLVER, &q, 0), Some(Counter::DnsQueriesTracked));
+        // Half of the answer: not read, nothing counted.
+        assert_eq!(b.on_answer(PROTO_TCP, HOST, 40000, RESOLVER, &a[..a.len() / 2], 0), None);
+        assert_eq!(b.on_answer(PROTO_TCP, HOST, 40000, RESOLVER, &a, 0), Some(Counter::DnsAnswersMatched));
+        assert_eq!(names_of(&b, HOST, GH).len(), 1);
+    }
+
+    #[test]
+    fn malformed_messages_are_counted_and_bind_nothing() {
+        let mut b = binder();
+        b.on_query(PROTO_UDP, HOST, 40000, RESOLVER, &query(9, "github.com"), 0);
+        let good = answer(9, "github.com", &[("github.com", 60, RecordData::A(GH))]);
+        // Every truncation of a good answer.
+        for cut in 0..good.len() {
+            let out = b.on_answer(PROTO_UDP, HOST, 40000, RESOLVER, &good[..cut], 0);
+            assert!(
+                matches!(out, Some(Counter::DnsMessagesMalformed) | Some(Counter::DnsAnswersUnmatched)),
+                "cut at {cut}: {out:?}"
+            );
+        }
+        assert!(b.table().is_empty());
+    }
+}
