@@ -43,11 +43,11 @@
 #![allow(unused_macros)]
 
 pub mod config;
+#[cfg(feature = "egress")]
 pub mod names;
 pub mod net;
 
 pub use config::parse_toml;
-pub use names::{BoundName, NamePattern};
 pub use net::{Cidr, PortRange};
 pub use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -257,21 +257,11 @@ pub trait Policy: Sized + 'static {
     fn init(config: &str) -> Result<Self, String>;
 }
 
-/// The egress hook: runs once per new flow, before a port is allocated.
-///
-/// A policy built with the `egress` feature implements `natgw:policy@0.2.0`, whose check
-/// also receives the names natgw bound to the destination (`check_named`); one that does
-/// not look at names implements only `check`.
+/// The egress hook: runs once per new flow, before a port is allocated. Built with the
+/// `egress` feature, a policy implements `natgw:policy@0.2.0`: during `check` it may ask
+/// for the names natgw bound to the destination (`names`).
 pub trait Egress: Policy {
     fn check(&mut self, flow: &Flow) -> Verdict;
-
-    /// With the names natgw bound to `flow.dst` for `flow.src` from DNS answers (empty
-    /// when there are none: a literal address, DNS-over-HTTPS, a resolver the gateway
-    /// does not trust, DNS binding off). By default the names are ignored.
-    fn check_named(&mut self, flow: &Flow, names: &[BoundName]) -> Verdict {
-        let _ = names;
-        self.check(flow)
-    }
 }
 
 /// The port-pool hook: `None` means the gateway's default pool.
@@ -530,22 +520,8 @@ macro_rules! flow_log_glue {
     };
 }
 
-// 0.2.0's check: with the destination's names.
 #[cfg(feature = "egress")]
-impl<T: Egress> crate::bindings::egress_world::exports::natgw::policy::egress::Guest for Glue<T> {
-    fn check(
-        f: crate::bindings::egress_world::natgw::policy::types::Flow,
-        dst_names: Vec<crate::bindings::egress_world::natgw::policy::types::BoundName>,
-    ) -> crate::bindings::egress_world::natgw::policy::types::Verdict {
-        use crate::bindings::egress_world::natgw::policy::types::Verdict as V;
-        let names: Vec<BoundName> = dst_names.into_iter().map(|n| BoundName { name: n.name, ttl_s: n.ttl_s }).collect();
-        match crate::__with::<T, _>(|p| p.check_named(&egress_world::flow_in(f), &names)) {
-            Verdict::Allow => V::Allow,
-            Verdict::Deny => V::Deny,
-            Verdict::Reject => V::Reject,
-        }
-    }
-}
+egress_glue!(egress_world);
 #[cfg(feature = "all")]
 egress_glue!(all_world);
 #[cfg(feature = "port-pool")]

@@ -10,9 +10,7 @@
 // A benchmark: literal sizes, and it may stop at the first thing that is not as expected.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,47 +18,12 @@ use natgw_core::conntrack::Side;
 use natgw_core::counters::Counters;
 use natgw_core::nat::pool::PoolSpec;
 use natgw_core::nat::{FrameMeta, Translator, Verdict};
+use natgw_testkit::counting_alloc::{live_bytes, rss_bytes, Counting};
 use natgw_testkit::{demo_config, ipv4_frame, src_of, udp_datagram};
 use natgw_wire::{Ipv4Net, PROTO_UDP};
 
-/// The system allocator, counting the bytes live.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is passed straight to the system allocator with the caller's
-// arguments; the counter is only arithmetic beside it.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc`'s contract, which is `System.alloc`'s.
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            LIVE.fetch_add(l.size(), Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from this allocator (that is, from `System`) with layout `l`.
-        unsafe { System.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        // SAFETY: as for `dealloc`, and `new` is the caller's valid new size.
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            LIVE.fetch_add(new, Relaxed);
-            LIVE.fetch_sub(l.size(), Relaxed);
-        }
-        q
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm.split_whitespace().nth(1).and_then(|p| p.parse::<usize>().ok()).unwrap_or(0) * 4096
-}
 
 /// Flow `i`'s inside endpoint: a host of 10.10.0.0/16 and a port, unique per flow.
 fn inside(i: u32) -> (Ipv4Addr, u16) {
@@ -104,7 +67,7 @@ fn main() {
     // A sample of the flows, to look up later, with room made before the baseline.
     let step = 16;
     let mut sample: Vec<(Ipv4Addr, u16, Ipv4Addr, u16)> = Vec::with_capacity((flows / step) as usize + 1);
-    let (live0, rss0) = (LIVE.load(Relaxed), rss_bytes());
+    let (live0, rss0) = (live_bytes(), rss_bytes());
     let mut t = Translator::new(cfg, Arc::new(Counters::default()), 0);
 
     let mut fill_ns = 0u128;
@@ -135,7 +98,7 @@ fn main() {
     }
     drop(chunk);
     drop(out);
-    let held = LIVE.load(Relaxed) - live0;
+    let held = live_bytes() - live0;
     let rss = rss_bytes().saturating_sub(rss0);
     assert_eq!(t.flows().len(), flows as usize);
 

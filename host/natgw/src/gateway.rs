@@ -162,11 +162,14 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     // stops the start with the reason.
     let pool_names: Vec<String> = cfg.pools.iter().map(|p| p.name.clone()).collect();
     let rt = Runtime::new(cfg.policy.clone(), workers, pool_names)?;
+    // DNS name binding: one table for every worker (an answer and the SYN that follows it
+    // may meet different workers) and for the policies' `names` import.
+    let names = cfg.dns.as_ref().map(|d| Arc::new(natgw_core::dns::NameTable::new(d.limits)));
+    if let Some(t) = &names {
+        rt.set_name_table(t.clone());
+    }
     rt.load_configured()?;
 
-    // DNS name binding: one table for every worker (an answer and the SYN that follows it
-    // may meet different workers).
-    let names = cfg.dns.as_ref().map(|d| Arc::new(natgw_core::dns::NameTable::new(d.limits)));
     let source_ports = Arc::new(natgw_core::nat::pool::SourcePorts::default());
     let source_flows = Arc::new(natgw_core::shared_counts::SharedCounts::default());
     let nat_cfg = |w: usize| NatConfig {

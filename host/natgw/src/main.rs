@@ -256,6 +256,10 @@ enum PolicyCommand {
         /// Each instance's memory cap, as `policy.memory_limit_mb` in the gateway config.
         #[arg(long, default_value_t = 64)]
         memory_limit_mb: u64,
+        /// Egress: bind this many names (n0.bench.example, ...) to every flow's destination,
+        /// as DNS binding would, so that each call carries them (a 0.2.0 policy only).
+        #[arg(long, default_value_t = 0)]
+        dst_names: usize,
     },
     /// Run a test-vector file (configs, flows, expected verdicts) against an egress
     /// policy; prints the cases that do not match and exits non-zero when there are any.
@@ -348,8 +352,8 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
             outln!("{msg}");
             Ok(())
         }
-        PolicyCommand::Bench { hook, file, config, calls, call_timeout_us, memory_limit_mb } => {
-            let limits = natgw::BenchLimits { call_timeout_us, memory_limit_mb };
+        PolicyCommand::Bench { hook, file, config, calls, call_timeout_us, memory_limit_mb, dst_names } => {
+            let limits = natgw::BenchLimits { call_timeout_us, memory_limit_mb, dst_names };
             out!("{}", natgw::policy_bench(hook, &file, config.as_deref(), calls, limits)?);
             Ok(())
         }

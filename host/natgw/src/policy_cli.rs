@@ -38,6 +38,9 @@ pub fn policy_check(hook: Hook, file: &Path, config: Option<&Path>) -> Result<St
 pub struct BenchLimits {
     pub call_timeout_us: u64,
     pub memory_limit_mb: u64,
+    /// Names bound to every flow's destination (egress): the lookup and the list each
+    /// call of a 0.2.0 policy carries.
+    pub dst_names: usize,
 }
 
 /// Instances `natgw policy bench` starts to time instantiation.
@@ -52,12 +55,19 @@ pub fn policy_bench(
     calls: u64,
     limits: BenchLimits,
 ) -> Result<String, ControlError> {
-    let BenchLimits { call_timeout_us, memory_limit_mb } = limits;
+    let BenchLimits { call_timeout_us, memory_limit_mb, dst_names } = limits;
     if hook == Hook::FlowLog {
         return Err(ControlError::BenchHook(hook));
     }
     let pools: Vec<String> = ["default", "pool-a", "pool-b"].iter().map(|s| s.to_string()).collect();
     let rt = Runtime::new(PolicyConfig { call_timeout_us, memory_limit_mb, ..offline_config() }, 1, pools)?;
+    // A name table as `[dns]` makes: names bound to every bench flow's destination below.
+    let names = Arc::new(natgw_core::dns::NameTable::new(natgw_core::dns::NameLimits {
+        max_bindings: 1 << 20,
+        max_bindings_per_host: 1 << 20,
+        ..Default::default()
+    }));
+    rt.set_name_table(names.clone());
     // Loading: compile (no cache offline), validate, and start one instance.
     let t0 = Instant::now();
     let g = rt.prepare(hook, file, config, hook.default_fail())?;
@@ -85,6 +95,11 @@ pub fn policy_bench(
             ingress: u16::from(i % 2 == 1),
         })
         .collect();
+    for f in &flows {
+        for k in 0..dst_names {
+            names.bind(f.src, std::net::IpAddr::V4(f.dst), &format!("n{k}.bench.example"), 3600, 0);
+        }
+    }
     let mut sink = 0u64;
     // Every call is timed too (about 20 ns each): the tail is what a deadline meets.
     let mut each = Vec::with_capacity(usize::try_from(calls).unwrap_or(0));
@@ -95,7 +110,10 @@ pub fn policy_bench(
             let f = &flows[usize::try_from(i % 1024).unwrap_or(0)];
             let c = Instant::now();
             sink += match hook {
-                Hook::Egress => wp.egress(f) as u64,
+                Hook::Egress => {
+                    let bound = natgw_core::nat::policy::DestinationNames::new(Some(&names), f.src, f.dst, 1);
+                    wp.egress_named(f, bound) as u64
+                }
                 _ => matches!(wp.port_pool(f), natgw_core::nat::policy::PoolDecision::Pool { .. }) as u64,
             };
             each.push(u32::try_from(c.elapsed().as_nanos()).unwrap_or(u32::MAX));
@@ -115,7 +133,8 @@ pub fn policy_bench(
     let g = rt.current(hook).expect("swapped in above");
     let errors = g.stats.errors.load(std::sync::atomic::Ordering::Relaxed);
     Ok(format!(
-        "{hook}: {calls} calls in {:.1} ms: {:.0} ns per call ({}, sha256 {}, {errors} errors, checksum {sink})\n\
+        "{hook}: {calls} calls in {:.1} ms: {:.0} ns per call ({}, {}, sha256 {}, {errors} errors, checksum {sink}, \
+         {dst_names} names bound to each destination)\n\
          per call: median {:.2} us, 99th percentile {:.2} us, 99.99th {:.1} us, max {:.1} us \
          (deadline {call_timeout_us} us, memory budget {memory_limit_mb} MiB an instance)\n\
          load (compile, validate, first instance): {:.1} ms; new instance with init: median {:.2} ms of {}; \
@@ -125,6 +144,7 @@ pub fn policy_bench(
         elapsed.as_secs_f64() * 1e3,
         elapsed.as_nanos() as f64 / calls as f64,
         file.display(),
+        g.contract,
         g.short_hash(),
         quantile(5000),
         quantile(9900),

@@ -80,7 +80,9 @@ use bindings::natgw::policy::host::{self as host_iface, LogLevel};
 use bindings::natgw::policy::types::{Flow, Verdict};
 use bindings_v020::exports::natgw::policy::{egress as egress_v020, lifecycle as lifecycle_v020};
 use bindings_v020::natgw::policy::host as host_iface_v020;
+use bindings_v020::natgw::policy::names as names_iface_v020;
 use bindings_v020::natgw::policy::types as types_v020;
+use natgw_core::dns::{NamePattern, NameTable, MAX_PATTERNS};
 
 /// The WIT packages this gateway implements, oldest first.
 pub const WIT_PACKAGES: [&str; 2] = ["natgw:policy@0.1.0", "natgw:policy@0.2.0"];
@@ -162,6 +164,27 @@ pub struct StoreData {
     log_window: Instant,
     log_lines: u32,
     budget: CallBudget,
+    names: NameContext,
+}
+
+/// What the `names` import (0.2.0) answers: the gateway's name table, the flow an egress
+/// call is deciding, and the patterns this instance registered.
+#[derive(Default)]
+struct NameContext {
+    table: Option<Arc<NameTable>>,
+    /// The inside host, the destination and the time in the table's clock, during an
+    /// egress call; `None` outside one.
+    flow: Option<FlowNames>,
+    patterns: Vec<NamePattern>,
+}
+
+/// Whose names an egress call may ask for: the flow's inside host and destination, and
+/// the time in the name table's clock (the translator's `now_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowNames {
+    pub host: std::net::Ipv4Addr,
+    pub dst: std::net::Ipv4Addr,
+    pub now_ms: u64,
 }
 
 /// What the call running in a store may still use.
@@ -473,6 +496,32 @@ impl host_iface_v020::Host for StoreData {
     }
 }
 
+impl names_iface_v020::Host for StoreData {
+    fn set_patterns(&mut self, patterns: Vec<String>) -> Result<(), String> {
+        if patterns.len() > MAX_PATTERNS {
+            return Err(format!("{} name patterns: at most {MAX_PATTERNS}", patterns.len()));
+        }
+        self.names.patterns = patterns.iter().map(|p| NamePattern::parse(p)).collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    fn dst_matches(&mut self) -> u64 {
+        match (&self.names.table, self.names.flow) {
+            (Some(t), Some(f)) if !self.names.patterns.is_empty() => {
+                t.matching(f.host, std::net::IpAddr::V4(f.dst), f.now_ms, &self.names.patterns)
+            }
+            _ => 0,
+        }
+    }
+
+    fn dst_names(&mut self) -> Vec<types_v020::BoundName> {
+        let (Some(t), Some(f)) = (&self.names.table, self.names.flow) else { return Vec::new() };
+        let mut v = Vec::new();
+        t.names_for(f.host, std::net::IpAddr::V4(f.dst), f.now_ms, &mut v);
+        v.into_iter().map(|n| types_v020::BoundName { name: n.name.to_string(), ttl_s: n.ttl_s }).collect()
+    }
+}
+
 /// Counters of one generation, shared by every worker running it.
 #[derive(Debug, Default)]
 pub struct GenerationStats {
@@ -497,13 +546,18 @@ pub enum HookExports {
 }
 
 impl HookInstance {
-    /// Calls `egress.check` of whichever contract version the instance was built against
-    /// (a 0.1.0 policy never sees the names). `None`: the instance is not an egress policy.
-    pub fn egress_check(&mut self, flow: Flow, names: &[types_v020::BoundName]) -> Option<wasmtime::Result<Verdict>> {
+    /// Calls `egress.check` of whichever contract version the instance was built against;
+    /// during a 0.2.0 call the `names` import answers for `names`. `None`: the instance is
+    /// not an egress policy.
+    pub fn egress_check(&mut self, flow: Flow, names: Option<FlowNames>) -> Option<wasmtime::Result<Verdict>> {
         Some(match &self.exports {
             HookExports::Egress(g) => g.clone().call_check(&mut self.store, flow),
             HookExports::EgressV020(g) => {
-                g.clone().call_check(&mut self.store, flow_v020(flow), names).map(|v| match v {
+                let g = g.clone();
+                self.store.data_mut().names.flow = names;
+                let r = g.call_check(&mut self.store, flow_v020(flow));
+                self.store.data_mut().names.flow = None;
+                r.map(|v| match v {
                     types_v020::Verdict::Allow => Verdict::Allow,
                     types_v020::Verdict::Deny => Verdict::Deny,
                     types_v020::Verdict::Reject => Verdict::Reject,
@@ -534,9 +588,6 @@ fn flow_v020(f: Flow) -> types_v020::Flow {
         ingress: f.ingress,
     }
 }
-
-/// The names the egress hook of 0.2.0 receives.
-pub use types_v020::BoundName as WitBoundName;
 
 /// A compiled, validated policy for one hook, with one prepared instance for each caller
 /// that runs the hook (`Runtime::callers_of`).
@@ -653,6 +704,9 @@ pub struct Runtime {
     compiled: Mutex<Vec<(String, Component)>>,
     /// Requests to the spare thread (`spares`).
     spare_tx: std::sync::mpsc::SyncSender<spares::SpareRequest>,
+    /// The gateway's DNS name table (`[dns]`), for the `names` import; set before any
+    /// policy is loaded, or never (then every policy sees no names).
+    name_table: std::sync::OnceLock<Arc<NameTable>>,
 }
 
 /// Compiled components kept in memory.
@@ -703,6 +757,8 @@ impl Runtime {
             .map_err(|e| PolicyError::Engine(error_text(&e)))?;
         host_iface_v020::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        names_iface_v020::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(|e| PolicyError::Engine(error_text(&e)))?;
         // Type-only interface imports: an empty instance satisfies each.
         for v in ["0.1.0", "0.2.0"] {
             linker.instance(&format!("natgw:policy/types@{v}")).map_err(|e| PolicyError::Engine(error_text(&e)))?;
@@ -730,6 +786,7 @@ impl Runtime {
             pool_names,
             cfg,
             spare_tx,
+            name_table: std::sync::OnceLock::new(),
         });
         let engine = rt.engine.clone();
         let handle = std::thread::Builder::new()
@@ -753,6 +810,17 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Gives the policies' `names` import the gateway's name table. Instances made before
+    /// this see no names; a second call changes nothing.
+    pub fn set_name_table(&self, table: Arc<NameTable>) {
+        let _ = self.name_table.set(table);
+    }
+
+    /// The name table set by `set_name_table`, if any.
+    pub fn name_table(&self) -> Option<&Arc<NameTable>> {
+        self.name_table.get()
     }
 
     pub fn callers(&self) -> usize {
@@ -829,6 +897,7 @@ impl Runtime {
             log_lines: 0,
             // Armed below, once the store exists.
             budget: CallBudget::starting_now(deadline),
+            names: NameContext { table: self.name_table.get().cloned(), ..NameContext::default() },
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -940,7 +1009,8 @@ impl Runtime {
             path: display.clone(),
             reason: error_text(&e),
             found: name_list(ty.imports(&self.engine).map(|(n, _)| n)),
-            provided: "`natgw:policy/host` and `natgw:policy/types` of 0.1.0 and 0.2.0, and WASI 0.2 (`wasi:*@0.2.x`)"
+            provided: "`natgw:policy/host` and `natgw:policy/types` of 0.1.0 and 0.2.0, `natgw:policy/names@0.2.0`, \
+                       and WASI 0.2 (`wasi:*@0.2.x`)"
                 .into(),
         })?;
         let exported: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();

@@ -18,7 +18,12 @@
 //! flow = "tcp 10.10.1.10:40000 -> 203.0.113.80:1024"   # v6: [2001:db8::1]:40000
 //! expect = "allow"
 //! ingress = 0                                          # optional: the inside interface index
+//! names = ["github.com"]                               # optional: names bound to the destination
 //! ```
+//!
+//! `names` are what DNS binding would have bound to the destination for the source (a
+//! 0.2.0 policy asks for them through its `names` import; a 0.1.0 one never sees them):
+//! filed in a name table of the runner's own, for this case only.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -75,6 +80,8 @@ struct RawCase {
     expect: String,
     #[serde(default)]
     ingress: u16,
+    #[serde(default)]
+    names: Vec<String>,
     note: Option<String>,
 }
 
@@ -100,6 +107,8 @@ pub struct Case {
     pub text: String,
     pub flow: Flow,
     pub expect: Verdict,
+    /// Names bound to the destination for the source during this case.
+    pub names: Vec<String>,
     pub note: Option<String>,
 }
 
@@ -136,7 +145,17 @@ pub fn parse_vectors(path: &str, text: &str) -> Result<Vec<Suite>, VectorError> 
                     flow.ingress = c.ingress;
                     let expect = parse_verdict(&c.expect)
                         .ok_or_else(|| bad("expect", &c.expect, "must be allow, deny or reject".into()))?;
-                    cases.push(Case { text: c.flow, flow, expect, note: c.note });
+                    for n in &c.names {
+                        natgw_core::dns::NamePattern::parse(n)
+                            .ok()
+                            .filter(|_| !n.contains('*'))
+                            .ok_or_else(|| bad("names", n, "is not a host name".into()))?;
+                    }
+                    let text = match c.names.is_empty() {
+                        true => c.flow,
+                        false => format!("{} (names {})", c.flow, c.names.join(", ")),
+                    };
+                    cases.push(Case { text, flow, expect, names: c.names, note: c.note });
                 }
                 SuiteExpect::Cases(cases)
             }
@@ -227,6 +246,8 @@ pub struct Outcome {
 /// first suite, not a mismatch.
 pub fn run_vectors(rt: &Runtime, component: &Path, suites: &[Suite]) -> Result<Outcome, VectorError> {
     let mut out = Outcome::default();
+    // Each case's names live one second of this clock, which moves on a minute a case.
+    let mut clock_ms = 0u64;
     for s in suites {
         out.suites += 1;
         let mismatch = |case: &str, expected: &str, got: String| Mismatch {
@@ -268,9 +289,10 @@ pub fn run_vectors(rt: &Runtime, component: &Path, suites: &[Suite]) -> Result<O
         }
         for c in cases {
             out.checks += 1;
+            let names = case_names(rt, c, &mut clock_ms);
             // Generous: this is a correctness test, not a benchmark.
             inst.arm(rt.call_budget(Hook::Egress).saturating_mul(200));
-            match inst.egress_check(c.flow, &[]) {
+            match inst.egress_check(c.flow, names) {
                 None => return Err(VectorError::NotEgress { file: component.display().to_string() }),
                 Some(Ok(v)) if v == c.expect => {}
                 Some(Ok(v)) => out.mismatches.push(mismatch(&c.text, verdict_name(c.expect), verdict_name(v).into())),
@@ -287,6 +309,30 @@ pub fn run_vectors(rt: &Runtime, component: &Path, suites: &[Suite]) -> Result<O
         }
     }
     Ok(out)
+}
+
+/// The name table every vector run binds its cases' names in: bindings live one second.
+pub fn vector_name_table() -> std::sync::Arc<natgw_core::dns::NameTable> {
+    std::sync::Arc::new(natgw_core::dns::NameTable::new(natgw_core::dns::NameLimits {
+        min_ttl_s: 1,
+        max_ttl_s: 1,
+        max_bindings: 4096,
+        max_bindings_per_host: 4096,
+    }))
+}
+
+/// Files a case's names in the runtime's name table at a moment of its own (after every
+/// earlier case's names expired), and says whose names the call may ask for. `None` for
+/// an IPv6 flow (natgw binds IPv4 destinations for IPv4 hosts) or without a table.
+fn case_names(rt: &Runtime, c: &Case, clock_ms: &mut u64) -> Option<crate::FlowNames> {
+    *clock_ms += 60_000;
+    let (IpAddress::V4(src), IpAddress::V4(dst)) = (c.flow.src, c.flow.dst) else { return None };
+    let table = rt.name_table()?;
+    let (host, dst) = (std::net::Ipv4Addr::from(src), std::net::Ipv4Addr::from(dst));
+    for n in &c.names {
+        table.bind(host, IpAddr::V4(dst), n, 1, *clock_ms);
+    }
+    Some(crate::FlowNames { host, dst, now_ms: *clock_ms })
 }
 
 /// The mismatch table, or "" when there are none.
@@ -313,6 +359,7 @@ pub fn policy_test(component: &Path, vectors: &Path) -> Result<String, VectorErr
     let suites = parse_vectors(&path, &text)?;
     let cfg = PolicyConfig { call_timeout_us: 1000, memory_limit_mb: 256, cache_dir: None, hooks: [None, None, None] };
     let rt = Runtime::new(cfg, 1, vec!["default".into()])?;
+    rt.set_name_table(vector_name_table());
     let t0 = Instant::now();
     let out = run_vectors(&rt, component, &suites)?;
     let summary = format!(

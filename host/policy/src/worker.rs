@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bindings::natgw::policy::types::{Flow, IpAddress, Protocol, Verdict};
-use super::{error_text, Generation, HookExports, HookInstance, Runtime, WitBoundName};
+use super::{error_text, FlowNames, Generation, HookExports, HookInstance, Runtime};
 use crate::config::{FailMode, Hook};
 use natgw_core::counters::{Counter, Counters};
-use natgw_core::dns::BoundName;
 use natgw_core::nat::policy::{DestinationNames, EgressDecision, FlowPolicy, NewFlow, PoolDecision, DEFAULT_POOL};
 use natgw_core::nat::pool::PoolId;
 use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
@@ -176,8 +175,6 @@ pub struct WorkerPolicy {
     port_pool: HookSlot,
     /// Whether the last egress answer was the fail mode.
     egress_failed: bool,
-    /// Scratch for the destination's names (kept to spare an allocation per flow).
-    names: Vec<BoundName>,
 }
 
 impl WorkerPolicy {
@@ -188,15 +185,9 @@ impl WorkerPolicy {
             egress: HookSlot::new(Hook::Egress, worker),
             port_pool: HookSlot::new(Hook::PortPool, worker),
             egress_failed: false,
-            names: Vec::new(),
         };
         w.batch_boundary();
         w
-    }
-
-    /// Whether the egress policy serving now reads names (built against 0.2.0).
-    fn egress_reads_names(&self) -> bool {
-        self.egress.generation().is_some_and(|g| g.contract != crate::WIT_PACKAGES[0])
     }
 }
 
@@ -215,14 +206,9 @@ impl FlowPolicy for WorkerPolicy {
 
     fn egress_named(&mut self, flow: &NewFlow, names: DestinationNames<'_>) -> EgressDecision {
         let wf = wit_flow(flow);
-        // Looked up only for a policy that reads them.
-        let mut wit_names = Vec::new();
-        if self.egress_reads_names() {
-            self.names.clear();
-            names.collect_into(&mut self.names);
-            wit_names.extend(self.names.drain(..).map(|n| WitBoundName { name: n.name.to_string(), ttl_s: n.ttl_s }));
-        }
-        let r = self.egress.call(&self.rt, &self.counters, |inst| match inst.egress_check(wf, &wit_names) {
+        // Looked up only if the policy asks (0.2.0's `names` import).
+        let names = names.has_table().then(|| FlowNames { host: flow.src, dst: flow.dst, now_ms: names.now_ms() });
+        let r = self.egress.call(&self.rt, &self.counters, |inst| match inst.egress_check(wf, names) {
             Some(r) => r.map_err(|e| error_text(&e)),
             None => Err("instance does not export egress".into()),
         });

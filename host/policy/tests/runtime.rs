@@ -368,6 +368,27 @@ fn test_vectors_pass_on_the_rust_policy_and_report_mismatches() {
     assert!(e.to_string().contains("expected exports") && e.to_string().contains("found"), "{e}");
 }
 
+/// The host-rule vectors (natgw:policy@0.2.0) pass on the Rust built-in, with names bound
+/// in the runtime's table; without the table, the cases that name names fail.
+#[test]
+fn name_vectors_pass_on_the_rust_policy_through_the_names_import() {
+    use natgw_policy::vectors::{mismatch_table, parse_vectors, run_vectors, vector_name_table};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/egress-names.toml");
+    let suites = parse_vectors("egress-names.toml", &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let rt = runtime(1);
+    rt.set_name_table(vector_name_table());
+    let out = run_vectors(&rt, &component("egress_allowlist"), &suites).unwrap();
+    assert!(out.mismatches.is_empty(), "{}", mismatch_table(&out.mismatches));
+    assert!(out.checks >= 25, "{} checks", out.checks);
+    // A runtime without a name table: the cases decided by a name go the other way, and
+    // only those (the vectors test the names, not something else).
+    let blind = runtime(1);
+    let out = run_vectors(&blind, &component("egress_allowlist"), &suites).unwrap();
+    let table = mismatch_table(&out.mismatches);
+    assert!(out.mismatches.len() >= 8, "{table}");
+    assert!(out.mismatches.iter().all(|m| m.case.contains("(names ")), "{table}");
+}
+
 fn cached_runtime(cache: &std::path::Path) -> Result<Arc<Runtime>, PolicyError> {
     let cfg = PolicyConfig {
         call_timeout_us: 20_000,

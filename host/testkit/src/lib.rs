@@ -6,6 +6,9 @@
 
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+pub mod counting_alloc;
+
 use std::net::Ipv4Addr;
 
 use etherparse::{

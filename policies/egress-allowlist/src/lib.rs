@@ -28,9 +28,7 @@
 //! The shared test vectors (`tests/vectors/egress.toml`) pin all of this down for every
 //! language's version of this policy.
 
-use natgw_policy_sdk::{
-    export_policy, parse_toml, BoundName, Cidr, Egress, Flow, NamePattern, Policy, PortRange, Protocol, Verdict,
-};
+use natgw_policy_sdk::{export_policy, names, parse_toml, Cidr, Egress, Flow, Policy, PortRange, Protocol, Verdict};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -57,8 +55,9 @@ pub struct Rule {
     pub action: Verdict,
     /// None: any address, IPv4 or IPv6.
     pub dst: Option<Cidr>,
-    /// None: any destination, named or not.
-    pub host: Option<NamePattern>,
+    /// None: any destination, named or not; else the pattern's index in the patterns
+    /// registered with the gateway (`names::set_patterns`), which matches them.
+    pub host: Option<usize>,
     pub src: Option<Cidr>,
     pub protocol: Option<Protocol>,
     pub ports: PortRange,
@@ -87,6 +86,7 @@ impl Policy for Allowlist {
         let raw: RawConfig = parse_toml(config)?;
         let default = verdict("default", raw.default.as_deref().unwrap_or("deny"))?;
         let mut rules = Vec::new();
+        let mut patterns = Vec::new();
         for (i, r) in raw.rule.iter().enumerate() {
             let at = |k: &str| format!("rule[{i}].{k}");
             let protocol = match r.protocol.as_deref().unwrap_or("any") {
@@ -99,12 +99,15 @@ impl Policy for Allowlist {
             rules.push(Rule {
                 action: verdict(&at("action"), &r.action)?,
                 dst: address(&at("dst"), r.dst.as_deref())?,
-                host: r
-                    .host
-                    .as_deref()
-                    .map(NamePattern::parse)
-                    .transpose()
-                    .map_err(|e| format!("{}: {e}", at("host")))?,
+                host: match &r.host {
+                    None => None,
+                    Some(h) => {
+                        // Checked one at a time, so that an error names its rule.
+                        names::set_patterns(std::slice::from_ref(h)).map_err(|e| format!("{}: {e}", at("host")))?;
+                        patterns.push(h.clone());
+                        Some(patterns.len() - 1)
+                    }
+                },
                 src: address(&at("src"), r.src.as_deref())?,
                 protocol,
                 ports: r
@@ -116,20 +119,19 @@ impl Policy for Allowlist {
                     .unwrap_or(PortRange::ANY),
             });
         }
+        names::set_patterns(&patterns).map_err(|e| format!("rule[].host: {e}"))?;
         Ok(Allowlist { rules, default })
     }
 }
 
 impl Egress for Allowlist {
     fn check(&mut self, f: &Flow) -> Verdict {
-        self.check_named(f, &[])
-    }
-
-    fn check_named(&mut self, f: &Flow, names: &[BoundName]) -> Verdict {
+        // Asked once, and only when a rule with a host is reached.
+        let mut matches: Option<u64> = None;
         for r in &self.rules {
             if r.protocol.is_none_or(|p| p == f.protocol)
                 && r.dst.is_none_or(|c| c.contains(f.dst))
-                && r.host.as_ref().is_none_or(|h| h.matches_any(names))
+                && r.host.is_none_or(|i| *matches.get_or_insert_with(names::dst_matches) & (1 << i) != 0)
                 && r.src.is_none_or(|c| c.contains(f.src))
                 && (f.protocol == Protocol::Icmp || r.ports.contains(f.dst_port))
             {
@@ -174,35 +176,33 @@ mod tests {
         assert_eq!(p.check(&flow(Protocol::Icmp, [192, 0, 2, 1], 0)), Verdict::Allow);
     }
 
-    fn named(names: &[&str]) -> Vec<BoundName> {
-        names.iter().map(|n| BoundName { name: n.to_string(), ttl_s: 60 }).collect()
-    }
-
     #[test]
-    fn host_rules_match_the_names_bound_to_the_destination() {
+    fn host_rules_ask_the_gateway_which_patterns_the_destinations_names_match() {
         let mut p = Allowlist::init(
             "default = \"reject\"\n\
              [[rule]]\naction = \"allow\"\nhost = \"github.com\"\nprotocol = \"tcp\"\nports = \"443\"\n\
              [[rule]]\naction = \"allow\"\nhost = \"*.pypi.org\"\n",
         )
         .unwrap();
+        assert_eq!(names::testing::patterns(), vec!["github.com".to_string(), "*.pypi.org".to_string()]);
         let f = flow(Protocol::Tcp, [203, 0, 113, 80], 443);
-        assert_eq!(p.check_named(&f, &named(&["github.com"])), Verdict::Allow);
-        assert_eq!(p.check_named(&f, &named(&["cdn.example", "github.com"])), Verdict::Allow, "any bound name");
-        assert_eq!(p.check_named(&f, &[]), Verdict::Reject, "no name bound");
-        assert_eq!(p.check(&f), Verdict::Reject);
+        // The gateway says which registered patterns a bound name matches (bit per pattern).
+        names::testing::bind(0b01, &["github.com"]);
+        assert_eq!(p.check(&f), Verdict::Allow);
+        names::testing::bind(0b10, &["files.pypi.org"]);
+        assert_eq!(p.check(&f), Verdict::Allow);
+        names::testing::bind(0, &[]);
+        assert_eq!(p.check(&f), Verdict::Reject, "no name matches");
+        names::testing::bind(0b01, &["github.com"]);
         assert_eq!(
-            p.check_named(&flow(Protocol::Tcp, [203, 0, 113, 80], 80), &named(&["github.com"])),
-            Verdict::Reject
+            p.check(&flow(Protocol::Tcp, [203, 0, 113, 80], 80)),
+            Verdict::Reject,
+            "the name's rule is 443 only"
         );
-        assert_eq!(p.check_named(&f, &named(&["files.pypi.org"])), Verdict::Allow);
-        assert_eq!(p.check_named(&f, &named(&["pypi.org"])), Verdict::Reject, "the apex is not in *.pypi.org");
     }
 
     #[test]
     fn config_errors_name_the_key() {
-        let e = Allowlist::init("[[rule]]\naction = \"allow\"\nhost = \"*.*.org\"\n").err().unwrap();
-        assert!(e.contains("rule[0].host") && e.contains("*.*.org"), "{e}");
         let e = Allowlist::init("[[rule]]\naction = \"allow\"\nports = \"90-80\"\n").err().unwrap();
         assert!(e.contains("rule[0].ports"), "{e}");
         let e = Allowlist::init("[[rule]]\naction = \"perhaps\"\n").err().unwrap();

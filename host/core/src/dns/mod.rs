@@ -16,6 +16,7 @@
 //! bound, or panic on any message.
 
 pub mod names;
+pub mod pattern;
 pub mod pending;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,6 +26,7 @@ use natgw_wire::dns::{self, Message, Name, Question, RecordData};
 use natgw_wire::PROTO_TCP;
 
 pub use names::{BindOutcome, BoundName, NameLimits, NameTable, EVERY_HOST};
+pub use pattern::{match_bits, NamePattern, MAX_PATTERNS};
 pub use pending::{PendingQueries, QueryKey, Untracked, QUERY_TIMEOUT_MS};
 
 use crate::counters::Counter;

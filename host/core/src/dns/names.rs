@@ -85,6 +85,8 @@ struct Shard {
 pub struct NameTable {
     shards: Vec<Mutex<Shard>>,
     total: AtomicUsize,
+    /// Bindings filed for `EVERY_HOST`: while there are none, a lookup takes one lock.
+    shared: AtomicUsize,
     limits: NameLimits,
     /// Picks the shard by inside host; fixed seeds.
     pick: ahash::RandomState,
@@ -95,6 +97,7 @@ impl NameTable {
         NameTable {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             total: AtomicUsize::new(0),
+            shared: AtomicUsize::new(0),
             limits,
             pick: ahash::RandomState::with_seeds(0x6e61_6d65, 0x7461_626c, 0x6e61_7467, 0x646e_7321),
         }
@@ -141,7 +144,7 @@ impl NameTable {
             list.retain(|b| b.expires_ms > now_ms);
             let freed = before - list.len();
             if freed > 0 {
-                self.total.fetch_sub(freed, Ordering::Relaxed);
+                self.forgot(host, freed);
                 if let Some(n) = shard.per_host.get_mut(&host) {
                     *n = n.saturating_sub(freed);
                 }
@@ -157,17 +160,37 @@ impl NameTable {
         if self.total.load(Ordering::Relaxed) >= self.limits.max_bindings {
             return BindOutcome::TableFull;
         }
-        shard.by_pair.entry((host, addr)).or_default().push(Binding { name: Arc::from(name), expires_ms });
+        // Most addresses carry one name: room for exactly one, grown when needed.
+        shard
+            .by_pair
+            .entry((host, addr))
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(Binding { name: Arc::from(name), expires_ms });
         *shard.per_host.entry(host).or_insert(0) += 1;
         self.total.fetch_add(1, Ordering::Relaxed);
+        if host == EVERY_HOST {
+            self.shared.fetch_add(1, Ordering::Relaxed);
+        }
         BindOutcome::Bound
+    }
+
+    /// `n` bindings of `host` are gone.
+    fn forgot(&self, host: Ipv4Addr, n: usize) {
+        self.total.fetch_sub(n, Ordering::Relaxed);
+        if host == EVERY_HOST {
+            self.shared.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// The names bound to `addr` for `host`, its own and those of the inside resolvers
     /// (`EVERY_HOST`), each once, appended to `out`.
     pub fn names_for(&self, host: Ipv4Addr, addr: IpAddr, now_ms: u64, out: &mut Vec<BoundName>) {
         let first = out.len();
+        let every_host = self.shared.load(Ordering::Relaxed) > 0;
         for h in [host, EVERY_HOST] {
+            if h == EVERY_HOST && !every_host {
+                break;
+            }
             let Some(shard) = self.shard(self.shard_index(h)) else { continue };
             let Some(list) = shard.by_pair.get(&(h, addr)) else { continue };
             for b in list.iter().filter(|b| b.expires_ms > now_ms) {
@@ -181,6 +204,27 @@ impl NameTable {
                 break;
             }
         }
+    }
+
+    /// Bit i set when a name bound to `addr` for `host` (or every host) now matches
+    /// `patterns[i]` (`pattern::match_bits`): no allocation, no copy of a name.
+    pub fn matching(&self, host: Ipv4Addr, addr: IpAddr, now_ms: u64, patterns: &[super::NamePattern]) -> u64 {
+        let mut bits = 0;
+        let every_host = self.shared.load(Ordering::Relaxed) > 0;
+        for h in [host, EVERY_HOST] {
+            if h == EVERY_HOST && !every_host {
+                break;
+            }
+            let Some(shard) = self.shard(self.shard_index(h)) else { continue };
+            if let Some(list) = shard.by_pair.get(&(h, addr)) {
+                let live = list.iter().filter(|b| b.expires_ms > now_ms).map(|b| &*b.name);
+                bits |= super::match_bits(patterns, live);
+            }
+            if h == EVERY_HOST {
+                break;
+            }
+        }
+        bits
     }
 
     /// Whether `host` (or every host) has any name for `addr` now: the cheap question.
@@ -207,11 +251,11 @@ impl NameTable {
                 if let Some(n) = per_host.get_mut(host) {
                     *n = n.saturating_sub(gone);
                 }
+                self.forgot(*host, gone);
             }
             !list.is_empty()
         });
         per_host.retain(|_, n| *n > 0);
-        self.total.fetch_sub(removed.min(self.total.load(Ordering::Relaxed)), Ordering::Relaxed);
         removed
     }
 
@@ -301,6 +345,19 @@ mod tests {
         let swept: usize = (0..NameTable::shards()).map(|i| t.sweep(i, 61_000)).sum();
         assert_eq!((swept, t.len()), (5, 0));
         assert_eq!(t.bind(OTHER, GH, "a.example", 60, 61_000), BindOutcome::Bound);
+    }
+
+    #[test]
+    fn matching_reports_the_patterns_a_live_name_matches_own_and_shared() {
+        let t = table(100, 100);
+        let ps: Vec<super::super::NamePattern> =
+            ["github.com", "*.pypi.org"].iter().map(|p| super::super::NamePattern::parse(p).unwrap()).collect();
+        t.bind(HOST, GH, "github.com", 10, 0);
+        t.bind(EVERY_HOST, GH, "files.pypi.org", 20, 0);
+        assert_eq!(t.matching(HOST, GH, 0, &ps), 0b11);
+        assert_eq!(t.matching(OTHER, GH, 0, &ps), 0b10, "the shared one only");
+        assert_eq!(t.matching(HOST, GH, 10_000, &ps), 0b10, "github.com expired");
+        assert_eq!(t.matching(HOST, GH, 20_000, &ps), 0);
     }
 
     #[test]

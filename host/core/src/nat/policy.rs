@@ -64,6 +64,16 @@ impl<'a> DestinationNames<'a> {
         DestinationNames { table: None, host: Ipv4Addr::UNSPECIFIED, addr: Ipv4Addr::UNSPECIFIED, now_ms: 0 }
     }
 
+    /// Whether names are bound at all here (`[dns]` on).
+    pub fn has_table(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// The time the names are looked up at, in the name table's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
     /// Appends every name bound now, each once, with the seconds it still holds.
     pub fn collect_into(&self, out: &mut Vec<BoundName>) {
         if let Some(t) = self.table {
