@@ -16,7 +16,11 @@
 # with all three Wasm policies: egress allow-list, subnet port pools, flow-log filter writing
 # a flow log), natgw2log (natgw2 with flow records on: a file and OTLP/gRPC to an
 # OpenTelemetry Collector in the gateway namespace, on the same two cores; natgw2 has them off),
-# natgw2file (flow records on, written to a file only: natgw's own cost without a collector).
+# natgw2file (flow records on, written to a file only: natgw's own cost without a collector),
+# natgw2egr (natgw2 with the egress allow-list allowing the server by address) and
+# natgw2names (the same allow-list allowing it by name: [dns] on, dnsmasq in nb-srv
+# answering srv.bench.example, resolved by the client through natgw before each test: the
+# cost of DNS name binding on new connections).
 # Tests: tcp1 tcp4 (iperf3, Gbit/s), udp (trafgen 64-byte UDP, one flow, pps arriving at srv),
 #        udp100k (the same from 109 978 flows: 4 999 sources in 10.77.0.0/16 × 2 source ports
 #        × 11 destination ports, each flow seen again every ~0.5 s), udpmax (the highest rate
@@ -66,7 +70,7 @@ restore_conntrack() {
   [ -n "$CT_HASH" ] && echo "$CT_HASH" > /sys/module/nf_conntrack/parameters/hashsize
   [ -n "$CT_MAX" ] && echo "$CT_MAX" > /proc/sys/net/netfilter/nf_conntrack_max
 }
-trap 'down; restore_conntrack; rm -rf "$W"' EXIT
+trap 'down; restore_conntrack; rm -rf "$W" /etc/netns/nb-cli' EXIT
 
 up() {
   down
@@ -118,6 +122,15 @@ EOF
   sed 's/^default = "reject"/default = "deny"/' "$W/egress-a.toml" > "$W/egress-b.toml"
   printf '[[subnet]]\ncidr = "10.77.0.0/16"\npool = "bench"\nport_budget = 60000\n' > "$W/pools.toml"
   printf 'redact_inside_prefix = 24\n[attributes]\nbench = "yes"\n' > "$W/flowlog.toml"
+  # The egress allow-list by address, and by name with DNS binding on.
+  printf 'default = "reject"\n[[rule]]\naction = "allow"\ndst = "%s"\n' "$SRV" > "$W/egress-addr.toml"
+  printf 'default = "reject"\n[[rule]]\naction = "allow"\nprotocol = "udp"\ndst = "%s"\nports = "53"\n[[rule]]\naction = "allow"\nhost = "srv.bench.example"\n[[rule]]\naction = "allow"\nprotocol = "icmp"\n' "$SRV" > "$W/egress-names.toml"
+  for m in egr names; do
+    local ecfg=$W/egress-addr.toml dns=""
+    [ $m = names ] && ecfg=$W/egress-names.toml dns=$(printf '[dns]\nresolvers = ["%s"]\n' "$SRV")
+    printf '[policy.egress]\ncomponent = "%s"\nconfig = "%s"\n%s\n' "$ROOT/target/policies/egress_allowlist.wasm" "$ecfg" "$dns" \
+      | cat "$W/natgw2.toml" - > "$W/natgw2$m.toml"
+  done
   { cat "$W/natgw2-base.toml"; cat <<EOF
 [[pool]]
 name = "bench"
@@ -164,7 +177,7 @@ table ip nat {
 }
 EOF
       ;;
-    natgw1|natgw2|natgw1poll|natgw2poll|natgw2pol|natgw2log|natgw2file|base1|base2)
+    natgw1|natgw2|natgw1poll|natgw2poll|natgw2pol|natgw2log|natgw2file|natgw2egr|natgw2names|base1|base2)
       ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
       local bin=$NATGW cfg=$1
       case $1 in base1) bin=$NATGW_BASE cfg=natgw1;; base2) bin=$NATGW_BASE cfg=natgw2;; esac
@@ -179,6 +192,12 @@ EOF
   esac
   sleep 1.5
   ip netns exec nb-cli ping -c 1 -W 2 $SRV >/dev/null || echo "bench: warning: $1 does not pass ping" >&2
+  if [ "$1" = natgw2names ]; then
+    # The client resolves the server's name through natgw: its flows to the address may leave.
+    ip netns exec nb-cli getent ahostsv4 srv.bench.example >/dev/null || echo "bench: warning: srv.bench.example does not resolve" >&2
+    "$NATGW" stats --socket "$W/admin.sock" | awk '$1 == "DnsAnswersMatched" && $2 > 0 {ok = 1} END {exit !ok}' \
+      || echo "bench: warning: natgw bound no name: natgw2names measures refusals" >&2
+  fi
 }
 
 servers_up() {
@@ -192,6 +211,12 @@ http { access_log off; server { listen $SRV:80 backlog=4096 reuseport; location 
 EOF
   ip netns exec nb-srv nginx -c "$W/nginx.conf"
   ip netns exec nb-srv sockperf sr -i $SRV -p 11111 >/dev/null 2>&1 &
+  case " $MODES " in *" natgw2names "*)
+    command -v dnsmasq >/dev/null || { echo "bench: dnsmasq missing (scripts/setup-tests.sh)"; exit 1; }
+    ip netns exec nb-srv dnsmasq --no-resolv --no-hosts --no-poll --pid-file="$W/dnsmasq.pid" --user=root --group=root \
+      --bind-interfaces --listen-address=$SRV --host-record=srv.bench.example,$SRV,86400
+    mkdir -p /etc/netns/nb-cli && printf 'nameserver %s\n' "$SRV" > /etc/netns/nb-cli/resolv.conf
+  esac
   ip netns exec nb-cli sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
   ip netns exec nb-srv sysctl -qw net.core.somaxconn=4096
   # The fill test's million flows fit the kernel's table too, with as many hash buckets
@@ -370,7 +395,8 @@ names = {"tcp1": "TCP 1 stream, Gbit/s", "tcp4": "TCP 4 streams, Gbit/s", "udp":
          "cps": "new TCP conn/s (wrk, nginx)", "lat": "RTT p50, µs", "lat:p99": "RTT p99, µs",
          "swap": "policy swap to every worker, median ms"}
 # Rows where less is better get differences or ratios all the same; latency as a difference.
-order = ["fwd", "kernel", "base1", "base2", "natgw1", "natgw2", "natgw1poll", "natgw2poll", "natgw2pol", "natgw2file", "natgw2log"]
+order = ["fwd", "kernel", "base1", "base2", "natgw1", "natgw2", "natgw1poll", "natgw2poll", "natgw2pol", "natgw2file", "natgw2log",
+         "natgw2egr", "natgw2names"]
 modes = [m for m in order if any(k[1] == m for k in vals)]
 natgws = [m for m in modes if m not in ("fwd", "kernel")]
 extra = [m for m in ("natgw2pol", "natgw2file", "natgw2log") if "natgw2" in modes and m in modes]
@@ -380,6 +406,8 @@ pairs = [(m, b) for m, b in (("natgw1", "base1"), ("natgw2", "base2")) if m in m
 cols = [(m, "kernel") for m in natgws if "kernel" in modes]
 cols += [(m, "fwd") for m in ("kernel", "natgw1", "natgw2") if "fwd" in modes and m in modes]
 cols += [(m, "natgw2") for m in extra] + pairs
+if "natgw2egr" in modes and "natgw2names" in modes:
+    cols.append(("natgw2names", "natgw2egr"))
 print("\n| test | " + " | ".join(modes) + " |" + "".join(f" {a}/{b} |" for a, b in cols))
 print("|---" * (1 + len(modes) + len(cols)) + "|")
 for t in rows:
