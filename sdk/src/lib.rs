@@ -262,6 +262,19 @@ pub trait Policy: Sized + 'static {
 /// for the names natgw bound to the destination (`names`).
 pub trait Egress: Policy {
     fn check(&mut self, flow: &Flow) -> Verdict;
+
+    /// `natgw explain`: what `check` would answer and why, for an operator. By default
+    /// `check`'s verdict and no reason.
+    fn explain(&mut self, flow: &Flow) -> Explanation {
+        Explanation { verdict: self.check(flow), reason: String::new() }
+    }
+}
+
+/// A verdict and the reason for it, in words (`Egress::explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub verdict: Verdict,
+    pub reason: String,
 }
 
 /// The port-pool hook: `None` means the gateway's default pool.
@@ -520,8 +533,35 @@ macro_rules! flow_log_glue {
     };
 }
 
+// 0.2.0's egress: check and explain (the all world is 0.1.0: check only, `egress_glue`).
 #[cfg(feature = "egress")]
-egress_glue!(egress_world);
+impl<T: Egress> crate::bindings::egress_world::exports::natgw::policy::egress::Guest for Glue<T> {
+    fn check(
+        f: crate::bindings::egress_world::natgw::policy::types::Flow,
+    ) -> crate::bindings::egress_world::natgw::policy::types::Verdict {
+        verdict_out(crate::__with::<T, _>(|p| p.check(&egress_world::flow_in(f))))
+    }
+
+    fn explain(
+        f: crate::bindings::egress_world::natgw::policy::types::Flow,
+    ) -> crate::bindings::egress_world::natgw::policy::types::Explanation {
+        let e = crate::__with::<T, _>(|p| p.explain(&egress_world::flow_in(f)));
+        crate::bindings::egress_world::natgw::policy::types::Explanation {
+            verdict: verdict_out(e.verdict),
+            reason: e.reason,
+        }
+    }
+}
+
+#[cfg(feature = "egress")]
+fn verdict_out(v: Verdict) -> crate::bindings::egress_world::natgw::policy::types::Verdict {
+    use crate::bindings::egress_world::natgw::policy::types::Verdict as V;
+    match v {
+        Verdict::Allow => V::Allow,
+        Verdict::Deny => V::Deny,
+        Verdict::Reject => V::Reject,
+    }
+}
 #[cfg(feature = "all")]
 egress_glue!(all_world);
 #[cfg(feature = "port-pool")]

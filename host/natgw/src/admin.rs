@@ -23,10 +23,10 @@ use natgw_core::counters::Counter;
 /// The hook and fail-mode names the API uses, re-exported for its clients.
 pub use natgw_policy::config::{FailMode, Hook};
 
-/// The admin protocol this binary speaks. 2: `flows` takes a filter; `top`. A client says in its
+/// The admin protocol this binary speaks. 2: `flows` takes a filter; `top`. 3: `explain`. A client says in its
 /// hello the oldest version that carries its request (`Request::protocol`), so that a
 /// newer CLI still talks to an older gateway for everything that gateway understands.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The oldest protocol version this binary still answers.
 pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
 
@@ -113,6 +113,8 @@ pub enum Request {
     /// Holds the connection open, never answering further, until the process ends: a
     /// watcher (`natgw ha watch`) learns of natgw's death the moment the kernel closes it.
     Watch,
+    /// What the gateway would do with a new flow now, and why (`natgw explain`).
+    Explain(ExplainQuery),
 }
 
 impl Request {
@@ -121,6 +123,7 @@ impl Request {
         match self {
             Request::Flows { filter } if !filter.is_empty() => 2,
             Request::Top { .. } => 2,
+            Request::Explain(_) => 3,
             _ => 1,
         }
     }
@@ -267,6 +270,77 @@ pub enum Reply {
     Ha(crate::ha::HaReport),
     /// The connection is held (`Request::Watch`) until this process ends.
     Watching,
+    Explained(Box<ExplainReport>),
+}
+
+/// `natgw explain`: a new flow as its inside host would send it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainQuery {
+    pub proto: FlowProto,
+    pub src: std::net::SocketAddrV4,
+    /// The destination; without it, the first address bound to `dst_name` for `src`, at
+    /// `dst_port`.
+    #[serde(default)]
+    pub dst: Option<std::net::SocketAddrV4>,
+    #[serde(default)]
+    pub dst_port: Option<u16>,
+    /// A destination name: with `dst`, supposed bound to it (beside what is bound); alone,
+    /// the address is looked up among the names bound for `src`.
+    #[serde(default)]
+    pub dst_name: Option<String>,
+}
+
+/// What the gateway would do with a new flow, and why (`natgw explain`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainReport {
+    /// `tcp 10.10.1.10:40000 -> 203.0.113.80:443`.
+    pub flow: String,
+    /// Against a config file, not a running gateway: no names bound, no flows.
+    pub offline: bool,
+    /// The inside interface the flow would arrive on.
+    pub ingress: Option<String>,
+    /// Refused before any policy is asked, and why (a source in no inside subnet, a
+    /// destination natgw does not route to).
+    pub refused_before_policy: Option<String>,
+    /// A flow with this exact tuple exists now: its state and translation.
+    pub existing: Option<String>,
+    /// Names bound to the destination for the source (`supposed`: given with
+    /// `--dst-name`, not bound).
+    pub names: Vec<ExplainedName>,
+    /// Other addresses the name is bound to for the source (`--dst-name` alone).
+    pub other_addresses: Vec<String>,
+    /// allow, deny or reject.
+    pub verdict: String,
+    /// Why, in the egress policy's words, or natgw's (no policy, the fail mode).
+    pub reason: String,
+    /// The egress policy asked: file, generation and contract.
+    pub egress_policy: Option<String>,
+    /// The pool the mapping would come from (allowed flows only).
+    pub pool: Option<ExplainedPool>,
+    /// The source it would leave with.
+    pub translation: Option<String>,
+    /// Who may answer, under the gateway's filtering.
+    pub filtering: String,
+    /// The idle timeouts that would apply, by state, in seconds.
+    pub timeouts: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainedName {
+    pub name: String,
+    pub ttl_s: u32,
+    pub supposed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainedPool {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub ports: String,
+    pub budget: Option<u32>,
+    /// Who chose it: the port-pool policy (file, generation), or the default.
+    pub chosen_by: String,
 }
 
 /// What `natgw upgrade` did.
@@ -584,6 +658,14 @@ impl AdminClient {
     pub fn flows_matching(&self, filter: FlowFilter) -> Result<Vec<FlowEntry>, AdminError> {
         match self.call(&Request::Flows { filter })? {
             Reply::Flows { flows } => Ok(flows),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    /// What the gateway would do with a new flow now (`natgw explain`).
+    pub fn explain(&self, q: ExplainQuery) -> Result<ExplainReport, AdminError> {
+        match self.call(&Request::Explain(q))? {
+            Reply::Explained(r) => Ok(*r),
             other => Err(unexpected(&self.path, &other)),
         }
     }

@@ -700,10 +700,11 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         journal: own_journal.as_ref().map(|j| j.name.clone()),
     });
     let admin_upgrades = upgrades.clone();
+    let explain = Arc::new(ExplainInputs { cfg: cfg.clone(), names: names.clone() });
     threads.push(
         std::thread::Builder::new()
             .name("natgw-admin".into())
-            .spawn(move || serve_admin(admin, admin_shared, admin_rt, status, admin_followers, admin_upgrades))
+            .spawn(move || serve_admin(admin, admin_shared, admin_rt, status, admin_followers, admin_upgrades, explain))
             .map_err(|e| IoError::Os("spawn", e))?,
     );
     if let Some(i) = &inherited {
@@ -1189,6 +1190,46 @@ fn prune_watchers(watchers: &mut Vec<UnixStream>) -> usize {
     watchers.len()
 }
 
+/// `natgw explain` requests answered at once (each instantiates its policies).
+const MAX_EXPLAINS_AT_ONCE: usize = 4;
+
+/// What `natgw explain` reads besides the runtime: the config and the name table.
+struct ExplainInputs {
+    cfg: Config,
+    names: Option<Arc<natgw_core::dns::NameTable>>,
+}
+
+/// `natgw explain` against the running gateway: an existing flow of the tuple comes from
+/// the workers' flows.
+fn explain_now(
+    shared: &Shared,
+    rt: &Runtime,
+    inputs: &ExplainInputs,
+    pools: &[String],
+    q: &crate::admin::ExplainQuery,
+) -> Result<crate::admin::ExplainReport, AdminError> {
+    let ctx = crate::explain::ExplainContext {
+        cfg: &inputs.cfg,
+        rt,
+        names: inputs.names.as_ref(),
+        now_ms: shared.now_ms(),
+        offline: false,
+    };
+    crate::explain::explain(&ctx, q, |src, dst| {
+        let one = |a: std::net::Ipv4Addr| crate::admin::Prefix(natgw_wire::Ipv4Net { addr: a, prefix: 32 });
+        let filter = FlowFilter {
+            src: Some(one(*src.ip())),
+            dst: Some(one(*dst.ip())),
+            proto: Some(q.proto),
+            ..FlowFilter::default()
+        };
+        let original = format!("{src} -> {dst}");
+        flow_entries(shared, &filter, pools).ok()?.into_iter().find(|f| f.original == original).map(|f| {
+            format!("{} on worker {}, leaving as {}, expires in {} s", f.state, f.worker, f.translated, f.expires_in_s)
+        })
+    })
+}
+
 fn serve_admin(
     listener: UnixListener,
     shared: Arc<Shared>,
@@ -1196,6 +1237,7 @@ fn serve_admin(
     status: StatusInfo,
     followers: Option<Arc<Followers>>,
     upgrades: Arc<UpgradeContext>,
+    explain: Arc<ExplainInputs>,
 ) {
     let swap_lock = Arc::new(std::sync::Mutex::new(()));
     // Connections held open until this process ends (`Request::Watch`), bounded.
@@ -1246,6 +1288,23 @@ fn serve_admin(
                 flow_entries(&shared, &filter, &status.pools).map(|flows| Reply::Flows { flows })
             }
             Request::PolicyList => Ok(Reply::PolicyList { hooks: rt.status().into_iter().map(hook_status).collect() }),
+            Request::Explain(_) if Arc::strong_count(&explain) > MAX_EXPLAINS_AT_ONCE => {
+                Err(AdminError::BadRequest { reason: format!("{MAX_EXPLAINS_AT_ONCE} explains are running already") })
+            }
+            Request::Explain(q) => {
+                // Instantiating a policy takes milliseconds (an interpreter's, a second):
+                // on a thread of its own, so that the admin socket keeps answering. Each
+                // thread holds a reference to `explain`: that bounds how many run at once.
+                let (shared, rt, explain, pools) = (shared.clone(), rt.clone(), explain.clone(), status.pools.clone());
+                let spawned = std::thread::Builder::new().name("natgw-explain".into()).spawn(move || {
+                    let reply = explain_now(&shared, &rt, &explain, &pools, &q).map(|r| Reply::Explained(Box::new(r)));
+                    let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
+                });
+                if let Err(e) = spawned {
+                    tracing::warn!("natgw: admin: cannot start a thread for explain: {e}");
+                }
+                continue;
+            }
             Request::PolicyRemove { hook } => {
                 rt.clear(hook);
                 Ok(Reply::PolicyRemoved { hook })

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod explain;
 mod gateway;
 pub mod ha;
 mod handoff;
@@ -25,6 +26,7 @@ mod telemetry_cli;
 pub mod top;
 
 pub use admin::admin_socket;
+pub use explain::explain_offline;
 pub use gateway::{run, ControlError};
 pub use policy_cli::{policy_bench, policy_check, BenchLimits};
 pub use telemetry_cli::otlp_bench;

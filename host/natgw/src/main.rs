@@ -164,6 +164,37 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// What the gateway would do with a new flow now, and why: the inside interface, the
+    /// names bound to the destination, the egress verdict and the policy's reason, the
+    /// pool and translation, the filtering that governs replies, the timeouts. Against
+    /// the running gateway, or with --offline against a config file (--config).
+    Explain {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// Evaluate the config file given with --config, without a running gateway (no
+        /// names are bound there: --dst-name supposes one).
+        #[arg(long, requires = "config")]
+        offline: bool,
+        /// tcp, udp or icmp.
+        #[arg(long)]
+        proto: natgw::admin::FlowProto,
+        /// The inside host and its port (for ICMP echo, the identifier).
+        #[arg(long, value_name = "ADDR:PORT")]
+        src: std::net::SocketAddrV4,
+        /// The destination as the host addresses it.
+        #[arg(long, value_name = "ADDR:PORT", required_unless_present = "dst_name")]
+        dst: Option<std::net::SocketAddrV4>,
+        /// A destination name: alone, the address is the one bound to it for --src; with
+        /// --dst, the name is supposed bound to that address.
+        #[arg(long, value_name = "NAME")]
+        dst_name: Option<String>,
+        /// With --dst-name alone: the destination port.
+        #[arg(long, value_name = "PORT")]
+        dst_port: Option<u16>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// A live view, refreshed every second: packets and bytes per second each way, new
     /// and active flows, drops per reason, policy calls and errors per hook, the exporter,
     /// and the top inside hosts and destinations. q quits.
@@ -502,6 +533,21 @@ fn dispatch(command: Command) -> Result<(), ControlError> {
             }
         }),
         Command::Policy { command } => policy(command),
+        Command::Explain { gateway, offline, proto, src, dst, dst_name, dst_port, json } => {
+            let q = natgw::admin::ExplainQuery { proto, src, dst, dst_port, dst_name };
+            let r = if offline {
+                let path = gateway.config.clone().unwrap_or_default();
+                natgw::explain_offline(&path, &q)?
+            } else {
+                gateway.client()?.explain(q)?
+            };
+            if json {
+                print_json(&r)
+            } else {
+                out!("{}", report::explain_text(&r));
+                Ok(())
+            }
+        }
         Command::Top { gateway } => natgw::top::run(gateway.client()?)
             .map_err(|e| ControlError::Path { path: "the terminal".into(), source: e }),
         Command::Otlp { command: OtlpCommand::Bench { endpoint, protocol, records, batch, gzip } } => {

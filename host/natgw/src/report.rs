@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::admin::{FlowEntry, HookStatus, Stats, Status, SwapReport};
+use crate::admin::{ExplainReport, FlowEntry, HookStatus, Stats, Status, SwapReport};
 use natgw_core::counters::Counter;
 
 pub fn status_text(s: &Status) -> String {
@@ -70,6 +70,69 @@ pub fn stats_text(s: &Stats) -> String {
         s.counter(Counter::OtlpMetricExports),
         s.counter(Counter::OtlpMetricExportErrors)
     );
+    out
+}
+
+/// `natgw explain`: one line per question, in the order the gateway asks them.
+pub fn explain_text(r: &ExplainReport) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: &str| {
+        let _ = writeln!(out, "{k:<12} {v}");
+    };
+    line(
+        "flow",
+        &format!(
+            "{}{}",
+            r.flow,
+            if r.offline { "  (offline: the config's policies, no names bound, no flows)" } else { "" }
+        ),
+    );
+    line("arrives on", r.ingress.as_deref().unwrap_or("no inside interface"));
+    if let Some(e) = &r.existing {
+        line("exists", &format!("yes: {e} (its packets pass as they do; this is what a new flow would get)"));
+    }
+    let names =
+        if r.names.is_empty() {
+            "none bound to the destination for this host".to_string()
+        } else {
+            r.names
+                .iter()
+                .map(|n| {
+                    if n.supposed {
+                        format!("{} (supposed)", n.name)
+                    } else {
+                        format!("{} ({} s left)", n.name, n.ttl_s)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+    line("names", &names);
+    if !r.other_addresses.is_empty() {
+        line("also bound", &format!("{} (the name's other addresses for this host)", r.other_addresses.join(", ")));
+    }
+    if let Some(why) = &r.refused_before_policy {
+        line("verdict", &format!("{}: {why}", r.verdict));
+    } else {
+        line("verdict", &r.verdict);
+        line("because", &r.reason);
+        if let Some(p) = &r.egress_policy {
+            line("policy", p);
+        }
+    }
+    if let Some(p) = &r.pool {
+        let budget = p.budget.map_or(String::new(), |b| format!(", at most {b} mappings per inside host"));
+        line(
+            "pool",
+            &format!("{} ({}, ports {}{budget}), chosen by {}", p.name, p.addresses.join(", "), p.ports, p.chosen_by),
+        );
+    }
+    if let Some(t) = &r.translation {
+        line("leaves as", t);
+    }
+    line("replies", &r.filtering);
+    let timeouts: Vec<String> = r.timeouts.iter().map(|(k, v)| format!("{k} {v} s")).collect();
+    line("idle", &timeouts.join(", "));
     out
 }
 

@@ -557,14 +557,45 @@ impl HookInstance {
                 self.store.data_mut().names.flow = names;
                 let r = g.call_check(&mut self.store, flow_v020(flow));
                 self.store.data_mut().names.flow = None;
-                r.map(|v| match v {
-                    types_v020::Verdict::Allow => Verdict::Allow,
-                    types_v020::Verdict::Deny => Verdict::Deny,
-                    types_v020::Verdict::Reject => Verdict::Reject,
-                })
+                r.map(verdict_v010)
             }
             _ => return None,
         })
+    }
+
+    /// `natgw explain`: the verdict and the policy's reason, from `egress.explain` of a
+    /// 0.2.0 policy (a 0.1.0 one has none: its `check`, and `None`). `None` for an instance
+    /// that is not an egress policy.
+    pub fn egress_explain(
+        &mut self,
+        flow: Flow,
+        names: Option<FlowNames>,
+    ) -> Option<wasmtime::Result<(Verdict, Option<String>)>> {
+        Some(match &self.exports {
+            HookExports::Egress(g) => g.clone().call_check(&mut self.store, flow).map(|v| (v, None)),
+            HookExports::EgressV020(g) => {
+                let g = g.clone();
+                self.store.data_mut().names.flow = names;
+                let r = g.call_explain(&mut self.store, flow_v020(flow));
+                self.store.data_mut().names.flow = None;
+                r.map(|e| (verdict_v010(e.verdict), Some(e.reason.chars().take(1000).collect())))
+            }
+            _ => return None,
+        })
+    }
+
+    /// Answers this instance's `names` calls from `table` instead of the gateway's (what
+    /// `natgw explain` supposes bound). Never used on a worker's instance.
+    pub fn use_name_table(&mut self, table: Option<Arc<NameTable>>) {
+        self.store.data_mut().names.table = table;
+    }
+}
+
+fn verdict_v010(v: types_v020::Verdict) -> Verdict {
+    match v {
+        types_v020::Verdict::Allow => Verdict::Allow,
+        types_v020::Verdict::Deny => Verdict::Deny,
+        types_v020::Verdict::Reject => Verdict::Reject,
     }
 }
 

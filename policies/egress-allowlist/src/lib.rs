@@ -28,7 +28,9 @@
 //! The shared test vectors (`tests/vectors/egress.toml`) pin all of this down for every
 //! language's version of this policy.
 
-use natgw_policy_sdk::{export_policy, names, parse_toml, Cidr, Egress, Flow, Policy, PortRange, Protocol, Verdict};
+use natgw_policy_sdk::{
+    export_policy, names, parse_toml, Cidr, Egress, Explanation, Flow, Policy, PortRange, Protocol, Verdict,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -61,6 +63,8 @@ pub struct Rule {
     pub src: Option<Cidr>,
     pub protocol: Option<Protocol>,
     pub ports: PortRange,
+    /// The rule as `explain` quotes it: its keys as written.
+    pub text: String,
 }
 
 pub struct Allowlist {
@@ -75,6 +79,18 @@ fn address(key: &str, s: Option<&str>) -> Result<Option<Cidr>, String> {
         Some(s) if s.trim().eq_ignore_ascii_case("any") => Ok(None),
         Some(s) => Cidr::parse(s).map(Some).map_err(|e| format!("{key}: {e}")),
     }
+}
+
+/// `action host=… dst=… src=… protocol=… ports=…`, the keys given.
+fn rule_text(r: &RawRule) -> String {
+    let mut t = r.action.to_ascii_lowercase();
+    for (k, v) in [("host", &r.host), ("dst", &r.dst), ("src", &r.src), ("protocol", &r.protocol), ("ports", &r.ports)]
+    {
+        if let Some(v) = v {
+            t.push_str(&format!(" {k}={v}"));
+        }
+    }
+    t
 }
 
 fn verdict(key: &str, s: &str) -> Result<Verdict, String> {
@@ -117,6 +133,7 @@ impl Policy for Allowlist {
                     .transpose()
                     .map_err(|e| format!("{}: {e}", at("ports")))?
                     .unwrap_or(PortRange::ANY),
+                text: rule_text(r),
             });
         }
         names::set_patterns(&patterns).map_err(|e| format!("rule[].host: {e}"))?;
@@ -124,21 +141,40 @@ impl Policy for Allowlist {
     }
 }
 
-impl Egress for Allowlist {
-    fn check(&mut self, f: &Flow) -> Verdict {
+impl Allowlist {
+    /// The rule that decides `f` (its index), or `None`: the default.
+    fn deciding_rule(&self, f: &Flow) -> Option<usize> {
         // Asked once, and only when a rule with a host is reached.
         let mut matches: Option<u64> = None;
-        for r in &self.rules {
-            if r.protocol.is_none_or(|p| p == f.protocol)
+        self.rules.iter().position(|r| {
+            r.protocol.is_none_or(|p| p == f.protocol)
                 && r.dst.is_none_or(|c| c.contains(f.dst))
                 && r.host.is_none_or(|i| *matches.get_or_insert_with(names::dst_matches) & (1 << i) != 0)
                 && r.src.is_none_or(|c| c.contains(f.src))
                 && (f.protocol == Protocol::Icmp || r.ports.contains(f.dst_port))
-            {
-                return r.action;
+        })
+    }
+}
+
+impl Egress for Allowlist {
+    fn check(&mut self, f: &Flow) -> Verdict {
+        self.deciding_rule(f).map_or(self.default, |i| self.rules[i].action)
+    }
+
+    fn explain(&mut self, f: &Flow) -> Explanation {
+        let bound: Vec<String> = names::dst_names().into_iter().map(|n| n.name).collect();
+        let bound =
+            if bound.is_empty() { "no name bound".to_string() } else { format!("names bound: {}", bound.join(", ")) };
+        match self.deciding_rule(f) {
+            Some(i) => {
+                let r = &self.rules[i];
+                Explanation { verdict: r.action, reason: format!("rule[{i}] ({}) matched; {bound}", r.text) }
             }
+            None => Explanation {
+                verdict: self.default,
+                reason: format!("no rule of {} matched; {bound}: the default", self.rules.len()),
+            },
         }
-        self.default
     }
 }
 

@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use natgw::admin::Hook;
+use natgw::admin::{ExplainQuery, FlowProto, Hook};
 use natgw_e2e::net::{tcp_echo_probe, Probe};
 use natgw_e2e::wait::secs;
 use natgw_e2e::{eventually, policy, Netns, Topology};
@@ -146,6 +146,8 @@ fn names_topology() -> (Topology, Vec<ResolvConf>) {
     cfg.set("dns.resolvers", vec![RESOLVER.to_string(), FORGER.to_string()]);
     cfg.set("dns.inside_resolvers", vec!["10.10.2.10".to_string()]);
     cfg.set("dns.min_ttl_s", 1i64);
+    // Kept for `natgw explain --offline`.
+    cfg.write(&t.path("names-gateway.toml"));
     t.start(&cfg);
     let confs = vec![ResolvConf::point(&t.cli1, RESOLVER), ResolvConf::point(&t.cli2, "10.10.2.10")];
     (t, confs)
@@ -318,4 +320,125 @@ fn a_name_policy_swaps_with_an_address_policy_of_the_older_contract() {
     let names = t.path("names.toml");
     t.admin().policy_swap(Hook::Egress, policy("egress_allowlist.wasm"), Some(names), None, false).expect("swap back");
     assert_eq!(probe(&t.cli1, "203.0.113.81"), Probe::Open, "the 0.2.0 policy sees the name bound before the swaps");
+}
+
+fn explain(
+    t: &Topology,
+    src: &str,
+    dst: Option<&str>,
+    name: Option<&str>,
+    port: Option<u16>,
+) -> natgw::admin::ExplainReport {
+    let q = ExplainQuery {
+        proto: FlowProto::Tcp,
+        src: src.parse().expect("src"),
+        dst: dst.map(|d| d.parse().expect("dst")),
+        dst_port: port,
+        dst_name: name.map(String::from),
+    };
+    t.admin().explain(q).unwrap_or_else(|e| panic!("explain {src} -> {dst:?} {name:?}: {e}"))
+}
+
+#[test]
+fn explain_says_what_the_gateway_would_do_and_why() {
+    let (t, _confs) = names_topology();
+    // Before cli1 resolves github.com: refused by the default, no name bound.
+    let r = explain(&t, "10.10.1.10:40000", Some("203.0.113.81:443"), None, None);
+    assert_eq!(r.verdict, "reject", "{r:?}");
+    assert!(r.reason.contains("no rule of 6 matched") && r.names.is_empty() && r.pool.is_none(), "{r:?}");
+    assert!(r.translation.as_deref().is_some_and(|x| x.contains("TCP RST")), "{r:?}");
+    // A name looked up among what the host resolved: none yet.
+    let e = t.admin().explain(ExplainQuery {
+        proto: FlowProto::Tcp,
+        src: "10.10.1.10:40000".parse().expect("src"),
+        dst: None,
+        dst_port: Some(443),
+        dst_name: Some("github.com".into()),
+    });
+    assert!(e.as_ref().is_err_and(|e| e.to_string().contains("bound to no IPv4 address")), "{e:?}");
+
+    assert_eq!(getent(&t.cli1, "github.com"), Some(Ipv4Addr::new(203, 0, 113, 81)));
+    // The name alone: the address comes from the names bound for cli1.
+    let r = explain(&t, "10.10.1.10:40000", None, Some("github.com"), Some(443));
+    eprintln!("{}", natgw::report::explain_text(&r));
+    assert_eq!((r.flow.as_str(), r.verdict.as_str()), ("tcp 10.10.1.10:40000 -> 203.0.113.81:443", "allow"), "{r:?}");
+    assert!(r.reason.starts_with("rule[1] (allow host=github.com protocol=tcp ports=443) matched"), "{r:?}");
+    assert!(r.names.iter().any(|n| n.name == "github.com" && !n.supposed && n.ttl_s > 0), "{r:?}");
+    assert_eq!(r.ingress.as_deref(), Some("in1"));
+    // The demo's port-pool policy: 10.10.1.0/24 leaves from pool-a.
+    let pool = r.pool.as_ref().expect("an allowed flow has a pool");
+    assert_eq!(pool.name, "pool-a", "{r:?}");
+    assert!(pool.chosen_by.contains("subnet_port_pools"), "{r:?}");
+    assert!(r.filtering.starts_with("address-and-port-dependent"), "{r:?}");
+    assert!(r.timeouts.iter().any(|(k, v)| k == "tcp established" && *v == 7440), "{r:?}");
+    // The rule's port: 8443 is refused even with the name bound.
+    assert_eq!(explain(&t, "10.10.1.10:40000", Some("203.0.113.81:8443"), None, None).verdict, "reject");
+    // cli2 never resolved it: refused; with the name supposed bound, allowed (and nothing
+    // is bound for real: a probe is still refused).
+    assert_eq!(explain(&t, "10.10.2.10:40000", Some("203.0.113.81:443"), None, None).verdict, "reject");
+    let r = explain(&t, "10.10.2.10:40000", Some("203.0.113.81:443"), Some("github.com"), None);
+    assert_eq!(r.verdict, "allow", "{r:?}");
+    assert!(r.names.iter().any(|n| n.name == "github.com" && n.supposed), "{r:?}");
+    assert_eq!(r.pool.as_ref().map(|p| p.name.as_str()), Some("pool-b"), "{r:?}");
+    assert_eq!(probe(&t.cli2, "203.0.113.81"), Probe::Refused, "explain bound nothing");
+    // A flow of the tuple that exists is reported.
+    let held = t.cli1.enter(|| std::net::TcpStream::connect_timeout(&"203.0.113.81:443".parse().expect("sa"), secs(2)));
+    let held = held.expect("cli1 connects to github.com");
+    let local = match held.local_addr().expect("local") {
+        std::net::SocketAddr::V4(a) => a,
+        other => panic!("{other}"),
+    };
+    let r = explain(&t, &local.to_string(), Some("203.0.113.81:443"), None, None);
+    assert!(r.existing.as_deref().is_some_and(|e| e.contains("ESTABLISHED")), "{r:?}");
+    drop(held);
+    // Refused before any policy: a source in no inside subnet.
+    let r = explain(&t, "10.99.0.1:40000", Some("203.0.113.81:443"), None, None);
+    assert!(r.refused_before_policy.as_deref().is_some_and(|w| w.contains("source-not-inside")), "{r:?}");
+
+    // The command, as an operator types it, and offline against the config file.
+    let out = t.gw.output(
+        natgw_e2e::natgw_bin().to_str().expect("path"),
+        &[
+            "explain",
+            "--socket",
+            t.admin().path(),
+            "--proto",
+            "tcp",
+            "--src",
+            "10.10.1.10:40000",
+            "--dst-name",
+            "github.com",
+            "--dst-port",
+            "443",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("verdict      allow") && text.contains("pool-a"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = t.path("names-gateway.toml");
+    let out = t.gw.output(
+        natgw_e2e::natgw_bin().to_str().expect("path"),
+        &[
+            "explain",
+            "--offline",
+            "--config",
+            cfg.to_str().expect("path"),
+            "--proto",
+            "tcp",
+            "--src",
+            "10.10.1.10:40000",
+            "--dst",
+            "203.0.113.81:443",
+            "--dst-name",
+            "github.com",
+            "--json",
+        ],
+    );
+    let r: natgw::admin::ExplainReport = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    assert!(r.offline && r.verdict == "allow" && r.names.iter().all(|n| n.supposed), "{r:?}");
 }

@@ -227,6 +227,25 @@ impl NameTable {
         bits
     }
 
+    /// The addresses `name` is bound to for `host` (its own bindings and every host's), for
+    /// `natgw explain --dst-name`: a scan of the host's shard, never on a packet's path.
+    pub fn addresses_of(&self, host: Ipv4Addr, name: &str, now_ms: u64) -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        for h in [host, EVERY_HOST] {
+            let Some(shard) = self.shard(self.shard_index(h)) else { continue };
+            for ((bh, addr), list) in &shard.by_pair {
+                if *bh == h && list.iter().any(|b| b.expires_ms > now_ms && &*b.name == name) && !out.contains(addr) {
+                    out.push(*addr);
+                }
+            }
+            if h == EVERY_HOST {
+                break;
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Whether `host` (or every host) has any name for `addr` now: the cheap question.
     pub fn has_names(&self, host: Ipv4Addr, addr: IpAddr, now_ms: u64) -> bool {
         [host, EVERY_HOST].into_iter().any(|h| {
@@ -358,6 +377,18 @@ mod tests {
         assert_eq!(t.matching(OTHER, GH, 0, &ps), 0b10, "the shared one only");
         assert_eq!(t.matching(HOST, GH, 10_000, &ps), 0b10, "github.com expired");
         assert_eq!(t.matching(HOST, GH, 20_000, &ps), 0);
+    }
+
+    #[test]
+    fn addresses_of_a_name_for_a_host() {
+        let t = table(100, 100);
+        let other = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 81));
+        t.bind(HOST, GH, "github.com", 10, 0);
+        t.bind(EVERY_HOST, other, "github.com", 10, 0);
+        t.bind(OTHER, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), "github.com", 10, 0);
+        assert_eq!(t.addresses_of(HOST, "github.com", 0), vec![GH, other]);
+        assert_eq!(t.addresses_of(HOST, "github.com", 10_000), Vec::<IpAddr>::new(), "expired");
+        assert!(t.addresses_of(HOST, "example.org", 0).is_empty());
     }
 
     #[test]
