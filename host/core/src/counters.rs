@@ -101,6 +101,14 @@ counters! {
     /// Refusals the cache gave up while they still held, for another tuple's in the same
     /// slot (it holds 4096 per worker): that tuple's next packet asks the policy again.
     PolicyRefusalsEvicted => "PolicyRefusalsEvicted",
+    /// The shadow egress policy (`natgw policy shadow`): calls it answered, answers that
+    /// differ from the live policy's, calls skipped because shadow calls had used their
+    /// share of the worker (10 % of each second: the live decision never waits for one),
+    /// and calls that failed (the live policy decides as ever).
+    PolicyShadowCalls => "PolicyShadowCalls",
+    PolicyShadowDisagreements => "PolicyShadowDisagreements",
+    PolicyShadowSkipped => "PolicyShadowSkipped",
+    PolicyShadowErrors => "PolicyShadowErrors",
     /// Refused packets counted into a summary REJECT record (one per tuple and interval)
     /// instead of a record each.
     FlowLogRefusalsSummarized => "FlowLogRefusalsSummarized",

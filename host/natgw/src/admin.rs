@@ -115,6 +115,22 @@ pub enum Request {
     Watch,
     /// What the gateway would do with a new flow now, and why (`natgw explain`).
     Explain(ExplainQuery),
+    /// Run a candidate egress policy beside the live one on the same new flows, never
+    /// deciding (`natgw policy shadow`); answered when every worker runs it.
+    PolicyShadow {
+        hook: Hook,
+        component: PathBuf,
+        config: Option<PathBuf>,
+    },
+    /// Stop the shadow policy.
+    PolicyShadowRemove {
+        hook: Hook,
+    },
+    /// The shadow policy becomes the live one, through the same swap (`natgw policy promote`).
+    PolicyPromote {
+        hook: Hook,
+        fail: Option<FailMode>,
+    },
 }
 
 impl Request {
@@ -123,7 +139,10 @@ impl Request {
         match self {
             Request::Flows { filter } if !filter.is_empty() => 2,
             Request::Top { .. } => 2,
-            Request::Explain(_) => 3,
+            Request::Explain(_)
+            | Request::PolicyShadow { .. }
+            | Request::PolicyShadowRemove { .. }
+            | Request::PolicyPromote { .. } => 3,
             _ => 1,
         }
     }
@@ -563,6 +582,13 @@ pub struct HookStatus {
     pub fail: FailMode,
     /// Generation each caller of the hook (the workers, or the flow-log thread) serves.
     pub serving: Vec<u64>,
+    /// The shadow egress policy (`natgw policy shadow`): it decides nothing; `calls` are
+    /// the flows it answered for, `errors` its failures.
+    #[serde(default)]
+    pub shadow: bool,
+    /// The contract version the component was built against.
+    #[serde(default)]
+    pub contract: String,
 }
 
 /// A policy swap that was published.
@@ -580,6 +606,9 @@ pub struct SwapReport {
     pub serving_everywhere: bool,
     /// With `revalidate`: existing flows the new policy denied, now revoked.
     pub revoked: Option<u64>,
+    /// A shadow policy was started (it decides nothing), not a live one swapped.
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 /// A connection to a running gateway's admin socket. Each call is one connection: hello,
@@ -732,6 +761,34 @@ impl AdminClient {
             .set_read_timeout(None)
             .map_err(|e| AdminError::Transport { path: self.path.clone(), reason: e.to_string() })?;
         Ok(stream)
+    }
+
+    /// `natgw policy shadow`: a candidate beside the live egress policy.
+    pub fn policy_shadow(
+        &self,
+        hook: Hook,
+        component: PathBuf,
+        config: Option<PathBuf>,
+    ) -> Result<SwapReport, AdminError> {
+        match self.call_within(&Request::PolicyShadow { hook, component, config }, SWAP_ANSWER_TIMEOUT)? {
+            Reply::PolicySwapped(r) => Ok(r),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    pub fn policy_shadow_remove(&self, hook: Hook) -> Result<(), AdminError> {
+        match self.call_within(&Request::PolicyShadowRemove { hook }, SWAP_ANSWER_TIMEOUT)? {
+            Reply::PolicyRemoved { .. } => Ok(()),
+            other => Err(unexpected(&self.path, &other)),
+        }
+    }
+
+    /// `natgw policy promote`: the shadow becomes the live policy.
+    pub fn policy_promote(&self, hook: Hook, fail: Option<FailMode>) -> Result<SwapReport, AdminError> {
+        match self.call_within(&Request::PolicyPromote { hook, fail }, SWAP_ANSWER_TIMEOUT)? {
+            Reply::PolicySwapped(r) => Ok(r),
+            other => Err(unexpected(&self.path, &other)),
+        }
     }
 
     pub fn policy_remove(&self, hook: Hook) -> Result<(), AdminError> {

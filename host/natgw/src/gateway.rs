@@ -1163,6 +1163,48 @@ fn swap_and_wait(
         serving_after_us: u64::try_from(serving_after.as_micros()).unwrap_or(u64::MAX),
         serving_everywhere,
         revoked,
+        shadow: false,
+    })
+}
+
+/// `natgw policy shadow` and `promote`: the shadow started (every worker running it), or
+/// promoted through the live swap (every worker serving it), with the same report.
+fn shadow_and_wait(
+    rt: &Runtime,
+    shared: &Shared,
+    hook: Hook,
+    start: Option<(&Path, Option<&Path>)>,
+    fail: Option<FailMode>,
+) -> Result<SwapReport, PolicyError> {
+    if hook != Hook::Egress {
+        return Err(PolicyError::Engine(format!("shadow policies are for the egress hook, not {hook}")));
+    }
+    let t0 = Instant::now();
+    let g = match start {
+        Some((component, config)) => rt.shadow_swap(component, config)?,
+        None => rt.promote_shadow(fail)?,
+    };
+    let prepared = t0.elapsed();
+    let published = Instant::now();
+    for w in 0..shared.wake.len() {
+        shared.wake(w);
+    }
+    let callers: Vec<usize> = rt.callers_of(hook).collect();
+    let serves = |c: usize| if start.is_some() { rt.shadow_serving(c) == g.id } else { rt.serving(hook, c) == g.id };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !callers.iter().all(|&c| serves(c)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(SwapReport {
+        hook,
+        generation: g.id,
+        file: g.file.display().to_string(),
+        sha256: g.hash.clone(),
+        prepared_us: u64::try_from(prepared.as_micros()).unwrap_or(u64::MAX),
+        serving_after_us: u64::try_from(published.elapsed().as_micros()).unwrap_or(u64::MAX),
+        serving_everywhere: callers.iter().all(|&c| serves(c)),
+        revoked: None,
+        shadow: start.is_some(),
     })
 }
 
@@ -1309,6 +1351,34 @@ fn serve_admin(
                 rt.clear(hook);
                 Ok(Reply::PolicyRemoved { hook })
             }
+            Request::PolicyShadowRemove { hook } => {
+                rt.clear_shadow();
+                Ok(Reply::PolicyRemoved { hook })
+            }
+            Request::PolicyShadow { .. } | Request::PolicyPromote { .. } => {
+                // Compiles and instantiates like a swap: on a thread of its own, one at a time.
+                let (rt, shared, lock) = (rt.clone(), shared.clone(), swap_lock.clone());
+                let spawned = std::thread::Builder::new().name("natgw-swap".into()).spawn(move || {
+                    let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    let (hook, reply) = match &request {
+                        Request::PolicyShadow { hook, component, config } => {
+                            (*hook, shadow_and_wait(&rt, &shared, *hook, Some((component, config.as_deref())), None))
+                        }
+                        Request::PolicyPromote { hook, fail } => {
+                            (*hook, shadow_and_wait(&rt, &shared, *hook, None, *fail))
+                        }
+                        _ => return,
+                    };
+                    let reply = reply
+                        .map(Reply::PolicySwapped)
+                        .map_err(|e| AdminError::PolicyRefused { hook, reason: e.to_string() });
+                    let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
+                });
+                if let Err(e) = spawned {
+                    tracing::warn!("natgw: admin: cannot start a thread for a shadow policy: {e}");
+                }
+                continue;
+            }
             Request::FollowFlows => match &followers {
                 Some(f) => {
                     if conn.write_all(Envelope::Ok(Reply::Following).line().as_bytes()).is_ok() {
@@ -1384,6 +1454,8 @@ fn hook_status(h: natgw_policy::HookStatus) -> HookStatus {
         timeouts: h.timeouts,
         fail: h.fail,
         serving: h.serving,
+        shadow: h.shadow,
+        contract: h.contract.to_string(),
     }
 }
 

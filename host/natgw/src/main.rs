@@ -249,6 +249,36 @@ enum PolicyCommand {
         #[command(flatten)]
         gateway: SwapGatewayArgs,
     },
+    /// Run a candidate egress policy beside the live one on the same new flows: it decides
+    /// nothing; each answer that differs is counted (PolicyShadowDisagreements) and every
+    /// flow's record carries it (natgw.shadow.verdict). Shadow calls use at most a tenth
+    /// of a worker (past it they are skipped, counted). --remove stops it.
+    Shadow {
+        #[arg(long, value_parser = parse_hook)]
+        hook: Hook,
+        /// The candidate component (.wasm).
+        #[arg(required_unless_present = "remove")]
+        file: Option<PathBuf>,
+        /// A file whose text is passed to the candidate's init.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Stop the shadow policy.
+        #[arg(long, conflicts_with_all = ["file", "config"])]
+        remove: bool,
+        #[command(flatten)]
+        gateway: SwapGatewayArgs,
+    },
+    /// Make the shadow policy the live one, with the same swap as `policy swap` (no
+    /// connection dropped); the shadow stops.
+    Promote {
+        #[arg(long, value_parser = parse_hook)]
+        hook: Hook,
+        /// Fail mode: open or closed (default: the hook's current one).
+        #[arg(long, value_parser = parse_fail)]
+        fail: Option<FailMode>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
     /// Remove a hook's policy: the built-in behaviour (allow, default pool, log as is).
     Remove {
         #[arg(long, value_parser = parse_hook)]
@@ -362,6 +392,30 @@ fn policy(cmd: PolicyCommand) -> Result<(), ControlError> {
                 fail,
                 revalidate,
             )?;
+            outln!("{}", report::swap_text(&report));
+            Ok(())
+        }
+        PolicyCommand::Shadow { hook, remove: true, gateway, .. } => {
+            gateway.client()?.policy_shadow_remove(hook)?;
+            outln!("{hook} shadow policy stopped");
+            Ok(())
+        }
+        PolicyCommand::Shadow { hook, file, config, gateway, .. } => {
+            let file = file.ok_or_else(|| {
+                ControlError::Admin(natgw::admin::AdminError::BadRequest {
+                    reason: "give the candidate's file, or --remove".into(),
+                })
+            })?;
+            let report = gateway.client()?.policy_shadow(
+                hook,
+                absolute(&file)?,
+                config.as_deref().map(absolute).transpose()?,
+            )?;
+            outln!("{}", report::swap_text(&report));
+            Ok(())
+        }
+        PolicyCommand::Promote { hook, fail, gateway } => {
+            let report = gateway.client()?.policy_promote(hook, fail)?;
             outln!("{}", report::swap_text(&report));
             Ok(())
         }

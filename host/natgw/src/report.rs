@@ -224,7 +224,7 @@ pub fn policy_list_text(hooks: &[HookStatus]) -> String {
         let _ = writeln!(
             out,
             "{:<10} {:>4} {:<14} {:<23} {:>10} {:>7} {:>8} {:<6} {:<12} {}",
-            h.hook.name(),
+            if h.shadow { format!("{}*", h.hook.name()) } else { h.hook.name().to_string() },
             h.generation,
             &h.sha256[..12.min(h.sha256.len())],
             utc_text(h.loaded_unix_s),
@@ -236,14 +236,20 @@ pub fn policy_list_text(hooks: &[HookStatus]) -> String {
             h.file
         );
     }
+    if hooks.iter().any(|h| h.shadow) {
+        out.push_str(
+            "* a shadow policy: it runs beside the live one and decides nothing (natgw stats: PolicyShadow*)\n",
+        );
+    }
     out
 }
 
 /// What a policy swap did, in one line.
 pub fn swap_text(r: &SwapReport) -> String {
     let mut msg = format!(
-        "{} policy #{} ({}, sha256 {}) compiled and validated in {:.1} ms; {} in {:.1} ms",
+        "{}{} policy #{} ({}, sha256 {}) compiled and validated in {:.1} ms; {} in {:.1} ms",
         r.hook,
+        if r.shadow { " shadow" } else { "" },
         r.generation,
         r.file,
         &r.sha256[..12.min(r.sha256.len())],
@@ -368,6 +374,7 @@ mod tests {
             serving_after_us: 300,
             serving_everywhere: true,
             revoked: None,
+            shadow: false,
         };
         assert_eq!(
             swap_text(&r),
@@ -375,5 +382,7 @@ mod tests {
         );
         r.revoked = Some(3);
         assert!(swap_text(&r).ends_with("; revalidated existing flows: 3 revoked"));
+        r.shadow = true;
+        assert!(swap_text(&r).starts_with("egress shadow policy #7"), "{}", swap_text(&r));
     }
 }

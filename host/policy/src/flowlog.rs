@@ -253,16 +253,16 @@ pub fn export_record(e: &LogEntry, host: Option<&HostFields>, interfaces: &[Stri
         put("natgw.flow.tcp_flags", u16::from(r.tcp_flags).into());
     }
     if let Some(h) = host {
-        put(
-            "natgw.policy.verdict",
-            match h.verdict {
-                EgressDecision::Allow => "allow",
-                EgressDecision::Deny => "deny",
-                EgressDecision::Reject => "reject",
-            }
-            .into(),
-        );
+        let word = |v: EgressDecision| match v {
+            EgressDecision::Allow => "allow",
+            EgressDecision::Deny => "deny",
+            EgressDecision::Reject => "reject",
+        };
+        put("natgw.policy.verdict", word(h.verdict).into());
         put("natgw.policy.generation", h.generation.into());
+        if let Some(v) = h.shadow {
+            put("natgw.shadow.verdict", word(v).into());
+        }
     }
     for attr in &e.attributes {
         if !a.iter().any(|(k, _)| *k == attr.key) {

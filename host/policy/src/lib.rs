@@ -708,6 +708,10 @@ pub struct HookStatus {
     pub fail: FailMode,
     /// Generation each caller of the hook (the workers, or the flow-log thread) serves.
     pub serving: Vec<u64>,
+    /// The shadow egress policy, not a live one.
+    pub shadow: bool,
+    /// The contract version it was built against.
+    pub contract: &'static str,
 }
 
 /// The policy runtime of a gateway: engine, linker, cache and the current generation of
@@ -721,6 +725,10 @@ pub struct Runtime {
     current: [ArcSwapOption<Generation>; 3],
     /// Per hook, per caller: the generation id it serves (0 = none).
     serving: [Vec<AtomicU64>; 3],
+    /// A candidate egress policy run beside the live one (`natgw policy shadow`), and the
+    /// shadow generation each worker serves.
+    shadow: ArcSwapOption<Generation>,
+    shadow_serving: Vec<AtomicU64>,
     next_id: AtomicU64,
     /// CPU time per call (`policy.call_timeout_us`).
     call_budget: Duration,
@@ -807,6 +815,8 @@ impl Runtime {
             callers,
             current: Default::default(),
             serving: std::array::from_fn(|_| (0..callers).map(|_| AtomicU64::new(0)).collect()),
+            shadow: ArcSwapOption::empty(),
+            shadow_serving: (0..callers).map(|_| AtomicU64::new(0)).collect(),
             next_id: AtomicU64::new(1),
             call_budget,
             tick,
@@ -1163,6 +1173,57 @@ impl Runtime {
         Ok(g)
     }
 
+    /// `natgw policy shadow`: prepares a candidate egress policy and runs it beside the
+    /// live one (never deciding anything). Returns the shadow generation.
+    pub fn shadow_swap(&self, component: &Path, config: Option<&Path>) -> Result<Arc<Generation>, PolicyError> {
+        let _one_at_a_time = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.prepare(Hook::Egress, component, config, FailMode::Closed)?;
+        self.shadow.store(Some(Arc::clone(&g)));
+        Ok(g)
+    }
+
+    /// The shadow egress generation, if any.
+    pub fn shadow(&self) -> Option<Arc<Generation>> {
+        self.shadow.load_full()
+    }
+
+    /// The shadow generation's id (0 = none): the workers' cheap check.
+    pub fn shadow_id(&self) -> u64 {
+        self.shadow.load().as_ref().map_or(0, |g| g.id)
+    }
+
+    pub fn set_shadow_serving(&self, caller: usize, id: u64) {
+        if let Some(s) = self.shadow_serving.get(caller) {
+            s.store(id, Ordering::Release);
+        }
+    }
+
+    /// The shadow generation a caller serves (0 = none).
+    pub fn shadow_serving(&self, caller: usize) -> u64 {
+        self.shadow_serving.get(caller).map_or(0, |s| s.load(Ordering::Acquire))
+    }
+
+    /// Stops the shadow policy.
+    pub fn clear_shadow(&self) {
+        let _one_at_a_time = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.shadow.store(None);
+    }
+
+    /// `natgw policy promote`: the shadow policy becomes the live egress policy, through
+    /// the same swap as any other (a new generation prepared from its file and config,
+    /// published, each worker switching at a batch boundary), and stops being a shadow.
+    pub fn promote_shadow(&self, fail: Option<FailMode>) -> Result<Arc<Generation>, PolicyError> {
+        let _one_at_a_time = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = self.shadow.load_full() else {
+            return Err(PolicyError::Engine("no shadow egress policy to promote (natgw policy shadow)".into()));
+        };
+        let fail = fail.or_else(|| self.current(Hook::Egress).map(|g| g.fail)).unwrap_or(Hook::Egress.default_fail());
+        let g = self.prepare_with_text(Hook::Egress, &s.file, s.config_text.clone(), fail)?;
+        self.current[Hook::Egress.index()].store(Some(Arc::clone(&g)));
+        self.shadow.store(None);
+        Ok(g)
+    }
+
     /// Removes the policy of a hook: the gateway's built-in behaviour applies again.
     pub fn clear(&self, hook: Hook) {
         let _one_at_a_time = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -1185,8 +1246,24 @@ impl Runtime {
                     timeouts: g.stats.timeouts.load(Ordering::Relaxed),
                     fail: g.fail,
                     serving: self.callers_of(h).map(|c| self.serving(h, c)).collect(),
+                    shadow: false,
+                    contract: g.contract,
                 })
             })
+            .chain(self.shadow().map(|g| HookStatus {
+                hook: Hook::Egress,
+                generation: g.id,
+                file: g.file.display().to_string(),
+                sha256: g.hash.clone(),
+                loaded_unix_s: g.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                calls: g.stats.calls.load(Ordering::Relaxed),
+                errors: g.stats.errors.load(Ordering::Relaxed),
+                timeouts: g.stats.timeouts.load(Ordering::Relaxed),
+                fail: g.fail,
+                serving: self.callers_of(Hook::Egress).map(|c| self.shadow_serving(c)).collect(),
+                shadow: true,
+                contract: g.contract,
+            }))
             .collect()
     }
 

@@ -80,8 +80,11 @@ pub fn run(rt: Weak<Runtime>, rx: Receiver<SpareRequest>) {
         };
         for p in due {
             let (Some(rt), Some(g)) = (rt.upgrade(), p.generation.upgrade()) else { continue };
-            // A superseded generation serves nobody any more; a full slot needs nothing.
-            if rt.current_id(g.hook) != g.id || g.spare_ready(p.caller) {
+            // A superseded generation (neither the hook's nor the shadow) serves nobody any
+            // more; a full slot needs nothing.
+            let serves =
+                rt.current_id(g.hook) == g.id || (g.hook == crate::config::Hook::Egress && rt.shadow_id() == g.id);
+            if !serves || g.spare_ready(p.caller) {
                 continue;
             }
             made.push((g.id, p.caller, Instant::now()));

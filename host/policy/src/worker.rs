@@ -15,9 +15,13 @@ use natgw_core::nat::policy::{DestinationNames, EgressDecision, FlowPolicy, NewF
 use natgw_core::nat::pool::PoolId;
 use natgw_wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
-/// The generation a caller serves for one hook, and its instance.
+/// The generation a caller serves for one hook (or the shadow egress policy), and its
+/// instance.
 pub struct HookSlot {
     hook: Hook,
+    /// The shadow egress policy's slot: its failures count as `PolicyShadowErrors`, never
+    /// as the live hook's errors.
+    shadow: bool,
     /// Which caller this is (a worker's index, or the flow-log thread's).
     caller: usize,
     generation: Option<Arc<Generation>>,
@@ -38,7 +42,20 @@ pub enum Called<R> {
 
 impl HookSlot {
     pub fn new(hook: Hook, caller: usize) -> Self {
-        HookSlot { hook, caller, generation: None, instance: None, last_log: None, calls: 0 }
+        HookSlot { hook, shadow: false, caller, generation: None, instance: None, last_log: None, calls: 0 }
+    }
+
+    /// The slot of the shadow egress policy (`Runtime::shadow`).
+    pub fn shadow(caller: usize) -> Self {
+        HookSlot { shadow: true, ..HookSlot::new(Hook::Egress, caller) }
+    }
+
+    fn error_counter(&self) -> Counter {
+        if self.shadow {
+            Counter::PolicyShadowErrors
+        } else {
+            Counter::PolicyErrors
+        }
     }
 
     pub fn generation_id(&self) -> u64 {
@@ -53,35 +70,48 @@ impl HookSlot {
     /// Takes over the current generation if it changed.
     pub fn refresh(&mut self, rt: &Runtime) {
         self.publish_calls();
-        let id = rt.current_id(self.hook);
+        let id = if self.shadow { rt.shadow_id() } else { rt.current_id(self.hook) };
         if id == self.generation_id() {
             return;
         }
         let caller = self.caller;
         self.instance = None;
-        self.generation = rt.current(self.hook);
+        self.generation = if self.shadow { rt.shadow() } else { rt.current(self.hook) };
         if let Some(g) = &self.generation {
             // Prepared by the swap; its spare is made now, off this thread.
             self.instance = g.take_spare(caller);
             rt.request_spare(g, caller);
         }
-        rt.set_serving(self.hook, caller, self.generation_id());
+        if self.shadow {
+            rt.set_shadow_serving(caller, self.generation_id());
+        } else {
+            rt.set_serving(self.hook, caller, self.generation_id());
+        }
     }
 
     fn failed(&mut self, counters: &Counters, why: &str) {
-        counters.inc(Counter::PolicyErrors);
+        counters.inc(self.error_counter());
         if let Some(g) = &self.generation {
             g.stats.errors.fetch_add(1, Ordering::Relaxed);
             // One line a second per slot: a policy failing on every flow must not flood.
             if self.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 self.last_log = Some(Instant::now());
-                tracing::warn!(
-                    "natgw: policy {}#{} ({}): {why}; fail mode {} applies",
-                    self.hook,
-                    g.id,
-                    g.file.display(),
-                    g.fail
-                );
+                if self.shadow {
+                    tracing::warn!(
+                        "natgw: shadow policy {}#{} ({}): {why}; the live policy decides as ever",
+                        self.hook,
+                        g.id,
+                        g.file.display()
+                    );
+                } else {
+                    tracing::warn!(
+                        "natgw: policy {}#{} ({}): {why}; fail mode {} applies",
+                        self.hook,
+                        g.id,
+                        g.file.display(),
+                        g.fail
+                    );
+                }
             }
         }
     }
@@ -109,7 +139,7 @@ impl HookSlot {
                     // Asked again: a request the spare thread's full queue dropped must
                     // not leave this caller without spares (it ignores duplicates).
                     rt.request_spare(g, self.caller);
-                    counters.inc(Counter::PolicyErrors);
+                    counters.inc(self.error_counter());
                     counters.inc(Counter::PolicySpareMisses);
                     g.stats.errors.fetch_add(1, Ordering::Relaxed);
                     return Called::Failed(fail);
@@ -175,7 +205,17 @@ pub struct WorkerPolicy {
     port_pool: HookSlot,
     /// Whether the last egress answer was the fail mode.
     egress_failed: bool,
+    /// The shadow egress policy, its answer to the last question, and its share of this
+    /// worker: call time used in the current second.
+    shadow: HookSlot,
+    shadow_verdict: Option<EgressDecision>,
+    shadow_second: Instant,
+    shadow_used: Duration,
 }
+
+/// Call time the shadow policy may use per second on a worker (10 %): past it, shadow
+/// calls are skipped (counted) until the next second.
+pub const SHADOW_SHARE_PER_SECOND: Duration = Duration::from_millis(100);
 
 impl WorkerPolicy {
     pub fn new(rt: Arc<Runtime>, worker: usize, counters: Arc<Counters>) -> Self {
@@ -185,9 +225,45 @@ impl WorkerPolicy {
             egress: HookSlot::new(Hook::Egress, worker),
             port_pool: HookSlot::new(Hook::PortPool, worker),
             egress_failed: false,
+            shadow: HookSlot::shadow(worker),
+            shadow_verdict: None,
+            shadow_second: Instant::now(),
+            shadow_used: Duration::ZERO,
         };
         w.batch_boundary();
         w
+    }
+}
+
+impl WorkerPolicy {
+    /// The shadow policy's answer for the flow the live one just decided, if a shadow runs
+    /// and has share left this second: after the live decision, which it never changes.
+    fn ask_shadow(&mut self, wf: Flow, names: Option<FlowNames>, live: EgressDecision) -> Option<EgressDecision> {
+        self.shadow.generation()?;
+        let now = Instant::now();
+        if now.duration_since(self.shadow_second) >= Duration::from_secs(1) {
+            (self.shadow_second, self.shadow_used) = (now, Duration::ZERO);
+        }
+        if self.shadow_used >= SHADOW_SHARE_PER_SECOND {
+            self.counters.inc(Counter::PolicyShadowSkipped);
+            return None;
+        }
+        let r = self.shadow.call(&self.rt, &self.counters, |inst| match inst.egress_check(wf, names) {
+            Some(r) => r.map_err(|e| error_text(&e)),
+            None => Err("instance does not export egress".into()),
+        });
+        self.shadow_used += now.elapsed();
+        let answer = match r {
+            Called::Answer(Verdict::Allow) => EgressDecision::Allow,
+            Called::Answer(Verdict::Deny) => EgressDecision::Deny,
+            Called::Answer(Verdict::Reject) => EgressDecision::Reject,
+            Called::NoPolicy | Called::Failed(_) => return None,
+        };
+        self.counters.inc(Counter::PolicyShadowCalls);
+        if answer != live {
+            self.counters.inc(Counter::PolicyShadowDisagreements);
+        }
+        Some(answer)
     }
 }
 
@@ -198,6 +274,10 @@ impl FlowPolicy for WorkerPolicy {
 
     fn egress_failed(&self) -> bool {
         self.egress_failed
+    }
+
+    fn shadow_verdict(&self) -> Option<EgressDecision> {
+        self.shadow_verdict
     }
 
     fn egress(&mut self, flow: &NewFlow) -> EgressDecision {
@@ -213,14 +293,16 @@ impl FlowPolicy for WorkerPolicy {
             None => Err("instance does not export egress".into()),
         });
         self.egress_failed = matches!(r, Called::Failed(_));
-        match r {
+        let live = match r {
             Called::NoPolicy => EgressDecision::Allow,
             Called::Answer(Verdict::Allow) => EgressDecision::Allow,
             Called::Answer(Verdict::Deny) => EgressDecision::Deny,
             Called::Answer(Verdict::Reject) => EgressDecision::Reject,
             Called::Failed(FailMode::Open) => EgressDecision::Allow,
             Called::Failed(FailMode::Closed) => EgressDecision::Deny,
-        }
+        };
+        self.shadow_verdict = self.ask_shadow(wf, names, live);
+        live
     }
 
     fn port_pool(&mut self, flow: &NewFlow) -> PoolDecision {
@@ -255,5 +337,6 @@ impl FlowPolicy for WorkerPolicy {
     fn batch_boundary(&mut self) {
         self.egress.refresh(&self.rt);
         self.port_pool.refresh(&self.rt);
+        self.shadow.refresh(&self.rt);
     }
 }

@@ -305,6 +305,7 @@ fn flow_log_filter_samples_redacts_and_annotates() {
         direction: FlowDirection::Egress,
         verdict: if i == 9 { EgressDecision::Reject } else { EgressDecision::Allow },
         policy_generation: 4,
+        shadow_verdict: None,
     };
     let clock = WallClock { epoch_ns: 1_700_000_000_000_000_000 };
     let ends: Vec<FlowEnd> = (0..10).map(end).collect();
@@ -591,4 +592,70 @@ fn a_component_importing_what_natgw_does_not_provide_is_refused_naming_the_impor
     assert!(text.contains("http.wasm") && text.contains("wasi:http/outgoing-handler@0.2.0"), "{text}");
     eprintln!("{text}");
     assert_eq!(rt.current(Hook::Egress).unwrap().id, serving, "the previous policy keeps serving");
+}
+
+/// A shadow policy that blocks on every flow until natgw wakes it at the deadline (so each
+/// call takes the whole deadline and its instance serves on): the live answers are the
+/// live policy's, its failures count as the shadow's (never `PolicyErrors`), and once
+/// shadow calls have used the worker's share for the second they are skipped (counted)
+/// instead of called. (A shadow that traps is throttled by its spares instead.)
+#[test]
+fn a_shadow_policy_never_changes_the_live_answer_and_is_held_to_its_share() {
+    let dir = tempdir::Dir::new("shadow");
+    let rt = runtime(1);
+    rt.swap(
+        Hook::Egress,
+        &component("egress_allowlist"),
+        Some(&write(&dir, "allow.toml", "default = \"allow\"\n")),
+        None,
+    )
+    .unwrap();
+    let shadow = rt.shadow_swap(&component("blocking_egress"), None).unwrap();
+    let counters = Arc::new(Counters::default());
+    let mut wp = WorkerPolicy::new(rt.clone(), 0, counters.clone());
+    assert_eq!(rt.shadow_serving(0), shadow.id);
+    let flow = |port: u16| NewFlow {
+        proto: PROTO_TCP,
+        src: Ipv4Addr::new(10, 10, 1, 10),
+        src_port: 40000,
+        dst: Ipv4Addr::new(203, 0, 113, 80),
+        dst_port: port,
+        ingress: 0,
+    };
+    // Port 669 blocks in the shadow until its deadline (20 ms here).
+    let mut asked = 0;
+    while counters.get(Counter::PolicyShadowSkipped) == 0 {
+        assert_eq!(wp.egress(&flow(669)), EgressDecision::Allow, "the live policy decides");
+        assert_eq!(wp.shadow_verdict(), None, "a shadow that failed or was skipped answers nothing");
+        asked += 1;
+        assert!(
+            asked < 500,
+            "shadow calls were never skipped: errors {}, spare misses {}, stats {:?}",
+            counters.get(Counter::PolicyShadowErrors),
+            counters.get(Counter::PolicySpareMisses),
+            rt.status()
+        );
+    }
+    assert_eq!(counters.get(Counter::PolicyErrors), 0, "the shadow's failures are not the live policy's");
+    // About 100 ms of 20 ms calls before the share ran out (more on a slow machine, where
+    // a second may pass meanwhile); never hundreds.
+    let failed = counters.get(Counter::PolicyShadowErrors);
+    assert!((4..100).contains(&failed), "{failed} shadow calls ran before the share ran out");
+    assert_eq!(counters.get(Counter::PolicyShadowCalls), 0);
+    // In a later second, with its share back, it answers again (and agrees: allow).
+    let t = Instant::now();
+    loop {
+        assert_eq!(wp.egress(&flow(80)), EgressDecision::Allow);
+        if wp.shadow_verdict() == Some(EgressDecision::Allow) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "the shadow never answered again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(counters.get(Counter::PolicyShadowDisagreements), 0);
+    // Stopped: no more shadow answers.
+    rt.clear_shadow();
+    wp.batch_boundary();
+    wp.egress(&flow(80));
+    assert_eq!((wp.shadow_verdict(), rt.shadow_serving(0)), (None, 0));
 }

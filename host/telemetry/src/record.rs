@@ -44,6 +44,11 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("natgw.flow.tcp_flags", "tcp-flags", "OR of the TCP flags seen in both directions over the flow's life"),
     ("natgw.policy.verdict", "-", "the egress verdict that admitted or refused it: allow, deny or reject"),
     ("natgw.policy.generation", "-", "the egress policy generation that gave it (0: no policy installed)"),
+    (
+        "natgw.shadow.verdict",
+        "-",
+        "what the shadow egress policy answered for it (natgw policy shadow; absent when none ran)",
+    ),
 ];
 
 /// An attribute value.
@@ -82,6 +87,7 @@ pub struct HostFields {
     pub verdict: EgressDecision,
     pub generation: u64,
     pub created_unix_ns: u64,
+    pub shadow: Option<EgressDecision>,
 }
 
 impl HostFields {
@@ -92,6 +98,7 @@ impl HostFields {
             verdict: e.verdict,
             generation: e.policy_generation,
             created_unix_ns,
+            shadow: e.shadow_verdict,
         }
     }
 }

@@ -422,3 +422,78 @@ fn a_flood_to_a_refused_destination_costs_one_call_and_a_few_records() {
     assert!(calls <= 4, "{calls} policy calls for one refused tuple");
     assert!(records <= 8, "{records} records for one refused tuple");
 }
+
+/// A candidate policy beside the live one: every new flow asks both, only the live one
+/// decides; each disagreement is counted and the flow's record carries the shadow's answer;
+/// promoting it swaps it in with the same zero-drop swap.
+#[test]
+fn a_shadow_policy_is_asked_beside_the_live_one_and_promoted() {
+    let mut t = Topology::demo();
+    start_echo_8081(&mut t);
+    // Live: the demo's allow-list A (8081 allowed). Shadow: B (8081 rejected).
+    let r = t
+        .admin()
+        .policy_shadow(
+            Hook::Egress,
+            policy("egress_allowlist.wasm"),
+            Some(demo_policy_config("egress-allowlist-b.toml")),
+        )
+        .expect("shadow");
+    assert!(r.shadow && r.serving_everywhere, "{r:?}");
+    let listed = t.admin().policy_list().expect("list");
+    assert!(listed.iter().any(|h| h.shadow && h.generation == r.generation), "{listed:?}");
+    let (calls, disagreements) = (t.counter("PolicyShadowCalls"), t.counter("PolicyShadowDisagreements"));
+    // Five connections to 8081 from fixed ports (live allows, the shadow would reject) and
+    // three to port 80 (both allow).
+    for port in 47001..=47005u16 {
+        let p = t.cli1.enter(|| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+            s.bind(&sa(&format!("10.10.1.10:{port}")).into()).expect("bind");
+            s.connect_timeout(&sa("203.0.113.80:8081").into(), secs(2)).map(|_| ())
+        });
+        assert!(p.is_ok(), "the live policy allows 8081: {p:?}");
+    }
+    for port in 47011..=47013u16 {
+        let code = curl_code(
+            &t.cli1,
+            &["-m", "3", "--local-port", &port.to_string(), "-o", "/dev/null", "http://203.0.113.80/ip"],
+        );
+        assert_eq!(code, Some(0));
+    }
+    assert_eq!(t.counter("PolicyShadowDisagreements") - disagreements, 5, "exactly the five 8081 flows disagree");
+    assert_eq!(t.counter("PolicyShadowCalls") - calls, 8, "one shadow call per new flow");
+    assert_eq!(t.counter("PolicyShadowErrors"), 0);
+    // The records carry what the shadow said.
+    eventually(secs(15), "the 8081 flows' records with the shadow's verdict", || {
+        let recs = t.flow_log();
+        let of = |lo: u64, hi: u64| {
+            recs.iter()
+                .filter(|r| r.get("source.port").and_then(|v| v.as_u64()).is_some_and(|p| (lo..=hi).contains(&p)))
+                .map(|r| {
+                    (
+                        r.get("natgw.policy.verdict").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                        r.get("natgw.shadow.verdict").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (of(47001, 47005), of(47011, 47013));
+        a.len() == 5
+            && a.iter().all(|(l, s)| l == "allow" && s == "reject")
+            && b.len() == 3
+            && b.iter().all(|(l, s)| l == "allow" && s == "allow")
+    });
+    // Promoted: B is live now; the shadow is gone.
+    let r = t.admin().policy_promote(Hook::Egress, None).expect("promote");
+    assert!(!r.shadow && r.serving_everywhere, "{r:?}");
+    assert_eq!(probe_8081(&t), Probe::Refused, "B rejects 8081");
+    let listed = t.admin().policy_list().expect("list");
+    assert!(!listed.iter().any(|h| h.shadow), "{listed:?}");
+    let calls = t.counter("PolicyShadowCalls");
+    assert_eq!(probe_8081(&t), Probe::Refused);
+    assert_eq!(t.counter("PolicyShadowCalls"), calls, "no shadow after the promotion");
+    // Nothing to promote now; a shadow for another hook is refused.
+    assert!(t.admin().policy_promote(Hook::Egress, None).is_err());
+    let e = t.admin().policy_shadow(Hook::PortPool, policy("subnet_port_pools.wasm"), None).unwrap_err();
+    assert!(e.to_string().contains("egress hook"), "{e}");
+}

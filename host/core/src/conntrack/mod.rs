@@ -277,6 +277,9 @@ pub struct Flow {
     pub close_check_queued: bool,
     /// TCP window tracking (both directions); unused for UDP and ICMP.
     pub windows: tcp_window::TcpWindows,
+    /// What the shadow egress policy answered when the flow was admitted, if one ran
+    /// (`natgw policy shadow`): for its records only.
+    pub shadow: Option<crate::nat::policy::EgressDecision>,
 }
 
 /// Counters and time of a flow's last flow-log record; the next one counts from here.
@@ -806,6 +809,7 @@ mod tests {
             reported: Reported::default(),
             close_check_queued: false,
             windows: Default::default(),
+            shadow: None,
         };
         f.refresh(now, t);
         f

@@ -69,6 +69,8 @@ pub struct FlowEnd {
     pub verdict: EgressDecision,
     /// The egress policy generation that gave the verdict (0: no policy installed).
     pub policy_generation: u64,
+    /// What the shadow egress policy answered for it, if one ran (`natgw policy shadow`).
+    pub shadow_verdict: Option<EgressDecision>,
 }
 
 impl FlowEnd {
@@ -97,7 +99,13 @@ impl FlowEnd {
             direction: if d == ORIGINAL { FlowDirection::Egress } else { FlowDirection::Ingress },
             verdict: EgressDecision::Allow,
             policy_generation: flow.policy_generation,
+            shadow_verdict: flow.shadow,
         }
+    }
+
+    /// The record with the shadow policy's answer.
+    pub(super) fn with_shadow(self, shadow_verdict: Option<EgressDecision>) -> Self {
+        FlowEnd { shadow_verdict, ..self }
     }
 
     /// A flow the egress policy refused, from its first packet.
@@ -132,6 +140,7 @@ impl FlowEnd {
             direction,
             verdict,
             policy_generation: generation,
+            shadow_verdict: None,
         }
     }
 

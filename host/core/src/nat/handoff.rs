@@ -582,6 +582,7 @@ impl Translator {
             },
             close_check_queued: false,
             windows,
+            shadow: None,
         };
         match self.flows.insert_new(flow) {
             Ok(id) => {

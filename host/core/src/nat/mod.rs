@@ -216,6 +216,9 @@ pub struct Translator {
     precopy: Option<precopy::PreCopy>,
     /// DNS name binding (`[dns]`), when configured.
     dns: Option<NameBinder>,
+    /// The shadow egress policy's answer to the last egress question, until the flow it
+    /// admitted (or the record of its refusal) takes it.
+    shadow_answer: Option<policy::EgressDecision>,
 }
 
 impl Translator {
@@ -238,6 +241,7 @@ impl Translator {
             replication: None,
             precopy: None,
             dns: None,
+            shadow_answer: None,
             flows: FlowTable::with_source_counts(cfg.max_flows, now_ms, cfg.source_flows.clone()),
             frags: FragTable::new(cfg.fragment_memory, now_ms),
             icmp_tokens: cfg.icmp_error_rate,

@@ -101,6 +101,11 @@ pub trait FlowPolicy: Send {
     fn egress_generation(&self) -> u64 {
         0
     }
+    /// What the shadow egress policy answered for the last `egress` question, if one ran
+    /// (`natgw policy shadow`): carried in the flow's records, never acted on.
+    fn shadow_verdict(&self) -> Option<EgressDecision> {
+        None
+    }
     /// Whether the last `egress` answer was the hook's fail mode (the policy failed), not
     /// the policy's own: such an answer is not remembered for the tuple.
     fn egress_failed(&self) -> bool {

@@ -135,7 +135,7 @@ impl Translator {
     }
 
     pub(super) fn blank_flow(
-        &self,
+        &mut self,
         keys: [FlowKey; 2],
         rewrite: [Rewrite; 2],
         egress: [Egress; 2],
@@ -162,6 +162,8 @@ impl Translator {
             reported: Reported::default(),
             close_check_queued: false,
             windows: TcpWindows::default(),
+            // The shadow's answer to the egress question that admitted this flow.
+            shadow: self.shadow_answer.take(),
         };
         f.refresh(now_ms, &self.cfg.timeouts);
         f
@@ -243,6 +245,7 @@ impl Translator {
         }
         let names = DestinationNames::new(self.dns.as_ref().map(|d| &**d.table()), nf.src, nf.dst, now);
         let verdict = self.policy.egress_named(nf, names);
+        self.shadow_answer = self.policy.shadow_verdict();
         if verdict == EgressDecision::Allow {
             return verdict;
         }
@@ -260,7 +263,8 @@ impl Translator {
             r.first
         };
         if first && self.record_refused {
-            self.push_record(FlowEnd::refused(nf, direction, verdict, generation, len, now));
+            let shadow = self.shadow_answer.take();
+            self.push_record(FlowEnd::refused(nf, direction, verdict, generation, len, now).with_shadow(shadow));
         }
         verdict
     }
