@@ -15,14 +15,14 @@ cargo fmt --check --manifest-path sdk/Cargo.toml
 cargo fmt --check --all --manifest-path policies/Cargo.toml
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo clippy --all-targets --locked -q --manifest-path sdk/Cargo.toml --features egress -- -D warnings
-for p in egress-allowlist subnet-port-pools flow-log-filter misbehaving-egress blocking-egress; do
+for p in egress-allowlist subnet-port-pools flow-log-filter misbehaving-egress blocking-egress stateful-egress; do
   cargo clippy --all-targets --locked -q --manifest-path policies/Cargo.toml -p "$p" -- -D warnings
 done
 echo "== cargo test (unit tests beside the code, simulated network, the Wasm policy runtime)"
 cargo test --locked
 echo "== policy SDK and built-in policies (native unit tests; one crate at a time: one world each)"
 cargo test --locked -q --manifest-path sdk/Cargo.toml --features egress
-for p in egress-allowlist subnet-port-pools flow-log-filter; do
+for p in egress-allowlist subnet-port-pools flow-log-filter stateful-egress; do
   cargo test --locked -q --manifest-path policies/Cargo.toml -p "$p"
 done
 echo "== the Go policy's own unit tests (go test, native)"

@@ -255,6 +255,19 @@ impl LogEntry {
 /// Every policy: built once per instance from its config text.
 pub trait Policy: Sized + 'static {
     fn init(config: &str) -> Result<Self, String>;
+
+    /// Egress policies (natgw:policy@0.2.0): this instance's state, handed at a swap to the
+    /// next generation's instance on the same worker (`import_state`). Default: none.
+    fn export_state(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// The state the previous generation's instance on this worker exported; an `Err`
+    /// (logged by the gateway) leaves this instance on `init`'s state. Default: ignored.
+    fn import_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
 }
 
 /// The egress hook: runs once per new flow, before a port is allocated. Built with the
@@ -342,6 +355,10 @@ pub struct Glue<T>(std::marker::PhantomData<T>);
 
 macro_rules! glue_for_world {
     ($world:ident) => {
+        glue_for_world!($world, {});
+    };
+    // What the world's lifecycle has beside init (0.2.0: the state calls).
+    ($world:ident, { $($state:tt)* }) => {
         mod $world {
             use super::*;
             use crate::bindings::$world::natgw::policy::types as t;
@@ -401,13 +418,23 @@ macro_rules! glue_for_world {
                 fn init(config: String) -> Result<(), String> {
                     crate::__init::<T>(config)
                 }
+                $($state)*
             }
         }
     };
 }
 
+// 0.2.0's lifecycle carries state across swaps.
 #[cfg(feature = "egress")]
-glue_for_world!(egress_world);
+#[rustfmt::skip]
+glue_for_world!(egress_world, {
+    fn export_state() -> Vec<u8> {
+        crate::__with::<T, _>(|p| p.export_state())
+    }
+    fn import_state(state: Vec<u8>) -> Result<(), String> {
+        crate::__with::<T, _>(|p| p.import_state(&state))
+    }
+});
 #[cfg(feature = "port-pool")]
 glue_for_world!(port_pool_world);
 #[cfg(feature = "flow-log")]

@@ -109,6 +109,11 @@ counters! {
     PolicyShadowDisagreements => "PolicyShadowDisagreements",
     PolicyShadowSkipped => "PolicyShadowSkipped",
     PolicyShadowErrors => "PolicyShadowErrors",
+    /// Policy state handed from a worker's instance of one generation to its instance of
+    /// the next at a swap (natgw:policy@0.2.0 `export-state`/`import-state`), and state
+    /// lost on the way (a trap, a timeout, over 4 MiB, refused by `import-state`).
+    PolicyStateCarried => "PolicyStateCarried",
+    PolicyStateLost => "PolicyStateLost",
     /// Refused packets counted into a summary REJECT record (one per tuple and interval)
     /// instead of a record each.
     FlowLogRefusalsSummarized => "FlowLogRefusalsSummarized",

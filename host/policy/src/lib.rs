@@ -535,6 +535,52 @@ pub struct GenerationStats {
 pub struct HookInstance {
     pub store: Store<StoreData>,
     pub exports: HookExports,
+    /// 0.2.0's lifecycle, whose state calls carry state across a swap.
+    state: Option<lifecycle_v020::Guest>,
+}
+
+/// State one instance may hand the next generation's at a swap.
+pub const MAX_STATE_BYTES: usize = 4 << 20;
+
+/// Why state did not reach the new instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateError {
+    /// The call trapped, ran out of time or blocked: the instance may not be entered again.
+    Trapped(String),
+    /// The policy refused it, or it was too large: the instance serves on.
+    Refused(String),
+}
+
+impl HookInstance {
+    /// Whether this instance takes part in carrying state (built against 0.2.0).
+    pub fn carries_state(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// `export-state`, armed by the caller. At most `MAX_STATE_BYTES`.
+    pub fn export_state(&mut self) -> Result<Vec<u8>, StateError> {
+        let Some(l) = self.state.clone() else { return Err(StateError::Refused("a 0.1.0 policy has no state".into())) };
+        let r = l.call_export_state(&mut self.store).map_err(|e| StateError::Trapped(error_text(&e)))?;
+        if let Some(b) = self.blocked() {
+            return Err(StateError::Trapped(b));
+        }
+        if r.len() > MAX_STATE_BYTES {
+            return Err(StateError::Refused(format!("{} bytes of state, over {MAX_STATE_BYTES}", r.len())));
+        }
+        Ok(r)
+    }
+
+    /// `import-state`, armed by the caller.
+    pub fn import_state(&mut self, state: &[u8]) -> Result<(), StateError> {
+        let Some(l) = self.state.clone() else { return Err(StateError::Refused("a 0.1.0 policy has no state".into())) };
+        let r = l.call_import_state(&mut self.store, state).map_err(|e| StateError::Trapped(error_text(&e)))?;
+        if let Some(b) = self.blocked() {
+            return Err(StateError::Trapped(b));
+        }
+        r.map_err(|m| {
+            StateError::Refused(format!("import-state refused it: {}", m.chars().take(200).collect::<String>()))
+        })
+    }
 }
 
 pub enum HookExports {
@@ -1125,12 +1171,16 @@ impl Runtime {
             output: output.quoted(QUOTED_OUTPUT_CHARS),
         };
         let instance = g.pre.instantiate(&mut store).map_err(failed)?;
+        let mut state = None;
         let init = match &g.lifecycle {
             LifecycleIndices::V010(i) => {
                 i.load(&mut store, &instance).map_err(failed)?.call_init(&mut store, &g.config_text)
             }
             LifecycleIndices::V020(i) => {
-                i.load(&mut store, &instance).map_err(failed)?.call_init(&mut store, &g.config_text)
+                let l = i.load(&mut store, &instance).map_err(failed)?;
+                let r = l.call_init(&mut store, &g.config_text);
+                state = Some(l);
+                r
             }
         };
         if let Some(asked) = store.data_mut().take_blocked() {
@@ -1154,7 +1204,7 @@ impl Runtime {
             ExportIndices::PortPool(i) => HookExports::PortPool(i.load(&mut store, &instance).map_err(failed)?),
             ExportIndices::FlowLog(i) => HookExports::FlowLog(i.load(&mut store, &instance).map_err(failed)?),
         };
-        Ok(HookInstance { store, exports })
+        Ok(HookInstance { store, exports, state })
     }
 
     /// Prepares and publishes a new generation for `hook`. On error the current one keeps

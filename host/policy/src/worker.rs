@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bindings::natgw::policy::types::{Flow, IpAddress, Protocol, Verdict};
-use super::{error_text, FlowNames, Generation, HookExports, HookInstance, Runtime};
+use super::{error_text, FlowNames, Generation, HookExports, HookInstance, Runtime, StateError};
 use crate::config::{FailMode, Hook};
 use natgw_core::counters::{Counter, Counters};
 use natgw_core::nat::policy::{DestinationNames, EgressDecision, FlowPolicy, NewFlow, PoolDecision, DEFAULT_POOL};
@@ -69,23 +69,78 @@ impl HookSlot {
 
     /// Takes over the current generation if it changed.
     pub fn refresh(&mut self, rt: &Runtime) {
+        self.refresh_with(rt, None);
+    }
+
+    /// `refresh`, carrying the old instance's state to the new one (0.2.0 on both sides),
+    /// counted in `counters`.
+    pub fn refresh_with(&mut self, rt: &Runtime, counters: Option<&Counters>) {
         self.publish_calls();
         let id = if self.shadow { rt.shadow_id() } else { rt.current_id(self.hook) };
         if id == self.generation_id() {
             return;
         }
         let caller = self.caller;
-        self.instance = None;
+        let old = self.instance.take();
         self.generation = if self.shadow { rt.shadow() } else { rt.current(self.hook) };
         if let Some(g) = &self.generation {
             // Prepared by the swap; its spare is made now, off this thread.
             self.instance = g.take_spare(caller);
             rt.request_spare(g, caller);
         }
+        if let (Some(mut old), Some(counters)) = (old, counters) {
+            self.carry_state(rt, &mut old, counters);
+        }
         if self.shadow {
             rt.set_shadow_serving(caller, self.generation_id());
         } else {
             rt.set_serving(self.hook, caller, self.generation_id());
+        }
+    }
+
+    /// Hands the old generation's instance's state to the new one, on this worker, each
+    /// call under the hook's deadline. Lost state is counted and logged; after a trap in
+    /// `import-state` the new instance is dropped for its spare (which starts from `init`).
+    fn carry_state(&mut self, rt: &Runtime, old: &mut HookInstance, counters: &Counters) {
+        if !old.carries_state() {
+            return;
+        }
+        let budget = rt.call_budget(self.hook);
+        let result = match self.instance.as_mut() {
+            Some(new) if new.carries_state() => {
+                old.arm(budget);
+                old.export_state().and_then(|state| {
+                    new.arm(budget);
+                    new.import_state(&state)
+                })
+            }
+            Some(_) => return,
+            None => Err(StateError::Refused("no instance of the new generation was ready on this worker".into())),
+        };
+        let why = match result {
+            Ok(()) => {
+                counters.inc(Counter::PolicyStateCarried);
+                return;
+            }
+            Err(StateError::Trapped(why)) => {
+                // The new instance may have trapped: its spare takes over, from init.
+                self.instance = None;
+                if let Some(g) = &self.generation {
+                    rt.request_spare(g, self.caller);
+                }
+                why
+            }
+            Err(StateError::Refused(why)) => why,
+        };
+        counters.inc(Counter::PolicyStateLost);
+        if let Some(g) = &self.generation {
+            tracing::warn!(
+                "natgw: policy {}#{} ({}): the state of the previous generation was lost on worker {}: {why}",
+                self.hook,
+                g.id,
+                g.file.display(),
+                self.caller
+            );
         }
     }
 
@@ -335,8 +390,9 @@ impl FlowPolicy for WorkerPolicy {
     }
 
     fn batch_boundary(&mut self) {
-        self.egress.refresh(&self.rt);
-        self.port_pool.refresh(&self.rt);
-        self.shadow.refresh(&self.rt);
+        let counters = Some(&*self.counters);
+        self.egress.refresh_with(&self.rt, counters);
+        self.port_pool.refresh_with(&self.rt, counters);
+        self.shadow.refresh_with(&self.rt, counters);
     }
 }

@@ -497,3 +497,45 @@ fn a_shadow_policy_is_asked_beside_the_live_one_and_promoted() {
     let e = t.admin().policy_shadow(Hook::PortPool, policy("subnet_port_pools.wasm"), None).unwrap_err();
     assert!(e.to_string().contains("egress hook"), "{e}");
 }
+
+/// State across a swap (natgw:policy@0.2.0): a policy that lets three new flows per
+/// destination through, swapped for a new generation after two, lets one more through;
+/// a generation whose import-state traps starts afresh (its spare, from init), counted.
+#[test]
+fn policy_state_is_carried_across_a_swap_and_lost_only_to_a_trap() {
+    let mut t = Topology::network();
+    let quota = t.path("quota.toml");
+    std::fs::write(&quota, "quota = 3\n").expect("quota.toml");
+    let trapping = t.path("quota-trap.toml");
+    std::fs::write(&trapping, "quota = 3\ntrap_on_import = true\n").expect("quota-trap.toml");
+    let mut cfg = t.demo_config();
+    // One worker: one instance holds the counts.
+    cfg.set("dataplane.workers", 1i64);
+    cfg.set("policy.egress.component", policy("stateful_egress.wasm").display().to_string());
+    cfg.set("policy.egress.config", quota.display().to_string());
+    t.start(&cfg);
+    start_echo_8081(&mut t);
+    assert_eq!(probe_8081(&t), Probe::Open);
+    assert_eq!(probe_8081(&t), Probe::Open);
+    let (carried, lost) = (t.counter("PolicyStateCarried"), t.counter("PolicyStateLost"));
+    let swap = |cfg: &std::path::Path| {
+        t.admin()
+            .policy_swap(Hook::Egress, policy("stateful_egress.wasm"), Some(cfg.to_path_buf()), None, false)
+            .expect("swap")
+    };
+    let r = swap(&quota);
+    assert!(r.serving_everywhere, "{r:?}");
+    assert_eq!(t.counter("PolicyStateCarried"), carried + 1);
+    assert_eq!(probe_8081(&t), Probe::Open, "the third of three");
+    assert_eq!(probe_8081(&t), Probe::Refused, "the count of the old generation went across");
+
+    let r = swap(&trapping);
+    assert!(r.serving_everywhere, "{r:?}");
+    assert_eq!(t.counter("PolicyStateLost"), lost + 1, "the trap in import-state lost the state");
+    assert!(t.log().contains("the state of the previous generation was lost"), "logged");
+    // The spare (made off the worker) starts from init: three more.
+    eventually(secs(10), "the fresh instance to serve", || probe_8081(&t) == Probe::Open);
+    assert_eq!(probe_8081(&t), Probe::Open);
+    assert_eq!(probe_8081(&t), Probe::Open);
+    assert_eq!(probe_8081(&t), Probe::Refused);
+}
