@@ -485,6 +485,22 @@ pub struct Status {
     /// `natgw ha check` fails while any is).
     #[serde(default)]
     pub stalled_workers: Vec<usize>,
+    /// DNS name binding (`[dns]`); absent when it is off.
+    #[serde(default)]
+    pub dns: Option<DnsStatus>,
+}
+
+/// The name table (`natgw status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    pub resolvers: Vec<String>,
+    /// Bindings held now (expired ones not yet swept included), and the bound.
+    pub names: u64,
+    pub max_names: u64,
+    pub answers_matched: u64,
+    pub answers_unmatched: u64,
+    pub malformed: u64,
+    pub bindings_refused: u64,
 }
 
 /// One counter's total over every worker, by its operator-facing name.

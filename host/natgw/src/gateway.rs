@@ -579,6 +579,7 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     }
     let status = StatusInfo {
         ha,
+        dns: names.clone().zip(cfg.dns.as_ref().map(|d| d.resolvers.iter().map(ToString::to_string).collect())),
         workers,
         inside: cfg
             .inside
@@ -986,6 +987,8 @@ fn upgrade(ctx: &UpgradeContext, shared: &Shared, binary: &Path) -> Result<Upgra
 /// What `natgw status` says about the configuration, fixed at start.
 struct StatusInfo {
     ha: Option<Arc<crate::ha::Ha>>,
+    /// The name table and the resolvers it trusts (`[dns]`).
+    dns: Option<(Arc<natgw_core::dns::NameTable>, Vec<String>)>,
     workers: usize,
     inside: Vec<LinkStatus>,
     outside: LinkStatus,
@@ -1492,6 +1495,15 @@ fn status_report(shared: &Shared, s: &StatusInfo) -> Status {
         packets_dropped: t.iter().filter(|(c, _)| c.metric().0 == "PacketsDropCount").map(|x| x.1).sum(),
         ha: s.ha.as_ref().map(|h| Box::new(h.status())),
         stalled_workers: shared.stalled_workers(),
+        dns: s.dns.as_ref().map(|(t, resolvers)| crate::admin::DnsStatus {
+            resolvers: resolvers.clone(),
+            names: t.len() as u64,
+            max_names: t.limits().max_bindings as u64,
+            answers_matched: get(Counter::DnsAnswersMatched),
+            answers_unmatched: get(Counter::DnsAnswersUnmatched),
+            malformed: get(Counter::DnsMessagesMalformed),
+            bindings_refused: get(Counter::DnsBindingsRefused),
+        }),
     }
 }
 

@@ -54,6 +54,19 @@ pub fn status_text(s: &Status) -> String {
         s.packets_to_source,
         s.packets_dropped
     );
+    if let Some(d) = &s.dns {
+        let _ = writeln!(
+            out,
+            "dns: {} names bound of {}; answers matched {} unmatched {} malformed {}; bindings refused {} (resolvers {})",
+            d.names,
+            d.max_names,
+            d.answers_matched,
+            d.answers_unmatched,
+            d.malformed,
+            d.bindings_refused,
+            d.resolvers.join(", ")
+        );
+    }
     out
 }
 
@@ -217,13 +230,13 @@ pub fn policy_list_text(hooks: &[HookStatus]) -> String {
             .into();
     }
     let mut out = format!(
-        "{:<10} {:>4} {:<14} {:<23} {:>10} {:>7} {:>8} {:<6} {:<12} file\n",
-        "hook", "gen", "sha256", "loaded", "calls", "errors", "timeouts", "fail", "serving"
+        "{:<10} {:>4} {:<14} {:<23} {:>10} {:>7} {:>8} {:<6} {:<12} {:<6} file\n",
+        "hook", "gen", "sha256", "loaded", "calls", "errors", "timeouts", "fail", "serving", "wit"
     );
     for h in hooks {
         let _ = writeln!(
             out,
-            "{:<10} {:>4} {:<14} {:<23} {:>10} {:>7} {:>8} {:<6} {:<12} {}",
+            "{:<10} {:>4} {:<14} {:<23} {:>10} {:>7} {:>8} {:<6} {:<12} {:<6} {}",
             if h.shadow { format!("{}*", h.hook.name()) } else { h.hook.name().to_string() },
             h.generation,
             &h.sha256[..12.min(h.sha256.len())],
@@ -233,6 +246,7 @@ pub fn policy_list_text(hooks: &[HookStatus]) -> String {
             h.timeouts,
             h.fail.to_string(),
             h.serving.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
+            h.contract.rsplit_once('@').map_or("-", |(_, v)| v),
             h.file
         );
     }

@@ -442,3 +442,79 @@ fn explain_says_what_the_gateway_would_do_and_why() {
     });
     assert!(r.offline && r.verdict == "allow" && r.names.iter().all(|n| n.supposed), "{r:?}");
 }
+
+/// Hostile DNS: 20 000 answers on one flow, half forged (random transaction ids), half
+/// malformed (a compression pointer to itself, truncated records): every one is forwarded
+/// untouched and counted, none binds, and name-based forwarding goes on.
+#[test]
+fn a_flood_of_forged_and_malformed_answers_binds_nothing() {
+    let (t, _confs) = names_topology();
+    let (matched, unmatched, malformed) =
+        (t.counter("DnsAnswersMatched"), t.counter("DnsAnswersUnmatched"), t.counter("DnsMessagesMalformed"));
+    const FLOOD: usize = 20_000;
+    let s = t.inet.enter(|| UdpSocket::bind(format!("{FORGER}:53")).expect("bind the forger"));
+    let forger = std::thread::spawn(move || {
+        s.set_read_timeout(Some(secs(10))).expect("timeout");
+        let mut b = [0u8; 1500];
+        let (n, from) = s.recv_from(&mut b).expect("a query reaches the forger");
+        let id = Message::new_checked(&b[..n]).expect("a query").id();
+        let mut x: u32 = 0x9e37_79b9;
+        for i in 0..FLOOD {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let mut out = [0u8; 512];
+            let len = if i % 2 == 0 {
+                // A forged answer: any id but the query's.
+                let low = x.to_le_bytes();
+                let low = u16::from_le_bytes([low[0], low[1]]);
+                let forged = if low == id { id.wrapping_add(1) } else { low };
+                let name = Name::from_text("github.com").expect("name");
+                let mut w = Builder::response(&mut out, forged, &name, TYPE_A, 0).expect("response");
+                w.answer(&name, 300, &RecordData::A(Ipv4Addr::new(203, 0, 113, 86))).expect("answer");
+                w.finish()
+            } else if i % 4 == 1 {
+                // The question's name a pointer to itself.
+                let m = [0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1];
+                out[..m.len()].copy_from_slice(&m);
+                m.len()
+            } else {
+                // The right id, a record cut short.
+                let name = Name::from_text("github.com").expect("name");
+                let mut w = Builder::response(&mut out, id, &name, TYPE_A, 0).expect("response");
+                w.answer(&name, 300, &RecordData::A(Ipv4Addr::new(203, 0, 113, 86))).expect("answer");
+                w.finish() - 3
+            };
+            let _ = s.send_to(&out[..len], from);
+        }
+    });
+    let received = t.cli1.enter(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(700))).expect("timeout");
+        let mut q = [0u8; 512];
+        let len = Builder::query(&mut q, 4243, &Name::from_text("github.com").expect("name"), TYPE_A)
+            .expect("query")
+            .finish();
+        s.send_to(&q[..len], format!("{FORGER}:53")).expect("send");
+        let mut b = [0u8; 1500];
+        let mut n = 0;
+        while s.recv(&mut b).is_ok() {
+            n += 1;
+        }
+        n
+    });
+    forger.join().expect("forger");
+    let counted = (t.counter("DnsAnswersUnmatched") - unmatched) + (t.counter("DnsMessagesMalformed") - malformed);
+    eprintln!("{received} of {FLOOD} answers reached the host; natgw counted {counted}");
+    assert!(received >= FLOOD / 10, "answers are forwarded, not dropped: {received}");
+    assert!(counted >= received as u64, "every answer forwarded was counted: {counted} < {received}");
+    assert_eq!(t.counter("DnsAnswersMatched"), matched, "none matched");
+    let status = t.admin().status().expect("status");
+    let dns = status.dns.expect("[dns] is on");
+    assert_eq!(dns.names, 0, "nothing bound: {dns:?}");
+    assert_eq!(probe(&t.cli1, "203.0.113.86"), Probe::Refused, "the forged address is not allowed");
+    // A real lookup after the flood binds as ever.
+    assert_eq!(getent(&t.cli1, "github.com"), Some(Ipv4Addr::new(203, 0, 113, 81)));
+    assert_eq!(probe(&t.cli1, "203.0.113.81"), Probe::Open);
+    assert!(t.admin().status().expect("status").dns.is_some_and(|d| d.names >= 1));
+}
