@@ -46,10 +46,10 @@ if ! "$TOOLS/duckdb-1.4.2/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
 fi
 
 # Test fixtures (host/policy/tests/runtime.rs): the C policy built against a contract version the
-# gateway does not have (0.1.0 renamed 0.9.0), and the Go policy with an init that panics.
+# gateway does not have (0.2.0 renamed 0.9.0), and the Go policy with an init that panics.
 if [ ! "$ROOT/target/policies/egress_wit_0_9_0.wasm" -nt "$ROOT/target/policies/egress_allowlist_c.wasm" ]; then
   wit090=$(mktemp -d)
-  sed 's/^package natgw:policy@0\.1\.0;/package natgw:policy@0.9.0;/' "$ROOT/wit/natgw-policy-0.1.0/policy.wit" > "$wit090/policy.wit"
+  sed 's/^package natgw:policy@0\.2\.0;/package natgw:policy@0.9.0;/' "$ROOT/wit/natgw-policy-0.2.0/policy.wit" > "$wit090/policy.wit"
   WIT=$wit090 OUT="$ROOT/target/policies/egress_wit_0_9_0.wasm" "$ROOT/examples/policies/c/build.sh"
   rm -rf "$wit090"
 fi

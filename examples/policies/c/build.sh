@@ -12,7 +12,7 @@ BINDGEN=${WIT_BINDGEN:-/var/cache/natgw/tools/wit-bindgen-cli-0.63.0/bin/wit-bin
 [ -x "$BINDGEN" ] || { echo "build: $BINDGEN is missing: run scripts/setup.sh" >&2; exit 1; }
 command -v clang-16 >/dev/null || { echo "build: clang-16 is missing: run scripts/setup.sh" >&2; exit 1; }
 # WIT and OUT build variants (a test fixture built against another contract version).
-WIT=${WIT:-$ROOT/wit/natgw-policy-0.1.0}
+WIT=${WIT:-$ROOT/wit/natgw-policy-0.2.0}
 OUT=${OUT:-$ROOT/target/policies/egress_allowlist_c.wasm}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

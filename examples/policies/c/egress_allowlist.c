@@ -8,6 +8,11 @@
 //     protocol = "tcp"            # tcp | udp | icmp | any (default: any)
 //     ports = "80"                # a port or range, destination side, or any (default: any)
 //     src = "10.10.1.0/24"        # optional: the inside source
+//     host = "*.pypi.org"         # optional: a name natgw bound to the destination
+//
+// Built against natgw:policy@0.2.0: host patterns are registered with the gateway at init
+// (names.set-patterns, which refuses what is not a domain name) and matched by it in
+// check (names.dst-matches, asked once and only when a host rule is reached).
 //
 // The config is read by the small TOML reader below: comments, blank lines, `[[rule]]` and
 // `key = "string"` or `key = 'string'`, which is all this format uses. Anything else is
@@ -27,6 +32,9 @@
 
 typedef exports_natgw_policy_egress_verdict_t verdict_t;
 
+#define MAX_PATTERNS 64
+#define NAME_MAX_ 253
+
 typedef struct {
   bool any;  // absent or "any": every address, IPv4 or IPv6
   uint32_t net, mask;
@@ -37,10 +45,14 @@ typedef struct {
   cidr_t dst, src;
   int protocol;  // -1: any; otherwise a NATGW_POLICY_TYPES_PROTOCOL_* value
   uint16_t lo, hi;
+  int host;  // -1: any destination; otherwise the pattern's index (bit in dst-matches)
 } rule_t;
 
 static rule_t rules[MAX_RULES];
 static size_t n_rules;
+static char patterns[MAX_PATTERNS][NAME_MAX_ + 1];
+static size_t pattern_len[MAX_PATTERNS];
+static size_t n_patterns;
 static verdict_t default_verdict = NATGW_POLICY_TYPES_VERDICT_DENY;
 
 // ---- error messages, without stdio ------------------------------------------------------
@@ -239,9 +251,51 @@ static bool rest_is_blank(const char *s, size_t n) {
   return n == 0 || s[0] == '#';
 }
 
+// Registers `patterns[from..from + n]` with the gateway, which refuses what is not a
+// domain name: its error goes into `m`, after the rule's key (`k`), or "rule[].host".
+static bool register_patterns(msg_t *m, size_t from, size_t n, const key_t_ *k) {
+  egress_policy_string_t list[MAX_PATTERNS];
+  for (size_t i = 0; i < n; i++) list[i] = (egress_policy_string_t){(uint8_t *)patterns[from + i], pattern_len[from + i]};
+  egress_policy_list_string_t arg = {list, n};
+  egress_policy_string_t err;
+  if (natgw_policy_names_set_patterns(&arg, &err)) return true;
+  puts_(m, "config: ");
+  if (k) {
+    putkey(m, *k);
+  } else {
+    puts_(m, "rule[].host");
+  }
+  puts_(m, ": ");
+  put(m, (const char *)err.ptr, err.len);
+  egress_policy_string_free(&err);
+  return false;
+}
+
+static bool parse_host(msg_t *m, key_t_ k, const char *s, size_t n, int *out) {
+  if (n_patterns == MAX_PATTERNS) {
+    puts_(m, "config: ");
+    putkey(m, k);
+    puts_(m, ": more than 64 host patterns: at most 64");
+    return false;
+  }
+  if (n > NAME_MAX_) {
+    puts_(m, "config: ");
+    putkey(m, k);
+    puts_(m, ": longer than 253 characters");
+    return false;
+  }
+  memcpy(patterns[n_patterns], s, n);
+  pattern_len[n_patterns] = n;
+  // Checked one at a time, so that an error names its rule.
+  if (!register_patterns(m, n_patterns, 1, &k)) return false;
+  *out = (int)n_patterns++;
+  return true;
+}
+
 static bool parse_config(const char *text, size_t len, msg_t *m) {
-  static const char *const rule_keys[] = {"action", "dst", "src", "protocol", "ports"};
+  static const char *const rule_keys[] = {"action", "dst", "src", "protocol", "ports", "host"};
   n_rules = 0;
+  n_patterns = 0;
   default_verdict = NATGW_POLICY_TYPES_VERDICT_DENY;
   bool have_default = false, have_action = true;
   unsigned seen = 0;  // bit per rule key in the current rule
@@ -272,7 +326,7 @@ static bool parse_config(const char *text, size_t len, msg_t *m) {
       if (!have_action) return missing_action(m);
       if (n_rules == MAX_RULES) return line_error(m, line, "more than 256 rules");
       r = &rules[n_rules++];
-      *r = (rule_t){.dst = {.any = true}, .src = {.any = true}, .protocol = -1, .lo = 0, .hi = 65535};
+      *r = (rule_t){.dst = {.any = true}, .src = {.any = true}, .protocol = -1, .lo = 0, .hi = 65535, .host = -1};
       have_action = false;
       seen = 0;
       continue;
@@ -298,7 +352,7 @@ static bool parse_config(const char *text, size_t len, msg_t *m) {
         return false;
       }
     } else {
-      for (int i = 0; i < 5; i++)
+      for (int i = 0; i < 6; i++)
         if (strlen(rule_keys[i]) == kn && memcmp(key, rule_keys[i], kn) == 0) which = i;
       if (which < 0) {
         puts_(m, "config: rule[");
@@ -357,11 +411,13 @@ static bool parse_config(const char *text, size_t len, msg_t *m) {
         case 2: ok = parse_address(m, k, val, len_v, &r->src); break;
         case 3: ok = parse_protocol(m, k, val, len_v, &r->protocol); break;
         case 4: ok = parse_ports(m, k, val, len_v, &r->lo, &r->hi); break;
+        case 5: ok = parse_host(m, k, val, len_v, &r->host); break;
       }
     }
     if (!ok) return false;
   }
-  return have_action || missing_action(m);
+  if (!have_action) return missing_action(m);
+  return register_patterns(m, 0, n_patterns, NULL);
 }
 
 // ---- the exports ------------------------------------------------------------------------
@@ -384,12 +440,62 @@ static bool contains(const cidr_t *c, const natgw_policy_types_ip_address_t *a) 
   return c->any || (a->tag == NATGW_POLICY_TYPES_IP_ADDRESS_V4 && (a->val.v4 & c->mask) == c->net);
 }
 
-exports_natgw_policy_egress_verdict_t exports_natgw_policy_egress_check(exports_natgw_policy_egress_flow_t *f) {
+// The rule that decides `f`, or -1 (the default). The gateway is asked which host
+// patterns a name bound to the destination matches once, and only when a host rule is reached.
+static long deciding_rule(const exports_natgw_policy_egress_flow_t *f) {
+  bool asked = false;
+  uint64_t matches = 0;
   for (size_t i = 0; i < n_rules; i++) {
     const rule_t *r = &rules[i];
-    if ((r->protocol < 0 || r->protocol == f->protocol) && contains(&r->dst, &f->dst) && contains(&r->src, &f->src) &&
-        (f->protocol == NATGW_POLICY_TYPES_PROTOCOL_ICMP || (r->lo <= f->dst_port && f->dst_port <= r->hi)))
-      return r->action;
+    if (!((r->protocol < 0 || r->protocol == f->protocol) && contains(&r->dst, &f->dst) && contains(&r->src, &f->src) &&
+          (f->protocol == NATGW_POLICY_TYPES_PROTOCOL_ICMP || (r->lo <= f->dst_port && f->dst_port <= r->hi))))
+      continue;
+    if (r->host >= 0) {
+      if (!asked) matches = natgw_policy_names_dst_matches(), asked = true;
+      if (!(matches & ((uint64_t)1 << r->host))) continue;
+    }
+    return (long)i;
   }
-  return default_verdict;
+  return -1;
+}
+
+exports_natgw_policy_egress_verdict_t exports_natgw_policy_egress_check(exports_natgw_policy_egress_flow_t *f) {
+  long i = deciding_rule(f);
+  return i < 0 ? default_verdict : rules[i].action;
+}
+
+void exports_natgw_policy_egress_explain(exports_natgw_policy_egress_flow_t *f,
+                                         exports_natgw_policy_egress_explanation_t *ret) {
+  long i = deciding_rule(f);
+  msg_t m = {.len = 0};
+  if (i < 0) {
+    puts_(&m, "no rule of ");
+    putu(&m, (unsigned)n_rules);
+    puts_(&m, " matched: the default");
+    ret->verdict = default_verdict;
+  } else {
+    puts_(&m, "rule[");
+    putu(&m, (unsigned)i);
+    puts_(&m, "] matched");
+    if (rules[i].host >= 0) {
+      puts_(&m, " (host ");
+      put(&m, patterns[rules[i].host], pattern_len[rules[i].host]);
+      puts_(&m, ")");
+    }
+    ret->verdict = rules[i].action;
+  }
+  m.buf[m.len < MSG_MAX ? m.len : MSG_MAX - 1] = 0;
+  egress_policy_string_dup(&ret->reason, m.buf);
+}
+
+// No state to carry across a swap: the rules come from the config.
+void exports_natgw_policy_lifecycle_export_state(egress_policy_list_u8_t *ret) {
+  ret->ptr = NULL;
+  ret->len = 0;
+}
+
+bool exports_natgw_policy_lifecycle_import_state(egress_policy_list_u8_t *state, egress_policy_string_t *err) {
+  (void)err;
+  egress_policy_list_u8_free(state);  // the callee owns its arguments
+  return true;
 }

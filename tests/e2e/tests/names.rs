@@ -308,12 +308,12 @@ fn a_name_policy_swaps_with_an_address_policy_of_the_older_contract() {
     let (t, _confs) = names_topology();
     assert_eq!(getent(&t.cli1, "github.com"), Some(Ipv4Addr::new(203, 0, 113, 81)));
     assert_eq!(probe(&t.cli1, "203.0.113.81"), Probe::Open);
-    // The C allow-list, built against natgw:policy@0.1.0 (no names), allowing the address.
+    // The Go allow-list, built against natgw:policy@0.1.0 (no names), allowing the address.
     let addr_cfg = t.path("by-address.toml");
     std::fs::write(&addr_cfg, "default = \"reject\"\n[[rule]]\naction = \"allow\"\ndst = \"203.0.113.84\"\n")
         .expect("toml");
     t.admin()
-        .policy_swap(Hook::Egress, policy("egress_allowlist_c.wasm"), Some(addr_cfg), None, false)
+        .policy_swap(Hook::Egress, policy("egress_allowlist_go.wasm"), Some(addr_cfg), None, false)
         .expect("swap to 0.1.0");
     assert_eq!(probe(&t.cli1, "203.0.113.81"), Probe::Refused, "the 0.1.0 policy knows no names");
     assert_eq!(probe(&t.cli1, "203.0.113.84"), Probe::Open);
