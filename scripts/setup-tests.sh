@@ -56,7 +56,8 @@ fi
 # And the Python policy that sleeps (host/policy/tests/runtime.rs, tests/e2e/tests/policies.rs).
 sleepy="$ROOT/target/policies/sleepy_python.wasm"
 [ "$sleepy" -nt "$ROOT/examples/policies/python/fixture_sleepy/app.py" ] && [ "$sleepy" -nt "$ROOT/target/policies/egress_allowlist_py.wasm" ] ||
-  SRC="$ROOT/examples/policies/python/fixture_sleepy" OUT="$sleepy" "$ROOT/examples/policies/python/build.sh"
+  SRC="$ROOT/examples/policies/python/fixture_sleepy" WIT="$ROOT/wit/natgw-policy-0.1.0" OUT="$sleepy" \
+    "$ROOT/examples/policies/python/build.sh"
 [ "$ROOT/target/policies/go_panics_at_start.wasm" -nt "$ROOT/target/policies/egress_allowlist_go.wasm" ] ||
   GO_TAGS=natgw_fixture_panic_at_start OUT="$ROOT/target/policies/go_panics_at_start.wasm" \
     "$ROOT/examples/policies/go/build.sh"

@@ -31,8 +31,8 @@ echo "== one test-vector suite for the egress policy in every language (natgw po
 for wasm in target/policies/egress_allowlist{,_py,_js,_c,_go}.wasm; do
   target/release/natgw policy test "$wasm" --vectors tests/vectors/egress.toml
 done
-# Host rules (natgw:policy@0.2.0): the Rust built-in and C so far; Python, JavaScript and Go are 0.1.0.
-for wasm in target/policies/egress_allowlist{,_c}.wasm; do
+# And its host rules (natgw:policy@0.2.0), in every language too.
+for wasm in target/policies/egress_allowlist{,_py,_js,_c,_go}.wasm; do
   target/release/natgw policy test "$wasm" --vectors tests/vectors/egress-names.toml
 done
 echo "== end-to-end tests (namespaces, real programs; tests/e2e, one topology at a time)"

@@ -1,5 +1,5 @@
 // The component glue: the core-Wasm exports that `wasm-tools component new` lifts into the
-// natgw:policy@0.1.0 egress-policy world, written by hand against the canonical ABI (there
+// natgw:policy@0.2.0 egress-policy world (and the imports it lowers), written by hand against the canonical ABI (there
 // is no wit-bindgen for the main Go toolchain). Each signature is the WIT function's
 // flattened one; the comments show how.
 
@@ -8,6 +8,8 @@
 package main
 
 import (
+	"errors"
+	"runtime"
 	"runtime/debug"
 	"unsafe"
 )
@@ -48,7 +50,7 @@ func cabiRealloc(oldPtr, oldSize, align, newSize uint32) uint32 {
 // The string flattens to (pointer, length); the result does not fit in one value, so the
 // function returns a pointer to its return area.
 //
-//go:wasmexport natgw:policy/lifecycle@0.1.0#init
+//go:wasmexport natgw:policy/lifecycle@0.2.0#init
 func lifecycleInit(ptr, length uint32) uint32 {
 	config := ""
 	if length > 0 {
@@ -76,13 +78,90 @@ func address(tag uint32, lo uint64) Addr {
 // flow flattens to protocol, src (case, i64, i64), src-port, dst (case, i64, i64),
 // dst-port, ingress: 10 values, under the 16 that go in registers.
 //
-//go:wasmexport natgw:policy/egress@0.1.0#check
+//go:wasmexport natgw:policy/egress@0.2.0#check
 func egressCheck(protocol, srcTag uint32, src0, src1 uint64, srcPort, dstTag uint32, dst0, dst1 uint64,
 	dstPort, ingress uint32) uint32 {
-	return uint32(policy.Check(Flow{
-		Protocol: Protocol(protocol),
-		Src:      address(srcTag, src0),
-		Dst:      address(dstTag, dst0),
-		DstPort:  uint16(dstPort),
-	}))
+	return uint32(policy.Check(flowOf(protocol, srcTag, src0, dstTag, dst0, dstPort)))
 }
+
+func flowOf(protocol, srcTag uint32, src0 uint64, dstTag uint32, dst0 uint64, dstPort uint32) Flow {
+	return Flow{Protocol: Protocol(protocol), Src: address(srcTag, src0), Dst: address(dstTag, dst0), DstPort: uint16(dstPort)}
+}
+
+var (
+	// explain's return area, explanation { verdict, reason: string }: the verdict at
+	// offset 0, the reason's pointer at 4 and its length at 8.
+	explainResult [3]uint32
+	explainReason []byte
+	// export-state's return area, list<u8>: pointer and length (nothing to carry).
+	stateResult [2]uint32
+	// import-state's return area, result<_, string>: always ok.
+	importResult [3]uint32
+)
+
+// explain: func(f: flow) -> explanation
+//
+//go:wasmexport natgw:policy/egress@0.2.0#explain
+func egressExplain(protocol, srcTag uint32, src0, src1 uint64, srcPort, dstTag uint32, dst0, dst1 uint64,
+	dstPort, ingress uint32) uint32 {
+	v, why := policy.Explain(flowOf(protocol, srcTag, src0, dstTag, dst0, dstPort))
+	explainReason = []byte(why)
+	explainResult = [3]uint32{uint32(v), uint32(uintptr(unsafe.Pointer(unsafe.SliceData(explainReason)))), uint32(len(explainReason))}
+	return uint32(uintptr(unsafe.Pointer(&explainResult)))
+}
+
+// export-state: func() -> list<u8>: the rules come from the config; nothing to carry.
+//
+//go:wasmexport natgw:policy/lifecycle@0.2.0#export-state
+func lifecycleExportState() uint32 {
+	stateResult = [2]uint32{0, 0}
+	return uint32(uintptr(unsafe.Pointer(&stateResult)))
+}
+
+// import-state: func(state: list<u8>) -> result<_, string>: accepted, and dropped.
+//
+//go:wasmexport natgw:policy/lifecycle@0.2.0#import-state
+func lifecycleImportState(ptr, length uint32) uint32 {
+	hostBuffers = nil
+	importResult = [3]uint32{0, 0, 0}
+	return uint32(uintptr(unsafe.Pointer(&importResult)))
+}
+
+// set-patterns: func(patterns: list<string>) -> result<_, string>
+// The list lowers to (pointer, length) of (pointer, length) pairs; the result does not fit
+// in one value, so the caller passes a return area: the case at offset 0, the error's
+// pointer at 4 and its length at 8 (the host allocates it with cabi_realloc).
+//
+//go:wasmimport natgw:policy/names@0.2.0 set-patterns
+func wasmSetPatterns(ptr, length, ret uint32)
+
+// dst-matches: func() -> u64
+//
+//go:wasmimport natgw:policy/names@0.2.0 dst-matches
+func wasmDstMatches() uint64
+
+func setPatterns(p []string) error {
+	bytes := make([][]byte, len(p))
+	pairs := make([]uint32, 2*len(p)+1)
+	for i, s := range p {
+		bytes[i] = []byte(s)
+		if len(s) > 0 {
+			pairs[2*i] = uint32(uintptr(unsafe.Pointer(unsafe.SliceData(bytes[i]))))
+		}
+		pairs[2*i+1] = uint32(len(s))
+	}
+	var ret [3]uint32
+	wasmSetPatterns(uint32(uintptr(unsafe.Pointer(&pairs[0]))), uint32(len(p)), uint32(uintptr(unsafe.Pointer(&ret))))
+	runtime.KeepAlive(bytes)
+	runtime.KeepAlive(pairs)
+	if ret[0]&0xff == 0 {
+		return nil
+	}
+	msg := ""
+	if ret[2] > 0 {
+		msg = string(unsafe.Slice((*byte)(unsafe.Pointer(uintptr(ret[1]))), ret[2])) // a copy
+	}
+	return errors.New(msg)
+}
+
+func dstMatches() uint64 { return wasmDstMatches() }

@@ -19,10 +19,10 @@ mkdir -p "$(dirname "$OUT")" "$WORK/wit/deps/natgw-policy"
 (cd "$HERE" && GOFLAGS=-mod=readonly GOTOOLCHAIN=local GOOS=wasip1 GOARCH=wasm \
   go build -buildmode=c-shared -trimpath -ldflags="-s -w" -tags "${GO_TAGS:-}" -o "$WORK/policy.core.wasm" .)
 cp "$HERE/preview1/adapter.wit" "$WORK/wit/"
-cp "$ROOT/wit/natgw-policy-0.1.0/policy.wit" "$WORK/wit/deps/natgw-policy/"
+cp "$ROOT/wit/natgw-policy-0.2.0/policy.wit" "$WORK/wit/deps/natgw-policy/"
 wasm-tools parse "$HERE/preview1/adapter.wat" -o "$WORK/adapter.core.wasm"
 wasm-tools component embed "$WORK/wit" --world adapter "$WORK/adapter.core.wasm" -o "$WORK/adapter.wasm"
-wasm-tools component embed "$ROOT/wit/natgw-policy-0.1.0" --world egress-policy \
+wasm-tools component embed "$ROOT/wit/natgw-policy-0.2.0" --world egress-policy \
   "$WORK/policy.core.wasm" -o "$WORK/policy.embedded.wasm"
 wasm-tools component new "$WORK/policy.embedded.wasm" --adapt "wasi_snapshot_preview1=$WORK/adapter.wasm" -o "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"

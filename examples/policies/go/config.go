@@ -68,6 +68,9 @@ type Rule struct {
 	Dst, Src Cidr
 	Protocol Protocol
 	Lo, Hi   uint16
+	// Host is -1 for any destination, else the index of the rule's host pattern among those
+	// registered with the gateway (its bit in dstMatches).
+	Host int
 }
 
 type Allowlist struct {
@@ -75,14 +78,42 @@ type Allowlist struct {
 	Rules   []Rule
 }
 
-func (a *Allowlist) Check(f Flow) Verdict {
-	for _, r := range a.Rules {
-		if (r.Protocol == AnyProtocol || r.Protocol == f.Protocol) && r.Dst.Contains(f.Dst) && r.Src.Contains(f.Src) &&
-			(f.Protocol == ICMP || (r.Lo <= f.DstPort && f.DstPort <= r.Hi)) {
-			return r.Action
+// decidingRule is the index of the rule that decides f, or -1 (the default). The gateway is
+// asked which host patterns match once, and only when a host rule is reached.
+func (a *Allowlist) decidingRule(f Flow) int {
+	asked, matches := false, uint64(0)
+	for i, r := range a.Rules {
+		if !((r.Protocol == AnyProtocol || r.Protocol == f.Protocol) && r.Dst.Contains(f.Dst) && r.Src.Contains(f.Src) &&
+			(f.Protocol == ICMP || (r.Lo <= f.DstPort && f.DstPort <= r.Hi))) {
+			continue
 		}
+		if r.Host >= 0 {
+			if !asked {
+				matches, asked = dstMatches(), true
+			}
+			if matches&(1<<uint(r.Host)) == 0 {
+				continue
+			}
+		}
+		return i
+	}
+	return -1
+}
+
+func (a *Allowlist) Check(f Flow) Verdict {
+	if i := a.decidingRule(f); i >= 0 {
+		return a.Rules[i].Action
 	}
 	return a.Default
+}
+
+// Explain is Check's verdict and the rule that gave it, for `natgw explain`.
+func (a *Allowlist) Explain(f Flow) (Verdict, string) {
+	i := a.decidingRule(f)
+	if i < 0 {
+		return a.Default, fmt.Sprintf("no rule of %d matched: the default", len(a.Rules))
+	}
+	return a.Rules[i].Action, fmt.Sprintf("rule[%d] matched", i)
 }
 
 type rawRule struct {
@@ -91,6 +122,7 @@ type rawRule struct {
 	Src      *string `toml:"src"`
 	Protocol *string `toml:"protocol"`
 	Ports    *string `toml:"ports"`
+	Host     *string `toml:"host"`
 }
 
 type rawConfig struct {
@@ -202,12 +234,13 @@ func ParseConfig(text string) (*Allowlist, error) {
 	if a.Default, err = parseVerdict("default", def); err != nil {
 		return nil, err
 	}
+	var patterns []string
 	for i, r := range raw.Rule {
 		at := func(k string) string { return fmt.Sprintf("rule[%d].%s", i, k) }
 		if r.Action == nil {
 			return nil, fmt.Errorf("config: %s: missing field `action`", at("action"))
 		}
-		rule := Rule{Protocol: AnyProtocol}
+		rule := Rule{Protocol: AnyProtocol, Host: -1}
 		if rule.Action, err = parseVerdict(at("action"), *r.Action); err != nil {
 			return nil, err
 		}
@@ -233,7 +266,18 @@ func ParseConfig(text string) (*Allowlist, error) {
 		if rule.Lo, rule.Hi, err = parsePorts(at("ports"), r.Ports); err != nil {
 			return nil, err
 		}
+		if r.Host != nil {
+			// Checked one at a time, so that an error names its rule.
+			if err := setPatterns([]string{*r.Host}); err != nil {
+				return nil, fmt.Errorf("config: %s: %v", at("host"), err)
+			}
+			patterns = append(patterns, *r.Host)
+			rule.Host = len(patterns) - 1
+		}
 		a.Rules = append(a.Rules, rule)
+	}
+	if err := setPatterns(patterns); err != nil {
+		return nil, fmt.Errorf("config: rule[].host: %v", err)
 	}
 	return a, nil
 }

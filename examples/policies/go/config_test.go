@@ -42,3 +42,24 @@ func TestFirstMatchingRuleDecides(t *testing.T) {
 		}
 	}
 }
+
+func TestHostRulesAskTheGatewayOnlyWhenReached(t *testing.T) {
+	a, err := ParseConfig("default = \"reject\"\n[[rule]]\naction = \"allow\"\nhost = \"github.com\"\nports = \"443\"\n[[rule]]\naction = \"allow\"\nhost = \"*.pypi.org\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(registered) != 2 || registered[0] != "github.com" || registered[1] != "*.pypi.org" {
+		t.Fatalf("registered %q", registered)
+	}
+	f := Flow{Protocol: TCP, Dst: Addr{V4: 0xcb007151}, DstPort: 443}
+	for bits, want := range map[uint64]Verdict{0b01: Allow, 0b10: Allow, 0: Reject} {
+		nativeBits = bits
+		if got := a.Check(f); got != want {
+			t.Errorf("matches %b: got %d, want %d", bits, got, want)
+		}
+	}
+	nativeBits = 0b01
+	if v, why := a.Explain(f); v != Allow || why != "rule[0] matched" {
+		t.Errorf("explain: %d %q", v, why)
+	}
+}

@@ -8,6 +8,11 @@
 //     protocol = "tcp"            # tcp | udp | icmp | any (default: any)
 //     ports = "80"                # a port or range, destination side, or any (default: any)
 //     src = "10.10.1.0/24"        # optional: the inside source
+//     host = "*.pypi.org"         # optional: a name natgw bound to the destination
+//
+// Built against natgw:policy@0.2.0: host patterns are registered with the gateway at init
+// (names.set-patterns, which refuses what is not a domain name) and matched by it in check
+// (names.dst-matches, asked once and only when a host rule is reached).
 //
 // The config is read by a small TOML reader below (the componentize-js runtime has no TOML
 // library): comments, blank lines, `[[rule]]` and `key = "string"` or `key = 'string'`,
@@ -15,9 +20,11 @@
 //
 // Build: ./build.sh (componentize-js) -> target/policies/egress_allowlist_js.wasm
 
+import { setPatterns, dstMatches } from "natgw:policy/names@0.2.0";
+
 const VERDICTS = ["allow", "deny", "reject"];
 const PROTOCOLS = ["tcp", "udp", "icmp"];
-const RULE_KEYS = ["action", "dst", "src", "protocol", "ports"];
+const RULE_KEYS = ["action", "dst", "src", "protocol", "ports", "host"];
 
 class ConfigError extends Error {}
 
@@ -98,8 +105,18 @@ function ports(key, s) {
   return [lo, hi];
 }
 
+// Registers host patterns with the gateway, which refuses what is not a domain name.
+function register(key, patterns) {
+  try {
+    setPatterns(patterns);
+  } catch (e) {
+    throw new ConfigError(`config: ${key}: ${e?.payload ?? e?.message ?? String(e)}`);
+  }
+}
+
 function parseConfig(text) {
   const raw = readToml(text);
+  const patterns = [];
   const def = verdict("default", raw.default ?? "deny");
   const rules = raw.rule.map((r, i) => {
     const at = (k) => `rule[${i}].${k}`;
@@ -113,9 +130,19 @@ function parseConfig(text) {
       src: address(at("src"), r.src),
       protocol: proto === "any" ? null : proto,
       ports: ports(at("ports"), r.ports),
+      host: host(at("host"), r.host),
     };
   });
+  register("rule[].host", patterns);
   return { def, rules };
+
+  // Checked one at a time, so that an error names its rule.
+  function host(key, h) {
+    if (h === undefined) return null;
+    register(key, [h]);
+    patterns.push(h);
+    return patterns.length - 1;
+  }
 }
 
 // An IPv4 prefix never contains an IPv6 address.
@@ -134,19 +161,43 @@ export const lifecycle = {
       throw e instanceof ConfigError ? e.message : String(e);
     }
   },
+  // Nothing to carry across a swap: the rules come from the config.
+  exportState() {
+    return new Uint8Array(0);
+  },
+  importState(_state) {},
 };
+
+// The index of the rule that decides f, or -1 (the default). The gateway is asked which
+// host patterns match once, and only when a host rule is reached.
+function decidingRule(f) {
+  let matches = null;
+  for (let i = 0; i < config.rules.length; i++) {
+    const r = config.rules[i];
+    if (
+      (r.protocol === null || r.protocol === f.protocol) &&
+      contains(r.dst, f.dst) &&
+      contains(r.src, f.src) &&
+      (f.protocol === "icmp" || (r.ports[0] <= f.dstPort && f.dstPort <= r.ports[1]))
+    ) {
+      if (r.host !== null) {
+        if (matches === null) matches = BigInt(dstMatches());
+        if ((matches & (1n << BigInt(r.host))) === 0n) continue;
+      }
+      return i;
+    }
+  }
+  return -1;
+}
 
 export const egress = {
   check(f) {
-    for (const r of config.rules) {
-      if (
-        (r.protocol === null || r.protocol === f.protocol) &&
-        contains(r.dst, f.dst) &&
-        contains(r.src, f.src) &&
-        (f.protocol === "icmp" || (r.ports[0] <= f.dstPort && f.dstPort <= r.ports[1]))
-      )
-        return r.action;
-    }
-    return config.def;
+    const i = decidingRule(f);
+    return i < 0 ? config.def : config.rules[i].action;
+  },
+  explain(f) {
+    const i = decidingRule(f);
+    if (i < 0) return { verdict: config.def, reason: `no rule of ${config.rules.length} matched: the default` };
+    return { verdict: config.rules[i].action, reason: `rule[${i}] matched` };
   },
 };

@@ -9,7 +9,7 @@ TOOL=${COMPONENTIZE_JS:-/var/cache/natgw/tools/componentize-js-0.23.0/node_modul
 OUT=$ROOT/target/policies/egress_allowlist_js.wasm
 mkdir -p "$(dirname "$OUT")"
 # -d: leave out the WASI features the policy does not use, so the component imports no WASI.
-"$TOOL" --wit "$ROOT/wit/natgw-policy-0.1.0" --world-name egress-policy \
+"$TOOL" --wit "$ROOT/wit/natgw-policy-0.2.0" --world-name egress-policy \
   -d stdio random clocks http fetch-event -o "$OUT.tmp" "$HERE/app.js" >/dev/null
 mv "$OUT.tmp" "$OUT"
 echo "build: $OUT ($(stat -c %s "$OUT") bytes, componentize-js 0.23.0)"

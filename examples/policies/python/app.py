@@ -8,6 +8,11 @@
     protocol = "tcp"            # tcp | udp | icmp | any (default: any)
     ports = "80"                # a port or range, destination side, or any (default: any)
     src = "10.10.1.0/24"        # optional: the inside source
+    host = "*.pypi.org"         # optional: a name natgw bound to the destination
+
+Built against natgw:policy@0.2.0: host patterns are registered with the gateway at init
+(names.set_patterns, which refuses what is not a domain name) and matched by it in check
+(names.dst_matches, asked once and only when a host rule is reached).
 
 Build: ./build.sh (componentize-py) -> target/policies/egress_allowlist_py.wasm
 """
@@ -16,11 +21,12 @@ import tomllib
 
 from componentize_py_types import Err
 from wit_world import WitWorld as _World, exports
-from wit_world.imports.types import Flow, IpAddress_V4, Protocol, Verdict
+from wit_world.imports import names
+from wit_world.imports.types import Explanation, Flow, IpAddress_V4, Protocol, Verdict
 
 VERDICTS = {"allow": Verdict.ALLOW, "deny": Verdict.DENY, "reject": Verdict.REJECT}
 PROTOCOLS = {"tcp": Protocol.TCP, "udp": Protocol.UDP, "icmp": Protocol.ICMP}
-RULE_KEYS = ("action", "dst", "src", "protocol", "ports")
+RULE_KEYS = ("action", "dst", "src", "protocol", "ports", "host")
 
 
 class ConfigError(Exception):
@@ -99,6 +105,7 @@ def parse_config(text):
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
         raise ConfigError("config: rule must be an array of tables ([[rule]])")
     out = []
+    patterns = []
     for i, r in enumerate(rules):
         at = lambda k: f"rule[{i}].{k}"  # noqa: E731
         for k in r:
@@ -113,14 +120,29 @@ def parse_config(text):
             protocol = PROTOCOLS[proto.lower()]
         else:
             raise ConfigError(f'{at("protocol")} = "{proto}": must be tcp, udp, icmp or any')
+        host = string(at("host"), r.get("host"))
+        if host is not None:
+            # Checked one at a time, so that an error names its rule.
+            register(at("host"), [host])
+            patterns.append(host)
         out.append((
             parse_verdict(at("action"), string(at("action"), r["action"])),
             parse_address(at("dst"), string(at("dst"), r.get("dst"))),
             parse_address(at("src"), string(at("src"), r.get("src"))),
             protocol,
             parse_ports(at("ports"), string(at("ports"), r.get("ports"))),
+            None if host is None else len(patterns) - 1,
         ))
+    register("rule[].host", patterns)
     return default, out
+
+
+def register(key, patterns):
+    """Registers host patterns with the gateway, which refuses what is not a domain name."""
+    try:
+        names.set_patterns(patterns)
+    except Err as e:
+        raise ConfigError(f"config: {key}: {e.value}") from None
 
 
 def contains(cidr, addr):
@@ -147,10 +169,37 @@ class Lifecycle(exports.Lifecycle):
             raise Err(str(e))
 
 
+    def export_state(self) -> bytes:
+        # Nothing to carry across a swap: the rules come from the config.
+        return b""
+
+    def import_state(self, state: bytes) -> None:
+        pass
+
+
+def deciding_rule(f):
+    """The index of the rule that decides f, or None (the default). The gateway is asked
+    which host patterns match once, and only when a host rule is reached."""
+    matches = None
+    for i, (action, dst, src, protocol, (lo, hi), host) in enumerate(_rules):
+        if (protocol is None or protocol == f.protocol) and contains(dst, f.dst) and contains(src, f.src) \
+                and (f.protocol == Protocol.ICMP or lo <= f.dst_port <= hi):
+            if host is not None:
+                if matches is None:
+                    matches = names.dst_matches()
+                if not matches & (1 << host):
+                    continue
+            return i
+    return None
+
+
 class Egress(exports.Egress):
     def check(self, f: Flow) -> Verdict:
-        for action, dst, src, protocol, (lo, hi) in _rules:
-            if (protocol is None or protocol == f.protocol) and contains(dst, f.dst) and contains(src, f.src) \
-                    and (f.protocol == Protocol.ICMP or lo <= f.dst_port <= hi):
-                return action
-        return _default
+        i = deciding_rule(f)
+        return _default if i is None else _rules[i][0]
+
+    def explain(self, f: Flow) -> Explanation:
+        i = deciding_rule(f)
+        if i is None:
+            return Explanation(_default, f"no rule of {len(_rules)} matched: the default")
+        return Explanation(_rules[i][0], f"rule[{i}] matched")

@@ -6,10 +6,12 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 TOOL=${COMPONENTIZE_PY:-/var/cache/natgw/tools/componentize-py-0.25.1/bin/componentize-py}
 [ -x "$TOOL" ] || { echo "build: $TOOL is missing: run scripts/setup.sh" >&2; exit 1; }
-# SRC and OUT build variants (the test fixture in examples/policies/python/fixture_sleepy).
+# SRC, WIT and OUT build variants (the test fixture in examples/policies/python/fixture_sleepy,
+# a 0.1.0 policy).
 SRC=${SRC:-$HERE}
+WIT=${WIT:-$ROOT/wit/natgw-policy-0.2.0}
 OUT=${OUT:-$ROOT/target/policies/egress_allowlist_py.wasm}
 mkdir -p "$(dirname "$OUT")"
-"$TOOL" -d "$ROOT/wit/natgw-policy-0.1.0" -w egress-policy componentize -p "$SRC" app -o "$OUT.tmp" >/dev/null
+"$TOOL" -d "$WIT" -w egress-policy componentize -p "$SRC" app -o "$OUT.tmp" >/dev/null
 mv "$OUT.tmp" "$OUT"
 echo "build: $OUT ($(stat -c %s "$OUT") bytes, componentize-py $("$TOOL" --version | awk '{print $2}'))"

@@ -304,22 +304,25 @@ fn an_inside_resolvers_lookups_bind_for_every_host() {
 }
 
 #[test]
-fn a_name_policy_swaps_with_an_address_policy_of_the_older_contract() {
+fn a_name_policy_swaps_with_a_policy_of_the_older_contract() {
     let (t, _confs) = names_topology();
     assert_eq!(getent(&t.cli1, "github.com"), Some(Ipv4Addr::new(203, 0, 113, 81)));
     assert_eq!(probe(&t.cli1, "203.0.113.81"), Probe::Open);
-    // The Go allow-list, built against natgw:policy@0.1.0 (no names), allowing the address.
-    let addr_cfg = t.path("by-address.toml");
-    std::fs::write(&addr_cfg, "default = \"reject\"\n[[rule]]\naction = \"allow\"\ndst = \"203.0.113.84\"\n")
-        .expect("toml");
-    t.admin()
-        .policy_swap(Hook::Egress, policy("egress_allowlist_go.wasm"), Some(addr_cfg), None, false)
-        .expect("swap to 0.1.0");
-    assert_eq!(probe(&t.cli1, "203.0.113.81"), Probe::Refused, "the 0.1.0 policy knows no names");
-    assert_eq!(probe(&t.cli1, "203.0.113.84"), Probe::Open);
+    assert_eq!(probe(&t.cli1, "203.0.113.84"), Probe::Refused, "no name of the name policy is bound to it");
+    // A policy built against natgw:policy@0.1.0 (the Python test fixture, which allows
+    // every flow but its sleeping ports), into the same gateway and back.
+    let r =
+        t.admin().policy_swap(Hook::Egress, policy("sleepy_python.wasm"), None, None, false).expect("swap to 0.1.0");
+    assert!(r.serving_everywhere, "{r:?}");
+    let listed = t.admin().policy_list().expect("list");
+    assert!(listed.iter().any(|h| h.hook == Hook::Egress && h.contract == "natgw:policy@0.1.0"), "{listed:?}");
+    assert_eq!(probe(&t.cli1, "203.0.113.84"), Probe::Open, "the 0.1.0 policy decides now");
     let names = t.path("names.toml");
     t.admin().policy_swap(Hook::Egress, policy("egress_allowlist.wasm"), Some(names), None, false).expect("swap back");
+    let listed = t.admin().policy_list().expect("list");
+    assert!(listed.iter().any(|h| h.hook == Hook::Egress && h.contract == "natgw:policy@0.2.0"), "{listed:?}");
     assert_eq!(probe(&t.cli1, "203.0.113.81"), Probe::Open, "the 0.2.0 policy sees the name bound before the swaps");
+    assert_eq!(probe(&t.cli1, "203.0.113.84"), Probe::Refused);
 }
 
 fn explain(

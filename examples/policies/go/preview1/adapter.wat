@@ -18,8 +18,8 @@
 ;; The component built with it imports natgw:policy/host and no WASI at all.
 (module
   (import "env" "memory" (memory 0))
-  (import "natgw:policy/host@0.1.0" "log" (func $log (param i32 i32 i32)))
-  (import "natgw:policy/host@0.1.0" "monotonic-now-ns" (func $now (result i64)))
+  (import "natgw:policy/host@0.2.0" "log" (func $log (param i32 i32 i32)))
+  (import "natgw:policy/host@0.2.0" "monotonic-now-ns" (func $now (result i64)))
 
   (global $rng (mut i64) (i64.const 0))
 
