@@ -240,6 +240,8 @@ impl Translator {
         let generation = self.policy.egress_generation();
         let (len, now) = (self.packet_len, self.packet_ms);
         if let Some(verdict) = self.refusals.lookup(nf, direction, generation, len, now) {
+            // No policy was asked, the shadow neither: nothing of an earlier answer carries over.
+            self.shadow_answer = None;
             self.counters.inc(Counter::PolicyRefusalsCached);
             return verdict;
         }
