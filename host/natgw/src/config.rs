@@ -1044,6 +1044,33 @@ udp = 30
     }
 
     #[test]
+    fn dns_binding_is_off_without_resolvers_and_its_errors_name_the_key() {
+        assert!(Config::parse(GOOD).unwrap().dns.is_none());
+        let on = Config::parse(&format!(
+            "{GOOD}\n[dns]\nresolvers = [\"203.0.113.53\"]\ninside_resolvers = [\"10.10.2.53\"]\n"
+        ))
+        .unwrap();
+        let d = on.dns.expect("[dns] with resolvers is on");
+        assert_eq!((d.resolvers.len(), d.inside_resolvers.len(), d.limits.min_ttl_s), (1, 1, 60));
+        for (dns, key, value) in [
+            ("resolvers = [\"203.0.113.300\"]", "dns.resolvers[0]", "203.0.113.300"),
+            (
+                "resolvers = [\"203.0.113.53\"]\ninside_resolvers = [\"10.99.0.1\"]",
+                "dns.inside_resolvers[0]",
+                "10.99.0.1",
+            ),
+            ("inside_resolvers = [\"10.10.1.53\"]", "dns.resolvers", "[]"),
+            ("resolvers = [\"203.0.113.53\"]\nmin_ttl_s = 600\nmax_ttl_s = 60", "dns.min_ttl_s", "600"),
+            ("resolvers = [\"203.0.113.53\"]\nmax_names = 0", "dns.max_names", "0"),
+            ("resolvers = [\"203.0.113.53\"]\nmax_names = 10\nmax_names_per_host = 11", "dns.max_names_per_host", "11"),
+            ("resolver = [\"203.0.113.53\"]", "resolver", ""),
+        ] {
+            let e = err(&format!("{GOOD}\n[dns]\n{dns}\n"));
+            assert!(e.contains(key) && e.contains(value), "{dns}: {e}");
+        }
+    }
+
+    #[test]
     fn ha_section_and_its_errors() {
         let ha = "[dataplane]\nworkers = 2\n[ha]\ninterface = \"sync0\"\naddress = \"10.99.0.2:7801\"\n\
                   peer = \"10.99.0.1:7801\"\nkey = \"0123456789abcdef\"\n";
