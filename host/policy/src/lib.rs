@@ -1269,6 +1269,15 @@ impl Runtime {
         };
         let fail = fail.or_else(|| self.current(Hook::Egress).map(|g| g.fail)).unwrap_or(Hook::Egress.default_fail());
         let g = self.prepare_with_text(Hook::Egress, &s.file, s.config_text.clone(), fail)?;
+        if g.hash != s.hash {
+            // What goes live must be what ran as the shadow.
+            return Err(PolicyError::Engine(format!(
+                "{} changed since it was shadowed (sha256 {} then, {} now): shadow it again",
+                s.file.display(),
+                s.short_hash(),
+                g.short_hash()
+            )));
+        }
         self.current[Hook::Egress.index()].store(Some(Arc::clone(&g)));
         self.shadow.store(None);
         Ok(g)

@@ -88,7 +88,9 @@ impl HookSlot {
             self.instance = g.take_spare(caller);
             rt.request_spare(g, caller);
         }
-        if let (Some(mut old), Some(counters)) = (old, counters) {
+        // Carried only to a generation that replaces the old one (not to none: a policy
+        // removed, a shadow stopped or promoted).
+        if let (Some(mut old), Some(counters), true) = (old, counters, self.generation.is_some()) {
             self.carry_state(rt, &mut old, counters);
         }
         if self.shadow {
@@ -109,10 +111,17 @@ impl HookSlot {
         let result = match self.instance.as_mut() {
             Some(new) if new.carries_state() => {
                 old.arm(budget);
-                old.export_state().and_then(|state| {
-                    new.arm(budget);
-                    new.import_state(&state)
-                })
+                // A trap in the old instance's export costs the state, never the new
+                // instance: it has not been entered.
+                old.export_state()
+                    .map_err(|e| match e {
+                        StateError::Trapped(why) => StateError::Refused(format!("export-state failed: {why}")),
+                        refused => refused,
+                    })
+                    .and_then(|state| {
+                        new.arm(budget);
+                        new.import_state(&state)
+                    })
             }
             Some(_) => return,
             None => Err(StateError::Refused("no instance of the new generation was ready on this worker".into())),
@@ -291,6 +300,26 @@ impl WorkerPolicy {
 }
 
 impl WorkerPolicy {
+    /// The live egress policy's answer (no shadow).
+    fn live_egress(&mut self, flow: &NewFlow, names: DestinationNames<'_>) -> EgressDecision {
+        let wf = wit_flow(flow);
+        // Looked up only if the policy asks (0.2.0's `names` import).
+        let names = names.has_table().then(|| FlowNames { host: flow.src, dst: flow.dst, now_ms: names.now_ms() });
+        let r = self.egress.call(&self.rt, &self.counters, |inst| match inst.egress_check(wf, names) {
+            Some(r) => r.map_err(|e| error_text(&e)),
+            None => Err("instance does not export egress".into()),
+        });
+        self.egress_failed = matches!(r, Called::Failed(_));
+        match r {
+            Called::NoPolicy => EgressDecision::Allow,
+            Called::Answer(Verdict::Allow) => EgressDecision::Allow,
+            Called::Answer(Verdict::Deny) => EgressDecision::Deny,
+            Called::Answer(Verdict::Reject) => EgressDecision::Reject,
+            Called::Failed(FailMode::Open) => EgressDecision::Allow,
+            Called::Failed(FailMode::Closed) => EgressDecision::Deny,
+        }
+    }
+
     /// The shadow policy's answer for the flow the live one just decided, if a shadow runs
     /// and has share left this second: after the live decision, which it never changes.
     fn ask_shadow(&mut self, wf: Flow, names: Option<FlowNames>, live: EgressDecision) -> Option<EgressDecision> {
@@ -339,23 +368,14 @@ impl FlowPolicy for WorkerPolicy {
         self.egress_named(flow, DestinationNames::none())
     }
 
+    fn egress_recheck(&mut self, flow: &NewFlow, names: DestinationNames<'_>) -> EgressDecision {
+        self.live_egress(flow, names)
+    }
+
     fn egress_named(&mut self, flow: &NewFlow, names: DestinationNames<'_>) -> EgressDecision {
+        let live = self.live_egress(flow, names);
         let wf = wit_flow(flow);
-        // Looked up only if the policy asks (0.2.0's `names` import).
         let names = names.has_table().then(|| FlowNames { host: flow.src, dst: flow.dst, now_ms: names.now_ms() });
-        let r = self.egress.call(&self.rt, &self.counters, |inst| match inst.egress_check(wf, names) {
-            Some(r) => r.map_err(|e| error_text(&e)),
-            None => Err("instance does not export egress".into()),
-        });
-        self.egress_failed = matches!(r, Called::Failed(_));
-        let live = match r {
-            Called::NoPolicy => EgressDecision::Allow,
-            Called::Answer(Verdict::Allow) => EgressDecision::Allow,
-            Called::Answer(Verdict::Deny) => EgressDecision::Deny,
-            Called::Answer(Verdict::Reject) => EgressDecision::Reject,
-            Called::Failed(FailMode::Open) => EgressDecision::Allow,
-            Called::Failed(FailMode::Closed) => EgressDecision::Deny,
-        };
         self.shadow_verdict = self.ask_shadow(wf, names, live);
         live
     }

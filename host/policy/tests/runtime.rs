@@ -651,6 +651,13 @@ fn a_shadow_policy_never_changes_the_live_answer_and_is_held_to_its_share() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(counters.get(Counter::PolicyShadowDisagreements), 0);
+    // What goes live is what ran as the shadow: a file changed since is refused.
+    let candidate = dir.0.join("candidate.wasm");
+    std::fs::copy(component("egress_allowlist"), &candidate).unwrap();
+    rt.shadow_swap(&candidate, Some(&write(&dir, "deny.toml", "default = \"deny\"\n"))).unwrap();
+    std::fs::copy(component("misbehaving_egress"), &candidate).unwrap();
+    let e = rt.promote_shadow(None).unwrap_err();
+    assert!(e.to_string().contains("changed since it was shadowed"), "{e}");
     // Stopped: no more shadow answers.
     rt.clear_shadow();
     wp.batch_boundary();

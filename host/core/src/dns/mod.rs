@@ -2,14 +2,19 @@
 //! which names each host resolved to which addresses (`names::NameTable`), so that an
 //! egress policy can decide by name ("CI may reach github.com and *.pypi.org").
 //!
-//! What binds: an answer (UDP, or TCP whose message starts its segment and fits in it)
-//! from a configured resolver (`DnsConfig::resolvers`, the only servers whose answers are
+//! What binds: a UDP answer from a configured resolver (`DnsConfig::resolvers`, the only servers whose answers are
 //! trusted), on a flow an inside host opened to its port 53, that answers a query natgw
 //! saw leave on that flow (`pending`: same transaction id and question) with rcode 0. It
 //! binds every name of the question's CNAME chain to each A and AAAA address the chain
 //! ends in, for the smallest TTL along the way (within `NameLimits`). A query from one of
 //! the `inside_resolvers` binds for every inside host (`names::EVERY_HOST`): its clients
-//! ask it, not natgw's resolvers, so their own lookups never cross natgw.
+//! ask it, not natgw's resolvers, so their own lookups never cross natgw. One answer makes
+//! at most `MAX_BINDINGS_PER_ANSWER` bindings.
+//!
+//! DNS over TCP binds nothing: natgw does not follow the stream, and a host decides where
+//! its segments start (its MSS, its window), so a record it asked for (a TXT of a zone it
+//! owns) could be made to begin a segment with a length prefix and a whole forged message,
+//! answering a query it sends next. Reading TCP needs the stream's message boundaries.
 //!
 //! Owns: parsing what the fast path diverts here, the outstanding queries of one worker,
 //! and the outcome counters. Must never: bind from an answer nobody asked for, grow without
@@ -36,6 +41,10 @@ pub const DNS_PORT: u16 = 53;
 
 /// Names followed from the question through CNAMEs (the question's included).
 pub const MAX_CHAIN: usize = 8;
+
+/// Bindings (names × addresses) one answer may make: an answer cannot fill a host's, or
+/// the inside resolvers' shared, quota on its own.
+pub const MAX_BINDINGS_PER_ANSWER: usize = 32;
 
 /// DNS binding as the gateway config sets it (`[dns]`).
 #[derive(Debug, Clone)]
@@ -101,7 +110,7 @@ impl NameBinder {
     }
 
     /// A query leaving on the flow `host:host_port -> resolver:53`. `payload` is the UDP
-    /// payload or the TCP segment's.
+    /// payload (TCP is not read: the module text says why).
     pub fn on_query(
         &mut self,
         proto: u8,
@@ -150,6 +159,7 @@ impl NameBinder {
         let Some(chain) = Chain::follow(&m, &question) else { return Some(Counter::DnsMessagesMalformed) };
         let bind_for = if self.inside_resolvers.contains(&host) { EVERY_HOST } else { host };
         let mut refused = false;
+        let mut made = 0;
         for r in m.answers(&question) {
             let Ok(r) = r else { return Some(Counter::DnsMessagesMalformed) };
             let addr = match r.data {
@@ -163,6 +173,11 @@ impl NameBinder {
             }
             let ttl = r.ttl.min(chain.ttl);
             for name in chain.names() {
+                if made == MAX_BINDINGS_PER_ANSWER {
+                    refused = true;
+                    break;
+                }
+                made += 1;
                 match self.table.bind(bind_for, addr, name.as_str(), ttl, now_ms) {
                     BindOutcome::Bound | BindOutcome::Refreshed => {}
                     _ => refused = true,
@@ -180,15 +195,10 @@ impl NameBinder {
     }
 }
 
-/// The DNS message in a payload: all of a UDP payload; for TCP the first message of the
-/// segment when it starts there and fits (`None` otherwise: a segment continuing a
-/// message, or a message split over segments, is not read).
+/// The DNS message in a payload: all of a UDP payload; nothing of TCP (the module text
+/// says why).
 fn message(proto: u8, payload: &[u8]) -> Option<&[u8]> {
-    if proto != PROTO_TCP {
-        return Some(payload);
-    }
-    let len = usize::from(u16::from_be_bytes([*payload.first()?, *payload.get(1)?]));
-    payload.get(2..2 + len)
+    (proto != PROTO_TCP).then_some(payload)
 }
 
 /// The question's name and the names its CNAMEs lead to, and the smallest TTL of those
@@ -418,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn tcp_messages_are_read_when_they_start_the_segment_and_fit() {
+    fn dns_over_tcp_binds_nothing() {
         let mut b = binder();
         let framed = |m: Vec<u8>| {
             let mut v = u16::try_from(m.len()).expect("a short message").to_be_bytes().to_vec();
@@ -427,11 +437,21 @@ mod tests {
         };
         let q = framed(query(8, "github.com"));
         let a = framed(answer(8, "github.com", &[("github.com", 60, RecordData::A(GH))]));
-        assert_eq!(b.on_query(PROTO_TCP, HOST, 40000, RESOLVER, &q, 0), Some(Counter::DnsQueriesTracked));
-        // Half of the answer: not read, nothing counted.
-        assert_eq!(b.on_answer(PROTO_TCP, HOST, 40000, RESOLVER, &a[..a.len() / 2], 0), None);
-        assert_eq!(b.on_answer(PROTO_TCP, HOST, 40000, RESOLVER, &a, 0), Some(Counter::DnsAnswersMatched));
-        assert_eq!(names_of(&b, HOST, GH).len(), 1);
+        // A whole message starting its segment, as a host could arrange for a forged one.
+        assert_eq!(b.on_query(PROTO_TCP, HOST, 40000, RESOLVER, &q, 0), None);
+        assert_eq!(b.on_answer(PROTO_TCP, HOST, 40000, RESOLVER, &a, 0), None);
+        assert!(b.table().is_empty());
+    }
+
+    #[test]
+    fn one_answer_makes_at_most_its_share_of_bindings() {
+        let mut b = binder();
+        let records: Vec<(&str, u32, RecordData)> =
+            (0..50u8).map(|i| ("many.example", 60, RecordData::A(Ipv4Addr::new(192, 0, 2, i)))).collect();
+        let a = answer(10, "many.example", &records);
+        let (_, out) = exchange(&mut b, HOST, &query(10, "many.example"), &a);
+        assert_eq!(out, Some(Counter::DnsBindingsRefused));
+        assert_eq!(b.table().len(), MAX_BINDINGS_PER_ANSWER);
     }
 
     #[test]

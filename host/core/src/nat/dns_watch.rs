@@ -16,8 +16,10 @@ impl Translator {
         if orig.side != Side::Inside || p.is_fragment || !binder.watches(orig.dst, orig.dst_port) {
             return;
         }
+        // UDP only: in a TCP stream the host decides where its segments start, so a record
+        // it asked for could be made to begin a segment and pass for an answer of its own
+        // (`dns` module text).
         let header = match p.l4 {
-            L4Header::Tcp { header_len, .. } => header_len,
             L4Header::Udp { .. } => natgw_wire::udp::HEADER_LEN,
             _ => return,
         };

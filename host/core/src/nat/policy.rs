@@ -101,6 +101,11 @@ pub trait FlowPolicy: Send {
     fn egress_generation(&self) -> u64 {
         0
     }
+    /// `egress_named` for a flow that exists already (`--revalidate`): the live policy only,
+    /// never a shadow (whose counts are of new flows).
+    fn egress_recheck(&mut self, flow: &NewFlow, names: DestinationNames<'_>) -> EgressDecision {
+        self.egress_named(flow, names)
+    }
     /// What the shadow egress policy answered for the last `egress` question, if one ran
     /// (`natgw policy shadow`): carried in the flow's records, never acted on.
     fn shadow_verdict(&self) -> Option<EgressDecision> {

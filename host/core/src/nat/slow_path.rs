@@ -379,7 +379,7 @@ impl Translator {
             };
             let nf = new_flow_of(&flow.keys[inside_dir], ingress);
             let names = DestinationNames::new(self.dns.as_ref().map(|d| &**d.table()), nf.src, nf.dst, now_ms);
-            if self.policy.egress_named(&nf, names) != EgressDecision::Allow {
+            if self.policy.egress_recheck(&nf, names) != EgressDecision::Allow {
                 revoke.push(id);
             }
         }
