@@ -246,14 +246,6 @@ impl NameTable {
         out
     }
 
-    /// Whether `host` (or every host) has any name for `addr` now: the cheap question.
-    pub fn has_names(&self, host: Ipv4Addr, addr: IpAddr, now_ms: u64) -> bool {
-        [host, EVERY_HOST].into_iter().any(|h| {
-            self.shard(self.shard_index(h))
-                .is_some_and(|s| s.by_pair.get(&(h, addr)).is_some_and(|l| l.iter().any(|b| b.expires_ms > now_ms)))
-        })
-    }
-
     /// Removes the expired bindings of shard `i % 64`; returns how many. Callers sweep
     /// one shard per tick, in turn.
     pub fn sweep(&self, i: usize, now_ms: u64) -> usize {
@@ -310,7 +302,6 @@ mod tests {
         assert_eq!(names(&t, HOST, GH, 30_999), vec![("github.com".into(), 1)]);
         assert!(names(&t, HOST, GH, 31_000).is_empty(), "expired at its TTL");
         assert!(names(&t, OTHER, GH, 1_000).is_empty(), "another host did not resolve it");
-        assert!(!t.has_names(OTHER, GH, 1_000) && t.has_names(HOST, GH, 1_000));
         // Below the minimum and above the maximum.
         t.bind(HOST, GH, "short.example", 0, 0);
         t.bind(HOST, GH, "long.example", 1_000_000, 0);
