@@ -110,7 +110,7 @@ pub fn explain(
             "{} is inside: natgw translates to the outside and does not route between inside subnets (no-route)",
             dst.ip()
         ))
-    } else if !routable(*dst.ip()) {
+    } else if !natgw_core::nat::is_routable_destination(*dst.ip()) {
         Some(format!("{} is broadcast, multicast, loopback or reserved: never forwarded (no-route)", dst.ip()))
     } else {
         None
@@ -270,10 +270,6 @@ fn verdict_name(v: Verdict) -> &'static str {
         Verdict::Deny => "deny",
         Verdict::Reject => "reject",
     }
-}
-
-fn routable(a: Ipv4Addr) -> bool {
-    !(a.is_broadcast() || a.is_multicast() || a.is_loopback() || a.octets()[0] == 0 || a.octets()[0] >= 240)
 }
 
 fn filtering_text(f: Filtering, proto: FlowProto) -> String {

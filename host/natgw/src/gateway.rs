@@ -1135,18 +1135,7 @@ fn swap_and_wait(
     let t0 = Instant::now();
     let g = rt.swap(hook, component, config, fail)?;
     let prepared = t0.elapsed();
-    let published = Instant::now();
-    let workers = shared.wake.len();
-    for w in 0..workers {
-        shared.wake(w);
-    }
-    let callers: Vec<usize> = rt.callers_of(hook).collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !callers.iter().all(|&c| rt.serving(hook, c) == g.id) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let serving_after = published.elapsed();
-    let serving_everywhere = callers.iter().all(|&c| rt.serving(hook, c) == g.id);
+    let (serving_after, serving_everywhere) = wait_serving(rt, shared, hook, |c| rt.serving(hook, c) == g.id);
     let revoked = (revalidate && hook == Hook::Egress).then(|| {
         let mut revoked = 0u64;
         for q in shared.control.iter() {
@@ -1188,27 +1177,34 @@ fn shadow_and_wait(
         None => rt.promote_shadow(fail)?,
     };
     let prepared = t0.elapsed();
-    let published = Instant::now();
-    for w in 0..shared.wake.len() {
-        shared.wake(w);
-    }
-    let callers: Vec<usize> = rt.callers_of(hook).collect();
     let serves = |c: usize| if start.is_some() { rt.shadow_serving(c) == g.id } else { rt.serving(hook, c) == g.id };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !callers.iter().all(|&c| serves(c)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    let (serving_after, serving_everywhere) = wait_serving(rt, shared, hook, serves);
     Ok(SwapReport {
         hook,
         generation: g.id,
         file: g.file.display().to_string(),
         sha256: g.hash.clone(),
         prepared_us: u64::try_from(prepared.as_micros()).unwrap_or(u64::MAX),
-        serving_after_us: u64::try_from(published.elapsed().as_micros()).unwrap_or(u64::MAX),
-        serving_everywhere: callers.iter().all(|&c| serves(c)),
+        serving_after_us: u64::try_from(serving_after.as_micros()).unwrap_or(u64::MAX),
+        serving_everywhere,
         revoked: None,
         shadow: start.is_some(),
     })
+}
+
+/// After a generation is published: wakes every worker and waits (up to 5 s) until each
+/// caller of `hook` `serves` it; how long that took, and whether all do.
+fn wait_serving(rt: &Runtime, shared: &Shared, hook: Hook, serves: impl Fn(usize) -> bool) -> (Duration, bool) {
+    let published = Instant::now();
+    for w in 0..shared.wake.len() {
+        shared.wake(w);
+    }
+    let callers: Vec<usize> = rt.callers_of(hook).collect();
+    let deadline = published + Duration::from_secs(5);
+    while !callers.iter().all(|&c| serves(c)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    (published.elapsed(), callers.iter().all(|&c| serves(c)))
 }
 
 /// The admin thread: one connection at a time, each a hello and one request. A policy
@@ -1233,6 +1229,22 @@ fn prune_watchers(watchers: &mut Vec<UnixStream>) -> usize {
         }
     });
     watchers.len()
+}
+
+/// Answers a request that takes long (compiling, instantiating) from a thread of its own, so
+/// that the admin socket keeps answering meanwhile.
+fn answer_on_thread(
+    mut conn: std::os::unix::net::UnixStream,
+    name: &str,
+    what: &str,
+    answer: impl FnOnce() -> Result<Reply, AdminError> + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+        let _ = conn.write_all(Envelope::from(answer()).line().as_bytes());
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("natgw: admin: cannot start a thread for {what}: {e}");
+    }
 }
 
 /// `natgw explain` requests answered at once (each instantiates its policies).
@@ -1341,13 +1353,9 @@ fn serve_admin(
                 // on a thread of its own, so that the admin socket keeps answering. Each
                 // thread holds a reference to `explain`: that bounds how many run at once.
                 let (shared, rt, explain, pools) = (shared.clone(), rt.clone(), explain.clone(), status.pools.clone());
-                let spawned = std::thread::Builder::new().name("natgw-explain".into()).spawn(move || {
-                    let reply = explain_now(&shared, &rt, &explain, &pools, &q).map(|r| Reply::Explained(Box::new(r)));
-                    let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
+                answer_on_thread(conn, "natgw-explain", "explain", move || {
+                    explain_now(&shared, &rt, &explain, &pools, &q).map(|r| Reply::Explained(Box::new(r)))
                 });
-                if let Err(e) = spawned {
-                    tracing::warn!("natgw: admin: cannot start a thread for explain: {e}");
-                }
                 continue;
             }
             Request::PolicyRemove { hook } => {
@@ -1358,28 +1366,25 @@ fn serve_admin(
                 rt.clear_shadow();
                 Ok(Reply::PolicyRemoved { hook })
             }
-            Request::PolicyShadow { .. } | Request::PolicyPromote { .. } => {
+            Request::PolicyShadow { hook, component, config } => {
                 // Compiles and instantiates like a swap: on a thread of its own, one at a time.
                 let (rt, shared, lock) = (rt.clone(), shared.clone(), swap_lock.clone());
-                let spawned = std::thread::Builder::new().name("natgw-swap".into()).spawn(move || {
+                answer_on_thread(conn, "natgw-swap", "a shadow policy", move || {
                     let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    let (hook, reply) = match &request {
-                        Request::PolicyShadow { hook, component, config } => {
-                            (*hook, shadow_and_wait(&rt, &shared, *hook, Some((component, config.as_deref())), None))
-                        }
-                        Request::PolicyPromote { hook, fail } => {
-                            (*hook, shadow_and_wait(&rt, &shared, *hook, None, *fail))
-                        }
-                        _ => return,
-                    };
-                    let reply = reply
+                    shadow_and_wait(&rt, &shared, hook, Some((&component, config.as_deref())), None)
                         .map(Reply::PolicySwapped)
-                        .map_err(|e| AdminError::PolicyRefused { hook, reason: e.to_string() });
-                    let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
+                        .map_err(|e| AdminError::PolicyRefused { hook, reason: e.to_string() })
                 });
-                if let Err(e) = spawned {
-                    tracing::warn!("natgw: admin: cannot start a thread for a shadow policy: {e}");
-                }
+                continue;
+            }
+            Request::PolicyPromote { hook, fail } => {
+                let (rt, shared, lock) = (rt.clone(), shared.clone(), swap_lock.clone());
+                answer_on_thread(conn, "natgw-swap", "a promotion", move || {
+                    let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    shadow_and_wait(&rt, &shared, hook, None, fail)
+                        .map(Reply::PolicySwapped)
+                        .map_err(|e| AdminError::PolicyRefused { hook, reason: e.to_string() })
+                });
                 continue;
             }
             Request::FollowFlows => match &followers {
@@ -1428,16 +1433,12 @@ fn serve_admin(
                 // flows keep answering meanwhile. One swap at a time keeps generations in
                 // the order they were asked for.
                 let (rt, shared, lock) = (rt.clone(), shared.clone(), swap_lock.clone());
-                let spawned = std::thread::Builder::new().name("natgw-swap".into()).spawn(move || {
+                answer_on_thread(conn, "natgw-swap", "a policy swap", move || {
                     let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    let reply = swap_and_wait(&rt, &shared, hook, &component, config.as_deref(), fail, revalidate)
+                    swap_and_wait(&rt, &shared, hook, &component, config.as_deref(), fail, revalidate)
                         .map(Reply::PolicySwapped)
-                        .map_err(|e| AdminError::PolicyRefused { hook, reason: e.to_string() });
-                    let _ = conn.write_all(Envelope::from(reply).line().as_bytes());
+                        .map_err(|e| AdminError::PolicyRefused { hook, reason: e.to_string() })
                 });
-                if let Err(e) = spawned {
-                    tracing::warn!("natgw: admin: cannot start a thread for a policy swap: {e}");
-                }
                 continue;
             }
         };

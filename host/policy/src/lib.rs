@@ -1294,36 +1294,30 @@ impl Runtime {
             .iter()
             .filter_map(|&h| {
                 let g = self.current(h)?;
-                Some(HookStatus {
-                    hook: h,
-                    generation: g.id,
-                    file: g.file.display().to_string(),
-                    sha256: g.hash.clone(),
-                    loaded_unix_s: g.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-                    calls: g.stats.calls.load(Ordering::Relaxed),
-                    errors: g.stats.errors.load(Ordering::Relaxed),
-                    timeouts: g.stats.timeouts.load(Ordering::Relaxed),
-                    fail: g.fail,
-                    serving: self.callers_of(h).map(|c| self.serving(h, c)).collect(),
-                    shadow: false,
-                    contract: g.contract,
-                })
+                Some(self.status_of(&g, false, self.callers_of(h).map(|c| self.serving(h, c)).collect()))
             })
-            .chain(self.shadow().map(|g| HookStatus {
-                hook: Hook::Egress,
-                generation: g.id,
-                file: g.file.display().to_string(),
-                sha256: g.hash.clone(),
-                loaded_unix_s: g.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-                calls: g.stats.calls.load(Ordering::Relaxed),
-                errors: g.stats.errors.load(Ordering::Relaxed),
-                timeouts: g.stats.timeouts.load(Ordering::Relaxed),
-                fail: g.fail,
-                serving: self.callers_of(Hook::Egress).map(|c| self.shadow_serving(c)).collect(),
-                shadow: true,
-                contract: g.contract,
+            .chain(self.shadow().map(|g| {
+                let serving = self.callers_of(Hook::Egress).map(|c| self.shadow_serving(c)).collect();
+                self.status_of(&g, true, serving)
             }))
             .collect()
+    }
+
+    fn status_of(&self, g: &Generation, shadow: bool, serving: Vec<u64>) -> HookStatus {
+        HookStatus {
+            hook: g.hook,
+            generation: g.id,
+            file: g.file.display().to_string(),
+            sha256: g.hash.clone(),
+            loaded_unix_s: g.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            calls: g.stats.calls.load(Ordering::Relaxed),
+            errors: g.stats.errors.load(Ordering::Relaxed),
+            timeouts: g.stats.timeouts.load(Ordering::Relaxed),
+            fail: g.fail,
+            serving,
+            shadow,
+            contract: g.contract,
+        }
     }
 
     /// Loads every hook the config names. The first failure is returned and nothing

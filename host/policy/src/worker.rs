@@ -243,6 +243,15 @@ impl HookSlot {
     }
 }
 
+/// A policy's verdict as the translator takes it.
+fn decision(v: Verdict) -> EgressDecision {
+    match v {
+        Verdict::Allow => EgressDecision::Allow,
+        Verdict::Deny => EgressDecision::Deny,
+        Verdict::Reject => EgressDecision::Reject,
+    }
+}
+
 /// Converts the translator's view of a new flow into the WIT record.
 pub fn wit_flow(f: &NewFlow) -> Flow {
     Flow {
@@ -300,22 +309,23 @@ impl WorkerPolicy {
 }
 
 impl WorkerPolicy {
+    /// The flow as the policies see it, and whose names they may ask for (looked up only
+    /// if a policy asks: 0.2.0's `names` import).
+    fn question(flow: &NewFlow, names: DestinationNames<'_>) -> (Flow, Option<FlowNames>) {
+        let asked = names.has_table().then(|| FlowNames { host: flow.src, dst: flow.dst, now_ms: names.now_ms() });
+        (wit_flow(flow), asked)
+    }
+
     /// The live egress policy's answer (no shadow).
-    fn live_egress(&mut self, flow: &NewFlow, names: DestinationNames<'_>) -> EgressDecision {
-        let wf = wit_flow(flow);
-        // Looked up only if the policy asks (0.2.0's `names` import).
-        let names = names.has_table().then(|| FlowNames { host: flow.src, dst: flow.dst, now_ms: names.now_ms() });
+    fn live_egress(&mut self, wf: Flow, names: Option<FlowNames>) -> EgressDecision {
         let r = self.egress.call(&self.rt, &self.counters, |inst| match inst.egress_check(wf, names) {
             Some(r) => r.map_err(|e| error_text(&e)),
             None => Err("instance does not export egress".into()),
         });
         self.egress_failed = matches!(r, Called::Failed(_));
         match r {
-            Called::NoPolicy => EgressDecision::Allow,
-            Called::Answer(Verdict::Allow) => EgressDecision::Allow,
-            Called::Answer(Verdict::Deny) => EgressDecision::Deny,
-            Called::Answer(Verdict::Reject) => EgressDecision::Reject,
-            Called::Failed(FailMode::Open) => EgressDecision::Allow,
+            Called::NoPolicy | Called::Failed(FailMode::Open) => EgressDecision::Allow,
+            Called::Answer(v) => decision(v),
             Called::Failed(FailMode::Closed) => EgressDecision::Deny,
         }
     }
@@ -337,12 +347,8 @@ impl WorkerPolicy {
             None => Err("instance does not export egress".into()),
         });
         self.shadow_used += now.elapsed();
-        let answer = match r {
-            Called::Answer(Verdict::Allow) => EgressDecision::Allow,
-            Called::Answer(Verdict::Deny) => EgressDecision::Deny,
-            Called::Answer(Verdict::Reject) => EgressDecision::Reject,
-            Called::NoPolicy | Called::Failed(_) => return None,
-        };
+        let Called::Answer(v) = r else { return None };
+        let answer = decision(v);
         self.counters.inc(Counter::PolicyShadowCalls);
         if answer != live {
             self.counters.inc(Counter::PolicyShadowDisagreements);
@@ -369,13 +375,13 @@ impl FlowPolicy for WorkerPolicy {
     }
 
     fn egress_recheck(&mut self, flow: &NewFlow, names: DestinationNames<'_>) -> EgressDecision {
-        self.live_egress(flow, names)
+        let (wf, names) = Self::question(flow, names);
+        self.live_egress(wf, names)
     }
 
     fn egress_named(&mut self, flow: &NewFlow, names: DestinationNames<'_>) -> EgressDecision {
-        let live = self.live_egress(flow, names);
-        let wf = wit_flow(flow);
-        let names = names.has_table().then(|| FlowNames { host: flow.src, dst: flow.dst, now_ms: names.now_ms() });
+        let (wf, names) = Self::question(flow, names);
+        let live = self.live_egress(wf, names);
         self.shadow_verdict = self.ask_shadow(wf, names, live);
         live
     }

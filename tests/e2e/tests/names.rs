@@ -64,6 +64,25 @@ protocol = "tcp"
 ports = "443"
 "#;
 
+/// dnsmasq in `ns`, in the foreground, answering on `listen` only, with no upstream, no
+/// /etc/hosts and its log on stderr: the caller adds its records or its server.
+fn dnsmasq(ns: &Netns, listen: &str) -> std::process::Command {
+    let mut cmd = ns.cmd("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--log-facility=-",
+        "--no-resolv",
+        "--no-hosts",
+        "--no-poll",
+        "--pid-file=",
+        "--user=root",
+        "--group=root",
+        "--bind-interfaces",
+    ]);
+    cmd.arg(format!("--listen-address={listen}"));
+    cmd
+}
+
 /// `/etc/netns/NAME/resolv.conf`: what `ip netns exec NAME` shows its programs as
 /// /etc/resolv.conf. Removed on drop.
 struct ResolvConf(PathBuf);
@@ -101,19 +120,9 @@ fn names_topology() -> (Topology, Vec<ResolvConf>) {
     ] {
         t.inet.ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]);
     }
-    let mut dnsmasq = t.inet.cmd("dnsmasq");
+    let mut dnsmasq = dnsmasq(&t.inet, RESOLVER);
     dnsmasq.args([
-        "--keep-in-foreground",
-        "--log-facility=-",
         "--log-queries",
-        "--no-resolv",
-        "--no-hosts",
-        "--no-poll",
-        "--pid-file=",
-        "--user=root",
-        "--group=root",
-        "--bind-interfaces",
-        "--listen-address=203.0.113.53",
         "--host-record=github.com,203.0.113.81,300",
         "--address=/pypi.org/203.0.113.82",
         "--host-record=pypi.org,203.0.113.84,300",
@@ -277,21 +286,8 @@ fn forged_answers_bind_nothing() {
 fn an_inside_resolvers_lookups_bind_for_every_host() {
     let (mut t, _confs) = names_topology();
     // dnsmasq on cli2 as the site's resolver, asking the one in natgw-inet through natgw.
-    let mut local = t.cli2.cmd("dnsmasq");
-    local.args([
-        "--keep-in-foreground",
-        "--log-facility=-",
-        "--no-resolv",
-        "--no-hosts",
-        "--no-poll",
-        "--pid-file=",
-        "--user=root",
-        "--group=root",
-        "--bind-interfaces",
-        "--listen-address=10.10.2.10",
-        "--server=203.0.113.53",
-        "--cache-size=0",
-    ]);
+    let mut local = dnsmasq(&t.cli2, "10.10.2.10");
+    local.args(["--server=203.0.113.53", "--cache-size=0"]);
     t.daemon("dnsmasq-inside", local);
     let cli2 = t.cli2.clone();
     eventually(secs(5), "the inside resolver to answer", || {

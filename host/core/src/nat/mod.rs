@@ -591,7 +591,7 @@ fn flow_key(side: Side, p: &Parsed) -> Option<FlowKey> {
 }
 
 /// Destinations a router may forward (RFC 1812 section 5.3.7 "martian" filtering).
-fn is_routable_destination(a: Ipv4Addr) -> bool {
+pub fn is_routable_destination(a: Ipv4Addr) -> bool {
     !(a.is_broadcast() || a.is_multicast() || a.is_loopback() || a.octets()[0] == 0 || a.octets()[0] >= 240)
 }
 
