@@ -14,8 +14,10 @@ cargo fmt --check
 cargo fmt --check --manifest-path sdk/Cargo.toml
 cargo fmt --check --all --manifest-path policies/Cargo.toml
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
-cargo clippy --all-targets --locked -q --manifest-path sdk/Cargo.toml --features egress -- -D warnings
-for p in egress-allowlist subnet-port-pools flow-log-filter misbehaving-egress blocking-egress stateful-egress; do
+for f in egress port-pool flow-log all; do
+  cargo clippy --all-targets --locked -q --manifest-path sdk/Cargo.toml --features "$f" -- -D warnings
+done
+for p in egress-allowlist subnet-port-pools flow-log-filter misbehaving-egress blocking-egress stateful-egress v010-hooks; do
   cargo clippy --all-targets --locked -q --manifest-path policies/Cargo.toml -p "$p" -- -D warnings
 done
 echo "== cargo test (unit tests beside the code, simulated network, the Wasm policy runtime)"

@@ -1,8 +1,7 @@
 //! # natgw-policy-sdk: natgw policies in Rust
 //!
 //! A natgw policy is a WebAssembly component that implements one hook of the WIT package
-//! `natgw:policy` (in `wit/`; egress policies are built against 0.2.0, which adds the
-//! destination's names, the others against 0.1.0): **egress** (may a new flow leave?), **port-pool**
+//! `natgw:policy@0.2.0` (in `wit/`): **egress** (may a new flow leave?), **port-pool**
 //! (which pool of external addresses and ports does it use?) or **flow-log** (what goes
 //! into the flow log?), or all three. This crate gives you plain Rust types, one trait per
 //! hook, helpers for CIDRs, port ranges and TOML config, and a macro that turns your type
@@ -43,7 +42,7 @@
 #![allow(unused_macros)]
 
 pub mod config;
-#[cfg(feature = "egress")]
+#[cfg(any(feature = "egress", feature = "all"))]
 pub mod names;
 pub mod net;
 
@@ -71,20 +70,19 @@ compile_error!("enable one of the features egress, port-pool, flow-log, all: the
 pub mod bindings {
     #[cfg(feature = "egress")]
     pub mod egress_world {
-        // natgw:policy@0.2.0: check receives the destination's names.
         wit_bindgen::generate!({ path: "wit/natgw-policy-0.2.0", world: "egress-policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::egress_world", export_macro_name: "export_egress" });
     }
     #[cfg(feature = "port-pool")]
     pub mod port_pool_world {
-        wit_bindgen::generate!({ path: "wit/natgw-policy-0.1.0", world: "port-pool-policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::port_pool_world", export_macro_name: "export_port_pool" });
+        wit_bindgen::generate!({ path: "wit/natgw-policy-0.2.0", world: "port-pool-policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::port_pool_world", export_macro_name: "export_port_pool" });
     }
     #[cfg(feature = "flow-log")]
     pub mod flow_log_world {
-        wit_bindgen::generate!({ path: "wit/natgw-policy-0.1.0", world: "flow-log-policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::flow_log_world", export_macro_name: "export_flow_log" });
+        wit_bindgen::generate!({ path: "wit/natgw-policy-0.2.0", world: "flow-log-policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::flow_log_world", export_macro_name: "export_flow_log" });
     }
     #[cfg(feature = "all")]
     pub mod all_world {
-        wit_bindgen::generate!({ path: "wit/natgw-policy-0.1.0", world: "policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::all_world", export_macro_name: "export_all" });
+        wit_bindgen::generate!({ path: "wit/natgw-policy-0.2.0", world: "policy", pub_export_macro: true, default_bindings_module: "natgw_policy_sdk::bindings::all_world", export_macro_name: "export_all" });
     }
     #[cfg(feature = "all")]
     pub use all_world as world;
@@ -159,19 +157,50 @@ pub struct Selection {
     pub port_budget: Option<u32>,
 }
 
-/// Why a flow ended.
+/// Why a record was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
+    /// TCP: FIN from both sides, then time-wait ran out.
     Closed,
+    /// TCP: a RST was seen.
     Reset,
+    /// No packet for the state's idle timeout.
     IdleTimeout,
+    /// Closed when a new egress policy denied it (`--revalidate`).
     Revalidated,
+    /// The gateway stopped.
     Shutdown,
+    /// Never answered, and given up to make room when the flow table was full.
+    Evicted,
+    /// Still open: an interim record; more of the flow follow.
+    Active,
+    /// The egress policy refused it: nothing was translated.
+    Refused,
 }
 
-/// A finished flow.
+/// Whether the gateway let the flow through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Accept,
+    Reject,
+}
+
+/// Who opened the flow: an inside host, or an outside peer through an
+/// endpoint-independent mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Egress,
+    Ingress,
+}
+
+/// A flow record: a finished flow, an interim record of an open one, or a refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowRecord {
+    /// This record. Keep it in the entry you return: the gateway joins its own fields back
+    /// by it, and refuses a batch whose entries carry an id it did not send, or one twice.
+    pub id: u64,
+    /// The flow, the same for each of its records (`natgw.flow.id`).
+    pub flow_id: u64,
     pub flow: Flow,
     pub nat_src: IpAddr,
     pub nat_src_port: u16,
@@ -184,6 +213,8 @@ pub struct FlowRecord {
     pub end_unix_ns: u64,
     pub tcp_flags: u8,
     pub end_reason: EndReason,
+    pub action: Action,
+    pub direction: Direction,
 }
 
 /// Fields a log entry can leave out.
@@ -256,8 +287,8 @@ impl LogEntry {
 pub trait Policy: Sized + 'static {
     fn init(config: &str) -> Result<Self, String>;
 
-    /// Egress policies (natgw:policy@0.2.0): this instance's state, handed at a swap to the
-    /// next generation's instance on the same worker (`import_state`). Default: none.
+    /// This instance's state, handed at a swap to the next generation's instance on the
+    /// same worker (`import_state`). Default: none.
     fn export_state(&mut self) -> Vec<u8> {
         Vec::new()
     }
@@ -270,16 +301,39 @@ pub trait Policy: Sized + 'static {
     }
 }
 
-/// The egress hook: runs once per new flow, before a port is allocated. Built with the
-/// `egress` feature, a policy implements `natgw:policy@0.2.0`: during `check` it may ask
-/// for the names natgw bound to the destination (`names`).
+/// The egress hook: runs once per new flow, before a port is allocated. During `check`
+/// (and `decide`, `explain`) a policy may ask for the names natgw bound to the
+/// destination (`names`).
 pub trait Egress: Policy {
     fn check(&mut self, flow: &Flow) -> Verdict;
+
+    /// What the gateway calls: `check`'s verdict, and how long a refusal may be reused for
+    /// the same tuple. By default the gateway's own hold (`policy.refusal_cache_ms`).
+    /// Override it to say otherwise (and answer `check` from it).
+    fn decide(&mut self, flow: &Flow) -> Decision {
+        Decision::from(self.check(flow))
+    }
 
     /// `natgw explain`: what `check` would answer and why, for an operator. By default
     /// `check`'s verdict and no reason.
     fn explain(&mut self, flow: &Flow) -> Explanation {
         Explanation { verdict: self.check(flow), reason: String::new() }
+    }
+}
+
+/// A verdict and how long a refusal holds (`Egress::decide`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// How long, in ms, the gateway may refuse the same tuple again without asking: `None`
+    /// for the gateway's `policy.refusal_cache_ms`, `Some(0)` to be asked every time; at
+    /// most 60 000. Ignored for an allow (the flow lives on without asking).
+    pub hold_ms: Option<u32>,
+}
+
+impl From<Verdict> for Decision {
+    fn from(verdict: Verdict) -> Decision {
+        Decision { verdict, hold_ms: None }
     }
 }
 
@@ -396,6 +450,15 @@ macro_rules! glue_for_world {
             }
 
             #[allow(dead_code)]
+            pub fn verdict_out(v: Verdict) -> t::Verdict {
+                match v {
+                    Verdict::Allow => t::Verdict::Allow,
+                    Verdict::Deny => t::Verdict::Deny,
+                    Verdict::Reject => t::Verdict::Reject,
+                }
+            }
+
+            #[allow(dead_code)]
             pub fn addr_in(a: t::IpAddress) -> IpAddr {
                 match a {
                     t::IpAddress::V4(v) => IpAddr::V4(Ipv4Addr::from(v)),
@@ -425,34 +488,48 @@ macro_rules! glue_for_world {
 }
 
 // 0.2.0's lifecycle carries state across swaps.
-#[cfg(feature = "egress")]
+macro_rules! glue_with_state {
+    ($world:ident) => {
 #[rustfmt::skip]
-glue_for_world!(egress_world, {
-    fn export_state() -> Vec<u8> {
-        crate::__with::<T, _>(|p| p.export_state())
-    }
-    fn import_state(state: Vec<u8>) -> Result<(), String> {
-        crate::__with::<T, _>(|p| p.import_state(&state))
-    }
-});
+        glue_for_world!($world, {
+            fn export_state() -> Vec<u8> {
+                crate::__with::<T, _>(|p| p.export_state())
+            }
+            fn import_state(state: Vec<u8>) -> Result<(), String> {
+                crate::__with::<T, _>(|p| p.import_state(&state))
+            }
+        });
+    };
+}
+#[cfg(feature = "egress")]
+glue_with_state!(egress_world);
 #[cfg(feature = "port-pool")]
-glue_for_world!(port_pool_world);
+glue_with_state!(port_pool_world);
 #[cfg(feature = "flow-log")]
-glue_for_world!(flow_log_world);
+glue_with_state!(flow_log_world);
 #[cfg(feature = "all")]
-glue_for_world!(all_world);
+glue_with_state!(all_world);
 
 macro_rules! egress_glue {
     ($world:ident) => {
         impl<T: Egress> crate::bindings::$world::exports::natgw::policy::egress::Guest for Glue<T> {
             fn check(
                 f: crate::bindings::$world::natgw::policy::types::Flow,
-            ) -> crate::bindings::$world::natgw::policy::types::Verdict {
-                use crate::bindings::$world::natgw::policy::types::Verdict as V;
-                match crate::__with::<T, _>(|p| p.check(&$world::flow_in(f))) {
-                    Verdict::Allow => V::Allow,
-                    Verdict::Deny => V::Deny,
-                    Verdict::Reject => V::Reject,
+            ) -> crate::bindings::$world::natgw::policy::types::Decision {
+                let d = crate::__with::<T, _>(|p| p.decide(&$world::flow_in(f)));
+                crate::bindings::$world::natgw::policy::types::Decision {
+                    verdict: $world::verdict_out(d.verdict),
+                    hold_ms: d.hold_ms,
+                }
+            }
+
+            fn explain(
+                f: crate::bindings::$world::natgw::policy::types::Flow,
+            ) -> crate::bindings::$world::natgw::policy::types::Explanation {
+                let e = crate::__with::<T, _>(|p| p.explain(&$world::flow_in(f)));
+                crate::bindings::$world::natgw::policy::types::Explanation {
+                    verdict: $world::verdict_out(e.verdict),
+                    reason: e.reason,
                 }
             }
         }
@@ -486,6 +563,8 @@ macro_rules! flow_log_glue {
                 let records = batch
                     .into_iter()
                     .map(|r| FlowRecord {
+                        id: r.id,
+                        flow_id: r.flow_id,
                         flow: $world::flow_in(r.flow),
                         nat_src: $world::addr_in(r.nat_src),
                         nat_src_port: r.nat_src_port,
@@ -503,6 +582,17 @@ macro_rules! flow_log_glue {
                             w::EndReason::IdleTimeout => EndReason::IdleTimeout,
                             w::EndReason::Revalidated => EndReason::Revalidated,
                             w::EndReason::Shutdown => EndReason::Shutdown,
+                            w::EndReason::Evicted => EndReason::Evicted,
+                            w::EndReason::Active => EndReason::Active,
+                            w::EndReason::Refused => EndReason::Refused,
+                        },
+                        action: match r.action {
+                            w::Action::Accept => Action::Accept,
+                            w::Action::Reject => Action::Reject,
+                        },
+                        direction: match r.direction {
+                            w::Direction::Egress => Direction::Egress,
+                            w::Direction::Ingress => Direction::Ingress,
                         },
                     })
                     .collect();
@@ -527,6 +617,8 @@ macro_rules! flow_log_glue {
                         }
                         w::LogEntry {
                             record: w::FlowRecord {
+                                id: r.id,
+                                flow_id: r.flow_id,
                                 flow: $world::flow_out(&r.flow),
                                 nat_src: $world::addr_out(r.nat_src),
                                 nat_src_port: r.nat_src_port,
@@ -544,6 +636,17 @@ macro_rules! flow_log_glue {
                                     EndReason::IdleTimeout => w::EndReason::IdleTimeout,
                                     EndReason::Revalidated => w::EndReason::Revalidated,
                                     EndReason::Shutdown => w::EndReason::Shutdown,
+                                    EndReason::Evicted => w::EndReason::Evicted,
+                                    EndReason::Active => w::EndReason::Active,
+                                    EndReason::Refused => w::EndReason::Refused,
+                                },
+                                action: match r.action {
+                                    Action::Accept => w::Action::Accept,
+                                    Action::Reject => w::Action::Reject,
+                                },
+                                direction: match r.direction {
+                                    Direction::Egress => w::Direction::Egress,
+                                    Direction::Ingress => w::Direction::Ingress,
                                 },
                             },
                             omit,
@@ -560,35 +663,8 @@ macro_rules! flow_log_glue {
     };
 }
 
-// 0.2.0's egress: check and explain (the all world is 0.1.0: check only, `egress_glue`).
 #[cfg(feature = "egress")]
-impl<T: Egress> crate::bindings::egress_world::exports::natgw::policy::egress::Guest for Glue<T> {
-    fn check(
-        f: crate::bindings::egress_world::natgw::policy::types::Flow,
-    ) -> crate::bindings::egress_world::natgw::policy::types::Verdict {
-        verdict_out(crate::__with::<T, _>(|p| p.check(&egress_world::flow_in(f))))
-    }
-
-    fn explain(
-        f: crate::bindings::egress_world::natgw::policy::types::Flow,
-    ) -> crate::bindings::egress_world::natgw::policy::types::Explanation {
-        let e = crate::__with::<T, _>(|p| p.explain(&egress_world::flow_in(f)));
-        crate::bindings::egress_world::natgw::policy::types::Explanation {
-            verdict: verdict_out(e.verdict),
-            reason: e.reason,
-        }
-    }
-}
-
-#[cfg(feature = "egress")]
-fn verdict_out(v: Verdict) -> crate::bindings::egress_world::natgw::policy::types::Verdict {
-    use crate::bindings::egress_world::natgw::policy::types::Verdict as V;
-    match v {
-        Verdict::Allow => V::Allow,
-        Verdict::Deny => V::Deny,
-        Verdict::Reject => V::Reject,
-    }
-}
+egress_glue!(egress_world);
 #[cfg(feature = "all")]
 egress_glue!(all_world);
 #[cfg(feature = "port-pool")]

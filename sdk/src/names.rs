@@ -41,7 +41,7 @@ pub fn dst_names() -> Vec<BoundName> {
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use super::BoundName;
-    use crate::bindings::egress_world::natgw::policy::names as wit;
+    use crate::bindings::world::natgw::policy::names as wit;
 
     pub fn set_patterns(patterns: &[String]) -> Result<(), String> {
         wit::set_patterns(patterns)

@@ -30,7 +30,7 @@
 #define MAX_RULES 256
 #define MSG_MAX 256
 
-typedef exports_natgw_policy_egress_verdict_t verdict_t;
+typedef natgw_policy_types_verdict_t verdict_t;
 
 #define MAX_PATTERNS 64
 #define NAME_MAX_ 253
@@ -459,9 +459,12 @@ static long deciding_rule(const exports_natgw_policy_egress_flow_t *f) {
   return -1;
 }
 
-exports_natgw_policy_egress_verdict_t exports_natgw_policy_egress_check(exports_natgw_policy_egress_flow_t *f) {
+void exports_natgw_policy_egress_check(exports_natgw_policy_egress_flow_t *f,
+                                       exports_natgw_policy_egress_decision_t *ret) {
   long i = deciding_rule(f);
-  return i < 0 ? default_verdict : rules[i].action;
+  ret->verdict = i < 0 ? default_verdict : rules[i].action;
+  // No hold: a refusal holds as long as the gateway's policy.refusal_cache_ms.
+  ret->hold_ms.is_some = false;
 }
 
 void exports_natgw_policy_egress_explain(exports_natgw_policy_egress_flow_t *f,

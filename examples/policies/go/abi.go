@@ -74,14 +74,19 @@ func address(tag uint32, lo uint64) Addr {
 	return Addr{V6: tag == 1, V4: uint32(lo)}
 }
 
-// check: func(f: flow) -> verdict
+// check: func(f: flow) -> decision
 // flow flattens to protocol, src (case, i64, i64), src-port, dst (case, i64, i64),
-// dst-port, ingress: 10 values, under the 16 that go in registers.
+// dst-port, ingress: 10 values, under the 16 that go in registers. decision { verdict,
+// hold-ms: option<u32> } is three values, over the one a result may be: it is returned in
+// memory (checkResult).
 //
 //go:wasmexport natgw:policy/egress@0.2.0#check
 func egressCheck(protocol, srcTag uint32, src0, src1 uint64, srcPort, dstTag uint32, dst0, dst1 uint64,
 	dstPort, ingress uint32) uint32 {
-	return uint32(policy.Check(flowOf(protocol, srcTag, src0, dstTag, dst0, dstPort)))
+	v := policy.Check(flowOf(protocol, srcTag, src0, dstTag, dst0, dstPort))
+	// hold-ms none: a refusal holds as long as the gateway's policy.refusal_cache_ms.
+	checkResult = [3]uint32{uint32(v), 0, 0}
+	return uint32(uintptr(unsafe.Pointer(&checkResult)))
 }
 
 func flowOf(protocol, srcTag uint32, src0 uint64, dstTag uint32, dst0 uint64, dstPort uint32) Flow {
@@ -89,6 +94,9 @@ func flowOf(protocol, srcTag uint32, src0 uint64, dstTag uint32, dst0 uint64, ds
 }
 
 var (
+	// check's return area, decision { verdict, hold-ms: option<u32> }: the verdict at
+	// offset 0, the option's case at 4 (0: none) and its value at 8.
+	checkResult [3]uint32
 	// explain's return area, explanation { verdict, reason: string }: the verdict at
 	// offset 0, the reason's pointer at 4 and its length at 8.
 	explainResult [3]uint32

@@ -193,7 +193,8 @@ function decidingRule(f) {
 export const egress = {
   check(f) {
     const i = decidingRule(f);
-    return i < 0 ? config.def : config.rules[i].action;
+    // holdMs undefined: a refusal holds as long as the gateway's policy.refusal_cache_ms.
+    return { verdict: i < 0 ? config.def : config.rules[i].action, holdMs: undefined };
   },
   explain(f) {
     const i = decidingRule(f);

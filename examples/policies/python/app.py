@@ -22,7 +22,7 @@ import tomllib
 from componentize_py_types import Err
 from wit_world import WitWorld as _World, exports
 from wit_world.imports import names
-from wit_world.imports.types import Explanation, Flow, IpAddress_V4, Protocol, Verdict
+from wit_world.imports.types import Decision, Explanation, Flow, IpAddress_V4, Protocol, Verdict
 
 VERDICTS = {"allow": Verdict.ALLOW, "deny": Verdict.DENY, "reject": Verdict.REJECT}
 PROTOCOLS = {"tcp": Protocol.TCP, "udp": Protocol.UDP, "icmp": Protocol.ICMP}
@@ -194,9 +194,10 @@ def deciding_rule(f):
 
 
 class Egress(exports.Egress):
-    def check(self, f: Flow) -> Verdict:
+    def check(self, f: Flow) -> Decision:
         i = deciding_rule(f)
-        return _default if i is None else _rules[i][0]
+        # hold_ms None: a refusal holds as long as the gateway's policy.refusal_cache_ms.
+        return Decision(_default if i is None else _rules[i][0], None)
 
     def explain(self, f: Flow) -> Explanation:
         i = deciding_rule(f)

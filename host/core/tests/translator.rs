@@ -1244,3 +1244,47 @@ fn a_flood_on_a_refused_tuple_costs_one_call_and_one_record_per_interval() {
     let evicted = counters.get(Counter::PolicyRefusalsEvicted);
     assert!((5_000..10_000).contains(&evicted), "{evicted} refusals evicted");
 }
+
+/// Refuses every flow, and says how long the refusal holds.
+struct HoldingRefuser {
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    hold_ms: Option<u32>,
+}
+
+impl FlowPolicy for HoldingRefuser {
+    fn egress(&mut self, _: &NewFlow) -> EgressDecision {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        EgressDecision::Reject
+    }
+    fn egress_generation(&self) -> u64 {
+        1
+    }
+    fn egress_hold_ms(&self) -> Option<u32> {
+        self.hold_ms
+    }
+    fn port_pool(&mut self, _: &NewFlow) -> PoolDecision {
+        policy::DEFAULT_POOL
+    }
+}
+
+#[test]
+fn a_refusal_holds_as_long_as_its_policy_says() {
+    use std::sync::atomic::Ordering::Relaxed;
+    // The operator's default holds a refusal for 1 s; the policy's answer overrides it.
+    for (hold_ms, calls_in_2s) in [(Some(0), 200), (Some(1500), 2), (None, 2), (Some(5000), 1), (Some(u32::MAX), 1)] {
+        let counters = Arc::new(Counters::default());
+        let mut t = Translator::new(NatConfig { refusal_cache_ms: 1000, ..demo_config() }, counters.clone(), 0);
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        t.set_policy(Box::new(HoldingRefuser { calls: calls.clone(), hold_ms }));
+        let mut out = [0u8; 2048];
+        // A UDP sender retrying one tuple every 10 ms for 2 s.
+        for now in (0..2000).step_by(10) {
+            let mut f = udp("10.10.1.10", 5000, "203.0.113.80", 53, b"retry");
+            let v = t.process(&mut f, FrameMeta::plain(Side::Inside, 0), now, &mut out);
+            assert!(!matches!(v, Verdict::Forward { .. }), "{hold_ms:?}: refused at {now}");
+            t.tick(now);
+        }
+        assert_eq!(calls.load(Relaxed), calls_in_2s, "hold {hold_ms:?}: policy calls");
+        assert_eq!(counters.get(Counter::PolicyRefusalsCached) as usize, 200 - calls_in_2s, "hold {hold_ms:?}");
+    }
+}

@@ -16,10 +16,25 @@ use natgw_core::dns::{NameLimits, NameTable};
 use natgw_core::nat::Filtering;
 use natgw_policy::bindings::natgw::policy::types::{Flow, IpAddress, Protocol, Verdict};
 use natgw_policy::config::{FailMode, Hook};
-use natgw_policy::{error_text, FlowNames, HookExports, Runtime};
+use natgw_policy::{error_text, FlowNames, Runtime};
 
 use crate::admin::{AdminError, ExplainQuery, ExplainReport, ExplainedName, ExplainedPool, FlowProto};
 use crate::config::Config;
+
+/// How long a refusal is reused for the same tuple: what the policy said, else the
+/// operator's `policy.refusal_cache_ms`, at most the refusal cache's cap.
+fn refusal_hold_text(hold_ms: Option<u32>, default_ms: u64) -> String {
+    let cap = natgw_core::nat::refusals::MAX_HOLD_MS;
+    let (ms, by) = match hold_ms {
+        Some(h) => (u64::from(h).min(cap), "the policy's hold-ms"),
+        None => (default_ms.min(cap), "policy.refusal_cache_ms"),
+    };
+    if ms == 0 {
+        format!("the next packet of this tuple asks the policy again ({by} is 0)")
+    } else {
+        format!("the refusal holds {ms} ms for this tuple ({by})")
+    }
+}
 
 /// What an explanation reads besides the query.
 pub struct ExplainContext<'a> {
@@ -153,6 +168,8 @@ pub fn explain(
         dst_port,
         ingress: u16::try_from(ingress.unwrap_or(0)).unwrap_or(0),
     };
+    // How long the policy said its refusal holds (0.2.0's hold-ms), from its check.
+    let mut hold_ms: Option<u32> = None;
     let (verdict, reason) = match ctx.rt.current(Hook::Egress) {
         None => (Verdict::Allow, "no egress policy is installed: every flow may leave".to_string()),
         Some(g) => {
@@ -175,10 +192,11 @@ pub fn explain(
                     let mut reason = why
                         .filter(|w| !w.is_empty())
                         .unwrap_or_else(|| format!("the policy gives no reason ({} has no explain)", g.contract));
-                    if let Some(c) = checked.filter(|c| *c != v) {
+                    hold_ms = checked.and_then(|c| c.hold_ms);
+                    if let Some(c) = checked.filter(|c| c.verdict != v) {
                         reason.push_str(&format!(
                             " [but its check answers {}: the policy's explain and check disagree]",
-                            verdict_name(c)
+                            verdict_name(c.verdict)
                         ));
                     }
                     (v, reason)
@@ -193,11 +211,12 @@ pub fn explain(
     r.verdict = verdict_name(verdict).into();
     r.reason = reason;
     if verdict != Verdict::Allow {
-        r.translation = Some(match (verdict, q.proto) {
-            (Verdict::Reject, FlowProto::Tcp) => "none: refused, and the host gets a TCP RST".into(),
-            (Verdict::Reject, _) => "none: refused, and the host gets ICMP administratively prohibited (3/13)".into(),
-            _ => "none: dropped silently".into(),
-        });
+        let refused = match (verdict, q.proto) {
+            (Verdict::Reject, FlowProto::Tcp) => "none: refused, and the host gets a TCP RST",
+            (Verdict::Reject, _) => "none: refused, and the host gets ICMP administratively prohibited (3/13)",
+            _ => "none: dropped silently",
+        };
+        r.translation = Some(format!("{refused}; {}", refusal_hold_text(hold_ms, ctx.cfg.refusal_cache_ms)));
         return Ok(r);
     }
 
@@ -210,23 +229,21 @@ pub fn explain(
             let by = format!("{} (generation {})", g.file.display(), g.id);
             let answer = ctx.rt.instantiate(&g).map_err(|e| e.to_string()).and_then(|mut inst| {
                 inst.arm(ctx.rt.call_budget(Hook::PortPool).saturating_mul(100));
-                match &inst.exports {
-                    HookExports::PortPool(p) => {
-                        p.clone().call_select(&mut inst.store, flow).map_err(|e| error_text(&e))
-                    }
-                    _ => Err("not a port-pool policy".into()),
+                match inst.port_pool_select(flow) {
+                    Some(r) => r.map_err(|e| error_text(&e)),
+                    None => Err("not a port-pool policy".into()),
                 }
             });
             match answer {
                 Ok(None) => (0, None, format!("{by}: the default pool")),
-                Ok(Some(s)) => match pools.iter().position(|p| p.name == s.pool) {
-                    Some(i) => (i, s.port_budget, by),
+                Ok(Some((name, port_budget))) => match pools.iter().position(|p| p.name == name) {
+                    Some(i) => (i, port_budget, by),
                     None => (
                         0,
                         None,
                         format!(
                             "{by} named pool {:?}, which the config does not define: its fail mode, {}",
-                            s.pool, g.fail
+                            name, g.fail
                         ),
                     ),
                 },

@@ -66,11 +66,11 @@ pub mod bindings {
     });
 }
 
-/// Host-side bindings of `natgw:policy@0.2.0` (unreleased; its egress hook so far).
+/// Host-side bindings of `natgw:policy@0.2.0` (unreleased until its issue closes).
 pub mod bindings_v020 {
     wasmtime::component::bindgen!({
         path: "../../wit/natgw-policy-0.2.0",
-        world: "egress-policy",
+        world: "policy",
         additional_derives: [PartialEq],
     });
 }
@@ -78,7 +78,9 @@ pub mod bindings_v020 {
 use bindings::exports::natgw::policy::{egress, flow_log, lifecycle, port_pool};
 use bindings::natgw::policy::host::{self as host_iface, LogLevel};
 use bindings::natgw::policy::types::{Flow, Verdict};
-use bindings_v020::exports::natgw::policy::{egress as egress_v020, lifecycle as lifecycle_v020};
+use bindings_v020::exports::natgw::policy::{
+    egress as egress_v020, flow_log as flow_log_v020, lifecycle as lifecycle_v020, port_pool as port_pool_v020,
+};
 use bindings_v020::natgw::policy::host as host_iface_v020;
 use bindings_v020::natgw::policy::names as names_iface_v020;
 use bindings_v020::natgw::policy::types as types_v020;
@@ -86,6 +88,12 @@ use natgw_core::dns::{NamePattern, NameTable, MAX_PATTERNS};
 
 /// The WIT packages this gateway implements, oldest first.
 pub const WIT_PACKAGES: [&str; 2] = ["natgw:policy@0.1.0", "natgw:policy@0.2.0"];
+
+/// The export a component of contract `package` ("natgw:policy@0.2.0") provides for `hook`.
+fn hook_export(hook: Hook, package: &str) -> String {
+    let version = package.rsplit('@').next().unwrap_or_default();
+    format!("natgw:policy/{}@{version}", hook.name())
+}
 
 /// Names as "`a`, `b`", or "nothing".
 fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
@@ -588,22 +596,54 @@ pub enum HookExports {
     /// An egress policy built against 0.2.0: it reads the destination's names.
     EgressV020(egress_v020::Guest),
     PortPool(port_pool::Guest),
+    PortPoolV020(port_pool_v020::Guest),
     FlowLog(flow_log::Guest),
+    /// A flow-log policy built against 0.2.0: its records carry ids and true end reasons.
+    FlowLogV020(flow_log_v020::Guest),
+}
+
+/// A port-pool policy's choice: the pool's name and the port budget per inside source.
+pub type PoolChoice = (String, Option<u32>);
+
+/// What an egress policy decided for a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub verdict: Verdict,
+    /// How long a refusal may be reused for the tuple, ms (0.2.0's `decision.hold-ms`):
+    /// `None` for the gateway's default, and always for a 0.1.0 policy.
+    pub hold_ms: Option<u32>,
 }
 
 impl HookInstance {
     /// Calls `egress.check` of whichever contract version the instance was built against;
     /// during a 0.2.0 call the `names` import answers for `names`. `None`: the instance is
     /// not an egress policy.
-    pub fn egress_check(&mut self, flow: Flow, names: Option<FlowNames>) -> Option<wasmtime::Result<Verdict>> {
+    pub fn egress_check(&mut self, flow: Flow, names: Option<FlowNames>) -> Option<wasmtime::Result<Checked>> {
         Some(match &self.exports {
-            HookExports::Egress(g) => g.clone().call_check(&mut self.store, flow),
+            HookExports::Egress(g) => {
+                g.clone().call_check(&mut self.store, flow).map(|verdict| Checked { verdict, hold_ms: None })
+            }
             HookExports::EgressV020(g) => {
                 let g = g.clone();
                 self.store.data_mut().names.flow = names;
                 let r = g.call_check(&mut self.store, flow_v020(flow));
                 self.store.data_mut().names.flow = None;
-                r.map(verdict_v010)
+                r.map(|d| Checked { verdict: verdict_v010(d.verdict), hold_ms: d.hold_ms })
+            }
+            _ => return None,
+        })
+    }
+
+    /// `port-pool.select` of whichever contract version the instance was built against: the
+    /// pool's name and port budget, `Some(None)` for the default pool. `None`: the instance
+    /// is not a port-pool policy.
+    pub fn port_pool_select(&mut self, flow: Flow) -> Option<wasmtime::Result<Option<PoolChoice>>> {
+        Some(match &self.exports {
+            HookExports::PortPool(g) => {
+                g.clone().call_select(&mut self.store, flow).map(|s| s.map(|s| (s.pool, s.port_budget)))
+            }
+            HookExports::PortPoolV020(g) => {
+                g.clone().call_select(&mut self.store, flow_v020(flow)).map(|s| s.map(|s| (s.pool, s.port_budget)))
             }
             _ => return None,
         })
@@ -646,7 +686,7 @@ fn verdict_v010(v: types_v020::Verdict) -> Verdict {
 }
 
 /// A 0.1.0 flow as 0.2.0 spells it (the same record).
-fn flow_v020(f: Flow) -> types_v020::Flow {
+pub(crate) fn flow_v020(f: Flow) -> types_v020::Flow {
     use bindings::natgw::policy::types::{IpAddress, Protocol};
     let addr = |a: IpAddress| match a {
         IpAddress::V4(v) => types_v020::IpAddress::V4(v),
@@ -695,7 +735,9 @@ enum ExportIndices {
     Egress(egress::GuestIndices),
     EgressV020(egress_v020::GuestIndices),
     PortPool(port_pool::GuestIndices),
+    PortPoolV020(port_pool_v020::GuestIndices),
     FlowLog(flow_log::GuestIndices),
+    FlowLogV020(flow_log_v020::GuestIndices),
 }
 
 impl std::fmt::Debug for Generation {
@@ -1040,12 +1082,7 @@ impl Runtime {
         let names: Vec<String> = comp.component_type().exports(&self.engine).map(|(n, _)| n.to_string()).collect();
         Ok(Hook::ALL
             .into_iter()
-            .filter(|h| {
-                names.iter().any(|n| {
-                    *n == format!("natgw:policy/{}@0.1.0", h.name())
-                        || (*h == Hook::Egress && *n == "natgw:policy/egress@0.2.0")
-                })
-            })
+            .filter(|h| names.iter().any(|n| WIT_PACKAGES.iter().any(|p| *n == hook_export(*h, p))))
             .collect())
     }
 
@@ -1102,16 +1139,11 @@ impl Runtime {
         })?;
         let exported: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
         // Built against 0.2.0 when it exports that version's hook; otherwise 0.1.0's.
-        let v020 = hook == Hook::Egress && exported.iter().any(|n| n == "natgw:policy/egress@0.2.0");
-        let hook_export = match hook {
-            Hook::Egress => "natgw:policy/egress@0.1.0` or `natgw:policy/egress@0.2.0",
-            Hook::PortPool => "natgw:policy/port-pool@0.1.0",
-            Hook::FlowLog => "natgw:policy/flow-log@0.1.0",
-        };
+        let v020 = exported.iter().any(|n| *n == hook_export(hook, WIT_PACKAGES[1]));
         let wrong = |e: wasmtime::Error| PolicyError::WrongWorld {
             path: display.clone(),
             hook,
-            export: hook_export.into(),
+            export: WIT_PACKAGES.iter().map(|p| hook_export(hook, p)).collect::<Vec<_>>().join("` or `"),
             found: name_list(ty.exports(&self.engine).map(|(n, _)| n)),
             reason: error_text(&e),
         };
@@ -1123,7 +1155,13 @@ impl Runtime {
         let exports = match hook {
             Hook::Egress if v020 => ExportIndices::EgressV020(egress_v020::GuestIndices::new(&pre).map_err(&wrong)?),
             Hook::Egress => ExportIndices::Egress(egress::GuestIndices::new(&pre).map_err(&wrong)?),
+            Hook::PortPool if v020 => {
+                ExportIndices::PortPoolV020(port_pool_v020::GuestIndices::new(&pre).map_err(&wrong)?)
+            }
             Hook::PortPool => ExportIndices::PortPool(port_pool::GuestIndices::new(&pre).map_err(&wrong)?),
+            Hook::FlowLog if v020 => {
+                ExportIndices::FlowLogV020(flow_log_v020::GuestIndices::new(&pre).map_err(&wrong)?)
+            }
             Hook::FlowLog => ExportIndices::FlowLog(flow_log::GuestIndices::new(&pre).map_err(&wrong)?),
         };
         let mut generation = Generation {
@@ -1202,7 +1240,9 @@ impl Runtime {
             ExportIndices::Egress(i) => HookExports::Egress(i.load(&mut store, &instance).map_err(failed)?),
             ExportIndices::EgressV020(i) => HookExports::EgressV020(i.load(&mut store, &instance).map_err(failed)?),
             ExportIndices::PortPool(i) => HookExports::PortPool(i.load(&mut store, &instance).map_err(failed)?),
+            ExportIndices::PortPoolV020(i) => HookExports::PortPoolV020(i.load(&mut store, &instance).map_err(failed)?),
             ExportIndices::FlowLog(i) => HookExports::FlowLog(i.load(&mut store, &instance).map_err(failed)?),
+            ExportIndices::FlowLogV020(i) => HookExports::FlowLogV020(i.load(&mut store, &instance).map_err(failed)?),
         };
         Ok(HookInstance { store, exports, state })
     }

@@ -19,7 +19,11 @@
 //! expect = "allow"
 //! ingress = 0                                          # optional: the inside interface index
 //! names = ["github.com"]                               # optional: names bound to the destination
+//! hold_ms = 30000                                      # optional: the refusal's hold (0.2.0)
 //! ```
+//!
+//! `hold_ms` is what a 0.2.0 policy's decision must say about how long its refusal holds;
+//! absent, it must say nothing (the gateway's default). A 0.1.0 policy never says.
 //!
 //! `names` are what DNS binding would have bound to the destination for the source (a
 //! 0.2.0 policy asks for them through its `names` import; a 0.1.0 one never sees them):
@@ -82,6 +86,7 @@ struct RawCase {
     ingress: u16,
     #[serde(default)]
     names: Vec<String>,
+    hold_ms: Option<u32>,
     note: Option<String>,
 }
 
@@ -109,7 +114,17 @@ pub struct Case {
     pub expect: Verdict,
     /// Names bound to the destination for the source during this case.
     pub names: Vec<String>,
+    /// The hold its decision must carry (`None`: none).
+    pub hold_ms: Option<u32>,
     pub note: Option<String>,
+}
+
+/// "reject", or "reject, hold 30000 ms".
+fn decision_text(v: Verdict, hold_ms: Option<u32>) -> String {
+    match hold_ms {
+        None => verdict_name(v).to_string(),
+        Some(h) => format!("{}, hold {h} ms", verdict_name(v)),
+    }
 }
 
 /// Parses a vector file's text.
@@ -155,7 +170,7 @@ pub fn parse_vectors(path: &str, text: &str) -> Result<Vec<Suite>, VectorError> 
                         true => c.flow,
                         false => format!("{} (names {})", c.flow, c.names.join(", ")),
                     };
-                    cases.push(Case { text, flow, expect, names: c.names, note: c.note });
+                    cases.push(Case { text, flow, expect, names: c.names, hold_ms: c.hold_ms, note: c.note });
                 }
                 SuiteExpect::Cases(cases)
             }
@@ -294,8 +309,12 @@ pub fn run_vectors(rt: &Runtime, component: &Path, suites: &[Suite]) -> Result<O
             inst.arm(rt.call_budget(Hook::Egress).saturating_mul(200));
             match inst.egress_check(c.flow, names) {
                 None => return Err(VectorError::NotEgress { file: component.display().to_string() }),
-                Some(Ok(v)) if v == c.expect => {}
-                Some(Ok(v)) => out.mismatches.push(mismatch(&c.text, verdict_name(c.expect), verdict_name(v).into())),
+                Some(Ok(v)) if v.verdict == c.expect && v.hold_ms == c.hold_ms => {}
+                Some(Ok(v)) => out.mismatches.push(mismatch(
+                    &c.text,
+                    &decision_text(c.expect, c.hold_ms),
+                    decision_text(v.verdict, v.hold_ms),
+                )),
                 Some(Err(e)) => {
                     out.mismatches.push(mismatch(
                         &c.text,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bindings::natgw::policy::types::{Flow, IpAddress, Protocol, Verdict};
-use super::{error_text, FlowNames, Generation, HookExports, HookInstance, Runtime, StateError};
+use super::{error_text, FlowNames, Generation, HookInstance, Runtime, StateError};
 use crate::config::{FailMode, Hook};
 use natgw_core::counters::{Counter, Counters};
 use natgw_core::nat::policy::{DestinationNames, EgressDecision, FlowPolicy, NewFlow, PoolDecision, DEFAULT_POOL};
@@ -278,6 +278,8 @@ pub struct WorkerPolicy {
     port_pool: HookSlot,
     /// Whether the last egress answer was the fail mode.
     egress_failed: bool,
+    /// How long the last egress answer may be reused, if the policy said (0.2.0).
+    egress_hold_ms: Option<u32>,
     /// The shadow egress policy, its answer to the last question, and its share of this
     /// worker: call time used in the current second.
     shadow: HookSlot,
@@ -298,6 +300,7 @@ impl WorkerPolicy {
             egress: HookSlot::new(Hook::Egress, worker),
             port_pool: HookSlot::new(Hook::PortPool, worker),
             egress_failed: false,
+            egress_hold_ms: None,
             shadow: HookSlot::shadow(worker),
             shadow_verdict: None,
             shadow_second: Instant::now(),
@@ -323,9 +326,13 @@ impl WorkerPolicy {
             None => Err("instance does not export egress".into()),
         });
         self.egress_failed = matches!(r, Called::Failed(_));
+        self.egress_hold_ms = None;
         match r {
             Called::NoPolicy | Called::Failed(FailMode::Open) => EgressDecision::Allow,
-            Called::Answer(v) => decision(v),
+            Called::Answer(c) => {
+                self.egress_hold_ms = c.hold_ms;
+                decision(c.verdict)
+            }
             Called::Failed(FailMode::Closed) => EgressDecision::Deny,
         }
     }
@@ -347,8 +354,8 @@ impl WorkerPolicy {
             None => Err("instance does not export egress".into()),
         });
         self.shadow_used += now.elapsed();
-        let Called::Answer(v) = r else { return None };
-        let answer = decision(v);
+        let Called::Answer(c) = r else { return None };
+        let answer = decision(c.verdict);
         self.counters.inc(Counter::PolicyShadowCalls);
         if answer != live {
             self.counters.inc(Counter::PolicyShadowDisagreements);
@@ -370,6 +377,10 @@ impl FlowPolicy for WorkerPolicy {
         self.shadow_verdict
     }
 
+    fn egress_hold_ms(&self) -> Option<u32> {
+        self.egress_hold_ms
+    }
+
     fn egress(&mut self, flow: &NewFlow) -> EgressDecision {
         self.egress_named(flow, DestinationNames::none())
     }
@@ -389,23 +400,21 @@ impl FlowPolicy for WorkerPolicy {
     fn port_pool(&mut self, flow: &NewFlow) -> PoolDecision {
         let wf = wit_flow(flow);
         let names = self.rt.pool_names();
-        let r = self.port_pool.call(&self.rt, &self.counters, |inst| match &inst.exports {
-            HookExports::PortPool(g) => {
-                let g = g.clone();
-                let sel = g.call_select(&mut inst.store, wf).map_err(|e| error_text(&e))?;
-                match sel {
-                    None => Ok(DEFAULT_POOL),
-                    Some(s) => match names.iter().position(|n| *n == s.pool).and_then(|i| PoolId::try_from(i).ok()) {
-                        Some(pool) => Ok(PoolDecision::Pool { pool, budget: s.port_budget }),
+        let r = self.port_pool.call(&self.rt, &self.counters, |inst| match inst.port_pool_select(wf) {
+            Some(sel) => match sel.map_err(|e| error_text(&e))? {
+                None => Ok(DEFAULT_POOL),
+                Some((pool, budget)) => {
+                    match names.iter().position(|n| *n == pool).and_then(|i| PoolId::try_from(i).ok()) {
+                        Some(id) => Ok(PoolDecision::Pool { pool: id, budget }),
                         None => Err(format!(
                             "select returned pool {:?}, which the gateway config does not define (pools: {})",
-                            s.pool.chars().take(64).collect::<String>(),
+                            pool.chars().take(64).collect::<String>(),
                             names.join(", ")
                         )),
-                    },
+                    }
                 }
-            }
-            _ => Err("instance does not export port-pool".into()),
+            },
+            None => Err("instance does not export port-pool".into()),
         });
         match r {
             Called::NoPolicy => DEFAULT_POOL,

@@ -121,7 +121,7 @@ fn bad_policies_are_refused_with_the_file_and_the_reason() {
     assert!(matches!(e, PolicyError::WrongWorld { .. }), "{e}");
     assert!(e.to_string().contains("natgw:policy/egress@0.1.0"), "{e}");
     assert!(
-        e.to_string().contains("found `natgw:policy/lifecycle@0.1.0`, `natgw:policy/flow-log@0.1.0`"),
+        e.to_string().contains("found `natgw:policy/lifecycle@0.2.0`, `natgw:policy/flow-log@0.2.0`"),
         "names what the component does export: {e}"
     );
 
@@ -273,19 +273,9 @@ fn port_pool_names_a_configured_pool() {
     assert_eq!(counters.get(Counter::PolicyErrors), 1);
 }
 
-#[test]
-fn flow_log_filter_samples_redacts_and_annotates() {
-    let dir = tempdir::Dir::new("log");
-    let rt = runtime(1);
-    let cfg = write(
-        &dir,
-        "f.toml",
-        "sample_one_in = 2\nredact_inside_prefix = 24\ndrop_fields = [\"srcport\"]\n[attributes]\nsite = \"lab\"\n",
-    );
-    rt.swap(Hook::FlowLog, &component("flow_log_filter"), Some(&cfg), None).unwrap();
-    let counters = Counters::default();
-    let mut slot = HookSlot::new(Hook::FlowLog, rt.flow_log_caller());
-    slot.refresh(&rt);
+/// A batch of ten flow ends: flows 0..=7 closed, 8 still open (an interim record), 9
+/// refused; each its own source address and external port (40000 + i).
+fn ten_ends() -> Vec<FlowEnd> {
     let end = |i: u8| FlowEnd {
         proto: PROTO_TCP,
         src: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(10, 10, 1, 10 + i), port: 40000 },
@@ -299,16 +289,52 @@ fn flow_log_filter_samples_redacts_and_annotates() {
         start_ms: 1000,
         end_ms: 5000,
         created_ms: 1000,
-        reason: if i == 9 { EndReason::Refused } else { EndReason::Closed },
+        reason: match i {
+            9 => EndReason::Refused,
+            8 => EndReason::Active,
+            _ => EndReason::Closed,
+        },
         direction: FlowDirection::Egress,
         verdict: if i == 9 { EgressDecision::Reject } else { EgressDecision::Allow },
         policy_generation: 4,
         shadow_verdict: None,
     };
+    (0..10).map(end).collect()
+}
+
+fn str_of<'a>(r: &'a natgw_telemetry::record::ExportRecord, k: &str) -> Option<&'a str> {
+    match r.get(k) {
+        Some(Value::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// The external port of an exported record; a refused flow (number 9) has none.
+fn port_of(r: &natgw_telemetry::record::ExportRecord) -> i64 {
+    match r.get("natgw.nat.source.port") {
+        Some(Value::Int(p)) => *p,
+        None => 40009,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn flow_log_filter_samples_redacts_and_annotates() {
+    let dir = tempdir::Dir::new("log");
+    let rt = runtime(1);
+    let cfg = write(
+        &dir,
+        "f.toml",
+        "traffic = \"accept\"\nredact_inside_prefix = 24\ndrop_fields = [\"srcport\"]\n[attributes]\nsite = \"lab\"\n",
+    );
+    rt.swap(Hook::FlowLog, &component("flow_log_filter"), Some(&cfg), None).unwrap();
+    let counters = Counters::default();
+    let mut slot = HookSlot::new(Hook::FlowLog, rt.flow_log_caller());
+    slot.refresh(&rt);
     let clock = WallClock { epoch_ns: 1_700_000_000_000_000_000 };
-    let ends: Vec<FlowEnd> = (0..10).map(end).collect();
+    let ends = ten_ends();
     let out = export_batch(&mut slot, &rt, &counters, &ends, clock, &["in1".into()]);
-    assert_eq!(out.len(), 5, "one in two");
+    assert_eq!(out.len(), 9, "the accepted traffic: all but the refused flow");
     let j = out[0].to_json();
     assert_eq!(j["source.address"], "10.10.1.0", "redacted to /24: {j}");
     assert!(j.get("source.port").is_none(), "dropped field: {j}");
@@ -318,25 +344,116 @@ fn flow_log_filter_samples_redacts_and_annotates() {
     assert_eq!(j["natgw.flow.start"], 1_700_000_001_000_000_000u64);
     assert_eq!(j["site"], "lab");
     assert_eq!(j["network.interface.name"], "in1");
-    // The gateway's own fields are joined back to the records the policy kept, by identity.
-    assert_eq!((j["natgw.flow.action"].as_str(), j["natgw.policy.generation"].as_i64()), (Some("ACCEPT"), Some(4)));
-    let last = out.last().unwrap();
-    // Refused flows carry no translated address; the rest their own port.
-    let port = |r: &natgw_telemetry::record::ExportRecord| match r.get("natgw.nat.source.port") {
-        Some(Value::Int(p)) => *p,
-        None => 40009,
-        other => panic!("{other:?}"),
-    };
-    if port(last) == 40009 {
-        assert_eq!(last.get("natgw.flow.action"), Some(&Value::Str("REJECT".into())));
-        assert_eq!(last.get("natgw.flow.end_reason"), Some(&Value::Str("refused".into())));
-        assert_eq!(last.get("natgw.policy.verdict"), Some(&Value::Str("reject".into())));
-    }
+    // The gateway's own fields are joined back to each entry by its record's id, whatever
+    // the policy redacted: each is its own flow's (the flow id, the true end reason).
     for r in &out {
-        let want = if port(r) == 40009 { Some(false) } else { Some(true) };
-        assert_eq!(r.accepted, want, "{r:?}");
+        let i = usize::try_from(port_of(r) - 40000).unwrap();
+        assert_eq!(
+            str_of(r, "natgw.flow.id"),
+            Some(format!("{:016x}", natgw_policy::flowlog::flow_id(&ends[i], clock)).as_str())
+        );
+        assert_eq!(str_of(r, "natgw.flow.action"), Some("ACCEPT"));
+        assert_eq!(str_of(r, "natgw.flow.end_reason"), Some(if i == 8 { "active" } else { "closed" }), "{r:?}");
+        assert_eq!(r.get("natgw.policy.generation"), Some(&Value::Int(4)));
+        assert_eq!(r.accepted, Some(true));
+    }
+
+    // Only the refused traffic; then one flow in two, chosen by flow id.
+    for (config, want) in [
+        ("traffic = \"reject\"", vec![9usize]),
+        (
+            "sample_one_in = 2",
+            (0..10).filter(|&i| natgw_policy::flowlog::flow_id(&ends[i], clock).is_multiple_of(2)).collect(),
+        ),
+    ] {
+        let cfg = write(&dir, "g.toml", config);
+        rt.swap(Hook::FlowLog, &component("flow_log_filter"), Some(&cfg), None).unwrap();
+        slot.refresh(&rt);
+        let out = export_batch(&mut slot, &rt, &counters, &ends, clock, &["in1".into()]);
+        let got: Vec<usize> = out.iter().map(|r| usize::try_from(port_of(r) - 40000).unwrap()).collect();
+        assert_eq!(got, want, "{config}");
+        if config.contains("reject") {
+            let r = &out[0];
+            assert_eq!(
+                (str_of(r, "natgw.flow.action"), str_of(r, "natgw.flow.end_reason")),
+                (Some("REJECT"), Some("refused"))
+            );
+            assert_eq!((str_of(r, "natgw.policy.verdict"), r.accepted), (Some("reject"), Some(false)));
+        }
     }
     assert_eq!(counters.get(Counter::PolicyErrors), 0);
+}
+
+/// A component built against the released 0.1.0 contract still serves every hook beside
+/// 0.2.0 ones: its egress and pool answers count, and its flow-log entries are tied back to
+/// their flows (by the fields it does not rewrite) for the true end reason 0.1.0 cannot say.
+#[test]
+fn a_0_1_0_component_serves_every_hook() {
+    let dir = tempdir::Dir::new("v010");
+    let rt = runtime(1);
+    let pool = write(&dir, "pool.txt", "pool-b");
+    for hook in [Hook::Egress, Hook::PortPool, Hook::FlowLog] {
+        let g = rt.swap(hook, &component("v010_hooks"), Some(&pool), None).unwrap();
+        assert_eq!(g.contract, "natgw:policy@0.1.0", "{hook}");
+    }
+    let counters = Arc::new(Counters::default());
+    let mut wp = WorkerPolicy::new(rt.clone(), 0, counters.clone());
+    assert_eq!(wp.egress(&flow(PROTO_TCP, [10, 10, 1, 5], [203, 0, 113, 80], 23)), EgressDecision::Reject);
+    assert_eq!(wp.egress_hold_ms(), None, "0.1.0 has no hold");
+    assert_eq!(wp.egress(&flow(PROTO_TCP, [10, 10, 1, 5], [203, 0, 113, 80], 80)), EgressDecision::Allow);
+    assert_eq!(
+        wp.port_pool(&flow(PROTO_TCP, [10, 10, 1, 5], [203, 0, 113, 80], 80)),
+        PoolDecision::Pool { pool: 2, budget: None }
+    );
+
+    let mut slot = HookSlot::new(Hook::FlowLog, rt.flow_log_caller());
+    slot.refresh(&rt);
+    let clock = WallClock { epoch_ns: 1_700_000_000_000_000_000 };
+    let mut ends = ten_ends();
+    ends[3].dst.port = 9; // the fixture leaves port 9 out
+    let out = export_batch(&mut slot, &rt, &counters, &ends, clock, &["in1".into()]);
+    assert_eq!(out.len(), 9);
+    for r in &out {
+        let i = usize::try_from(port_of(r) - 40000).unwrap();
+        let (v010, truth) = match i {
+            8 => ("closed", "active"),
+            9 => ("closed", "refused"),
+            _ => ("closed", "closed"),
+        };
+        assert_eq!(str_of(r, "v010.end_reason"), Some(v010), "what 0.1.0 could say");
+        assert_eq!(str_of(r, "natgw.flow.end_reason"), Some(truth), "the true reason, joined back");
+        assert_eq!(
+            str_of(r, "natgw.flow.id"),
+            Some(format!("{:016x}", natgw_policy::flowlog::flow_id(&ends[i], clock)).as_str())
+        );
+    }
+    assert_eq!(counters.get(Counter::PolicyErrors), 0);
+}
+
+/// A 0.2.0 egress policy's decision carries how long its refusal holds; the gateway's
+/// worker hands it to the refusal cache.
+#[test]
+fn a_0_2_0_decision_says_how_long_its_refusal_holds() {
+    let dir = tempdir::Dir::new("hold");
+    let rt = runtime(1);
+    let cfg = write(
+        &dir,
+        "e.toml",
+        "default = \"deny\"\n[[rule]]\naction = \"reject\"\nports = \"25\"\nhold_ms = 30000\n\
+         [[rule]]\naction = \"reject\"\nports = \"26\"\nhold_ms = 0\n[[rule]]\naction = \"allow\"\nports = \"80\"\n",
+    );
+    rt.swap(Hook::Egress, &component("egress_allowlist"), Some(&cfg), None).unwrap();
+    let counters = Arc::new(Counters::default());
+    let mut wp = WorkerPolicy::new(rt.clone(), 0, counters.clone());
+    for (port, verdict, hold) in [
+        (25, EgressDecision::Reject, Some(30_000)),
+        (26, EgressDecision::Reject, Some(0)),
+        (27, EgressDecision::Deny, None),
+        (80, EgressDecision::Allow, None),
+    ] {
+        assert_eq!(wp.egress(&flow(PROTO_TCP, [10, 10, 1, 5], [203, 0, 113, 80], port)), verdict, "port {port}");
+        assert_eq!(wp.egress_hold_ms(), hold, "port {port}");
+    }
 }
 
 /// The shared vectors against the Rust built-in pass, and a wrong expectation is reported

@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! default = "reject"          # allow | deny | reject (default: deny)
+//! default_hold_ms = 0         # optional: how long the default's refusal holds per tuple
 //!
 //! [[rule]]
 //! action = "allow"
@@ -17,6 +18,11 @@
 //! host = "*.pypi.org"         # a name natgw bound to the destination from a DNS answer
 //! protocol = "tcp"            #   the host received: "github.com" (that name) or
 //! ports = "443"               #   "*.pypi.org" (one or more labels, never the apex)
+//!
+//! [[rule]]
+//! action = "reject"
+//! ports = "25"
+//! hold_ms = 30000             # optional: this refusal holds 30 s per tuple
 //! ```
 //!
 //! Words (allow, tcp, any) are case-insensitive. A CIDR matches IPv4 addresses only, so a
@@ -27,9 +33,15 @@
 //! conditions; a pattern that is not a domain name is refused at `init`, naming the rule.
 //! The shared test vectors (`tests/vectors/egress.toml`) pin all of this down for every
 //! language's version of this policy.
+//!
+//! `hold_ms` (a rule's) and `default_hold_ms` (natgw:policy@0.2.0's `decision.hold-ms`)
+//! say how long the gateway may refuse the same tuple again without asking: 0 asks every
+//! time, at most 60 000; absent, the gateway's `policy.refusal_cache_ms`. They mean
+//! nothing for an allow. This Rust version has them; the other languages' versions leave
+//! every hold to the gateway.
 
 use natgw_policy_sdk::{
-    export_policy, names, parse_toml, Cidr, Egress, Explanation, Flow, Policy, PortRange, Protocol, Verdict,
+    export_policy, names, parse_toml, Cidr, Decision, Egress, Explanation, Flow, Policy, PortRange, Protocol, Verdict,
 };
 use serde::Deserialize;
 
@@ -37,6 +49,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     default: Option<String>,
+    default_hold_ms: Option<u32>,
     #[serde(default)]
     rule: Vec<RawRule>,
 }
@@ -50,6 +63,7 @@ struct RawRule {
     src: Option<String>,
     protocol: Option<String>,
     ports: Option<String>,
+    hold_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +77,8 @@ pub struct Rule {
     pub src: Option<Cidr>,
     pub protocol: Option<Protocol>,
     pub ports: PortRange,
+    /// How long its refusal holds per tuple (`None`: the gateway's default).
+    pub hold_ms: Option<u32>,
     /// The rule as `explain` quotes it: its keys as written.
     pub text: String,
 }
@@ -70,6 +86,17 @@ pub struct Rule {
 pub struct Allowlist {
     pub rules: Vec<Rule>,
     pub default: Verdict,
+    pub default_hold_ms: Option<u32>,
+}
+
+/// The longest hold the gateway honours.
+const MAX_HOLD_MS: u32 = 60_000;
+
+fn hold(key: &str, h: Option<u32>) -> Result<Option<u32>, String> {
+    match h {
+        Some(ms) if ms > MAX_HOLD_MS => Err(format!("{key} = {ms}: must be 0 to {MAX_HOLD_MS} milliseconds")),
+        h => Ok(h),
+    }
 }
 
 /// An address rule: absent or "any" matches every address; otherwise an IPv4 CIDR.
@@ -133,11 +160,12 @@ impl Policy for Allowlist {
                     .transpose()
                     .map_err(|e| format!("{}: {e}", at("ports")))?
                     .unwrap_or(PortRange::ANY),
+                hold_ms: hold(&at("hold_ms"), r.hold_ms)?,
                 text: rule_text(r),
             });
         }
         names::set_patterns(&patterns).map_err(|e| format!("rule[].host: {e}"))?;
-        Ok(Allowlist { rules, default })
+        Ok(Allowlist { rules, default, default_hold_ms: hold("default_hold_ms", raw.default_hold_ms)? })
     }
 }
 
@@ -158,7 +186,14 @@ impl Allowlist {
 
 impl Egress for Allowlist {
     fn check(&mut self, f: &Flow) -> Verdict {
-        self.deciding_rule(f).map_or(self.default, |i| self.rules[i].action)
+        self.decide(f).verdict
+    }
+
+    fn decide(&mut self, f: &Flow) -> Decision {
+        match self.deciding_rule(f) {
+            Some(i) => Decision { verdict: self.rules[i].action, hold_ms: self.rules[i].hold_ms },
+            None => Decision { verdict: self.default, hold_ms: self.default_hold_ms },
+        }
     }
 
     fn explain(&mut self, f: &Flow) -> Explanation {
@@ -246,5 +281,25 @@ mod tests {
         let e = Allowlist::init("rules = 3\n").err().unwrap();
         assert!(e.contains("rules"), "{e}");
         assert_eq!(Allowlist::init("").unwrap().default, Verdict::Deny);
+    }
+
+    #[test]
+    fn a_rule_or_the_default_says_how_long_its_refusal_holds() {
+        let mut a = Allowlist::init(
+            "default = \"deny\"\ndefault_hold_ms = 0\n\
+             [[rule]]\naction = \"reject\"\nports = \"25\"\nhold_ms = 30000\n\
+             [[rule]]\naction = \"reject\"\nports = \"26\"\n\
+             [[rule]]\naction = \"allow\"\nports = \"443\"\nhold_ms = 5\n",
+        )
+        .unwrap();
+        let d = |a: &mut Allowlist, port| a.decide(&flow(Protocol::Tcp, [203, 0, 113, 9], port));
+        assert_eq!(d(&mut a, 25), Decision { verdict: Verdict::Reject, hold_ms: Some(30_000) });
+        assert_eq!(d(&mut a, 26), Decision { verdict: Verdict::Reject, hold_ms: None }, "the gateway's default");
+        assert_eq!(d(&mut a, 80), Decision { verdict: Verdict::Deny, hold_ms: Some(0) }, "the default's hold");
+        assert_eq!(d(&mut a, 443).verdict, Verdict::Allow);
+        assert_eq!(a.check(&flow(Protocol::Tcp, [203, 0, 113, 9], 25)), Verdict::Reject, "check agrees");
+        let e = Allowlist::init("[[rule]]\naction = \"deny\"\nhold_ms = 60001\n").err().unwrap();
+        assert!(e.contains("rule[0].hold_ms = 60001"), "{e}");
+        assert!(Allowlist::init("default_hold_ms = 99999").err().unwrap().contains("default_hold_ms"));
     }
 }

@@ -1,8 +1,11 @@
-//! flow-log-filter: what goes into the flow log. Samples one flow in N, redacts inside
-//! addresses to a prefix, leaves out fields, and adds static attributes.
+//! flow-log-filter: what goes into the flow log. Keeps accepted or rejected traffic or
+//! both, samples one flow in N, redacts inside addresses to a prefix, leaves out fields,
+//! and adds static attributes.
 //!
 //! ```toml
-//! sample_one_in = 1           # keep every flow (default); 10 keeps one in ten
+//! traffic = "all"             # "accept", "reject" or "all" (default), as AWS flow logs
+//! sample_one_in = 1           # keep every flow (default); 10 keeps one flow in ten, with
+//!                             # every record of it (interim and last: chosen by flow id)
 //! redact_inside_prefix = 24   # keep the first 24 bits of inside addresses (default: 32, no redaction)
 //! drop_fields = ["srcport"]   # srcaddr srcport dstaddr dstport pkt-srcaddr pkt-srcport pool counters times tcp-flags
 //! skip_empty = true           # leave out flows with no packet back (default: false)
@@ -14,13 +17,14 @@
 use std::collections::BTreeMap;
 
 use natgw_policy_sdk::{
-    export_policy, parse_toml, Field, FlowLog, FlowRecord, IpAddr, Ipv4Addr, Ipv6Addr, LogEntry, Policy,
+    export_policy, parse_toml, Action, Field, FlowLog, FlowRecord, IpAddr, Ipv4Addr, Ipv6Addr, LogEntry, Policy,
 };
 use serde::Deserialize;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    traffic: Option<String>,
     sample_one_in: Option<u32>,
     redact_inside_prefix: Option<u8>,
     #[serde(default)]
@@ -32,8 +36,9 @@ struct RawConfig {
 }
 
 pub struct Filter {
+    /// The action kept; `None`: both.
+    traffic: Option<Action>,
     one_in: u32,
-    seen: u32,
     keep_bits: u8,
     omit: Vec<Field>,
     skip_empty: bool,
@@ -51,6 +56,12 @@ impl Policy for Filter {
         if keep_bits > 32 {
             return Err(format!("redact_inside_prefix = {keep_bits}: must be 0-32"));
         }
+        let traffic = match raw.traffic.as_deref().unwrap_or("all") {
+            "all" => None,
+            "accept" => Some(Action::Accept),
+            "reject" => Some(Action::Reject),
+            other => return Err(format!("traffic = {other:?}: must be \"accept\", \"reject\" or \"all\"")),
+        };
         let mut omit = Vec::new();
         for f in &raw.drop_fields {
             omit.push(Field::parse(f).ok_or_else(|| {
@@ -61,8 +72,8 @@ impl Policy for Filter {
             })?);
         }
         Ok(Filter {
+            traffic,
             one_in,
-            seen: 0,
             keep_bits,
             omit,
             skip_empty: raw.skip_empty,
@@ -76,8 +87,10 @@ impl FlowLog for Filter {
         let mask = if self.keep_bits == 0 { 0 } else { u32::MAX << (32 - u32::from(self.keep_bits)) };
         let mut out = Vec::with_capacity(batch.len());
         for mut r in batch {
-            self.seen = self.seen.wrapping_add(1);
-            if !self.seen.is_multiple_of(self.one_in) || (self.skip_empty && r.packets_in == 0) {
+            // Sampled by flow, so a kept flow keeps its interim records too.
+            let sampled = r.flow_id.is_multiple_of(u64::from(self.one_in));
+            let wanted = self.traffic.is_none_or(|a| a == r.action);
+            if !sampled || !wanted || (self.skip_empty && r.packets_in == 0) {
                 continue;
             }
             r.flow.src = match r.flow.src {
@@ -99,10 +112,12 @@ export_policy!(Filter: flow_log);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use natgw_policy_sdk::{EndReason, Flow, Protocol};
+    use natgw_policy_sdk::{Direction, EndReason, Flow, Protocol};
 
     fn rec(i: u8, packets_in: u64) -> FlowRecord {
         FlowRecord {
+            id: 100 + u64::from(i),
+            flow_id: u64::from(i),
             flow: Flow {
                 protocol: Protocol::Udp,
                 src: Ipv4Addr::new(10, 10, 1, i).into(),
@@ -122,6 +137,8 @@ mod tests {
             end_unix_ns: 2,
             tcp_flags: 0,
             end_reason: EndReason::IdleTimeout,
+            action: Action::Accept,
+            direction: Direction::Egress,
         }
     }
 
@@ -132,12 +149,35 @@ mod tests {
         )
         .unwrap();
         let out = f.process((1..=8).map(|i| rec(i, if i == 4 { 0 } else { 1 })).collect());
-        // Every second record (2, 4, 6, 8), minus 4 which had no answer.
-        assert_eq!(out.len(), 3);
+        // Every second flow (2, 4, 6, 8), minus 4 which had no answer.
+        assert_eq!(out.iter().map(|e| e.record.flow_id).collect::<Vec<_>>(), [2, 6, 8]);
+        assert!(out.iter().all(|e| e.record.id == 100 + e.record.flow_id), "each entry keeps its record's id");
         assert!(out.iter().all(|e| e.record.flow.src == IpAddr::from(Ipv4Addr::new(10, 10, 0, 0))));
         assert_eq!(out[0].omit, vec![Field::Pool]);
         assert_eq!(out[0].attributes, vec![("a".to_string(), "b".to_string())]);
         assert!(Filter::init("drop_fields = [\"colour\"]").err().unwrap().contains("colour"));
         assert!(Filter::init("sample_one_in = 0").err().unwrap().contains("sample_one_in"));
+        assert!(Filter::init("traffic = \"some\"").err().unwrap().contains("traffic"));
+    }
+
+    #[test]
+    fn keeps_the_traffic_asked_for_and_every_record_of_a_sampled_flow() {
+        // Flows 1..=6; each has an interim record and its last; 5 and 6 were refused.
+        let batch: Vec<FlowRecord> = (1..=6u8)
+            .flat_map(|i| {
+                let action = if i >= 5 { Action::Reject } else { Action::Accept };
+                let interim = FlowRecord { end_reason: EndReason::Active, action, ..rec(i, 1) };
+                let last = FlowRecord { id: 200 + u64::from(i), action, ..rec(i, 1) };
+                [interim, last]
+            })
+            .collect();
+        let kept = |config: &str| {
+            let mut f = Filter::init(config).unwrap();
+            f.process(batch.clone()).iter().map(|e| e.record.id).collect::<Vec<_>>()
+        };
+        assert_eq!(kept("traffic = \"reject\""), [105, 205, 106, 206]);
+        assert_eq!(kept("traffic = \"accept\"\nsample_one_in = 2"), [102, 202, 104, 204]);
+        assert_eq!(kept("sample_one_in = 3").len(), 4, "flows 3 and 6, both records each");
+        assert_eq!(kept("").len(), 12);
     }
 }

@@ -111,6 +111,11 @@ pub trait FlowPolicy: Send {
     fn shadow_verdict(&self) -> Option<EgressDecision> {
         None
     }
+    /// How long the last `egress` answer may be reused for its tuple, in ms, if the policy
+    /// said (`decision.hold-ms` of natgw:policy@0.2.0); `None`: `refusal_cache_ms`.
+    fn egress_hold_ms(&self) -> Option<u32> {
+        None
+    }
     /// Whether the last `egress` answer was the hook's fail mode (the policy failed), not
     /// the policy's own: such an answer is not remembered for the tuple.
     fn egress_failed(&self) -> bool {

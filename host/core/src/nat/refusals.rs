@@ -13,11 +13,10 @@
 //! choosing tuples cannot aim at a slot better than at random); a collision evicts (its
 //! summary is recorded, the eviction counted) and costs a call, never memory.
 //!
-//! How long an answer holds is the operator's choice today (`policy.refusal_cache_ms`,
-//! at most 60 s). The 0.2.0 contract is to let a verdict say how long it holds; that
-//! lifetime will take the place of `ttl_ms` for its tuple, capped by the same bound, and
-//! an allow will stay uncached (it becomes a flow), so this table stays the one place a
-//! verdict is reused.
+//! How long an answer holds: what the policy said with it (natgw:policy@0.2.0's
+//! `decision.hold-ms`: 0 keeps nothing), or else the operator's `policy.refusal_cache_ms`;
+//! at most `MAX_HOLD_MS` either way. An allow is never kept (it becomes a flow), so this
+//! table stays the one place a verdict is reused.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -27,6 +26,9 @@ use super::policy::{EgressDecision, NewFlow};
 
 /// Refusals one worker remembers.
 pub const SLOTS: usize = 4096;
+
+/// The longest a refusal is reused, whoever asked for longer (ms).
+pub const MAX_HOLD_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
@@ -113,6 +115,7 @@ pub struct Remembered {
 }
 
 pub struct RefusalCache {
+    /// How long a refusal holds when the policy did not say.
     ttl_ms: u64,
     /// Allocated at the first refusal.
     slots: Vec<Option<Slot>>,
@@ -122,9 +125,14 @@ pub struct RefusalCache {
 }
 
 impl RefusalCache {
-    /// `ttl_ms` 0: nothing is remembered.
+    /// `ttl_ms`: how long a refusal holds unless its policy says (0: not at all).
     pub fn new(ttl_ms: u64) -> Self {
-        RefusalCache { ttl_ms, slots: Vec::new(), hasher: RandomState::new(), dirty: Vec::new() }
+        RefusalCache {
+            ttl_ms: ttl_ms.min(MAX_HOLD_MS),
+            slots: Vec::new(),
+            hasher: RandomState::new(),
+            dirty: Vec::new(),
+        }
     }
 
     fn index(&self, k: &Key) -> usize {
@@ -150,7 +158,7 @@ impl RefusalCache {
         packet_len: u64,
         now_ms: u64,
     ) -> Option<EgressDecision> {
-        if self.ttl_ms == 0 || self.slots.is_empty() {
+        if self.slots.is_empty() {
             return None;
         }
         let key = Key { flow: *flow, direction };
@@ -163,9 +171,10 @@ impl RefusalCache {
         Some(slot.verdict)
     }
 
-    /// Remembers a refusal the policy just gave, for `ttl_ms`. When the same tuple was
-    /// refused the same way before (its answer expired), this packet starts the tuple's
-    /// next summary instead of a record of its own.
+    /// Remembers a refusal the policy just gave, for `hold_ms` (what the policy said; `None`:
+    /// `ttl_ms`). When the same tuple was refused the same way before (its answer expired),
+    /// this packet starts the tuple's next summary instead of a record of its own.
+    #[allow(clippy::too_many_arguments)]
     pub fn remember(
         &mut self,
         flow: &NewFlow,
@@ -174,8 +183,10 @@ impl RefusalCache {
         generation: u64,
         packet_len: u64,
         now_ms: u64,
+        hold_ms: Option<u32>,
     ) -> Remembered {
-        if self.ttl_ms == 0 {
+        let hold_ms = hold_ms.map_or(self.ttl_ms, |h| u64::from(h).min(MAX_HOLD_MS));
+        if hold_ms == 0 {
             return Remembered { first: true, summary: None, evicted: false };
         }
         if self.slots.is_empty() {
@@ -183,7 +194,7 @@ impl RefusalCache {
         }
         let key = Key { flow: *flow, direction };
         let i = self.index(&key);
-        let until_ms = now_ms.saturating_add(self.ttl_ms);
+        let until_ms = now_ms.saturating_add(hold_ms);
         let fresh = Slot {
             key,
             verdict,
@@ -262,7 +273,7 @@ mod tests {
         let mut c = RefusalCache::new(1000);
         let f = flow(4000);
         assert_eq!(c.lookup(&f, FlowDirection::Egress, 7, 60, 0), None, "nothing remembered yet");
-        let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Reject, 7, 60, 0);
+        let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Reject, 7, 60, 0, None);
         assert_eq!(r, Remembered { first: true, summary: None, evicted: false });
         for t in 1..=10 {
             assert_eq!(c.lookup(&f, FlowDirection::Egress, 7, 60, t * 10), Some(EgressDecision::Reject));
@@ -279,7 +290,7 @@ mod tests {
         assert_eq!((due[0].packets, due[0].bytes, due[0].first_ms, due[0].last_ms), (10, 600, 10, 100));
         // The same answer again: a new interval whose summary counts this packet too, not a
         // new first record.
-        let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Reject, 7, 60, 1000);
+        let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Reject, 7, 60, 1000, None);
         assert_eq!(r, Remembered { first: false, summary: None, evicted: false });
         assert_eq!(c.lookup(&f, FlowDirection::Egress, 7, 60, 1500), Some(EgressDecision::Reject));
         let mut due = Vec::new();
@@ -301,7 +312,7 @@ mod tests {
             for _ in 0..3 {
                 refused += 1;
                 if c.lookup(&f, FlowDirection::Egress, 1, 40, u64::from(p)).is_none() {
-                    let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Deny, 1, 40, u64::from(p));
+                    let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Deny, 1, 40, u64::from(p), None);
                     firsts += u64::from(r.first);
                     evicted += u64::from(r.evicted);
                     summarized += r.summary.map_or(0, |s| s.packets);
@@ -320,8 +331,35 @@ mod tests {
     fn off_remembers_nothing() {
         let mut c = RefusalCache::new(0);
         let f = flow(1);
-        assert!(c.remember(&f, FlowDirection::Egress, EgressDecision::Deny, 1, 40, 0).first);
+        assert!(c.remember(&f, FlowDirection::Egress, EgressDecision::Deny, 1, 40, 0, None).first);
         assert_eq!(c.lookup(&f, FlowDirection::Egress, 1, 40, 1), None);
         assert!(c.slots.is_empty());
+    }
+
+    #[test]
+    fn the_policy_says_how_long_a_refusal_holds() {
+        // The operator's default is 1 s; each answer may say otherwise, up to the cap.
+        for (hold, default_ms, held_ms) in [
+            (Some(0), 1000, 0),
+            (Some(5000), 1000, 5000),
+            (None, 1000, 1000),
+            (Some(u32::MAX), 1000, MAX_HOLD_MS),
+            (Some(250), 0, 250),
+            (None, 0, 0),
+        ] {
+            let mut c = RefusalCache::new(default_ms);
+            let f = flow(7);
+            let r = c.remember(&f, FlowDirection::Egress, EgressDecision::Reject, 3, 40, 10_000, hold);
+            assert!(r.first, "{hold:?}");
+            if held_ms > 0 {
+                let last = 10_000 + held_ms - 1;
+                assert_eq!(c.lookup(&f, FlowDirection::Egress, 3, 40, last), Some(EgressDecision::Reject), "{hold:?}");
+            }
+            assert_eq!(c.lookup(&f, FlowDirection::Egress, 3, 40, 10_000 + held_ms), None, "{hold:?} over");
+            // Held 0 ms: nothing kept, so the next refusal of the tuple is a first again.
+            if held_ms == 0 {
+                assert!(c.remember(&f, FlowDirection::Egress, EgressDecision::Reject, 3, 40, 10_001, hold).first);
+            }
+        }
     }
 }

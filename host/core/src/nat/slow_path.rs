@@ -255,7 +255,8 @@ impl Translator {
         let first = if self.policy.egress_failed() {
             true
         } else {
-            let r = self.refusals.remember(nf, direction, verdict, generation, len, now);
+            let hold = self.policy.egress_hold_ms();
+            let r = self.refusals.remember(nf, direction, verdict, generation, len, now, hold);
             if r.evicted {
                 self.counters.inc(Counter::PolicyRefusalsEvicted);
             }
