@@ -421,6 +421,38 @@ fn a_flood_to_a_refused_destination_costs_one_call_and_a_few_records() {
     // per interval.
     assert!(calls <= 4, "{calls} policy calls for one refused tuple");
     assert!(records <= 8, "{records} records for one refused tuple");
+
+    // The policy says how long each refusal holds (0.2.0's hold-ms): 0 asks for every
+    // datagram, 60 s once for the whole flood, whatever policy.refusal_cache_ms says.
+    let held = t.path("held.toml");
+    std::fs::write(
+        &held,
+        "default = \"allow\"\n\
+         [[rule]]\naction = \"reject\"\nprotocol = \"udp\"\nports = \"9999\"\nhold_ms = 0\n\
+         [[rule]]\naction = \"reject\"\nprotocol = \"udp\"\nports = \"9998\"\nhold_ms = 60000\n",
+    )
+    .expect("config");
+    t.admin().policy_swap(Hook::Egress, policy("egress_allowlist.wasm"), Some(held), None, false).expect("swap");
+    for (port, want_calls) in [(9999u16, 300u64), (9998, 1)] {
+        let (calls0, cached0) = (egress_calls(), t.counter("PolicyRefusalsCached"));
+        let dropped0 = t.counter("PacketsDropCount{reason=\"policy-rejected\"}");
+        // 300 datagrams over about 2.5 s: past the gateway's 1 s default twice.
+        t.cli1.enter(|| {
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            for i in 0..300u32 {
+                let _ = s.send_to(b"held", ("203.0.113.80", port));
+                if i % 30 == 29 {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        });
+        eventually(secs(10), "every datagram refused", || {
+            t.counter("PacketsDropCount{reason=\"policy-rejected\"}") - dropped0 >= 300
+        });
+        let (calls, cached) = (egress_calls() - calls0, t.counter("PolicyRefusalsCached") - cached0);
+        eprintln!("port {port}: {calls} policy calls, {cached} refused from the cache");
+        assert_eq!((calls, cached), (want_calls, 300 - want_calls), "port {port}");
+    }
 }
 
 /// A candidate policy beside the live one: every new flow asks both, only the live one
