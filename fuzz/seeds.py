@@ -2,7 +2,8 @@
 """Writes seed inputs for the fuzz targets: valid frames of every kind natgw translates,
 in the record format of fuzz_targets/translate.rs ([ctl][len, 2 bytes][frame]); and for
 the dns target, DNS messages (a directory named dns gets only those)."""
-import os, struct, sys
+import os
+import struct, sys
 
 def csum(b):
     if len(b) % 2: b += b"\0"
@@ -122,9 +123,37 @@ dns_seeds = {
 seeds["dns_binding"] = (rec(0, udp(C, 5353, S, 53, dns_seeds["query_a"])) + rec(1, udp(S, 53, E, 1024, dns_seeds["answer_a"]))
                         + rec(0, tcp(C, 40001, [140, 82, 113, 4], 443, 0x02)))
 
+def op(way, syn=False, fin=False, rst=False, delta=0, payload=b""):
+    """A dns_stream op: way 0 (query) or 1 (answer), flags, sequence delta, payload."""
+    flags = way | (2 if syn else 0) | (4 if fin else 0) | (8 if rst else 0)
+    return bytes([flags]) + struct.pack(">hB", delta, len(payload)) + payload
+
+
+def framed(*msgs):
+    return b"".join(struct.pack(">H", len(m)) + m for m in msgs)
+
+
+# The dns_stream target: a TCP lookup, its answer cut in the length prefix, a
+# retransmission, a gap, and both FINs.
+q, ans = framed(dns_seeds["query_a"]), framed(dns_seeds["answer_a"])
+stream_seeds = {
+    "lookup": op(0, syn=True) + op(1, syn=True, delta=100) + op(0, delta=1, payload=q)
+              + op(1, delta=101, payload=ans[:1]) + op(1, delta=102, payload=ans[1:])
+              + op(0, fin=True, delta=1 + len(q)) + op(1, fin=True, delta=101 + len(ans)),
+    "retransmit_overlap": op(0, syn=True) + op(0, delta=1, payload=q[:10]) + op(0, delta=1, payload=q)
+                          + op(0, delta=5, payload=q[4:]),
+    "gap": op(0, syn=True) + op(0, delta=3, payload=q[2:]) + op(0, delta=1, payload=q),
+    "wrapping": op(0, syn=True, delta=-3) + op(0, delta=-2, payload=q + q),
+}
+
 for d in sys.argv[1:]:
     target = os.path.basename(d.rstrip("/"))
     os.makedirs(d, exist_ok=True)
+    if target == "dns_stream":
+        for name, data in stream_seeds.items():
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+        continue
     if target == "dns":
         for name, data in dns_seeds.items():
             with open(os.path.join(d, name), "wb") as f:

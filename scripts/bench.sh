@@ -124,7 +124,7 @@ EOF
   printf 'redact_inside_prefix = 24\n[attributes]\nbench = "yes"\n' > "$W/flowlog.toml"
   # The egress allow-list by address, and by name with DNS binding on.
   printf 'default = "reject"\n[[rule]]\naction = "allow"\ndst = "%s"\n' "$SRV" > "$W/egress-addr.toml"
-  printf 'default = "reject"\n[[rule]]\naction = "allow"\nprotocol = "udp"\ndst = "%s"\nports = "53"\n[[rule]]\naction = "allow"\nhost = "srv.bench.example"\n[[rule]]\naction = "allow"\nprotocol = "icmp"\n' "$SRV" > "$W/egress-names.toml"
+  printf 'default = "reject"\n[[rule]]\naction = "allow"\ndst = "%s"\nports = "53"\n[[rule]]\naction = "allow"\nhost = "srv.bench.example"\n[[rule]]\naction = "allow"\nprotocol = "icmp"\n' "$SRV" > "$W/egress-names.toml"
   for m in egr names; do
     local ecfg=$W/egress-addr.toml dns=""
     [ $m = names ] && ecfg=$W/egress-names.toml dns=$(printf '[dns]\nresolvers = ["%s"]\n' "$SRV")

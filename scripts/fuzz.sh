@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${1:-1000000}; shift || true
-TARGETS=${*:-parse translate dns}
+TARGETS=${*:-parse translate dns dns_stream}
 export PATH="$HOME/.cargo/bin:$PATH" RUSTC_BOOTSTRAP=1
 cargo fuzz --version >/dev/null 2>&1 || { echo "fuzz: cargo-fuzz is missing (scripts/setup-tests.sh installs it)" >&2; exit 1; }
 cd "$ROOT/fuzz"

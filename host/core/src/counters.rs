@@ -169,6 +169,10 @@ counters! {
     /// Answers with a name natgw could not bind: the host's, the address's or the whole
     /// name table's bound was reached (`[dns]` limits).
     DnsBindingsRefused => "DnsBindingsRefused",
+    /// DNS over TCP natgw could not read, so nothing in it binds: a stream whose SYN it did
+    /// not see, a gap in a stream (a segment lost or reordered before natgw), a message
+    /// over its bound, a stream past the per-worker or per-host bound.
+    DnsTcpUnread => "DnsTcpUnread",
     DropTruncated => "PacketsDropCount{reason=\"truncated\"}",
     DropUnknownEthertype => "PacketsDropCount{reason=\"unknown-ethertype\"}",
     DropBadIhl => "PacketsDropCount{reason=\"bad-ihl\"}",

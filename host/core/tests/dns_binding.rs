@@ -127,3 +127,124 @@ fn a_spoofed_answer_is_forwarded_but_binds_nothing() {
     process(&mut w0, &mut q, Side::Inside);
     assert_eq!(c0.get(Counter::DnsQueriesTracked), 1);
 }
+
+/// A TCP segment with real sequence numbers and `payload`, from `src` to `dst`.
+fn tcp_data(src: &str, sport: u16, dst: &str, dport: u16, flags: u8, seq_ack: (u32, u32), payload: &[u8]) -> Vec<u8> {
+    let (s, d) = (a(src), a(dst));
+    ipv4_frame(s, d, natgw_wire::PROTO_TCP, 64, 1, DF, &tcp_segment_at(s, sport, d, dport, flags, seq_ack, payload))
+}
+
+/// DNS messages as they go over TCP: each after its 2-byte length.
+fn framed(msgs: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for m in msgs {
+        v.extend_from_slice(&u16::try_from(m.len()).unwrap().to_be_bytes());
+        v.extend_from_slice(m);
+    }
+    v
+}
+
+/// One DNS-over-TCP connection of 10.10.1.10:41000 to the resolver, through worker `t`:
+/// the handshake done, `queries` sent (host ISN 100, resolver ISN 7000).
+struct TcpDns {
+    ext: String,
+    port: u16,
+    host_next: u32,
+}
+
+impl TcpDns {
+    const HOST: &'static str = "10.10.1.10";
+    const PORT: u16 = 41000;
+
+    fn open(t: &mut Translator, queries: &[u8]) -> TcpDns {
+        let mut syn = tcp_data(Self::HOST, Self::PORT, RESOLVER, 53, tcp::SYN, (100, 0), b"");
+        assert!(matches!(process(t, &mut syn, Side::Inside), Verdict::Forward { .. }));
+        let (ext, port) = src_of(&syn);
+        let ext = ext.to_string();
+        let mut synack = tcp_data(RESOLVER, 53, &ext, port, tcp::SYN | tcp::ACK, (7000, 101), b"");
+        assert!(matches!(process(t, &mut synack, Side::Outside), Verdict::Forward { .. }));
+        let mut ack = tcp_data(Self::HOST, Self::PORT, RESOLVER, 53, tcp::ACK, (101, 7001), b"");
+        process(t, &mut ack, Side::Inside);
+        let mut q = tcp_data(Self::HOST, Self::PORT, RESOLVER, 53, tcp::ACK | tcp::PSH, (101, 7001), queries);
+        assert!(matches!(process(t, &mut q, Side::Inside), Verdict::Forward { .. }));
+        TcpDns { ext, port, host_next: 101 + u32::try_from(queries.len()).unwrap() }
+    }
+
+    /// The resolver's bytes `stream[from..to]`, as one segment; `corrupt` breaks its checksum.
+    fn answer(&self, t: &mut Translator, stream: &[u8], from: usize, to: usize, corrupt: bool) -> Verdict {
+        let seq = 7001 + u32::try_from(from).unwrap();
+        let mut f =
+            tcp_data(RESOLVER, 53, &self.ext, self.port, tcp::ACK | tcp::PSH, (seq, self.host_next), &stream[from..to]);
+        if corrupt {
+            let last = f.len() - 1;
+            f[last] ^= 0x40;
+        }
+        process(t, &mut f, Side::Outside)
+    }
+}
+
+#[test]
+fn dns_over_tcp_binds_from_the_stream_however_the_resolver_cuts_it() {
+    let addr = a("203.0.113.80");
+    let reply = framed(&[&answer(0x4242, "github.com", addr)]);
+    // The answer cut anywhere (in its length prefix, its header, its record) binds once
+    // its last byte has passed, and not before.
+    for cut in [1, 2, 7, reply.len() - 1] {
+        let table = Arc::new(NameTable::new(NameLimits::default()));
+        let policy = SeesNames::default();
+        let (mut w0, c0) = worker(0, &table, &policy);
+        let s = TcpDns::open(&mut w0, &framed(&[&query(0x4242, "github.com")]));
+        assert_eq!(c0.get(Counter::DnsQueriesTracked), 1, "cut {cut}: the query over TCP is filed");
+        assert!(matches!(s.answer(&mut w0, &reply, 0, cut, false), Verdict::Forward { .. }));
+        assert!(table.is_empty(), "cut {cut}: nothing bound before the message is whole");
+        assert!(matches!(s.answer(&mut w0, &reply, cut, reply.len(), false), Verdict::Forward { .. }));
+        assert_eq!(c0.get(Counter::DnsAnswersMatched), 1, "cut {cut}");
+        let mut syn = tcp(TcpDns::HOST, 40010, "203.0.113.80", 443, tcp::SYN);
+        assert!(matches!(process(&mut w0, &mut syn, Side::Inside), Verdict::Forward { .. }), "cut {cut}: named");
+    }
+}
+
+#[test]
+fn a_forged_answer_inside_a_record_binds_nothing_wherever_a_segment_starts() {
+    // The host asks for a name of a zone it owns (1) and, on the same connection, for
+    // github.com (2). Its zone's answer carries, inside its own length, the bytes of a
+    // whole framed answer to query 2 pointing github.com at the host's own address; the
+    // host shapes the stream so that a segment starts exactly there.
+    let evil = a("198.18.0.66");
+    let mut first = answer(1, "zone.example", a("203.0.113.7"));
+    let forged = framed(&[&answer(2, "github.com", evil)]);
+    first.extend_from_slice(&forged);
+    let stream = framed(&[&first]);
+    let at = stream.len() - forged.len();
+    let table = Arc::new(NameTable::new(NameLimits::default()));
+    let policy = SeesNames::default();
+    let (mut w0, c0) = worker(0, &table, &policy);
+    let s = TcpDns::open(&mut w0, &framed(&[&query(1, "zone.example"), &query(2, "github.com")]));
+    assert_eq!(c0.get(Counter::DnsQueriesTracked), 2);
+    s.answer(&mut w0, &stream, 0, at, false);
+    s.answer(&mut w0, &stream, at, stream.len(), false);
+    let mut bound = Vec::new();
+    table.names_for(a(TcpDns::HOST), std::net::IpAddr::V4(evil), 1000, &mut bound);
+    assert!(bound.is_empty(), "the forged answer bound {bound:?}");
+    assert_eq!(c0.get(Counter::DnsAnswersMatched), 1, "only the real answer, to query 1");
+}
+
+#[test]
+fn a_segment_with_a_bad_checksum_is_not_read_and_its_retransmission_is() {
+    let table = Arc::new(NameTable::new(NameLimits::default()));
+    let policy = SeesNames::default();
+    let (mut w0, c0) = worker(0, &table, &policy);
+    let s = TcpDns::open(&mut w0, &framed(&[&query(9, "github.com")]));
+    // A forged answer (another address) with a checksum the host will refuse, at the
+    // expected sequence number: natgw forwards it (the host drops it) and reads nothing.
+    let forged = framed(&[&answer(9, "github.com", a("198.18.0.66"))]);
+    s.answer(&mut w0, &forged, 0, forged.len(), true);
+    assert!(table.is_empty());
+    assert_eq!(c0.get(Counter::DnsTcpUnread), 1);
+    // The resolver's real answer at the same sequence number is read.
+    let real = framed(&[&answer(9, "github.com", a("203.0.113.80"))]);
+    s.answer(&mut w0, &real, 0, real.len(), false);
+    let mut bound = Vec::new();
+    table.names_for(a(TcpDns::HOST), std::net::IpAddr::V4(a("203.0.113.80")), 1000, &mut bound);
+    assert_eq!(bound.len(), 1);
+}

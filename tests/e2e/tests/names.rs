@@ -29,7 +29,7 @@ const POLICY: &str = r#"default = "reject"
 
 [[rule]]
 action = "allow"
-protocol = "udp"
+protocol = "any"
 dst = "203.0.113.52/30"
 ports = "53"
 
@@ -89,10 +89,18 @@ struct ResolvConf(PathBuf);
 
 impl ResolvConf {
     fn point(ns: &Netns, nameserver: &str) -> ResolvConf {
+        ResolvConf::point_with(ns, nameserver, "")
+    }
+
+    /// With more resolver options (`use-vc`: glibc asks over TCP).
+    fn point_with(ns: &Netns, nameserver: &str, options: &str) -> ResolvConf {
         let dir = PathBuf::from("/etc/netns").join(&ns.name);
         std::fs::create_dir_all(&dir).expect("/etc/netns/NAME");
-        std::fs::write(dir.join("resolv.conf"), format!("nameserver {nameserver}\noptions timeout:2 attempts:2\n"))
-            .expect("resolv.conf");
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\noptions timeout:2 attempts:2 {options}\n"),
+        )
+        .expect("resolv.conf");
         ResolvConf(dir)
     }
 }
@@ -219,6 +227,27 @@ fn flows_are_allowed_by_the_names_their_host_resolved() {
 
     let flows = t.admin().flows().expect("flows");
     assert!(flows.iter().any(|f| f.original.contains("203.0.113.53:53")), "the lookups crossed natgw: {flows:?}");
+}
+
+/// glibc asking over TCP (`options use-vc`): natgw follows the stream and binds from it.
+#[test]
+fn lookups_over_tcp_bind_as_lookups_over_udp_do() {
+    let (t, mut confs) = names_topology();
+    confs.push(ResolvConf::point_with(&t.cli1, RESOLVER, "use-vc"));
+    let (matched, unread) = (t.counter("DnsAnswersMatched"), t.counter("DnsTcpUnread"));
+    assert_eq!(probe(&t.cli1, "203.0.113.81"), Probe::Refused, "no name bound yet");
+    assert_eq!(getent(&t.cli1, "github.com"), Some(Ipv4Addr::new(203, 0, 113, 81)), "dnsmasq answers over TCP");
+    let flows = t.admin().flows().expect("flows");
+    assert!(
+        flows.iter().any(|f| f.proto == "tcp" && f.original.contains("203.0.113.53:53")),
+        "the lookup went over TCP: {flows:?}"
+    );
+    assert!(t.counter("DnsAnswersMatched") > matched, "the answer read from the stream matched its query");
+    assert_eq!(probe(&t.cli1, "203.0.113.81"), Probe::Open, "github.com is allowed");
+    // A CNAME chain over TCP too.
+    assert_eq!(getent(&t.cli1, "www.example.com"), Some(Ipv4Addr::new(203, 0, 113, 83)));
+    assert_eq!(probe(&t.cli1, "203.0.113.83"), Probe::Open);
+    assert_eq!(t.counter("DnsTcpUnread"), unread, "every stream was read from its SYN");
 }
 
 #[test]

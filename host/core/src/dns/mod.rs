@@ -2,19 +2,21 @@
 //! which names each host resolved to which addresses (`names::NameTable`), so that an
 //! egress policy can decide by name ("CI may reach github.com and *.pypi.org").
 //!
-//! What binds: a UDP answer from a configured resolver (`DnsConfig::resolvers`, the only servers whose answers are
-//! trusted), on a flow an inside host opened to its port 53, that answers a query natgw
-//! saw leave on that flow (`pending`: same transaction id and question) with rcode 0. It
+//! What binds: an answer from a configured resolver (`DnsConfig::resolvers`, the only
+//! servers whose answers are trusted), on a flow an inside host opened to its port 53
+//! (UDP, or TCP read at its message boundaries: `stream`), that answers a query natgw saw
+//! leave on that flow (`pending`: same transaction id and question) with rcode 0. It
 //! binds every name of the question's CNAME chain to each A and AAAA address the chain
 //! ends in, for the smallest TTL along the way (within `NameLimits`). A query from one of
 //! the `inside_resolvers` binds for every inside host (`names::EVERY_HOST`): its clients
 //! ask it, not natgw's resolvers, so their own lookups never cross natgw. One answer makes
 //! at most `MAX_BINDINGS_PER_ANSWER` bindings.
 //!
-//! DNS over TCP binds nothing: natgw does not follow the stream, and a host decides where
-//! its segments start (its MSS, its window), so a record it asked for (a TXT of a zone it
-//! owns) could be made to begin a segment with a length prefix and a whole forged message,
-//! answering a query it sends next. Reading TCP needs the stream's message boundaries.
+//! DNS over TCP is read only by following each stream from its SYN (`stream`): a host
+//! decides where its segments start (its MSS, its window), so a record it asked for (a TXT
+//! of a zone it owns) could be made to begin a segment with a length prefix and a whole
+//! forged message. Read at the stream's own boundaries, that record stays inside the
+//! message that carries it.
 //!
 //! Owns: parsing what the fast path diverts here, the outstanding queries of one worker,
 //! and the outcome counters. Must never: bind from an answer nobody asked for, grow without
@@ -23,6 +25,7 @@
 pub mod names;
 pub mod pattern;
 pub mod pending;
+pub mod stream;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -33,6 +36,7 @@ use natgw_wire::PROTO_TCP;
 pub use names::{BindOutcome, BoundName, NameLimits, NameTable, EVERY_HOST};
 pub use pattern::{match_bits, NamePattern, MAX_PATTERNS};
 pub use pending::{PendingQueries, QueryKey, Untracked, QUERY_TIMEOUT_MS};
+pub use stream::{Segment, StreamKey, TcpStreams, Way};
 
 use crate::counters::Counter;
 
@@ -77,6 +81,7 @@ impl Default for DnsConfig {
 pub struct NameBinder {
     table: Arc<NameTable>,
     pending: PendingQueries,
+    streams: TcpStreams,
     resolvers: Vec<Ipv4Addr>,
     inside_resolvers: Vec<Ipv4Addr>,
     sweep_next: usize,
@@ -90,6 +95,7 @@ impl NameBinder {
         NameBinder {
             table,
             pending: PendingQueries::new(cfg.max_pending, cfg.max_pending_per_host),
+            streams: TcpStreams::default(),
             resolvers: cfg.resolvers.clone(),
             inside_resolvers: cfg.inside_resolvers.clone(),
             sweep_next: 0,
@@ -109,18 +115,49 @@ impl NameBinder {
         port == DNS_PORT && self.resolvers.contains(&resolver)
     }
 
-    /// A query leaving on the flow `host:host_port -> resolver:53`. `payload` is the UDP
-    /// payload (TCP is not read: the module text says why).
+    /// The TCP streams being followed.
+    pub fn streams(&self) -> &TcpStreams {
+        &self.streams
+    }
+
+    /// A TCP segment on the flow `host:host_port -> resolver:53`, going `way`: each DNS
+    /// message it completes is read as `on_query` or `on_answer` reads a UDP payload. The
+    /// outcomes are counted through `count`.
+    pub fn on_tcp_segment(
+        &mut self,
+        key: StreamKey,
+        way: Way,
+        seg: Segment<'_>,
+        now_ms: u64,
+        mut count: impl FnMut(Counter),
+    ) {
+        let mut streams = std::mem::take(&mut self.streams);
+        let read = streams.read(key, way, seg, now_ms, |msg| {
+            let outcome = match way {
+                Way::Query => self.on_query(PROTO_TCP, key.host, key.host_port, key.resolver, msg, now_ms),
+                Way::Answer => self.on_answer(PROTO_TCP, key.host, key.host_port, key.resolver, msg, now_ms),
+            };
+            if let Some(c) = outcome {
+                count(c);
+            }
+        });
+        self.streams = streams;
+        if read.unread {
+            count(Counter::DnsTcpUnread);
+        }
+    }
+
+    /// A query leaving on the flow `host:host_port -> resolver:53`: `msg` is one DNS
+    /// message (a UDP payload, or a message of a followed TCP stream).
     pub fn on_query(
         &mut self,
         proto: u8,
         host: Ipv4Addr,
         host_port: u16,
         resolver: Ipv4Addr,
-        payload: &[u8],
+        msg: &[u8],
         now_ms: u64,
     ) -> Outcome {
-        let msg = message(proto, payload)?;
         let Ok(m) = Message::new_checked(msg) else { return Some(Counter::DnsMessagesMalformed) };
         if m.is_response() || m.opcode() != 0 {
             return None;
@@ -140,10 +177,9 @@ impl NameBinder {
         host: Ipv4Addr,
         host_port: u16,
         resolver: Ipv4Addr,
-        payload: &[u8],
+        msg: &[u8],
         now_ms: u64,
     ) -> Outcome {
-        let msg = message(proto, payload)?;
         let Ok(m) = Message::new_checked(msg) else { return Some(Counter::DnsMessagesMalformed) };
         if !m.is_response() {
             return None;
@@ -187,18 +223,13 @@ impl NameBinder {
         Some(if refused { Counter::DnsBindingsRefused } else { Counter::DnsAnswersMatched })
     }
 
-    /// Periodic work: overdue queries, and one shard of expired bindings.
+    /// Periodic work: overdue queries, idle streams, and one shard of expired bindings.
     pub fn tick(&mut self, now_ms: u64) {
         self.pending.expire(now_ms);
+        self.streams.expire(now_ms);
         self.table.sweep(self.sweep_next, now_ms);
         self.sweep_next = (self.sweep_next + 1) % NameTable::shards();
     }
-}
-
-/// The DNS message in a payload: all of a UDP payload; nothing of TCP (the module text
-/// says why).
-fn message(proto: u8, payload: &[u8]) -> Option<&[u8]> {
-    (proto != PROTO_TCP).then_some(payload)
 }
 
 /// The question's name and the names its CNAMEs lead to, and the smallest TTL of those
@@ -428,8 +459,7 @@ mod tests {
     }
 
     #[test]
-    fn dns_over_tcp_binds_nothing() {
-        let mut b = binder();
+    fn dns_over_tcp_binds_only_from_a_stream_followed_from_its_syn() {
         let framed = |m: Vec<u8>| {
             let mut v = u16::try_from(m.len()).expect("a short message").to_be_bytes().to_vec();
             v.extend(m);
@@ -437,10 +467,25 @@ mod tests {
         };
         let q = framed(query(8, "github.com"));
         let a = framed(answer(8, "github.com", &[("github.com", 60, RecordData::A(GH))]));
-        // A whole message starting its segment, as a host could arrange for a forged one.
-        assert_eq!(b.on_query(PROTO_TCP, HOST, 40000, RESOLVER, &q, 0), None);
-        assert_eq!(b.on_answer(PROTO_TCP, HOST, 40000, RESOLVER, &a, 0), None);
+        let key = StreamKey { host: HOST, host_port: 40000, resolver: RESOLVER };
+        fn seg(seq: u32, syn: bool, payload: &[u8]) -> Segment<'_> {
+            Segment { seq, syn, fin: false, rst: false, payload }
+        }
+        let mut counted = Vec::new();
+        // Segments of a stream whose start natgw did not see: unread, nothing bound.
+        let mut b = binder();
+        b.on_tcp_segment(key, Way::Query, seg(101, false, &q), 0, |c| counted.push(c));
+        b.on_tcp_segment(key, Way::Answer, seg(7001, false, &a), 0, |c| counted.push(c));
         assert!(b.table().is_empty());
+        assert_eq!(counted, [Counter::DnsTcpUnread, Counter::DnsTcpUnread]);
+        // The same followed from the SYN and SYN-ACK: the query filed, the answer bound.
+        counted.clear();
+        b.on_tcp_segment(key, Way::Query, seg(100, true, b""), 0, |c| counted.push(c));
+        b.on_tcp_segment(key, Way::Answer, seg(7000, true, b""), 0, |c| counted.push(c));
+        b.on_tcp_segment(key, Way::Query, seg(101, false, &q), 0, |c| counted.push(c));
+        b.on_tcp_segment(key, Way::Answer, seg(7001, false, &a), 0, |c| counted.push(c));
+        assert_eq!(counted, [Counter::DnsQueriesTracked, Counter::DnsAnswersMatched]);
+        assert_eq!(names_of(&b, HOST, GH), [("github.com".to_string(), 60)]);
     }
 
     #[test]

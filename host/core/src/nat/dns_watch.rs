@@ -2,25 +2,60 @@
 //! opened to a configured resolver's port 53 is shown to the worker's `NameBinder` before
 //! it is forwarded (a query on its way out, an answer on its way in), so that a binding is
 //! filed before the host can act on the answer. Packets are never changed or held here.
+//! TCP segments are read in their stream's order (`dns::stream`), and only when their
+//! checksum holds: a segment the receiver will drop must not be read as what it received.
 
-use natgw_wire::L4Header;
+use natgw_wire::{checksum, tcp, L4Header, PROTO_TCP};
 
-use super::{Parsed, Translator};
+use super::{FrameMeta, Parsed, Translator};
 use crate::conntrack::{FlowKey, Side, ORIGINAL};
+use crate::counters::Counter;
+use crate::dns::{Segment, StreamKey, Way};
 
 impl Translator {
     /// Called for every forwarded packet of a flow whose original key is `orig`: one
     /// comparison unless the flow is DNS to a configured resolver.
-    pub(super) fn watch_dns(&mut self, frame: &[u8], p: &Parsed, dir: usize, orig: &FlowKey, now_ms: u64) {
+    pub(super) fn watch_dns(
+        &mut self,
+        frame: &[u8],
+        p: &Parsed,
+        meta: &FrameMeta,
+        dir: usize,
+        orig: &FlowKey,
+        now_ms: u64,
+    ) {
         let Some(binder) = self.dns.as_mut() else { return };
         if orig.side != Side::Inside || p.is_fragment || !binder.watches(orig.dst, orig.dst_port) {
             return;
         }
-        // UDP only: in a TCP stream the host decides where its segments start, so a record
-        // it asked for could be made to begin a segment and pass for an answer of its own
-        // (`dns` module text).
         let header = match p.l4 {
             L4Header::Udp { .. } => natgw_wire::udp::HEADER_LEN,
+            L4Header::Tcp { flags, header_len, .. } => {
+                let segment = frame.get(p.l4_at()..p.l3().end).unwrap_or(&[]);
+                let payload = segment.get(header_len..).unwrap_or(&[]);
+                if payload.is_empty() && flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0 {
+                    return;
+                }
+                // A partial checksum (the sender's own device finishes it) cannot be checked.
+                if !meta.csum_partial && !tcp_checksum_holds(p, segment) {
+                    if !payload.is_empty() {
+                        self.counters.inc(Counter::DnsTcpUnread);
+                    }
+                    return;
+                }
+                let key = StreamKey { host: orig.src, host_port: orig.src_port, resolver: orig.dst };
+                let way = if dir == ORIGINAL { Way::Query } else { Way::Answer };
+                let seg = Segment {
+                    seq: p.tcp.seq,
+                    syn: flags & tcp::SYN != 0,
+                    fin: flags & tcp::FIN != 0,
+                    rst: flags & tcp::RST != 0,
+                    payload,
+                };
+                let counters = &self.counters;
+                binder.on_tcp_segment(key, way, seg, now_ms, |c| counters.inc(c));
+                return;
+            }
             _ => return,
         };
         let payload = frame.get(p.l4_at() + header..p.l3().end).unwrap_or(&[]);
@@ -34,4 +69,11 @@ impl Translator {
             self.counters.inc(c);
         }
     }
+}
+
+/// Whether a TCP segment's checksum (over the pseudo-header and `segment`) holds.
+fn tcp_checksum_holds(p: &Parsed, segment: &[u8]) -> bool {
+    let Ok(len) = u16::try_from(segment.len()) else { return false };
+    let pseudo = checksum::pseudo_header_sum(u32::from(p.src), u32::from(p.dst), PROTO_TCP, len);
+    checksum::fold(checksum::sum(segment, pseudo)) == 0xffff
 }

@@ -72,7 +72,7 @@ impl Translator {
                 return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
             }
         }
-        self.watch_dns(frame, p, dir, &orig, now_ms);
+        self.watch_dns(frame, p, &meta, dir, &orig, now_ms);
         rewrite_in_place(&mut frame[p.l3()], p, &rw, &deltas, meta.csum_partial)?;
         if fragment_to.is_some() && meta.csum_partial {
             // The device would finish the checksum over the whole datagram; once split,
