@@ -560,7 +560,7 @@ impl FlowLogExporter {
                     tracing::info!("natgw: flow log reopened");
                 }
             }
-            slot.refresh(&self.rt);
+            slot.refresh_with(&self.rt, Some(&self.counters));
             let due = stopping || self.queue.len() >= self.batch || last.elapsed() >= self.interval;
             if due {
                 last = std::time::Instant::now();

@@ -66,7 +66,7 @@ pub mod bindings {
     });
 }
 
-/// Host-side bindings of `natgw:policy@0.2.0` (unreleased until its issue closes).
+/// Host-side bindings of `natgw:policy@0.2.0`.
 pub mod bindings_v020 {
     wasmtime::component::bindgen!({
         path: "../../wit/natgw-policy-0.2.0",
