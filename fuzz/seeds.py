@@ -124,9 +124,10 @@ seeds["dns_binding"] = (rec(0, udp(C, 5353, S, 53, dns_seeds["query_a"])) + rec(
                         + rec(0, tcp(C, 40001, [140, 82, 113, 4], 443, 0x02)))
 
 def op(way, syn=False, fin=False, rst=False, delta=0, payload=b""):
-    """A dns_stream op: way 0 (query) or 1 (answer), flags, sequence delta, payload."""
-    flags = way | (2 if syn else 0) | (4 if fin else 0) | (8 if rst else 0)
-    return bytes([flags]) + struct.pack(">hB", delta, len(payload)) + payload
+    """A dns_stream op: way 0 (query) or 1 (answer), flags, sequence delta, payload
+    (deltas from 64 on, or below 0, set the op's bit 7: taken whole, not modulo 64)."""
+    flags = way | (2 if syn else 0) | (4 if fin else 0) | (8 if rst else 0) | (0 if 0 <= delta < 64 else 0x80)
+    return bytes([flags]) + struct.pack(">IB", delta & 0xffffffff, len(payload)) + payload
 
 
 def framed(*msgs):
@@ -144,6 +145,10 @@ stream_seeds = {
                           + op(0, delta=5, payload=q[4:]),
     "gap": op(0, syn=True) + op(0, delta=3, payload=q[2:]) + op(0, delta=1, payload=q),
     "wrapping": op(0, syn=True, delta=-3) + op(0, delta=-2, payload=q + q),
+    "resets": op(0, syn=True) + op(1, syn=True, delta=100) + op(1, rst=True, delta=150)
+              + op(1, delta=101, payload=ans) + op(1, rst=True, delta=101 + len(ans)),
+    "new_syn": op(0, syn=True) + op(1, syn=True, delta=100) + op(0, syn=True, delta=500)
+               + op(1, delta=101, payload=ans) + op(1, syn=True, delta=900) + op(1, delta=901, payload=ans),
 }
 
 for d in sys.argv[1:]:

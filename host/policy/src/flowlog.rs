@@ -306,7 +306,7 @@ pub fn process_batch(
                 out.iter()
                     .map(|e| (e.attributes.len(), e.attributes.iter().map(|a| (a.key.as_str(), a.value.as_str())))),
             )?;
-            let ids: Vec<[u64; 7]> = sent.iter().map(identity).collect();
+            let ids: Vec<[u64; 7]> = sent.iter().map(identity_v010).collect();
             let joined = join_v010(&ids, &out);
             Ok(out.into_iter().zip(joined).map(|(e, i)| entry_v020(e, i.map(|i| &records[i]))).collect())
         }
@@ -335,15 +335,37 @@ pub fn export_batch(
     let first = record_ids(ends.len());
     let records: Vec<FlowRecord> =
         ends.iter().zip(first..).map(|(e, id)| wit_record(e, rt.pool_names(), clock, id)).collect();
-    let host: Vec<HostFields> = ends.iter().map(|e| HostFields::of(e, clock.ns(e.created_ms))).collect();
+    // What ties an entry to its record besides the id, and the gateway's own fields.
+    let sent: Vec<([u64; 7], Joined)> = records
+        .iter()
+        .zip(ends)
+        .map(|(r, e)| (identity(r), Joined { fields: HostFields::of(e, clock.ns(e.created_ms)), flow_id: r.flow_id }))
+        .collect();
     let entries = process_batch(slot, rt, counters, records);
+    let joined = join(first, &sent, &entries);
+    entries.iter().zip(joined).map(|(e, j)| export_record(e, j, interfaces)).collect()
+}
+
+/// For each entry, the gateway's fields of the record it names by id (the batch's ids
+/// start at `first`), when the entry kept what ties it to that record: a policy that put
+/// one record's id on another's fields gets no gateway field on either.
+fn join<'a>(first: u64, sent: &'a [([u64; 7], Joined)], entries: &[LogEntry]) -> Vec<Option<&'a Joined>> {
     entries
         .iter()
         .map(|e| {
-            let h = e.record.id.checked_sub(first).and_then(|i| host.get(usize::try_from(i).ok()?));
-            export_record(e, h.filter(|_| e.record.id != 0), interfaces)
+            let i = e.record.id.checked_sub(first).and_then(|i| usize::try_from(i).ok());
+            let found = i.and_then(|i| sent.get(i)).filter(|(id, _)| e.record.id != 0 && *id == identity(&e.record));
+            found.map(|(_, j)| j)
         })
         .collect()
+}
+
+/// The gateway's own fields of a record, for the entry that came from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Joined {
+    pub fields: HostFields,
+    /// The record's flow id (an entry's own says nothing).
+    pub flow_id: u64,
 }
 
 fn ip_text(a: &IpAddress) -> String {
@@ -368,7 +390,8 @@ fn wit_reason_text(r: EndReason) -> &'static str {
 /// Builds the exported record from a policy's entry and, when it could be matched to the
 /// flow it came from, the gateway's own fields. Fields the policy omitted are left out; a
 /// policy attribute never replaces a gateway one.
-pub fn export_record(e: &LogEntry, host: Option<&HostFields>, interfaces: &[String]) -> ExportRecord {
+pub fn export_record(e: &LogEntry, joined: Option<&Joined>, interfaces: &[String]) -> ExportRecord {
+    let host = joined.map(|j| &j.fields);
     let r = &e.record;
     let f = &r.flow;
     let keep = |x: Field| !e.omit.contains(x);
@@ -376,7 +399,8 @@ pub fn export_record(e: &LogEntry, host: Option<&HostFields>, interfaces: &[Stri
     let mut put = |k: &str, v: Value| a.push((k.to_string(), v));
     if let Some(h) = host {
         // Hex text, as trace ids are: a u64 does not fit OTLP's or JSON's integers whole.
-        put("natgw.flow.id", format!("{:016x}", r.flow_id).into());
+        let flow_id = joined.map_or(0, |j| j.flow_id);
+        put("natgw.flow.id", format!("{flow_id:016x}").into());
         put("natgw.flow.action", if h.reason == NatEndReason::Refused { "REJECT" } else { "ACCEPT" }.into());
         put("natgw.flow.end_reason", end_reason_name(h.reason).into());
         put(
@@ -476,11 +500,29 @@ pub fn export_record(e: &LogEntry, host: Option<&HostFields>, interfaces: &[Stri
 /// The fields of a record a flow-log policy is not expected to rewrite (it filters,
 /// samples, redacts addresses and omits fields): they tie its entries back to the flows
 /// they came from.
-fn identity(r: &v010::FlowRecord) -> [u64; 7] {
+fn identity_v010(r: &v010::FlowRecord) -> [u64; 7] {
     let proto = match r.flow.protocol {
         types_v010::Protocol::Tcp => 6,
         types_v010::Protocol::Udp => 17,
         types_v010::Protocol::Icmp => 1,
+    };
+    [
+        r.start_unix_ns,
+        r.end_unix_ns,
+        proto,
+        u64::from(r.flow.dst_port),
+        u64::from(r.nat_src_port),
+        r.bytes_out,
+        r.bytes_in,
+    ]
+}
+
+/// `identity_v010`, of a 0.2.0 record.
+fn identity(r: &FlowRecord) -> [u64; 7] {
+    let proto = match r.flow.protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Icmp => 1,
     };
     [
         r.start_unix_ns,
@@ -501,7 +543,7 @@ fn join_v010(sent: &[[u64; 7]], entries: &[v010::LogEntry]) -> Vec<Option<usize>
     entries
         .iter()
         .map(|e| {
-            let id = identity(&e.record);
+            let id = identity_v010(&e.record);
             let found = (next..sent.len()).find(|&i| sent[i] == id);
             if let Some(i) = found {
                 next = i + 1;
@@ -642,6 +684,45 @@ mod tests {
             let e = validate_ids(10, 4, &bad).unwrap_err();
             assert!(e.contains("record id"), "{e}");
         }
+    }
+
+    #[test]
+    fn gateway_fields_join_only_the_entry_that_kept_its_record() {
+        let (a, b) = (entry(10).record, {
+            let mut r = entry(11).record;
+            r.bytes_in = 9999;
+            r.flow_id = 77;
+            r
+        });
+        let joined = |r: &FlowRecord, verdict| Joined {
+            fields: HostFields {
+                reason: NatEndReason::IdleTimeout,
+                direction: FlowDirection::Egress,
+                verdict,
+                generation: 1,
+                created_unix_ns: 0,
+                shadow: None,
+            },
+            flow_id: r.flow_id,
+        };
+        let sent =
+            [(identity(&a), joined(&a, EgressDecision::Allow)), (identity(&b), joined(&b, EgressDecision::Reject))];
+        let entry_of = |r: FlowRecord| LogEntry { record: r, omit: Field::SRC_ADDRESS, attributes: vec![] };
+        // Redacted and with a flow id of its own: still its record's fields and flow id.
+        let mut redacted = a.clone();
+        redacted.flow.src = IpAddress::V4(0);
+        redacted.flow_id = 12345;
+        // Ids swapped between two records: neither gets the other's fields.
+        let (mut a_as_b, mut b_as_a) = (a.clone(), b.clone());
+        a_as_b.id = b.id;
+        b_as_a.id = a.id;
+        let entries = [entry_of(redacted), entry_of(a_as_b), entry_of(b_as_a), entry_of(b.clone())];
+        let got = join(10, &sent, &entries);
+        assert_eq!(got[0].map(|j| (j.flow_id, j.fields.verdict)), Some((a.flow_id, EgressDecision::Allow)));
+        assert!(got[1].is_none() && got[2].is_none(), "swapped ids join nothing");
+        assert_eq!(got[3].map(|j| j.fields.verdict), Some(EgressDecision::Reject));
+        let out = export_record(&entries[0], got[0], &[]);
+        assert_eq!(out.get("natgw.flow.id"), Some(&natgw_telemetry::record::Value::Str(format!("{:016x}", a.flow_id))));
     }
 
     #[test]

@@ -11,13 +11,24 @@
 //!   that direction for good: natgw no longer knows where messages start, so nothing more
 //!   on it binds (`DnsTcpUnread`). The host's next connection is read afresh;
 //! - a stream whose SYN natgw did not see (opened before `[dns]` was on, or on the other
-//!   node before a failover) is never read.
+//!   node before a failover) is never read;
+//! - as the receiver does (RFC 5961), natgw ends a stream only on a reset at exactly the
+//!   next sequence number; a host's SYN with another initial sequence number starts the
+//!   stream afresh both ways (the answers unread until the new SYN-ACK), and a second
+//!   SYN-ACK with another one stops the reading of the answers.
 //!
 //! Only segments window tracking let through reach here, and a segment whose checksum is
-//! wrong (which the receiver will drop) is not read. What a stream may hold is bounded:
-//! `MAX_STREAMS` per worker, `MAX_STREAMS_PER_HOST`, a query of at most `MAX_QUERY_BYTES`
-//! and an answer of at most `MAX_ANSWER_BYTES` buffered (a longer message is skipped by its
-//! length, unread and counted); a stream idle for `IDLE_MS` is forgotten.
+//! wrong (which the receiver will drop) is not read. The answers are what binding trusts,
+//! and they come from the resolver; the queries come from the host, which can make natgw
+//! read a query the resolver never gets (a checksum only its own device finishes, a TTL
+//! that runs out after natgw): that files a query, which binds nothing unless the
+//! resolver's own answer repeats its id and question.
+//!
+//! What a stream may hold is bounded: `MAX_STREAMS` per worker (when full, the oldest
+//! stream the resolver never answered gives way), `MAX_STREAMS_PER_HOST`, a query of at
+//! most `MAX_QUERY_BYTES` and an answer of at most `MAX_ANSWER_BYTES` buffered (a longer
+//! message is skipped by its length, unread and counted); a stream the resolver has not
+//! answered is forgotten after `UNANSWERED_MS`, any other after `IDLE_MS` without data.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -31,8 +42,10 @@ pub const MAX_QUERY_BYTES: usize = 1024;
 /// The longest answer read (answers go over TCP when they are long; the reader looks at
 /// the first 64 records of it anyway).
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
-/// A stream with no segment for this long is forgotten.
+/// A stream with no data for this long is forgotten.
 pub const IDLE_MS: u64 = 30_000;
+/// A stream whose SYN-ACK has not come this long after its SYN is forgotten.
+pub const UNANSWERED_MS: u64 = 5_000;
 
 /// Which way a segment goes: the host's queries, or the resolver's answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +95,18 @@ enum Message {
 
 #[derive(Debug, Clone)]
 struct Stream {
+    /// The sequence number after the host's SYN: a SYN with another starts a new stream.
+    query_start: u32,
     ways: [Reading; 2],
+    /// The last data (or the SYN), for expiry.
     last_ms: u64,
+}
+
+impl Stream {
+    /// Whether the resolver has answered the SYN.
+    fn answered(&self) -> bool {
+        self.ways[Way::Answer as usize] != Reading::NotStarted
+    }
 }
 
 /// What reading one segment found.
@@ -119,51 +142,90 @@ impl TcpStreams {
         now_ms: u64,
         mut message: impl FnMut(&[u8]),
     ) -> Read {
-        if seg.syn && way == Way::Query && !seg.payload.is_empty() {
-            // Data on a SYN (TCP Fast Open): not followed; the stream is not read.
-            self.streams.remove(&key);
-            return Read { unread: true };
-        }
-        if seg.syn && way == Way::Query && !self.streams.contains_key(&key) {
-            let of_host = self.streams.keys().filter(|k| k.host == key.host).count();
-            if self.streams.len() >= MAX_STREAMS || of_host >= MAX_STREAMS_PER_HOST {
-                return Read { unread: true };
-            }
-            self.streams.insert(key, Stream { ways: [Reading::NotStarted, Reading::NotStarted], last_ms: now_ms });
+        if seg.syn && way == Way::Query {
+            return self.open(key, seg, now_ms);
         }
         let Some(stream) = self.streams.get_mut(&key) else {
             // Not followed from its start: its data is unread.
             return Read { unread: !seg.payload.is_empty() };
         };
-        stream.last_ms = now_ms;
-        if seg.rst {
-            self.streams.remove(&key);
-            return Read::default();
-        }
         let reading = &mut stream.ways[way as usize];
-        if seg.syn {
-            if !seg.payload.is_empty() {
-                *reading = Reading::Stopped;
-                return Read { unread: true };
+        if seg.rst {
+            // Only a reset at the next sequence number ends the connection (RFC 5961);
+            // the receiver ignores any other, and so does natgw.
+            if matches!(reading, Reading::At { next_seq, .. } if *next_seq == seg.seq) {
+                self.streams.remove(&key);
             }
-            *reading = Reading::At { next_seq: seg.seq.wrapping_add(1), message: Message::Length(None) };
             return Read::default();
         }
-        let read = follow(reading, seg, max_message(way), &mut message);
-        if seg.fin {
-            if let Reading::At { .. } = reading {
-                *reading = Reading::Stopped;
+        let read = if seg.syn {
+            // The resolver's SYN-ACK.
+            let start = seg.seq.wrapping_add(1);
+            match reading {
+                Reading::NotStarted if seg.payload.is_empty() => {
+                    *reading = Reading::At { next_seq: start, message: Message::Length(None) };
+                    Read::default()
+                }
+                // Its retransmission.
+                Reading::At { next_seq, message: Message::Length(None) } if *next_seq == start => Read::default(),
+                // Data on it, or another one: where the answers start is no longer known.
+                _ => {
+                    *reading = Reading::Stopped;
+                    Read { unread: true }
+                }
             }
-        }
+        } else {
+            if !seg.payload.is_empty() {
+                stream.last_ms = now_ms;
+            }
+            let read = follow(reading, seg, max_message(way), &mut message);
+            if seg.fin {
+                if let Reading::At { .. } = reading {
+                    *reading = Reading::Stopped;
+                }
+            }
+            read
+        };
         if stream.ways.iter().all(|w| *w == Reading::Stopped) {
             self.streams.remove(&key);
         }
         read
     }
 
-    /// Forgets streams idle for `IDLE_MS`.
+    /// The host's SYN: a new stream, unless it repeats the SYN of the one followed.
+    fn open(&mut self, key: StreamKey, seg: Segment<'_>, now_ms: u64) -> Read {
+        let start = seg.seq.wrapping_add(1);
+        if !seg.payload.is_empty() {
+            // Data on a SYN (TCP Fast Open): not followed; the stream is not read.
+            self.streams.remove(&key);
+            return Read { unread: true };
+        }
+        if self.streams.get(&key).is_some_and(|s| s.query_start == start) {
+            return Read::default();
+        }
+        // A new connection on this tuple (or the first): followed afresh, both ways.
+        self.streams.remove(&key);
+        let of_host = self.streams.keys().filter(|k| k.host == key.host).count();
+        if of_host >= MAX_STREAMS_PER_HOST {
+            return Read { unread: true };
+        }
+        if self.streams.len() >= MAX_STREAMS {
+            // The oldest stream its resolver never answered gives way; answered ones never.
+            let oldest = self.streams.iter().filter(|(_, s)| !s.answered()).min_by_key(|(_, s)| s.last_ms);
+            let Some(oldest) = oldest.map(|(k, _)| *k) else { return Read { unread: true } };
+            self.streams.remove(&oldest);
+        }
+        let ways = [Reading::At { next_seq: start, message: Message::Length(None) }, Reading::NotStarted];
+        self.streams.insert(key, Stream { query_start: start, ways, last_ms: now_ms });
+        Read::default()
+    }
+
+    /// Forgets streams idle for `IDLE_MS`, and those unanswered for `UNANSWERED_MS`.
     pub fn expire(&mut self, now_ms: u64) {
-        self.streams.retain(|_, s| now_ms.saturating_sub(s.last_ms) < IDLE_MS);
+        self.streams.retain(|_, s| {
+            let idle = now_ms.saturating_sub(s.last_ms);
+            idle < if s.answered() { IDLE_MS } else { UNANSWERED_MS }
+        });
     }
 }
 
@@ -370,22 +432,71 @@ mod tests {
     fn streams_are_bounded_per_worker_and_per_host_and_forgotten() {
         let mut s = TcpStreams::default();
         let key = |host: u8, port: u16| StreamKey { host: Ipv4Addr::new(10, 0, 0, host), host_port: port, ..KEY };
+        let open = |s: &mut TcpStreams, k: StreamKey, now: u64, answered: bool| {
+            let r = s.read(k, Way::Query, syn(1), now, |_| {});
+            if answered {
+                s.read(k, Way::Answer, syn(9), now, |_| {});
+            }
+            r.unread
+        };
+        // One host: at most its share, however many ports it opens from.
         for port in 0..MAX_STREAMS_PER_HOST as u16 + 5 {
-            s.read(key(1, port), Way::Query, syn(1), 0, |_| {});
+            open(&mut s, key(1, port), 10, false);
         }
         assert_eq!(s.len(), MAX_STREAMS_PER_HOST, "one host's");
-        let mut refused = 0;
-        for host in 2..=255u8 {
-            for port in 0..2 {
-                refused += usize::from(s.read(key(host, port), Way::Query, syn(1), 0, |_| {}).unread);
+        // Other hosts fill the rest with answered streams.
+        let mut host = 2u8;
+        while s.len() < MAX_STREAMS {
+            for port in 0..4 {
+                if s.len() < MAX_STREAMS {
+                    assert!(!open(&mut s, key(host, port), 20, true));
+                }
             }
+            host += 1;
+        }
+        // Full: a new stream takes the place of an unanswered one (host 1's), never of an
+        // answered one; with none unanswered left, it is refused.
+        for port in 0..MAX_STREAMS_PER_HOST as u16 {
+            assert!(!open(&mut s, key(250, port), 30, true), "room made");
         }
         assert_eq!(s.len(), MAX_STREAMS);
-        assert_eq!(refused, MAX_STREAMS_PER_HOST + 254 * 2 - MAX_STREAMS);
-        s.expire(IDLE_MS - 1);
-        assert_eq!(s.len(), MAX_STREAMS);
-        s.expire(IDLE_MS);
+        assert!(s.streams.keys().all(|k| k.host != Ipv4Addr::new(10, 0, 0, 1)), "host 1's unanswered gave way");
+        assert!(open(&mut s, key(251, 0), 30, true), "full of answered streams: refused");
+        // A repeated SYN does not keep a stream alive; unanswered streams go first.
+        open(&mut s, key(252, 0), 40, false);
+        s.expire(20 + IDLE_MS - 1);
+        assert_eq!(s.len(), MAX_STREAMS, "nothing idle for long enough yet");
+        let mut u = TcpStreams::default();
+        open(&mut u, key(3, 0), 0, false);
+        open(&mut u, key(3, 0), UNANSWERED_MS - 1, false);
+        u.expire(UNANSWERED_MS);
+        assert!(u.is_empty(), "an unanswered stream is forgotten after UNANSWERED_MS, repeated SYN or not");
+        s.expire(30 + IDLE_MS);
         assert!(s.is_empty(), "idle streams forgotten");
+    }
+
+    #[test]
+    fn a_new_syn_starts_afresh_and_a_second_syn_ack_stops_the_answers() {
+        let wire = framed(&[b"answer"]);
+        let mut s = opened(100, 7000);
+        // The same SYN again (a retransmission): nothing changes.
+        s.read(KEY, Way::Query, syn(100), 1, |_| panic!("no message"));
+        let (got, _) = feed(&mut s, Way::Answer, &[seg(7001, &wire)]);
+        assert_eq!(got.len(), 1);
+        // A SYN with another sequence number: a new connection. Its answers are unread
+        // until its own SYN-ACK; the old stream's position counts for nothing.
+        s.read(KEY, Way::Query, syn(5000), 1, |_| panic!("no message"));
+        let (got, unread) = feed(&mut s, Way::Answer, &[seg(7001 + wire.len() as u32, &wire)]);
+        assert!(got.is_empty() && unread);
+        s.read(KEY, Way::Answer, syn(9000), 1, |_| panic!("no message"));
+        s.read(KEY, Way::Answer, syn(9000), 1, |_| panic!("no message")); // retransmitted
+        let (got, _) = feed(&mut s, Way::Answer, &[seg(9001, &wire)]);
+        assert_eq!(got.len(), 1);
+        // A SYN-ACK with yet another: where the answers start is no longer known.
+        let r = s.read(KEY, Way::Answer, syn(12_000), 1, |_| panic!("no message"));
+        assert!(r.unread);
+        let (got, _) = feed(&mut s, Way::Answer, &[seg(12_001, &wire), seg(9001 + wire.len() as u32, &wire)]);
+        assert!(got.is_empty());
     }
 
     #[test]
@@ -397,8 +508,15 @@ mod tests {
         assert_eq!(got.len(), 1);
         s.read(KEY, Way::Answer, Segment { fin: true, ..seg(7014, b"") }, 1, |_| {});
         assert!(s.is_empty());
+        // A reset anywhere but at the next sequence number is ignored (RFC 5961).
         let mut s = opened(100, 7000);
-        s.read(KEY, Way::Answer, Segment { rst: true, ..seg(7001, b"") }, 1, |_| {});
+        for seq in [7002, 7000, 6000, 7001 + 30_000] {
+            s.read(KEY, Way::Answer, Segment { rst: true, ..seg(seq, b"") }, 1, |_| {});
+            assert_eq!(s.len(), 1, "reset at {seq}");
+        }
+        let (got, _) = feed(&mut s, Way::Answer, &[seg(7001, &framed(&[b"still read"]))]);
+        assert_eq!(got.len(), 1);
+        s.read(KEY, Way::Answer, Segment { rst: true, ..seg(7001 + 12, b"") }, 1, |_| {});
         assert!(s.is_empty());
     }
 }
