@@ -72,6 +72,11 @@ fn answer(id: u16, name: &str, addr: Ipv4Addr) -> Vec<u8> {
     b
 }
 
+/// The DNS transaction id of a UDP frame (Ethernet, a 20-byte IP header, UDP).
+fn dns_id(frame: &[u8]) -> u16 {
+    u16::from_be_bytes([frame[42], frame[43]])
+}
+
 fn process(t: &mut Translator, frame: &mut [u8], side: Side) -> Verdict {
     let mut out = [0u8; 2048];
     let meta = FrameMeta { handed_off: true, ..FrameMeta::plain(side, 0) };
@@ -92,7 +97,8 @@ fn an_answer_forwarded_on_one_worker_names_the_syn_on_another() {
     let mut q = udp("10.10.1.10", 5353, RESOLVER, 53, &query(0x1234, "GitHub.com"));
     assert!(matches!(process(&mut w0, &mut q, Side::Inside), Verdict::Forward { .. }));
     let (ext, port) = src_of(&q);
-    let mut ans = udp(RESOLVER, 53, &ext.to_string(), port, &answer(0x1234, "github.com", a("203.0.113.80")));
+    let id = dns_id(&q);
+    let mut ans = udp(RESOLVER, 53, &ext.to_string(), port, &answer(id, "github.com", a("203.0.113.80")));
     assert!(matches!(process(&mut w0, &mut ans, Side::Outside), Verdict::Forward { .. }), "the answer is forwarded");
     assert_eq!((c0.get(Counter::DnsQueriesTracked), c0.get(Counter::DnsAnswersMatched)), (1, 1));
 
@@ -115,8 +121,11 @@ fn a_spoofed_answer_is_forwarded_but_binds_nothing() {
     let mut q = udp("10.10.1.10", 5353, RESOLVER, 53, &query(7, "github.com"));
     process(&mut w0, &mut q, Side::Inside);
     let (ext, port) = src_of(&q);
+    let id = dns_id(&q);
     // Wrong transaction id, then the right id for another name.
-    for payload in [answer(8, "github.com", a("203.0.113.66")), answer(7, "evil.example", a("203.0.113.66"))] {
+    for payload in
+        [answer(id.wrapping_add(1), "github.com", a("203.0.113.66")), answer(id, "evil.example", a("203.0.113.66"))]
+    {
         let mut ans = udp(RESOLVER, 53, &ext.to_string(), port, &payload);
         assert!(matches!(process(&mut w0, &mut ans, Side::Outside), Verdict::Forward { .. }));
     }
@@ -247,4 +256,52 @@ fn a_segment_with_a_bad_checksum_is_not_read_and_its_retransmission_is() {
     let mut bound = Vec::new();
     table.names_for(a(TcpDns::HOST), std::net::IpAddr::V4(a("203.0.113.80")), 1000, &mut bound);
     assert_eq!(bound.len(), 1);
+}
+
+/// The id the host chose never crosses natgw: a query leaves with natgw's own, its answer
+/// comes back with the host's, and an answer carrying the host's id (what a helper the
+/// host told it to would forge) binds nothing. An ICMP error quoting the query shows the
+/// host its own id too.
+#[test]
+fn a_udp_query_leaves_with_natgws_id_and_its_answer_returns_with_the_hosts() {
+    let table = Arc::new(NameTable::new(NameLimits::default()));
+    let policy = SeesNames::default();
+    let (mut w0, c0) = worker(0, &table, &policy);
+    let mut wire_ids = std::collections::HashSet::new();
+    for (i, host_id) in (0..200u16).map(|i| (i, i.wrapping_mul(331))) {
+        let sport = 6000 + i;
+        let mut q = udp("10.10.1.10", sport, RESOLVER, 53, &query(host_id, "github.com"));
+        assert!(matches!(process(&mut w0, &mut q, Side::Inside), Verdict::Forward { .. }));
+        assert!(checksums_valid(&q), "the query's checksum follows its new id");
+        let wire = dns_id(&q);
+        assert_ne!(wire, host_id, "query {i} left with the host's id");
+        wire_ids.insert(wire);
+        let (ext, port) = src_of(&q);
+        // What a helper told the host's id would send first: matches nothing.
+        let mut forged = udp(RESOLVER, 53, &ext.to_string(), port, &answer(host_id, "github.com", a("198.18.0.66")));
+        assert!(matches!(process(&mut w0, &mut forged, Side::Outside), Verdict::Forward { .. }));
+        let mut real = udp(RESOLVER, 53, &ext.to_string(), port, &answer(wire, "github.com", a("203.0.113.80")));
+        assert!(matches!(process(&mut w0, &mut real, Side::Outside), Verdict::Forward { .. }));
+        assert_eq!(dns_id(&real), host_id, "the answer reaches the host with its own id");
+        assert!(checksums_valid(&real));
+    }
+    assert!(wire_ids.len() > 190, "natgw's ids are not a function of the host's: {} distinct", wire_ids.len());
+    assert_eq!((c0.get(Counter::DnsAnswersUnmatched), c0.get(Counter::DnsAnswersMatched)), (200, 200));
+    let mut bound = Vec::new();
+    table.names_for(a("10.10.1.10"), std::net::IpAddr::V4(a("198.18.0.66")), 1000, &mut bound);
+    assert!(bound.is_empty(), "the answers with the host's id bound {bound:?}");
+
+    // A router past natgw reports the query (time exceeded): the quote the host gets shows
+    // the host's id, and every checksum holds.
+    let mut q = udp("10.10.1.10", 7000, RESOLVER, 53, &query(0x5151, "github.com"));
+    process(&mut w0, &mut q, Side::Inside);
+    let (ext, _) = src_of(&q);
+    let quoted = q[14..].to_vec();
+    let icmp = icmp_message(11, 0, [0; 4], &quoted);
+    let mut err = ipv4_frame(a("198.51.100.1"), ext, natgw_wire::PROTO_ICMP, 64, 9, 0, &icmp);
+    assert!(matches!(process(&mut w0, &mut err, Side::Outside), Verdict::Forward { .. }));
+    // Ethernet, the outer IP header, 8 bytes of ICMP, the quoted IP header, UDP.
+    let quoted_id = u16::from_be_bytes([err[14 + 20 + 8 + 20 + 8], err[14 + 20 + 8 + 20 + 9]]);
+    assert_eq!(quoted_id, 0x5151, "the quote shows the host its own id");
+    assert!(checksums_valid(&err));
 }

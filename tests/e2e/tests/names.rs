@@ -267,8 +267,10 @@ fn a_binding_lasts_its_ttl() {
 fn forged_answers_bind_nothing() {
     let (t, _confs) = names_topology();
     // cli1 asks the second trusted resolver (the test itself, in natgw-inet) for
-    // github.com; the "resolver" answers with the wrong transaction id, then with the
-    // right id for another question, both naming 203.0.113.86 as github.com.
+    // github.com with id 4242; the "resolver" answers with the id the host chose (what a
+    // helper the host told it to would forge: natgw put its own id on the wire), with the
+    // wrong transaction id, then with the right id for another question, all naming
+    // 203.0.113.86 as github.com.
     // Bound before the query leaves (a socket stays in the namespace it was made in).
     let s = t.inet.enter(|| UdpSocket::bind(format!("{FORGER}:53")).expect("bind the forger"));
     let forger = std::thread::spawn(move || {
@@ -277,6 +279,7 @@ fn forged_answers_bind_nothing() {
         let (n, from) = s.recv_from(&mut b).expect("a query reaches the forger");
         let m = Message::new_checked(&b[..n]).expect("a DNS query");
         let id = m.id();
+        assert_ne!(id, 4242, "the query left with natgw's own id, not the host's");
         let forge = |id: u16, name: &str| {
             let mut out = [0u8; 512];
             let n = Name::from_text(name).expect("name");
@@ -290,6 +293,7 @@ fn forged_answers_bind_nothing() {
             let len = w.finish();
             out[..len].to_vec()
         };
+        s.send_to(&forge(4242, "github.com"), from).expect("send");
         s.send_to(&forge(id.wrapping_add(1), "github.com"), from).expect("send");
         s.send_to(&forge(id, "ci.example"), from).expect("send");
     });
@@ -303,11 +307,11 @@ fn forged_answers_bind_nothing() {
             .finish();
         s.send_to(&q[..len], format!("{FORGER}:53")).expect("send");
         let mut b = [0u8; 1500];
-        (0..2).filter(|_| s.recv(&mut b).is_ok()).count()
+        (0..3).filter(|_| s.recv(&mut b).is_ok()).count()
     });
     forger.join().expect("forger");
-    assert_eq!(got, 2, "both forged answers were forwarded to the host (natgw reads, never drops, DNS)");
-    assert_eq!(t.counter("DnsAnswersUnmatched"), before + 2, "both counted as unmatched");
+    assert_eq!(got, 3, "the forged answers were forwarded to the host (natgw reads, never drops, DNS)");
+    assert_eq!(t.counter("DnsAnswersUnmatched"), before + 3, "all counted as unmatched");
     assert_eq!(probe(&t.cli1, "203.0.113.86"), Probe::Refused, "a forged answer bound nothing");
 }
 

@@ -2,6 +2,10 @@
 //! which names each host resolved to which addresses (`names::NameTable`), so that an
 //! egress policy can decide by name ("CI may reach github.com and *.pypi.org").
 //!
+//! A UDP query leaves with a transaction id natgw chose (`on_udp_query`), and its answer
+//! reaches the host with the host's own id back: the host never learns the id an answer
+//! must carry, so it cannot have someone outside forge one for it.
+//!
 //! What binds: an answer from a configured resolver (`DnsConfig::resolvers`, the only
 //! servers whose answers are trusted), on a flow an inside host opened to its port 53
 //! (UDP, or TCP read at its message boundaries: `stream`), that answers a query natgw saw
@@ -31,7 +35,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use natgw_wire::dns::{self, Message, Name, Question, RecordData};
-use natgw_wire::PROTO_TCP;
+use natgw_wire::{PROTO_TCP, PROTO_UDP};
 
 pub use names::{BindOutcome, BoundName, NameLimits, NameTable, EVERY_HOST};
 pub use pattern::{match_bits, NamePattern, MAX_PATTERNS};
@@ -82,6 +86,8 @@ pub struct NameBinder {
     table: Arc<NameTable>,
     pending: PendingQueries,
     streams: TcpStreams,
+    /// The generator of the ids natgw puts on UDP queries.
+    id_state: u64,
     resolvers: Vec<Ipv4Addr>,
     inside_resolvers: Vec<Ipv4Addr>,
     sweep_next: usize,
@@ -96,6 +102,7 @@ impl NameBinder {
             table,
             pending: PendingQueries::new(cfg.max_pending, cfg.max_pending_per_host),
             streams: TcpStreams::default(),
+            id_state: random_seed(),
             resolvers: cfg.resolvers.clone(),
             inside_resolvers: cfg.inside_resolvers.clone(),
             sweep_next: 0,
@@ -147,8 +154,9 @@ impl NameBinder {
         }
     }
 
-    /// A query leaving on the flow `host:host_port -> resolver:53`: `msg` is one DNS
-    /// message (a UDP payload, or a message of a followed TCP stream).
+    /// A query leaving on the flow `host:host_port -> resolver:53`, filed under the id it
+    /// carries: `msg` is one DNS message (a message of a followed TCP stream; a UDP payload
+    /// goes through `on_udp_query`, which gives it natgw's own id).
     pub fn on_query(
         &mut self,
         proto: u8,
@@ -158,19 +166,89 @@ impl NameBinder {
         msg: &[u8],
         now_ms: u64,
     ) -> Outcome {
-        let Ok(m) = Message::new_checked(msg) else { return Some(Counter::DnsMessagesMalformed) };
+        self.query(proto, host, host_port, resolver, msg, false, now_ms).0
+    }
+
+    /// A UDP query leaving: filed under an id natgw chooses, which it writes into
+    /// `payload`. The host never sees that id (`on_udp_answer` gives the host its own
+    /// back, and ICMP errors quoting the query do too: `host_id_of`), so nobody the host
+    /// tells its ids to can forge an answer that matches. Returns the outcome and, when
+    /// the id changed, the old and new id (for the caller's checksum).
+    pub fn on_udp_query(
+        &mut self,
+        host: Ipv4Addr,
+        host_port: u16,
+        resolver: Ipv4Addr,
+        payload: &mut [u8],
+        now_ms: u64,
+    ) -> (Outcome, Option<(u16, u16)>) {
+        let (outcome, wire) = self.query(PROTO_UDP, host, host_port, resolver, payload, true, now_ms);
+        (outcome, wire.and_then(|w| set_id(payload, w)))
+    }
+
+    /// Parses and files a query; with `choose_id`, under a fresh id of natgw's (returned).
+    #[allow(clippy::too_many_arguments)]
+    fn query(
+        &mut self,
+        proto: u8,
+        host: Ipv4Addr,
+        host_port: u16,
+        resolver: Ipv4Addr,
+        msg: &[u8],
+        choose_id: bool,
+        now_ms: u64,
+    ) -> (Outcome, Option<u16>) {
+        let Ok(m) = Message::new_checked(msg) else { return (Some(Counter::DnsMessagesMalformed), None) };
         if m.is_response() || m.opcode() != 0 {
-            return None;
+            return (None, None);
         }
-        let Ok(question) = m.question() else { return Some(Counter::DnsMessagesMalformed) };
-        let key = QueryKey { proto, host, host_port, resolver, id: m.id() };
-        match self.pending.remember(key, question, now_ms) {
-            Ok(()) => Some(Counter::DnsQueriesTracked),
-            Err(_) => Some(Counter::DnsQueriesUntracked),
+        let Ok(question) = m.question() else { return (Some(Counter::DnsMessagesMalformed), None) };
+        let host_id = m.id();
+        let mut key = QueryKey { proto, host, host_port, resolver, id: host_id };
+        if choose_id {
+            // A fresh id, never the host's and never one outstanding on this flow.
+            let mut fresh = None;
+            for _ in 0..8 {
+                let id = self.next_id();
+                if id != host_id && !self.pending.contains(&QueryKey { id, ..key }) {
+                    fresh = Some(id);
+                    break;
+                }
+            }
+            let Some(id) = fresh else { return (Some(Counter::DnsQueriesUntracked), None) };
+            key.id = id;
+        }
+        match self.pending.remember(key, question, host_id, now_ms) {
+            Ok(()) => (Some(Counter::DnsQueriesTracked), choose_id.then_some(key.id)),
+            Err(_) => (Some(Counter::DnsQueriesUntracked), None),
         }
     }
 
-    /// An answer arriving on that flow, before it is forwarded to the host.
+    /// The next id of this worker's generator (xorshift64*, seeded at random).
+    fn next_id(&mut self) -> u16 {
+        let mut x = self.id_state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.id_state = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16
+    }
+
+    /// The id the host chose for the outstanding UDP query that left on its flow with
+    /// `wire_id`: what an ICMP error quoting that query must show the host.
+    pub fn host_id_of(
+        &self,
+        host: Ipv4Addr,
+        host_port: u16,
+        resolver: Ipv4Addr,
+        wire_id: u16,
+        now_ms: u64,
+    ) -> Option<u16> {
+        self.pending.host_id(&QueryKey { proto: PROTO_UDP, host, host_port, resolver, id: wire_id }, now_ms)
+    }
+
+    /// An answer arriving on that flow, before it is forwarded to the host: one DNS
+    /// message (of a followed TCP stream; a UDP payload goes through `on_udp_answer`).
     pub fn on_answer(
         &mut self,
         proto: u8,
@@ -180,19 +258,54 @@ impl NameBinder {
         msg: &[u8],
         now_ms: u64,
     ) -> Outcome {
-        let Ok(m) = Message::new_checked(msg) else { return Some(Counter::DnsMessagesMalformed) };
+        self.answer(proto, host, host_port, resolver, msg, now_ms).0
+    }
+
+    /// A UDP answer arriving: when it answers a filed query, the host's own id is written
+    /// back into `payload`. Returns the outcome and, when the id changed, the old and new
+    /// id (for the caller's checksum). An answer that matches nothing is left as it is.
+    pub fn on_udp_answer(
+        &mut self,
+        host: Ipv4Addr,
+        host_port: u16,
+        resolver: Ipv4Addr,
+        payload: &mut [u8],
+        now_ms: u64,
+    ) -> (Outcome, Option<(u16, u16)>) {
+        let (outcome, host_id) = self.answer(PROTO_UDP, host, host_port, resolver, payload, now_ms);
+        (outcome, host_id.and_then(|h| set_id(payload, h)))
+    }
+
+    /// Parses an answer, takes its query and binds its names. The host's id of the query it
+    /// answered, when it answered one.
+    fn answer(
+        &mut self,
+        proto: u8,
+        host: Ipv4Addr,
+        host_port: u16,
+        resolver: Ipv4Addr,
+        msg: &[u8],
+        now_ms: u64,
+    ) -> (Outcome, Option<u16>) {
+        let Ok(m) = Message::new_checked(msg) else { return (Some(Counter::DnsMessagesMalformed), None) };
         if !m.is_response() {
-            return None;
+            return (None, None);
         }
-        let Ok(question) = m.question() else { return Some(Counter::DnsMessagesMalformed) };
+        let Ok(question) = m.question() else { return (Some(Counter::DnsMessagesMalformed), None) };
         let key = QueryKey { proto, host, host_port, resolver, id: m.id() };
-        if !self.pending.take(&key, &question, now_ms) {
-            return Some(Counter::DnsAnswersUnmatched);
-        }
+        let Some(host_id) = self.pending.take(&key, &question, now_ms) else {
+            return (Some(Counter::DnsAnswersUnmatched), None);
+        };
+        (self.bind(&m, &question, host, now_ms), Some(host_id))
+    }
+
+    /// Binds the names of an answer that answered its query.
+    fn bind(&mut self, m: &Message<'_>, question: &Question, host: Ipv4Addr, now_ms: u64) -> Outcome {
+        let question = *question;
         if m.rcode() != 0 || m.opcode() != 0 {
             return Some(Counter::DnsAnswersMatched);
         }
-        let Some(chain) = Chain::follow(&m, &question) else { return Some(Counter::DnsMessagesMalformed) };
+        let Some(chain) = Chain::follow(m, &question) else { return Some(Counter::DnsMessagesMalformed) };
         let bind_for = if self.inside_resolvers.contains(&host) { EVERY_HOST } else { host };
         let mut refused = false;
         let mut made = 0;
@@ -230,6 +343,23 @@ impl NameBinder {
         self.table.sweep(self.sweep_next, now_ms);
         self.sweep_next = (self.sweep_next + 1) % NameTable::shards();
     }
+}
+
+/// Writes `id` into a DNS message's id field: the old and new id when it changed.
+fn set_id(payload: &mut [u8], id: u16) -> Option<(u16, u16)> {
+    let field = payload.get_mut(..2)?;
+    let old = u16::from_be_bytes([field[0], field[1]]);
+    field.copy_from_slice(&id.to_be_bytes());
+    (old != id).then_some((old, id))
+}
+
+/// A seed nobody outside can guess: the standard library's random hash keys (from the
+/// operating system), never 0 (xorshift's fixed point).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6e61_7467_7764_6e73);
+    h.finish() | 1
 }
 
 /// The question's name and the names its CNAMEs lead to, and the smallest TTL of those
@@ -279,7 +409,6 @@ impl Chain {
 mod tests {
     use super::*;
     use natgw_wire::dns::{Builder, TYPE_A, TYPE_AAAA};
-    use natgw_wire::PROTO_UDP;
 
     const HOST: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 10);
     const RESOLVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);

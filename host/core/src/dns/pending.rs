@@ -14,7 +14,8 @@ use natgw_wire::dns::Question;
 /// An answer later than this after its query binds nothing.
 pub const QUERY_TIMEOUT_MS: u64 = 10_000;
 
-/// A query as it left: its flow (protocol, inside host and port, resolver) and id.
+/// A query as it left: its flow (protocol, inside host and port, resolver) and the id it
+/// carried on the wire (natgw's own for UDP, the host's for TCP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QueryKey {
     pub proto: u8,
@@ -28,6 +29,8 @@ pub struct QueryKey {
 struct Pending {
     question: Question,
     deadline_ms: u64,
+    /// The id the host chose, given back to it on the answer.
+    host_id: u16,
 }
 
 /// Why a query was not tracked.
@@ -69,12 +72,23 @@ impl PendingQueries {
         self.by_key.is_empty()
     }
 
-    /// Files a query that is leaving. A retransmission (same key) replaces its entry.
-    pub fn remember(&mut self, key: QueryKey, question: Question, now_ms: u64) -> Result<(), Untracked> {
+    /// Whether a query with this key is outstanding.
+    pub fn contains(&self, key: &QueryKey) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// The id the host chose for the outstanding query `key` (whose id is the wire's).
+    pub fn host_id(&self, key: &QueryKey, now_ms: u64) -> Option<u16> {
+        self.by_key.get(key).filter(|p| p.deadline_ms > now_ms).map(|p| p.host_id)
+    }
+
+    /// Files a query that is leaving with `key` (its wire id), `host_id` the id its host
+    /// chose. A retransmission (same key) replaces its entry.
+    pub fn remember(&mut self, key: QueryKey, question: Question, host_id: u16, now_ms: u64) -> Result<(), Untracked> {
         self.expire(now_ms);
         let deadline_ms = now_ms + QUERY_TIMEOUT_MS;
         if let Some(p) = self.by_key.get_mut(&key) {
-            *p = Pending { question, deadline_ms };
+            *p = Pending { question, deadline_ms, host_id };
         } else {
             if self.by_key.len() >= self.max_total {
                 return Err(Untracked::TableFull);
@@ -84,7 +98,7 @@ impl PendingQueries {
                 return Err(Untracked::HostFull);
             }
             *n += 1;
-            self.by_key.insert(key, Pending { question, deadline_ms });
+            self.by_key.insert(key, Pending { question, deadline_ms, host_id });
         }
         self.order.push_back((deadline_ms, key));
         if self.order.len() > 2 * self.max_total.max(16) {
@@ -94,14 +108,16 @@ impl PendingQueries {
         Ok(())
     }
 
-    /// Takes the query an answer answers: same key, same question, not expired.
-    pub fn take(&mut self, key: &QueryKey, question: &Question, now_ms: u64) -> bool {
+    /// Takes the query an answer answers: same key, same question, not expired. Its
+    /// host's own id, when there is one.
+    pub fn take(&mut self, key: &QueryKey, question: &Question, now_ms: u64) -> Option<u16> {
         match self.by_key.get(key) {
             Some(p) if p.deadline_ms > now_ms && p.question == *question => {
+                let host_id = p.host_id;
                 self.forget(key);
-                true
+                Some(host_id)
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -152,14 +168,14 @@ mod tests {
     #[test]
     fn an_answer_matches_only_its_query_once_and_before_the_timeout() {
         let mut p = PendingQueries::new(100, 10);
-        p.remember(key(10, 7), q("github.com"), 0).unwrap();
-        assert!(!p.take(&key(10, 8), &q("github.com"), 1), "another id");
-        assert!(!p.take(&key(11, 7), &q("github.com"), 1), "another host");
-        assert!(!p.take(&key(10, 7), &q("evil.example"), 1), "another question");
-        assert!(p.take(&key(10, 7), &q("github.com"), 1));
-        assert!(!p.take(&key(10, 7), &q("github.com"), 2), "answered already");
-        p.remember(key(10, 9), q("github.com"), 0).unwrap();
-        assert!(!p.take(&key(10, 9), &q("github.com"), QUERY_TIMEOUT_MS), "too late");
+        p.remember(key(10, 7), q("github.com"), 0xabcd, 0).unwrap();
+        assert!(p.take(&key(10, 8), &q("github.com"), 1).is_none(), "another id");
+        assert!(p.take(&key(11, 7), &q("github.com"), 1).is_none(), "another host");
+        assert!(p.take(&key(10, 7), &q("evil.example"), 1).is_none(), "another question");
+        assert_eq!(p.take(&key(10, 7), &q("github.com"), 1), Some(0xabcd), "the host's own id back");
+        assert!(p.take(&key(10, 7), &q("github.com"), 2).is_none(), "answered already");
+        p.remember(key(10, 9), q("github.com"), 0xabcd, 0).unwrap();
+        assert!(p.take(&key(10, 9), &q("github.com"), QUERY_TIMEOUT_MS).is_none(), "too late");
         p.expire(QUERY_TIMEOUT_MS);
         assert!(p.is_empty());
     }
@@ -168,22 +184,22 @@ mod tests {
     fn bounded_per_host_and_in_total_and_room_comes_back() {
         let mut p = PendingQueries::new(5, 3);
         for id in 0..3 {
-            p.remember(key(10, id), q("a.example"), 0).unwrap();
+            p.remember(key(10, id), q("a.example"), 0xabcd, 0).unwrap();
         }
-        assert_eq!(p.remember(key(10, 3), q("a.example"), 0), Err(Untracked::HostFull));
-        p.remember(key(11, 0), q("a.example"), 0).unwrap();
-        p.remember(key(12, 0), q("a.example"), 0).unwrap();
-        assert_eq!(p.remember(key(13, 0), q("a.example"), 0), Err(Untracked::TableFull));
+        assert_eq!(p.remember(key(10, 3), q("a.example"), 0xabcd, 0), Err(Untracked::HostFull));
+        p.remember(key(11, 0), q("a.example"), 0xabcd, 0).unwrap();
+        p.remember(key(12, 0), q("a.example"), 0xabcd, 0).unwrap();
+        assert_eq!(p.remember(key(13, 0), q("a.example"), 0xabcd, 0), Err(Untracked::TableFull));
         // A retransmission takes no more room.
-        p.remember(key(10, 0), q("a.example"), 1).unwrap();
+        p.remember(key(10, 0), q("a.example"), 0xabcd, 1).unwrap();
         assert_eq!(p.len(), 5);
-        assert!(p.take(&key(10, 1), &q("a.example"), 2));
-        p.remember(key(13, 0), q("a.example"), 2).unwrap();
+        assert!(p.take(&key(10, 1), &q("a.example"), 2).is_some());
+        p.remember(key(13, 0), q("a.example"), 0xabcd, 2).unwrap();
         // Everything filed at 0 or 1 expires; the order queue never outgrows its bound.
         for i in 0..10_000u16 {
             let k = key(20, i);
-            if p.remember(k, q("b.example"), 20_000).is_ok() {
-                assert!(p.take(&k, &q("b.example"), 20_000));
+            if p.remember(k, q("b.example"), 0xabcd, 20_000).is_ok() {
+                assert!(p.take(&k, &q("b.example"), 20_000).is_some());
             }
         }
         assert!(p.order.len() <= 2 * 16 + 1, "{}", p.order.len());

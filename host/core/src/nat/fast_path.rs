@@ -72,8 +72,11 @@ impl Translator {
                 return Ok(Verdict::Drop(Counter::DropNeedsFragmentation));
             }
         }
-        self.watch_dns(frame, p, &meta, dir, &orig, now_ms);
+        let dns_id = self.watch_dns(frame, p, &meta, dir, &orig, now_ms);
         rewrite_in_place(&mut frame[p.l3()], p, &rw, &deltas, meta.csum_partial)?;
+        if let Some(change) = dns_id {
+            Self::dns_id_changed(frame, p, &meta, change);
+        }
         if fragment_to.is_some() && meta.csum_partial {
             // The device would finish the checksum over the whole datagram; once split,
             // nobody can: finish it here.

@@ -2,10 +2,10 @@
 //! packet's reversed key, the quoted header is translated back to what its sender sent,
 //! and the outer header towards that sender. Path-MTU discovery depends on this.
 
-use natgw_wire::{icmpv4, quote, Icmpv4Packet, Ipv4Packet, QuoteRepr, QuotedPacket, WireError};
+use natgw_wire::{icmpv4, quote, Icmpv4Packet, Ipv4Packet, QuoteRepr, QuotedPacket, WireError, PROTO_UDP};
 
 use super::{FrameMeta, Parsed, Translator, Verdict};
-use crate::conntrack::{Egress, FlowKey};
+use crate::conntrack::{Egress, FlowKey, Side};
 use crate::counters::Counter;
 
 /// Where the quoted packet starts in the frame.
@@ -20,7 +20,36 @@ pub(super) fn quoted(frame: &[u8], p: &Parsed) -> Result<QuoteRepr, WireError> {
 }
 
 impl Translator {
-    pub(super) fn icmp_error(&mut self, frame: &mut [u8], p: &Parsed, meta: FrameMeta) -> Result<Verdict, WireError> {
+    /// An ICMP error quoting a UDP query natgw gave its own id (`dns_watch`): the host sees
+    /// its own id in the quote, never natgw's, which would let someone it tells forge an
+    /// answer that matches. `quote` starts at the quoted IP header.
+    fn restore_quoted_dns_id(&self, quote: &mut [u8], orig: &FlowKey, now_ms: u64) {
+        let Some(binder) = self.dns.as_ref() else { return };
+        if !binder.watches(orig.dst, orig.dst_port) {
+            return;
+        }
+        let Some(&first) = quote.first() else { return };
+        let udp = usize::from(first & 0x0f) * 4;
+        let Some(id) = quote.get(udp + 8..udp + 10).map(|b| u16::from_be_bytes([b[0], b[1]])) else { return };
+        let Some(host_id) = binder.host_id_of(orig.src, orig.src_port, orig.dst, id, now_ms) else { return };
+        quote[udp + 8..udp + 10].copy_from_slice(&host_id.to_be_bytes());
+        // The quoted UDP checksum follows, when it is whole in the quote and not "none".
+        if let Some(field) = quote.get_mut(udp + 6..udp + 8) {
+            let c = u16::from_be_bytes([field[0], field[1]]);
+            if c != 0 {
+                let c = natgw_wire::checksum::update16(c, id, host_id);
+                field.copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+            }
+        }
+    }
+
+    pub(super) fn icmp_error(
+        &mut self,
+        frame: &mut [u8],
+        p: &Parsed,
+        meta: FrameMeta,
+        now_ms: u64,
+    ) -> Result<Verdict, WireError> {
         let inner = quoted(frame, p)?;
         // The quoted packet travelled the other way: its reversed key is our flow's key
         // for packets travelling like this error.
@@ -50,6 +79,9 @@ impl Translator {
         };
         let l3_end = p.l3().end;
         quote::translate(&mut QuotedPacket::new_checked(&mut frame[quote_at(p)..l3_end])?, &to);
+        if orig_key.side == Side::Inside && inner.protocol == PROTO_UDP {
+            self.restore_quoted_dns_id(&mut frame[quote_at(p)..l3_end], &orig_key, now_ms);
+        }
         // Outer header: to the quoted packet's sender. From the flow's translated address
         // when the error comes from the flow's own endpoint, or when it leaves on the
         // outside (an inside router or host reporting: its private address never leaves,

@@ -507,7 +507,7 @@ impl Translator {
             ));
         }
         if let L4Header::IcmpError { .. } = p.l4 {
-            return self.icmp_error(frame, &p, meta);
+            return self.icmp_error(frame, &p, meta, now_ms);
         }
         let Some(key) = flow_key(meta.side, &p) else { return Ok(Verdict::Drop(Counter::DropUnsupportedProtocol)) };
         let (id, dir) = match self.flows.lookup(&key) {
