@@ -647,8 +647,9 @@ impl FlowLogExporter {
 mod tests {
     use super::*;
 
-    fn entry(id: u64) -> LogEntry {
-        let e = FlowEnd {
+    /// A UDP flow that ended idle.
+    fn flow_end() -> FlowEnd {
+        FlowEnd {
             proto: 17,
             src: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(10, 0, 0, 1), port: 5000 },
             dst: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(203, 0, 113, 1), port: 53 },
@@ -666,9 +667,12 @@ mod tests {
             verdict: EgressDecision::Allow,
             policy_generation: 1,
             shadow_verdict: None,
-        };
+        }
+    }
+
+    fn entry(id: u64) -> LogEntry {
         LogEntry {
-            record: wit_record(&e, &[], WallClock { epoch_ns: 0 }, id),
+            record: wit_record(&flow_end(), &[], WallClock { epoch_ns: 0 }, id),
             omit: Field::empty(),
             attributes: vec![],
         }
@@ -736,25 +740,7 @@ mod tests {
         };
         assert_eq!(a.flow_id, interim.flow_id);
         assert_ne!(a.id, interim.id);
-        let base = FlowEnd {
-            proto: 17,
-            src: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(10, 0, 0, 1), port: 5000 },
-            dst: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(203, 0, 113, 1), port: 53 },
-            ingress: 0,
-            nat_src: natgw_core::conntrack::Endpoint { addr: Ipv4Addr::new(198, 51, 100, 1), port: 5000 },
-            pool: 0,
-            packets: [1, 1],
-            bytes: [60, 90],
-            tcp_flags: 0,
-            start_ms: 1,
-            end_ms: 2,
-            created_ms: 1,
-            reason: NatEndReason::IdleTimeout,
-            direction: FlowDirection::Egress,
-            verdict: EgressDecision::Allow,
-            policy_generation: 1,
-            shadow_verdict: None,
-        };
+        let base = flow_end();
         // Each part of the tuple, and the creation time, makes another flow.
         let mut ids = std::collections::HashSet::new();
         for e in [

@@ -84,13 +84,19 @@ impl Translator {
             return;
         }
         let l4 = p.l4_at();
-        if let Some(field) = frame.get_mut(l4 + 6..l4 + 8) {
-            let c = u16::from_be_bytes([field[0], field[1]]);
-            if c != 0 {
-                let c = checksum::update16(c, old, new);
-                field.copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
-            }
-        }
+        update_udp_checksum(frame.get_mut(l4 + 6..l4 + 8), old, new);
+    }
+}
+
+/// Updates the UDP checksum `field` (when present) for one 16-bit word of the datagram
+/// changed from `old` to `new`: 0 ("none") stays 0, and a sum that comes out 0 is written
+/// as 0xffff. For DNS ids natgw changes, here and in the quotes of ICMP errors.
+pub(super) fn update_udp_checksum(field: Option<&mut [u8]>, old: u16, new: u16) {
+    let Some(field) = field.filter(|f| f.len() == 2) else { return };
+    let c = u16::from_be_bytes([field[0], field[1]]);
+    if c != 0 {
+        let c = checksum::update16(c, old, new);
+        field.copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
     }
 }
 

@@ -34,13 +34,7 @@ impl Translator {
         let Some(host_id) = binder.host_id_of(orig.src, orig.src_port, orig.dst, id, now_ms) else { return };
         quote[udp + 8..udp + 10].copy_from_slice(&host_id.to_be_bytes());
         // The quoted UDP checksum follows, when it is whole in the quote and not "none".
-        if let Some(field) = quote.get_mut(udp + 6..udp + 8) {
-            let c = u16::from_be_bytes([field[0], field[1]]);
-            if c != 0 {
-                let c = natgw_wire::checksum::update16(c, id, host_id);
-                field.copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
-            }
-        }
+        super::dns_watch::update_udp_checksum(quote.get_mut(udp + 6..udp + 8), id, host_id);
     }
 
     pub(super) fn icmp_error(
