@@ -265,12 +265,13 @@ pub struct Flow {
     pub last_seen_ms: u64,
     pub expires_ms: u64,
     /// The endpoint-independent mapping this flow holds a reference on.
-    pub mapping: Option<u32>,
+    pub mapping: MappingRef,
     /// A new egress policy denied this flow: its packets are dropped (TCP answered with a
     /// RST) until it expires.
     pub revoked: bool,
-    /// The egress policy generation that admitted it (0: no policy was installed).
-    pub policy_generation: u64,
+    /// The egress policy generation that admitted it (0: no policy was installed; a
+    /// generation past `u32::MAX`, four billion swaps, reads as `u32::MAX`).
+    pub policy_generation: u32,
     /// What the flow log has already reported (interim records for long flows).
     pub reported: Reported,
     /// A check for this flow's final record is in the translator's close queue.
@@ -287,11 +288,47 @@ pub struct Flow {
 pub struct Reported {
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
-    /// 0: nothing reported yet (the window starts at the flow's creation).
-    pub at_ms: u64,
-    /// The TCP connection closed (FIN both ways, or RST) and its final record went out;
-    /// the entry only lingers (TIME-WAIT) now.
-    pub closed: bool,
+    /// The record's time in ms shifted left by one, and in the lowest bit whether it was
+    /// the connection's final one (`at_ms`, `closed`): one word where two took 16 bytes.
+    at_and_closed: u64,
+}
+
+impl Reported {
+    /// A record at `at_ms`; `closed`: it was the final record of a TCP connection that
+    /// closed (FIN both ways, or RST), whose entry only lingers (TIME-WAIT) now.
+    pub fn new(packets: [u64; 2], bytes: [u64; 2], at_ms: u64, closed: bool) -> Reported {
+        // Gateway times are far below 2^63 ms: the shift loses nothing.
+        Reported { packets, bytes, at_and_closed: at_ms << 1 | u64::from(closed) }
+    }
+
+    /// When the last record went out; 0: nothing reported yet (the next record's window
+    /// starts at the flow's creation).
+    pub fn at_ms(&self) -> u64 {
+        self.at_and_closed >> 1
+    }
+
+    /// The last record was the connection's final one.
+    pub fn closed(&self) -> bool {
+        self.at_and_closed & 1 == 1
+    }
+}
+
+/// The mapping a flow holds a reference on, in 4 bytes where an `Option<u32>` took 8:
+/// the mapping's id plus one, 0 for none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MappingRef(u32);
+
+impl MappingRef {
+    pub const NONE: MappingRef = MappingRef(0);
+
+    /// `id` (below `u32::MAX`: a mapping table never holds that many).
+    pub fn to(id: u32) -> MappingRef {
+        MappingRef(id.saturating_add(1))
+    }
+
+    pub fn get(self) -> Option<u32> {
+        self.0.checked_sub(1)
+    }
 }
 
 /// A flow as an operator sees it (`natgw flows`): plain values, no strings, so a worker
@@ -558,7 +595,7 @@ impl FlowTable {
             }
         }
         let original = &flow.keys[ORIGINAL];
-        match (original.side, flow.mapping) {
+        match (original.side, flow.mapping.get()) {
             (Side::Inside, _) if add => {
                 self.per_source.try_take(original.src, None);
             }
@@ -803,7 +840,7 @@ mod tests {
             created_ms: now,
             last_seen_ms: now,
             expires_ms: 0,
-            mapping: None,
+            mapping: MappingRef::NONE,
             revoked: false,
             policy_generation: 0,
             reported: Reported::default(),

@@ -208,12 +208,32 @@ fn highest_sack(seg: &Segment<'_>, receiver: &TcpWindow) -> u32 {
 
 /// Both directions of a connection's window state, and the check every segment goes
 /// through. `dir` is the segment's direction (0 original, 1 reply).
+///
+/// Stored field by field (each direction's four sequence words, then the two scales and
+/// the two flag bytes): 36 bytes a flow where two `TcpWindow`s, padded, took 40.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpWindows {
-    pub seen: [TcpWindow; 2],
+    words: [[u32; 4]; 2],
+    scale: [u8; 2],
+    flags: [u8; 2],
 }
 
 impl TcpWindows {
+    /// What direction `dir`'s sender has shown (0 original, 1 reply).
+    pub fn get(&self, dir: usize) -> TcpWindow {
+        let d = dir.min(1);
+        let [end, max_end, max_win, max_ack] = self.words[d];
+        TcpWindow { end, max_end, max_win, max_ack, scale: self.scale[d], flags: self.flags[d] }
+    }
+
+    /// Sets what direction `dir`'s sender has shown.
+    pub fn set(&mut self, dir: usize, w: TcpWindow) {
+        let d = dir.min(1);
+        self.words[d] = [w.end, w.max_end, w.max_win, w.max_ack];
+        self.scale[d] = w.scale;
+        self.flags[d] = w.flags;
+    }
+
     /// The state a connection starts with from its first SYN (netfilter's `tcp_new`).
     pub fn from_syn(syn: &Segment<'_>) -> TcpWindows {
         let end = syn.end();
@@ -225,7 +245,9 @@ impl TcpWindows {
             ..Default::default()
         };
         read_syn_options(&mut w, syn.options);
-        TcpWindows { seen: [w, TcpWindow::default()] }
+        let mut both = TcpWindows::default();
+        both.set(0, w);
+        both
     }
 
     /// Forgets both directions: a SYN reopening a closed connection starts a new one.
@@ -238,8 +260,8 @@ impl TcpWindows {
     pub fn check(&mut self, dir: usize, awaiting_syn_ack: bool, seg: &Segment<'_>) -> WindowVerdict {
         let dir = dir.min(1);
         let (sender_ix, receiver_ix) = (dir, 1 - dir);
-        let mut sender = self.seen[sender_ix];
-        let mut receiver = self.seen[receiver_ix];
+        let mut sender = self.get(sender_ix);
+        let mut receiver = self.get(receiver_ix);
         let mut seq = seg.seq;
         let mut end = seg.end();
         let mut ack = seg.ack;
@@ -264,8 +286,10 @@ impl TcpWindows {
                 if !refuses {
                     return WindowVerdict::OutOfWindow;
                 }
-                self.seen[sender_ix] =
-                    TcpWindow { end, max_end: end, max_win: 1, flags: INITIALISED, ..Default::default() };
+                self.set(
+                    sender_ix,
+                    TcpWindow { end, max_end: end, max_win: 1, flags: INITIALISED, ..Default::default() },
+                );
                 return WindowVerdict::Accept;
             } else if seg.has(tcp::RST) || seg.has(tcp::FIN) {
                 // Never set up from a reset or a FIN: through, and nothing changes, but for
@@ -287,8 +311,8 @@ impl TcpWindows {
                     receiver.max_end = sack;
                 }
                 // The pickup stands whatever the bounds below say of this segment.
-                self.seen[sender_ix] = sender;
-                self.seen[receiver_ix] = receiver;
+                self.set(sender_ix, sender);
+                self.set(receiver_ix, receiver);
             }
         }
 
@@ -359,8 +383,8 @@ impl TcpWindows {
         if !before(sack.wrapping_add(win), receiver.max_end) {
             receiver.max_end = sack.wrapping_add(win).wrapping_add(u32::from(win == 0));
         }
-        self.seen[sender_ix] = sender;
-        self.seen[receiver_ix] = receiver;
+        self.set(sender_ix, sender);
+        self.set(receiver_ix, receiver);
         WindowVerdict::Accept
     }
 }
@@ -474,7 +498,7 @@ mod tests {
         let mut w = TcpWindows::from_syn(&syn);
         // A forged ACK racing the real SYN-ACK is dropped and sets nothing...
         assert_eq!(w.check(REPLY, true, &seg(123, 1001, ACK, 100, 0)), WindowVerdict::OutOfWindow);
-        assert!(!w.seen[REPLY].is_initialised());
+        assert!(!w.get(REPLY).is_initialised());
         // ...a reset that does not acknowledge the SYN too...
         assert_eq!(w.check(REPLY, true, &seg(0, 999, RST | ACK, 0, 0)), WindowVerdict::OutOfWindow);
         // ...and the real answer sets it.

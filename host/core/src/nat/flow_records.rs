@@ -92,13 +92,13 @@ impl FlowEnd {
             packets: [flow.packets[d] - r.packets[d], flow.packets[1 - d] - r.packets[1 - d]],
             bytes: [flow.bytes[d] - r.bytes[d], flow.bytes[1 - d] - r.bytes[1 - d]],
             tcp_flags: flow.tcp_flags[0] | flow.tcp_flags[1],
-            start_ms: if r.at_ms == 0 { flow.created_ms } else { r.at_ms },
+            start_ms: if r.at_ms() == 0 { flow.created_ms } else { r.at_ms() },
             end_ms,
             created_ms: flow.created_ms,
             reason,
             direction: if d == ORIGINAL { FlowDirection::Egress } else { FlowDirection::Ingress },
             verdict: EgressDecision::Allow,
-            policy_generation: flow.policy_generation,
+            policy_generation: u64::from(flow.policy_generation),
             shadow_verdict: flow.shadow,
         }
     }
@@ -246,7 +246,7 @@ impl Translator {
                 FlowState::Tcp(TcpState::Closed) if !flow.revoked => EndReason::Reset,
                 _ => continue,
             };
-            if flow.reported.closed {
+            if flow.reported.closed() {
                 continue;
             }
             if now_ms < flow.last_seen_ms + 1000 {
@@ -254,9 +254,9 @@ impl Translator {
                 self.close_checks.push_back(RecordCheck::new(flow.last_seen_ms + 1000, id, flow.created_ms));
                 continue;
             }
-            let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
+            let pool = flow.mapping.get().and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
             let record = FlowEnd::of(flow, pool, now_ms, reason);
-            flow.reported = Reported { packets: flow.packets, bytes: flow.bytes, at_ms: now_ms, closed: true };
+            flow.reported = Reported::new(flow.packets, flow.bytes, now_ms, true);
             self.push_record(record);
             self.replicate_changed(id);
         }
@@ -268,12 +268,12 @@ impl Translator {
             self.interim_checks.pop_front();
             let id = check.id;
             let Some(flow) = self.flows.get_mut(id).filter(|f| check.is_of(f)) else { continue };
-            if interval == 0 || flow.reported.closed {
+            if interval == 0 || flow.reported.closed() {
                 continue;
             }
-            let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
+            let pool = flow.mapping.get().and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
             let record = FlowEnd::of(flow, pool, now_ms, EndReason::Active);
-            flow.reported = Reported { packets: flow.packets, bytes: flow.bytes, at_ms: now_ms, closed: false };
+            flow.reported = Reported::new(flow.packets, flow.bytes, now_ms, false);
             self.push_record(record);
             self.replicate_changed(id);
             self.interim_checks.push_back(RecordCheck { due_ms: now_ms + interval, ..check });
@@ -309,12 +309,12 @@ impl Translator {
     pub(super) fn flow_ended(&mut self, id: FlowId, flow: &Flow, end_ms: u64, reason: EndReason) {
         // A closed connection's final record went out already; a later one only if
         // packets (a retransmitted FIN, say) came after it.
-        let reported_all = flow.reported.closed && flow.reported.packets == flow.packets;
+        let reported_all = flow.reported.closed() && flow.reported.packets == flow.packets;
         if self.record_flow_ends && !reported_all {
-            let pool = flow.mapping.and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
+            let pool = flow.mapping.get().and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);
             self.push_record(FlowEnd::of(flow, pool, end_ms, reason));
         }
-        if let Some(m) = flow.mapping {
+        if let Some(m) = flow.mapping.get() {
             self.mappings.release(m);
         }
         if let Some(p) = self.precopy.as_mut() {

@@ -32,7 +32,7 @@ use super::flow_records::RecordCheck;
 use super::Translator;
 use crate::conntrack::tcp_window::{TcpWindow, TcpWindows, WINDOW_STATE_LEN};
 use crate::conntrack::{
-    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, Reported, Rewrite, Side, TcpState, ORIGINAL, REPLY,
+    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, MappingRef, Reported, Rewrite, Side, TcpState, ORIGINAL, REPLY,
 };
 use crate::counters::Counter;
 
@@ -287,13 +287,13 @@ impl FlowRecord {
             created_ago_ms: now_ms.saturating_sub(flow.created_ms),
             last_seen_ago_ms: now_ms.saturating_sub(flow.last_seen_ms),
             expires_in_ms: flow.expires_ms.saturating_sub(now_ms),
-            reported_ago_ms: (flow.reported.at_ms != 0).then(|| now_ms.saturating_sub(flow.reported.at_ms)),
+            reported_ago_ms: (flow.reported.at_ms() != 0).then(|| now_ms.saturating_sub(flow.reported.at_ms())),
             reported: flow.reported,
             revoked: flow.revoked,
             answered,
-            policy_generation: flow.policy_generation,
+            policy_generation: u64::from(flow.policy_generation),
             mapping,
-            windows: flow.windows.seen.map(|w| w.is_initialised().then_some(w)),
+            windows: [ORIGINAL, REPLY].map(|d| Some(flow.windows.get(d)).filter(TcpWindow::is_initialised)),
         }
     }
 
@@ -304,7 +304,7 @@ impl FlowRecord {
             (self.keys[REPLY].side == Side::Outside, F_REPLY_OUTSIDE),
             (self.revoked, F_REVOKED),
             (self.answered, F_ANSWERED),
-            (self.reported.closed, F_REPORTED_CLOSED),
+            (self.reported.closed(), F_REPORTED_CLOSED),
             (self.fin_seen[ORIGINAL], F_FIN_ORIGINAL),
             (self.fin_seen[REPLY], F_FIN_REPLY),
         ] {
@@ -402,12 +402,7 @@ impl FlowRecord {
             last_seen_ago_ms,
             expires_in_ms,
             reported_ago_ms: (reported_ago != NOTHING_REPORTED).then_some(reported_ago),
-            reported: Reported {
-                packets: reported_packets,
-                bytes: reported_bytes,
-                at_ms: 0,
-                closed: flags & F_REPORTED_CLOSED != 0,
-            },
+            reported: Reported::new(reported_packets, reported_bytes, 0, flags & F_REPORTED_CLOSED != 0),
             revoked: flags & F_REVOKED != 0,
             answered: flags & F_ANSWERED != 0,
             policy_generation,
@@ -421,7 +416,7 @@ impl Translator {
     /// The record of one flow as of `now_ms` (`None` for a flow without a mapping, which
     /// natgw never builds): what a handoff and the replication stream both send.
     pub(super) fn record_of(&self, id: FlowId, flow: &Flow, now_ms: u64) -> Option<FlowRecord> {
-        let m = flow.mapping.and_then(|m| self.mappings.get(m))?;
+        let m = flow.mapping.get().and_then(|m| self.mappings.get(m))?;
         let identity = MappingIdentity { pool: m.pool, inside: m.inside, inside_if: m.inside_if, external: m.external };
         Some(FlowRecord::of(flow, identity, !self.flows.is_unanswered(id), now_ms))
     }
@@ -556,8 +551,8 @@ impl Translator {
         let timeout_ms = self.cfg.timeouts.for_state(r.state).saturating_mul(1000);
         let mut windows = TcpWindows::default();
         for (d, w) in r.windows.iter().enumerate() {
-            if let (Some(w), Some(slot)) = (w, windows.seen.get_mut(d)) {
-                *slot = *w;
+            if let Some(w) = w {
+                windows.set(d, *w);
             }
         }
         let flow = Flow {
@@ -572,14 +567,16 @@ impl Translator {
             created_ms: now_ms.saturating_sub(r.created_ago_ms),
             last_seen_ms: now_ms.saturating_sub(r.last_seen_ago_ms),
             expires_ms: now_ms.saturating_add(r.expires_in_ms.min(timeout_ms)),
-            mapping: Some(mid),
+            mapping: MappingRef::to(mid),
             revoked: r.revoked,
-            policy_generation: r.policy_generation,
-            reported: Reported {
+            policy_generation: u32::try_from(r.policy_generation).unwrap_or(u32::MAX),
+            reported: Reported::new(
+                r.reported.packets,
+                r.reported.bytes,
                 // 0 means "nothing reported": a report older than this clock is at 1.
-                at_ms: r.reported_ago_ms.map_or(0, |ago| now_ms.saturating_sub(ago).max(1)),
-                ..r.reported
-            },
+                r.reported_ago_ms.map_or(0, |ago| now_ms.saturating_sub(ago).max(1)),
+                r.reported.closed(),
+            ),
             close_check_queued: false,
             windows,
             shadow: None,
@@ -613,12 +610,12 @@ impl Translator {
         let ids: Vec<_> = self.flows.iter().map(|(id, _)| id).collect();
         for id in ids {
             let Some(f) = self.flows.get_mut(id) else { continue };
-            if interval > 0 && !f.reported.closed {
-                let from = if f.reported.at_ms == 0 { f.created_ms } else { f.reported.at_ms };
+            if interval > 0 && !f.reported.closed() {
+                let from = if f.reported.at_ms() == 0 { f.created_ms } else { f.reported.at_ms() };
                 interim.push(RecordCheck::new(from + interval, id, f.created_ms));
             }
             let closed = matches!(f.state, FlowState::Tcp(TcpState::TimeWait | TcpState::Closed));
-            if closed && !f.reported.closed && !f.close_check_queued {
+            if closed && !f.reported.closed() && !f.close_check_queued {
                 f.close_check_queued = true;
                 close.push(RecordCheck::new(f.last_seen_ms + 1000, id, f.created_ms));
             }

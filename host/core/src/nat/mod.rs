@@ -271,7 +271,7 @@ impl Translator {
         self.flows
             .iter()
             .map(|(_, f)| FlowSummary {
-                pool: f.mapping.and_then(|m| self.mappings.get(m)).map(|m| m.pool),
+                pool: f.mapping.get().and_then(|m| self.mappings.get(m)).map(|m| m.pool),
                 ..f.summary(now_ms)
             })
             .collect()

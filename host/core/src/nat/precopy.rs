@@ -95,7 +95,7 @@ impl Translator {
         for (id, flow) in self.flows.iter() {
             let changed = flow.last_seen_ms >= since
                 || flow.created_ms >= since
-                || flow.reported.at_ms >= since
+                || flow.reported.at_ms() >= since
                 || noted.binary_search(&id).is_ok();
             if !changed {
                 continue;
@@ -156,7 +156,7 @@ impl Translator {
     fn forget_flow(&mut self, key: &FlowKey) {
         let Some((id, ORIGINAL)) = self.flows.lookup(key) else { return };
         if let Some(flow) = self.flows.remove(id) {
-            if let Some(m) = flow.mapping {
+            if let Some(m) = flow.mapping.get() {
                 self.mappings.release(m);
             }
         }

@@ -250,7 +250,7 @@ impl Translator {
         let n = ids.len();
         for id in ids {
             if let Some(flow) = self.flows.remove(id) {
-                if let Some(m) = flow.mapping {
+                if let Some(m) = flow.mapping.get() {
                     self.mappings.release(m);
                 }
             }

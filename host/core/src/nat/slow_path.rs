@@ -10,7 +10,7 @@ use super::pool::{MappingId, PoolId};
 use super::{Filtering, FrameMeta, Parsed, Translator};
 use crate::conntrack::tcp_window::TcpWindows;
 use crate::conntrack::{
-    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, Reported, Rewrite, Side, TcpState, ORIGINAL, REPLY,
+    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, MappingRef, Reported, Rewrite, Side, TcpState, ORIGINAL, REPLY,
 };
 use crate::counters::Counter;
 
@@ -66,7 +66,7 @@ impl Translator {
     }
 
     pub(super) fn insert_flow(&mut self, flow: Flow) -> Result<FlowId, Counter> {
-        let mapping = flow.mapping;
+        let mapping = flow.mapping.get();
         let created = flow.created_ms;
         match self.flows.insert(flow) {
             Ok(id) => {
@@ -156,9 +156,9 @@ impl Translator {
             created_ms: now_ms,
             last_seen_ms: now_ms,
             expires_ms: now_ms,
-            mapping: None,
+            mapping: MappingRef::NONE,
             revoked: false,
-            policy_generation: self.policy.egress_generation(),
+            policy_generation: u32::try_from(self.policy.egress_generation()).unwrap_or(u32::MAX),
             reported: Reported::default(),
             close_check_queued: false,
             windows: TcpWindows::default(),
@@ -228,7 +228,7 @@ impl Translator {
             [Egress::Outside, Egress::Inside(meta.link)],
             now_ms,
         );
-        flow.mapping = Some(mid);
+        flow.mapping = MappingRef::to(mid);
         let id = self.insert_flow(flow)?;
         Ok((id, ORIGINAL))
     }
@@ -312,7 +312,7 @@ impl Translator {
             now_ms,
         );
         self.mappings.add_ref(mid);
-        flow.mapping = Some(mid);
+        flow.mapping = MappingRef::to(mid);
         let id = self.insert_flow(flow)?;
         Ok((id, ORIGINAL))
     }
@@ -353,7 +353,7 @@ impl Translator {
             [Egress::Inside(target.inside_if), Egress::Inside(meta.link)],
             now_ms,
         );
-        flow.mapping = Some(mid);
+        flow.mapping = MappingRef::to(mid);
         let id = self.insert_flow(flow)?;
         Ok((id, ORIGINAL))
     }
