@@ -564,7 +564,7 @@ fn tcp_close_and_rst_shorten_the_timeout() {
     run(&mut t, &mut r, Side::Outside, 0);
     let f = t.flows().iter().next().unwrap().1;
     assert_eq!(f.state, FlowState::Tcp(TcpState::Closed));
-    assert_eq!(f.expires_ms, 1000 + 10_000);
+    assert_eq!(f.expires_ms(), 1000 + 10_000);
     let mut fin = tcp_at("10.10.1.10", 40000, "203.0.113.80", 80, tcp::FIN | tcp::ACK, (1001, 0), 0);
     run(&mut t, &mut fin, Side::Inside, 0);
 }

@@ -263,7 +263,10 @@ pub struct Flow {
     pub bytes: [u64; 2],
     pub created_ms: u64,
     pub last_seen_ms: u64,
-    pub expires_ms: u64,
+    /// When the flow expires, in ms after `last_seen_ms` (`expires_ms`, `set_expires_ms`):
+    /// 4 bytes where the deadline itself took 8. Timeouts are at most 7 days, so the
+    /// deadline is never further from the last packet than a `u32` of ms (49 days).
+    pub expires_after_ms: u32,
     /// The endpoint-independent mapping this flow holds a reference on.
     pub mapping: MappingRef,
     /// A new egress policy denied this flow: its packets are dropped (TCP answered with a
@@ -371,7 +374,7 @@ impl Flow {
             translated: self.rewrite(ORIGINAL),
             reply: self.keys[REPLY],
             age_ms: now_ms.saturating_sub(self.created_ms),
-            expires_in_ms: self.expires_ms.saturating_sub(now_ms),
+            expires_in_ms: self.expires_ms().saturating_sub(now_ms),
             packets: self.packets,
             bytes: self.bytes,
             pool: None,
@@ -380,7 +383,18 @@ impl Flow {
 
     pub fn refresh(&mut self, now_ms: u64, timeouts: &Timeouts) {
         self.last_seen_ms = now_ms;
-        self.expires_ms = now_ms + timeouts.for_state(self.state) * 1000;
+        self.set_expires_ms(now_ms + timeouts.for_state(self.state) * 1000);
+    }
+
+    /// When the flow expires.
+    #[inline]
+    pub fn expires_ms(&self) -> u64 {
+        self.last_seen_ms + u64::from(self.expires_after_ms)
+    }
+
+    /// Moves the deadline, kept within `[last_seen_ms, last_seen_ms + u32::MAX ms]`.
+    pub fn set_expires_ms(&mut self, at_ms: u64) {
+        self.expires_after_ms = u32::try_from(at_ms.saturating_sub(self.last_seen_ms)).unwrap_or(u32::MAX);
     }
 }
 
@@ -664,7 +678,7 @@ impl FlowTable {
         let rewrites = rewrites_of(&flow.keys);
         flow.deltas = [ORIGINAL, REPLY].map(|d| RewriteDeltas::of(&flow.keys[d], &rewrites[d]));
         self.count_share(&flow, true);
-        let sec = flow.expires_ms / 1000;
+        let sec = flow.expires_ms() / 1000;
         let keys = flow.keys;
         if let Some(slot) = self.slots.get_mut(id as usize) {
             slot.flow = Some(flow);
@@ -715,7 +729,7 @@ impl FlowTable {
     pub fn reschedule(&mut self, id: FlowId) {
         let Some(slot) = self.slots.get(id as usize) else { return };
         let Some(flow) = slot.flow.as_ref() else { return };
-        let sec = (flow.expires_ms / 1000).max(self.wheel_sec);
+        let sec = (flow.expires_ms() / 1000).max(self.wheel_sec);
         if sec < u64::from(slot.wheel.sec) {
             self.unfile(id);
             self.file(id, sec);
@@ -756,13 +770,13 @@ impl FlowTable {
             self.wheel_sec += 1;
             for id in entries {
                 let Some(flow) = self.slots.get(id as usize).and_then(|s| s.flow.as_ref()) else { continue };
-                if flow.expires_ms <= now_ms {
+                if flow.expires_ms() <= now_ms {
                     if let Some(f) = self.take(id) {
                         on_expired(id, f);
                     }
                 } else {
                     // Never into the slot being processed now: that second is past.
-                    let sec = flow.expires_ms / 1000;
+                    let sec = flow.expires_ms() / 1000;
                     self.file(id, sec);
                 }
             }
@@ -839,7 +853,7 @@ mod tests {
             bytes: [0; 2],
             created_ms: now,
             last_seen_ms: now,
-            expires_ms: 0,
+            expires_after_ms: 0,
             mapping: MappingRef::NONE,
             revoked: false,
             policy_generation: 0,
@@ -850,6 +864,31 @@ mod tests {
         };
         f.refresh(now, t);
         f
+    }
+
+    #[test]
+    fn compact_fields_read_back_what_was_written() {
+        let t = Timeouts { udp: 7 * 86_400, ..Timeouts::default() };
+        let mut f = flow(1, 5_000_000_123, &t);
+        assert_eq!((f.last_seen_ms, f.expires_ms()), (5_000_000_123, 5_000_000_123 + 7 * 86_400_000));
+        f.set_expires_ms(5_000_000_200);
+        assert_eq!(
+            (f.last_seen_ms, f.expires_ms()),
+            (5_000_000_123, 5_000_000_200),
+            "moving the deadline keeps the last packet"
+        );
+        f.set_expires_ms(0);
+        assert_eq!(f.expires_ms(), f.last_seen_ms, "a deadline before the last packet is the last packet");
+        f.set_expires_ms(u64::MAX);
+        assert_eq!(f.expires_ms(), f.last_seen_ms + u64::from(u32::MAX), "at most 49 days after the last packet");
+        for id in [0, 1, 7, u32::MAX - 1] {
+            assert_eq!(MappingRef::to(id).get(), Some(id));
+        }
+        assert_eq!(MappingRef::NONE.get(), None);
+        for (at, closed) in [(0, false), (1, true), (1 << 40, false), (u64::MAX >> 1, true)] {
+            let r = Reported::new([1, 2], [3, 4], at, closed);
+            assert_eq!((r.at_ms(), r.closed(), r.packets, r.bytes), (at, closed, [1, 2], [3, 4]));
+        }
     }
 
     #[test]

@@ -286,7 +286,7 @@ impl FlowRecord {
             bytes: flow.bytes,
             created_ago_ms: now_ms.saturating_sub(flow.created_ms),
             last_seen_ago_ms: now_ms.saturating_sub(flow.last_seen_ms),
-            expires_in_ms: flow.expires_ms.saturating_sub(now_ms),
+            expires_in_ms: flow.expires_ms().saturating_sub(now_ms),
             reported_ago_ms: (flow.reported.at_ms() != 0).then(|| now_ms.saturating_sub(flow.reported.at_ms())),
             reported: flow.reported,
             revoked: flow.revoked,
@@ -555,7 +555,7 @@ impl Translator {
                 windows.set(d, *w);
             }
         }
-        let flow = Flow {
+        let mut flow = Flow {
             keys: r.keys,
             deltas: Default::default(),
             egress: r.egress,
@@ -566,7 +566,7 @@ impl Translator {
             bytes: r.bytes,
             created_ms: now_ms.saturating_sub(r.created_ago_ms),
             last_seen_ms: now_ms.saturating_sub(r.last_seen_ago_ms),
-            expires_ms: now_ms.saturating_add(r.expires_in_ms.min(timeout_ms)),
+            expires_after_ms: 0,
             mapping: MappingRef::to(mid),
             revoked: r.revoked,
             policy_generation: u32::try_from(r.policy_generation).unwrap_or(u32::MAX),
@@ -581,6 +581,7 @@ impl Translator {
             windows,
             shadow: None,
         };
+        flow.set_expires_ms(now_ms.saturating_add(r.expires_in_ms.min(timeout_ms)));
         match self.flows.insert_new(flow) {
             Ok(id) => {
                 if r.answered {

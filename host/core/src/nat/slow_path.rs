@@ -155,7 +155,7 @@ impl Translator {
             bytes: [0; 2],
             created_ms: now_ms,
             last_seen_ms: now_ms,
-            expires_ms: now_ms,
+            expires_after_ms: 0,
             mapping: MappingRef::NONE,
             revoked: false,
             policy_generation: u32::try_from(self.policy.egress_generation()).unwrap_or(u32::MAX),
@@ -396,7 +396,7 @@ impl Translator {
             }
             if flow.keys[ORIGINAL].proto == PROTO_TCP {
                 flow.state = FlowState::Tcp(TcpState::Closed);
-                flow.expires_ms = now_ms + closed * 1000;
+                flow.set_expires_ms(now_ms + closed * 1000);
                 self.flows.reschedule(id);
             } else if let Some(flow) = self.flows.remove(id) {
                 self.flow_ended(id, &flow, now_ms, EndReason::Revalidated);
