@@ -264,6 +264,61 @@ mod tests {
     }
 
     #[test]
+    fn runs_that_wrap_past_the_last_slot_are_found_and_shifted_back() {
+        // Keys whose run starts in the table's last slot: their entries wrap to slot 0
+        // and on; removing the first must shift the others back across the end.
+        let mut idx = FlowIndex::new();
+        let mut keys: HashMap<IndexEntry, FlowKey> = HashMap::new();
+        // Fill to 40 of 64 slots with keys spread as they come, so the table stays at 64.
+        let mut filler = 0u32;
+        while idx.len() < 40 {
+            let (k, e) = (key(1_000_000 + filler), IndexEntry::new(1_000_000 + filler, ORIGINAL));
+            keys.insert(e, k);
+            idx.insert(&k, e, |e| keys.get(&e).copied());
+            filler += 1;
+        }
+        let n = idx.slots.len();
+        assert_eq!(n, MIN_SLOTS);
+        let last: Vec<FlowKey> =
+            (0..2_000_000).map(key).filter(|k| FlowIndex::home(idx.tag(k), n) == n - 1).take(4).collect();
+        assert_eq!(last.len(), 4, "some keys belong in the last slot");
+        for (i, k) in last.iter().enumerate() {
+            let e = IndexEntry::new(u32::try_from(i).unwrap_or(0), REPLY);
+            keys.insert(e, *k);
+            idx.insert(k, e, |e| keys.get(&e).copied());
+        }
+        let find =
+            |idx: &FlowIndex, keys: &HashMap<IndexEntry, FlowKey>, k: &FlowKey| idx.get(k, |e| keys.get(&e).copied());
+        for (i, k) in last.iter().enumerate() {
+            assert_eq!(find(&idx, &keys, k), Some(IndexEntry::new(u32::try_from(i).unwrap_or(0), REPLY)), "key {i}");
+        }
+        // At most one of four fits in the last slot: the rest sit past the end.
+        let wrapped = last
+            .iter()
+            .filter(|k| idx.find(k, idx.tag(k), |e| keys.get(&e).copied()).is_some_and(|i| i < n - 1))
+            .count();
+        assert!(wrapped >= 3, "{wrapped} of 4 wrapped");
+        // Remove them one by one, first filed first: the rest stay reachable every time.
+        for (i, k) in last.iter().enumerate() {
+            let e = IndexEntry::new(u32::try_from(i).unwrap_or(0), REPLY);
+            idx.remove(k, e);
+            keys.remove(&e);
+            assert_eq!(find(&idx, &keys, k), None);
+            for (j, other) in last.iter().enumerate().skip(i + 1) {
+                assert_eq!(
+                    find(&idx, &keys, other),
+                    Some(IndexEntry::new(u32::try_from(j).unwrap_or(0), REPLY)),
+                    "key {j} after removing {i}"
+                );
+            }
+        }
+        for (e, k) in &keys {
+            assert_eq!(find(&idx, &keys, k), Some(*e), "a filler key");
+        }
+        assert_eq!(idx.len(), 40);
+    }
+
+    #[test]
     fn an_entry_packs_the_id_and_the_direction() {
         let e = IndexEntry::new(IndexEntry::MAX_ID, REPLY);
         assert_eq!((e.id(), e.dir()), (IndexEntry::MAX_ID, REPLY));
