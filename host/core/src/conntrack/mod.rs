@@ -386,6 +386,15 @@ impl Flow {
         self.set_expires_ms(now_ms + timeouts.for_state(self.state) * 1000);
     }
 
+    /// Where the flow log's next record of this flow starts: its last record, or the
+    /// flow's creation when nothing has been reported.
+    pub fn unreported_since_ms(&self) -> u64 {
+        match self.reported.at_ms() {
+            0 => self.created_ms,
+            at => at,
+        }
+    }
+
     /// When the flow expires.
     #[inline]
     pub fn expires_ms(&self) -> u64 {

@@ -92,7 +92,7 @@ impl FlowEnd {
             packets: [flow.packets[d] - r.packets[d], flow.packets[1 - d] - r.packets[1 - d]],
             bytes: [flow.bytes[d] - r.bytes[d], flow.bytes[1 - d] - r.bytes[1 - d]],
             tcp_flags: flow.tcp_flags[0] | flow.tcp_flags[1],
-            start_ms: if r.at_ms() == 0 { flow.created_ms } else { r.at_ms() },
+            start_ms: flow.unreported_since_ms(),
             end_ms,
             created_ms: flow.created_ms,
             reason,

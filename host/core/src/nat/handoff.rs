@@ -612,8 +612,7 @@ impl Translator {
         for id in ids {
             let Some(f) = self.flows.get_mut(id) else { continue };
             if interval > 0 && !f.reported.closed() {
-                let from = if f.reported.at_ms() == 0 { f.created_ms } else { f.reported.at_ms() };
-                interim.push(RecordCheck::new(from + interval, id, f.created_ms));
+                interim.push(RecordCheck::new(f.unreported_since_ms() + interval, id, f.created_ms));
             }
             let closed = matches!(f.state, FlowState::Tcp(TcpState::TimeWait | TcpState::Closed));
             if closed && !f.reported.closed() && !f.close_check_queued {
