@@ -12,7 +12,8 @@
 # Modes: fwd (plain kernel forwarding, no NAT and no conntrack: the ceiling), kernel (nftables
 # masquerade), natgw1 (1 worker), natgw2 (2 workers: one per core here), natgw1poll (1 worker
 # spinning 200 µs after traffic before it sleeps: dataplane.busy_poll_us), natgw2poll (2
-# workers spinning 50 µs), natgw2pol (natgw2
+# workers spinning 50 µs), natgw2ring (natgw2 reading PACKET_MMAP receive rings:
+# dataplane.receive = "ring"), natgw2pol (natgw2
 # with all three Wasm policies: egress allow-list, subnet port pools, flow-log filter writing
 # a flow log), natgw2log (natgw2 with flow records on: a file and OTLP/gRPC to an
 # OpenTelemetry Collector in the gateway namespace, on the same two cores; natgw2 has them off),
@@ -109,6 +110,7 @@ EOF
   printf '[flow_log]\nenabled = false\n' | cat "$W/natgw1.toml" - > "$W/natgw1-off.toml" && mv "$W/natgw1-off.toml" "$W/natgw1.toml"
   sed 's/^workers = 1/workers = 1\nbusy_poll_us = 200/' "$W/natgw1.toml" > "$W/natgw1poll.toml"
   sed 's/^workers = 2/workers = 2\nbusy_poll_us = 50/' "$W/natgw2.toml" > "$W/natgw2poll.toml"
+  sed 's/^workers = 2/workers = 2\nreceive = "ring"/' "$W/natgw2.toml" > "$W/natgw2ring.toml"
   # natgw2 with every policy hook in use.
   cat > "$W/egress-a.toml" <<EOF
 default = "reject"
@@ -177,7 +179,7 @@ table ip nat {
 }
 EOF
       ;;
-    natgw1|natgw2|natgw1poll|natgw2poll|natgw2pol|natgw2log|natgw2file|natgw2egr|natgw2names|base1|base2)
+    natgw1|natgw2|natgw1poll|natgw2poll|natgw2ring|natgw2pol|natgw2log|natgw2file|natgw2egr|natgw2names|base1|base2)
       ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
       local bin=$NATGW cfg=$1
       case $1 in base1) bin=$NATGW_BASE cfg=natgw1;; base2) bin=$NATGW_BASE cfg=natgw2;; esac
@@ -395,7 +397,7 @@ names = {"tcp1": "TCP 1 stream, Gbit/s", "tcp4": "TCP 4 streams, Gbit/s", "udp":
          "cps": "new TCP conn/s (wrk, nginx)", "lat": "RTT p50, µs", "lat:p99": "RTT p99, µs",
          "swap": "policy swap to every worker, median ms"}
 # Rows where less is better get differences or ratios all the same; latency as a difference.
-order = ["fwd", "kernel", "base1", "base2", "natgw1", "natgw2", "natgw1poll", "natgw2poll", "natgw2pol", "natgw2file", "natgw2log",
+order = ["fwd", "kernel", "base1", "base2", "natgw1", "natgw2", "natgw1poll", "natgw2poll", "natgw2ring", "natgw2pol", "natgw2file", "natgw2log",
          "natgw2egr", "natgw2names"]
 modes = [m for m in order if any(k[1] == m for k in vals)]
 natgws = [m for m in modes if m not in ("fwd", "kernel")]

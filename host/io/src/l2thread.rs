@@ -66,7 +66,13 @@ impl L2Thread {
     /// waits for the kernel, about 14 ms each here: a process taking over from another
     /// opens them before the flows stop).
     pub fn open_sockets(links: &[L2Link]) -> Result<Vec<PacketSocket>, IoError> {
-        let opts = PacketSocketOptions { protocol: ETHERTYPE_ARP, vnet_hdr: false, fanout: None, rcvbuf: 1 << 20 };
+        let opts = PacketSocketOptions {
+            protocol: ETHERTYPE_ARP,
+            vnet_hdr: false,
+            fanout: None,
+            rcvbuf: 1 << 20,
+            rx_ring: false,
+        };
         links.iter().map(|l| PacketSocket::open(&l.name, &opts)).collect()
     }
 

@@ -12,6 +12,7 @@
 
 pub mod bufring;
 pub mod l2thread;
+pub mod rxring;
 pub mod sys;
 pub mod worker;
 

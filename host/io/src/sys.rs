@@ -8,6 +8,7 @@ use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::rxring::RxRing;
 use super::IoError;
 use natgw_core::nat::PORT_SPREAD_MULTIPLIER;
 use natgw_wire::MacAddr;
@@ -186,12 +187,20 @@ pub struct PacketSocketOptions {
     /// Join fanout group `id` with this steering program.
     pub fanout: Option<(u16, Vec<SockFilter>)>,
     pub rcvbuf: usize,
+    /// Set up a PACKET_MMAP receive ring (`rxring`), before the socket is bound so that
+    /// no frame waits outside it. A ring the kernel refuses leaves the socket as it was,
+    /// receiving by `recv`, with the reason in `PacketSocket::rx_ring_refused`.
+    pub rx_ring: bool,
 }
 
 /// An AF_PACKET SOCK_RAW socket bound to one interface.
 pub struct PacketSocket {
     fd: OwnedFd,
     pub info: InterfaceInfo,
+    /// Its receive ring, until the worker takes it (`take_rx_ring`).
+    rx_ring: Option<RxRing>,
+    /// Why the ring asked for was not set up.
+    pub rx_ring_refused: Option<io::Error>,
 }
 
 impl PacketSocket {
@@ -224,6 +233,11 @@ impl PacketSocket {
                 let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, size, "SO_RCVBUF");
             }
         }
+        let (rx_ring, rx_ring_refused) = match opts.rx_ring.then(|| RxRing::attach(raw)) {
+            Some(Ok(ring)) => (Some(ring), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
         // SAFETY: sockaddr_ll is plain data; zero is valid.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
         sll.sll_family = AF_PACKET_FAMILY;
@@ -243,7 +257,7 @@ impl PacketSocket {
             setsockopt_int(raw, libc::SOL_PACKET, PACKET_FANOUT, arg, "setsockopt(PACKET_FANOUT)")?;
             set_fanout_program(raw, prog)?;
         }
-        Ok(PacketSocket { fd, info })
+        Ok(PacketSocket { fd, info, rx_ring, rx_ring_refused })
     }
 
     /// Installs `prog` as the steering program of the fanout group this socket is in (the
@@ -255,8 +269,10 @@ impl PacketSocket {
     }
 
     /// A packet socket another natgw process opened and handed over (`natgw upgrade`):
-    /// its options, binding and fanout membership come with it. Checked to be an AF_PACKET
-    /// socket bound to `ifname`.
+    /// its options, binding, fanout membership and receive ring (if it has one) come with
+    /// it. Checked to be an AF_PACKET socket bound to `ifname`. It keeps receiving the way
+    /// it did: a ring cannot be added or taken away while the process before may still
+    /// read the socket (it goes on if the handoff fails).
     pub fn adopt(fd: OwnedFd, ifname: &str) -> Result<PacketSocket, IoError> {
         let info = interface_info(ifname)?;
         // SAFETY: sockaddr_ll is plain data; zero is valid.
@@ -273,7 +289,18 @@ impl PacketSocket {
                 io::Error::other(format!("not a packet socket on {ifname}")),
             ));
         }
-        Ok(PacketSocket { fd, info })
+        let rx_ring = RxRing::adopt(fd.as_raw_fd()).map_err(|e| IoError::Os("handed-over socket", e))?;
+        Ok(PacketSocket { fd, info, rx_ring, rx_ring_refused: None })
+    }
+
+    /// Its receive ring, for the worker that reads it.
+    pub fn take_rx_ring(&mut self) -> Option<RxRing> {
+        self.rx_ring.take()
+    }
+
+    /// True while it holds its receive ring (before `take_rx_ring`).
+    pub fn has_rx_ring(&self) -> bool {
+        self.rx_ring.is_some()
     }
 
     pub fn raw_fd(&self) -> RawFd {

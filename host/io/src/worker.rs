@@ -11,6 +11,7 @@ use std::time::Duration;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::bufring::{BufRing, BUF_SIZE};
+use super::rxring::{RxRing, Taken};
 use super::sys::{self, PacketSocket};
 use super::{
     ControlRequest, HandoffFrame, HandoverOutcome, IoError, Shared, VnetHdr, WorkerHandover, HANDOVER_WAIT,
@@ -29,6 +30,14 @@ const OP_SEND_RX: u64 = 2;
 const OP_SEND_TX: u64 = 3;
 const OP_WAKE: u64 = 4;
 const OP_CANCEL: u64 = 5;
+/// A link with a receive ring became readable (a multishot poll).
+const OP_POLL_RING: u64 = 6;
+/// A frame sent from a receive ring's slot: `link << 16 | slot`.
+const OP_SEND_RING: u64 = 7;
+
+/// Frames a worker takes from one link's receive ring per loop turn, so that its other
+/// links, completions and timers wait at most that many frames.
+const RING_FRAMES_PER_TURN: usize = 256;
 
 /// A worker's part of the flow journal: its region, and how far writing it whole has come
 /// (a new journal is written whole from the flows the worker holds, a few thousand slots a
@@ -70,10 +79,18 @@ struct Pending {
 enum BufRef {
     Rx(u16),
     Tx(usize),
+    /// A slot of a link's receive ring (`WorkerLink::rx_ring`).
+    Ring {
+        link: u8,
+        slot: u16,
+    },
 }
 
 pub struct WorkerLink {
     pub socket: PacketSocket,
+    /// The socket's PACKET_MMAP receive ring (`dataplane.receive = "ring"`); `None`:
+    /// frames come by multishot `recv` into the worker's buffer ring.
+    pub rx_ring: Option<RxRing>,
     pub side: Side,
     /// Index among inside links (0 for the outside link).
     pub index: u8,
@@ -96,6 +113,9 @@ pub struct Worker {
     flow_ends: Vec<natgw_core::nat::FlowEnd>,
     scratch: Vec<u8>,
     recv_armed: Vec<bool>,
+    /// A receive ring still held frames when its turn's share was taken: the next turn
+    /// does not wait for a completion (no new one may come for those frames).
+    ring_backlog: bool,
     wake_armed: bool,
     /// The link MTUs the translator was last told.
     mtus: Vec<u16>,
@@ -175,6 +195,7 @@ impl Worker {
             flow_ends: Vec::new(),
             scratch: vec![0u8; 2048],
             recv_armed: vec![false; n],
+            ring_backlog: false,
             wake_armed: false,
             mtus: vec![0; n],
             resync_generation,
@@ -210,7 +231,14 @@ impl Worker {
 
     fn arm_recv(&mut self, link: usize) {
         let fd = self.links[link].socket.raw_fd();
-        let e = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group).build().user_data(ud(OP_RECV, link as u64));
+        let e = if self.links[link].rx_ring.is_some() {
+            opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(ud(OP_POLL_RING, link as u64))
+        } else {
+            opcode::RecvMulti::new(types::Fd(fd), self.bufs.group).build().user_data(ud(OP_RECV, link as u64))
+        };
         self.push_sqe(e);
         self.recv_armed[link] = true;
     }
@@ -232,6 +260,7 @@ impl Worker {
         let mut idle_since = std::time::Instant::now();
         while !sys::stop_requested() {
             let busy = self.top_scan.is_some()
+                || self.ring_backlog
                 || self.busy_poll_us > 0 && idle_since.elapsed() < Duration::from_micros(self.busy_poll_us);
             let r = if busy {
                 self.ring.submit()
@@ -258,6 +287,7 @@ impl Worker {
             for &(data, res, flags) in &completions {
                 self.complete(data, res, flags, now);
             }
+            self.drain_rings(now);
             // Give recycled buffers back before re-arming a receive that ran out of them.
             self.bufs.publish();
             for l in 0..self.links.len() {
@@ -279,6 +309,15 @@ impl Worker {
                 last_tick = now;
                 self.follow_mtus();
                 let drops: u64 = self.links.iter().map(|l| u64::from(l.socket.take_drops())).sum();
+                for l in &mut self.links {
+                    if l.rx_ring.as_mut().is_some_and(RxRing::resync_if_stuck) {
+                        tracing::warn!(
+                            "natgw: worker {}: receive ring of {} re-synchronised",
+                            self.index,
+                            l.socket.info.name
+                        );
+                    }
+                }
                 self.translator.counters().add(Counter::DropRxQueueFull, drops);
                 self.translator.tick(now);
                 self.retry_pending(now);
@@ -417,6 +456,30 @@ impl Worker {
                     self.translator.counters().inc(Counter::DropTxFull);
                 }
             }
+            OP_POLL_RING => {
+                // The frames themselves are taken by `drain_rings`, every loop turn.
+                if !cqueue::more(flags) {
+                    if let Some(armed) = self.recv_armed.get_mut(arg as usize) {
+                        *armed = false;
+                    }
+                }
+                if res < 0 && -res != libc::ECANCELED {
+                    tracing::warn!(
+                        "natgw: worker {}: waiting on the receive ring of link {arg}: {}",
+                        self.index,
+                        std::io::Error::from_raw_os_error(-res)
+                    );
+                }
+            }
+            OP_SEND_RING => {
+                let (link, slot) = ((arg >> 16) as usize, (arg & 0xffff) as u16);
+                if let Some(ring) = self.links.get_mut(link).and_then(|l| l.rx_ring.as_mut()) {
+                    ring.give_back(slot);
+                }
+                if res < 0 {
+                    self.translator.counters().inc(Counter::DropTxFull);
+                }
+            }
             OP_WAKE => {
                 sys::eventfd_drain(std::os::fd::AsRawFd::as_raw_fd(&self.shared.wake[self.index]));
                 if !cqueue::more(flags) {
@@ -437,6 +500,11 @@ impl Worker {
         match b {
             BufRef::Rx(bid) => self.bufs.buf_mut(bid),
             BufRef::Tx(slot) => &mut self.tx[slot],
+            BufRef::Ring { link, slot } => match self.links.get_mut(usize::from(link)).and_then(|l| l.rx_ring.as_mut())
+            {
+                Some(ring) => ring.frame_mut(slot),
+                None => &mut [],
+            },
         }
     }
 
@@ -444,6 +512,34 @@ impl Worker {
         match b {
             BufRef::Rx(bid) => self.bufs.recycle(bid),
             BufRef::Tx(slot) => self.tx_free.push(slot),
+            BufRef::Ring { link, slot } => {
+                if let Some(ring) = self.links.get_mut(usize::from(link)).and_then(|l| l.rx_ring.as_mut()) {
+                    ring.give_back(slot);
+                }
+            }
+        }
+    }
+
+    /// Takes the frames waiting in the links' receive rings (at most
+    /// `RING_FRAMES_PER_TURN` a link) and translates each where it lies.
+    fn drain_rings(&mut self, now: u64) {
+        self.ring_backlog = false;
+        for link in 0..self.links.len() {
+            let Ok(link_u8) = u8::try_from(link) else { break };
+            for taken in 0..=RING_FRAMES_PER_TURN {
+                let Some(ring) = self.links[link].rx_ring.as_mut() else { break };
+                if taken == RING_FRAMES_PER_TURN {
+                    self.ring_backlog |= ring.waiting();
+                    break;
+                }
+                match ring.take() {
+                    None => break,
+                    Some(Taken::Truncated) => self.translator.counters().inc(Counter::DropTruncated),
+                    Some(Taken::Frame { slot, len }) => {
+                        self.on_frame(link, BufRef::Ring { link: link_u8, slot }, len, now);
+                    }
+                }
+            }
         }
     }
 
@@ -475,7 +571,20 @@ impl Worker {
             let buf = match b {
                 BufRef::Rx(bid) => self.bufs.buf_mut(bid),
                 BufRef::Tx(slot) => &mut self.tx[slot][..],
+                BufRef::Ring { link, slot } => {
+                    match self.links.get_mut(usize::from(link)).and_then(|l| l.rx_ring.as_mut()) {
+                        Some(ring) => ring.frame_mut(slot),
+                        None => &mut [],
+                    }
+                }
             };
+            if buf.len() < len {
+                // Not a frame we hold (cannot happen: a ring slot is ours until given back).
+                self.translator.counters().inc(Counter::DropTruncated);
+                self.scratch = scratch;
+                self.release(b);
+                return;
+            }
             let vnet = VnetHdr::parse(&buf[..VNET_HDR_LEN]);
             meta.csum_partial = vnet.flags & VNET_F_NEEDS_CSUM != 0;
             meta.gso_size = if vnet.gso_type != 0 { vnet.gso_size } else { 0 };
@@ -592,12 +701,16 @@ impl Worker {
             }
         }
         let fd = self.links[link].socket.raw_fd();
-        let (ptr, data) = match b {
-            BufRef::Rx(bid) => (self.bufs.buf_ptr(bid), ud(OP_SEND_RX, u64::from(bid))),
-            BufRef::Tx(slot) => (self.tx[slot].as_ptr(), ud(OP_SEND_TX, slot as u64)),
+        let (ptr, data, cap) = match b {
+            BufRef::Rx(bid) => (self.bufs.buf_ptr(bid), ud(OP_SEND_RX, u64::from(bid)), BUF_SIZE),
+            BufRef::Tx(slot) => (self.tx[slot].as_ptr(), ud(OP_SEND_TX, slot as u64), BUF_SIZE),
+            BufRef::Ring { link: l, slot } => {
+                let frame = self.buffer(b);
+                (frame.as_ptr(), ud(OP_SEND_RING, u64::from(l) << 16 | u64::from(slot)), frame.len())
+            }
         };
         // A frame is at most one buffer, far below u32; never more than the buffer holds.
-        let len = u32::try_from(len.min(BUF_SIZE)).unwrap_or(0);
+        let len = u32::try_from(len.min(cap)).unwrap_or(0);
         let e = opcode::Send::new(types::Fd(fd), ptr, len).build().user_data(data);
         self.push_sqe(e);
     }
@@ -725,16 +838,23 @@ impl Worker {
 
     /// Cancels every multishot receive and translates what they still deliver (up to
     /// 200 ms): what the kernel queued after stays in the sockets for the next process.
+    /// A receive ring's frames are left where they are (the next process reads on from
+    /// the oldest), once the sends from its slots have completed and given them back.
     fn stop_receiving(&mut self) {
         for l in 0..self.links.len() {
             if self.recv_armed[l] {
-                let e = opcode::AsyncCancel::new(ud(OP_RECV, l as u64)).build().user_data(ud(OP_CANCEL, 0));
+                let op = if self.links[l].rx_ring.is_some() { OP_POLL_RING } else { OP_RECV };
+                let e = opcode::AsyncCancel::new(ud(op, l as u64)).build().user_data(ud(OP_CANCEL, 0));
                 self.push_sqe(e);
             }
         }
         let deadline = std::time::Instant::now() + Duration::from_millis(200);
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(256);
-        while self.recv_armed.iter().any(|&a| a) && std::time::Instant::now() < deadline {
+        let busy = |w: &Worker| {
+            w.recv_armed.iter().any(|&a| a)
+                || w.links.iter().any(|l| l.rx_ring.as_ref().is_some_and(|r| r.in_flight() > 0))
+        };
+        while busy(self) && std::time::Instant::now() < deadline {
             let ts = types::Timespec::new().nsec(1_000_000);
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);

@@ -318,6 +318,9 @@ pub struct RawDataplane {
     pub pin_workers: bool,
     /// Spin on an empty ring this many microseconds before sleeping (lower latency, more CPU).
     pub busy_poll_us: u64,
+    /// How frames come in from each link: "socket" (multishot `recv` into the worker's
+    /// buffers) or "ring" (a PACKET_MMAP receive ring per socket, 16 MiB each).
+    pub receive: String,
     /// Under systemd (`$NOTIFY_SOCKET`): keep the flows in a journal in its
     /// file-descriptor store, so that a restart or a crash of natgw keeps them.
     pub keep_flows: bool,
@@ -325,7 +328,14 @@ pub struct RawDataplane {
 
 impl Default for RawDataplane {
     fn default() -> Self {
-        RawDataplane { workers: 0, rx_buffers: 512, pin_workers: false, busy_poll_us: 0, keep_flows: true }
+        RawDataplane {
+            workers: 0,
+            rx_buffers: 512,
+            pin_workers: false,
+            busy_poll_us: 0,
+            receive: "socket".into(),
+            keep_flows: true,
+        }
     }
 }
 
@@ -367,6 +377,8 @@ pub struct Config {
     pub rx_buffers: u16,
     pub pin_workers: bool,
     pub busy_poll_us: u64,
+    /// Receive rings (`dataplane.receive = "ring"`) rather than `recv` into buffers.
+    pub rx_ring: bool,
     pub keep_flows: bool,
     pub admin_socket: String,
     /// Pool 0 is the default pool: the one named "default", else the first `[[pool]]`,
@@ -598,6 +610,11 @@ impl Config {
         if !rb.is_power_of_two() || !(16..=4096).contains(&rb) {
             return Err(invalid("dataplane.rx_buffers", rb, "must be a power of two from 16 to 4096"));
         }
+        let rx_ring = match raw.dataplane.receive.as_str() {
+            "socket" => false,
+            "ring" => true,
+            other => return Err(invalid("dataplane.receive", other, "must be \"socket\" or \"ring\"")),
+        };
         if raw.dataplane.workers > 64 {
             return Err(invalid("dataplane.workers", raw.dataplane.workers, "must be 0 (one per core) to 64"));
         }
@@ -658,6 +675,7 @@ impl Config {
             rx_buffers: rb,
             pin_workers: raw.dataplane.pin_workers,
             busy_poll_us: raw.dataplane.busy_poll_us,
+            rx_ring,
             keep_flows: raw.dataplane.keep_flows,
             admin_socket: raw.admin.socket,
             pools,
@@ -1011,6 +1029,18 @@ udp = 30
 
     fn err(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_receive_path_is_socket_unless_ring_is_asked_for() {
+        assert!(!Config::parse(GOOD).unwrap().rx_ring, "sockets by default");
+        let with = |v: &str| GOOD.replace("[timeouts]", &format!("[dataplane]\nreceive = \"{v}\"\n[timeouts]"));
+        assert!(Config::parse(&with("ring")).unwrap().rx_ring);
+        assert!(!Config::parse(&with("socket")).unwrap().rx_ring);
+        for bad in ["xdp", "Ring", ""] {
+            let e = err(&with(bad));
+            assert!(e.contains("dataplane.receive") && e.contains(&format!("\"{bad}\"")), "{e}");
+        }
     }
 
     #[test]

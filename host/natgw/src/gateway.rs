@@ -358,6 +358,10 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     let mut to_store = Vec::new();
     let (mut imported, mut import_refused) = (0u64, 0u64);
     let mut translators = translators.into_iter();
+    // Per link: how many of the workers' sockets read a receive ring (`natgw status`), and
+    // why rings asked for were refused (one log line).
+    let mut ring_sockets = vec![0usize; links];
+    let mut rings_refused = Vec::new();
     for w in 0..workers {
         let mut adopted = inherited_sockets.next().unwrap_or_default().into_iter();
         let mut from_store = stored_sockets.next().unwrap_or_default().into_iter();
@@ -370,8 +374,14 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         for (li, (name, inside)) in all.enumerate() {
             let fanout =
                 (workers > 1).then(|| (group_base.wrapping_add(u16::from(link_id(li))), sys::steering_program(inside)));
-            let opts = PacketSocketOptions { protocol: ETHERTYPE_IPV4, vnet_hdr: true, fanout, rcvbuf: 8 << 20 };
-            let socket = match (&inherited, adopted.next(), from_store.next()) {
+            let opts = PacketSocketOptions {
+                protocol: ETHERTYPE_IPV4,
+                vnet_hdr: true,
+                fanout,
+                rcvbuf: 8 << 20,
+                rx_ring: cfg.rx_ring,
+            };
+            let mut socket = match (&inherited, adopted.next(), from_store.next()) {
                 (Some(_), Some(fd), _) => steered(PacketSocket::adopt(fd, &name)?, &opts)?,
                 (_, _, Some(socket)) => steered(socket, &opts)?,
                 _ => {
@@ -387,12 +397,31 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
             } else {
                 (natgw_core::conntrack::Side::Outside, 0)
             };
-            links.push(WorkerLink { socket, side, index });
+            if let Some(e) = socket.rx_ring_refused.take() {
+                rings_refused.push(format!("{name} (worker {w}): {e}"));
+            }
+            let rx_ring = socket.take_rx_ring();
+            if let Some(n) = ring_sockets.get_mut(li) {
+                *n += usize::from(rx_ring.is_some());
+            }
+            links.push(WorkerLink { socket, rx_ring, side, index });
         }
         let Some(translator) = translators.next() else {
             return Err(IoError::Uring(std::io::ErrorKind::NotFound.into()).into());
         };
         parts.push((links, translator));
+    }
+    if !rings_refused.is_empty() {
+        tracing::warn!("natgw: no receive ring, so receiving by socket, on {}", rings_refused.join("; "));
+    }
+    let packet_paths: Vec<String> = ring_sockets.iter().map(|&n| packet_path(n, workers)).collect();
+    for (name, &n) in interface_names.iter().zip(&ring_sockets) {
+        if (inherited.is_some() || reuse_stored) && (n > 0) != cfg.rx_ring {
+            tracing::info!(
+                "natgw: {name}: the sockets taken over receive {} as before; dataplane.receive applies to sockets this process opens",
+                if n > 0 { "by ring" } else { "by socket" }
+            );
+        }
     }
     // The handed-over (or journaled) flows: each worker's section on a thread of its own
     // (the pause of an upgrade is mostly this, about a microsecond a flow).
@@ -589,15 +618,17 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
                 addresses: c.addresses.iter().map(|n| n.to_string()).collect(),
                 mtu: 0,
                 workers_mtu: Vec::new(),
-                packet_path: PACKET_PATH.into(),
+                packet_path: String::new(),
             })
+            .zip(&packet_paths)
+            .map(|(l, path)| LinkStatus { packet_path: path.clone(), ..l })
             .collect(),
         outside: LinkStatus {
             interface: cfg.outside.interface.clone(),
             addresses: cfg.outside.addresses.iter().map(|a| a.to_string()).collect(),
             mtu: 0,
             workers_mtu: Vec::new(),
-            packet_path: PACKET_PATH.into(),
+            packet_path: packet_paths.last().cloned().unwrap_or_default(),
         },
         gateway: cfg.outside.gateway.to_string(),
         max_flows: cfg.max_flows,
@@ -1595,10 +1626,21 @@ fn flow_entry(worker: usize, f: &FlowSummary, pools: &[String]) -> FlowEntry {
 /// How frames move between a link and the workers, as `natgw status` shows it: one packet
 /// socket per worker and link, each worker receiving with one io_uring multishot receive
 /// into a provided-buffer ring and sending from the same buffers, virtio-net headers on
-/// (GSO super-frames and partial checksums pass whole), the qdisc bypassed. The other
-/// paths issue 15 names (PACKET_MMAP rings, AF_XDP) copy as much or more on veth, checked
-/// against the kernel's source, and are not built: README, "Benchmarks".
+/// (GSO super-frames and partial checksums pass whole), the qdisc bypassed.
 pub const PACKET_PATH: &str = "af_packet (io_uring multishot recv, vnet header, qdisc bypass)";
+/// The same with `dataplane.receive = "ring"`: each socket has a PACKET_MMAP receive ring
+/// (`natgw_io::rxring`) the worker reads after one multishot poll, sending from its slots.
+pub const RING_PACKET_PATH: &str =
+    "af_packet (TPACKET_V2 receive ring, io_uring poll and send, vnet header, qdisc bypass)";
+
+/// A link's packet path when `rings` of its `workers` sockets read a receive ring.
+fn packet_path(rings: usize, workers: usize) -> String {
+    match rings {
+        0 => PACKET_PATH.into(),
+        n if n == workers => RING_PACKET_PATH.into(),
+        n => format!("{RING_PACKET_PATH} on {n} of {workers} workers, {PACKET_PATH} on the others"),
+    }
+}
 
 /// A socket from the process before (handed over, or kept in systemd's store) steers
 /// with the program that process installed, perhaps an older build's: install this one's.

@@ -1,0 +1,316 @@
+//! A PACKET_MMAP receive ring (TPACKET_V2) on a packet socket: the kernel copies each
+//! frame into a slot of memory shared with us and flips the slot's status word, where the
+//! socket path (`recv` into a provided buffer) costs an skb queued on the socket and an
+//! io_uring receive completion per frame. The worker waits for the socket to become
+//! readable (one multishot poll), then walks the ring.
+//!
+//! Frames are taken in ring order. A taken frame is translated in place and sent from the
+//! ring (the send copies it), and goes back to the kernel when that send completes, or at
+//! once when the frame is dropped, parked or handed on. The kernel fills slots in order and
+//! stops (counting a drop) at the first slot still ours, so frames are given back soon.
+//!
+//! Layout of a frame slot (`packet_mmap.rst`, `tpacket_rcv`): a `tpacket2_hdr` (its
+//! status word first), then at `tp_mac - 10` the virtio-net header (the socket has
+//! `PACKET_VNET_HDR`), then the Ethernet frame of `tp_snaplen` bytes. A slot holds a whole
+//! 64 KiB GSO super-frame: a truncated one is dropped and counted.
+//!
+//! A ring lives with its socket, not with the process: a socket handed to the next
+//! process (`natgw upgrade`, or systemd's store across a restart) keeps its ring and the
+//! frames queued in it. The next process maps it again (`adopt`) and finds where reading
+//! left off from the slots themselves (`first_unread`).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::VNET_HDR_LEN;
+
+// <linux/if_packet.h>
+const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_VERSION: libc::c_int = 10;
+const PACKET_VNET_HDR: libc::c_int = 15;
+const TPACKET_V2: libc::c_int = 1;
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+
+/// A slot: a 64 KiB GSO super-frame, its Ethernet and virtio-net headers and the
+/// `tpacket2_hdr` before them (`tp_mac` is 76 with a virtio-net header), rounded to 16.
+pub const FRAME_SIZE: usize = 65536 + 256;
+/// A block of slots, as the kernel allocates them (one compound page of order 10, or
+/// vmalloc'd memory when that fails).
+const BLOCK_SIZE: usize = 4 << 20;
+const FRAMES_PER_BLOCK: usize = BLOCK_SIZE / FRAME_SIZE;
+const BLOCKS: usize = 4;
+/// Slots per ring: 252, 16 MiB per socket.
+pub const FRAMES: usize = FRAMES_PER_BLOCK * BLOCKS;
+const RING_BYTES: usize = BLOCK_SIZE * BLOCKS;
+const _: () = assert!(FRAMES <= u16::MAX as usize && FRAME_SIZE.is_multiple_of(16) && BLOCK_SIZE.is_multiple_of(4096));
+
+// Offsets in `struct tpacket2_hdr`.
+const TP_LEN: usize = 4;
+const TP_SNAPLEN: usize = 8;
+const TP_MAC: usize = 12;
+const TP_SEC: usize = 16;
+const TP_NSEC: usize = 20;
+/// `TPACKET2_HDRLEN`: the header (32) and a `sockaddr_ll` (20): where data may start.
+const TPACKET2_HDRLEN: usize = 52;
+
+#[allow(clippy::cast_possible_truncation, reason = "the request's sizes are constants far below u32::MAX")]
+fn request() -> libc::tpacket_req {
+    libc::tpacket_req {
+        tp_block_size: BLOCK_SIZE as u32,
+        tp_block_nr: BLOCKS as u32,
+        tp_frame_size: FRAME_SIZE as u32,
+        tp_frame_nr: FRAMES as u32,
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX);
+    // SAFETY: value points to a live T of `len` bytes, which the kernel only reads.
+    let r = unsafe { libc::setsockopt(fd, libc::SOL_PACKET, name, (value as *const T).cast(), len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// What a frame taken from the ring is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Slot `slot` holds `len` bytes: the virtio-net header, then the frame.
+    Frame { slot: u16, len: usize },
+    /// Slot `slot` held a frame the slot could not hold whole (given back already).
+    Truncated,
+}
+
+/// Where the ring's reader goes next, from the slots alone: the oldest frame not yet read
+/// (`unread`: the kernel filled it and nobody took it), or, when none waits, the slot after
+/// the one the kernel filled last (by its timestamp), where it fills next. Used when a
+/// ring comes from another process, and when a reader finds its next slot empty while
+/// frames wait elsewhere (it cannot happen, but then nothing would be read again).
+pub fn first_unread(slots: usize, unread: impl Fn(usize) -> bool, stamp: impl Fn(usize) -> u64) -> usize {
+    if slots == 0 {
+        return 0;
+    }
+    let prev = |i: usize| (i + slots - 1) % slots;
+    // The kernel fills slots in order, so the unread ones are one run: its start is an
+    // unread slot after one that is not.
+    if let Some(i) = (0..slots).find(|&i| unread(i) && !unread(prev(i))) {
+        return i;
+    }
+    let newest = (0..slots).max_by_key(|&i| (stamp(i), i)).unwrap_or(0);
+    if stamp(newest) == 0 {
+        // Nothing was ever written: the kernel starts at slot 0.
+        return 0;
+    }
+    (newest + 1) % slots
+}
+
+/// A receive ring mapped into this process.
+pub struct RxRing {
+    base: *mut u8,
+    /// The next slot to read.
+    next: usize,
+    /// Per slot: the offset of the taken frame's virtio-net header in its slot, 0 while
+    /// the slot is not ours.
+    taken: Vec<u16>,
+    /// Slots taken and not given back.
+    in_flight: usize,
+}
+
+// SAFETY: the mapping is used by the one worker thread that owns this value.
+unsafe impl Send for RxRing {}
+
+impl RxRing {
+    /// Sets up a TPACKET_V2 receive ring on `fd` (a packet socket with `PACKET_VNET_HDR`
+    /// set, bound, with no ring yet) and maps it.
+    pub fn attach(fd: RawFd) -> io::Result<RxRing> {
+        setsockopt(fd, PACKET_VERSION, &TPACKET_V2)?;
+        setsockopt(fd, PACKET_RX_RING, &request())?;
+        RxRing::map(fd).inspect_err(|_| {
+            // A ring we cannot read would take every frame: take it down again (a request
+            // of no blocks frees it and gives frames back to the socket's queue).
+            let none = libc::tpacket_req { tp_block_size: 0, tp_block_nr: 0, tp_frame_size: 0, tp_frame_nr: 0 };
+            let _ = setsockopt(fd, PACKET_RX_RING, &none);
+        })
+    }
+
+    /// The ring of a socket another process set up (`None`: it has none). A ring of
+    /// another size than this build's is refused: its slots could not be found.
+    pub fn adopt(fd: RawFd) -> io::Result<Option<RxRing>> {
+        // The kernel refuses to change the virtio-net header option while a ring exists
+        // (EBUSY); the socket has it set already, so setting it again changes nothing.
+        match setsockopt(fd, PACKET_VNET_HDR, &1i32) {
+            Ok(()) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => return Err(e),
+        }
+        let mut ring = RxRing::map(fd).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("its receive ring is not this build's ({FRAMES} slots of {FRAME_SIZE} bytes): {e}"),
+            )
+        })?;
+        ring.next = ring.first_unread();
+        Ok(Some(ring))
+    }
+
+    fn map(fd: RawFd) -> io::Result<RxRing> {
+        // SAFETY: maps the socket's ring (the kernel checks the length against it); the
+        // result is checked, and unmapped once in Drop.
+        let base = unsafe {
+            libc::mmap(std::ptr::null_mut(), RING_BYTES, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RxRing { base: base.cast(), next: 0, taken: vec![0; FRAMES], in_flight: 0 })
+    }
+
+    fn slot_offset(slot: usize) -> usize {
+        (slot / FRAMES_PER_BLOCK) * BLOCK_SIZE + (slot % FRAMES_PER_BLOCK) * FRAME_SIZE
+    }
+
+    fn status(&self, slot: usize) -> &AtomicU32 {
+        // SAFETY: the slot's first 4 bytes are its status word, 16-byte aligned, inside the
+        // live mapping; the kernel and we both access it atomically only.
+        unsafe { &*self.base.add(RxRing::slot_offset(slot)).cast::<AtomicU32>() }
+    }
+
+    /// A u32 of a slot's header; only read of a slot that is ours (status USER).
+    fn header(&self, slot: usize, at: usize) -> u32 {
+        // SAFETY: inside the slot's header, within the mapping; the kernel does not write
+        // a slot whose status says it is ours (the Acquire load of the status came first).
+        unsafe { self.base.add(RxRing::slot_offset(slot) + at).cast::<u32>().read_volatile() }
+    }
+
+    fn unread(&self, slot: usize) -> bool {
+        self.taken[slot] == 0 && self.status(slot).load(Ordering::Acquire) & TP_STATUS_USER != 0
+    }
+
+    fn stamp(&self, slot: usize) -> u64 {
+        (u64::from(self.header(slot, TP_SEC)) << 32) | u64::from(self.header(slot, TP_NSEC))
+    }
+
+    fn first_unread(&self) -> usize {
+        first_unread(FRAMES, |i| self.unread(i), |i| self.stamp(i))
+    }
+
+    /// True when a frame waits to be taken.
+    pub fn waiting(&self) -> bool {
+        self.unread(self.next)
+    }
+
+    /// The next frame, if one waits.
+    pub fn take(&mut self) -> Option<Taken> {
+        let slot = self.next;
+        if !self.unread(slot) {
+            return None;
+        }
+        self.next = (slot + 1) % FRAMES;
+        let (len, snaplen) = (self.header(slot, TP_LEN) as usize, self.header(slot, TP_SNAPLEN) as usize);
+        let mac = (self.header(slot, TP_MAC) & 0xffff) as usize;
+        let fits = mac >= TPACKET2_HDRLEN + VNET_HDR_LEN && mac + snaplen <= FRAME_SIZE && snaplen == len;
+        // `tp_mac` is a u16 in the header: the start fits one too.
+        let start = if fits { u16::try_from(mac - VNET_HDR_LEN).unwrap_or(0) } else { 0 };
+        if start == 0 {
+            self.status(slot).store(TP_STATUS_KERNEL, Ordering::Release);
+            return Some(Taken::Truncated);
+        }
+        self.taken[slot] = start;
+        self.in_flight += 1;
+        // `slot` < FRAMES, which fits a u16 (asserted above).
+        Some(Taken::Frame { slot: u16::try_from(slot).unwrap_or(u16::MAX), len: snaplen + VNET_HDR_LEN })
+    }
+
+    /// A taken frame's bytes from its virtio-net header to the end of its slot (empty for
+    /// a slot that is not ours).
+    pub fn frame_mut(&mut self, slot: u16) -> &mut [u8] {
+        let slot = usize::from(slot);
+        match self.taken.get(slot) {
+            Some(&start) if start != 0 => {
+                let start = usize::from(start);
+                // SAFETY: the slot is ours (taken, not given back): the kernel does not
+                // touch it until we store KERNEL in its status; `start..FRAME_SIZE` lies in
+                // the slot, inside the mapping; `&mut self` makes this the only reference.
+                unsafe {
+                    std::slice::from_raw_parts_mut(self.base.add(RxRing::slot_offset(slot) + start), FRAME_SIZE - start)
+                }
+            }
+            _ => &mut [],
+        }
+    }
+
+    /// Gives a taken slot back to the kernel.
+    pub fn give_back(&mut self, slot: u16) {
+        let slot = usize::from(slot);
+        if self.taken.get(slot).is_some_and(|&s| s != 0) {
+            self.taken[slot] = 0;
+            self.in_flight -= 1;
+            self.status(slot).store(TP_STATUS_KERNEL, Ordering::Release);
+        }
+    }
+
+    /// Slots taken and not given back (sends in flight).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Checked now and then: a reader whose next slot is empty while frames wait in
+    /// others would never read again; it moves to the oldest of them. True when it moved.
+    pub fn resync_if_stuck(&mut self) -> bool {
+        if self.unread(self.next) || !(0..FRAMES).any(|i| self.unread(i)) {
+            return false;
+        }
+        self.next = self.first_unread();
+        true
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`, once. The ring itself stays
+        // with the socket (another process may map it next).
+        unsafe { libc::munmap(self.base.cast(), RING_BYTES) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_unread;
+
+    fn start(unread: &[u8], stamps: &[u64]) -> usize {
+        first_unread(unread.len(), |i| unread[i] == 1, |i| stamps[i])
+    }
+
+    #[test]
+    fn the_reader_starts_at_the_oldest_waiting_frame() {
+        let z = [0u64; 6];
+        // One run in the middle, one that wraps past the last slot, one at the start.
+        assert_eq!(start(&[0, 0, 1, 1, 1, 0], &z), 2);
+        assert_eq!(start(&[1, 1, 0, 0, 1, 1], &z), 4);
+        assert_eq!(start(&[1, 0, 0, 0, 0, 0], &z), 0);
+        assert_eq!(start(&[0, 0, 0, 0, 0, 1], &z), 5);
+    }
+
+    #[test]
+    fn with_nothing_waiting_the_reader_goes_where_the_kernel_writes_next() {
+        // The kernel wrote slot 3 last (the newest stamp), so it writes slot 4 next.
+        assert_eq!(start(&[0; 6], &[50, 51, 52, 53, 10, 11]), 4);
+        // It wrote the last slot last: it wraps to the first.
+        assert_eq!(start(&[0; 6], &[1, 2, 3, 4, 5, 6]), 0);
+        // A ring not written yet starts at slot 0, like the kernel.
+        assert_eq!(start(&[0; 6], &[0; 6]), 0);
+        // Only the first slots written so far.
+        assert_eq!(start(&[0; 6], &[7, 8, 0, 0, 0, 0]), 2);
+    }
+
+    #[test]
+    fn a_full_ring_is_read_from_after_the_newest_frame() {
+        // Every slot waits: the oldest is the one after the newest.
+        assert_eq!(start(&[1; 5], &[20, 21, 22, 18, 19]), 3);
+        assert_eq!(start(&[1; 5], &[20, 21, 22, 23, 24]), 0);
+    }
+}
