@@ -88,6 +88,10 @@ counters! {
     NeighbourResolutionsRefused => "NeighbourResolutionsRefused",
     /// Frames moved to another worker (fragments, hairpin) to keep a flow on its owner.
     HandoffFrames => "HandoffFrames",
+    /// Frames read from PACKET_MMAP receive rings (`dataplane.receive = "ring"`), and
+    /// those too large for a slot, which came whole by the socket instead.
+    ReceiveRingFrames => "ReceiveRingFrames",
+    ReceiveRingFramesQueued => "ReceiveRingFramesQueued",
     /// Times the watchdog saw a worker not turn its loop for 500 ms (it turns at least
     /// every 10 ms), once per stall; logged with the worker and how long.
     WorkerStalls => "WorkerStalls",

@@ -4,6 +4,12 @@
 //! io_uring receive completion per frame. The worker waits for the socket to become
 //! readable (one multishot poll), then walks the ring.
 //!
+//! Slots are small (2 KiB: a frame of the usual 1500-byte MTU): 2048 of them make a ring of
+//! 4 MiB that absorbs a burst of small packets. A larger frame (a GSO super-frame of up to
+//! 64 KiB, a jumbo frame) is queued whole on the socket instead (`PACKET_COPY_THRESH`), its
+//! slot marked `TP_STATUS_COPY`, and arrives by the socket path (multishot `recv`), which
+//! the worker keeps armed beside the ring.
+//!
 //! Frames are taken in ring order. A taken frame is translated in place and sent from the
 //! ring (the send copies it), and goes back to the kernel when that send completes, or at
 //! once when the frame is dropped, parked or handed on. The kernel fills slots in order and
@@ -11,8 +17,9 @@
 //!
 //! Layout of a frame slot (`packet_mmap.rst`, `tpacket_rcv`): a `tpacket2_hdr` (its
 //! status word first), then at `tp_mac - 10` the virtio-net header (the socket has
-//! `PACKET_VNET_HDR`), then the Ethernet frame of `tp_snaplen` bytes. A slot holds a whole
-//! 64 KiB GSO super-frame: a truncated one is dropped and counted.
+//! `PACKET_VNET_HDR`), then the Ethernet frame of `tp_snaplen` bytes. A frame cut short
+//! without being queued whole (the socket's receive buffer was full) is dropped and
+//! counted as truncated.
 //!
 //! A ring lives with its socket, not with the process: a socket handed to the next
 //! process (`natgw upgrade`, or systemd's store across a restart) keeps its ring and the
@@ -27,21 +34,24 @@ use super::VNET_HDR_LEN;
 
 // <linux/if_packet.h>
 const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_COPY_THRESH: libc::c_int = 7;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const TPACKET_V2: libc::c_int = 1;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_COPY: u32 = 1 << 1;
 
-/// A slot: a 64 KiB GSO super-frame, its Ethernet and virtio-net headers and the
-/// `tpacket2_hdr` before them (`tp_mac` is 76 with a virtio-net header), rounded to 16.
-pub const FRAME_SIZE: usize = 65536 + 256;
+/// A slot: the `tpacket2_hdr` (`tp_mac` is 76 with a virtio-net header) and a frame of
+/// up to 1972 bytes: a 1500-byte MTU with room for VLAN tags. Larger frames are queued on
+/// the socket whole.
+pub const FRAME_SIZE: usize = 2048;
 /// A block of slots, as the kernel allocates them (one compound page of order 10, or
 /// vmalloc'd memory when that fails).
 const BLOCK_SIZE: usize = 4 << 20;
 const FRAMES_PER_BLOCK: usize = BLOCK_SIZE / FRAME_SIZE;
-const BLOCKS: usize = 4;
-/// Slots per ring: 252, 16 MiB per socket.
+const BLOCKS: usize = 1;
+/// Slots per ring: 2048, 4 MiB per socket.
 pub const FRAMES: usize = FRAMES_PER_BLOCK * BLOCKS;
 const RING_BYTES: usize = BLOCK_SIZE * BLOCKS;
 const _: () = assert!(FRAMES <= u16::MAX as usize && FRAME_SIZE.is_multiple_of(16) && BLOCK_SIZE.is_multiple_of(4096));
@@ -52,6 +62,11 @@ const TP_SNAPLEN: usize = 8;
 const TP_MAC: usize = 12;
 const TP_SEC: usize = 16;
 const TP_NSEC: usize = 20;
+/// `tp_padding`: the kernel zeroes it each time it fills the slot; a reader marks a slot
+/// it took there (`TAKEN_MARK`), so that a successor can tell a frame nobody read from
+/// one its predecessor took and may have sent already.
+const TP_PADDING: usize = 28;
+const TAKEN_MARK: u32 = u32::from_le_bytes(*b"ngw1");
 /// `TPACKET2_HDRLEN`: the header (32) and a `sockaddr_ll` (20): where data may start.
 const TPACKET2_HDRLEN: usize = 52;
 
@@ -83,21 +98,25 @@ pub enum Taken {
     Frame { slot: u16, len: usize },
     /// Slot `slot` held a frame the slot could not hold whole (given back already).
     Truncated,
+    /// The frame was too large for a slot and is queued whole on the socket (its slot
+    /// is given back already): it comes by `recv`.
+    Queued,
 }
 
 /// Where the ring's reader goes next, from the slots alone: the oldest frame not yet read
 /// (`unread`: the kernel filled it and nobody took it), or, when none waits, the slot after
 /// the one the kernel filled last (by its timestamp), where it fills next. Used when a
-/// ring comes from another process, and when a reader finds its next slot empty while
-/// frames wait elsewhere (it cannot happen, but then nothing would be read again).
+/// ring comes from another process, and when a reader's next slot stays empty while
+/// frames wait in others.
 pub fn first_unread(slots: usize, unread: impl Fn(usize) -> bool, stamp: impl Fn(usize) -> u64) -> usize {
     if slots == 0 {
         return 0;
     }
     let prev = |i: usize| (i + slots - 1) % slots;
-    // The kernel fills slots in order, so the unread ones are one run: its start is an
-    // unread slot after one that is not.
-    if let Some(i) = (0..slots).find(|&i| unread(i) && !unread(prev(i))) {
+    // The kernel claims slots in order, so the unread ones are one run, except that a
+    // slot still being filled (on another CPU) may split it for a moment: of the runs'
+    // starts (an unread slot after one that is not), the oldest frame begins the run.
+    if let Some(i) = (0..slots).filter(|&i| unread(i) && !unread(prev(i))).min_by_key(|&i| (stamp(i), i)) {
         return i;
     }
     let newest = (0..slots).max_by_key(|&i| (stamp(i), i)).unwrap_or(0);
@@ -118,6 +137,9 @@ pub struct RxRing {
     taken: Vec<u16>,
     /// Slots taken and not given back.
     in_flight: usize,
+    /// The empty slot the reader waited on at the last check while frames waited in
+    /// others (`resync_if_stuck`).
+    stuck_at: Option<usize>,
 }
 
 // SAFETY: the mapping is used by the one worker thread that owns this value.
@@ -128,10 +150,12 @@ impl RxRing {
     /// set, bound, with no ring yet) and maps it.
     pub fn attach(fd: RawFd) -> io::Result<RxRing> {
         setsockopt(fd, PACKET_VERSION, &TPACKET_V2)?;
+        // Frames larger than a slot: queued whole on the socket (any non-zero value).
+        setsockopt(fd, PACKET_COPY_THRESH, &1i32)?;
         setsockopt(fd, PACKET_RX_RING, &request())?;
         RxRing::map(fd).inspect_err(|_| {
             // A ring we cannot read would take every frame: take it down again (a request
-            // of no blocks frees it and gives frames back to the socket's queue).
+            // of no blocks frees it; frames then queue on the socket for `recv`).
             let none = libc::tpacket_req { tp_block_size: 0, tp_block_nr: 0, tp_frame_size: 0, tp_frame_nr: 0 };
             let _ = setsockopt(fd, PACKET_RX_RING, &none);
         })
@@ -153,6 +177,15 @@ impl RxRing {
                 format!("its receive ring is not this build's ({FRAMES} slots of {FRAME_SIZE} bytes): {e}"),
             )
         })?;
+        // Frames the process before took and did not give back (a send still in flight
+        // when it stopped, or it crashed) may have gone out already: given back unread,
+        // never translated twice.
+        for slot in 0..FRAMES {
+            let status = ring.status(slot);
+            if status.load(Ordering::Acquire) & TP_STATUS_USER != 0 && ring.header(slot, TP_PADDING) == TAKEN_MARK {
+                status.store(TP_STATUS_KERNEL, Ordering::Release);
+            }
+        }
         ring.next = ring.first_unread();
         Ok(Some(ring))
     }
@@ -166,7 +199,7 @@ impl RxRing {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(RxRing { base: base.cast(), next: 0, taken: vec![0; FRAMES], in_flight: 0 })
+        Ok(RxRing { base: base.cast(), next: 0, taken: vec![0; FRAMES], in_flight: 0, stuck_at: None })
     }
 
     fn slot_offset(slot: usize) -> usize {
@@ -179,11 +212,27 @@ impl RxRing {
         unsafe { &*self.base.add(RxRing::slot_offset(slot)).cast::<AtomicU32>() }
     }
 
-    /// A u32 of a slot's header; only read of a slot that is ours (status USER).
+    /// A u32 of a slot's header (at a 4-byte aligned offset); read of a slot that is ours
+    /// (status USER), but for the timestamps `first_unread` compares, a heuristic.
     fn header(&self, slot: usize, at: usize) -> u32 {
-        // SAFETY: inside the slot's header, within the mapping; the kernel does not write
-        // a slot whose status says it is ours (the Acquire load of the status came first).
+        // SAFETY: inside the slot's header, within the mapping, aligned; the kernel does
+        // not write a slot whose status says it is ours (the Acquire load of the status
+        // came first). A timestamp read while the kernel fills the slot is a plain value
+        // read through a volatile load: at worst a torn number, never undefined memory.
         unsafe { self.base.add(RxRing::slot_offset(slot) + at).cast::<u32>().read_volatile() }
+    }
+
+    /// `tp_mac`, a u16 of a slot that is ours.
+    fn mac_offset(&self, slot: usize) -> usize {
+        // SAFETY: as `header`; offset 12 is 2-byte aligned.
+        usize::from(unsafe { self.base.add(RxRing::slot_offset(slot) + TP_MAC).cast::<u16>().read_volatile() })
+    }
+
+    /// Marks a slot we took (`TP_PADDING`).
+    fn mark_taken(&self, slot: usize) {
+        // SAFETY: the slot is ours (status USER, just taken): the kernel does not touch
+        // it; the padding is 4-byte aligned, inside the slot's header.
+        unsafe { self.base.add(RxRing::slot_offset(slot) + TP_PADDING).cast::<u32>().write_volatile(TAKEN_MARK) }
     }
 
     fn unread(&self, slot: usize) -> bool {
@@ -210,8 +259,12 @@ impl RxRing {
             return None;
         }
         self.next = (slot + 1) % FRAMES;
+        if self.status(slot).load(Ordering::Acquire) & TP_STATUS_COPY != 0 {
+            self.status(slot).store(TP_STATUS_KERNEL, Ordering::Release);
+            return Some(Taken::Queued);
+        }
         let (len, snaplen) = (self.header(slot, TP_LEN) as usize, self.header(slot, TP_SNAPLEN) as usize);
-        let mac = (self.header(slot, TP_MAC) & 0xffff) as usize;
+        let mac = self.mac_offset(slot);
         let fits = mac >= TPACKET2_HDRLEN + VNET_HDR_LEN && mac + snaplen <= FRAME_SIZE && snaplen == len;
         // `tp_mac` is a u16 in the header: the start fits one too.
         let start = if fits { u16::try_from(mac - VNET_HDR_LEN).unwrap_or(0) } else { 0 };
@@ -219,6 +272,7 @@ impl RxRing {
             self.status(slot).store(TP_STATUS_KERNEL, Ordering::Release);
             return Some(Taken::Truncated);
         }
+        self.mark_taken(slot);
         self.taken[slot] = start;
         self.in_flight += 1;
         // `slot` < FRAMES, which fits a u16 (asserted above).
@@ -258,12 +312,20 @@ impl RxRing {
         self.in_flight
     }
 
-    /// Checked now and then: a reader whose next slot is empty while frames wait in
-    /// others would never read again; it moves to the oldest of them. True when it moved.
+    /// Checked every 100 ms: a reader whose next slot stays empty over two checks while
+    /// frames wait in others would never read them (a ring taken over with a guess of
+    /// where reading left off); it moves to the oldest of them. Once is not enough: a slot
+    /// the kernel is still filling leaves that picture for a moment. True when it moved.
     pub fn resync_if_stuck(&mut self) -> bool {
         if self.unread(self.next) || !(0..FRAMES).any(|i| self.unread(i)) {
+            self.stuck_at = None;
             return false;
         }
+        if self.stuck_at != Some(self.next) {
+            self.stuck_at = Some(self.next);
+            return false;
+        }
+        self.stuck_at = None;
         self.next = self.first_unread();
         true
     }
@@ -305,6 +367,15 @@ mod tests {
         assert_eq!(start(&[0; 6], &[0; 6]), 0);
         // Only the first slots written so far.
         assert_eq!(start(&[0; 6], &[7, 8, 0, 0, 0, 0]), 2);
+    }
+
+    #[test]
+    fn a_slot_still_being_filled_does_not_hide_the_oldest_frames() {
+        // Slot 2 is claimed and being filled on another CPU while 3 and 4 are done: two
+        // runs; the oldest frame (slot 0's) begins the one to read first.
+        assert_eq!(start(&[1, 1, 0, 1, 1, 0], &[20, 21, 9, 23, 24, 3]), 0);
+        // The same across the end of the ring: the older run starts at slot 4.
+        assert_eq!(start(&[1, 0, 1, 0, 1, 1], &[32, 5, 34, 6, 30, 31]), 4);
     }
 
     #[test]

@@ -208,7 +208,10 @@ impl PacketSocket {
         let info = interface_info(ifname)?;
         let proto_be = opts.protocol.to_be();
         // SAFETY: plain socket(2); result checked and owned below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto_be)) };
+        // Protocol 0: the socket takes no frame until `bind` names the interface and the
+        // protocol (created with the protocol, it would take matching frames of every
+        // interface until then, and they would be read as this link's).
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             let e = io::Error::last_os_error();
             if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {

@@ -113,6 +113,8 @@ pub struct Worker {
     flow_ends: Vec<natgw_core::nat::FlowEnd>,
     scratch: Vec<u8>,
     recv_armed: Vec<bool>,
+    /// Per link with a receive ring: its multishot poll is armed.
+    poll_armed: Vec<bool>,
     /// A receive ring still held frames when its turn's share was taken: the next turn
     /// does not wait for a completion (no new one may come for those frames).
     ring_backlog: bool,
@@ -195,6 +197,7 @@ impl Worker {
             flow_ends: Vec::new(),
             scratch: vec![0u8; 2048],
             recv_armed: vec![false; n],
+            poll_armed: vec![false; n],
             ring_backlog: false,
             wake_armed: false,
             mtus: vec![0; n],
@@ -229,18 +232,24 @@ impl Worker {
         }
     }
 
+    /// Arms the link's multishot receive: every frame of a link without a receive ring,
+    /// the frames too large for a slot of one with a ring.
     fn arm_recv(&mut self, link: usize) {
         let fd = self.links[link].socket.raw_fd();
-        let e = if self.links[link].rx_ring.is_some() {
-            opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-                .multi(true)
-                .build()
-                .user_data(ud(OP_POLL_RING, link as u64))
-        } else {
-            opcode::RecvMulti::new(types::Fd(fd), self.bufs.group).build().user_data(ud(OP_RECV, link as u64))
-        };
+        let e = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group).build().user_data(ud(OP_RECV, link as u64));
         self.push_sqe(e);
         self.recv_armed[link] = true;
+    }
+
+    /// Arms the multishot poll that wakes the worker for a link's receive ring.
+    fn arm_poll(&mut self, link: usize) {
+        let fd = self.links[link].socket.raw_fd();
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(ud(OP_POLL_RING, link as u64));
+        self.push_sqe(e);
+        self.poll_armed[link] = true;
     }
 
     fn arm_wake(&mut self) {
@@ -253,6 +262,9 @@ impl Worker {
     pub fn run(mut self) {
         for l in 0..self.links.len() {
             self.arm_recv(l);
+            if self.links[l].rx_ring.is_some() {
+                self.arm_poll(l);
+            }
         }
         self.arm_wake();
         let mut last_tick = 0u64;
@@ -293,6 +305,9 @@ impl Worker {
             for l in 0..self.links.len() {
                 if !self.recv_armed[l] {
                     self.arm_recv(l);
+                }
+                if !self.poll_armed[l] && self.links[l].rx_ring.is_some() {
+                    self.arm_poll(l);
                 }
             }
             if !self.wake_armed {
@@ -459,7 +474,7 @@ impl Worker {
             OP_POLL_RING => {
                 // The frames themselves are taken by `drain_rings`, every loop turn.
                 if !cqueue::more(flags) {
-                    if let Some(armed) = self.recv_armed.get_mut(arg as usize) {
+                    if let Some(armed) = self.poll_armed.get_mut(arg as usize) {
                         *armed = false;
                     }
                 }
@@ -535,7 +550,10 @@ impl Worker {
                 match ring.take() {
                     None => break,
                     Some(Taken::Truncated) => self.translator.counters().inc(Counter::DropTruncated),
+                    // The whole frame comes by the link's multishot receive.
+                    Some(Taken::Queued) => self.translator.counters().inc(Counter::ReceiveRingFramesQueued),
                     Some(Taken::Frame { slot, len }) => {
+                        self.translator.counters().inc(Counter::ReceiveRingFrames);
                         self.on_frame(link, BufRef::Ring { link: link_u8, slot }, len, now);
                     }
                 }
@@ -843,15 +861,18 @@ impl Worker {
     fn stop_receiving(&mut self) {
         for l in 0..self.links.len() {
             if self.recv_armed[l] {
-                let op = if self.links[l].rx_ring.is_some() { OP_POLL_RING } else { OP_RECV };
-                let e = opcode::AsyncCancel::new(ud(op, l as u64)).build().user_data(ud(OP_CANCEL, 0));
+                let e = opcode::AsyncCancel::new(ud(OP_RECV, l as u64)).build().user_data(ud(OP_CANCEL, 0));
+                self.push_sqe(e);
+            }
+            if self.poll_armed[l] {
+                let e = opcode::AsyncCancel::new(ud(OP_POLL_RING, l as u64)).build().user_data(ud(OP_CANCEL, 0));
                 self.push_sqe(e);
             }
         }
         let deadline = std::time::Instant::now() + Duration::from_millis(200);
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(256);
         let busy = |w: &Worker| {
-            w.recv_armed.iter().any(|&a| a)
+            w.recv_armed.iter().chain(&w.poll_armed).any(|&a| a)
                 || w.links.iter().any(|l| l.rx_ring.as_ref().is_some_and(|r| r.in_flight() > 0))
         };
         while busy(self) && std::time::Instant::now() < deadline {

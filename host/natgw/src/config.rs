@@ -319,7 +319,7 @@ pub struct RawDataplane {
     /// Spin on an empty ring this many microseconds before sleeping (lower latency, more CPU).
     pub busy_poll_us: u64,
     /// How frames come in from each link: "socket" (multishot `recv` into the worker's
-    /// buffers) or "ring" (a PACKET_MMAP receive ring per socket, 16 MiB each).
+    /// buffers) or "ring" (a PACKET_MMAP receive ring per socket, 4 MiB each).
     pub receive: String,
     /// Under systemd (`$NOTIFY_SOCKET`): keep the flows in a journal in its
     /// file-descriptor store, so that a restart or a crash of natgw keeps them.

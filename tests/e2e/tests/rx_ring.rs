@@ -66,6 +66,11 @@ fn receive_rings_carry_bulk_tcp_udp_and_many_flows_and_pass_to_a_successor() {
     assert!(mbit > 500.0, "bulk TCP through the rings: {mbit:.0} Mbit/s");
     assert_eq!(t.counter(r#"PacketsDropCount{reason="truncated"}"#), 0);
     assert_eq!(t.counter(r#"PacketsDropCount{reason="tcp-out-of-window"}"#), 0);
+    // Both ways were taken: the ACKs and small segments from the slots, the super-frames
+    // (too large for a 2 KiB slot) whole from the socket.
+    let (slots, queued) = (t.counter("ReceiveRingFrames"), t.counter("ReceiveRingFramesQueued"));
+    eprintln!("{slots} frames read from ring slots, {queued} too large for a slot came by the socket");
+    assert!(slots > 10_000 && queued > 10_000, "{slots} from slots, {queued} queued");
 
     // 3000 UDP flows, spread over both workers by the fanout's steering, each answered
     // (port unreachable) back through the rings.
