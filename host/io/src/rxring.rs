@@ -91,6 +91,28 @@ fn setsockopt<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
     }
 }
 
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> String {
+    // SAFETY: utsname is plain data; uname fills it (NUL-terminated fields).
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect()
+}
+
+/// True for a kernel whose `virtio_net_hdr_from_skb` describes UDP GSO (6.2 and later).
+/// Before it, a UDP super-frame (a QUIC sender with `UDP_SEGMENT` beside natgw) failed that
+/// conversion, and `tpacket_rcv` then leaves the slot it claimed neither filled nor free:
+/// the ring would take no frame again. TCP super-frames converted on every kernel.
+pub fn converts_udp_gso(release: &str) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty());
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+    matches!((major, minor), (Some(a), Some(b)) if (a, b) >= (6, 2))
+}
+
 /// What a frame taken from the ring is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
@@ -149,6 +171,12 @@ impl RxRing {
     /// Sets up a TPACKET_V2 receive ring on `fd` (a packet socket with `PACKET_VNET_HDR`
     /// set, bound, with no ring yet) and maps it.
     pub fn attach(fd: RawFd) -> io::Result<RxRing> {
+        let release = kernel_release();
+        if !converts_udp_gso(&release) {
+            return Err(io::Error::other(format!(
+                "Linux {release} cannot describe a UDP GSO frame to a ring (6.2 can), and one such frame would stop the ring"
+            )));
+        }
         setsockopt(fd, PACKET_VERSION, &TPACKET_V2)?;
         // Frames larger than a slot: queued whole on the socket (any non-zero value).
         setsockopt(fd, PACKET_COPY_THRESH, &1i32)?;
@@ -177,17 +205,22 @@ impl RxRing {
                 format!("its receive ring is not this build's ({FRAMES} slots of {FRAME_SIZE} bytes): {e}"),
             )
         })?;
-        // Frames the process before took and did not give back (a send still in flight
-        // when it stopped, or it crashed) may have gone out already: given back unread,
-        // never translated twice.
+        ring.settle_after_adoption();
+        Ok(Some(ring))
+    }
+
+    /// A ring just mapped from another process's socket: frames that process took and did
+    /// not give back (a send still in flight when it stopped, or it crashed) may have gone
+    /// out already: given back unread, never translated twice. Reading starts at the
+    /// oldest frame nobody took.
+    fn settle_after_adoption(&mut self) {
         for slot in 0..FRAMES {
-            let status = ring.status(slot);
-            if status.load(Ordering::Acquire) & TP_STATUS_USER != 0 && ring.header(slot, TP_PADDING) == TAKEN_MARK {
+            let status = self.status(slot);
+            if status.load(Ordering::Acquire) & TP_STATUS_USER != 0 && self.header(slot, TP_PADDING) == TAKEN_MARK {
                 status.store(TP_STATUS_KERNEL, Ordering::Release);
             }
         }
-        ring.next = ring.first_unread();
-        Ok(Some(ring))
+        self.next = self.first_unread();
     }
 
     fn map(fd: RawFd) -> io::Result<RxRing> {
@@ -215,24 +248,28 @@ impl RxRing {
     /// A u32 of a slot's header (at a 4-byte aligned offset); read of a slot that is ours
     /// (status USER), but for the timestamps `first_unread` compares, a heuristic.
     fn header(&self, slot: usize, at: usize) -> u32 {
-        // SAFETY: inside the slot's header, within the mapping, aligned; the kernel does
-        // not write a slot whose status says it is ours (the Acquire load of the status
-        // came first). A timestamp read while the kernel fills the slot is a plain value
-        // read through a volatile load: at worst a torn number, never undefined memory.
-        unsafe { self.base.add(RxRing::slot_offset(slot) + at).cast::<u32>().read_volatile() }
+        // SAFETY: inside the slot's header, within the mapping, 4-byte aligned (slots and
+        // the header's u32 fields are). Read atomically: a timestamp may be read while the
+        // kernel fills the slot (at worst a stale number, which `first_unread` tolerates).
+        let word = unsafe { &*self.base.add(RxRing::slot_offset(slot) + at).cast::<AtomicU32>() };
+        word.load(Ordering::Relaxed)
     }
 
     /// `tp_mac`, a u16 of a slot that is ours.
     fn mac_offset(&self, slot: usize) -> usize {
-        // SAFETY: as `header`; offset 12 is 2-byte aligned.
-        usize::from(unsafe { self.base.add(RxRing::slot_offset(slot) + TP_MAC).cast::<u16>().read_volatile() })
+        // SAFETY: inside the slot's header, 2-byte aligned; the slot is ours (status USER,
+        // loaded with Acquire first), so the kernel does not write it.
+        let half =
+            unsafe { &*self.base.add(RxRing::slot_offset(slot) + TP_MAC).cast::<std::sync::atomic::AtomicU16>() };
+        usize::from(half.load(Ordering::Relaxed))
     }
 
     /// Marks a slot we took (`TP_PADDING`).
     fn mark_taken(&self, slot: usize) {
         // SAFETY: the slot is ours (status USER, just taken): the kernel does not touch
         // it; the padding is 4-byte aligned, inside the slot's header.
-        unsafe { self.base.add(RxRing::slot_offset(slot) + TP_PADDING).cast::<u32>().write_volatile(TAKEN_MARK) }
+        let word = unsafe { &*self.base.add(RxRing::slot_offset(slot) + TP_PADDING).cast::<AtomicU32>() };
+        word.store(TAKEN_MARK, Ordering::Relaxed);
     }
 
     fn unread(&self, slot: usize) -> bool {
@@ -341,10 +378,127 @@ impl Drop for RxRing {
 
 #[cfg(test)]
 mod tests {
-    use super::first_unread;
+    use super::*;
+
+    /// A ring over anonymous memory, with `fill` playing the kernel's part.
+    fn fake_ring() -> RxRing {
+        // SAFETY: a fresh anonymous mapping of the ring's size, checked; RxRing unmaps it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                RING_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        RxRing { base: base.cast(), next: 0, taken: vec![0; FRAMES], in_flight: 0, stuck_at: None }
+    }
+
+    /// What `tpacket_rcv` does to a slot: header (padding zeroed), virtio-net header and
+    /// frame at `tp_mac` 76, then the status word.
+    fn fill(ring: &RxRing, slot: usize, frame: &[u8], len: usize, status: u32, stamp: u32) {
+        let at = RxRing::slot_offset(slot);
+        let snaplen = frame.len();
+        // SAFETY: test memory of our own, inside the mapping.
+        unsafe {
+            let h = ring.base.add(at);
+            h.add(TP_LEN).cast::<u32>().write(u32::try_from(len).unwrap());
+            h.add(TP_SNAPLEN).cast::<u32>().write(u32::try_from(snaplen).unwrap());
+            h.add(TP_MAC).cast::<u16>().write(76);
+            h.add(TP_SEC).cast::<u32>().write(stamp);
+            h.add(TP_PADDING).cast::<u32>().write(0);
+            std::ptr::copy_nonoverlapping([1u8; VNET_HDR_LEN].as_ptr(), h.add(76 - VNET_HDR_LEN), VNET_HDR_LEN);
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), h.add(76), snaplen);
+        }
+        ring.status(slot).store(status, Ordering::Release);
+    }
+
+    #[test]
+    fn a_frame_is_ours_from_take_until_given_back_once() {
+        let mut ring = fake_ring();
+        assert_eq!(ring.take(), None, "an empty ring");
+        let frame: Vec<u8> = (0..60u8).collect();
+        fill(&ring, 0, &frame, 60, TP_STATUS_USER, 1);
+        assert!(ring.waiting());
+        assert_eq!(ring.take(), Some(Taken::Frame { slot: 0, len: 70 }));
+        assert_eq!(ring.in_flight(), 1);
+        let bytes = ring.frame_mut(0);
+        assert_eq!(&bytes[..VNET_HDR_LEN], &[1u8; VNET_HDR_LEN], "the virtio-net header first");
+        assert_eq!(&bytes[VNET_HDR_LEN..70], &frame[..], "then the frame");
+        assert_eq!(bytes.len(), FRAME_SIZE - 66, "to the end of the slot");
+        assert_eq!(ring.take(), None, "a taken slot is not taken again");
+        ring.give_back(0);
+        assert_eq!(ring.status(0).load(Ordering::Acquire), TP_STATUS_KERNEL);
+        assert_eq!((ring.in_flight(), ring.frame_mut(0).len()), (0, 0));
+        ring.give_back(0);
+        assert_eq!(ring.in_flight(), 0, "giving back twice counts once");
+    }
+
+    #[test]
+    fn large_and_cut_frames_go_back_at_once() {
+        let mut ring = fake_ring();
+        // Too large for a slot: queued whole on the socket, the slot marked COPY.
+        fill(&ring, 0, &[0u8; 100], 9000, TP_STATUS_USER | TP_STATUS_COPY, 1);
+        // Cut short and not queued (the socket's buffer was full).
+        fill(&ring, 1, &[0u8; 100], 9000, TP_STATUS_USER, 2);
+        fill(&ring, 2, &[0u8; 64], 64, TP_STATUS_USER, 3);
+        assert_eq!(ring.take(), Some(Taken::Queued));
+        assert_eq!(ring.take(), Some(Taken::Truncated));
+        assert_eq!(ring.take(), Some(Taken::Frame { slot: 2, len: 74 }));
+        assert_eq!(ring.in_flight(), 1, "only the frame in slot 2 is held");
+        for slot in 0..2 {
+            assert_eq!(ring.status(slot).load(Ordering::Acquire), TP_STATUS_KERNEL, "slot {slot}");
+        }
+    }
+
+    #[test]
+    fn a_successor_gives_back_what_its_predecessor_took_and_reads_on_from_the_oldest() {
+        let mut before = fake_ring();
+        for slot in 10..16u32 {
+            fill(&before, slot as usize, &[0u8; 64], 64, TP_STATUS_USER, 100 + slot);
+        }
+        before.next = 10;
+        // The process before took two frames (sends in flight when it stopped).
+        assert!(matches!(before.take(), Some(Taken::Frame { slot: 10, .. })));
+        assert!(matches!(before.take(), Some(Taken::Frame { slot: 11, .. })));
+        // The successor maps the same memory: here, the same slots under a fresh reader.
+        let mut after = RxRing { base: before.base, next: 0, taken: vec![0; FRAMES], in_flight: 0, stuck_at: None };
+        after.settle_after_adoption();
+        for slot in [10, 11] {
+            assert_eq!(after.status(slot).load(Ordering::Acquire), TP_STATUS_KERNEL, "slot {slot} given back");
+        }
+        assert_eq!(after.next, 12, "reading goes on at the oldest frame nobody took");
+        assert!(matches!(after.take(), Some(Taken::Frame { slot: 12, .. })));
+        // One mapping, two readers in this test: only one may unmap it.
+        std::mem::forget(before);
+    }
+
+    #[test]
+    fn a_stuck_reader_moves_only_after_two_checks() {
+        let mut ring = fake_ring();
+        fill(&ring, 5, &[0u8; 64], 64, TP_STATUS_USER, 9);
+        ring.next = 2;
+        assert!(!ring.resync_if_stuck(), "once may be a slot still being filled");
+        assert!(ring.resync_if_stuck(), "twice: it moves");
+        assert_eq!(ring.take(), Some(Taken::Frame { slot: 5, len: 74 }));
+        assert!(!ring.resync_if_stuck() && !ring.resync_if_stuck(), "nothing waits elsewhere");
+    }
 
     fn start(unread: &[u8], stamps: &[u64]) -> usize {
         first_unread(unread.len(), |i| unread[i] == 1, |i| stamps[i])
+    }
+
+    #[test]
+    fn rings_only_on_kernels_that_describe_udp_gso() {
+        for yes in ["6.2.0", "6.18.44-fc-v1300", "7.0", "6.10.1-arch1", "10.1"] {
+            assert!(super::converts_udp_gso(yes), "{yes}");
+        }
+        for no in ["6.1.0-27-amd64", "5.15.0", "4.19.2", "6", "", "linux"] {
+            assert!(!super::converts_udp_gso(no), "{no}");
+        }
     }
 
     #[test]

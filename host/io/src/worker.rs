@@ -831,6 +831,12 @@ impl Worker {
         outcome: std::sync::mpsc::Receiver<HandoverOutcome>,
     ) -> bool {
         self.stop_receiving();
+        if self.links.iter().any(|l| l.rx_ring.as_ref().is_some_and(|r| r.in_flight() > 0)) {
+            // A send from a ring slot did not complete: the successor would give the slot
+            // back under it. No handoff (the upgrade fails, naming no answer); forward on.
+            tracing::warn!("natgw: worker {}: sends from a receive ring still in flight; not handing over", self.index);
+            return false;
+        }
         let now = self.shared.now_ms();
         self.drain_handoffs(now);
         let _ = self.ring.submit();

@@ -229,11 +229,14 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
     // each) is made now, before a predecessor's workers stop for the handoff.
     let arp_sockets = L2Thread::open_sockets(&l2_links)?;
     let mut rings = (0..workers).map(|_| Rings::new(cfg.rx_buffers)).collect::<Result<Vec<_>, _>>()?.into_iter();
-    let terms = handoff::Terms {
+    let mut terms = handoff::Terms {
         version: env!("CARGO_PKG_VERSION").into(),
         workers,
         interfaces: interface_names.clone(),
         fingerprint: nat_cfg(0).state_fingerprint(),
+        reads_rx_rings: true,
+        // Known once the sockets are open (below).
+        rx_rings_in_use: false,
     };
     // A successor: ready now. The predecessor sends a pre-copy of its flows while it
     // forwards on, or (an older natgw) pauses its workers and sends everything.
@@ -415,6 +418,8 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>, takeover_fd: Option<i32>) 
         tracing::warn!("natgw: no receive ring, so receiving by socket, on {}", rings_refused.join("; "));
     }
     let packet_paths: Vec<String> = ring_sockets.iter().map(|&n| packet_path(n, workers)).collect();
+    // A successor must read these rings (`Terms::refusal`).
+    terms.rx_rings_in_use = ring_sockets.iter().any(|&n| n > 0);
     for (name, &n) in interface_names.iter().zip(&ring_sockets) {
         if (inherited.is_some() || reuse_stored) && (n > 0) != cfg.rx_ring {
             tracing::info!(

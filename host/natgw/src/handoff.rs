@@ -64,6 +64,14 @@ pub struct Terms {
     pub interfaces: Vec<String>,
     /// `NatConfig::state_fingerprint`: workers, links, external addresses, pools, port steering.
     pub fingerprint: u64,
+    /// This build reads the PACKET_MMAP receive rings of sockets handed to it. A build
+    /// from before them sends no such field and only calls `recv`: a ring's frames would
+    /// never be read.
+    #[serde(default)]
+    pub reads_rx_rings: bool,
+    /// The running gateway's sockets carry receive rings (`dataplane.receive = "ring"`).
+    #[serde(default)]
+    pub rx_rings_in_use: bool,
 }
 
 impl Terms {
@@ -80,6 +88,12 @@ impl Terms {
                 "interfaces: the running gateway serves {}, the new config {}",
                 self.interfaces.join(","),
                 new.interfaces.join(",")
+            ));
+        }
+        if self.rx_rings_in_use && !new.reads_rx_rings {
+            return Some(format!(
+                "dataplane.receive: the running gateway's packet sockets carry receive rings, which natgw {} cannot read; stop the running gateway and start the new one instead",
+                new.version
             ));
         }
         if new.fingerprint != self.fingerprint {
@@ -459,8 +473,14 @@ mod tests {
 
     #[test]
     fn terms_name_what_differs() {
-        let t =
-            Terms { version: "0".into(), workers: 2, interfaces: vec!["in1".into(), "out0".into()], fingerprint: 1 };
+        let t = Terms {
+            version: "0".into(),
+            workers: 2,
+            interfaces: vec!["in1".into(), "out0".into()],
+            fingerprint: 1,
+            reads_rx_rings: true,
+            rx_rings_in_use: false,
+        };
         assert_eq!(t.refusal(&t), None);
         let r = t.refusal(&Terms { workers: 1, ..t.clone() }).unwrap();
         assert!(r.contains("dataplane.workers") && r.contains('2') && r.contains('1'), "{r}");
@@ -469,5 +489,17 @@ mod tests {
         assert!(t.refusal(&Terms { fingerprint: 2, ..t.clone() }).unwrap().contains("pool"));
         // Another version of natgw may take over: that is the point.
         assert_eq!(t.refusal(&Terms { version: "1".into(), ..t.clone() }), None);
+        // Sockets with receive rings go only to a build that reads them.
+        let rings = Terms { rx_rings_in_use: true, reads_rx_rings: true, ..t.clone() };
+        let before_rings = Terms { version: "0.9".into(), reads_rx_rings: false, ..t.clone() };
+        let r = rings.refusal(&before_rings).unwrap();
+        assert!(r.contains("dataplane.receive") && r.contains("natgw 0.9"), "{r}");
+        assert_eq!(rings.refusal(&Terms { version: "1".into(), ..rings.clone() }), None);
+        assert_eq!(t.refusal(&before_rings), None, "sockets without rings go to any build");
+        // A build from before the fields sends neither: it reads no ring.
+        let old: Terms =
+            serde_json::from_str(r#"{"version":"0.9","workers":2,"interfaces":["in1","out0"],"fingerprint":1}"#)
+                .unwrap();
+        assert!(!old.reads_rx_rings && rings.refusal(&old).is_some());
     }
 }

@@ -1,7 +1,8 @@
 //! `dataplane.receive = "ring"`: each packet socket reads a PACKET_MMAP receive ring. What
-//! a user relies on is the same as with sockets: bulk TCP passes whole (GSO super-frames
-//! fit a ring slot), UDP and many flows pass on both workers, and an upgrade hands the
-//! sockets over with their rings and the frames queued in them, resetting nothing.
+//! a user relies on is the same as with sockets: bulk TCP passes whole (GSO super-frames,
+//! too large for a 2 KiB slot, are queued whole on the socket and come by `recv`), UDP and
+//! many flows pass on both workers, and an upgrade hands the sockets over with their rings
+//! and the frames queued in them, resetting nothing.
 
 use std::net::TcpStream;
 
@@ -59,8 +60,9 @@ fn receive_rings_carry_bulk_tcp_udp_and_many_flows_and_pass_to_a_successor() {
     let before = translated_of(&t);
     assert!(before.iter().all(Option::is_some), "every idle connection has a flow: {before:?}");
 
-    // Bulk TCP: the senders' GSO super-frames (up to 64 KiB) arrive whole in a slot. Were
-    // they cut, every one would be dropped as truncated and the transfer would crawl.
+    // Bulk TCP: the senders' GSO super-frames (up to 64 KiB) come whole by the socket. Were
+    // they cut to a slot, every one would be dropped as truncated and the transfer would
+    // crawl.
     let mbit = iperf(&t, "2");
     eprintln!("iperf3 through receive rings: {mbit:.0} Mbit/s");
     assert!(mbit > 500.0, "bulk TCP through the rings: {mbit:.0} Mbit/s");
