@@ -335,11 +335,6 @@ impl PacketSocket {
         self.rx_ring.take()
     }
 
-    /// True while it holds its receive ring (before `take_rx_ring`).
-    pub fn has_rx_ring(&self) -> bool {
-        self.rx_ring.is_some()
-    }
-
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -441,8 +436,9 @@ const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
 /// `tpacket_rcv` claims the ring's next slot before it converts a frame's offload metadata
 /// to a virtio-net header; when that fails (a GSO type with no such header: SCTP from a
 /// container beside natgw, ESP) it neither fills nor frees the slot, and the ring takes no
-/// frame again. TCP and UDP super-frames always convert. natgw would drop these frames
-/// anyway (`unsupported-protocol`); with a ring the kernel drops them uncounted.
+/// frame again. TCP super-frames always convert, UDP ones since Linux 6.2 (rings are
+/// refused before: `rxring::converts_udp_gso`). natgw would drop these frames anyway
+/// (`unsupported-protocol`); with a ring the kernel drops them uncounted.
 pub fn ring_guard_program() -> Vec<SockFilter> {
     vec![
         /* 0 */ stmt(BPF_LD | BPF_B | BPF_ABS, SKF_NET_OFF + 9),
