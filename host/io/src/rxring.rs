@@ -30,13 +30,10 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::sys::{PACKET_COPY_THRESH, PACKET_RX_RING, PACKET_VERSION, PACKET_VNET_HDR};
 use super::VNET_HDR_LEN;
 
 // <linux/if_packet.h>
-const PACKET_RX_RING: libc::c_int = 5;
-const PACKET_COPY_THRESH: libc::c_int = 7;
-const PACKET_VERSION: libc::c_int = 10;
-const PACKET_VNET_HDR: libc::c_int = 15;
 const TPACKET_V2: libc::c_int = 1;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
@@ -81,14 +78,7 @@ fn request() -> libc::tpacket_req {
 }
 
 fn setsockopt<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
-    let len = libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX);
-    // SAFETY: value points to a live T of `len` bytes, which the kernel only reads.
-    let r = unsafe { libc::setsockopt(fd, libc::SOL_PACKET, name, (value as *const T).cast(), len) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    super::sys::setsockopt_value(fd, libc::SOL_PACKET, name, value)
 }
 
 /// The running kernel's release (`uname -r`).

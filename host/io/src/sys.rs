@@ -16,12 +16,15 @@ use natgw_wire::MacAddr;
 /// `open(2)` flag: refuse a path whose last component is a symbolic link.
 pub const O_NOFOLLOW: i32 = libc::O_NOFOLLOW;
 
-// <linux/if_packet.h> socket options (SOL_PACKET).
+// <linux/if_packet.h> socket options (SOL_PACKET); the receive ring's are set in `rxring`.
+pub(crate) const PACKET_RX_RING: libc::c_int = 5;
+pub(crate) const PACKET_COPY_THRESH: libc::c_int = 7;
+pub(crate) const PACKET_VERSION: libc::c_int = 10;
+pub(crate) const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_FANOUT_DATA: libc::c_int = 22;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_FANOUT_CBPF: i32 = 6;
 
 /// What natgw knows of an interface.
@@ -134,13 +137,7 @@ fn setsockopt_int(
     v: libc::c_int,
     what: &'static str,
 ) -> Result<(), IoError> {
-    // SAFETY: v lives across the call and its size is passed.
-    let r =
-        unsafe { libc::setsockopt(fd, level, opt, &v as *const _ as *const libc::c_void, socklen_of::<libc::c_int>()) };
-    if r < 0 {
-        return Err(IoError::Os(what, io::Error::last_os_error()));
-    }
-    Ok(())
+    setsockopt_value(fd, level, opt, &v).map_err(|e| IoError::Os(what, e))
 }
 
 /// A classic BPF instruction (struct sock_filter).
@@ -157,21 +154,22 @@ pub struct SockFilter {
 fn set_fanout_program(raw: RawFd, prog: &[SockFilter]) -> Result<(), IoError> {
     let len =
         u16::try_from(prog.len()).map_err(|_| IoError::Os("steering program", io::ErrorKind::InvalidInput.into()))?;
-    let fprog = SockFprog { len, filter: prog.as_ptr() };
-    // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
-    let r = unsafe {
-        libc::setsockopt(
-            raw,
-            libc::SOL_PACKET,
-            PACKET_FANOUT_DATA,
-            &fprog as *const _ as *const libc::c_void,
-            socklen_of::<SockFprog>(),
-        )
-    };
-    if r < 0 {
-        return Err(IoError::Os("setsockopt(PACKET_FANOUT_DATA)", io::Error::last_os_error()));
+    // fprog points at `prog`, alive for the call; the kernel copies the program.
+    setsockopt_value(raw, libc::SOL_PACKET, PACKET_FANOUT_DATA, &SockFprog { len, filter: prog.as_ptr() })
+        .map_err(|e| IoError::Os("setsockopt(PACKET_FANOUT_DATA)", e))
+}
+
+/// `setsockopt` with a value of any plain type (an int, or a struct the kernel reads and
+/// copies).
+pub(crate) fn setsockopt_value<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: value points to a live T of the size passed, which the kernel only reads
+    // during the call.
+    let r = unsafe { libc::setsockopt(fd, level, name, (value as *const T).cast(), socklen_of::<T>()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    Ok(())
 }
 
 /// Attaches `prog` as the socket's filter (`SO_ATTACH_FILTER`): it runs on every frame
@@ -179,26 +177,12 @@ fn set_fanout_program(raw: RawFd, prog: &[SockFilter]) -> Result<(), IoError> {
 /// drop.
 fn attach_filter(raw: RawFd, prog: &[SockFilter]) -> io::Result<()> {
     let len = u16::try_from(prog.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let fprog = SockFprog { len, filter: prog.as_ptr() };
-    // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
-    let r = unsafe {
-        libc::setsockopt(
-            raw,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &fprog as *const _ as *const libc::c_void,
-            socklen_of::<SockFprog>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // fprog points at `prog`, alive for the call; the kernel copies the program.
+    setsockopt_value(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &SockFprog { len, filter: prog.as_ptr() })
 }
 
 fn detach_filter(raw: RawFd) -> io::Result<()> {
-    setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0, "setsockopt(SO_DETACH_FILTER)")
-        .map_err(|e| io::Error::other(e.to_string()))
+    setsockopt_value(raw, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &0 as &libc::c_int)
 }
 
 #[repr(C)]

@@ -86,6 +86,12 @@ enum BufRef {
     },
 }
 
+/// Link `link`'s receive ring, if it has one (a function of the links, not of the worker:
+/// a frame in a slot is borrowed beside the translator).
+fn ring_of(links: &mut [WorkerLink], link: usize) -> Option<&mut RxRing> {
+    links.get_mut(link).and_then(|l| l.rx_ring.as_mut())
+}
+
 pub struct WorkerLink {
     pub socket: PacketSocket,
     /// The socket's PACKET_MMAP receive ring (`dataplane.receive = "ring"`); `None`:
@@ -488,7 +494,7 @@ impl Worker {
             }
             OP_SEND_RING => {
                 let (link, slot) = ((arg >> 16) as usize, (arg & 0xffff) as u16);
-                if let Some(ring) = self.links.get_mut(link).and_then(|l| l.rx_ring.as_mut()) {
+                if let Some(ring) = ring_of(&mut self.links, link) {
                     ring.give_back(slot);
                 }
                 if res < 0 {
@@ -515,8 +521,7 @@ impl Worker {
         match b {
             BufRef::Rx(bid) => self.bufs.buf_mut(bid),
             BufRef::Tx(slot) => &mut self.tx[slot],
-            BufRef::Ring { link, slot } => match self.links.get_mut(usize::from(link)).and_then(|l| l.rx_ring.as_mut())
-            {
+            BufRef::Ring { link, slot } => match ring_of(&mut self.links, usize::from(link)) {
                 Some(ring) => ring.frame_mut(slot),
                 None => &mut [],
             },
@@ -528,7 +533,7 @@ impl Worker {
             BufRef::Rx(bid) => self.bufs.recycle(bid),
             BufRef::Tx(slot) => self.tx_free.push(slot),
             BufRef::Ring { link, slot } => {
-                if let Some(ring) = self.links.get_mut(usize::from(link)).and_then(|l| l.rx_ring.as_mut()) {
+                if let Some(ring) = ring_of(&mut self.links, usize::from(link)) {
                     ring.give_back(slot);
                 }
             }
@@ -589,12 +594,10 @@ impl Worker {
             let buf = match b {
                 BufRef::Rx(bid) => self.bufs.buf_mut(bid),
                 BufRef::Tx(slot) => &mut self.tx[slot][..],
-                BufRef::Ring { link, slot } => {
-                    match self.links.get_mut(usize::from(link)).and_then(|l| l.rx_ring.as_mut()) {
-                        Some(ring) => ring.frame_mut(slot),
-                        None => &mut [],
-                    }
-                }
+                BufRef::Ring { link, slot } => match ring_of(&mut self.links, usize::from(link)) {
+                    Some(ring) => ring.frame_mut(slot),
+                    None => &mut [],
+                },
             };
             if buf.len() < len {
                 // Not a frame we hold (cannot happen: a ring slot is ours until given back).
