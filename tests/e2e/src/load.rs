@@ -40,6 +40,23 @@ pub fn idle_connections(ns: &Netns, port: u16, n: usize) -> Vec<TcpStream> {
     })
 }
 
+/// Of `flows` (what `natgw flows` lists), the flow of each idle connection from cli1
+/// (10.10.1.10) by its source port, to the TCP echo service on `port`; `None` where the
+/// gateway has none.
+pub fn idle_flows<'a>(
+    flows: &'a [natgw::admin::FlowEntry],
+    ports: &[u16],
+    port: u16,
+) -> Vec<Option<&'a natgw::admin::FlowEntry>> {
+    ports
+        .iter()
+        .map(|p| {
+            let key = format!("10.10.1.10:{p} -> 203.0.113.80:{port}");
+            flows.iter().find(|f| f.original == key)
+        })
+        .collect()
+}
+
 /// One byte out and back on each connection: what failed, by connection.
 pub fn echo_all(conns: &mut [TcpStream], byte: u8) -> Vec<String> {
     use std::io::{Read, Write};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use natgw::ha::Role;
 use natgw_e2e::ha::{keepalived_state, node_config, role, start_b, start_node, wait_replica, wire_pair, Pair};
-use natgw_e2e::load::{echo_all, idle_connections, start_iperf3_server, start_tcp_echo, udp_stream};
+use natgw_e2e::load::{echo_all, idle_connections, idle_flows, start_iperf3_server, start_tcp_echo, udp_stream};
 use natgw_e2e::wait::secs;
 use natgw_e2e::{eventually, Topology};
 use serde_json::Value;
@@ -19,13 +19,7 @@ use serde_json::Value;
 /// The external endpoint each idle connection leaves with, as `node` shows it.
 fn translated(node: &natgw::admin::AdminClient, ports: &[u16]) -> Vec<Option<String>> {
     let flows = node.flows().unwrap_or_default();
-    ports
-        .iter()
-        .map(|p| {
-            let key = format!("10.10.1.10:{p} -> 203.0.113.80:8081");
-            flows.iter().find(|f| f.original == key).map(|f| f.translated.clone())
-        })
-        .collect()
+    idle_flows(&flows, ports, 8081).into_iter().map(|f| f.map(|f| f.translated.clone())).collect()
 }
 
 fn counter(node: &natgw::admin::AdminClient, name: &str) -> u64 {

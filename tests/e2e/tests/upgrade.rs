@@ -4,7 +4,7 @@
 
 use std::net::TcpStream;
 
-use natgw_e2e::load::{echo_all, idle_connections, start_iperf3_server, start_tcp_echo, udp_stream};
+use natgw_e2e::load::{echo_all, idle_connections, idle_flows, start_iperf3_server, start_tcp_echo, udp_stream};
 use natgw_e2e::wait::secs;
 use natgw_e2e::{eventually, natgw_bin, Topology};
 use serde_json::Value;
@@ -30,12 +30,9 @@ fn an_upgrade_under_load_resets_nothing_and_loses_only_the_pause() {
     let ports: Vec<u16> = idle.iter().map(|s| s.local_addr().expect("local").port()).collect();
     let translated_of = |t: &Topology| {
         let flows = t.admin().flows().expect("flows");
-        ports
-            .iter()
-            .map(|p| {
-                let key = format!("10.10.1.10:{p} -> 203.0.113.80:8081");
-                flows.iter().find(|f| f.original == key).map(|f| (f.translated.clone(), f.state.clone()))
-            })
+        idle_flows(&flows, &ports, 8081)
+            .into_iter()
+            .map(|f| f.map(|f| (f.translated.clone(), f.state.clone())))
             .collect::<Vec<_>>()
     };
     let before = translated_of(&t);
