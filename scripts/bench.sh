@@ -21,7 +21,10 @@
 # natgw2egr (natgw2 with the egress allow-list allowing the server by address) and
 # natgw2names (the same allow-list allowing it by name: [dns] on, dnsmasq in nb-srv
 # answering srv.bench.example, resolved by the client through natgw before each test: the
-# cost of DNS name binding on new connections).
+# cost of DNS name binding on new connections), xsk1 (not natgw: the AF_XDP measurement
+# prototype host/io/examples/xsk_forward.rs, one thread translating with natgw's Translator
+# between AF_XDP sockets in copy mode; nb-cli and nb-srv turn transmit checksum offload off
+# in this mode, since an AF_XDP frame cannot carry a partial checksum; no fill test).
 # Tests: tcp1 tcp4 (iperf3, Gbit/s), udp (trafgen 64-byte UDP, one flow, pps arriving at srv),
 #        udp100k (the same from 109 978 flows: 4 999 sources in 10.77.0.0/16 × 2 source ports
 #        × 11 destination ports, each flow seen again every ~0.5 s), udpmax (the highest rate
@@ -58,6 +61,11 @@ case " $MODES " in *" base"[12]" "*) [ -x "${NATGW_BASE:-}" ] || { echo "bench: 
 for t in iperf3 wrk nginx sockperf trafgen nft; do command -v $t >/dev/null || { echo "bench: $t missing (scripts/setup-tests.sh)"; exit 1; }; done
 UDP_PACE=$ROOT/target/release/udp_pace
 [ -x "$UDP_PACE" ] || (cd "$ROOT" && cargo build --release --locked -q -p natgw-e2e --bin udp_pace) || exit 1
+XSK_FORWARD=$ROOT/target/release/examples/xsk_forward
+case " $MODES " in *" xsk1 "*)
+  command -v ethtool >/dev/null || { echo "bench: ethtool missing"; exit 1; }
+  (cd "$ROOT" && cargo build --release --locked -q -p natgw-io --example xsk_forward) || exit 1;;
+esac
 
 NPID= RUNBIN= CT_MAX= CT_HASH=
 down() {
@@ -161,7 +169,23 @@ setmode() {
   ip netns exec nb-gw conntrack -F >/dev/null 2>&1
   ip -n nb-cli neigh flush dev c0; ip -n nb-srv neigh flush dev s0
   ip -n nb-srv route del 10.77.0.0/16 2>/dev/null
+  if [ "$1" != xsk1 ] && [ -n "${XSK_OFFLOADS_OFF:-}" ]; then
+    ip netns exec nb-cli ethtool -K c0 tx on >/dev/null; ip netns exec nb-srv ethtool -K s0 tx on >/dev/null
+    XSK_OFFLOADS_OFF=
+  fi
   case $1 in
+    xsk1)
+      ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
+      ip netns exec nb-cli ethtool -K c0 tx off >/dev/null; ip netns exec nb-srv ethtool -K s0 tx off >/dev/null
+      XSK_OFFLOADS_OFF=1
+      local mac_c0 mac_s0 mac_gi mac_go
+      mac_c0=$(ip -n nb-cli -br link show c0 | awk '{print $3}'); mac_s0=$(ip -n nb-srv -br link show s0 | awk '{print $3}')
+      mac_gi=$(ip -n nb-gw -br link show gi | awk '{print $3}'); mac_go=$(ip -n nb-gw -br link show go | awk '{print $3}')
+      # The prototype answers no ARP.
+      ip -n nb-cli neigh replace 10.77.0.1 lladdr "$mac_gi" dev c0; ip -n nb-srv neigh replace 198.51.100.1 lladdr "$mac_go" dev s0
+      ip netns exec nb-gw "$XSK_FORWARD" gi 10.77.0.1/16 "$mac_c0" go 198.51.100.1 $SRV "$mac_s0" > "$W/$1.log" 2>&1 &
+      NPID=$! RUNBIN=
+      ;;
     fwd)
       ip -n nb-gw addr add 10.77.0.1/16 dev gi; ip -n nb-gw addr add 198.51.100.1/24 dev go
       ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=1
@@ -309,7 +333,7 @@ settled_flows() {
 # 33 destination ports) at full speed; prints new flows/s over the first pass (to the last
 # rise of the count), then flows= and bytes= per flow at the end.
 t_fill() {
-  [ "$1" = fwd ] && { echo "-"; return; }
+  case $1 in fwd|xsk1) echo "-"; return;; esac
   local n=$((14999 * 2 * 33)) m0 f0 t0 f1 t1 f2 m1
   udp_conf 14999 2 33 > "$W/fill.trafgen"
   m0=$(gw_mem_kb); f0=$(gw_flows); t0=$(date +%s%N)
@@ -398,7 +422,7 @@ names = {"tcp1": "TCP 1 stream, Gbit/s", "tcp4": "TCP 4 streams, Gbit/s", "udp":
          "swap": "policy swap to every worker, median ms"}
 # Rows where less is better get differences or ratios all the same; latency as a difference.
 order = ["fwd", "kernel", "base1", "base2", "natgw1", "natgw2", "natgw1poll", "natgw2poll", "natgw2ring", "natgw2pol", "natgw2file", "natgw2log",
-         "natgw2egr", "natgw2names"]
+         "natgw2egr", "natgw2names", "xsk1"]
 modes = [m for m in order if any(k[1] == m for k in vals)]
 natgws = [m for m in modes if m not in ("fwd", "kernel")]
 extra = [m for m in ("natgw2pol", "natgw2file", "natgw2log") if "natgw2" in modes and m in modes]
@@ -408,6 +432,7 @@ pairs = [(m, b) for m, b in (("natgw1", "base1"), ("natgw2", "base2")) if m in m
 cols = [(m, "kernel") for m in natgws if "kernel" in modes]
 cols += [(m, "fwd") for m in ("kernel", "natgw1", "natgw2") if "fwd" in modes and m in modes]
 cols += [(m, "natgw2") for m in extra] + pairs
+cols += [("xsk1", b) for b in ("natgw1", "natgw2ring") if "xsk1" in modes and b in modes]
 if "natgw2egr" in modes and "natgw2names" in modes:
     cols.append(("natgw2names", "natgw2egr"))
 print("\n| test | " + " | ".join(modes) + " |" + "".join(f" {a}/{b} |" for a, b in cols))
