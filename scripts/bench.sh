@@ -25,6 +25,8 @@
 # prototype host/io/examples/xsk_forward.rs, one thread translating with natgw's Translator
 # between AF_XDP sockets in copy mode; nb-cli and nb-srv turn transmit checksum offload off
 # in this mode, since an AF_XDP frame cannot carry a partial checksum; no fill test).
+# Any mode with -txoff appended (kernel-txoff, natgw1-txoff) runs with the peers' offloads
+# off the same way: the control for xsk1's TCP rows.
 # Tests: tcp1 tcp4 (iperf3, Gbit/s), udp (trafgen 64-byte UDP, one flow, pps arriving at srv),
 #        udp100k (the same from 109 978 flows: 4 999 sources in 10.77.0.0/16 × 2 source ports
 #        × 11 destination ports, each flow seen again every ~0.5 s), udpmax (the highest rate
@@ -67,7 +69,7 @@ case " $MODES " in *" xsk1 "*)
   (cd "$ROOT" && cargo build --release --locked -q -p natgw-io --example xsk_forward) || exit 1;;
 esac
 
-NPID= RUNBIN= CT_MAX= CT_HASH=
+NPID= RUNBIN= CT_MAX= CT_HASH= XSK_OFFLOADS_OFF=
 down() {
   [ -n "$NPID" ] && { kill $NPID 2>/dev/null; wait $NPID 2>/dev/null; NPID=; }
   for n in nb-cli nb-gw nb-srv; do
@@ -169,15 +171,21 @@ setmode() {
   ip netns exec nb-gw conntrack -F >/dev/null 2>&1
   ip -n nb-cli neigh flush dev c0; ip -n nb-srv neigh flush dev s0
   ip -n nb-srv route del 10.77.0.0/16 2>/dev/null
-  if [ "$1" != xsk1 ] && [ -n "${XSK_OFFLOADS_OFF:-}" ]; then
+  # Mode NAME-txoff: mode NAME with the peers' transmit checksum offload off (and with it
+  # TSO and scatter-gather), as mode xsk1 needs: the control for xsk1's TCP rows.
+  local mode=${1%-txoff}
+  if [ -n "$XSK_OFFLOADS_OFF" ]; then
     ip netns exec nb-cli ethtool -K c0 tx on >/dev/null; ip netns exec nb-srv ethtool -K s0 tx on >/dev/null
+    ip -n nb-cli neigh del 10.77.0.1 dev c0 2>/dev/null; ip -n nb-srv neigh del 198.51.100.1 dev s0 2>/dev/null
     XSK_OFFLOADS_OFF=
   fi
-  case $1 in
+  if [ "$mode" = xsk1 ] || [ "$mode" != "$1" ]; then
+    ip netns exec nb-cli ethtool -K c0 tx off >/dev/null; ip netns exec nb-srv ethtool -K s0 tx off >/dev/null
+    XSK_OFFLOADS_OFF=1
+  fi
+  case $mode in
     xsk1)
       ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
-      ip netns exec nb-cli ethtool -K c0 tx off >/dev/null; ip netns exec nb-srv ethtool -K s0 tx off >/dev/null
-      XSK_OFFLOADS_OFF=1
       local mac_c0 mac_s0 mac_gi mac_go
       mac_c0=$(ip -n nb-cli -br link show c0 | awk '{print $3}'); mac_s0=$(ip -n nb-srv -br link show s0 | awk '{print $3}')
       mac_gi=$(ip -n nb-gw -br link show gi | awk '{print $3}'); mac_go=$(ip -n nb-gw -br link show go | awk '{print $3}')
@@ -205,9 +213,9 @@ EOF
       ;;
     natgw1|natgw2|natgw1poll|natgw2poll|natgw2ring|natgw2pol|natgw2log|natgw2file|natgw2egr|natgw2names|base1|base2)
       ip netns exec nb-gw sysctl -qw net.ipv4.ip_forward=0
-      local bin=$NATGW cfg=$1
-      case $1 in base1) bin=$NATGW_BASE cfg=natgw1;; base2) bin=$NATGW_BASE cfg=natgw2;; esac
-      if [ "$1" = natgw2log ]; then
+      local bin=$NATGW cfg=$mode
+      case $mode in base1) bin=$NATGW_BASE cfg=natgw1;; base2) bin=$NATGW_BASE cfg=natgw2;; esac
+      if [ "$mode" = natgw2log ]; then
         "$ROOT/scripts/collector.sh" stop "$W/otel"; rm -f "$W/otel/logs.jsonl" "$W/otel/metrics.jsonl"
         "$ROOT/scripts/collector.sh" start "$W/otel" nb-gw >/dev/null
       fi
@@ -218,7 +226,7 @@ EOF
   esac
   sleep 1.5
   ip netns exec nb-cli ping -c 1 -W 2 $SRV >/dev/null || echo "bench: warning: $1 does not pass ping" >&2
-  if [ "$1" = natgw2names ]; then
+  if [ "$mode" = natgw2names ]; then
     # The client resolves the server's name through natgw: its flows to the address may leave.
     ip netns exec nb-cli getent ahostsv4 srv.bench.example >/dev/null || echo "bench: warning: srv.bench.example does not resolve" >&2
     "$NATGW" stats --socket "$W/admin.sock" | awk '$1 == "DnsAnswersMatched" && $2 > 0 {ok = 1} END {exit !ok}' \
@@ -423,8 +431,9 @@ names = {"tcp1": "TCP 1 stream, Gbit/s", "tcp4": "TCP 4 streams, Gbit/s", "udp":
 # Rows where less is better get differences or ratios all the same; latency as a difference.
 order = ["fwd", "kernel", "base1", "base2", "natgw1", "natgw2", "natgw1poll", "natgw2poll", "natgw2ring", "natgw2pol", "natgw2file", "natgw2log",
          "natgw2egr", "natgw2names", "xsk1"]
+order = [v for m in order for v in (m, m + "-txoff")]
 modes = [m for m in order if any(k[1] == m for k in vals)]
-natgws = [m for m in modes if m not in ("fwd", "kernel")]
+natgws = [m for m in modes if m not in ("fwd", "kernel", "kernel-txoff")]
 extra = [m for m in ("natgw2pol", "natgw2file", "natgw2log") if "natgw2" in modes and m in modes]
 pairs = [(m, b) for m, b in (("natgw1", "base1"), ("natgw2", "base2")) if m in modes and b in modes]
 # Ratio columns: every natgw mode against the kernel's NAT; natgw1/natgw2 (and the kernel's
@@ -432,7 +441,7 @@ pairs = [(m, b) for m, b in (("natgw1", "base1"), ("natgw2", "base2")) if m in m
 cols = [(m, "kernel") for m in natgws if "kernel" in modes]
 cols += [(m, "fwd") for m in ("kernel", "natgw1", "natgw2") if "fwd" in modes and m in modes]
 cols += [(m, "natgw2") for m in extra] + pairs
-cols += [("xsk1", b) for b in ("natgw1", "natgw2ring") if "xsk1" in modes and b in modes]
+cols += [("xsk1", b) for b in ("natgw1", "natgw2ring", "kernel-txoff", "natgw1-txoff") if "xsk1" in modes and b in modes]
 if "natgw2egr" in modes and "natgw2names" in modes:
     cols.append(("natgw2names", "natgw2egr"))
 print("\n| test | " + " | ".join(modes) + " |" + "".join(f" {a}/{b} |" for a, b in cols))

@@ -2,15 +2,17 @@
 //! with natgw's own `Translator` between two interfaces, each read and written through an
 //! AF_XDP socket in copy mode (what veth offers: it has no zero-copy XSK), the two sockets
 //! sharing one UMEM so a frame received on one link is sent from the same buffer on the
-//! other. A four-instruction XDP program per interface redirects IPv4 frames into its socket
+//! other. A 15-instruction XDP program per interface redirects IPv4 frames into its socket
 //! and passes everything else (ARP) to the kernel's stack. Ethernet addresses come from the
 //! command line: one neighbour per side, as in `scripts/bench.sh`'s topology.
 //!
 //! What it leaves out, because it only measures the path: handoff, several workers
 //! (veth has one receive queue here), GSO (XDP on veth takes segmented frames only),
 //! checksum offload (an AF_XDP frame carries no CHECKSUM_PARTIAL mark: a sender's partial
-//! TCP/UDP checksums arrive unfinished, so the peers must turn transmit offload off), ARP,
-//! policies and telemetry.
+//! TCP/UDP checksums arrive unfinished, so the peers must turn transmit offload off), ARP
+//! and the neighbour table (one fixed neighbour per side), fragments (dropped, where natgw
+//! forwards them), policies and telemetry. The translator's timer (`tick`: expiry,
+//! pressure, the ICMP error budget) runs every 100 ms, as in natgw's worker.
 //!
 //!   xsk_forward INSIDE_IF INSIDE_ADDR/PREFIX INSIDE_PEER_MAC OUTSIDE_IF OUTSIDE_ADDR \
 //!               OUTSIDE_GATEWAY OUTSIDE_PEER_MAC [max_flows]
@@ -19,6 +21,11 @@
 
 // A prototype: literal sizes, and it stops at the first setup step that fails.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+// The instruction encoding, the ethertype test and the UMEM registration are written for a
+// little-endian machine.
+#[cfg(not(target_endian = "little"))]
+compile_error!("xsk_forward is written for little-endian machines");
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -428,16 +435,21 @@ fn main() -> io::Result<()> {
     let mut out = vec![0u8; FRAME_SIZE];
     let (mut forwarded, mut dropped, mut tx_full) = (0u64, 0u64, 0u64);
     let mut last_report = Instant::now();
+    let mut next_tick = 0;
     loop {
         let mut fds = [
             libc::pollfd { fd: xsks[0].fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: xsks[1].fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
-        if xsks.iter().all(|x| x.rx.ready() == 0) {
+        if xsks.iter().all(|x| x.rx.ready() == 0 && !x.tx_pending) {
             // SAFETY: fds is a live array of two pollfd.
             unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
         }
         let now = now_ms();
+        if now >= next_tick {
+            translator.tick(now);
+            next_tick = now + 100;
+        }
         for side_ix in 0..2 {
             let n = xsks[side_ix].rx.ready().min(BATCH);
             let side = if side_ix == 0 { Side::Inside } else { Side::Outside };
@@ -481,7 +493,9 @@ fn main() -> io::Result<()> {
             if x.tx_pending {
                 x.tx.publish();
                 // A copy-mode kick sends at most 32 frames (the kernel's TX_BATCH_SIZE):
-                // kick until the kernel has taken every published descriptor.
+                // kick until the kernel has taken every published descriptor. What it
+                // could not take (no memory, a full completion ring) is kicked again next
+                // turn, and the loop does not sleep meanwhile.
                 for _ in 0..RING / 32 + 1 {
                     // SAFETY: a zero-length sendto(2) on our socket: the transmit kick.
                     unsafe { libc::sendto(x.fd.as_raw_fd(), ptr::null(), 0, libc::MSG_DONTWAIT, ptr::null(), 0) };
@@ -489,7 +503,7 @@ fn main() -> io::Result<()> {
                         break;
                     }
                 }
-                x.tx_pending = false;
+                x.tx_pending = x.tx.room() != RING;
             }
             let done = x.comp.ready();
             for _ in 0..done {
