@@ -601,7 +601,11 @@ fn handed_over_flows_keep_their_mapping_state_window_and_deadline() {
         old.gw.flows().iter().map(|(_, f)| (f.keys, f.rewrite(0), f.rewrite(1), f.state, f.packets)).collect();
 
     // The new process's clock started later: ages and deadlines carry over as durations.
-    let (mut new, _) = hand_over(&old, 1_000, |cfg| cfg.timeouts = Timeouts { udp: 60, ..Timeouts::default() });
+    let (mut new, state) = hand_over(&old, 1_000, |cfg| cfg.timeouts = Timeouts { udp: 60, ..Timeouts::default() });
+    assert_eq!(new.gw.flows().windows_entries(), 1, "window state for the connection only, not UDP or ICMP");
+    // The same state again collides with every flow: no window entry taken for any.
+    assert_eq!(new.gw.import_state(&state, 1_000).unwrap().imported, 0);
+    assert_eq!(new.gw.flows().windows_entries(), 1);
     let mut after: Vec<_> =
         new.gw.flows().iter().map(|(_, f)| (f.keys, f.rewrite(0), f.rewrite(1), f.state, f.packets)).collect();
     let mut before = before;

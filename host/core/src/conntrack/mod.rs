@@ -279,8 +279,10 @@ pub struct Flow {
     pub reported: Reported,
     /// A check for this flow's final record is in the translator's close queue.
     pub close_check_queued: bool,
-    /// TCP window tracking (both directions); unused for UDP and ICMP.
-    pub windows: tcp_window::TcpWindows,
+    /// Where its TCP window tracking (both directions) is kept: an entry of the table's
+    /// side table, which only TCP flows have (`FlowTable::windows`); `NONE` for UDP and
+    /// ICMP, and for a flow outside a table (the table sets it on insert).
+    pub windows: TcpWindowsRef,
     /// What the shadow egress policy answered when the flow was admitted, if one ran
     /// (`natgw policy shadow`): for its records only.
     pub shadow: Option<crate::nat::policy::EgressDecision>,
@@ -331,6 +333,63 @@ impl MappingRef {
 
     pub fn get(self) -> Option<u32> {
         self.0.checked_sub(1)
+    }
+}
+
+/// A flow's entry in its table's TCP window side table, in 4 bytes where the state itself
+/// took 36 in every flow: the entry's index plus one, 0 for none. Only a `FlowTable` makes
+/// one (on insert of a TCP flow) and forgets it (on removal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpWindowsRef(u32);
+
+impl TcpWindowsRef {
+    pub const NONE: TcpWindowsRef = TcpWindowsRef(0);
+
+    fn to(index: u32) -> TcpWindowsRef {
+        TcpWindowsRef(index.saturating_add(1))
+    }
+
+    fn index(self) -> Option<usize> {
+        self.0.checked_sub(1).map(|i| i as usize)
+    }
+}
+
+/// The TCP window state of a table's TCP flows, apart from the flows so that UDP and ICMP
+/// flows do not carry it: at most one entry per TCP flow in the table (so bounded by the
+/// table's own bound), freed when its flow leaves and reused by the next.
+#[derive(Default)]
+struct WindowSlab {
+    entries: Vec<tcp_window::TcpWindows>,
+    free: Vec<u32>,
+}
+
+impl WindowSlab {
+    /// A fresh entry (state not tracked yet); `None` only past `u32::MAX` entries, which a
+    /// table of at most 2^31 flows never asks for.
+    fn alloc(&mut self) -> Option<TcpWindowsRef> {
+        match self.free.pop() {
+            Some(i) => {
+                if let Some(w) = self.entries.get_mut(i as usize) {
+                    *w = tcp_window::TcpWindows::default();
+                }
+                Some(TcpWindowsRef::to(i))
+            }
+            None => {
+                let i = u32::try_from(self.entries.len()).ok().filter(|&i| i < u32::MAX)?;
+                self.entries.push(tcp_window::TcpWindows::default());
+                Some(TcpWindowsRef::to(i))
+            }
+        }
+    }
+
+    fn release(&mut self, r: TcpWindowsRef) {
+        if let Some(i) = r.index().and_then(|i| u32::try_from(i).ok()) {
+            self.free.push(i);
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.entries.len() - self.free.len()
     }
 }
 
@@ -498,6 +557,8 @@ pub struct FlowTable {
     per_source: Arc<SharedCounts<Ipv4Addr>>,
     /// Flows opened from outside, per mapping they reach (entries only while non-zero).
     inbound_per_mapping: HashMap<u32, u32, ahash::RandomState>,
+    /// The TCP flows' window state (`Flow::windows`).
+    windows: WindowSlab,
 }
 
 impl FlowTable {
@@ -520,6 +581,7 @@ impl FlowTable {
             unanswered_len: 0,
             per_source,
             inbound_per_mapping: HashMap::with_hasher(ahash::RandomState::new()),
+            windows: WindowSlab::default(),
         }
     }
 
@@ -643,6 +705,32 @@ impl FlowTable {
         self.slots.get_mut(id as usize).and_then(|s| s.flow.as_mut())
     }
 
+    /// The TCP window state of flow `id`; `None` for a flow that is not TCP (or not there).
+    #[inline]
+    pub fn windows(&self, id: FlowId) -> Option<&tcp_window::TcpWindows> {
+        let i = self.get(id)?.windows.index()?;
+        self.windows.entries.get(i)
+    }
+
+    #[inline]
+    pub fn windows_mut(&mut self, id: FlowId) -> Option<&mut tcp_window::TcpWindows> {
+        self.get_mut_with_windows(id).and_then(|(_, w)| w)
+    }
+
+    /// Flow `id` and, for a TCP flow, its window state, both to change (one indexed load
+    /// more than `get_mut`, for TCP only).
+    #[inline]
+    pub fn get_mut_with_windows(&mut self, id: FlowId) -> Option<(&mut Flow, Option<&mut tcp_window::TcpWindows>)> {
+        let flow = self.slots.get_mut(id as usize)?.flow.as_mut()?;
+        let windows = flow.windows.index().and_then(|i| self.windows.entries.get_mut(i));
+        Some((flow, windows))
+    }
+
+    /// Entries of the TCP window side table in use: one per TCP flow in the table.
+    pub fn windows_entries(&self) -> usize {
+        self.windows.live()
+    }
+
     /// Room for `n` more flows without growing the index on the way (a handoff's import),
     /// up to the table's limit.
     pub fn reserve(&mut self, n: usize) {
@@ -683,6 +771,17 @@ impl FlowTable {
         };
         if self.slots.get(id as usize).is_none() {
             return Err(ConntrackError::TableFull(self.max_flows));
+        }
+        // Only a TCP flow takes a window entry (never more entries than flows, so never
+        // refused in practice); a handle the flow came with, from a copy of some table's
+        // flow, means nothing here.
+        flow.windows = TcpWindowsRef::NONE;
+        if flow.keys[ORIGINAL].proto == PROTO_TCP {
+            let Some(windows) = self.windows.alloc() else {
+                self.free.push(id);
+                return Err(ConntrackError::TableFull(self.max_flows));
+            };
+            flow.windows = windows;
         }
         let rewrites = rewrites_of(&flow.keys);
         flow.deltas = [ORIGINAL, REPLY].map(|d| RewriteDeltas::of(&flow.keys[d], &rewrites[d]));
@@ -755,8 +854,11 @@ impl FlowTable {
     fn take(&mut self, id: FlowId) -> Option<Flow> {
         self.answered(id);
         let slot = self.slots.get_mut(id as usize)?;
-        let flow = slot.flow.take()?;
+        let mut flow = slot.flow.take()?;
         self.count_share(&flow, false);
+        // Every way out of the table comes through here: its window entry goes with it.
+        self.windows.release(flow.windows);
+        flow.windows = TcpWindowsRef::NONE;
         for d in [ORIGINAL, REPLY] {
             self.index.remove(&flow.keys[d], IndexEntry::new(id, d));
         }
@@ -868,11 +970,131 @@ mod tests {
             policy_generation: 0,
             reported: Reported::default(),
             close_check_queued: false,
-            windows: Default::default(),
+            windows: TcpWindowsRef::NONE,
             shadow: None,
         };
         f.refresh(now, t);
         f
+    }
+
+    /// A TCP flow from 10.0.0.1:`sp` to 1.1.1.1:80, leaving as it came.
+    fn tcp_flow(sp: u16, now: u64, t: &Timeouts) -> Flow {
+        let [mut o, mut r] = [key(Side::Inside, sp), key(Side::Outside, sp)];
+        for k in [&mut o, &mut r] {
+            k.proto = PROTO_TCP;
+            k.dst_port = 80;
+        }
+        let mut f = flow_keyed([o, r], now, t);
+        f.state = FlowState::initial(PROTO_TCP);
+        f.refresh(now, t);
+        f
+    }
+
+    /// An ICMP echo flow with identifier `id`.
+    fn icmp_flow(id: u16, now: u64, t: &Timeouts) -> Flow {
+        let [mut o, mut r] = [key(Side::Inside, id), key(Side::Outside, id)];
+        for k in [&mut o, &mut r] {
+            k.proto = PROTO_ICMP;
+            k.dst_port = id;
+        }
+        let mut f = flow_keyed([o, r], now, t);
+        f.state = FlowState::initial(PROTO_ICMP);
+        f.refresh(now, t);
+        f
+    }
+
+    /// Some state to tell entries apart: direction 0 initialised from a SYN at `seq`.
+    fn windows_at(seq: u32) -> tcp_window::TcpWindows {
+        let seg = tcp_window::Segment { seq, ack: 0, flags: tcp::SYN, window: 1000, payload_len: 0, options: &[] };
+        tcp_window::TcpWindows::from_syn(&seg)
+    }
+
+    #[test]
+    fn window_entries_only_for_tcp_flows() {
+        let t = Timeouts::default();
+        let mut table = FlowTable::new(100, 0);
+        let tcp: Vec<FlowId> = (1..=5).map(|p| table.insert(tcp_flow(p, 0, &t)).unwrap()).collect();
+        let udp: Vec<FlowId> = (1..=5).map(|p| table.insert(flow(p, 0, &t)).unwrap()).collect();
+        let icmp: Vec<FlowId> = (1..=5).map(|p| table.insert(icmp_flow(p, 0, &t)).unwrap()).collect();
+        assert_eq!((table.len(), table.windows_entries()), (15, 5), "one entry per TCP flow, none for the others");
+        for &id in udp.iter().chain(&icmp) {
+            assert_eq!(table.get(id).unwrap().windows, TcpWindowsRef::NONE);
+            assert!(table.windows(id).is_none() && table.windows_mut(id).is_none());
+            assert!(table.get_mut_with_windows(id).unwrap().1.is_none());
+        }
+        // Each TCP flow has an entry of its own, fresh (nothing tracked) until set.
+        for (port, &id) in (1u16..).zip(&tcp) {
+            assert_eq!(table.windows(id), Some(&tcp_window::TcpWindows::default()));
+            *table.windows_mut(id).unwrap() = windows_at(u32::from(port) * 1000);
+        }
+        for (port, &id) in (1u16..).zip(&tcp) {
+            let (f, w) = table.get_mut_with_windows(id).unwrap();
+            assert_eq!((f.keys[ORIGINAL].src_port, w.copied()), (port, Some(windows_at(u32::from(port) * 1000))));
+        }
+        assert!(table.windows(FlowId::MAX).is_none());
+        // A flow that comes with a handle (a copy of another table's flow) gets its own.
+        let mut copy = tcp_flow(99, 0, &t);
+        copy.windows = table.get(tcp[0]).unwrap().windows;
+        let id = table.insert(copy).unwrap();
+        assert_ne!(table.get(id).unwrap().windows, table.get(tcp[0]).unwrap().windows);
+        assert_eq!(table.windows(tcp[0]), Some(&windows_at(1000)), "the other flow's state is untouched");
+        assert_eq!(table.windows_entries(), 6);
+    }
+
+    #[test]
+    fn window_entries_freed_and_reused_on_every_removal() {
+        let t = Timeouts { tcp_transitory: 10, ..Timeouts::default() };
+        let mut table = FlowTable::new(64, 0);
+        for round in 0..4u64 {
+            let now = round * 100_000;
+            let ids: Vec<FlowId> = (0..64).map(|p| table.insert(tcp_flow(p, now, &t)).unwrap()).collect();
+            assert_eq!(table.windows_entries(), 64);
+            for &id in &ids {
+                *table.windows_mut(id).unwrap() = windows_at(id);
+            }
+            // Full: no entry for a flow that was refused.
+            assert_eq!(table.insert(tcp_flow(999, now, &t)), Err(ConntrackError::TableFull(64)));
+            assert_eq!(table.windows_entries(), 64);
+            // Removal (early drop, a revoked or replaced flow, a delete from the peer): the
+            // entry goes with it, and the flow handed back holds no handle.
+            for &id in &ids[..16] {
+                assert_eq!(table.remove(id).unwrap().windows, TcpWindowsRef::NONE);
+            }
+            assert_eq!(table.windows_entries(), 48);
+            // Early drop takes the oldest flow never answered.
+            for _ in 0..16 {
+                let (id, _) = table.oldest_unanswered().unwrap();
+                table.remove(id).unwrap();
+            }
+            assert_eq!(table.windows_entries(), 32);
+            // The rest of the flows (set at their deadlines) survive the others' and keep
+            // their own state.
+            for &id in &ids[32..] {
+                assert_eq!(table.windows(id), Some(&windows_at(id)));
+            }
+            // Expiry.
+            let mut gone = 0;
+            table.expire(now + 10_000, |_, f| {
+                assert_eq!(f.windows, TcpWindowsRef::NONE);
+                gone += 1;
+            });
+            assert_eq!((gone, table.len(), table.windows_entries()), (32, 0, 0));
+            // Never more entries than the table holds flows, however often it refills.
+            assert_eq!(table.windows.entries.len(), 64, "round {round}: freed entries are reused");
+        }
+        // Refused as a duplicate (a handoff import that conflicts): no entry taken.
+        let id = table.insert_new(tcp_flow(1, 500_000, &t)).unwrap();
+        assert_eq!(table.insert_new(tcp_flow(1, 500_000, &t)), Err(ConntrackError::KeyTaken));
+        assert_eq!(table.windows_entries(), 1);
+        // A reused entry starts fresh, not with its last flow's state.
+        assert_eq!(table.windows(id), Some(&tcp_window::TcpWindows::default()));
+        // Mixed traffic: UDP and ICMP flows reuse slots of TCP flows without entries.
+        table.remove(id);
+        for p in 0..32 {
+            table.insert(flow(p, 500_000, &t)).unwrap();
+            table.insert(icmp_flow(p, 500_000, &t)).unwrap();
+        }
+        assert_eq!((table.len(), table.windows_entries()), (64, 0));
     }
 
     #[test]

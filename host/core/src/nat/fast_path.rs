@@ -144,15 +144,17 @@ impl Translator {
     /// Window tracking for a TCP segment of a known flow (`conntrack::tcp_window`): may it
     /// pass, and may it move the connection's state.
     fn track_window(&mut self, id: FlowId, dir: usize, p: &Parsed, frame: &[u8]) -> WindowVerdict {
-        let Some(flow) = self.flows.get_mut(id) else { return WindowVerdict::OutOfWindow };
+        let Some((flow, windows)) = self.flows.get_mut_with_windows(id) else { return WindowVerdict::OutOfWindow };
         let FlowState::Tcp(state) = flow.state else { return WindowVerdict::Accept };
+        // Every TCP flow of the table has its entry.
+        let Some(windows) = windows else { return WindowVerdict::Accept };
         let seg = p.segment(frame);
         if dir == ORIGINAL && seg.flags & (tcp::SYN | tcp::ACK) == tcp::SYN {
             return match state {
                 // A new connection on the same tuple (RFC 1122's reuse from TIME-WAIT), or
                 // the client trying again before an answer: tracking starts over.
                 TcpState::Closed | TcpState::TimeWait | TcpState::SynSent => {
-                    flow.windows.restart(&seg);
+                    windows.restart(&seg);
                     WindowVerdict::Accept
                 }
                 // A SYN on an open connection may mean natgw's entry is stale: through and
@@ -161,7 +163,7 @@ impl Translator {
                 _ => WindowVerdict::AcceptKeepState,
             };
         }
-        flow.windows.check(dir, state == TcpState::SynSent, &seg)
+        windows.check(dir, state == TcpState::SynSent, &seg)
     }
 
     pub(super) fn count_out(&self, egress: Egress, bytes: u64, packets: u64) {

@@ -32,7 +32,8 @@ use super::flow_records::RecordCheck;
 use super::Translator;
 use crate::conntrack::tcp_window::{TcpWindow, TcpWindows, WINDOW_STATE_LEN};
 use crate::conntrack::{
-    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, MappingRef, Reported, Rewrite, Side, TcpState, ORIGINAL, REPLY,
+    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, MappingRef, Reported, Rewrite, Side, TcpState, TcpWindowsRef,
+    ORIGINAL, REPLY,
 };
 use crate::counters::Counter;
 
@@ -274,7 +275,15 @@ pub struct FlowRecord {
 }
 
 impl FlowRecord {
-    pub fn of(flow: &Flow, mapping: MappingIdentity, answered: bool, now_ms: u64) -> FlowRecord {
+    /// `windows`: the flow's TCP window state (its table keeps it: `FlowTable::windows`),
+    /// `None` for a flow that is not TCP.
+    pub fn of(
+        flow: &Flow,
+        windows: Option<&TcpWindows>,
+        mapping: MappingIdentity,
+        answered: bool,
+        now_ms: u64,
+    ) -> FlowRecord {
         FlowRecord {
             keys: flow.keys,
             rewrite: crate::conntrack::rewrites_of(&flow.keys),
@@ -293,7 +302,7 @@ impl FlowRecord {
             answered,
             policy_generation: u64::from(flow.policy_generation),
             mapping,
-            windows: [ORIGINAL, REPLY].map(|d| Some(flow.windows.get(d)).filter(TcpWindow::is_initialised)),
+            windows: [ORIGINAL, REPLY].map(|d| windows.map(|w| w.get(d)).filter(TcpWindow::is_initialised)),
         }
     }
 
@@ -418,7 +427,7 @@ impl Translator {
     pub(super) fn record_of(&self, id: FlowId, flow: &Flow, now_ms: u64) -> Option<FlowRecord> {
         let m = flow.mapping.get().and_then(|m| self.mappings.get(m))?;
         let identity = MappingIdentity { pool: m.pool, inside: m.inside, inside_if: m.inside_if, external: m.external };
-        Some(FlowRecord::of(flow, identity, !self.flows.is_unanswered(id), now_ms))
+        Some(FlowRecord::of(flow, self.flows.windows(id), identity, !self.flows.is_unanswered(id), now_ms))
     }
 
     /// Every flow of this worker as one section of flow state (see the module text).
@@ -578,12 +587,15 @@ impl Translator {
                 r.reported.closed(),
             ),
             close_check_queued: false,
-            windows,
+            windows: TcpWindowsRef::NONE,
             shadow: None,
         };
         flow.set_expires_ms(now_ms.saturating_add(r.expires_in_ms.min(timeout_ms)));
         match self.flows.insert_new(flow) {
             Ok(id) => {
+                if let Some(w) = self.flows.windows_mut(id) {
+                    *w = windows;
+                }
                 if r.answered {
                     self.flows.answered(id);
                 }

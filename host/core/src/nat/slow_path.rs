@@ -10,7 +10,8 @@ use super::pool::{MappingId, PoolId};
 use super::{Filtering, FrameMeta, Parsed, Translator};
 use crate::conntrack::tcp_window::TcpWindows;
 use crate::conntrack::{
-    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, MappingRef, Reported, Rewrite, Side, TcpState, ORIGINAL, REPLY,
+    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, MappingRef, Reported, Rewrite, Side, TcpState, TcpWindowsRef,
+    ORIGINAL, REPLY,
 };
 use crate::counters::Counter;
 
@@ -58,9 +59,9 @@ impl Translator {
             Side::Inside => self.new_outbound_flow(key, meta, now_ms),
             Side::Outside => self.new_inbound_flow(key, now_ms),
         }?;
-        if let (L4Header::Tcp { .. }, Some(flow)) = (p.l4, self.flows.get_mut(id)) {
+        if let (L4Header::Tcp { .. }, Some(windows)) = (p.l4, self.flows.windows_mut(id)) {
             // The SYN that opens it starts window tracking (netfilter's tcp_new).
-            flow.windows = TcpWindows::from_syn(&p.segment(frame));
+            *windows = TcpWindows::from_syn(&p.segment(frame));
         }
         Ok((id, dir))
     }
@@ -161,7 +162,7 @@ impl Translator {
             policy_generation: u32::try_from(self.policy.egress_generation()).unwrap_or(u32::MAX),
             reported: Reported::default(),
             close_check_queued: false,
-            windows: TcpWindows::default(),
+            windows: TcpWindowsRef::NONE,
             // The shadow's answer to the egress question that admitted this flow.
             shadow: self.shadow_answer.take(),
         };
