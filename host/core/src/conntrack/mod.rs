@@ -67,9 +67,8 @@ pub struct Rewrite {
 /// is how they found the flow), so old and new values are known in advance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RewriteDeltas {
-    /// The IPv4 header checksum: both addresses and the TTL's decrement.
-    pub ip: checksum::Delta,
-    /// A CHECKSUM_PARTIAL pseudo-header sum: the addresses alone.
+    /// A CHECKSUM_PARTIAL pseudo-header sum: the addresses alone. The IPv4 header's
+    /// (`ip`) is this and the TTL's constant decrement, so it is not kept.
     pub addresses: checksum::Delta,
     /// A complete TCP or UDP checksum: addresses and ports; an ICMP query's: its
     /// identifier (ICMP has no pseudo-header).
@@ -89,7 +88,16 @@ impl RewriteDeltas {
         } else {
             addresses.plus(Delta::field16(key.src_port, rw.src.port)).plus(Delta::field16(key.dst_port, rw.dst.port))
         };
-        RewriteDeltas { ip: addresses.plus(Delta::TTL_DECREMENT), addresses, l4 }
+        RewriteDeltas { addresses, l4 }
+    }
+
+    /// The IPv4 header checksum's: both addresses and the TTL's decrement. Added to the
+    /// addresses' delta per packet (one fold) rather than kept: 2 bytes a direction, and
+    /// bit for bit what was kept (taking the constant back out of it could not give back
+    /// the addresses' delta exactly: 0x0000 and 0xffff would both read 0xffff).
+    #[inline]
+    pub fn ip(&self) -> checksum::Delta {
+        self.addresses.plus(checksum::Delta::TTL_DECREMENT)
     }
 }
 

@@ -200,7 +200,7 @@ pub(super) fn rewrite_in_place(
     partial: bool,
 ) -> Result<(), WireError> {
     let mut ip = Ipv4Packet::new_checked(l3)?;
-    ip.set_checksum(deltas.ip.apply(ip.checksum()));
+    ip.set_checksum(deltas.ip().apply(ip.checksum()));
     ip.set_ttl(p.ttl - 1);
     ip.set_src_addr(rw.src.addr);
     ip.set_dst_addr(rw.dst.addr);
