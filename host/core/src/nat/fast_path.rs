@@ -30,7 +30,7 @@ impl Translator {
     ) -> Result<Verdict, WireError> {
         let Some(flow) = self.flows.get(id) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
         let (rw, deltas, egress, orig) = (flow.rewrite(dir), flow.deltas[dir], flow.egress[dir], flow.keys[ORIGINAL]);
-        if flow.revoked {
+        if flow.marks.revoked() {
             return Ok(match p.l4 {
                 L4Header::Tcp { flags, .. } if flags & tcp::RST == 0 => {
                     self.tcp_reset_reply(frame, p, meta, out, Counter::DropPolicyRevoked)
@@ -95,7 +95,9 @@ impl Translator {
             (L4Header::Tcp { flags, .. }, FlowState::Tcp(_)) if keep_state => flow.tcp_flags[dir] |= flags,
             (L4Header::Tcp { flags, .. }, FlowState::Tcp(s)) => {
                 flow.tcp_flags[dir] |= flags;
-                let t = tcp_transition(s, dir, flags, &mut flow.fin_seen);
+                let mut fin_seen = flow.marks.fin_seen();
+                let t = tcp_transition(s, dir, flags, &mut fin_seen);
+                flow.marks.set_fin_seen(fin_seen);
                 flow.state = FlowState::Tcp(t.next);
                 if t.became_established {
                     counters.inc(Counter::ConnectionEstablishedCount);
@@ -104,11 +106,11 @@ impl Translator {
                 if record_closes
                     && t.next != s
                     && matches!(t.next, TcpState::TimeWait | TcpState::Closed)
-                    && !flow.close_check_queued
+                    && !flow.marks.close_check_queued()
                 {
                     // Its final record goes out once it has been quiet for a second; one
                     // check per flow however often it closes and reopens.
-                    flow.close_check_queued = true;
+                    flow.marks.set_close_check_queued(true);
                     self.close_checks.push_back(RecordCheck::new(now_ms + 1000, id, flow.created_ms));
                 }
             }

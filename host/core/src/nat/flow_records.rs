@@ -99,7 +99,7 @@ impl FlowEnd {
             direction: if d == ORIGINAL { FlowDirection::Egress } else { FlowDirection::Ingress },
             verdict: EgressDecision::Allow,
             policy_generation: u64::from(flow.policy_generation),
-            shadow_verdict: flow.shadow,
+            shadow_verdict: flow.marks.shadow(),
         }
     }
 
@@ -240,17 +240,17 @@ impl Translator {
             self.close_checks.pop_front();
             let id = check.id;
             let Some(flow) = self.flows.get_mut(id).filter(|f| check.is_of(f)) else { continue };
-            flow.close_check_queued = false;
+            flow.marks.set_close_check_queued(false);
             let reason = match flow.state {
                 FlowState::Tcp(TcpState::TimeWait) => EndReason::Closed,
-                FlowState::Tcp(TcpState::Closed) if !flow.revoked => EndReason::Reset,
+                FlowState::Tcp(TcpState::Closed) if !flow.marks.revoked() => EndReason::Reset,
                 _ => continue,
             };
             if flow.reported.closed() {
                 continue;
             }
             if now_ms < flow.last_seen_ms + 1000 {
-                flow.close_check_queued = true;
+                flow.marks.set_close_check_queued(true);
                 self.close_checks.push_back(RecordCheck::new(flow.last_seen_ms + 1000, id, flow.created_ms));
                 continue;
             }

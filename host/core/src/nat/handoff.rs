@@ -32,8 +32,8 @@ use super::flow_records::RecordCheck;
 use super::Translator;
 use crate::conntrack::tcp_window::{TcpWindow, TcpWindows, WINDOW_STATE_LEN};
 use crate::conntrack::{
-    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, MappingRef, Reported, Rewrite, Side, TcpState, TcpWindowsRef,
-    ORIGINAL, REPLY,
+    Egress, Endpoint, Flow, FlowId, FlowKey, FlowMarks, FlowState, MappingRef, Reported, Rewrite, Side, TcpState,
+    TcpWindowsRef, ORIGINAL, REPLY,
 };
 use crate::counters::Counter;
 
@@ -289,7 +289,7 @@ impl FlowRecord {
             rewrite: crate::conntrack::rewrites_of(&flow.keys),
             egress: flow.egress,
             state: flow.state,
-            fin_seen: flow.fin_seen,
+            fin_seen: flow.marks.fin_seen(),
             tcp_flags: flow.tcp_flags,
             packets: flow.packets,
             bytes: flow.bytes,
@@ -298,7 +298,7 @@ impl FlowRecord {
             expires_in_ms: flow.expires_ms().saturating_sub(now_ms),
             reported_ago_ms: (flow.reported.at_ms() != 0).then(|| now_ms.saturating_sub(flow.reported.at_ms())),
             reported: flow.reported,
-            revoked: flow.revoked,
+            revoked: flow.marks.revoked(),
             answered,
             policy_generation: u64::from(flow.policy_generation),
             mapping,
@@ -569,7 +569,6 @@ impl Translator {
             deltas: Default::default(),
             egress: r.egress,
             state: r.state,
-            fin_seen: r.fin_seen,
             tcp_flags: r.tcp_flags,
             packets: r.packets,
             bytes: r.bytes,
@@ -577,7 +576,6 @@ impl Translator {
             last_seen_ms: now_ms.saturating_sub(r.last_seen_ago_ms),
             expires_after_ms: 0,
             mapping: MappingRef::to(mid),
-            revoked: r.revoked,
             policy_generation: u32::try_from(r.policy_generation).unwrap_or(u32::MAX),
             reported: Reported::new(
                 r.reported.packets,
@@ -586,10 +584,11 @@ impl Translator {
                 r.reported_ago_ms.map_or(0, |ago| now_ms.saturating_sub(ago).max(1)),
                 r.reported.closed(),
             ),
-            close_check_queued: false,
             windows: TcpWindowsRef::NONE,
-            shadow: None,
+            marks: FlowMarks::default(),
         };
+        flow.marks.set_fin_seen(r.fin_seen);
+        flow.marks.set_revoked(r.revoked);
         flow.set_expires_ms(now_ms.saturating_add(r.expires_in_ms.min(timeout_ms)));
         match self.flows.insert_new(flow) {
             Ok(id) => {
@@ -627,8 +626,8 @@ impl Translator {
                 interim.push(RecordCheck::new(f.unreported_since_ms() + interval, id, f.created_ms));
             }
             let closed = matches!(f.state, FlowState::Tcp(TcpState::TimeWait | TcpState::Closed));
-            if closed && !f.reported.closed() && !f.close_check_queued {
-                f.close_check_queued = true;
+            if closed && !f.reported.closed() && !f.marks.close_check_queued() {
+                f.marks.set_close_check_queued(true);
                 close.push(RecordCheck::new(f.last_seen_ms + 1000, id, f.created_ms));
             }
         }

@@ -303,7 +303,7 @@ impl Translator {
         self.flows.expire(now_ms, |id, flow| expired.push((id, flow)));
         for (id, flow) in expired {
             let reason = match flow.state {
-                _ if flow.revoked => EndReason::Revalidated,
+                _ if flow.marks.revoked() => EndReason::Revalidated,
                 FlowState::Tcp(TcpState::TimeWait) => EndReason::Closed,
                 FlowState::Tcp(TcpState::Closed) => EndReason::Reset,
                 _ => EndReason::IdleTimeout,

@@ -141,7 +141,7 @@ impl Translator {
         let ids: Vec<FlowId> = self.flows.iter().map(|(id, _)| id).collect();
         for id in ids {
             if let Some(f) = self.flows.get_mut(id) {
-                f.close_check_queued = false;
+                f.marks.set_close_check_queued(false);
             }
         }
         self.requeue_record_checks();

@@ -10,8 +10,8 @@ use super::pool::{MappingId, PoolId};
 use super::{Filtering, FrameMeta, Parsed, Translator};
 use crate::conntrack::tcp_window::TcpWindows;
 use crate::conntrack::{
-    Egress, Endpoint, Flow, FlowId, FlowKey, FlowState, MappingRef, Reported, Rewrite, Side, TcpState, TcpWindowsRef,
-    ORIGINAL, REPLY,
+    Egress, Endpoint, Flow, FlowId, FlowKey, FlowMarks, FlowState, MappingRef, Reported, Rewrite, Side, TcpState,
+    TcpWindowsRef, ORIGINAL, REPLY,
 };
 use crate::counters::Counter;
 
@@ -150,7 +150,6 @@ impl Translator {
             deltas: Default::default(),
             egress,
             state: FlowState::initial(keys[ORIGINAL].proto),
-            fin_seen: [false; 2],
             tcp_flags: [0; 2],
             packets: [0; 2],
             bytes: [0; 2],
@@ -158,14 +157,13 @@ impl Translator {
             last_seen_ms: now_ms,
             expires_after_ms: 0,
             mapping: MappingRef::NONE,
-            revoked: false,
             policy_generation: u32::try_from(self.policy.egress_generation()).unwrap_or(u32::MAX),
             reported: Reported::default(),
-            close_check_queued: false,
             windows: TcpWindowsRef::NONE,
-            // The shadow's answer to the egress question that admitted this flow.
-            shadow: self.shadow_answer.take(),
+            marks: FlowMarks::default(),
         };
+        // The shadow's answer to the egress question that admitted this flow.
+        f.marks.set_shadow(self.shadow_answer.take());
         f.refresh(now_ms, &self.cfg.timeouts);
         f
     }
@@ -368,7 +366,7 @@ impl Translator {
     pub fn revalidate(&mut self, now_ms: u64) -> usize {
         let mut revoke = Vec::new();
         for (id, flow) in self.flows.iter() {
-            if flow.revoked {
+            if flow.marks.revoked() {
                 continue;
             }
             // Asked as the inside host's packets carry the flow: for one opened from inside
@@ -388,7 +386,7 @@ impl Translator {
         let closed = self.cfg.timeouts.tcp_closed;
         for &id in &revoke {
             let Some(flow) = self.flows.get_mut(id) else { continue };
-            flow.revoked = true;
+            flow.marks.set_revoked(true);
             if let Some(log) = self.replication.as_mut() {
                 log.changed(id, flow.created_ms);
             }
