@@ -35,10 +35,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use natgw_core::conntrack::{Egress, Side, Timeouts};
+use natgw_core::conntrack::{Egress, Side};
 use natgw_core::counters::Counters;
 use natgw_core::nat::pool::PoolSpec;
-use natgw_core::nat::{Filtering, FrameMeta, InsideLink, NatConfig, Translator, Verdict};
+use natgw_core::nat::{FrameMeta, InsideLink, NatConfig, Translator, Verdict};
 use natgw_wire::Ipv4Net;
 
 const FRAME_SIZE: usize = 2048;
@@ -368,27 +368,17 @@ fn main() -> io::Result<()> {
     let links = [natgw_io::sys::interface_info(&args[0]).unwrap(), natgw_io::sys::interface_info(&args[3]).unwrap()];
     let peer = [mac(&args[2]), mac(&args[6])];
 
+    // The demo's settings (natgw's defaults) with this topology's links and addresses.
     let cfg = NatConfig {
         inside: vec![InsideLink { name: args[0].clone(), addresses: vec![inside_net], mtu: 1500 }],
         external_addrs: vec![outside_addr],
-        source_ports: Default::default(),
-        source_flows: Default::default(),
         pools: vec![PoolSpec { name: "default".into(), addrs: vec![outside_addr], lo: 1024, hi: 65535 }],
         outside_net: Ipv4Net { addr: gateway, prefix: 24 },
         outside_gateway: gateway,
-        outside_mtu: 1500,
-        filtering: Filtering::AddressAndPortDependent,
-        timeouts: Timeouts::default(),
         max_flows,
         high_water_flows: max_flows / 10 * 9,
-        max_flows_per_source: 0,
-        max_inbound_per_mapping: 0,
-        fragment_memory: 4 << 20,
-        worker: 0,
-        workers: 1,
-        icmp_error_rate: 1000,
         refusal_cache_ms: 1000,
-        node_slice: (0, 1),
+        ..natgw_testkit::demo_config()
     };
     let clock = Instant::now();
     let now_ms = || clock.elapsed().as_millis() as u64 + 1000;
