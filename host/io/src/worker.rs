@@ -92,6 +92,24 @@ fn ring_of(links: &mut [WorkerLink], link: usize) -> Option<&mut RxRing> {
     links.get_mut(link).and_then(|l| l.rx_ring.as_mut())
 }
 
+/// The memory `b` names: a provided receive buffer, a transmit slot or a ring slot (a
+/// function of those fields alone, so that the translator can be borrowed beside it).
+fn buffer_in<'a>(
+    bufs: &'a mut BufRing,
+    tx: &'a mut [Box<[u8]>],
+    links: &'a mut [WorkerLink],
+    b: BufRef,
+) -> &'a mut [u8] {
+    match b {
+        BufRef::Rx(bid) => bufs.buf_mut(bid),
+        BufRef::Tx(slot) => &mut tx[slot],
+        BufRef::Ring { link, slot } => match ring_of(links, usize::from(link)) {
+            Some(ring) => ring.frame_mut(slot),
+            None => &mut [],
+        },
+    }
+}
+
 pub struct WorkerLink {
     pub socket: PacketSocket,
     /// The socket's PACKET_MMAP receive ring (`dataplane.receive = "ring"`); `None`:
@@ -518,14 +536,7 @@ impl Worker {
     }
 
     fn buffer(&mut self, b: BufRef) -> &mut [u8] {
-        match b {
-            BufRef::Rx(bid) => self.bufs.buf_mut(bid),
-            BufRef::Tx(slot) => &mut self.tx[slot],
-            BufRef::Ring { link, slot } => match ring_of(&mut self.links, usize::from(link)) {
-                Some(ring) => ring.frame_mut(slot),
-                None => &mut [],
-            },
-        }
+        buffer_in(&mut self.bufs, &mut self.tx, &mut self.links, b)
     }
 
     fn release(&mut self, b: BufRef) {
@@ -591,14 +602,8 @@ impl Worker {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         let verdict = {
-            let buf = match b {
-                BufRef::Rx(bid) => self.bufs.buf_mut(bid),
-                BufRef::Tx(slot) => &mut self.tx[slot][..],
-                BufRef::Ring { link, slot } => match ring_of(&mut self.links, usize::from(link)) {
-                    Some(ring) => ring.frame_mut(slot),
-                    None => &mut [],
-                },
-            };
+            // Borrowed beside the translator: from the fields that hold it, not `self`.
+            let buf = buffer_in(&mut self.bufs, &mut self.tx, &mut self.links, b);
             if buf.len() < len {
                 // Not a frame we hold (cannot happen: a ring slot is ours until given back).
                 self.translator.counters().inc(Counter::DropTruncated);
