@@ -22,8 +22,7 @@
 // A prototype: literal sizes, and it stops at the first setup step that fails.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-// The instruction encoding, the ethertype test and the UMEM registration are written for a
-// little-endian machine.
+// The instruction encoding and the ethertype test are written for a little-endian machine.
 #[cfg(not(target_endian = "little"))]
 compile_error!("xsk_forward is written for little-endian machines");
 
@@ -46,20 +45,7 @@ const FRAMES: usize = 8192;
 const RING: u32 = 2048;
 const BATCH: u32 = 64;
 
-// From linux/if_xdp.h and linux/bpf.h.
-const SOL_XDP: libc::c_int = 283;
-const XDP_MMAP_OFFSETS: libc::c_int = 1;
-const XDP_RX_RING: libc::c_int = 2;
-const XDP_TX_RING: libc::c_int = 3;
-const XDP_UMEM_REG: libc::c_int = 4;
-const XDP_UMEM_FILL_RING: libc::c_int = 5;
-const XDP_UMEM_COMPLETION_RING: libc::c_int = 6;
-const XDP_PGOFF_RX_RING: libc::off_t = 0;
-const XDP_PGOFF_TX_RING: libc::off_t = 0x8000_0000;
-const XDP_UMEM_PGOFF_FILL_RING: libc::off_t = 0x1_0000_0000;
-const XDP_UMEM_PGOFF_COMPLETION_RING: libc::off_t = 0x1_8000_0000;
-const XDP_SHARED_UMEM: u16 = 1;
-const XDP_COPY: u16 = 2;
+// From linux/bpf.h (linux/if_xdp.h's are libc's).
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -167,32 +153,6 @@ fn attach_xdp(ifindex: u32, xsk: RawFd) -> io::Result<[OwnedFd; 3]> {
     Ok(unsafe { [OwnedFd::from_raw_fd(map), OwnedFd::from_raw_fd(prog), OwnedFd::from_raw_fd(link)] })
 }
 
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct RingOffset {
-    producer: u64,
-    consumer: u64,
-    desc: u64,
-    flags: u64,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct MmapOffsets {
-    rx: RingOffset,
-    tx: RingOffset,
-    fr: RingOffset,
-    cr: RingOffset,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct XdpDesc {
-    addr: u64,
-    len: u32,
-    options: u32,
-}
-
 /// One mapped ring: producer and consumer words, and `RING` entries of `T`.
 struct Ring<T> {
     producer: *const AtomicU32,
@@ -204,7 +164,7 @@ struct Ring<T> {
 }
 
 impl<T: Copy> Ring<T> {
-    fn map(fd: RawFd, off: &RingOffset, pgoff: libc::off_t) -> io::Result<Ring<T>> {
+    fn map(fd: RawFd, off: &libc::xdp_ring_offset, pgoff: libc::off_t) -> io::Result<Ring<T>> {
         let len = off.desc as usize + RING as usize * std::mem::size_of::<T>();
         // SAFETY: mapping a ring the kernel set up on this socket, at the offset it names;
         // the mapping is never unmapped while the process runs.
@@ -272,8 +232,8 @@ impl<T: Copy> Ring<T> {
 /// An AF_XDP socket with its four rings.
 struct Xsk {
     fd: OwnedFd,
-    rx: Ring<XdpDesc>,
-    tx: Ring<XdpDesc>,
+    rx: Ring<libc::xdp_desc>,
+    tx: Ring<libc::xdp_desc>,
     fill: Ring<u64>,
     comp: Ring<u64>,
     tx_pending: bool,
@@ -281,7 +241,8 @@ struct Xsk {
 
 fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
     // SAFETY: v is a live value of the size passed.
-    let r = unsafe { libc::setsockopt(fd, SOL_XDP, opt, ptr::from_ref(v).cast(), std::mem::size_of::<T>() as u32) };
+    let r =
+        unsafe { libc::setsockopt(fd, libc::SOL_XDP, opt, ptr::from_ref(v).cast(), std::mem::size_of::<T>() as u32) };
     if r < 0 {
         return Err(os("setsockopt(SOL_XDP)"));
     }
@@ -299,38 +260,49 @@ impl Xsk {
         // SAFETY: a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         if let Some((addr, len)) = umem {
-            // struct xdp_umem_reg: addr, len, chunk_size, headroom, flags, tx_metadata_len.
-            let reg: [u64; 4] = [addr as u64, len as u64, FRAME_SIZE as u64, 0];
-            setsockopt(raw, XDP_UMEM_REG, &reg)?;
+            let reg = libc::xdp_umem_reg {
+                addr: addr as u64,
+                len: len as u64,
+                chunk_size: FRAME_SIZE as u32,
+                headroom: 0,
+                flags: 0,
+                tx_metadata_len: 0,
+            };
+            setsockopt(raw, libc::XDP_UMEM_REG, &reg)?;
         }
-        setsockopt(raw, XDP_UMEM_FILL_RING, &RING)?;
-        setsockopt(raw, XDP_UMEM_COMPLETION_RING, &RING)?;
-        setsockopt(raw, XDP_RX_RING, &RING)?;
-        setsockopt(raw, XDP_TX_RING, &RING)?;
-        let mut off = MmapOffsets::default();
-        let mut optlen = std::mem::size_of::<MmapOffsets>() as libc::socklen_t;
+        setsockopt(raw, libc::XDP_UMEM_FILL_RING, &RING)?;
+        setsockopt(raw, libc::XDP_UMEM_COMPLETION_RING, &RING)?;
+        setsockopt(raw, libc::XDP_RX_RING, &RING)?;
+        setsockopt(raw, libc::XDP_TX_RING, &RING)?;
+        let none = libc::xdp_ring_offset { producer: 0, consumer: 0, desc: 0, flags: 0 };
+        let mut off = libc::xdp_mmap_offsets { rx: none, tx: none, fr: none, cr: none };
+        let mut optlen = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
         // SAFETY: off is writable for optlen bytes.
-        if unsafe { libc::getsockopt(raw, SOL_XDP, XDP_MMAP_OFFSETS, ptr::from_mut(&mut off).cast(), &mut optlen) } < 0
+        if unsafe {
+            libc::getsockopt(raw, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS, ptr::from_mut(&mut off).cast(), &mut optlen)
+        } < 0
         {
             return Err(os("getsockopt(XDP_MMAP_OFFSETS)"));
         }
         let xsk = Xsk {
-            rx: Ring::map(raw, &off.rx, XDP_PGOFF_RX_RING)?,
-            tx: Ring::map(raw, &off.tx, XDP_PGOFF_TX_RING)?,
-            fill: Ring::map(raw, &off.fr, XDP_UMEM_PGOFF_FILL_RING)?,
-            comp: Ring::map(raw, &off.cr, XDP_UMEM_PGOFF_COMPLETION_RING)?,
+            rx: Ring::map(raw, &off.rx, libc::XDP_PGOFF_RX_RING)?,
+            tx: Ring::map(raw, &off.tx, libc::XDP_PGOFF_TX_RING)?,
+            fill: Ring::map(raw, &off.fr, libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t)?,
+            comp: Ring::map(raw, &off.cr, libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t)?,
             fd,
             tx_pending: false,
         };
-        // struct sockaddr_xdp: family, flags, ifindex, queue_id, shared_umem_fd.
-        let mut sa = [0u8; 16];
-        sa[0..2].copy_from_slice(&(libc::AF_XDP as u16).to_ne_bytes());
-        let flags = if share.is_some() { XDP_SHARED_UMEM } else { XDP_COPY };
-        sa[2..4].copy_from_slice(&flags.to_ne_bytes());
-        sa[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-        sa[12..16].copy_from_slice(&(share.unwrap_or(0) as u32).to_ne_bytes());
+        let sa = libc::sockaddr_xdp {
+            sxdp_family: libc::AF_XDP as u16,
+            // A socket sharing another's UMEM takes its mode from it and may name no other.
+            sxdp_flags: if share.is_some() { libc::XDP_SHARED_UMEM } else { libc::XDP_COPY },
+            sxdp_ifindex: ifindex,
+            sxdp_queue_id: 0,
+            sxdp_shared_umem_fd: share.unwrap_or(0) as u32,
+        };
+        let sa_len = std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t;
         // SAFETY: sa is a complete sockaddr_xdp of the length passed.
-        if unsafe { libc::bind(raw, sa.as_ptr().cast(), sa.len() as u32) } < 0 {
+        if unsafe { libc::bind(raw, ptr::from_ref(&sa).cast(), sa_len) } < 0 {
             return Err(os("bind(AF_XDP)"));
         }
         Ok(xsk)
@@ -473,7 +445,7 @@ fn main() -> io::Result<()> {
                     free.push(addr & !(FRAME_SIZE as u64 - 1));
                     continue;
                 }
-                x.tx.write(XdpDesc { addr, len, options: 0 });
+                x.tx.write(libc::xdp_desc { addr, len, options: 0 });
                 x.tx_pending = true;
                 forwarded += 1;
             }
