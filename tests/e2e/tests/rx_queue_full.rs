@@ -8,6 +8,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use natgw_e2e::load::{echo_all, idle_connections, start_tcp_echo};
+use natgw_e2e::net::udp_exchange;
 use natgw_e2e::wait::secs;
 use natgw_e2e::{eventually, Topology};
 
@@ -61,14 +62,12 @@ fn stalled_natgw_counts_what_its_full_queue_dropped(receive: &str) -> u64 {
     assert!(dropped > 0, "the queue held all {SENT}");
     // Established connections carry on, and the UDP echo answers through natgw again.
     assert_eq!(echo_all(&mut idle, b'b'), Vec::<String>::new(), "established connections after the stall");
-    t.cli1.enter(|| {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
-        s.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-        s.connect("203.0.113.7:7").expect("connect");
-        let mut b = [0u8; 16];
-        let answered = (0..5).any(|_| s.send(b"after").is_ok() && s.recv(&mut b).is_ok_and(|n| &b[..n] == b"after"));
-        assert!(answered, "the UDP echo answers through natgw after the stall");
+    let answered = t.cli1.enter(|| {
+        (0..5).any(|_| {
+            udp_exchange(0, "203.0.113.7:7", b"after", Duration::from_millis(500)).is_ok_and(|r| r == b"after")
+        })
     });
+    assert!(answered, "the UDP echo answers through natgw after the stall");
     dropped
 }
 
