@@ -38,6 +38,7 @@ use natgw_core::conntrack::{Egress, Side};
 use natgw_core::counters::Counters;
 use natgw_core::nat::pool::PoolSpec;
 use natgw_core::nat::{FrameMeta, InsideLink, NatConfig, Translator, Verdict};
+use natgw_io::sys::setsockopt_value;
 use natgw_wire::Ipv4Net;
 
 const FRAME_SIZE: usize = 2048;
@@ -239,14 +240,10 @@ struct Xsk {
     tx_pending: bool,
 }
 
-fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
-    // SAFETY: v is a live value of the size passed.
-    let r =
-        unsafe { libc::setsockopt(fd, libc::SOL_XDP, opt, ptr::from_ref(v).cast(), std::mem::size_of::<T>() as u32) };
-    if r < 0 {
-        return Err(os("setsockopt(SOL_XDP)"));
-    }
-    Ok(())
+/// An AF_XDP socket option (natgw's one `setsockopt`), its failure named.
+fn xdp_option<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
+    setsockopt_value(fd, libc::SOL_XDP, name, value)
+        .map_err(|e| io::Error::new(e.kind(), format!("setsockopt(SOL_XDP): {e}")))
 }
 
 impl Xsk {
@@ -268,12 +265,12 @@ impl Xsk {
                 flags: 0,
                 tx_metadata_len: 0,
             };
-            setsockopt(raw, libc::XDP_UMEM_REG, &reg)?;
+            xdp_option(raw, libc::XDP_UMEM_REG, &reg)?;
         }
-        setsockopt(raw, libc::XDP_UMEM_FILL_RING, &RING)?;
-        setsockopt(raw, libc::XDP_UMEM_COMPLETION_RING, &RING)?;
-        setsockopt(raw, libc::XDP_RX_RING, &RING)?;
-        setsockopt(raw, libc::XDP_TX_RING, &RING)?;
+        xdp_option(raw, libc::XDP_UMEM_FILL_RING, &RING)?;
+        xdp_option(raw, libc::XDP_UMEM_COMPLETION_RING, &RING)?;
+        xdp_option(raw, libc::XDP_RX_RING, &RING)?;
+        xdp_option(raw, libc::XDP_TX_RING, &RING)?;
         let none = libc::xdp_ring_offset { producer: 0, consumer: 0, desc: 0, flags: 0 };
         let mut off = libc::xdp_mmap_offsets { rx: none, tx: none, fr: none, cr: none };
         let mut optlen = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;

@@ -161,7 +161,7 @@ fn set_fanout_program(raw: RawFd, prog: &[SockFilter]) -> Result<(), IoError> {
 
 /// `setsockopt` with a value of any plain type (an int, or a struct the kernel reads and
 /// copies).
-pub(crate) fn setsockopt_value<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+pub fn setsockopt_value<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: value points to a live T of the size passed, which the kernel only reads
     // during the call.
     let r = unsafe { libc::setsockopt(fd, level, name, (value as *const T).cast(), socklen_of::<T>()) };
