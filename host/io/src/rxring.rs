@@ -167,10 +167,14 @@ impl RxRing {
                 "Linux {release} cannot describe a UDP GSO frame to a ring (6.2 can), and one such frame would stop the ring"
             )));
         }
-        setsockopt(fd, PACKET_VERSION, &TPACKET_V2)?;
+        // The log line of a refused ring names the option the kernel refused.
+        fn named(what: &'static str) -> impl Fn(io::Error) -> io::Error {
+            move |e| io::Error::new(e.kind(), format!("setsockopt({what}): {e}"))
+        }
+        setsockopt(fd, PACKET_VERSION, &TPACKET_V2).map_err(named("PACKET_VERSION"))?;
         // Frames larger than a slot: queued whole on the socket (any non-zero value).
-        setsockopt(fd, PACKET_COPY_THRESH, &1i32)?;
-        setsockopt(fd, PACKET_RX_RING, &request())?;
+        setsockopt(fd, PACKET_COPY_THRESH, &1i32).map_err(named("PACKET_COPY_THRESH"))?;
+        setsockopt(fd, PACKET_RX_RING, &request()).map_err(named("PACKET_RX_RING"))?;
         RxRing::map(fd).inspect_err(|_| {
             // A ring we cannot read would take every frame: take it down again (a request
             // of no blocks frees it; frames then queue on the socket for `recv`).

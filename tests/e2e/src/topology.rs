@@ -181,10 +181,21 @@ http {{
 
     /// Starts the natgw binary at `natgw` (an installed one, say) with `cfg`.
     pub fn start_binary(&mut self, natgw: &Path, cfg: &GatewayConfig) -> &mut Gateway {
+        self.start_under(None, natgw, cfg)
+    }
+
+    /// Starts natgw with `cfg` as an argument of `wrapper` (`wrapper natgw run …`), a
+    /// program that changes what natgw runs under and then executes it.
+    pub fn start_wrapped(&mut self, wrapper: &Path, cfg: &GatewayConfig) -> &mut Gateway {
+        self.start_under(Some(wrapper), &crate::natgw_bin(), cfg)
+    }
+
+    fn start_under(&mut self, wrapper: Option<&Path>, natgw: &Path, cfg: &GatewayConfig) -> &mut Gateway {
         assert!(self.gateway.is_none(), "natgw is already running");
         let n = std::fs::read_dir(&self.dir).map_or(0, |d| d.count());
         let path = cfg.write(&self.dir.join(format!("natgw-{n}.toml")));
-        self.gateway = Some(Gateway::start(&self.gw, natgw, &path, cfg.admin_socket(), &self.dir.join("natgw.log")));
+        let log = self.dir.join("natgw.log");
+        self.gateway = Some(Gateway::start_under(&self.gw, wrapper, natgw, &path, cfg.admin_socket(), &log));
         self.gateway.as_mut().expect("just started")
     }
 
@@ -380,7 +391,26 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(gw: &Netns, natgw: &Path, config: &Path, socket: String, log: &Path) -> Gateway {
-        let mut cmd = gw.cmd(natgw);
+        Self::start_under(gw, None, natgw, config, socket, log)
+    }
+
+    /// `start`, with natgw run as an argument of `wrapper` when there is one.
+    pub fn start_under(
+        gw: &Netns,
+        wrapper: Option<&Path>,
+        natgw: &Path,
+        config: &Path,
+        socket: String,
+        log: &Path,
+    ) -> Gateway {
+        let mut cmd = match wrapper {
+            Some(w) => {
+                let mut c = gw.cmd(w);
+                c.arg(natgw);
+                c
+            }
+            None => gw.cmd(natgw),
+        };
         cmd.arg("run").arg("--config").arg(config);
         let mut daemon = Daemon::start("natgw", cmd, log);
         let admin = AdminClient::new(socket);

@@ -141,3 +141,47 @@ fn receive_rings_carry_bulk_tcp_udp_and_many_flows_and_pass_to_a_successor() {
     assert_eq!(t.counter(r#"PacketsDropCount{reason="tcp-out-of-window"}"#), 0);
     drop(idle);
 }
+
+/// The kernel refuses every receive ring (a seccomp filter makes `setsockopt(SOL_PACKET,
+/// PACKET_RX_RING)` fail with EPERM, as a container runtime's filter would): natgw starts
+/// anyway, each socket receiving by `recv`, says so in one log line that names the
+/// refused option, shows the socket path in `natgw status`, and forwards.
+#[test]
+fn receive_rings_the_kernel_refuses_fall_back_to_sockets_with_one_log_line() {
+    let mut t = Topology::network();
+    let mut cfg = t.demo_config();
+    cfg.set("dataplane.receive", "ring");
+    cfg.set("dataplane.workers", 2i64);
+    t.start_wrapped(std::path::Path::new(env!("CARGO_BIN_EXE_refuse_packet_rings")), &cfg);
+
+    let log = t.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("no receive ring")).collect();
+    assert_eq!(lines.len(), 1, "one log line for every refused ring: {log}");
+    // Each link on each worker (two inside links and the outside one, two workers) is named
+    // with the option the kernel refused and its reason.
+    for link in ["in1", "in2", "out0"] {
+        for w in 0..2 {
+            assert!(lines[0].contains(&format!("{link} (worker {w}): setsockopt(PACKET_RX_RING)")), "{}", lines[0]);
+        }
+    }
+    assert!(lines[0].contains("Operation not permitted"), "{}", lines[0]);
+    assert!(
+        paths(&t).iter().all(|p| p.starts_with("af_packet (io_uring multishot recv")),
+        "every link receives by socket: {:?}",
+        paths(&t)
+    );
+
+    // Traffic passes both ways: TCP through a connection, UDP through the echo, and a
+    // short bulk transfer (GSO super-frames by the socket path).
+    start_tcp_echo(&mut t, 8081);
+    start_iperf3_server(&mut t);
+    let mut idle: Vec<TcpStream> = idle_connections(&t.cli1, 8081, 4);
+    assert_eq!(echo_all(&mut idle, b'a'), Vec::<String>::new());
+    let udp = udp_stream(&t.cli2, 1);
+    udp.wait_echoed(50);
+    let (sent, lost) = udp.join().expect("udp stream");
+    assert!(lost * 10 < sent, "the UDP stream lost {lost} of {sent}");
+    let mbit = iperf(&t, "1");
+    assert!(mbit > 500.0, "bulk TCP by sockets: {mbit:.0} Mbit/s");
+    assert_eq!(t.counter("ReceiveRingFrames"), 0, "no frame came from a ring");
+}
