@@ -1,6 +1,7 @@
 //! natgw as a systemd service (a real systemd as PID 1 of its own namespaces, the shipped
 //! unit): `systemctl restart` and a `kill -9` of the gateway keep every connection, the
-//! flow journal and the packet sockets passing through systemd's file-descriptor store.
+//! flow journal and the packet sockets passing through systemd's file-descriptor store,
+//! on both receive paths (with receive rings, the rings stay with their stored sockets).
 
 use std::time::Instant;
 
@@ -18,11 +19,28 @@ fn stat(admin: &AdminClient, name: &str) -> u64 {
     admin.stats().map(|s| s.get(name)).unwrap_or(0)
 }
 
+/// `natgw status`'s packet path of every link.
+fn paths(admin: &AdminClient) -> Vec<String> {
+    let s = admin.status().expect("status");
+    s.inside.iter().chain(std::iter::once(&s.outside)).map(|l| l.packet_path.clone()).collect()
+}
+
 #[test]
 fn a_restart_and_a_crash_under_systemd_keep_every_connection() {
+    restart_and_crash_keep_every_connection("socket");
+}
+
+#[test]
+fn a_restart_and_a_crash_under_systemd_keep_every_connection_with_receive_rings() {
+    restart_and_crash_keep_every_connection("ring");
+}
+
+fn restart_and_crash_keep_every_connection(receive: &str) {
+    let rings = receive == "ring";
     let mut t = Topology::network();
     start_tcp_echo(&mut t, 8081);
-    let cfg = t.demo_config();
+    let mut cfg = t.demo_config();
+    cfg.set("dataplane.receive", receive);
     let config = cfg.write(&t.path("natgw-systemd.toml"));
     let log = t.path("natgw.log");
     let unit = natgw_unit(&t.gw.name, &natgw_bin(), &config, &log);
@@ -33,6 +51,9 @@ fn a_restart_and_a_crash_under_systemd_keep_every_connection() {
     m.run(&["start", "natgw.service"]);
     let admin = AdminClient::new(cfg.admin_socket());
     eventually(secs(5), "the first flow journal to be whole", || log_has(&log, 0, "written whole"));
+    let ring_paths =
+        |admin: &AdminClient| paths(admin).iter().all(|p| p.starts_with("af_packet (TPACKET_V2 receive ring"));
+    assert_eq!(ring_paths(&admin), rings, "{:?}", paths(&admin));
 
     let mut idle = idle_connections(&t.cli1, 8081, 10);
     assert_eq!(echo_all(&mut idle, b'a'), Vec::<String>::new());
@@ -64,19 +85,26 @@ fn a_restart_and_a_crash_under_systemd_keep_every_connection() {
         }
         eventually(secs(10), "the new natgw to answer", || admin.stats().is_ok());
         let back = began.elapsed();
+        let ring_frames_at_start = stat(&admin, "ReceiveRingFrames");
         assert_ne!(m.pids("natgw.service"), pids, "a new process");
+        // The stored sockets come back with their rings, which the new process reads.
+        assert_eq!(ring_paths(&admin), rings, "{how}: {:?}", paths(&admin));
         let restored = stat(&admin, "JournalFlowsRestored");
         assert!(restored >= 10, "{how}: {restored} flows restored from the journal\n{}", t.log());
         // Every idle connection still echoes, through the same translation.
         assert_eq!(echo_all(&mut idle, byte), Vec::<String>::new(), "{how}");
         let (sent, lost) = udp.join().expect("udp stream");
+        // The rest of the UDP stream came through the new process's rings.
+        let from_slots =
+            stat(&admin, "ReceiveRingFrames") - ring_frames_at_start.min(stat(&admin, "ReceiveRingFrames"));
+        assert_eq!(from_slots > 0, rings, "{how}: {from_slots} frames from ring slots after the restart");
         for l in std::fs::read_to_string(&log).unwrap_or_default()[before..].lines() {
             if l.contains("after start") {
                 eprintln!("  {l}");
             }
         }
         eprintln!(
-            "{how}: natgw back {:.0} ms after the command; {restored} flows restored; UDP {lost}/{sent} lost",
+            "{how} ({receive}): natgw back {:.0} ms after the command; {restored} flows restored; UDP {lost}/{sent} lost",
             back.as_secs_f64() * 1000.0
         );
         // The stored sockets queue what arrives while no natgw runs: a restart loses
