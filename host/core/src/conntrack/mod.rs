@@ -268,8 +268,9 @@ pub struct Flow {
     pub tcp_flags: [u8; 2],
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
-    pub created_ms: u64,
-    pub last_seen_ms: u64,
+    /// When it was created and saw its last packet (`created_ms`, `last_seen_ms`).
+    pub created: Ms40,
+    pub last_seen: Ms40,
     /// When the flow expires, in ms after `last_seen_ms` (`expires_ms`, `set_expires_ms`):
     /// 4 bytes where the deadline itself took 8. Timeouts are at most 7 days, so the
     /// deadline is never further from the last packet than a `u32` of ms (49 days).
@@ -365,33 +366,57 @@ impl FlowMarks {
     }
 }
 
+/// A gateway-clock time in ms in 5 bytes where a `u64` took 8, with alignment 1 so that
+/// the compiler packs it among a `Flow`'s other fields. The gateway clock starts near 0 at
+/// the first start and is carried across handoffs (`adopt_clock`), so 40 bits (34 years
+/// of ms) hold any time it reads; a later one is kept as `MAX`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ms40([u8; 5]);
+
+impl Ms40 {
+    /// The latest time kept: 2^40 − 1 ms.
+    pub const MAX: u64 = (1 << 40) - 1;
+
+    /// `ms`, saturating at `MAX`.
+    pub fn new(ms: u64) -> Ms40 {
+        let [b0, b1, b2, b3, b4, ..] = ms.min(Self::MAX).to_le_bytes();
+        Ms40([b0, b1, b2, b3, b4])
+    }
+
+    pub fn get(self) -> u64 {
+        let [b0, b1, b2, b3, b4] = self.0;
+        u64::from_le_bytes([b0, b1, b2, b3, b4, 0, 0, 0])
+    }
+}
+
 /// Counters and time of a flow's last flow-log record; the next one counts from here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reported {
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
-    /// The record's time in ms shifted left by one, and in the lowest bit whether it was
-    /// the connection's final one (`at_ms`, `closed`): one word where two took 16 bytes.
-    at_and_closed: u64,
+    /// The record's time (`at_ms`) in 5 bytes, and whether it was the connection's final
+    /// one (`closed`) in a byte of its own: the padding after the time leaves room for it.
+    at: Ms40,
+    closed: bool,
 }
 
 impl Reported {
-    /// A record at `at_ms`; `closed`: it was the final record of a TCP connection that
-    /// closed (FIN both ways, or RST), whose entry only lingers (TIME-WAIT) now.
+    /// A record at `at_ms` (kept up to `Ms40::MAX`); `closed`: it was the final record of
+    /// a TCP connection that closed (FIN both ways, or RST), whose entry only lingers
+    /// (TIME-WAIT) now.
     pub fn new(packets: [u64; 2], bytes: [u64; 2], at_ms: u64, closed: bool) -> Reported {
-        // Gateway times are far below 2^63 ms: the shift loses nothing.
-        Reported { packets, bytes, at_and_closed: at_ms << 1 | u64::from(closed) }
+        Reported { packets, bytes, at: Ms40::new(at_ms), closed }
     }
 
     /// When the last record went out; 0: nothing reported yet (the next record's window
     /// starts at the flow's creation).
     pub fn at_ms(&self) -> u64 {
-        self.at_and_closed >> 1
+        self.at.get()
     }
 
     /// The last record was the connection's final one.
     pub fn closed(&self) -> bool {
-        self.at_and_closed & 1 == 1
+        self.closed
     }
 }
 
@@ -509,7 +534,7 @@ impl Flow {
             original: self.keys[ORIGINAL],
             translated: self.rewrite(ORIGINAL),
             reply: self.keys[REPLY],
-            age_ms: now_ms.saturating_sub(self.created_ms),
+            age_ms: now_ms.saturating_sub(self.created_ms()),
             expires_in_ms: self.expires_ms().saturating_sub(now_ms),
             packets: self.packets,
             bytes: self.bytes,
@@ -518,15 +543,27 @@ impl Flow {
     }
 
     pub fn refresh(&mut self, now_ms: u64, timeouts: &Timeouts) {
-        self.last_seen_ms = now_ms;
+        self.last_seen = Ms40::new(now_ms);
         self.set_expires_ms(now_ms + timeouts.for_state(self.state) * 1000);
+    }
+
+    /// When the flow was created (gateway clock).
+    #[inline]
+    pub fn created_ms(&self) -> u64 {
+        self.created.get()
+    }
+
+    /// When it saw its last packet (gateway clock).
+    #[inline]
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen.get()
     }
 
     /// Where the flow log's next record of this flow starts: its last record, or the
     /// flow's creation when nothing has been reported.
     pub fn unreported_since_ms(&self) -> u64 {
         match self.reported.at_ms() {
-            0 => self.created_ms,
+            0 => self.created_ms(),
             at => at,
         }
     }
@@ -534,12 +571,12 @@ impl Flow {
     /// When the flow expires.
     #[inline]
     pub fn expires_ms(&self) -> u64 {
-        self.last_seen_ms + u64::from(self.expires_after_ms)
+        self.last_seen_ms() + u64::from(self.expires_after_ms)
     }
 
     /// Moves the deadline, kept within `[last_seen_ms, last_seen_ms + u32::MAX ms]`.
     pub fn set_expires_ms(&mut self, at_ms: u64) {
-        self.expires_after_ms = u32::try_from(at_ms.saturating_sub(self.last_seen_ms)).unwrap_or(u32::MAX);
+        self.expires_after_ms = u32::try_from(at_ms.saturating_sub(self.last_seen_ms())).unwrap_or(u32::MAX);
     }
 }
 
@@ -1038,8 +1075,8 @@ mod tests {
             tcp_flags: [0; 2],
             packets: [0; 2],
             bytes: [0; 2],
-            created_ms: now,
-            last_seen_ms: now,
+            created: Ms40::new(now),
+            last_seen: Ms40::new(now),
             expires_after_ms: 0,
             mapping: MappingRef::NONE,
             policy_generation: 0,
@@ -1175,25 +1212,25 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn a_flow_keeps_its_size() {
         // What a million flows cost (examples/flow_table.rs): no TCP window state in it,
-        // the small facts in one byte.
-        assert_eq!(std::mem::size_of::<Flow>(), 152);
+        // the small facts in one byte, times in 5 bytes.
+        assert_eq!(std::mem::size_of::<Flow>(), 144);
     }
 
     #[test]
     fn compact_fields_read_back_what_was_written() {
         let t = Timeouts { udp: 7 * 86_400, ..Timeouts::default() };
         let mut f = flow(1, 5_000_000_123, &t);
-        assert_eq!((f.last_seen_ms, f.expires_ms()), (5_000_000_123, 5_000_000_123 + 7 * 86_400_000));
+        assert_eq!((f.last_seen_ms(), f.expires_ms()), (5_000_000_123, 5_000_000_123 + 7 * 86_400_000));
         f.set_expires_ms(5_000_000_200);
         assert_eq!(
-            (f.last_seen_ms, f.expires_ms()),
+            (f.last_seen_ms(), f.expires_ms()),
             (5_000_000_123, 5_000_000_200),
             "moving the deadline keeps the last packet"
         );
         f.set_expires_ms(0);
-        assert_eq!(f.expires_ms(), f.last_seen_ms, "a deadline before the last packet is the last packet");
+        assert_eq!(f.expires_ms(), f.last_seen_ms(), "a deadline before the last packet is the last packet");
         f.set_expires_ms(u64::MAX);
-        assert_eq!(f.expires_ms(), f.last_seen_ms + u64::from(u32::MAX), "at most 49 days after the last packet");
+        assert_eq!(f.expires_ms(), f.last_seen_ms() + u64::from(u32::MAX), "at most 49 days after the last packet");
         for id in [0, 1, 7, u32::MAX - 1] {
             assert_eq!(MappingRef::to(id).get(), Some(id));
         }
@@ -1220,10 +1257,16 @@ mod tests {
                 assert_eq!(m, FlowMarks::default(), "every mark clears");
             }
         }
-        for (at, closed) in [(0, false), (1, true), (1 << 40, false), (u64::MAX >> 1, true)] {
+        for (at, closed) in [(0, false), (1, true), (1 << 39, false), (Ms40::MAX, true)] {
             let r = Reported::new([1, 2], [3, 4], at, closed);
             assert_eq!((r.at_ms(), r.closed(), r.packets, r.bytes), (at, closed, [1, 2], [3, 4]));
         }
+        let r = Reported::new([1, 2], [3, 4], u64::MAX >> 1, true);
+        assert_eq!((r.at_ms(), r.closed()), (Ms40::MAX, true), "a later time is kept as the latest");
+        for ms in [0, 1, 0xff, 0x100, 0x01_0203_0405, Ms40::MAX] {
+            assert_eq!(Ms40::new(ms).get(), ms);
+        }
+        assert_eq!((Ms40::new(1 << 40).get(), Ms40::new(u64::MAX).get()), (Ms40::MAX, Ms40::MAX), "saturates");
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Translator {
                     // Its final record goes out once it has been quiet for a second; one
                     // check per flow however often it closes and reopens.
                     flow.marks.set_close_check_queued(true);
-                    self.close_checks.push_back(RecordCheck::new(now_ms + 1000, id, flow.created_ms));
+                    self.close_checks.push_back(RecordCheck::new(now_ms + 1000, id, flow.created_ms()));
                 }
             }
             (_, FlowState::Udp { replied: false }) if dir == REPLY => {
@@ -122,7 +122,7 @@ impl Translator {
             _ => {}
         }
         flow.refresh(now_ms, &timeouts);
-        let (created_ms, state_changed) = (flow.created_ms, flow.state != state_before);
+        let (created_ms, state_changed) = (flow.created_ms(), flow.state != state_before);
         if state_changed {
             // A shorter timeout (a close, a reset) brings the deadline forward: file it
             // there, so that the entry and its port go at the deadline, not at the old one.

@@ -94,7 +94,7 @@ impl FlowEnd {
             tcp_flags: flow.tcp_flags[0] | flow.tcp_flags[1],
             start_ms: flow.unreported_since_ms(),
             end_ms,
-            created_ms: flow.created_ms,
+            created_ms: flow.created_ms(),
             reason,
             direction: if d == ORIGINAL { FlowDirection::Egress } else { FlowDirection::Ingress },
             verdict: EgressDecision::Allow,
@@ -169,7 +169,7 @@ impl RecordCheck {
 
     /// The check is for `flow` (not an earlier one in the same slot).
     pub fn is_of(&self, flow: &Flow) -> bool {
-        self.stamp == stamp_of(flow.created_ms)
+        self.stamp == stamp_of(flow.created_ms())
     }
 }
 
@@ -249,9 +249,9 @@ impl Translator {
             if flow.reported.closed() {
                 continue;
             }
-            if now_ms < flow.last_seen_ms + 1000 {
+            if now_ms < flow.last_seen_ms() + 1000 {
                 flow.marks.set_close_check_queued(true);
-                self.close_checks.push_back(RecordCheck::new(flow.last_seen_ms + 1000, id, flow.created_ms));
+                self.close_checks.push_back(RecordCheck::new(flow.last_seen_ms() + 1000, id, flow.created_ms()));
                 continue;
             }
             let pool = flow.mapping.get().and_then(|m| self.mappings.get(m)).map_or(0, |m| m.pool);

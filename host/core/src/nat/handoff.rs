@@ -32,7 +32,7 @@ use super::flow_records::RecordCheck;
 use super::Translator;
 use crate::conntrack::tcp_window::{TcpWindow, TcpWindows, WINDOW_STATE_LEN};
 use crate::conntrack::{
-    Egress, Endpoint, Flow, FlowId, FlowKey, FlowMarks, FlowState, MappingRef, Reported, Rewrite, Side, TcpState,
+    Egress, Endpoint, Flow, FlowId, FlowKey, FlowMarks, FlowState, MappingRef, Ms40, Reported, Rewrite, Side, TcpState,
     TcpWindowsRef, ORIGINAL, REPLY,
 };
 use crate::counters::Counter;
@@ -293,8 +293,8 @@ impl FlowRecord {
             tcp_flags: flow.tcp_flags,
             packets: flow.packets,
             bytes: flow.bytes,
-            created_ago_ms: now_ms.saturating_sub(flow.created_ms),
-            last_seen_ago_ms: now_ms.saturating_sub(flow.last_seen_ms),
+            created_ago_ms: now_ms.saturating_sub(flow.created_ms()),
+            last_seen_ago_ms: now_ms.saturating_sub(flow.last_seen_ms()),
             expires_in_ms: flow.expires_ms().saturating_sub(now_ms),
             reported_ago_ms: (flow.reported.at_ms() != 0).then(|| now_ms.saturating_sub(flow.reported.at_ms())),
             reported: flow.reported,
@@ -572,8 +572,8 @@ impl Translator {
             tcp_flags: r.tcp_flags,
             packets: r.packets,
             bytes: r.bytes,
-            created_ms: now_ms.saturating_sub(r.created_ago_ms),
-            last_seen_ms: now_ms.saturating_sub(r.last_seen_ago_ms),
+            created: Ms40::new(now_ms.saturating_sub(r.created_ago_ms)),
+            last_seen: Ms40::new(now_ms.saturating_sub(r.last_seen_ago_ms)),
             expires_after_ms: 0,
             mapping: MappingRef::to(mid),
             policy_generation: u32::try_from(r.policy_generation).unwrap_or(u32::MAX),
@@ -623,12 +623,12 @@ impl Translator {
         for id in ids {
             let Some(f) = self.flows.get_mut(id) else { continue };
             if interval > 0 && !f.reported.closed() {
-                interim.push(RecordCheck::new(f.unreported_since_ms() + interval, id, f.created_ms));
+                interim.push(RecordCheck::new(f.unreported_since_ms() + interval, id, f.created_ms()));
             }
             let closed = matches!(f.state, FlowState::Tcp(TcpState::TimeWait | TcpState::Closed));
             if closed && !f.reported.closed() && !f.marks.close_check_queued() {
                 f.marks.set_close_check_queued(true);
-                close.push(RecordCheck::new(f.last_seen_ms + 1000, id, f.created_ms));
+                close.push(RecordCheck::new(f.last_seen_ms() + 1000, id, f.created_ms()));
             }
         }
         for (queue, new) in [(&mut self.close_checks, close), (&mut self.interim_checks, interim)] {

@@ -93,8 +93,8 @@ impl Translator {
         let mut buf = [0u8; RECORD_LEN];
         let mut records = 0u32;
         for (id, flow) in self.flows.iter() {
-            let changed = flow.last_seen_ms >= since
-                || flow.created_ms >= since
+            let changed = flow.last_seen_ms() >= since
+                || flow.created_ms() >= since
                 || flow.reported.at_ms() >= since
                 || noted.binary_search(&id).is_ok();
             if !changed {

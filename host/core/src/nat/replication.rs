@@ -170,7 +170,7 @@ impl Translator {
         dirty.dedup();
         let mut buf = [0u8; RECORD_LEN];
         for &(id, created) in &dirty {
-            let Some(flow) = self.flows.get(id).filter(|f| f.created_ms == created) else { continue };
+            let Some(flow) = self.flows.get(id).filter(|f| f.created_ms() == created) else { continue };
             let Some(record) = self.record_of(id, flow, now_ms) else { continue };
             if let Some(j) = journal.as_deref_mut() {
                 j.write(id, now_ms, &record);
@@ -269,7 +269,7 @@ impl Translator {
     pub(super) fn replicate_changed(&mut self, id: FlowId) {
         if let Some(log) = self.replication.as_mut() {
             if let Some(f) = self.flows.get(id) {
-                log.changed(id, f.created_ms);
+                log.changed(id, f.created_ms());
             }
         }
     }

@@ -10,7 +10,7 @@ use super::pool::{MappingId, PoolId};
 use super::{Filtering, FrameMeta, Parsed, Translator};
 use crate::conntrack::tcp_window::TcpWindows;
 use crate::conntrack::{
-    Egress, Endpoint, Flow, FlowId, FlowKey, FlowMarks, FlowState, MappingRef, Reported, Rewrite, Side, TcpState,
+    Egress, Endpoint, Flow, FlowId, FlowKey, FlowMarks, FlowState, MappingRef, Ms40, Reported, Rewrite, Side, TcpState,
     TcpWindowsRef, ORIGINAL, REPLY,
 };
 use crate::counters::Counter;
@@ -68,7 +68,7 @@ impl Translator {
 
     pub(super) fn insert_flow(&mut self, flow: Flow) -> Result<FlowId, Counter> {
         let mapping = flow.mapping.get();
-        let created = flow.created_ms;
+        let created = flow.created_ms();
         match self.flows.insert(flow) {
             Ok(id) => {
                 if self.active_interval_ms > 0 {
@@ -128,7 +128,7 @@ impl Translator {
                 return;
             }
             let Some((id, flow)) = self.flows.oldest_unanswered() else { return };
-            if flow.created_ms.saturating_add(min_age_ms) > now_ms {
+            if flow.created_ms().saturating_add(min_age_ms) > now_ms {
                 return;
             }
             self.early_drop(id, now_ms);
@@ -153,8 +153,8 @@ impl Translator {
             tcp_flags: [0; 2],
             packets: [0; 2],
             bytes: [0; 2],
-            created_ms: now_ms,
-            last_seen_ms: now_ms,
+            created: Ms40::new(now_ms),
+            last_seen: Ms40::new(now_ms),
             expires_after_ms: 0,
             mapping: MappingRef::NONE,
             policy_generation: u32::try_from(self.policy.egress_generation()).unwrap_or(u32::MAX),
@@ -388,7 +388,7 @@ impl Translator {
             let Some(flow) = self.flows.get_mut(id) else { continue };
             flow.marks.set_revoked(true);
             if let Some(log) = self.replication.as_mut() {
-                log.changed(id, flow.created_ms);
+                log.changed(id, flow.created_ms());
             }
             if let Some(p) = self.precopy.as_mut() {
                 p.changed(id);
