@@ -280,7 +280,8 @@ pub struct Flow {
     /// The egress policy generation that admitted it (0: no policy was installed; a
     /// generation past `u32::MAX`, four billion swaps, reads as `u32::MAX`).
     pub policy_generation: u32,
-    /// What the flow log has already reported (interim records for long flows).
+    /// What the flow log has already reported (interim records for long flows): when,
+    /// and the low bits of the counters then (`unreported_packets`, `reported_packets`).
     pub reported: Reported,
     /// Where its TCP window tracking (both directions) is kept: an entry of the table's
     /// side table, which only TCP flows have (`FlowTable::windows`); `NONE` for UDP and
@@ -301,6 +302,7 @@ impl FlowMarks {
     const FIN_REPLY: u8 = 0x02;
     const REVOKED: u8 = 0x04;
     const CLOSE_CHECK_QUEUED: u8 = 0x08;
+    const REPORT_CHECK_QUEUED: u8 = 0x40;
     /// Two bits: 0 no shadow policy ran, else its answer (`shadow`).
     const SHADOW_SHIFT: u32 = 4;
     const SHADOW: u8 = 0x30;
@@ -332,6 +334,16 @@ impl FlowMarks {
 
     pub fn set_close_check_queued(&mut self, queued: bool) {
         self.set(Self::CLOSE_CHECK_QUEUED, queued);
+    }
+
+    /// A check for a record of its unreported counters (`Flow::count`) is in the
+    /// translator's queue of them.
+    pub fn report_check_queued(self) -> bool {
+        self.0 & Self::REPORT_CHECK_QUEUED != 0
+    }
+
+    pub fn set_report_check_queued(&mut self, queued: bool) {
+        self.set(Self::REPORT_CHECK_QUEUED, queued);
     }
 
     /// What the shadow egress policy answered when the flow was admitted, if one ran
@@ -379,33 +391,75 @@ impl Ms40 {
 
     /// `ms`, saturating at `MAX`.
     pub fn new(ms: u64) -> Ms40 {
-        let [b0, b1, b2, b3, b4, ..] = ms.min(Self::MAX).to_le_bytes();
-        Ms40([b0, b1, b2, b3, b4])
+        Ms40(low40(ms.min(Self::MAX)))
     }
 
     pub fn get(self) -> u64 {
-        let [b0, b1, b2, b3, b4] = self.0;
-        u64::from_le_bytes([b0, b1, b2, b3, b4, 0, 0, 0])
+        from40(self.0)
     }
 }
 
 /// Counters and time of a flow's last flow-log record; the next one counts from here.
+///
+/// Of the counters only the low bits are kept, 32 of each direction's packets and 40 of
+/// its bytes (18 bytes where the full values took 32): a record's counts are the flow's counters minus
+/// these, modulo 2^32 and 2^40 (`Flow::unreported_packets`, `unreported_bytes`), exact
+/// while fewer than 2^32 packets and 2^40 bytes (1 TiB) pass in one direction between two
+/// records. The translator keeps it so: a flow whose unreported part reaches half of
+/// either range (`REPORT_PACKETS_AT`, `REPORT_BYTES_AT`) gets an interim record at the
+/// next tick, or, with no flow log kept, its snapshot moved up (`Flow::count`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reported {
-    pub packets: [u64; 2],
-    pub bytes: [u64; 2],
+    /// The low 32 bits of each direction's packets at the record.
+    packets_low: [u32; 2],
+    /// The low 40 bits of each direction's bytes.
+    bytes_low: [[u8; 5]; 2],
     /// The record's time (`at_ms`) in 5 bytes, and whether it was the connection's final
-    /// one (`closed`) in a byte of its own: the padding after the time leaves room for it.
+    /// one (`closed`) in a byte of its own: the struct's alignment (4) leaves room for it.
     at: Ms40,
     closed: bool,
 }
 
+/// The low 32 bits of `v`.
+fn low32(v: u64) -> u32 {
+    let [b0, b1, b2, b3, ..] = v.to_le_bytes();
+    u32::from_le_bytes([b0, b1, b2, b3])
+}
+
+/// The low 40 bits of `v`.
+fn low40(v: u64) -> [u8; 5] {
+    let [b0, b1, b2, b3, b4, ..] = v.to_le_bytes();
+    [b0, b1, b2, b3, b4]
+}
+
+fn from40(b: [u8; 5]) -> u64 {
+    let [b0, b1, b2, b3, b4] = b;
+    u64::from_le_bytes([b0, b1, b2, b3, b4, 0, 0, 0])
+}
+
+const MASK32: u64 = (1 << 32) - 1;
+const MASK40: u64 = (1 << 40) - 1;
+
 impl Reported {
-    /// A record at `at_ms` (kept up to `Ms40::MAX`); `closed`: it was the final record of
-    /// a TCP connection that closed (FIN both ways, or RST), whose entry only lingers
+    /// Unreported packets in one direction at which the flow log must report the flow
+    /// (or the snapshot move up): half of what the low 32 bits tell apart, so that the
+    /// packets of the time until it does (a tick, 10 ms at most) cannot wrap them.
+    pub const REPORT_PACKETS_AT: u64 = 1 << 31;
+    /// The same for bytes: half of 2^40 (512 GiB).
+    pub const REPORT_BYTES_AT: u64 = 1 << 39;
+    /// The most unreported packets a handed-over flow keeps (`Flow::set_reported`): three
+    /// quarters of the range, past `REPORT_PACKETS_AT` so that its record is due, with a
+    /// quarter left for the packets before it goes out.
+    pub const HANDED_OVER_PACKETS_MAX: u64 = 3 << 30;
+    /// The same for bytes (768 GiB).
+    pub const HANDED_OVER_BYTES_MAX: u64 = 3 << 38;
+
+    /// A record at `at_ms` (kept up to `Ms40::MAX`) of a flow whose counters were then
+    /// `packets` and `bytes` (their low bits are kept); `closed`: it was the final record
+    /// of a TCP connection that closed (FIN both ways, or RST), whose entry only lingers
     /// (TIME-WAIT) now.
     pub fn new(packets: [u64; 2], bytes: [u64; 2], at_ms: u64, closed: bool) -> Reported {
-        Reported { packets, bytes, at: Ms40::new(at_ms), closed }
+        Reported { packets_low: packets.map(low32), bytes_low: bytes.map(low40), at: Ms40::new(at_ms), closed }
     }
 
     /// When the last record went out; 0: nothing reported yet (the next record's window
@@ -566,6 +620,88 @@ impl Flow {
             0 => self.created_ms(),
             at => at,
         }
+    }
+
+    /// Each direction's packets since the flow log's last record of it (all of them when
+    /// there was none).
+    #[inline]
+    pub fn unreported_packets(&self) -> [u64; 2] {
+        [ORIGINAL, REPLY].map(|d| self.unreported(d).0)
+    }
+
+    /// Each direction's bytes since the flow log's last record of it.
+    #[inline]
+    pub fn unreported_bytes(&self) -> [u64; 2] {
+        [ORIGINAL, REPLY].map(|d| self.unreported(d).1)
+    }
+
+    /// Direction `d`'s (packets, bytes) since the last record: the modular difference.
+    #[inline]
+    fn unreported(&self, d: usize) -> (u64, u64) {
+        let r = &self.reported;
+        (
+            self.packets[d].wrapping_sub(u64::from(r.packets_low[d])) & MASK32,
+            self.bytes[d].wrapping_sub(from40(r.bytes_low[d])) & MASK40,
+        )
+    }
+
+    /// Each direction's packets at the flow log's last record, in full: what handoff and
+    /// replication records carry.
+    pub fn reported_packets(&self) -> [u64; 2] {
+        let unreported = self.unreported_packets();
+        [ORIGINAL, REPLY].map(|d| self.packets[d].saturating_sub(unreported[d]))
+    }
+
+    /// Each direction's bytes at the flow log's last record, in full.
+    pub fn reported_bytes(&self) -> [u64; 2] {
+        let unreported = self.unreported_bytes();
+        [ORIGINAL, REPLY].map(|d| self.bytes[d].saturating_sub(unreported[d]))
+    }
+
+    /// The flow log reported everything counted, at `at_ms`; `closed` as `Reported::new`.
+    pub fn mark_reported(&mut self, at_ms: u64, closed: bool) {
+        self.reported = Reported::new(self.packets, self.bytes, at_ms, closed);
+    }
+
+    /// The flow log's last record as a handed-over flow carries it: the counters then, in
+    /// full (at most the flow's own, which the caller checks). A natgw that keeps
+    /// `Reported` sends less than `REPORT_PACKETS_AT` unreported plus a tick's packets;
+    /// more than `HANDED_OVER_PACKETS_MAX` (or `HANDED_OVER_BYTES_MAX`), which only one
+    /// that kept 64 bits can have sent, is clamped to it: the next record then counts that
+    /// many where there were more. Either way the flow's next packet has its record made
+    /// (`count`), and the range's last quarter keeps the packets until then from wrapping.
+    pub fn set_reported(&mut self, packets: [u64; 2], bytes: [u64; 2], at_ms: u64, closed: bool) {
+        let packets = [ORIGINAL, REPLY]
+            .map(|d| packets[d].max(self.packets[d].saturating_sub(Reported::HANDED_OVER_PACKETS_MAX)));
+        let bytes =
+            [ORIGINAL, REPLY].map(|d| bytes[d].max(self.bytes[d].saturating_sub(Reported::HANDED_OVER_BYTES_MAX)));
+        self.reported = Reported::new(packets, bytes, at_ms, closed);
+    }
+
+    /// Counts a packet (or `packets` segments of one) of direction `dir`. True when the
+    /// part of this direction's counters the flow log has not reported reached half of
+    /// what `Reported` tells apart: the caller must have it reported, or, with no flow
+    /// log kept, call `skip_unreported`, before it wraps.
+    #[inline]
+    pub fn count(&mut self, dir: usize, packets: u64, bytes: u64) -> bool {
+        self.packets[dir] += packets;
+        self.bytes[dir] += bytes;
+        self.report_due(dir)
+    }
+
+    /// The unreported part of direction `dir`'s counters reached `REPORT_PACKETS_AT` or
+    /// `REPORT_BYTES_AT`.
+    #[inline]
+    pub fn report_due(&self, dir: usize) -> bool {
+        let (packets, bytes) = self.unreported(dir);
+        packets >= Reported::REPORT_PACKETS_AT || bytes >= Reported::REPORT_BYTES_AT
+    }
+
+    /// Moves the flow log's snapshot up to the counters without a record (time and
+    /// `closed` as they were): for a translator that keeps no flow log, where nobody
+    /// reads the unreported counts, so that they never wrap.
+    pub fn skip_unreported(&mut self) {
+        self.reported = Reported::new(self.packets, self.bytes, self.reported.at_ms(), self.reported.closed());
     }
 
     /// When the flow expires.
@@ -1212,8 +1348,9 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn a_flow_keeps_its_size() {
         // What a million flows cost (examples/flow_table.rs): no TCP window state in it,
-        // the small facts in one byte, times in 5 bytes.
-        assert_eq!(std::mem::size_of::<Flow>(), 144);
+        // the small facts in one byte, times in 5 bytes, of the flow log's copy of the
+        // counters only the low bits.
+        assert_eq!(std::mem::size_of::<Flow>(), 128);
     }
 
     #[test]
@@ -1259,7 +1396,7 @@ mod tests {
         }
         for (at, closed) in [(0, false), (1, true), (1 << 39, false), (Ms40::MAX, true)] {
             let r = Reported::new([1, 2], [3, 4], at, closed);
-            assert_eq!((r.at_ms(), r.closed(), r.packets, r.bytes), (at, closed, [1, 2], [3, 4]));
+            assert_eq!((r.at_ms(), r.closed()), (at, closed));
         }
         let r = Reported::new([1, 2], [3, 4], u64::MAX >> 1, true);
         assert_eq!((r.at_ms(), r.closed()), (Ms40::MAX, true), "a later time is kept as the latest");
@@ -1267,6 +1404,52 @@ mod tests {
             assert_eq!(Ms40::new(ms).get(), ms);
         }
         assert_eq!((Ms40::new(1 << 40).get(), Ms40::new(u64::MAX).get()), (Ms40::MAX, Ms40::MAX), "saturates");
+    }
+
+    #[test]
+    fn the_flow_logs_copy_of_the_counters_counts_across_its_wrap() {
+        let t = Timeouts::default();
+        let mut f = flow(1, 1000, &t);
+        // Totals whose low bits wrapped since the last record (2^32 + 5 packets after
+        // 2^32 - 5; 2^40 + 14 bytes after 2^40 - 76), and totals far past both ranges.
+        f.packets = [4_294_967_301, 5_000_000_000_123];
+        f.bytes = [1_099_511_627_790, 3_298_534_883_333];
+        f.set_reported([4_294_967_291, 5_000_000_000_000], [1_099_511_627_700, 3_298_534_883_228], 2000, true);
+        assert_eq!((f.unreported_packets(), f.unreported_bytes()), ([10, 123], [90, 105]));
+        assert_eq!(f.reported_packets(), [4_294_967_291, 5_000_000_000_000], "the full values, as handed over");
+        assert_eq!(f.reported_bytes(), [1_099_511_627_700, 3_298_534_883_228]);
+        assert_eq!((f.reported.at_ms(), f.reported.closed()), (2000, true));
+        f.mark_reported(3000, false);
+        assert_eq!((f.unreported_packets(), f.unreported_bytes()), ([0, 0], [0, 0]));
+        assert_eq!(f.reported_bytes(), [1_099_511_627_790, 3_298_534_883_333]);
+
+        // Half of each range is where the flow log must report it.
+        let mut f = flow(1, 1000, &t);
+        f.packets[ORIGINAL] = 2_147_483_646;
+        assert!(!f.count(ORIGINAL, 1, 60), "2^31 - 1 packets unreported");
+        assert!(f.count(ORIGINAL, 1, 60), "2^31");
+        assert!(!f.report_due(REPLY));
+        f.skip_unreported();
+        assert_eq!((f.unreported_packets(), f.reported_packets()), ([0, 0], [2_147_483_648, 0]));
+        assert_eq!(f.reported.at_ms(), 0, "moved up without a record: still nothing reported");
+        f.bytes[REPLY] = 549_755_813_000;
+        assert!(!f.count(REPLY, 1, 887), "2^39 - 1 bytes unreported");
+        assert!(f.count(REPLY, 1, 1), "2^39");
+        assert_eq!(f.unreported_bytes(), [0, 549_755_813_888]);
+
+        // More behind than a natgw keeping the copy sends (one that kept 64 bits handed
+        // it over): clamped to three quarters of the range, due at the next packet.
+        let mut f = flow(1, 1000, &t);
+        f.packets = [10_000_000_000, 3];
+        f.bytes = [5_000_000_000_000, 300];
+        f.set_reported([0, 3], [0, 0], 5, false);
+        assert_eq!((f.unreported_packets(), f.unreported_bytes()), ([3_221_225_472, 0], [824_633_720_832, 300]));
+        assert_eq!(f.reported_packets(), [6_778_774_528, 3]);
+        assert_eq!(f.reported_bytes(), [4_175_366_279_168, 0]);
+        assert!(f.report_due(ORIGINAL) && !f.report_due(REPLY));
+        // Up to there a handed-over snapshot is kept exactly.
+        f.set_reported([6_778_774_529, 3], [4_175_366_279_169, 0], 5, false);
+        assert_eq!((f.unreported_packets(), f.unreported_bytes()), ([3_221_225_471, 0], [824_633_720_831, 300]));
     }
 
     #[test]

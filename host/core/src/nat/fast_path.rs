@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use natgw_wire::{checksum, tcp, Icmpv4Packet, Ipv4Packet, L4Header, TcpPacket, UdpPacket, WireError};
 
-use super::flow_records::RecordCheck;
+use super::flow_records::{report_unreported, RecordCheck};
 use super::frag_table::FragTarget;
 use super::fragments::frag_key;
 use super::own_packets::IcmpErrorKind;
@@ -84,13 +84,14 @@ impl Translator {
         }
         let timeouts = self.cfg.timeouts;
         let counters = &self.counters;
-        let record_closes = self.record_flow_ends;
+        let flow_log = self.record_flow_ends;
         let Some(flow) = self.flows.get_mut(id) else { return Ok(Verdict::Drop(Counter::DropNoRoute)) };
         let state_before = flow.state;
         // An ICMP query is answered by its first reply (UDP and TCP below, by state).
         let mut answered = dir == REPLY && flow.packets[REPLY] == 0 && flow.state == FlowState::Icmp;
-        flow.packets[dir] += u64::from(meta.segments.max(1));
-        flow.bytes[dir] += p.total as u64;
+        if flow.count(dir, u64::from(meta.segments.max(1)), p.total as u64) {
+            report_unreported(flow, id, now_ms, flow_log, &mut self.report_checks);
+        }
         match (p.l4, flow.state) {
             (L4Header::Tcp { flags, .. }, FlowState::Tcp(_)) if keep_state => flow.tcp_flags[dir] |= flags,
             (L4Header::Tcp { flags, .. }, FlowState::Tcp(s)) => {
@@ -103,7 +104,7 @@ impl Translator {
                     counters.inc(Counter::ConnectionEstablishedCount);
                     answered = true;
                 }
-                if record_closes
+                if flow_log
                     && t.next != s
                     && matches!(t.next, TcpState::TimeWait | TcpState::Closed)
                     && !flow.marks.close_check_queued()

@@ -5,6 +5,7 @@
 use natgw_wire::WireError;
 
 use super::fast_path::{forward, rewrite_in_place};
+use super::flow_records::report_unreported;
 use super::frag_table::{FragKey, FragLookup, HoldRefused};
 use super::{flow_key, FrameMeta, Parsed, Translator, Verdict};
 use crate::conntrack::Side;
@@ -66,8 +67,9 @@ impl Translator {
                 }
                 rewrite_in_place(&mut frame[p.l3()], p, &rw, &deltas, false)?;
                 if let Some(f) = self.flows.get_mut(t.flow) {
-                    f.packets[t.dir] += 1;
-                    f.bytes[t.dir] += p.total as u64;
+                    if f.count(t.dir, 1, p.total as u64) {
+                        report_unreported(f, t.flow, now_ms, self.record_flow_ends, &mut self.report_checks);
+                    }
                 }
                 self.count_out(egress, p.total as u64, 1);
                 Ok(forward(egress, self.next_hop(egress, rw.dst.addr), fragment_to))

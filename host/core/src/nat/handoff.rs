@@ -264,7 +264,11 @@ pub struct FlowRecord {
     pub expires_in_ms: u64,
     /// `None`: nothing reported yet.
     pub reported_ago_ms: Option<u64>,
-    pub reported: Reported,
+    /// The counters at the flow log's last record, in full (`Flow::reported_packets`),
+    /// and whether it was the connection's final one.
+    pub reported_packets: [u64; 2],
+    pub reported_bytes: [u64; 2],
+    pub reported_closed: bool,
     pub revoked: bool,
     pub answered: bool,
     pub policy_generation: u64,
@@ -297,7 +301,9 @@ impl FlowRecord {
             last_seen_ago_ms: now_ms.saturating_sub(flow.last_seen_ms()),
             expires_in_ms: flow.expires_ms().saturating_sub(now_ms),
             reported_ago_ms: (flow.reported.at_ms() != 0).then(|| now_ms.saturating_sub(flow.reported.at_ms())),
-            reported: flow.reported,
+            reported_packets: flow.reported_packets(),
+            reported_bytes: flow.reported_bytes(),
+            reported_closed: flow.reported.closed(),
             revoked: flow.marks.revoked(),
             answered,
             policy_generation: u64::from(flow.policy_generation),
@@ -313,7 +319,7 @@ impl FlowRecord {
             (self.keys[REPLY].side == Side::Outside, F_REPLY_OUTSIDE),
             (self.revoked, F_REVOKED),
             (self.answered, F_ANSWERED),
-            (self.reported.closed(), F_REPORTED_CLOSED),
+            (self.reported_closed, F_REPORTED_CLOSED),
             (self.fin_seen[ORIGINAL], F_FIN_ORIGINAL),
             (self.fin_seen[REPLY], F_FIN_REPLY),
         ] {
@@ -350,10 +356,10 @@ impl FlowRecord {
             self.last_seen_ago_ms,
             self.expires_in_ms,
             reported_ago,
-            self.reported.packets[0],
-            self.reported.packets[1],
-            self.reported.bytes[0],
-            self.reported.bytes[1],
+            self.reported_packets[0],
+            self.reported_packets[1],
+            self.reported_bytes[0],
+            self.reported_bytes[1],
             self.policy_generation,
         ] {
             w.put(&v.to_be_bytes());
@@ -411,7 +417,9 @@ impl FlowRecord {
             last_seen_ago_ms,
             expires_in_ms,
             reported_ago_ms: (reported_ago != NOTHING_REPORTED).then_some(reported_ago),
-            reported: Reported::new(reported_packets, reported_bytes, 0, flags & F_REPORTED_CLOSED != 0),
+            reported_packets,
+            reported_bytes,
+            reported_closed: flags & F_REPORTED_CLOSED != 0,
             revoked: flags & F_REVOKED != 0,
             answered: flags & F_ANSWERED != 0,
             policy_generation,
@@ -577,16 +585,19 @@ impl Translator {
             expires_after_ms: 0,
             mapping: MappingRef::to(mid),
             policy_generation: u32::try_from(r.policy_generation).unwrap_or(u32::MAX),
-            reported: Reported::new(
-                r.reported.packets,
-                r.reported.bytes,
-                // 0 means "nothing reported": a report older than this clock is at 1.
-                r.reported_ago_ms.map_or(0, |ago| now_ms.saturating_sub(ago).max(1)),
-                r.reported.closed(),
-            ),
+            reported: Reported::default(),
             windows: TcpWindowsRef::NONE,
             marks: FlowMarks::default(),
         };
+        // After the counters, which it is kept relative to (`parse` checked it is at most
+        // them; more behind them than it holds is clamped, see `set_reported`).
+        flow.set_reported(
+            r.reported_packets,
+            r.reported_bytes,
+            // 0 means "nothing reported": a report older than this clock is at 1.
+            r.reported_ago_ms.map_or(0, |ago| now_ms.saturating_sub(ago).max(1)),
+            r.reported_closed,
+        );
         flow.marks.set_fin_seen(r.fin_seen);
         flow.marks.set_revoked(r.revoked);
         flow.set_expires_ms(now_ms.saturating_add(r.expires_in_ms.min(timeout_ms)));
@@ -643,4 +654,68 @@ pub(super) enum ImportRefusal {
     Invalid,
     Conflict,
     NoRoom,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::flow_records::tests::{only_flow, send_out, translator};
+    use super::super::EndReason;
+    use super::*;
+
+    #[test]
+    fn a_handoff_carries_large_counters_and_what_was_reported_of_them_exactly() {
+        let mut old = translator(1000);
+        old.record_flow_ends(true, false, 0);
+        send_out(&mut old, 1000);
+        // Past the low bits the flow keeps of its last record, and wrapped since it.
+        let f = only_flow(&mut old);
+        (f.packets, f.bytes) = ([5_000_000_000_123, 4_294_967_301], [3_298_534_883_333, 1_099_511_627_790]);
+        f.set_reported([5_000_000_000_000, 4_294_967_291], [3_298_534_883_228, 1_099_511_627_700], 1500, false);
+        let mut section = Vec::new();
+        old.export_state(2000, &mut section);
+        let r = FlowRecord::parse(&section[HEADER_LEN..]).expect("a record");
+        assert_eq!((r.packets, r.bytes), ([5_000_000_000_123, 4_294_967_301], [3_298_534_883_333, 1_099_511_627_790]));
+        assert_eq!(r.reported_packets, [5_000_000_000_000, 4_294_967_291]);
+        assert_eq!(r.reported_bytes, [3_298_534_883_228, 1_099_511_627_700]);
+        assert_eq!((r.reported_ago_ms, r.reported_closed), (Some(500), false));
+
+        let mut new = translator(2000);
+        new.record_flow_ends(true, false, 0);
+        assert_eq!(new.import_state(&section, 2000).expect("accepted").imported, 1);
+        let mut again = Vec::new();
+        new.export_state(2000, &mut again);
+        assert_eq!(again, section, "exported again, the same bytes");
+    }
+
+    #[test]
+    fn a_handed_over_flow_more_unreported_than_the_copy_holds_imports_clamped() {
+        let mut old = translator(1000);
+        send_out(&mut old, 1000);
+        let f = only_flow(&mut old);
+        (f.packets, f.bytes) = ([10_000_000_000, 0], [5_000_000_000_000, 0]);
+        let mut section = Vec::new();
+        old.export_state(2000, &mut section);
+        // As a natgw that kept 64 bits and no flow log sent it: nothing reported.
+        let mut r = FlowRecord::parse(&section[HEADER_LEN..]).expect("a record");
+        (r.reported_packets, r.reported_bytes) = ([0, 0], [0, 0]);
+        let mut record = [0u8; RECORD_LEN];
+        r.emit(&mut record);
+        section.truncate(HEADER_LEN);
+        section.extend_from_slice(&record);
+
+        let mut new = translator(2000);
+        new.record_flow_ends(true, false, 0);
+        assert_eq!(new.import_state(&section, 2000).expect("accepted").imported, 1);
+        let f = only_flow(&mut new);
+        assert_eq!((f.unreported_packets(), f.unreported_bytes()), ([3_221_225_472, 0], [824_633_720_832, 0]));
+        // Its next packet has the record made, counting the clamped amount.
+        send_out(&mut new, 2001);
+        new.tick(2010);
+        let mut ends = Vec::new();
+        new.take_flow_ends(&mut ends);
+        let got: Vec<_> = ends.iter().map(|e| (e.reason, e.packets, e.bytes)).collect();
+        assert_eq!(got, vec![(EndReason::Active, [3_221_225_473, 0], [824_633_720_876, 0])]);
+        let f = only_flow(&mut new);
+        assert_eq!((f.reported_packets(), f.reported_bytes()), ([10_000_000_001, 0], [5_000_000_000_044, 0]));
+    }
 }

@@ -204,6 +204,9 @@ pub struct Translator {
     /// TCP connections that closed, and long flows (every `active_interval_ms`).
     close_checks: std::collections::VecDeque<flow_records::RecordCheck>,
     interim_checks: std::collections::VecDeque<flow_records::RecordCheck>,
+    /// Flows whose counters the flow log must report at the next tick, before the low
+    /// bits it keeps of them wrap (`Flow::count`): at most one entry per flow.
+    report_checks: Vec<flow_records::RecordCheck>,
     /// The IP length of the packet being translated, for a refused flow's record.
     packet_len: u64,
     /// Time of the packet being translated.
@@ -235,6 +238,7 @@ impl Translator {
             active_interval_ms: 0,
             close_checks: Default::default(),
             interim_checks: Default::default(),
+            report_checks: Vec::new(),
             packet_len: 0,
             packet_ms: now_ms,
             refusals: refusals::RefusalCache::new(cfg.refusal_cache_ms),

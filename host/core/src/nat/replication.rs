@@ -257,6 +257,7 @@ impl Translator {
         }
         self.close_checks.clear();
         self.interim_checks.clear();
+        self.report_checks.clear();
         if let Some(log) = self.replication.as_mut() {
             // No journal in a pair (`[ha]`): nothing else reads these events.
             *log = ReplicationLog::default();
