@@ -95,8 +95,7 @@ fn restart_and_crash_keep_every_connection(receive: &str) {
         assert_eq!(echo_all(&mut idle, byte), Vec::<String>::new(), "{how}");
         let (sent, lost) = udp.join().expect("udp stream");
         // The rest of the UDP stream came through the new process's rings.
-        let from_slots =
-            stat(&admin, "ReceiveRingFrames") - ring_frames_at_start.min(stat(&admin, "ReceiveRingFrames"));
+        let from_slots = stat(&admin, "ReceiveRingFrames").saturating_sub(ring_frames_at_start);
         assert_eq!(from_slots > 0, rings, "{how}: {from_slots} frames from ring slots after the restart");
         for l in std::fs::read_to_string(&log).unwrap_or_default()[before..].lines() {
             if l.contains("after start") {
