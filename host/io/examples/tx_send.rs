@@ -33,19 +33,12 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types, IoUring};
 use natgw_io::sys::{setsockopt_value, PacketSocket, PacketSocketOptions};
 
-// <linux/if_packet.h>
-const PACKET_VERSION: libc::c_int = 10;
-const PACKET_TX_RING: libc::c_int = 13;
-const TPACKET_V2: libc::c_int = 1;
-const TP_STATUS_AVAILABLE: u32 = 0;
-const TP_STATUS_SEND_REQUEST: u32 = 1;
-const TP_STATUS_WRONG_FORMAT: u32 = 4;
 const SLOT: usize = 2048;
 const SLOTS: usize = 2048;
 const BLOCK: usize = 64 << 10;
-// A TX slot's frame starts right after `struct tpacket2_hdr` (32 bytes), TPACKET2_HDRLEN
-// less the `sockaddr_ll` a receive slot keeps there (`tpacket_parse_header`).
-const TX_DATA: usize = 32;
+// A TX slot's frame starts right after `struct tpacket2_hdr`: TPACKET2_HDRLEN less the
+// `sockaddr_ll` a receive slot keeps there (`tpacket_parse_header`).
+const TX_DATA: usize = libc::TPACKET2_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
 // Offset of `tp_len` in `struct tpacket2_hdr` (after `tp_status`).
 const TP_LEN: usize = 4;
 
@@ -86,14 +79,19 @@ struct TxRing {
 
 impl TxRing {
     fn attach(fd: RawFd) -> io::Result<TxRing> {
-        setsockopt_value(fd, libc::SOL_PACKET, PACKET_VERSION, &TPACKET_V2)?;
+        setsockopt_value(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            &(libc::tpacket_versions::TPACKET_V2 as libc::c_int),
+        )?;
         let req = libc::tpacket_req {
             tp_block_size: BLOCK as u32,
             tp_block_nr: (SLOTS * SLOT / BLOCK) as u32,
             tp_frame_size: SLOT as u32,
             tp_frame_nr: SLOTS as u32,
         };
-        setsockopt_value(fd, libc::SOL_PACKET, PACKET_TX_RING, &req)?;
+        setsockopt_value(fd, libc::SOL_PACKET, libc::PACKET_TX_RING, &req)?;
         // SAFETY: maps the ring the kernel just allocated for this socket; checked below.
         let base = unsafe {
             libc::mmap(ptr::null_mut(), SLOTS * SLOT, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
@@ -119,7 +117,7 @@ impl TxRing {
             ptr::copy_nonoverlapping(f.as_ptr(), s.add(TX_DATA), f.len());
             ptr::write_unaligned(s.add(TP_LEN).cast::<u32>(), f.len() as u32);
         }
-        self.status(slot).store(TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.status(slot).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
     }
 }
 
@@ -177,10 +175,10 @@ fn main() -> io::Result<()> {
                 let mut put = 0;
                 while put < batch {
                     let st = tx.status(next).load(Ordering::Acquire);
-                    if st == TP_STATUS_WRONG_FORMAT {
+                    if st == libc::TP_STATUS_WRONG_FORMAT {
                         refused += 1;
-                        tx.status(next).store(TP_STATUS_AVAILABLE, Ordering::Release);
-                    } else if st != TP_STATUS_AVAILABLE {
+                        tx.status(next).store(libc::TP_STATUS_AVAILABLE, Ordering::Release);
+                    } else if st != libc::TP_STATUS_AVAILABLE {
                         // Still the kernel's: kick what we have and come back.
                         break;
                     }

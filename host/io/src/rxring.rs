@@ -33,11 +33,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::sys::{PACKET_COPY_THRESH, PACKET_RX_RING, PACKET_VERSION, PACKET_VNET_HDR};
 use super::VNET_HDR_LEN;
 
-// <linux/if_packet.h>
-const TPACKET_V2: libc::c_int = 1;
-const TP_STATUS_KERNEL: u32 = 0;
-const TP_STATUS_USER: u32 = 1;
-const TP_STATUS_COPY: u32 = 1 << 1;
+// <linux/if_packet.h>, as libc has it.
+use libc::{TPACKET2_HDRLEN, TP_STATUS_COPY, TP_STATUS_KERNEL, TP_STATUS_USER};
+/// `PACKET_VERSION`'s value for TPACKET_V2 (libc has it as an enum).
+const TPACKET_V2: libc::c_int = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
 
 /// A slot: the `tpacket2_hdr` (`tp_mac` is 76 with a virtio-net header) and a frame of
 /// up to 1972 bytes: a 1500-byte MTU with room for VLAN tags. Larger frames are queued on
@@ -64,8 +63,6 @@ const TP_NSEC: usize = 20;
 /// one its predecessor took and may have sent already.
 const TP_PADDING: usize = 28;
 const TAKEN_MARK: u32 = u32::from_le_bytes(*b"ngw1");
-/// `TPACKET2_HDRLEN`: the header (32) and a `sockaddr_ll` (20): where data may start.
-const TPACKET2_HDRLEN: usize = 52;
 
 #[allow(clippy::cast_possible_truncation, reason = "the request's sizes are constants far below u32::MAX")]
 fn request() -> libc::tpacket_req {

@@ -16,15 +16,12 @@ use natgw_wire::MacAddr;
 /// `open(2)` flag: refuse a path whose last component is a symbolic link.
 pub const O_NOFOLLOW: i32 = libc::O_NOFOLLOW;
 
-// <linux/if_packet.h> socket options (SOL_PACKET); the receive ring's are set in `rxring`.
-pub(crate) const PACKET_RX_RING: libc::c_int = 5;
-pub(crate) const PACKET_COPY_THRESH: libc::c_int = 7;
-pub(crate) const PACKET_VERSION: libc::c_int = 10;
-pub(crate) const PACKET_VNET_HDR: libc::c_int = 15;
-const PACKET_FANOUT: libc::c_int = 18;
-const PACKET_QDISC_BYPASS: libc::c_int = 20;
-const PACKET_FANOUT_DATA: libc::c_int = 22;
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+// <linux/if_packet.h> socket options (SOL_PACKET), as libc has them; the receive ring's
+// are set in `rxring`.
+pub(crate) use libc::{PACKET_COPY_THRESH, PACKET_RX_RING, PACKET_VERSION, PACKET_VNET_HDR};
+use libc::{PACKET_FANOUT, PACKET_FANOUT_DATA, PACKET_IGNORE_OUTGOING, PACKET_QDISC_BYPASS};
+/// The fanout mode that steers by a classic-BPF program (libc's is a `c_uint`; the mode
+/// goes into the option's `int`).
 const PACKET_FANOUT_CBPF: i32 = 6;
 
 /// What natgw knows of an interface.
@@ -392,26 +389,27 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
     Ok(p.iter().map(|x| x.revents & libc::POLLIN != 0).collect())
 }
 
-// Classic BPF opcodes.
-const BPF_LD: u16 = 0x00;
-const BPF_ALU: u16 = 0x04;
-const BPF_JMP: u16 = 0x05;
-const BPF_RET: u16 = 0x06;
-const BPF_MISC: u16 = 0x07;
-const BPF_W: u16 = 0x00;
-const BPF_H: u16 = 0x08;
-const BPF_B: u16 = 0x10;
-const BPF_ABS: u16 = 0x20;
-const BPF_XOR: u16 = 0xa0;
-const BPF_MUL: u16 = 0x20;
-const BPF_RSH: u16 = 0x70;
-const BPF_JA: u16 = 0x00;
-const BPF_JEQ: u16 = 0x10;
-const BPF_JSET: u16 = 0x40;
-const BPF_K: u16 = 0x00;
-const BPF_X: u16 = 0x08;
-const BPF_A: u16 = 0x10;
-const BPF_TAX: u16 = 0x00;
+// Classic BPF opcodes (<linux/filter.h>), for `stmt` and `jump`: natgw's socket programs
+// and the end-to-end tests' seccomp filter.
+pub const BPF_LD: u16 = 0x00;
+pub const BPF_ALU: u16 = 0x04;
+pub const BPF_JMP: u16 = 0x05;
+pub const BPF_RET: u16 = 0x06;
+pub const BPF_MISC: u16 = 0x07;
+pub const BPF_W: u16 = 0x00;
+pub const BPF_H: u16 = 0x08;
+pub const BPF_B: u16 = 0x10;
+pub const BPF_ABS: u16 = 0x20;
+pub const BPF_XOR: u16 = 0xa0;
+pub const BPF_MUL: u16 = 0x20;
+pub const BPF_RSH: u16 = 0x70;
+pub const BPF_JA: u16 = 0x00;
+pub const BPF_JEQ: u16 = 0x10;
+pub const BPF_JSET: u16 = 0x40;
+pub const BPF_K: u16 = 0x00;
+pub const BPF_X: u16 = 0x08;
+pub const BPF_A: u16 = 0x10;
+pub const BPF_TAX: u16 = 0x00;
 /// Loads relative to the network header, wherever skb->data points when fanout runs.
 const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
 
@@ -434,10 +432,13 @@ pub fn ring_guard_program() -> Vec<SockFilter> {
     ]
 }
 
-fn stmt(code: u16, k: u32) -> SockFilter {
+/// A classic BPF instruction that does not jump.
+pub fn stmt(code: u16, k: u32) -> SockFilter {
     SockFilter { code, jt: 0, jf: 0, k }
 }
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
+
+/// A conditional jump: over `jt` instructions when the test holds, `jf` when not.
+pub fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
     SockFilter { code, jt, jf, k }
 }
 

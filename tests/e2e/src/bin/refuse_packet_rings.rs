@@ -8,14 +8,8 @@
 
 use std::ffi::CString;
 
-// <linux/seccomp.h>, <linux/filter.h>, <linux/audit.h>, <linux/if_packet.h>
-const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-const SOL_PACKET: u32 = 263;
-const PACKET_RX_RING: u32 = 5;
-const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_JEQ_K: u16 = 0x15;
-const BPF_RET_K: u16 = 0x06;
+use natgw_io::sys::{jump, stmt, BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+
 // Offsets in `struct seccomp_data`: nr, arch, instruction_pointer, args[6] (the low half
 // of each argument first on a little-endian machine).
 const NR: u32 = 0;
@@ -29,15 +23,6 @@ const ARCH_HERE: u32 = 0xc000_003e;
 #[cfg(target_arch = "aarch64")]
 const ARCH_HERE: u32 = 0xc000_00b7;
 
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt: 0, jf: 0, k }
-}
-
-/// Jumps over `skip` instructions unless the accumulator is `k`.
-fn unless_eq(k: u32, skip: u8) -> libc::sock_filter {
-    libc::sock_filter { code: BPF_JEQ_K, jt: 0, jf: skip, k }
-}
-
 fn main() {
     let args: Vec<CString> =
         std::env::args().skip(1).map(|a| CString::new(a).expect("arguments hold no NUL byte")).collect();
@@ -47,22 +32,28 @@ fn main() {
     }
     let setsockopt = u32::try_from(libc::SYS_setsockopt).expect("a syscall number fits u32");
     let errno = u32::try_from(libc::EPERM).expect("EPERM fits u32");
+    let sol_packet = u32::try_from(libc::SOL_PACKET).expect("SOL_PACKET fits u32");
+    let rx_ring = u32::try_from(libc::PACKET_RX_RING).expect("PACKET_RX_RING fits u32");
+    let load = BPF_LD | BPF_W | BPF_ABS;
+    // Jumps over `skip` instructions, to the last (allow), unless the word loaded is `k`.
+    let unless_eq = |k: u32, skip: u8| jump(BPF_JMP | BPF_JEQ | BPF_K, k, 0, skip);
     // Any other architecture's calls, and every call but this one, are allowed.
     let prog = [
-        stmt(BPF_LD_W_ABS, ARCH),
+        stmt(load, ARCH),
         unless_eq(ARCH_HERE, 7),
-        stmt(BPF_LD_W_ABS, NR),
+        stmt(load, NR),
         unless_eq(setsockopt, 5),
-        stmt(BPF_LD_W_ABS, ARG1),
-        unless_eq(SOL_PACKET, 3),
-        stmt(BPF_LD_W_ABS, ARG2),
-        unless_eq(PACKET_RX_RING, 1),
-        stmt(BPF_RET_K, SECCOMP_RET_ERRNO | errno),
-        stmt(BPF_RET_K, SECCOMP_RET_ALLOW),
+        stmt(load, ARG1),
+        unless_eq(sol_packet, 3),
+        stmt(load, ARG2),
+        unless_eq(rx_ring, 1),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ERRNO | errno),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
     ];
     let fprog = libc::sock_fprog {
         len: u16::try_from(prog.len()).expect("ten instructions"),
-        filter: prog.as_ptr().cast_mut(),
+        // `SockFilter` is `struct sock_filter`, field for field (`repr(C)`).
+        filter: prog.as_ptr().cast::<libc::sock_filter>().cast_mut(),
     };
     // SAFETY: prctl with integer arguments only.
     let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
